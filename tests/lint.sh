@@ -1,0 +1,22 @@
+#!/bin/sh
+# Source lint: banned functions (curl checksrc habit) and the layering rule of
+# docs/DESIGN: core <- net <- http <- hub; nothing below includes from above.
+set -u
+root=$1
+fail=0
+banned='\b(sprintf|vsprintf|strcat|strcpy|gets|strtok|rand)[[:space:]]*\('
+if grep -rnE "$banned" "$root/src" "$root/app" "$root/include" "$root/examples" 2>/dev/null; then
+    echo "lint: banned function used (use snprintf, memcpy with a length, px_random)" >&2
+    fail=1
+fi
+check_layer() { # dir forbidden-include-pattern
+    if grep -rnE "#include \"($2)/" "$root/src/$1" 2>/dev/null; then
+        echo "lint: src/$1 must not include from $2" >&2
+        fail=1
+    fi
+}
+check_layer core 'net|http|hub'
+check_layer net 'http|hub'
+check_layer http 'hub'
+if [ $fail = 0 ]; then echo "lint ok"; fi
+exit $fail
