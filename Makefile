@@ -1,0 +1,72 @@
+# plexus — the two commands: `make run` and `make test`.
+# Both first install missing Debian packages (deps/debian.txt), then build with CMake.
+
+JOBS    ?= $(shell nproc)
+BUILD   ?= build
+RELEASE := $(BUILD)/release
+ASAN    := $(BUILD)/asan
+CMAKE_FLAGS ?=
+
+.PHONY: all run test deps build build-asan unit integration fuzz-replay format lint clean \
+        bench-http bench-ws bench-hub bench-micro npm-deps
+
+all: build
+
+deps:
+	@sh deps/install.sh deps/debian.txt
+
+# Node test clients (ws, playwright-core) for the integration and browser tests.
+npm-deps: deps
+	@if [ -f tests/package.json ] && [ ! -d tests/node_modules ]; then \
+	    cd tests && npm ci --no-audit --no-fund --loglevel=error; fi
+
+build: deps
+	@cmake -S . -B $(RELEASE) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(RELEASE) -j $(JOBS)
+
+# ASan + UBSan with clang, fuzzers included (corpus replay runs in this build).
+build-asan: deps
+	@CC=clang cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DPX_SANITIZE=ON \
+	    -DPX_BUILD_FUZZERS=ON -DPX_BUILD_BENCH=OFF $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(ASAN) -j $(JOBS)
+
+run: build
+	@mkdir -p var
+	$(RELEASE)/plexus --listen 127.0.0.1:8080
+
+# Whole suite: normal build, then the ASan+UBSan build; ends with the summary line.
+test: build build-asan npm-deps
+	@sh tests/run.sh $(RELEASE) $(ASAN)
+
+unit: build
+	cd $(RELEASE) && ctest -L unit --output-on-failure
+
+integration: build npm-deps
+	cd $(RELEASE) && ctest -L integration --output-on-failure
+
+fuzz-replay: build-asan
+	cd $(ASAN) && ctest -L fuzz --output-on-failure
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+lint:
+	sh tests/lint.sh .
+
+bench-micro: build
+	@for b in $(RELEASE)/bench/bench_*; do echo "== $$b"; $$b; done
+
+bench-http: build
+	@sh deps/install.sh deps/bench.txt
+	sh bench/http.sh $(RELEASE)
+
+bench-ws: build
+	@sh deps/install.sh deps/bench.txt
+	sh bench/ws.sh $(RELEASE)
+
+bench-hub: build
+	@sh deps/install.sh deps/bench.txt
+	sh bench/hub.sh $(RELEASE)
+
+clean:
+	rm -rf $(BUILD)

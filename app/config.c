@@ -1,0 +1,412 @@
+/* The option table and its three sources. Precedence, lowest first: built-in
+ * defaults, the JSON config file, PLEXUS_* environment variables, flags. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "app/config.h"
+#include "hub/json.h"
+#include "plexus/version.h"
+
+enum opt_type { T_STR, T_LIST, T_UINT, T_SIZE, T_DURATION, T_BOOL };
+
+typedef struct opt {
+    const char *name; /* flag without dashes; env PLEXUS_<NAME>; config-file key */
+    enum opt_type type;
+    size_t off;
+    const char *def; /* default, parsed like user input; NULL = unset */
+    const char *meta;
+    const char *help;
+    const char *choices; /* T_STR: "a|b|c" allowed values, or NULL */
+    const char *group;
+} opt_t;
+
+#define O(field) offsetof(px_config_t, field)
+
+static const opt_t options[] = {
+    {"listen", T_LIST, O(listen), "127.0.0.1:8080", "ADDR",
+     "address to listen on, repeatable: HOST:PORT, [V6]:PORT, unix:PATH, fd:N", NULL, "Server"},
+    {"workers", T_UINT, O(workers), "0", "N", "worker threads, each with its own event loop (0 = one per CPU)",
+     NULL, "Server"},
+    {"max-connections", T_UINT, O(max_connections), "10000", "N",
+     "open connections allowed; over it new ones get 503 and are closed", NULL, "Server"},
+    {"idle-timeout", T_DURATION, O(idle_timeout_ms), "60s", "DURATION",
+     "close a connection idle this long", NULL, "Server"},
+    {"output-cap", T_SIZE, O(output_cap), "4MiB", "SIZE",
+     "output bytes queued per connection before it counts as a slow consumer", NULL, "Server"},
+    {"shutdown-timeout", T_DURATION, O(shutdown_timeout_ms), "10s", "DURATION",
+     "on SIGTERM/SIGINT, time left to in-flight work before connections are closed", NULL,
+     "Server"},
+    {"static", T_STR, O(static_dir), NULL, "DIR",
+     "serve static files from DIR (default: the bundled web/ directory)", NULL, "HTTP"},
+    {"max-body", T_SIZE, O(max_body), "1MiB", "SIZE", "largest request body accepted (413 over it)",
+     NULL, "HTTP"},
+    {"max-request-line", T_SIZE, O(max_request_line), "8KiB", "SIZE",
+     "longest request line (414 over it)", NULL, "HTTP"},
+    {"max-header-size", T_SIZE, O(max_header_size), "16KiB", "SIZE",
+     "largest request header block (431 over it)", NULL, "HTTP"},
+    {"max-headers", T_UINT, O(max_headers), "100", "N", "most header fields in a request (431 over it)",
+     NULL, "HTTP"},
+    {"header-timeout", T_DURATION, O(header_timeout_ms), "10s", "DURATION",
+     "time allowed to send a request head (slowloris defence)", NULL, "HTTP"},
+    {"keepalive-timeout", T_DURATION, O(keepalive_timeout_ms), "60s", "DURATION",
+     "close a keep-alive connection idle between requests this long", NULL, "HTTP"},
+    {"max-requests", T_UINT, O(max_requests), "0", "N",
+     "requests served per connection before it is closed (0 = no limit)", NULL, "HTTP"},
+    {"access-log", T_STR, O(access_log), "off", "FORMAT", "access log, one line per request: off|text|json",
+     "off|text|json", "HTTP"},
+    {"log-level", T_STR, O(log_level), "info", "LEVEL", "debug|info|warn|error", "debug|info|warn|error|off",
+     "Logs"},
+    {"log-format", T_STR, O(log_format), "text", "FORMAT", "text|json, one line per event on stderr",
+     "text|json", "Logs"},
+    {"log-file", T_STR, O(log_file), NULL, "PATH", "log to PATH instead of stderr (re-opened on SIGHUP)",
+     NULL, "Logs"},
+    {"config", T_STR, O(config_file), NULL, "FILE",
+     "read options from a JSON file: {\"listen\": [\"127.0.0.1:8080\"], \"workers\": 2}", NULL,
+     "General"},
+};
+
+#define NOPTS (sizeof options / sizeof options[0])
+
+static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("plexus: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs(" (see plexus --help)\n", stderr);
+    exit(2);
+}
+
+static const opt_t *find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        if (strlen(options[i].name) == len && memcmp(options[i].name, name, len) == 0)
+            return &options[i];
+    return NULL;
+}
+
+/* Parse "123", with an optional unit; returns 0 or -EINVAL. */
+static int parse_scaled(const char *s, uint64_t *out, int kind)
+{
+    if (!isdigit((unsigned char)*s))
+        return -EINVAL;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return -EINVAL;
+    uint64_t mul = 1;
+    if (kind == T_SIZE) {
+        static const struct {
+            const char *u;
+            uint64_t m;
+        } units[] = {{"", 1},          {"B", 1},          {"KiB", 1024},   {"K", 1024},
+                     {"k", 1024},      {"MiB", 1 << 20},  {"M", 1 << 20},  {"m", 1 << 20},
+                     {"GiB", 1 << 30}, {"G", 1 << 30},    {"g", 1 << 30}};
+        size_t i;
+        for (i = 0; i < sizeof units / sizeof units[0]; i++)
+            if (strcmp(end, units[i].u) == 0)
+                break;
+        if (i == sizeof units / sizeof units[0])
+            return -EINVAL;
+        mul = units[i].m;
+    } else if (kind == T_DURATION) {
+        if (strcmp(end, "ms") == 0)
+            mul = 1;
+        else if (strcmp(end, "s") == 0 || *end == '\0')
+            mul = 1000; /* a bare number is seconds */
+        else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
+            mul = 60000;
+        else if (strcmp(end, "h") == 0)
+            mul = 3600000;
+        else if (strcmp(end, "d") == 0)
+            mul = 86400000;
+        else
+            return -EINVAL;
+    } else if (*end) {
+        return -EINVAL;
+    }
+    if (v > UINT64_MAX / mul)
+        return -EINVAL;
+    *out = v * mul;
+    return 0;
+}
+
+static void set_value(px_config_t *cfg, const opt_t *o, const char *val, const char *origin)
+{
+    char *base = (char *)cfg + o->off;
+    uint64_t v;
+    switch (o->type) {
+    case T_STR:
+        if (o->choices) {
+            size_t n = strlen(val);
+            const char *c = o->choices;
+            int ok = 0;
+            while (*c) {
+                const char *bar = strchr(c, '|');
+                size_t k = bar ? (size_t)(bar - c) : strlen(c);
+                if (k == n && memcmp(c, val, n) == 0)
+                    ok = 1;
+                c += k + (bar ? 1 : 0);
+            }
+            if (!ok)
+                die("%s %s: '%s' is not one of %s", origin, o->name, val, o->choices);
+        }
+        free(*(char **)base);
+        *(char **)base = strdup(val);
+        break;
+    case T_LIST: {
+        char **list = (char **)base;
+        unsigned *count = &cfg->nlisten; /* the only list option */
+        if (*count == PX_CONFIG_MAX_LISTEN)
+            die("%s %s: at most %d addresses", origin, o->name, PX_CONFIG_MAX_LISTEN);
+        list[(*count)++] = strdup(val);
+        break;
+    }
+    case T_UINT:
+        if (parse_scaled(val, &v, T_UINT) || v > 0xffffffffu)
+            die("%s %s: '%s' is not a non-negative integer", origin, o->name, val);
+        *(unsigned *)base = (unsigned)v;
+        break;
+    case T_SIZE:
+        if (parse_scaled(val, &v, T_SIZE))
+            die("%s %s: '%s' is not a size (e.g. 512, 64KiB, 4MiB)", origin, o->name, val);
+        *(uint64_t *)base = v;
+        break;
+    case T_DURATION:
+        if (parse_scaled(val, &v, T_DURATION))
+            die("%s %s: '%s' is not a duration (e.g. 500ms, 10s, 5m)", origin, o->name, val);
+        *(uint64_t *)base = v;
+        break;
+    case T_BOOL:
+        if (strcmp(val, "1") == 0 || strcmp(val, "true") == 0 || strcmp(val, "yes") == 0)
+            *(int *)base = 1;
+        else if (strcmp(val, "0") == 0 || strcmp(val, "false") == 0 || strcmp(val, "no") == 0)
+            *(int *)base = 0;
+        else
+            die("%s %s: '%s' is not true or false", origin, o->name, val);
+        break;
+    }
+}
+
+static void clear_list(px_config_t *cfg)
+{
+    for (unsigned i = 0; i < cfg->nlisten; i++)
+        free(cfg->listen[i]);
+    cfg->nlisten = 0;
+}
+
+static void usage(void)
+{
+    printf("plexus %s — multi-protocol real-time server\n\n"
+           "Usage: plexus [OPTIONS]\n\n"
+           "Every option can also be set with the environment variable PLEXUS_<NAME>\n"
+           "(e.g. PLEXUS_MAX_CONNECTIONS=500) or as a key in the --config JSON file.\n"
+           "Precedence: flags > environment > config file > defaults.\n"
+           "Sizes take B, KiB, MiB, GiB; durations ms, s, m, h, d (a bare number is seconds).\n",
+           PX_VERSION_STRING);
+    const char *group = "";
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt_t *o = &options[i];
+        if (strcmp(group, o->group) != 0) {
+            group = o->group;
+            printf("\n%s:\n", group);
+        }
+        char lhs[64];
+        if (o->type == T_BOOL)
+            snprintf(lhs, sizeof lhs, "--%s", o->name);
+        else
+            snprintf(lhs, sizeof lhs, "--%s %s", o->name, o->meta);
+        printf("  %-28s %s", lhs, o->help);
+        if (o->def && o->type != T_BOOL)
+            printf(" [default: %s]", o->def);
+        printf("\n");
+    }
+    printf("\n  %-28s %s\n  %-28s %s\n", "-h, --help", "show this help and exit", "-V, --version",
+           "print the version and exit");
+}
+
+static void load_file(px_config_t *cfg, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        die("--config %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || st.st_size > (1 << 20))
+        die("--config %s: not a regular file under 1 MiB", path);
+    size_t len = (size_t)st.st_size;
+    char *text = malloc(len + 1);
+    if (!text || fread(text, 1, len, f) != len)
+        die("--config %s: cannot read", path);
+    fclose(f);
+    enum { MAXTOK = 1024 };
+    static px_json_tok_t toks[MAXTOK];
+    px_json_doc_t doc;
+    if (px_json_parse(&doc, text, len, toks, MAXTOK, 16) < 0) {
+        char msg[160];
+        px_json_format_error(&doc, msg, sizeof msg);
+        die("--config %s: invalid JSON: %s", path, msg);
+    }
+    if (toks[0].type != PX_JSON_OBJECT)
+        die("--config %s: the top level must be a JSON object", path);
+    int k = 1;
+    for (uint32_t m = 0; m < toks[0].size; m++, k = (int)toks[k + 1].next) {
+        char key[64];
+        if (px_json_unescape(&doc, k, key, sizeof key) < 0)
+            die("--config %s: unknown key (too long)", path);
+        const opt_t *o = find(key, strlen(key));
+        if (!o || strcmp(key, "config") == 0)
+            die("--config %s: unknown key \"%s\"", path, key);
+        int v = k + 1;
+        char origin[300];
+        snprintf(origin, sizeof origin, "--config %s: key", path);
+        if (o->type == T_LIST) {
+            clear_list(cfg);
+            if (toks[v].type == PX_JSON_STRING) {
+                char val[1024];
+                if (px_json_unescape(&doc, v, val, sizeof val) < 0)
+                    die("%s %s: value too long", origin, key);
+                set_value(cfg, o, val, origin);
+                continue;
+            }
+            if (toks[v].type != PX_JSON_ARRAY)
+                die("%s %s: expected a string or an array of strings", origin, key);
+            int e = v + 1;
+            for (uint32_t j = 0; j < toks[v].size; j++, e = (int)toks[e].next) {
+                char val[1024];
+                if (toks[e].type != PX_JSON_STRING || px_json_unescape(&doc, e, val, sizeof val) < 0)
+                    die("%s %s: expected an array of strings", origin, key);
+                set_value(cfg, o, val, origin);
+            }
+            continue;
+        }
+        char val[1024];
+        if (toks[v].type == PX_JSON_STRING) {
+            if (px_json_unescape(&doc, v, val, sizeof val) < 0)
+                die("%s %s: value too long", origin, key);
+        } else if (toks[v].type == PX_JSON_NUMBER || toks[v].type == PX_JSON_TRUE ||
+                   toks[v].type == PX_JSON_FALSE) {
+            size_t n = toks[v].end - toks[v].start;
+            if (n >= sizeof val)
+                die("%s %s: value too long", origin, key);
+            memcpy(val, text + toks[v].start, n);
+            val[n] = '\0';
+        } else {
+            die("%s %s: expected a string, number or boolean", origin, key);
+        }
+        set_value(cfg, o, val, origin);
+    }
+    free(text);
+}
+
+void px_config_load(px_config_t *cfg, int argc, char **argv)
+{
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < NOPTS; i++)
+        if (options[i].def)
+            set_value(cfg, &options[i], options[i].def, "default");
+    int default_listen = 1;
+
+    /* --help/--version and --config first: the file is the lowest user source. */
+    const char *config = getenv("PLEXUS_CONFIG");
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage();
+            exit(0);
+        }
+        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
+            printf("plexus %s\n", PX_VERSION_STRING);
+            exit(0);
+        }
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            config = argv[i + 1];
+        else if (strncmp(argv[i], "--config=", 9) == 0)
+            config = argv[i] + 9;
+    }
+    if (config) {
+        clear_list(cfg);
+        load_file(cfg, config);
+        if (cfg->nlisten)
+            default_listen = 0;
+        else
+            set_value(cfg, find("listen", 6), "127.0.0.1:8080", "default");
+        free(cfg->config_file);
+        cfg->config_file = strdup(config);
+    }
+
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt_t *o = &options[i];
+        char env[80] = "PLEXUS_";
+        size_t n = 7;
+        for (const char *p = o->name; *p && n < sizeof env - 1; p++)
+            env[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+        env[n] = '\0';
+        const char *val = getenv(env);
+        if (!val || strcmp(o->name, "config") == 0)
+            continue;
+        char origin[100];
+        snprintf(origin, sizeof origin, "environment variable %s, option", env);
+        if (o->type == T_LIST) {
+            /* Several addresses: comma- or space-separated. */
+            clear_list(cfg);
+            default_listen = 0;
+            char *copy = strdup(val), *save = NULL;
+            for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+                set_value(cfg, o, t, origin);
+            free(copy);
+        } else {
+            set_value(cfg, o, val, origin);
+        }
+    }
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0)
+            die("unexpected argument '%s'", a);
+        const char *name = a + 2;
+        const char *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        const opt_t *o = find(name, nlen);
+        if (!o)
+            die("unknown flag --%.*s", (int)nlen, name);
+        const char *val;
+        if (eq) {
+            val = eq + 1;
+        } else if (o->type == T_BOOL) {
+            val = "true";
+        } else {
+            if (i + 1 >= argc)
+                die("flag --%s needs a value (%s)", o->name, o->meta);
+            val = argv[++i];
+        }
+        if (strcmp(o->name, "config") == 0)
+            continue; /* loaded above */
+        if (o->type == T_LIST && default_listen) {
+            clear_list(cfg);
+            default_listen = 0;
+        }
+        char oname[80];
+        snprintf(oname, sizeof oname, "--%s", o->name);
+        opt_t named = *o;
+        named.name = oname;
+        set_value(cfg, &named, val, "flag");
+    }
+}
+
+void px_config_free(px_config_t *cfg)
+{
+    clear_list(cfg);
+    for (size_t i = 0; i < NOPTS; i++)
+        if (options[i].type == T_STR) {
+            char **p = (char **)((char *)cfg + options[i].off);
+            free(*p);
+            *p = NULL;
+        }
+}

@@ -1,0 +1,45 @@
+/* plexus CLI configuration: one table of options (app/config.c) is the single
+ * place that defines every flag, its PLEXUS_<NAME> environment variable, its
+ * config-file key, its default and its help text. */
+#ifndef PX_APP_CONFIG_H
+#define PX_APP_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PX_CONFIG_MAX_LISTEN 16
+
+typedef struct px_config {
+    /* server */
+    char *listen[PX_CONFIG_MAX_LISTEN];
+    unsigned nlisten;
+    unsigned workers;
+    unsigned max_connections;
+    uint64_t idle_timeout_ms;
+    uint64_t output_cap;
+    uint64_t shutdown_timeout_ms;
+    /* logs */
+    char *log_level;
+    char *log_format;
+    char *log_file;
+    /* http */
+    char *static_dir;
+    uint64_t max_body;
+    uint64_t max_request_line;
+    uint64_t max_header_size;
+    unsigned max_headers;
+    uint64_t header_timeout_ms;
+    uint64_t keepalive_timeout_ms;
+    unsigned max_requests;
+    char *access_log;
+    /* meta */
+    char *config_file;
+} px_config_t;
+
+/** Fill `cfg` from defaults, then the config file (--config / PLEXUS_CONFIG),
+ * then PLEXUS_* environment variables, then argv. On a bad flag or value it
+ * prints one line naming it and exits 2; --help and --version print and exit 0. */
+void px_config_load(px_config_t *cfg, int argc, char **argv);
+void px_config_free(px_config_t *cfg);
+
+#endif

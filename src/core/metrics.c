@@ -1,0 +1,104 @@
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/metrics.h"
+
+typedef struct {
+    char name[96];
+    char help[160];
+    int type;
+} metric_def_t;
+
+static metric_def_t defs[PX_METRICS_MAX];
+static int ndefs;
+/* Each slot row is written by one thread only (relaxed load + store compiles
+ * to a plain add); readers may see a slightly stale value, never a torn one. */
+static _Atomic int64_t values[PX__METRIC_SLOTS][PX_METRICS_MAX];
+static __thread int my_slot = -1;
+
+void px__metrics_bind(unsigned slot)
+{
+    my_slot = slot < PX__METRIC_SLOT_SHARED ? (int)slot : -1;
+}
+
+int px_metric_register(const char *name, const char *help, int type)
+{
+    if (!name || strlen(name) >= sizeof defs[0].name)
+        return -EINVAL;
+    for (int i = 0; i < ndefs; i++)
+        if (strcmp(defs[i].name, name) == 0)
+            return i;
+    if (ndefs == PX_METRICS_MAX)
+        return -ENOSPC;
+    metric_def_t *d = &defs[ndefs];
+    snprintf(d->name, sizeof d->name, "%s", name);
+    snprintf(d->help, sizeof d->help, "%s", help ? help : "");
+    d->type = type;
+    return ndefs++;
+}
+
+void px_metric_add(int id, int64_t v)
+{
+    if (id < 0 || id >= PX_METRICS_MAX)
+        return;
+    if (PX_LIKELY(my_slot >= 0)) {
+        _Atomic int64_t *p = &values[my_slot][id];
+        atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) + v,
+                              memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&values[PX__METRIC_SLOT_SHARED][id], v, memory_order_relaxed);
+    }
+}
+
+void px_metric_set(int id, int64_t v)
+{
+    if (id < 0 || id >= PX_METRICS_MAX)
+        return;
+    int slot = my_slot >= 0 ? my_slot : PX__METRIC_SLOT_SHARED;
+    atomic_store_explicit(&values[slot][id], v, memory_order_relaxed);
+}
+
+int64_t px_metric_value(int id)
+{
+    if (id < 0 || id >= PX_METRICS_MAX)
+        return 0;
+    int64_t sum = 0;
+    for (int s = 0; s < PX__METRIC_SLOTS; s++)
+        sum += atomic_load_explicit(&values[s][id], memory_order_relaxed);
+    return sum;
+}
+
+int64_t px_metric_worker_value(int id, unsigned worker)
+{
+    if (id < 0 || id >= PX_METRICS_MAX || worker >= PX__METRIC_SLOT_SHARED)
+        return 0;
+    return atomic_load_explicit(&values[worker][id], memory_order_relaxed);
+}
+
+int px_metrics_render(px_buf_t *out, unsigned nworkers)
+{
+    char line[512];
+    for (int i = 0; i < ndefs; i++) {
+        const metric_def_t *d = &defs[i];
+        int base = d->type & 0xf;
+        int n = snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n", d->name, d->help,
+                         d->name, base == PX_METRIC_COUNTER ? "counter" : "gauge");
+        int r = px_buf_append(out, line, (size_t)n);
+        if (r)
+            return r;
+        if (d->type & PX_METRIC_PER_WORKER) {
+            for (unsigned w = 0; w < nworkers; w++) {
+                n = snprintf(line, sizeof line, "%s{worker=\"%u\"} %lld\n", d->name, w,
+                             (long long)px_metric_worker_value(i, w));
+                if ((r = px_buf_append(out, line, (size_t)n)))
+                    return r;
+            }
+        } else {
+            n = snprintf(line, sizeof line, "%s %lld\n", d->name, (long long)px_metric_value(i));
+            if ((r = px_buf_append(out, line, (size_t)n)))
+                return r;
+        }
+    }
+    return 0;
+}

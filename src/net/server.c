@@ -1,0 +1,303 @@
+/* The server: workers + listeners + connections, graceful shutdown, signals. */
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "net/net_int.h"
+
+int px__m_conns = -1, px__m_accepted = -1, px__m_rejected = -1, px__m_bytes_in = -1,
+    px__m_bytes_out = -1, px__m_loop_lag = -1;
+
+void px_server_opts_init(px_server_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->workers = 0;
+    o->max_connections = 10000;
+    o->idle_timeout_ms = 60000;
+    o->output_cap = 4u << 20;
+    o->shutdown_timeout_ms = 10000;
+    o->backlog = 1024;
+}
+
+static void register_metrics(void)
+{
+    px__m_conns = px_metric_register("plexus_connections", "Open connections", PX_METRIC_GAUGE);
+    px__m_accepted = px_metric_register("plexus_connections_accepted_total",
+                                        "Connections accepted", PX_METRIC_COUNTER);
+    px__m_rejected = px_metric_register("plexus_connections_rejected_total",
+                                        "Connections rejected over --max-connections or out of fds",
+                                        PX_METRIC_COUNTER);
+    px__m_bytes_in = px_metric_register("plexus_bytes_received_total", "Bytes read from clients",
+                                        PX_METRIC_COUNTER);
+    px__m_bytes_out = px_metric_register("plexus_bytes_sent_total", "Bytes written to clients",
+                                         PX_METRIC_COUNTER);
+    px__m_loop_lag = px_metric_register("plexus_loop_lag_milliseconds",
+                                        "Time the last loop iteration spent dispatching",
+                                        PX_METRIC_GAUGE | PX_METRIC_PER_WORKER);
+}
+
+px_server_t *px_server_new(const px_server_opts_t *o)
+{
+    px_server_opts_t defaults;
+    if (!o) {
+        px_server_opts_init(&defaults);
+        o = &defaults;
+    }
+    register_metrics();
+    px_server_t *s = px__calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->opts = *o;
+    if (!s->opts.backlog)
+        s->opts.backlog = 1024;
+    if (!s->opts.output_cap)
+        s->opts.output_cap = 4u << 20;
+    s->workers = px_workers_new(o->workers);
+    if (!s->workers) {
+        px__free(s);
+        return NULL;
+    }
+    unsigned n = px_workers_count(s->workers);
+    s->nw = px__calloc(n, sizeof *s->nw);
+    if (!s->nw) {
+        px_workers_free(s->workers);
+        px__free(s);
+        return NULL;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        px__netw_t *nw = &s->nw[i];
+        nw->server = s;
+        nw->worker = px_workers_get(s->workers, i);
+        nw->loop = px_worker_loop(nw->worker);
+        nw->reserve_fd = -1;
+    }
+    return s;
+}
+
+void px_server_free(px_server_t *s)
+{
+    if (!s)
+        return;
+    for (unsigned i = 0; i < s->nlisteners; i++)
+        px__listener_close(&s->listeners[i]);
+    unsigned n = px_workers_count(s->workers);
+    for (unsigned i = 0; i < n; i++) {
+        px__netw_t *nw = &s->nw[i];
+        px__scratch_free_all(nw);
+        px__free(nw->rbuf);
+        if (nw->reserve_fd >= 0)
+            close(nw->reserve_fd);
+    }
+    px_workers_free(s->workers);
+    px__free(s->nw);
+    px__free(s->reject_msg);
+    px__free(s);
+}
+
+int px_server_listen(px_server_t *s, const char *addr)
+{
+    if (s->nlisteners == PX__MAX_LISTENERS)
+        return -ENOSPC;
+    px__listener_t *l = &s->listeners[s->nlisteners];
+    int r = px__listener_open(s, l, addr);
+    if (r == 0)
+        s->nlisteners++;
+    return r;
+}
+
+unsigned px_server_listener_count(const px_server_t *s)
+{
+    return s->nlisteners;
+}
+
+const char *px_server_listener_name(const px_server_t *s, unsigned i)
+{
+    return i < s->nlisteners ? s->listeners[i].name : NULL;
+}
+
+void px_server_set_protocol(px_server_t *s, const px_protocol_t *p,
+                            void *(*on_accept)(px_conn_t *c, void *ud), void *ud)
+{
+    s->protocol = p;
+    s->on_accept = on_accept;
+    s->accept_ud = ud;
+}
+
+void px_server_set_reject_message(px_server_t *s, const void *p, size_t len)
+{
+    px__free(s->reject_msg);
+    s->reject_msg = px__xmalloc(len);
+    memcpy(s->reject_msg, p, len);
+    s->reject_len = len;
+}
+
+void px_server_set_data(px_server_t *s, void *data)
+{
+    s->data = data;
+}
+
+void *px_server_get_data(const px_server_t *s)
+{
+    return s->data;
+}
+
+px_workers_t *px_server_workers(px_server_t *s)
+{
+    return s->workers;
+}
+
+const px_server_opts_t *px_server_opts(const px_server_t *s)
+{
+    return &s->opts;
+}
+
+unsigned px_server_connection_count(const px_server_t *s)
+{
+    return atomic_load_explicit(&((px_server_t *)s)->nconns, memory_order_relaxed);
+}
+
+void px_server_on_reload(px_server_t *s, void (*cb)(px_server_t *, void *), void *ud)
+{
+    s->reload_cb = cb;
+    s->reload_ud = ud;
+}
+
+/* ---- per-worker start and drain ------------------------------------------ */
+
+static void lag_timer_cb(px_timer_t *t)
+{
+    px__netw_t *nw = t->data;
+    px_metric_set(px__m_loop_lag, (int64_t)px_loop_lag_ms(nw->loop));
+    if (!nw->draining)
+        px_timer_start(nw->loop, t, 1000);
+}
+
+static void on_worker_start(px_worker_t *w, void *ud)
+{
+    px_server_t *s = ud;
+    px__netw_t *nw = &s->nw[px_worker_id(w)];
+    nw->rbuf = px__xmalloc(PX__READ_CHUNK);
+    nw->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    for (unsigned i = 0; i < s->nlisteners; i++) {
+        px__listener_t *l = &s->listeners[i];
+        px_io_init(&nw->listen_io[i], px__listener_fd(l, px_worker_id(w)), px__on_listen_readable,
+                   nw);
+        unsigned ev = PX_READABLE | (l->kind == PX__LISTEN_TCP ? 0u : (unsigned)PX_EXCLUSIVE);
+        int r = px_io_start(nw->loop, &nw->listen_io[i], ev);
+        if (r)
+            px_log(PX_LOG_ERROR, "cannot watch listener %s: %s", l->name, px_strerror(r));
+    }
+    px_timer_init(&nw->lag_timer, lag_timer_cb, nw);
+    px_timer_start(nw->loop, &nw->lag_timer, 1000);
+}
+
+int px_server_start(px_server_t *s)
+{
+    if (!s->protocol)
+        return -EINVAL;
+    return px_workers_start(s->workers, on_worker_start, s);
+}
+
+void px__netw_conn_gone(px__netw_t *nw)
+{
+    if (nw->draining && nw->nconns == 0) {
+        px_timer_stop(&nw->shutdown_timer);
+        px_timer_stop(&nw->lag_timer);
+        px_loop_stop(nw->loop);
+    }
+}
+
+static void on_shutdown_timeout(px_timer_t *t)
+{
+    px__netw_t *nw = t->data;
+    if (nw->nconns)
+        px_log(PX_LOG_WARN, "shutdown timeout: closing %u connection(s) still open", nw->nconns);
+    for (px_conn_t *c = nw->conns; c; c = c->next)
+        px_conn_abort(c);
+}
+
+static void on_drain_msg(px_worker_t *w, px_msg_t *m)
+{
+    px__netw_t *nw = PX_CONTAINER_OF(m, px__netw_t, shutdown_msg);
+    px_server_t *s = nw->server;
+    if (nw->draining)
+        return;
+    nw->draining = 1;
+    for (unsigned i = 0; i < s->nlisteners; i++) {
+        px_io_stop(&nw->listen_io[i]);
+        px__listener_t *l = &s->listeners[i];
+        if (l->kind == PX__LISTEN_TCP) {
+            /* Close our own SO_REUSEPORT socket now: connections still in its
+             * queue are reset rather than left waiting on a dead worker. */
+            close(l->worker_fds[px_worker_id(w)]);
+            l->worker_fds[px_worker_id(w)] = -1;
+        }
+    }
+    px_timer_init(&nw->shutdown_timer, on_shutdown_timeout, nw);
+    px_timer_start(nw->loop, &nw->shutdown_timer, s->opts.shutdown_timeout_ms);
+    px_conn_t *next;
+    for (px_conn_t *c = nw->conns; c; c = next) {
+        next = c->next;
+        px__conn_shutdown(c);
+    }
+    px__netw_conn_gone(nw);
+}
+
+void px_server_shutdown(px_server_t *s)
+{
+    if (atomic_exchange(&s->shutting_down, 1))
+        return;
+    unsigned n = px_workers_count(s->workers);
+    for (unsigned i = 0; i < n; i++) {
+        s->nw[i].shutdown_msg.cb = on_drain_msg;
+        px_worker_post(s->nw[i].worker, &s->nw[i].shutdown_msg);
+    }
+}
+
+int px_server_wait(px_server_t *s)
+{
+    px_workers_join(s->workers);
+    return 0;
+}
+
+int px_server_run(px_server_t *s)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int r = px_server_start(s);
+    if (r)
+        return r;
+    for (unsigned i = 0; i < s->nlisteners; i++)
+        px_log(PX_LOG_INFO, "listening on %s", s->listeners[i].name);
+    /* Poll the flag too: px_server_shutdown() may come from another thread. */
+    struct timespec tick = {0, 200 * 1000 * 1000};
+    while (!atomic_load(&s->shutting_down)) {
+        int sig = sigtimedwait(&set, NULL, &tick);
+        if (sig < 0)
+            continue;
+        if (sig == SIGHUP) {
+            px_log_reopen();
+            px_log(PX_LOG_INFO, "SIGHUP: logs re-opened");
+            if (s->reload_cb)
+                s->reload_cb(s, s->reload_ud);
+            continue;
+        }
+        px_log(PX_LOG_INFO, "%s: shutting down (grace period %llu ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
+               (unsigned long long)s->opts.shutdown_timeout_ms);
+        px_server_shutdown(s);
+    }
+    px_server_shutdown(s);
+    px_server_wait(s);
+    px_log(PX_LOG_INFO, "stopped");
+    return 0;
+}
