@@ -94,7 +94,8 @@ void px_timer_init(px_timer_t *t, px_timer_cb cb, void *data)
 
 void px_timer_start(px_loop_t *loop, px_timer_t *t, uint64_t delay_ms)
 {
-    px__wheel_add(&loop->wheel, t, loop->now + delay_ms);
+    uint64_t at = delay_ms > UINT64_MAX - loop->now ? UINT64_MAX : loop->now + delay_ms;
+    px__wheel_add(&loop->wheel, t, at);
 }
 
 void px_timer_stop(px_timer_t *t)
