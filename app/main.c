@@ -2,31 +2,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "app/config.h"
+#include "plexus/http.h"
 #include "plexus/log.h"
 #include "plexus/net.h"
 #include "plexus/version.h"
 
-/* Placeholder protocol until the HTTP layer lands: answer every read with a
- * fixed 200 so the loop can be exercised end to end. */
-static const char placeholder[] = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Type: "
-                                  "text/plain\r\n\r\nok\n";
-
-static ssize_t ph_read(px_conn_t *c, char *data, size_t len)
+static void healthz(px_req_t *req, void *ud)
 {
-    /* One response per request head (count blank-line terminators). */
-    size_t used = 0;
-    for (size_t i = 3; i < len; i++) {
-        if (data[i] == '\n' && data[i - 1] == '\r' && data[i - 2] == '\n' && data[i - 3] == '\r') {
-            px_conn_write(c, placeholder, sizeof placeholder - 1);
-            used = i + 1;
-        }
-    }
-    return (ssize_t)used;
+    PX_UNUSED(ud);
+    static const char body[] = "{\"status\":\"ok\"}";
+    px_respond(req, 200, "application/json", body, sizeof body - 1);
 }
 
-static const px_protocol_t placeholder_proto = {.name = "placeholder", .on_read = ph_read};
+/* The bundled web/ directory: next to the source tree in a build, or installed. */
+static const char *default_static_dir(void)
+{
+    struct stat st;
+    if (stat(PX_WEB_DIR, &st) == 0 && S_ISDIR(st.st_mode))
+        return PX_WEB_DIR;
+    return PX_INSTALL_WEB_DIR;
+}
 
 int main(int argc, char **argv)
 {
@@ -63,7 +61,28 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    px_server_set_protocol(server, &placeholder_proto, NULL, NULL);
+    px_http_opts_t ho;
+    px_http_opts_init(&ho);
+    ho.max_body = (size_t)cfg.max_body;
+    ho.max_request_line = (size_t)cfg.max_request_line;
+    ho.max_header_size = (size_t)cfg.max_header_size;
+    ho.max_headers = cfg.max_headers;
+    ho.header_timeout_ms = cfg.header_timeout_ms;
+    ho.keepalive_timeout_ms = cfg.keepalive_timeout_ms;
+    ho.max_requests = cfg.max_requests;
+    ho.access_log = strcmp(cfg.access_log, "json") == 0 ? 2 : strcmp(cfg.access_log, "text") == 0;
+    if (px_http_configure(server, &ho) != 0 || px_route(server, "GET", "/healthz", healthz, NULL) != 0) {
+        fprintf(stderr, "plexus: out of memory\n");
+        return 1;
+    }
+    const char *static_dir = cfg.static_dir ? cfg.static_dir : default_static_dir();
+    int sr = px_route_static(server, "/", static_dir);
+    if (sr) {
+        fprintf(stderr, "plexus: --static %s: %s\n", static_dir, px_strerror(sr));
+        px_server_free(server);
+        px_config_free(&cfg);
+        return 2;
+    }
     px_log(PX_LOG_INFO, "plexus %s starting with %u worker(s)", PX_VERSION_STRING,
            px_workers_count(px_server_workers(server)));
     int r = px_server_run(server);

@@ -72,8 +72,9 @@ PX_EXTERN const px_server_opts_t *px_server_opts(const px_server_t *s);
 /** Bytes written verbatim to a connection rejected over max_connections before
  * it is closed (the HTTP layer installs a 503 response). Copied. */
 PX_EXTERN void px_server_set_reject_message(px_server_t *s, const void *p, size_t len);
-/** A user pointer (the HTTP layer keeps its router here). */
-PX_EXTERN void px_server_set_data(px_server_t *s, void *data);
+/** A user pointer (the HTTP layer keeps its router here), freed with
+ * `free_fn` (may be NULL) by px_server_free. */
+PX_EXTERN void px_server_set_data(px_server_t *s, void *data, void (*free_fn)(void *));
 PX_EXTERN void *px_server_get_data(const px_server_t *s);
 /** Currently open connections, all workers (approximate while running). */
 PX_EXTERN unsigned px_server_connection_count(const px_server_t *s);

@@ -96,6 +96,7 @@ struct px_server {
     void (*reload_cb)(px_server_t *, void *);
     void *reload_ud;
     void *data;
+    void (*data_free)(void *);
 };
 
 /* listener.c */

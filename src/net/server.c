@@ -82,6 +82,8 @@ void px_server_free(px_server_t *s)
 {
     if (!s)
         return;
+    if (s->data_free)
+        s->data_free(s->data);
     for (unsigned i = 0; i < s->nlisteners; i++)
         px__listener_close(&s->listeners[i]);
     unsigned n = px_workers_count(s->workers);
@@ -135,9 +137,10 @@ void px_server_set_reject_message(px_server_t *s, const void *p, size_t len)
     s->reject_len = len;
 }
 
-void px_server_set_data(px_server_t *s, void *data)
+void px_server_set_data(px_server_t *s, void *data, void (*free_fn)(void *))
 {
     s->data = data;
+    s->data_free = free_fn;
 }
 
 void *px_server_get_data(const px_server_t *s)
