@@ -5,6 +5,7 @@
 #include "core/arena.h"
 #include "http/http1_parse.h"
 #include "plexus/http.h"
+#include "plexus/ws.h"
 
 #define PX__HTTP_MAX_PARAMS 8
 
@@ -25,6 +26,7 @@ typedef struct px__http {
     size_t nroutes, routes_cap;
     px__http_worker_t *workers;
     unsigned nworkers;
+    px_ws_opts_t ws_opts; /* for every WebSocket route (px_ws_configure) */
 } px__http_t;
 
 typedef struct px__res_header {

@@ -151,9 +151,9 @@ static int check_room(px_conn_t *c, size_t len)
     return 0;
 }
 
-int px_conn_write(px_conn_t *c, const void *p, size_t len)
+static int write_copy(px_conn_t *c, const void *p, size_t len, int over_cap)
 {
-    int r = check_room(c, len);
+    int r = over_cap ? (c->closing ? -EPIPE : 0) : check_room(c, len);
     if (r || len == 0)
         return r;
     const char *src = p;
@@ -190,6 +190,16 @@ int px_conn_write(px_conn_t *c, const void *p, size_t len)
     }
     schedule(c);
     return 0;
+}
+
+int px_conn_write(px_conn_t *c, const void *p, size_t len)
+{
+    return write_copy(c, p, len, 0);
+}
+
+int px__conn_write_over_cap(px_conn_t *c, const void *p, size_t len)
+{
+    return write_copy(c, p, len, 1);
 }
 
 int px_conn_write_slice(px_conn_t *c, px_slice_t *s, size_t off, size_t len)

@@ -110,6 +110,10 @@ px_conn_t *px__conn_new(px__netw_t *nw, int fd);
 void px__conn_shutdown(px_conn_t *c);
 void px__scratch_free_all(px__netw_t *nw);
 
+/* Queue bytes even past output_cap: a close frame for a slow consumer, tiny
+ * and the connection's last words. */
+int px__conn_write_over_cap(px_conn_t *c, const void *p, size_t len);
+
 /* server.c */
 void px__netw_conn_gone(px__netw_t *nw);
 

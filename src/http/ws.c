@@ -1,0 +1,816 @@
+/* WebSocket connections: the upgrade handshake, the frame state machine on top
+ * of the pure pieces (ws_frame, utf8, ws_deflate), keep-alive pings, the close
+ * handshake, backpressure, and topics (cross-worker broadcast of one frame).
+ *
+ * Input: a frame is handled when it is complete; bytes of a frame still
+ * arriving stay in the connection's input buffer. Its available payload is
+ * unmasked and (for text) UTF-8-checked as it arrives, `done` bytes at a time,
+ * so a bad byte fails the connection at once, even mid-frame, and no byte is
+ * processed twice. A single-frame message is delivered straight from the
+ * input buffer; fragments are collected in `msg`. */
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "http/http_int.h"
+#include "http/utf8.h"
+#include "http/ws_deflate.h"
+#include "http/ws_frame.h"
+#include "net/net_int.h"
+
+static int m_ws_open = -1, m_ws_in = -1, m_ws_out = -1, m_ws_slow = -1;
+
+typedef struct ws_route {
+    const px_ws_callbacks_t *cb;
+    void *ud;
+    px__http_t *http;
+} ws_route_t;
+
+struct px_ws {
+    px_conn_t *c;
+    const ws_route_t *route;
+    const px_ws_opts_t *opts;
+    void *data;
+    px_ws_deflate_t *deflate; /* NULL unless negotiated */
+    px_buf_t msg;             /* fragments of the message being received */
+    uint64_t done;            /* payload bytes of the current frame already unmasked/checked */
+    px_utf8_state_t utf8;     /* across the text message being received */
+    px_ws_topic_t *topic;
+    px_ws_t *tprev, *tnext;   /* links in the topic's per-worker list */
+    char *subprotocol;
+    uint16_t close_code;      /* received from the peer (1005 none, 1006 none yet) */
+    uint8_t msg_opcode;       /* opcode of the fragmented message in progress, 0 if none */
+    unsigned msg_compressed : 1;
+    unsigned close_sent : 1;
+    unsigned close_received : 1;
+    unsigned awaiting_pong : 1;
+    unsigned failed : 1;
+    char close_reason[124];
+    uint8_t close_reason_len;
+};
+
+static const px_protocol_t ws_protocol;
+
+void px_ws_opts_init(px_ws_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->max_message = 16u << 20;
+    o->ping_interval_ms = 30000;
+    o->close_timeout_ms = 5000;
+    o->deflate = 0;
+    o->deflate_threshold = 256;
+    o->deflate_memory = 512u << 10;
+    o->slow_policy = PX_WS_SLOW_CLOSE;
+}
+
+static void register_metrics(void)
+{
+    m_ws_open = px_metric_register("plexus_ws_connections", "Open WebSocket connections",
+                                   PX_METRIC_GAUGE);
+    m_ws_in = px_metric_register("plexus_ws_messages_received_total",
+                                 "WebSocket messages received", PX_METRIC_COUNTER);
+    m_ws_out = px_metric_register("plexus_ws_messages_sent_total",
+                                  "WebSocket messages queued for sending", PX_METRIC_COUNTER);
+    m_ws_slow = px_metric_register("plexus_ws_slow_consumer_closes_total",
+                                   "WebSocket connections closed over their output budget",
+                                   PX_METRIC_COUNTER);
+}
+
+int px_ws_configure(px_server_t *s, const px_ws_opts_t *o)
+{
+    px__http_t *h = px__http_get(s);
+    if (!h)
+        return -ENOMEM;
+    if (o->max_message == 0)
+        return -EINVAL;
+    h->ws_opts = *o;
+    return 0;
+}
+
+/* ---- sending ------------------------------------------------------------------------ */
+
+/* Output budget exceeded: apply the policy. */
+static int slow_consumer(px_ws_t *ws)
+{
+    if (ws->opts->slow_policy == PX_WS_SLOW_DROP)
+        return -ENOBUFS;
+    if (!ws->failed) {
+        ws->failed = 1;
+        px_metric_add(m_ws_slow, 1);
+        px_log(PX_LOG_WARN, "ws conn %llu: slow consumer, %zu bytes queued: closing with 1008",
+               (unsigned long long)px_conn_id(ws->c), px_conn_pending(ws->c));
+        uint8_t frame[2 + 2 + 13] = {0x88, 2 + 13, 1008 >> 8, 1008 & 0xff};
+        memcpy(frame + 4, "slow consumer", 13);
+        px__conn_write_over_cap(ws->c, frame, sizeof frame);
+        ws->close_sent = 1;
+        px_conn_close(ws->c);
+    }
+    return -ENOBUFS;
+}
+
+static int send_raw(px_ws_t *ws, unsigned opcode, int rsv1, const void *data, size_t len)
+{
+    if (ws->close_sent || px_conn_is_closing(ws->c))
+        return -EPIPE;
+    uint8_t hdr[PX_WS_MAX_HEADER];
+    size_t hl = px_ws_encode_header(hdr, opcode, 1, rsv1, len, NULL);
+    if (px_conn_pending(ws->c) + hl + len > px_server_opts(px_conn_server(ws->c))->output_cap)
+        return slow_consumer(ws);
+    int r = px_conn_write(ws->c, hdr, hl);
+    if (r == 0 && len)
+        r = px_conn_write(ws->c, data, len);
+    if (r == -ENOBUFS)
+        return slow_consumer(ws);
+    if (r == 0 && !px_ws_opcode_is_control(opcode))
+        px_metric_add(m_ws_out, 1);
+    return r;
+}
+
+int px_ws_send(px_ws_t *ws, int opcode, const void *data, size_t len)
+{
+    if (opcode != PX_WS_TEXT && opcode != PX_WS_BINARY && opcode != PX_WS_PING &&
+        opcode != PX_WS_PONG)
+        return -EINVAL;
+    if (px_ws_opcode_is_control((unsigned)opcode) && len > PX_WS_MAX_CONTROL_PAYLOAD)
+        return -EMSGSIZE;
+    if (ws->deflate && !px_ws_opcode_is_control((unsigned)opcode) &&
+        len >= ws->opts->deflate_threshold) {
+        px_buf_t out;
+        px_buf_init(&out, 0);
+        int r = px_ws_deflate_message(ws->deflate, data, len, &out, len);
+        if (r == 0) {
+            r = send_raw(ws, (unsigned)opcode, 1, px_buf_head(&out), px_buf_size(&out));
+            px_buf_dispose(&out);
+            return r;
+        }
+        px_buf_dispose(&out); /* incompressible (or no memory): send it plain */
+    }
+    return send_raw(ws, (unsigned)opcode, 0, data, len);
+}
+
+px_slice_t *px_ws_frame_new(int opcode, const void *data, size_t len)
+{
+    uint8_t hdr[PX_WS_MAX_HEADER];
+    size_t hl = px_ws_encode_header(hdr, (unsigned)opcode, 1, 0, len, NULL);
+    px_slice_t *s = px_slice_new(hl + len);
+    if (!s)
+        return NULL;
+    memcpy(s->data, hdr, hl);
+    if (len)
+        memcpy(s->data + hl, data, len);
+    return s;
+}
+
+int px_ws_send_frame(px_ws_t *ws, px_slice_t *frame)
+{
+    if (ws->close_sent || px_conn_is_closing(ws->c))
+        return -EPIPE;
+    int r = px_conn_write_slice(ws->c, frame, 0, frame->len);
+    if (r == -ENOBUFS)
+        return slow_consumer(ws);
+    if (r == 0)
+        px_metric_add(m_ws_out, 1);
+    return r;
+}
+
+static void send_close(px_ws_t *ws, unsigned code, const char *reason, size_t rlen)
+{
+    if (ws->close_sent || px_conn_is_closing(ws->c))
+        return;
+    uint8_t payload[2 + 123];
+    size_t n = 0;
+    if (code) {
+        payload[0] = (uint8_t)(code >> 8);
+        payload[1] = (uint8_t)(code & 0xff);
+        if (rlen > 123)
+            rlen = 123;
+        if (rlen)
+            memcpy(payload + 2, reason, rlen);
+        n = 2 + rlen;
+    }
+    uint8_t hdr[PX_WS_MAX_HEADER];
+    size_t hl = px_ws_encode_header(hdr, PX_WS_OP_CLOSE, 1, 0, n, NULL);
+    px__conn_write_over_cap(ws->c, hdr, hl);
+    px__conn_write_over_cap(ws->c, payload, n);
+    ws->close_sent = 1;
+}
+
+int px_ws_close(px_ws_t *ws, int code, const char *reason)
+{
+    if (code != 0 && !px_ws_close_code_valid((unsigned)code))
+        return -EINVAL;
+    size_t rl = reason ? strlen(reason) : 0;
+    if (rl > 123 || (rl && !px_utf8_valid((const uint8_t *)reason, rl)))
+        return -EINVAL;
+    if (ws->close_sent)
+        return -EALREADY;
+    send_close(ws, (unsigned)code, reason, rl);
+    /* Wait for the peer's close (bounded); then we close TCP. */
+    px_conn_set_timeout(ws->c, ws->opts->close_timeout_ms);
+    return 0;
+}
+
+/* Fail the connection (RFC 6455 7.1.7): send a close with `code`, drop input. */
+static void fail(px_ws_t *ws, unsigned code, const char *why)
+{
+    if (ws->failed)
+        return;
+    ws->failed = 1;
+    px_log(PX_LOG_DEBUG, "ws conn %llu: closing with %u: %s", (unsigned long long)px_conn_id(ws->c),
+           code, why);
+    send_close(ws, code, why, strlen(why) > 123 ? 123 : strlen(why));
+    px_conn_close(ws->c);
+}
+
+/* ---- receiving -------------------------------------------------------------------------- */
+
+static void deliver(px_ws_t *ws, int opcode, const char *data, size_t len)
+{
+    px_metric_add(m_ws_in, 1);
+    if (ws->route->cb->on_message)
+        ws->route->cb->on_message(ws, opcode, data, len, ws->route->ud);
+}
+
+static void on_control(px_ws_t *ws, const px_ws_frame_t *f, const uint8_t *p)
+{
+    size_t len = (size_t)f->payload_len;
+    switch (f->opcode) {
+    case PX_WS_OP_PING:
+        if (!ws->close_sent)
+            send_raw(ws, PX_WS_OP_PONG, 0, p, len); /* answer at once */
+        break;
+    case PX_WS_OP_PONG:
+        ws->awaiting_pong = 0;
+        break;
+    case PX_WS_OP_CLOSE: {
+        unsigned code = 1005;
+        if (len == 1) {
+            fail(ws, PX_WS_CLOSE_PROTOCOL, "close frame with a 1-byte payload");
+            return;
+        }
+        if (len >= 2) {
+            code = (unsigned)p[0] << 8 | p[1];
+            if (!px_ws_close_code_valid(code)) {
+                fail(ws, PX_WS_CLOSE_PROTOCOL, "invalid close code");
+                return;
+            }
+            if (!px_utf8_valid(p + 2, len - 2)) {
+                fail(ws, PX_WS_CLOSE_INVALID_DATA, "close reason is not valid UTF-8");
+                return;
+            }
+            ws->close_reason_len = (uint8_t)(len - 2);
+            memcpy(ws->close_reason, p + 2, len - 2);
+        }
+        ws->close_code = (uint16_t)code;
+        ws->close_received = 1;
+        /* Echo the close (with the peer's code), then close TCP ourselves. */
+        if (!ws->close_sent)
+            send_close(ws, code == 1005 ? 0 : code, NULL, 0);
+        px_conn_close(ws->c);
+        break;
+    }
+    }
+}
+
+/* A complete data frame (payload unmasked, text checked unless compressed). */
+static int on_data_frame(px_ws_t *ws, const px_ws_frame_t *f, uint8_t *p)
+{
+    size_t len = (size_t)f->payload_len;
+    size_t max = ws->opts->max_message;
+    if (f->opcode != PX_WS_OP_CONT) {
+        if (ws->msg_opcode) {
+            fail(ws, PX_WS_CLOSE_PROTOCOL, "new message before the previous one ended");
+            return -1;
+        }
+        if (f->rsv1 && !ws->deflate) {
+            fail(ws, PX_WS_CLOSE_PROTOCOL, "RSV1 set without permessage-deflate");
+            return -1;
+        }
+        if (f->fin && !f->rsv1) { /* the common case: zero-copy delivery */
+            if (f->opcode == PX_WS_OP_TEXT && !px_utf8_complete(ws->utf8)) {
+                fail(ws, PX_WS_CLOSE_INVALID_DATA, "text message ends inside a UTF-8 sequence");
+                return -1;
+            }
+            ws->utf8 = PX_UTF8_ACCEPT;
+            deliver(ws, f->opcode, (const char *)p, len);
+            return 0;
+        }
+        ws->msg_opcode = (uint8_t)f->opcode;
+        ws->msg_compressed = f->rsv1;
+        px_buf_init(&ws->msg, max + 1);
+    } else if (!ws->msg_opcode) {
+        fail(ws, PX_WS_CLOSE_PROTOCOL, "continuation frame without a message");
+        return -1;
+    }
+    if (ws->msg_compressed) {
+        size_t before = px_buf_size(&ws->msg);
+        int r = px_ws_inflate(ws->deflate, p, len, f->fin, &ws->msg, max);
+        if (r) {
+            fail(ws, (unsigned)px_ws_deflate_close_code(r),
+                 r == -EMSGSIZE ? "message too big" : "invalid compressed data");
+            return -1;
+        }
+        if (ws->msg_opcode == PX_WS_OP_TEXT) {
+            ws->utf8 = px_utf8_feed(ws->utf8, (const uint8_t *)px_buf_head(&ws->msg) + before,
+                                    px_buf_size(&ws->msg) - before);
+            if (ws->utf8 == PX_UTF8_REJECT) {
+                fail(ws, PX_WS_CLOSE_INVALID_DATA, "text message is not valid UTF-8");
+                return -1;
+            }
+        }
+    } else {
+        if (px_buf_size(&ws->msg) + len > max || px_buf_append(&ws->msg, p, len) != 0) {
+            fail(ws, PX_WS_CLOSE_TOO_BIG, "message too big");
+            return -1;
+        }
+    }
+    if (!f->fin)
+        return 0;
+    if (ws->msg_opcode == PX_WS_OP_TEXT && !px_utf8_complete(ws->utf8)) {
+        fail(ws, PX_WS_CLOSE_INVALID_DATA, "text message ends inside a UTF-8 sequence");
+        return -1;
+    }
+    int opcode = ws->msg_opcode;
+    ws->msg_opcode = 0;
+    ws->utf8 = PX_UTF8_ACCEPT;
+    deliver(ws, opcode, px_buf_head(&ws->msg), px_buf_size(&ws->msg));
+    px_buf_dispose(&ws->msg);
+    return 0;
+}
+
+static ssize_t ws_on_read(px_conn_t *c, char *data, size_t len)
+{
+    px_ws_t *ws = px_conn_state(c);
+    size_t pos = 0;
+    unsigned flags = PX_WS_PARSE_SERVER | (ws->deflate ? PX_WS_RSV1 : 0u);
+    while (pos < len && !ws->failed && !px_conn_is_closing(c)) {
+        px_ws_frame_t f;
+        int hl = px_ws_parse_frame((const uint8_t *)data + pos, len - pos, &f, flags,
+                                   ws->opts->max_message);
+        if (hl == PX_PARSE_INCOMPLETE)
+            break;
+        if (hl < 0) {
+            fail(ws, f.close_code, f.error ? f.error : "bad frame");
+            return -1;
+        }
+        uint8_t *payload = (uint8_t *)data + pos + (size_t)hl;
+        size_t avail = len - pos - (size_t)hl;
+        if (avail > f.payload_len)
+            avail = (size_t)f.payload_len;
+        if (avail > ws->done) {
+            /* Work on the bytes that arrived since the last call only. */
+            size_t n = avail - (size_t)ws->done;
+            uint8_t *fresh = payload + ws->done;
+            px_ws_unmask(fresh, n, f.mask, ws->done);
+            int text = f.opcode == PX_WS_OP_TEXT ||
+                       (f.opcode == PX_WS_OP_CONT && ws->msg_opcode == PX_WS_OP_TEXT);
+            int compressed = f.opcode == PX_WS_OP_CONT ? ws->msg_compressed : f.rsv1;
+            if (text && !compressed) {
+                ws->utf8 = px_utf8_feed(ws->utf8, fresh, n);
+                if (ws->utf8 == PX_UTF8_REJECT) {
+                    fail(ws, PX_WS_CLOSE_INVALID_DATA, "text message is not valid UTF-8");
+                    return -1;
+                }
+            }
+            ws->done = avail;
+        }
+        if (avail < f.payload_len) {
+            /* Keep the frame (header included) for the next read; the message limit
+             * bounds what is kept. */
+            if (f.opcode != PX_WS_OP_CONT && f.opcode < PX_WS_OP_CLOSE && ws->msg_opcode) {
+                fail(ws, PX_WS_CLOSE_PROTOCOL, "new message before the previous one ended");
+                return -1;
+            }
+            break;
+        }
+        ws->done = 0;
+        pos += (size_t)hl + (size_t)f.payload_len;
+        if (px_ws_opcode_is_control(f.opcode))
+            on_control(ws, &f, payload);
+        else if (on_data_frame(ws, &f, payload) < 0)
+            return -1;
+    }
+    if (ws->failed || px_conn_is_closing(c))
+        return -1;
+    /* Any traffic proves the peer alive: push the ping back. */
+    if (ws->opts->ping_interval_ms && !ws->close_sent)
+        px_conn_set_timeout(c, ws->opts->ping_interval_ms);
+    return (ssize_t)pos;
+}
+
+static void ws_on_timeout(px_conn_t *c)
+{
+    px_ws_t *ws = px_conn_state(c);
+    if (ws->close_sent || ws->failed) {
+        px_conn_abort(c); /* the peer never answered our close */
+        return;
+    }
+    if (ws->awaiting_pong) {
+        px_log(PX_LOG_DEBUG, "ws conn %llu: no pong, closing", (unsigned long long)px_conn_id(c));
+        fail(ws, PX_WS_CLOSE_GOING_AWAY, "ping timeout");
+        return;
+    }
+    ws->awaiting_pong = 1;
+    send_raw(ws, PX_WS_OP_PING, 0, NULL, 0);
+    px_conn_set_timeout(c, ws->opts->ping_interval_ms);
+}
+
+static void ws_on_shutdown(px_conn_t *c)
+{
+    px_ws_t *ws = px_conn_state(c);
+    if (!ws->close_sent)
+        send_close(ws, PX_WS_CLOSE_GOING_AWAY, "server shutting down", 20);
+    px_conn_close(c);
+}
+
+static void ws_on_drain(px_conn_t *c)
+{
+    px_ws_t *ws = px_conn_state(c);
+    if (ws->route->cb->on_drain)
+        ws->route->cb->on_drain(ws, ws->route->ud);
+}
+
+static void ws_on_close(px_conn_t *c)
+{
+    px_ws_t *ws = px_conn_state(c);
+    px_ws_topic_leave(ws);
+    if (ws->route->cb->on_close)
+        ws->route->cb->on_close(ws, ws->close_received ? ws->close_code : 1006,
+                                (px_str_t){ws->close_reason, ws->close_reason_len}, ws->route->ud);
+    px_metric_add(m_ws_open, -1);
+    px_ws_deflate_free(ws->deflate);
+    px_buf_dispose(&ws->msg);
+    px__free(ws->subprotocol);
+    px__free(ws);
+}
+
+static const px_protocol_t ws_protocol = {
+    .name = "websocket",
+    .on_read = ws_on_read,
+    .on_drain = ws_on_drain,
+    .on_timeout = ws_on_timeout,
+    .on_shutdown = ws_on_shutdown,
+    .on_close = ws_on_close,
+};
+
+/* ---- handshake ------------------------------------------------------------------------------- */
+
+/* Does the comma-separated header value contain `token` (case-insensitive)? */
+static int has_token(px_str_t v, const char *token)
+{
+    size_t tl = strlen(token);
+    size_t i = 0;
+    while (i < v.len) {
+        while (i < v.len && (v.ptr[i] == ' ' || v.ptr[i] == '\t' || v.ptr[i] == ','))
+            i++;
+        size_t s = i;
+        while (i < v.len && v.ptr[i] != ',')
+            i++;
+        size_t e = i;
+        while (e > s && (v.ptr[e - 1] == ' ' || v.ptr[e - 1] == '\t'))
+            e--;
+        if (e - s == tl && strncasecmp(v.ptr + s, token, tl) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* The key must be base64 of exactly 16 bytes: 22 chars + "==". */
+static int key_valid(px_str_t k)
+{
+    if (k.len != 24 || k.ptr[22] != '=' || k.ptr[23] != '=')
+        return 0;
+    for (size_t i = 0; i < 22; i++) {
+        char ch = k.ptr[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '+' || ch == '/'))
+            return 0;
+    }
+    /* The last char before padding carries 2 bits: its low 4 bits must be zero. */
+    return strchr("AQgw", k.ptr[21]) != NULL;
+}
+
+static void accept_value(px_str_t key, char out[29])
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    unsigned char buf[24 + 36], md[SHA_DIGEST_LENGTH];
+    memcpy(buf, key.ptr, 24);
+    memcpy(buf + 24, guid, 36);
+    SHA1(buf, sizeof buf, md);
+    EVP_EncodeBlock((unsigned char *)out, md, SHA_DIGEST_LENGTH);
+}
+
+static void ws_handshake(px_req_t *req, void *ud)
+{
+    const ws_route_t *route = ud;
+    const px_ws_opts_t *opts = &route->http->ws_opts;
+    px_str_t upgrade = px_req_header(req, "upgrade");
+    px_str_t connection = px_req_header(req, "connection");
+    if (!upgrade.ptr || !has_token(upgrade, "websocket")) {
+        px_res_header(req, "Upgrade", "websocket");
+        px_res_header(req, "Sec-WebSocket-Version", "13");
+        px_respond_error(req, 426, "upgrade_required", "this endpoint speaks WebSocket only");
+        return;
+    }
+    if (px_req_http_minor(req) < 1) {
+        px_respond_error(req, 400, NULL, "WebSocket needs HTTP/1.1");
+        return;
+    }
+    if (!connection.ptr || !has_token(connection, "upgrade")) {
+        px_respond_error(req, 400, NULL, "Connection header must contain \"Upgrade\"");
+        return;
+    }
+    px_str_t version = px_req_header(req, "sec-websocket-version");
+    if (version.len != 2 || memcmp(version.ptr, "13", 2) != 0) {
+        px_res_header(req, "Sec-WebSocket-Version", "13");
+        px_respond_error(req, 426, "upgrade_required", "only WebSocket version 13 is supported");
+        return;
+    }
+    px_str_t key = px_req_header(req, "sec-websocket-key");
+    if (!key_valid(key)) {
+        px_respond_error(req, 400, NULL, "Sec-WebSocket-Key must be 16 bytes in base64");
+        return;
+    }
+    if (px_req_body(req).len) {
+        px_respond_error(req, 400, NULL, "an upgrade request has no body");
+        return;
+    }
+    if (route->cb->check_origin) {
+        int st = route->cb->check_origin(req, px_req_header(req, "origin"), route->ud);
+        if (st) {
+            px_respond_error(req, st, "origin_refused", "origin not allowed");
+            return;
+        }
+    }
+    /* Subprotocols: every Sec-WebSocket-Protocol line, comma-separated tokens. */
+    px_str_t offered[16];
+    size_t noffered = 0;
+    for (size_t i = 0, n = px_req_header_count(req); i < n; i++) {
+        px_str_t name, value;
+        px_req_header_at(req, i, &name, &value);
+        if (name.len != 22 || strncasecmp(name.ptr, "sec-websocket-protocol", 22) != 0)
+            continue;
+        size_t k = 0;
+        while (k < value.len && noffered < PX_ARRAY_SIZE(offered)) {
+            while (k < value.len && (value.ptr[k] == ' ' || value.ptr[k] == ','))
+                k++;
+            size_t s = k;
+            while (k < value.len && value.ptr[k] != ',' && value.ptr[k] != ' ')
+                k++;
+            if (k > s)
+                offered[noffered++] = (px_str_t){value.ptr + s, k - s};
+        }
+    }
+    int chosen = -1;
+    if (noffered && route->cb->select_subprotocol) {
+        chosen = route->cb->select_subprotocol(req, offered, noffered, route->ud);
+        if (chosen >= (int)noffered)
+            chosen = -1;
+    }
+    /* permessage-deflate */
+    char ext[PX_WS_DEFLATE_RESPONSE_MAX];
+    size_t ext_len = 0;
+    px_ws_deflate_params_t dp;
+    int use_deflate = 0;
+    if (opts->deflate) {
+        px_str_t values[8];
+        size_t nv = 0;
+        for (size_t i = 0, n = px_req_header_count(req); i < n && nv < 8; i++) {
+            px_str_t name, value;
+            px_req_header_at(req, i, &name, &value);
+            if (name.len == 24 && strncasecmp(name.ptr, "sec-websocket-extensions", 24) == 0)
+                values[nv++] = value;
+        }
+        if (nv) {
+            px_ws_deflate_config_t cfg = PX_WS_DEFLATE_CONFIG_DEFAULT;
+            cfg.server_no_context_takeover = 1; /* less memory; messages compress independently */
+            use_deflate = px_ws_deflate_negotiate(&cfg, values, nv, ext, sizeof ext, &ext_len, &dp) == 1;
+        }
+    }
+
+    px_ws_t *ws = px__calloc(1, sizeof *ws);
+    if (!ws) {
+        px_respond_error(req, 503, NULL, "out of memory");
+        return;
+    }
+    ws->c = px_req_conn(req);
+    ws->route = route;
+    ws->opts = opts;
+    ws->close_code = 1006;
+    ws->utf8 = PX_UTF8_ACCEPT;
+    px_buf_init(&ws->msg, 0);
+    if (use_deflate) {
+        ws->deflate = px_ws_deflate_new(&dp, opts->deflate_memory);
+        if (!ws->deflate)
+            use_deflate = 0;
+    }
+    if (chosen >= 0) {
+        ws->subprotocol = px__malloc(offered[chosen].len + 1);
+        if (ws->subprotocol) {
+            memcpy(ws->subprotocol, offered[chosen].ptr, offered[chosen].len);
+            ws->subprotocol[offered[chosen].len] = '\0';
+        }
+    }
+
+    char accept[29];
+    accept_value(key, accept);
+    char resp[512];
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Accept: %s\r\n",
+                     accept);
+    if (ws->subprotocol)
+        n += snprintf(resp + n, sizeof resp - (size_t)n, "Sec-WebSocket-Protocol: %s\r\n", ws->subprotocol);
+    if (use_deflate)
+        n += snprintf(resp + n, sizeof resp - (size_t)n, "Sec-WebSocket-Extensions: %.*s\r\n",
+                      (int)ext_len, ext);
+    n += snprintf(resp + n, sizeof resp - (size_t)n, "\r\n");
+    px_conn_t *c = ws->c;
+    if (px_conn_write(c, resp, (size_t)n) != 0 || px_req_upgrade(req, &ws_protocol, ws) != 0) {
+        px_ws_deflate_free(ws->deflate);
+        px__free(ws->subprotocol);
+        px__free(ws);
+        px_conn_abort(c);
+        return;
+    }
+    px_metric_add(m_ws_open, 1);
+    px_conn_set_read_limit(c, opts->max_message + PX_WS_MAX_HEADER);
+    px_conn_set_timeout(c, opts->ping_interval_ms);
+    if (route->cb->on_open)
+        route->cb->on_open(ws, req, route->ud);
+}
+
+static void route_free(void *p)
+{
+    px__free(p);
+}
+
+int px_ws_route(px_server_t *s, const char *pattern, const px_ws_callbacks_t *cb, void *ud)
+{
+    px__http_t *h = px__http_get(s);
+    if (!h || !cb)
+        return h ? -EINVAL : -ENOMEM;
+    register_metrics();
+    ws_route_t *r = px__malloc(sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    r->cb = cb;
+    r->ud = ud;
+    r->http = h;
+    int e = px__router_add(h, "GET", pattern, ws_handshake, r, route_free);
+    if (e)
+        px__free(r);
+    return e;
+}
+
+void px_ws_set_data(px_ws_t *ws, void *data)
+{
+    ws->data = data;
+}
+
+void *px_ws_get_data(const px_ws_t *ws)
+{
+    return ws->data;
+}
+
+px_conn_t *px_ws_conn(const px_ws_t *ws)
+{
+    return ws->c;
+}
+
+px_str_t px_ws_subprotocol(const px_ws_t *ws)
+{
+    return ws->subprotocol ? (px_str_t){ws->subprotocol, strlen(ws->subprotocol)}
+                           : (px_str_t){NULL, 0};
+}
+
+/* ---- topics ------------------------------------------------------------------------------------ */
+
+typedef struct topic_local {
+    px_ws_t *head;
+    _Atomic size_t count; /* read by publishers on other threads to skip empty workers */
+    char pad[64 - sizeof(void *) - sizeof(size_t)];
+} topic_local_t;
+
+struct px_ws_topic {
+    px_server_t *server;
+    unsigned nworkers;
+    topic_local_t *local;
+};
+
+typedef struct topic_msg {
+    px_msg_t msg;
+    px_ws_topic_t *topic;
+    px_slice_t *frame;
+} topic_msg_t;
+
+px_ws_topic_t *px_ws_topic_new(px_server_t *s)
+{
+    px_ws_topic_t *t = px__calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->server = s;
+    t->nworkers = px_workers_count(px_server_workers(s));
+    t->local = px__calloc(t->nworkers, sizeof *t->local);
+    if (!t->local) {
+        px__free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void px_ws_topic_free(px_ws_topic_t *t)
+{
+    if (!t)
+        return;
+    px__free(t->local);
+    px__free(t);
+}
+
+int px_ws_topic_join(px_ws_topic_t *t, px_ws_t *ws)
+{
+    if (ws->topic)
+        return -EALREADY;
+    topic_local_t *l = &t->local[px_worker_id(px_conn_worker(ws->c))];
+    ws->topic = t;
+    ws->tprev = NULL;
+    ws->tnext = l->head;
+    if (l->head)
+        l->head->tprev = ws;
+    l->head = ws;
+    atomic_fetch_add_explicit(&l->count, 1, memory_order_relaxed);
+    return 0;
+}
+
+void px_ws_topic_leave(px_ws_t *ws)
+{
+    px_ws_topic_t *t = ws->topic;
+    if (!t)
+        return;
+    topic_local_t *l = &t->local[px_worker_id(px_conn_worker(ws->c))];
+    if (ws->tprev)
+        ws->tprev->tnext = ws->tnext;
+    else
+        l->head = ws->tnext;
+    if (ws->tnext)
+        ws->tnext->tprev = ws->tprev;
+    ws->topic = NULL;
+    ws->tprev = ws->tnext = NULL;
+    atomic_fetch_sub_explicit(&l->count, 1, memory_order_relaxed);
+}
+
+size_t px_ws_topic_size(const px_ws_topic_t *t)
+{
+    size_t n = 0;
+    for (unsigned i = 0; i < t->nworkers; i++)
+        n += atomic_load_explicit(&t->local[i].count, memory_order_relaxed);
+    return n;
+}
+
+static void deliver_local(px_ws_topic_t *t, unsigned wid, px_slice_t *frame)
+{
+    px_ws_t *next;
+    for (px_ws_t *ws = t->local[wid].head; ws; ws = next) {
+        next = ws->tnext; /* a slow consumer may leave the topic while we iterate */
+        px_ws_send_frame(ws, frame);
+    }
+}
+
+static void on_topic_msg(px_worker_t *w, px_msg_t *m)
+{
+    topic_msg_t *tm = (topic_msg_t *)m;
+    deliver_local(tm->topic, px_worker_id(w), tm->frame);
+    px_slice_unref(tm->frame);
+    px__free(tm);
+}
+
+int px_ws_topic_publish(px_ws_topic_t *t, px_slice_t *frame)
+{
+    px_worker_t *self = px_worker_self();
+    px_workers_t *ws = px_server_workers(t->server);
+    int r = 0;
+    for (unsigned i = 0; i < t->nworkers; i++) {
+        if (atomic_load_explicit(&t->local[i].count, memory_order_relaxed) == 0)
+            continue;
+        px_worker_t *w = px_workers_get(ws, i);
+        if (w == self) {
+            deliver_local(t, i, frame);
+            continue;
+        }
+        topic_msg_t *tm = px__malloc(sizeof *tm);
+        if (!tm) {
+            r = -ENOMEM;
+            continue;
+        }
+        tm->msg.cb = on_topic_msg;
+        tm->topic = t;
+        tm->frame = px_slice_ref(frame);
+        px_worker_post(w, &tm->msg);
+    }
+    return r;
+}
