@@ -32,7 +32,7 @@ build-asan: deps
 
 run: build
 	@mkdir -p var
-	$(RELEASE)/plexus --listen 127.0.0.1:8080
+	$(RELEASE)/plexus --listen 127.0.0.1:8080 --data-dir var --allow-anonymous
 
 # Whole suite: normal build, then the ASan+UBSan build; ends with the summary line.
 test: build build-asan npm-deps

@@ -12,7 +12,7 @@
 #include "hub/json.h"
 #include "plexus/version.h"
 
-enum opt_type { T_STR, T_LIST, T_UINT, T_SIZE, T_DURATION, T_BOOL };
+enum opt_type { T_STR, T_LIST, T_UINT, T_UINT64, T_SIZE, T_DURATION, T_BOOL };
 
 typedef struct opt {
     const char *name; /* flag without dashes; env PLEXUS_<NAME>; config-file key */
@@ -59,6 +59,38 @@ static const opt_t options[] = {
      "requests served per connection before it is closed (0 = no limit)", NULL, "HTTP"},
     {"access-log", T_STR, O(access_log), "off", "FORMAT", "access log, one line per request: off|text|json",
      "off|text|json", "HTTP"},
+    {"ws-max-message", T_SIZE, O(ws_max_message), "1MiB", "SIZE",
+     "largest WebSocket message accepted (close 1009 over it)", NULL, "WebSocket"},
+    {"ws-ping-interval", T_DURATION, O(ws_ping_interval_ms), "30s", "DURATION",
+     "ping WebSocket clients this often; close those silent for two intervals (0 = off)", NULL,
+     "WebSocket"},
+    {"ws-deflate", T_BOOL, O(ws_deflate), "false", "",
+     "accept permessage-deflate (compresses messages of 256 bytes and more)", NULL, "WebSocket"},
+    {"ws-slow-policy", T_STR, O(ws_slow_policy), "close", "POLICY",
+     "a client whose output budget (--output-cap) is full: close (1008) or drop messages",
+     "close|drop", "WebSocket"},
+    {"data-dir", T_STR, O(data_dir), "./var", "DIR", "where the SQLite database lives", NULL, "Hub"},
+    {"durability", T_STR, O(durability), "normal", "MODE",
+     "normal: acknowledged messages survive a crash (kill -9); full: also a power loss (fsync)",
+     "normal|full", "Hub"},
+    {"history-size", T_UINT64, O(history_size), "1000", "N",
+     "messages kept per channel (0 = unlimited)", NULL, "Hub"},
+    {"history-ttl", T_DURATION, O(history_ttl_ms), "0", "DURATION",
+     "drop messages older than this (0 = keep)", NULL, "Hub"},
+    {"jwt-secret", T_STR, O(jwt_secret), NULL, "SECRET",
+     "HS256 secret that signs client tokens (claims: sub, exp, channels, info)", NULL, "Hub"},
+    {"api-key", T_STR, O(api_key), NULL, "KEY",
+     "key for the HTTP API (Authorization: Bearer KEY)", NULL, "Hub"},
+    {"allow-anonymous", T_BOOL, O(allow_anonymous), "false", "",
+     "let clients without a token subscribe and publish (and open the HTTP API if no --api-key)",
+     NULL, "Hub"},
+    {"max-payload", T_SIZE, O(max_payload), "64KiB", "SIZE", "largest message data", NULL, "Hub"},
+    {"max-channels", T_UINT, O(max_channels), "100", "N", "subscriptions per connection", NULL,
+     "Hub"},
+    {"publish-rate", T_UINT, O(publish_rate), "100", "N",
+     "publishes per second per connection (0 = no limit)", NULL, "Hub"},
+    {"history-limit-max", T_UINT, O(history_limit_max), "1000", "N",
+     "largest `limit` a history request may ask for", NULL, "Hub"},
     {"log-level", T_STR, O(log_level), "info", "LEVEL", "debug|info|warn|error", "debug|info|warn|error|off",
      "Logs"},
     {"log-format", T_STR, O(log_format), "text", "FORMAT", "text|json, one line per event on stderr",
@@ -174,6 +206,11 @@ static void set_value(px_config_t *cfg, const opt_t *o, const char *val, const c
         if (parse_scaled(val, &v, T_UINT) || v > 0xffffffffu)
             die("%s %s: '%s' is not a non-negative integer", origin, o->name, val);
         *(unsigned *)base = (unsigned)v;
+        break;
+    case T_UINT64:
+        if (parse_scaled(val, &v, T_UINT))
+            die("%s %s: '%s' is not a non-negative integer", origin, o->name, val);
+        *(uint64_t *)base = v;
         break;
     case T_SIZE:
         if (parse_scaled(val, &v, T_SIZE))

@@ -32,6 +32,23 @@ typedef struct px_config {
     uint64_t keepalive_timeout_ms;
     unsigned max_requests;
     char *access_log;
+    /* websocket */
+    uint64_t ws_max_message;
+    uint64_t ws_ping_interval_ms;
+    int ws_deflate;
+    char *ws_slow_policy;
+    /* hub */
+    char *data_dir;
+    char *durability;
+    uint64_t history_size;
+    uint64_t history_ttl_ms;
+    char *jwt_secret;
+    char *api_key;
+    int allow_anonymous;
+    uint64_t max_payload;
+    unsigned max_channels;
+    unsigned publish_rate;
+    unsigned history_limit_max;
     /* meta */
     char *config_file;
 } px_config_t;

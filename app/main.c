@@ -6,6 +6,8 @@
 
 #include "app/config.h"
 #include "plexus/http.h"
+#include "plexus/hub.h"
+#include "plexus/ws.h"
 #include "plexus/log.h"
 #include "plexus/net.h"
 #include "plexus/version.h"
@@ -75,6 +77,45 @@ int main(int argc, char **argv)
         fprintf(stderr, "plexus: out of memory\n");
         return 1;
     }
+    px_ws_opts_t wo;
+    px_ws_opts_init(&wo);
+    wo.max_message = (size_t)cfg.ws_max_message;
+    wo.ping_interval_ms = cfg.ws_ping_interval_ms;
+    wo.deflate = cfg.ws_deflate;
+    wo.slow_policy = strcmp(cfg.ws_slow_policy, "drop") == 0 ? PX_WS_SLOW_DROP : PX_WS_SLOW_CLOSE;
+    if (px_ws_configure(server, &wo) != 0) {
+        fprintf(stderr, "plexus: --ws-max-message must be at least 1 byte\n");
+        return 2;
+    }
+
+    px_hub_opts_t hopts;
+    px_hub_opts_init(&hopts);
+    hopts.data_dir = cfg.data_dir;
+    hopts.durability = strcmp(cfg.durability, "full") == 0 ? PX_HUB_DURABILITY_FULL
+                                                            : PX_HUB_DURABILITY_NORMAL;
+    hopts.history_size = cfg.history_size;
+    hopts.history_ttl_ms = cfg.history_ttl_ms;
+    hopts.jwt_secret = cfg.jwt_secret;
+    hopts.api_key = cfg.api_key;
+    hopts.allow_anonymous = cfg.allow_anonymous;
+    hopts.max_payload = (size_t)cfg.max_payload;
+    hopts.max_channels = cfg.max_channels;
+    hopts.publish_rate = cfg.publish_rate;
+    hopts.history_limit_max = cfg.history_limit_max;
+    char err[512] = "";
+    px_hub_t *hub = px_hub_new(server, &hopts, err, sizeof err);
+    if (!hub) {
+        fprintf(stderr, "plexus: --data-dir %s: %s\n", cfg.data_dir, err);
+        px_server_free(server);
+        px_config_free(&cfg);
+        return 2;
+    }
+    if (cfg.allow_anonymous)
+        px_log(PX_LOG_WARN, "--allow-anonymous: clients without a token may subscribe and publish%s",
+               cfg.api_key ? "" : "; the HTTP API is open (no --api-key)");
+    else if (!cfg.jwt_secret)
+        px_log(PX_LOG_WARN, "no --jwt-secret and no --allow-anonymous: WebSocket clients cannot connect");
+
     const char *static_dir = cfg.static_dir ? cfg.static_dir : default_static_dir();
     int sr = px_route_static(server, "/", static_dir);
     if (sr) {
@@ -85,7 +126,12 @@ int main(int argc, char **argv)
     }
     px_log(PX_LOG_INFO, "plexus %s starting with %u worker(s)", PX_VERSION_STRING,
            px_workers_count(px_server_workers(server)));
+    if (px_hub_start(hub) != 0) {
+        fprintf(stderr, "plexus: cannot start the hub thread\n");
+        return 1;
+    }
     int r = px_server_run(server);
+    px_hub_free(hub);
     px_server_free(server);
     px_config_free(&cfg);
     return r == 0 ? 0 : 1;

@@ -41,6 +41,10 @@ PX_EXTERN void px_workers_stop(px_workers_t *ws);
 /** Wait for every worker thread to end. */
 PX_EXTERN void px_workers_join(px_workers_t *ws);
 
+/** After px_workers_join: run the messages still queued in every mailbox on the
+ * calling thread, so none is leaked (their callbacks see a stopped loop). */
+PX_EXTERN void px_workers_drain(px_workers_t *ws);
+
 /** Post `m` to `w`'s mailbox. Any thread, lock-free, never blocks; `m` must stay
  * valid until its callback runs on `w`. */
 PX_EXTERN void px_worker_post(px_worker_t *w, px_msg_t *m);

@@ -155,6 +155,16 @@ void px_workers_join(px_workers_t *ws)
     }
 }
 
+void px_workers_drain(px_workers_t *ws)
+{
+    for (unsigned i = 0; i < ws->count; i++) {
+        px_worker_t *w = ws->w[i];
+        px_msg_t *m;
+        while ((m = px__mailbox_pop(&w->mailbox)) != NULL)
+            m->cb(w, m);
+    }
+}
+
 void px_worker_post(px_worker_t *w, px_msg_t *m)
 {
     px__mailbox_push(&w->mailbox, m);

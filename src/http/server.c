@@ -962,10 +962,8 @@ static void http_on_shutdown(px_conn_t *c)
 {
     px__http_conn_t *hc = px_conn_state(c);
     hc->close_after = 1;
-    if (hc->state == HC_HEAD && !hc->head_timer)
-        px_conn_close(c); /* idle between requests */
-    /* HC_STREAM: the stream's owner ends it (the hub does on shutdown); the
-     * server's shutdown timer bounds it. */
+    if ((hc->state == HC_HEAD && !hc->head_timer) || hc->state == HC_STREAM)
+        px_conn_close(c); /* idle between requests; a stream's owner hears it via on_abort */
 }
 
 static void http_on_eof(px_conn_t *c)

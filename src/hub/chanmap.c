@@ -1,0 +1,99 @@
+#include <errno.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "hub/chanmap.h"
+
+uint64_t px__chanmap_hash(const char *key, size_t len)
+{
+    /* FNV-1a: channel names are short; good spread, no setup. Keys come from
+     * clients, so the chain length is bounded by growing at load 1 and by the
+     * per-connection channel limit. */
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)key[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+void px__chanmap_init(px__chanmap_t *m)
+{
+    memset(m, 0, sizeof *m);
+}
+
+void px__chanmap_dispose(px__chanmap_t *m)
+{
+    px__free(m->buckets);
+    memset(m, 0, sizeof *m);
+}
+
+px__centry_t *px__chanmap_get(const px__chanmap_t *m, const char *key, size_t len)
+{
+    if (!m->nbuckets)
+        return NULL;
+    uint64_t h = px__chanmap_hash(key, len);
+    for (px__centry_t *e = m->buckets[h & (m->nbuckets - 1)]; e; e = e->next)
+        if (e->hash == h && e->key_len == len && memcmp(e->key, key, len) == 0)
+            return e;
+    return NULL;
+}
+
+static int grow(px__chanmap_t *m)
+{
+    size_t n = m->nbuckets ? m->nbuckets * 2 : 16;
+    px__centry_t **b = px__calloc(n, sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    for (size_t i = 0; i < m->nbuckets; i++) {
+        px__centry_t *e = m->buckets[i];
+        while (e) {
+            px__centry_t *next = e->next;
+            size_t k = e->hash & (n - 1);
+            e->next = b[k];
+            b[k] = e;
+            e = next;
+        }
+    }
+    px__free(m->buckets);
+    m->buckets = b;
+    m->nbuckets = n;
+    return 0;
+}
+
+int px__chanmap_put(px__chanmap_t *m, px__centry_t *e)
+{
+    if (m->count >= m->nbuckets && grow(m) != 0)
+        return -ENOMEM;
+    e->hash = px__chanmap_hash(e->key, e->key_len);
+    size_t k = e->hash & (m->nbuckets - 1);
+    e->next = m->buckets[k];
+    m->buckets[k] = e;
+    m->count++;
+    return 0;
+}
+
+void px__chanmap_del(px__chanmap_t *m, px__centry_t *e)
+{
+    px__centry_t **pp = &m->buckets[e->hash & (m->nbuckets - 1)];
+    while (*pp && *pp != e)
+        pp = &(*pp)->next;
+    if (*pp) {
+        *pp = e->next;
+        m->count--;
+    }
+}
+
+px__centry_t *px__chanmap_next(const px__chanmap_t *m, px__centry_t *prev)
+{
+    size_t i = 0;
+    if (prev) {
+        if (prev->next)
+            return prev->next;
+        i = (prev->hash & (m->nbuckets - 1)) + 1;
+    }
+    for (; i < m->nbuckets; i++)
+        if (m->buckets[i])
+            return m->buckets[i];
+    return NULL;
+}

@@ -1,0 +1,937 @@
+/* The hub's front ends, on the workers: the native WebSocket protocol at /ws,
+ * the HTTP API under /api, Server-Sent Events and /metrics. Each worker keeps
+ * its own sessions and a local index channel -> subscriptions; requests go to
+ * the hub thread as messages and come back as replies and deliveries. */
+#include <openssl/crypto.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "hub/hub_int.h"
+#include "hub/json.h"
+#include "plexus/version.h"
+
+#define MAX_TOKENS 512
+
+typedef struct session session_t;
+typedef struct local_chan local_chan_t;
+
+typedef struct sub {
+    session_t *s;
+    local_chan_t *lc;        /* set once active */
+    struct sub *cprev, *cnext; /* in the local channel, once active */
+    struct sub *snext;       /* in the session */
+    unsigned presence : 1;   /* wants join/leave events */
+    unsigned active : 1;     /* the hub confirmed: deliveries reach it */
+    size_t name_len;
+    char name[PX__CHANNEL_MAX + 1];
+} sub_t;
+
+struct local_chan {
+    px__centry_t e;
+    sub_t *subs;
+    unsigned count;
+    size_t name_len;
+    char name[PX__CHANNEL_MAX + 1];
+};
+
+struct session {
+    int kind; /* ORIGIN_WS or ORIGIN_SSE */
+    px_hub_t *hub;
+    unsigned worker;
+    px_ws_t *ws;
+    px_req_t *req; /* SSE stream */
+    session_t *sse_prev, *sse_next;
+    px_jwt_claims_t *claims; /* NULL: anonymous */
+    sub_t *subs;
+    unsigned nsubs;
+    unsigned pending; /* requests at the hub thread: the session lives until they return */
+    unsigned dead : 1;
+    double tokens; /* publish rate limiter (token bucket) */
+    uint64_t tokens_ms;
+    char client[PX__CLIENT_ID_LEN + 1];
+};
+
+typedef struct hub_local {
+    px_hub_t *hub;
+    px__chanmap_t chans;
+    session_t *sse; /* SSE sessions, for keep-alive comments */
+    px_timer_t sse_timer;
+    int sse_timer_on;
+} hub_local_t;
+
+static hub_local_t *local_of(px_hub_t *h, unsigned worker)
+{
+    return &h->locals[worker];
+}
+
+/* ---- sessions and subscriptions ------------------------------------------------------ */
+
+static void session_maybe_free(session_t *s)
+{
+    if (!s->dead || s->pending)
+        return;
+    px__free(s->claims);
+    px__free(s);
+}
+
+static sub_t *find_sub(session_t *s, const char *name, size_t len)
+{
+    for (sub_t *u = s->subs; u; u = u->snext)
+        if (u->name_len == len && memcmp(u->name, name, len) == 0)
+            return u;
+    return NULL;
+}
+
+static void activate(session_t *s, sub_t *u)
+{
+    hub_local_t *L = local_of(s->hub, s->worker);
+    px__centry_t *e = px__chanmap_get(&L->chans, u->name, u->name_len);
+    local_chan_t *lc = e ? PX_CONTAINER_OF(e, local_chan_t, e) : NULL;
+    if (!lc) {
+        lc = px__xcalloc(1, sizeof *lc);
+        memcpy(lc->name, u->name, u->name_len);
+        lc->name_len = u->name_len;
+        lc->e.key = lc->name;
+        lc->e.key_len = lc->name_len;
+        if (px__chanmap_put(&L->chans, &lc->e) != 0) {
+            px__free(lc);
+            return;
+        }
+    }
+    u->lc = lc;
+    u->active = 1;
+    u->cprev = NULL;
+    u->cnext = lc->subs;
+    if (lc->subs)
+        lc->subs->cprev = u;
+    lc->subs = u;
+    lc->count++;
+}
+
+static void deactivate(session_t *s, sub_t *u)
+{
+    if (!u->active)
+        return;
+    local_chan_t *lc = u->lc;
+    if (u->cprev)
+        u->cprev->cnext = u->cnext;
+    else
+        lc->subs = u->cnext;
+    if (u->cnext)
+        u->cnext->cprev = u->cprev;
+    u->active = 0;
+    u->lc = NULL;
+    if (--lc->count == 0) {
+        hub_local_t *L = local_of(s->hub, s->worker);
+        px__chanmap_del(&L->chans, &lc->e);
+        px__free(lc);
+    }
+}
+
+static hub_req_t *req_new(session_t *s, int type, const char *channel, size_t len)
+{
+    hub_req_t *r = px__xcalloc(1, sizeof *r);
+    r->type = type;
+    r->worker = s ? s->worker : 0;
+    r->origin_kind = s ? s->kind : ORIGIN_HTTP;
+    r->origin = s;
+    if (channel) {
+        memcpy(r->channel, channel, len);
+        r->channel_len = len;
+    }
+    return r;
+}
+
+/* Remove `u` from `s` and tell the hub thread (which counted it). */
+static void drop_sub(session_t *s, sub_t *u)
+{
+    deactivate(s, u);
+    for (sub_t **pp = &s->subs; *pp; pp = &(*pp)->snext)
+        if (*pp == u) {
+            *pp = u->snext;
+            break;
+        }
+    s->nsubs--;
+    hub_req_t *r = req_new(s, HREQ_UNSUBSCRIBE, u->name, u->name_len);
+    r->origin = NULL; /* no reply */
+    if (s->kind == ORIGIN_WS)
+        memcpy(r->client, s->client, sizeof r->client);
+    px__hub_post(s->hub, r);
+    px__free(u);
+}
+
+static void session_close(session_t *s)
+{
+    /* Subscriptions still waiting for their reply are dropped when it comes. */
+    sub_t *u = s->subs;
+    while (u) {
+        sub_t *next = u->snext;
+        if (u->active)
+            drop_sub(s, u);
+        u = next;
+    }
+    if (s->kind == ORIGIN_SSE) {
+        hub_local_t *L = local_of(s->hub, s->worker);
+        if (s->sse_prev)
+            s->sse_prev->sse_next = s->sse_next;
+        else
+            L->sse = s->sse_next;
+        if (s->sse_next)
+            s->sse_next->sse_prev = s->sse_prev;
+    }
+    s->dead = 1;
+    s->ws = NULL;
+    s->req = NULL;
+    session_maybe_free(s);
+}
+
+/* ---- WebSocket output ------------------------------------------------------------------ */
+
+static void ws_text(session_t *s, const char *p, size_t n)
+{
+    if (s->ws)
+        px_ws_send(s->ws, PX_WS_TEXT, p, n);
+}
+
+static void ws_error(session_t *s, int has_id, int64_t id, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void ws_error(session_t *s, int has_id, int64_t id, const char *code, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    char buf[512];
+    px_json_writer_t w;
+    px_json_writer_init(&w, buf, sizeof buf);
+    PX_JSON_PUT_LIT(&w, "{\"op\":\"error\"");
+    if (has_id) {
+        PX_JSON_PUT_LIT(&w, ",\"id\":");
+        px_json_put_i64(&w, id);
+    }
+    PX_JSON_PUT_LIT(&w, ",\"code\":");
+    px_json_put_str(&w, code, strlen(code));
+    PX_JSON_PUT_LIT(&w, ",\"message\":");
+    px_json_put_str(&w, msg, strlen(msg));
+    PX_JSON_PUT_LIT(&w, "}");
+    if (!w.err)
+        ws_text(s, w.buf, w.len);
+}
+
+/* ---- auth ---------------------------------------------------------------------------------- */
+
+/* Verify a client token. Returns 0 and *out (malloc'd claims) or an error text. */
+static const char *verify_token(px_hub_t *h, px_str_t tok, px_jwt_claims_t **out)
+{
+    if (!h->opts.jwt_secret)
+        return "this server does not accept tokens (no --jwt-secret)";
+    px_jwt_claims_t *c = px__xmalloc(sizeof *c);
+    const char *why = NULL;
+    int r = px_jwt_verify_hs256(tok.ptr, tok.len, (const uint8_t *)h->opts.jwt_secret,
+                                strlen(h->opts.jwt_secret), (int64_t)time(NULL), c, &why);
+    if (r) {
+        px__free(c);
+        return why ? why : "invalid token";
+    }
+    *out = c;
+    return NULL;
+}
+
+static int allowed(const session_t *s, int action, const char *ch, size_t len)
+{
+    if (!s->claims || !s->claims->has_channels)
+        return 1; /* anonymous (allowed by config) or a token without a channels claim */
+    return px_jwt_channel_allowed(s->claims, action, ch, len);
+}
+
+/* ---- the native protocol --------------------------------------------------------------------- */
+
+static void ws_open(px_ws_t *ws, px_req_t *req, void *ud)
+{
+    px_hub_t *h = ud;
+    session_t *s = px__xcalloc(1, sizeof *s);
+    s->kind = ORIGIN_WS;
+    s->hub = h;
+    s->worker = px_worker_id(px_conn_worker(px_ws_conn(ws)));
+    s->ws = ws;
+    s->tokens = h->opts.publish_rate;
+    s->tokens_ms = px_now_ms();
+    unsigned char rnd[PX__CLIENT_ID_LEN / 2];
+    px_random(rnd, sizeof rnd);
+    for (size_t i = 0; i < sizeof rnd; i++)
+        snprintf(s->client + 2 * i, 3, "%02x", rnd[i]);
+    px_ws_set_data(ws, s);
+
+    px_str_t tok;
+    int have = px_req_query_param(req, "token", &tok) == 1 && tok.len;
+    px_str_t auth = px_req_header(req, "authorization");
+    if (!have && auth.len > 7 && strncasecmp(auth.ptr, "Bearer ", 7) == 0) {
+        tok = (px_str_t){auth.ptr + 7, auth.len - 7};
+        have = 1;
+    }
+    const char *why = NULL;
+    if (have)
+        why = verify_token(h, tok, &s->claims);
+    else if (!h->opts.allow_anonymous)
+        why = "a token is required (?token=<JWT>)";
+    if (why) {
+        ws_error(s, 0, 0, "unauthorized", "%s", why);
+        px_ws_close(ws, 1008, "unauthorized");
+        return;
+    }
+    char buf[128];
+    int n = snprintf(buf, sizeof buf, "{\"op\":\"welcome\",\"client\":\"%s\",\"version\":\"%s\"}", s->client,
+                     PX_VERSION_STRING);
+    ws_text(s, buf, (size_t)n);
+}
+
+static void ws_close_cb(px_ws_t *ws, int code, px_str_t reason, void *ud)
+{
+    PX_UNUSED(code);
+    PX_UNUSED(reason);
+    PX_UNUSED(ud);
+    session_t *s = px_ws_get_data(ws);
+    if (s)
+        session_close(s);
+}
+
+static int rate_ok(session_t *s)
+{
+    unsigned rate = s->hub->opts.publish_rate;
+    if (!rate)
+        return 1;
+    uint64_t now = px_now_ms();
+    s->tokens += (double)(now - s->tokens_ms) * rate / 1000.0;
+    if (s->tokens > rate)
+        s->tokens = rate;
+    s->tokens_ms = now;
+    if (s->tokens < 1)
+        return 0;
+    s->tokens -= 1;
+    return 1;
+}
+
+static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, void *ud)
+{
+    px_hub_t *h = ud;
+    session_t *s = px_ws_get_data(ws);
+    if (!s || (h->opts.jwt_secret && !s->claims && !h->opts.allow_anonymous))
+        return; /* being closed as unauthorized */
+    if (opcode != PX_WS_TEXT) {
+        ws_error(s, 0, 0, "bad_request", "the protocol uses JSON text frames");
+        return;
+    }
+    px_json_tok_t toks[MAX_TOKENS];
+    px_json_doc_t doc;
+    if (px_json_parse(&doc, data, len, toks, MAX_TOKENS, 32) < 0) {
+        char why[128];
+        px_json_format_error(&doc, why, sizeof why);
+        if (doc.err == PX_JSON_E_TOKENS || doc.err == PX_JSON_E_DEPTH)
+            ws_error(s, 0, 0, "too_complex", "message too complex: %s", why);
+        else
+            ws_error(s, 0, 0, "invalid_json", "%s", why);
+        return;
+    }
+    if (toks[0].type != PX_JSON_OBJECT) {
+        ws_error(s, 0, 0, "bad_request", "a message is a JSON object");
+        return;
+    }
+    static const char *const keys[] = {"op", "id", "channel", "data", "since", "presence", "limit"};
+    enum { K_OP, K_ID, K_CHANNEL, K_DATA, K_SINCE, K_PRESENCE, K_LIMIT };
+    int v[7];
+    size_t dup;
+    if (px_json_get_keys(&doc, 0, keys, 7, v, &dup) != 0) {
+        ws_error(s, 0, 0, "bad_request", "duplicate \"%s\"", keys[dup]);
+        return;
+    }
+    int has_id = v[K_ID] >= 0;
+    int64_t id = 0;
+    if (has_id && px_json_get_i64(&doc, v[K_ID], &id) != 0) {
+        ws_error(s, 0, 0, "bad_request", "\"id\" must be an integer");
+        return;
+    }
+    char op[16];
+    if (v[K_OP] < 0 || toks[v[K_OP]].type != PX_JSON_STRING ||
+        px_json_unescape(&doc, v[K_OP], op, sizeof op) < 0) {
+        ws_error(s, has_id, id, "bad_request", "missing or invalid \"op\"");
+        return;
+    }
+    if (strcmp(op, "ping") == 0) {
+        char buf[64];
+        int n = has_id ? snprintf(buf, sizeof buf, "{\"op\":\"pong\",\"id\":%lld}", (long long)id)
+                       : snprintf(buf, sizeof buf, "{\"op\":\"pong\"}");
+        ws_text(s, buf, (size_t)n);
+        return;
+    }
+    int is_sub = strcmp(op, "subscribe") == 0, is_unsub = strcmp(op, "unsubscribe") == 0,
+        is_pub = strcmp(op, "publish") == 0, is_hist = strcmp(op, "history") == 0,
+        is_pres = strcmp(op, "presence") == 0;
+    if (!(is_sub || is_unsub || is_pub || is_hist || is_pres)) {
+        ws_error(s, has_id, id, "unknown_op", "unknown op \"%s\"", op);
+        return;
+    }
+    char channel[PX__CHANNEL_MAX + 1];
+    int cl = v[K_CHANNEL] >= 0 && toks[v[K_CHANNEL]].type == PX_JSON_STRING
+                 ? px_json_unescape(&doc, v[K_CHANNEL], channel, sizeof channel)
+                 : -1;
+    if (cl < 0 || !px__channel_name_ok(channel, (size_t)cl)) {
+        ws_error(s, has_id, id, "invalid_channel",
+                 "\"channel\" must be 1-200 bytes of A-Z a-z 0-9 _ - = @ , . ; : /");
+        return;
+    }
+    size_t clen = (size_t)cl;
+
+    if (is_unsub) {
+        sub_t *u = find_sub(s, channel, clen);
+        if (!u || !u->active) {
+            ws_error(s, has_id, id, "not_subscribed", "not subscribed to %s", channel);
+            return;
+        }
+        drop_sub(s, u);
+        char buf[PX__CHANNEL_MAX + 80];
+        int n = has_id ? snprintf(buf, sizeof buf, "{\"op\":\"reply\",\"id\":%lld,\"channel\":\"%s\"}",
+                                  (long long)id, channel)
+                       : snprintf(buf, sizeof buf, "{\"op\":\"reply\",\"channel\":\"%s\"}", channel);
+        ws_text(s, buf, (size_t)n);
+        return;
+    }
+    int action = is_pub ? PX_JWT_PUBLISH : PX_JWT_SUBSCRIBE;
+    if (!allowed(s, action, channel, clen)) {
+        ws_error(s, has_id, id, "forbidden", "your token does not allow %s on %s",
+                 is_pub ? "publish" : "subscribe", channel);
+        return;
+    }
+
+    hub_req_t *r;
+    if (is_sub) {
+        if (find_sub(s, channel, clen)) {
+            ws_error(s, has_id, id, "already_subscribed", "already subscribed to %s", channel);
+            return;
+        }
+        if (s->nsubs >= h->opts.max_channels) {
+            ws_error(s, has_id, id, "too_many_channels", "at most %u channels per connection",
+                     h->opts.max_channels);
+            return;
+        }
+        r = req_new(s, HREQ_SUBSCRIBE, channel, clen);
+        if (v[K_SINCE] >= 0) {
+            int st = v[K_SINCE];
+            int eo = -1, oo = -1;
+            if (toks[st].type == PX_JSON_OBJECT) {
+                eo = px_json_get(&doc, st, "epoch");
+                oo = px_json_get(&doc, st, "offset");
+            }
+            if (oo < 0 || px_json_get_u64(&doc, oo, &r->since_offset) != 0 ||
+                (eo >= 0 && (toks[eo].type != PX_JSON_STRING ||
+                             px_json_unescape(&doc, eo, r->since_epoch, sizeof r->since_epoch) < 0))) {
+                px__free(r);
+                ws_error(s, has_id, id, "bad_request",
+                         "\"since\" must be {\"epoch\":\"...\",\"offset\":N}");
+                return;
+            }
+            r->has_since = 1;
+        }
+        bool pres = false;
+        if (v[K_PRESENCE] >= 0 && px_json_get_bool(&doc, v[K_PRESENCE], &pres) != 0) {
+            px__free(r);
+            ws_error(s, has_id, id, "bad_request", "\"presence\" must be true or false");
+            return;
+        }
+        r->presence = pres;
+        memcpy(r->client, s->client, sizeof r->client);
+        if (s->claims && s->claims->sub_len) {
+            r->user = px__xmalloc(s->claims->sub_len);
+            memcpy(r->user, s->claims->sub, s->claims->sub_len);
+            r->user_len = s->claims->sub_len;
+        }
+        if (s->claims && s->claims->info.ptr) {
+            r->info = px__xmalloc(s->claims->info.len);
+            memcpy(r->info, s->claims->info.ptr, s->claims->info.len);
+            r->info_len = s->claims->info.len;
+        }
+        sub_t *u = px__xcalloc(1, sizeof *u);
+        u->s = s;
+        u->presence = pres;
+        memcpy(u->name, channel, clen);
+        u->name_len = clen;
+        u->snext = s->subs;
+        s->subs = u;
+        s->nsubs++;
+    } else if (is_pub) {
+        if (v[K_DATA] < 0) {
+            ws_error(s, has_id, id, "bad_request", "publish needs \"data\"");
+            return;
+        }
+        px_str_t raw = px_json_raw(&doc, v[K_DATA]);
+        if (raw.len > h->opts.max_payload) {
+            ws_error(s, has_id, id, "payload_too_large", "data is %zu bytes; the limit is %zu", raw.len,
+                     h->opts.max_payload);
+            return;
+        }
+        if (!rate_ok(s)) {
+            ws_error(s, has_id, id, "rate_limited", "more than %u publishes per second",
+                     h->opts.publish_rate);
+            return;
+        }
+        r = req_new(s, HREQ_PUBLISH, channel, clen);
+        r->data = px__xmalloc(raw.len ? raw.len : 1);
+        memcpy(r->data, raw.ptr, raw.len);
+        r->data_len = raw.len;
+    } else if (is_hist) {
+        r = req_new(s, HREQ_HISTORY, channel, clen);
+        uint64_t limit = 100;
+        if (v[K_SINCE] >= 0) {
+            int st = v[K_SINCE];
+            int oo = toks[st].type == PX_JSON_OBJECT ? px_json_get(&doc, st, "offset") : st;
+            if (oo < 0 || px_json_get_u64(&doc, oo, &r->since_offset) != 0) {
+                px__free(r);
+                ws_error(s, has_id, id, "bad_request", "\"since\" must be an offset or {\"offset\":N}");
+                return;
+            }
+        }
+        if (v[K_LIMIT] >= 0 && (px_json_get_u64(&doc, v[K_LIMIT], &limit) != 0 || limit == 0 ||
+                                limit > h->opts.history_limit_max)) {
+            px__free(r);
+            ws_error(s, has_id, id, "bad_request", "\"limit\" must be 1..%u", h->opts.history_limit_max);
+            return;
+        }
+        r->limit = (size_t)limit;
+    } else {
+        r = req_new(s, HREQ_PRESENCE, channel, clen);
+    }
+    r->has_id = has_id;
+    r->id = id;
+    s->pending++;
+    px__hub_post(h, r);
+}
+
+static const px_ws_callbacks_t hub_ws_callbacks = {
+    .on_open = ws_open,
+    .on_message = ws_message,
+    .on_close = ws_close_cb,
+};
+
+/* ---- replies and deliveries (on the worker) ---------------------------------------------------- */
+
+static void rep_free(hub_rep_t *rep)
+{
+    for (size_t i = 0; i < rep->nframes; i++)
+        px_slice_unref(rep->frames[i]);
+    px__free(rep->frames);
+    px__free(rep->body);
+    px__free(rep);
+}
+
+static void sse_end(session_t *s)
+{
+    px_req_t *req = s->req;
+    if (!req)
+        return;
+    session_close(s);
+    px_stream_end(req);
+}
+
+static void session_reply(px_worker_t *w, session_t *s, hub_rep_t *rep)
+{
+    PX_UNUSED(w);
+    s->pending--;
+    sub_t *u = rep->type == HREQ_SUBSCRIBE ? find_sub(s, rep->channel, rep->channel_len) : NULL;
+    if (s->dead) {
+        if (rep->type == HREQ_SUBSCRIBE && !rep->status) {
+            /* The hub counted a subscription whose session has gone. */
+            hub_req_t *r = req_new(s, HREQ_UNSUBSCRIBE, rep->channel, rep->channel_len);
+            r->origin = NULL;
+            if (s->kind == ORIGIN_WS)
+                memcpy(r->client, s->client, sizeof r->client);
+            px__hub_post(s->hub, r);
+        }
+        if (u) { /* never activated: just free it */
+            for (sub_t **pp = &s->subs; *pp; pp = &(*pp)->snext)
+                if (*pp == u) {
+                    *pp = u->snext;
+                    break;
+                }
+            px__free(u);
+        }
+        session_maybe_free(s);
+        return;
+    }
+    if (rep->status >= 400 || rep->err_code) {
+        if (u) {
+            for (sub_t **pp = &s->subs; *pp; pp = &(*pp)->snext)
+                if (*pp == u) {
+                    *pp = u->snext;
+                    break;
+                }
+            s->nsubs--;
+            px__free(u);
+        }
+        if (s->kind == ORIGIN_WS)
+            ws_error(s, rep->has_id, rep->id, rep->err_code ? rep->err_code : "error", "%s",
+                     rep->err_msg);
+        else
+            sse_end(s);
+        return;
+    }
+    if (s->kind == ORIGIN_WS) {
+        ws_text(s, rep->body, rep->body_len);
+        for (size_t i = 0; i < rep->nframes && s->ws; i++)
+            px_ws_send_frame(s->ws, rep->frames[i]);
+    } else {
+        for (size_t i = 0; i < rep->nframes && s->req; i++)
+            px_stream_write_slice(s->req, rep->frames[i], 0, rep->frames[i]->len);
+    }
+    if (u)
+        activate(s, u);
+}
+
+void px__hub_on_reply(px_worker_t *w, px_msg_t *m)
+{
+    hub_rep_t *rep = (hub_rep_t *)m;
+    if (rep->origin_kind == ORIGIN_HTTP) {
+        px_req_t *req = rep->origin;
+        if (rep->status >= 400 || rep->err_code)
+            px_respond_error(req, rep->status ? rep->status : 500, rep->err_code, "%s", rep->err_msg);
+        else
+            px_respond(req, rep->status ? rep->status : 200, "application/json", rep->body,
+                       rep->body_len);
+    } else if (rep->origin) {
+        session_reply(w, rep->origin, rep);
+    }
+    rep_free(rep);
+}
+
+void px__hub_on_delivery(px_worker_t *w, px_msg_t *m)
+{
+    hub_delivery_t *d = (hub_delivery_t *)m;
+    hub_local_t *L = local_of(d->hub, px_worker_id(w));
+    px__centry_t *e = px__chanmap_get(&L->chans, d->channel, d->channel_len);
+    int64_t n = 0;
+    if (e) {
+        local_chan_t *lc = PX_CONTAINER_OF(e, local_chan_t, e);
+        sub_t *next;
+        for (sub_t *u = lc->subs; u; u = next) {
+            next = u->cnext;
+            session_t *s = u->s;
+            if (d->kind == DELIVER_PRESENCE && !u->presence)
+                continue;
+            if (s->kind == ORIGIN_WS) {
+                if (s->ws && px_ws_send_frame(s->ws, d->ws_frame) == 0)
+                    n++;
+            } else if (d->kind == DELIVER_MESSAGE && d->sse_frame && s->req) {
+                if (px_stream_write_slice(s->req, d->sse_frame, 0, d->sse_frame->len) != 0) {
+                    px_log(PX_LOG_WARN, "SSE client over its output budget: closing");
+                    sse_end(s);
+                } else {
+                    n++;
+                }
+            }
+        }
+    }
+    px_metric_add(px__m_deliveries, n);
+    px_slice_unref(d->ws_frame);
+    px_slice_unref(d->sse_frame);
+    px__free(d);
+}
+
+/* ---- HTTP API ------------------------------------------------------------------------------------ */
+
+/* Check the API credentials. Returns 0 (allowed; *claims set for a JWT) or
+ * answers the request with 401/403 and returns -1. */
+static int api_auth(px_hub_t *h, px_req_t *req, px_jwt_claims_t **claims)
+{
+    *claims = NULL;
+    px_str_t auth = px_req_header(req, "authorization");
+    px_str_t tok = {NULL, 0};
+    if (auth.len > 7 && strncasecmp(auth.ptr, "Bearer ", 7) == 0)
+        tok = (px_str_t){auth.ptr + 7, auth.len - 7};
+    else if (px_req_query_param(req, "token", &tok) != 1)
+        tok = (px_str_t){NULL, 0};
+    if (!tok.len) {
+        if (h->opts.allow_anonymous && !h->opts.api_key)
+            return 0;
+        px_res_header(req, "WWW-Authenticate", "Bearer");
+        px_respond_error(req, 401, "unauthorized",
+                         "send \"Authorization: Bearer <api key or token>\"");
+        return -1;
+    }
+    if (h->opts.api_key) {
+        size_t kl = strlen(h->opts.api_key);
+        if (tok.len == kl && CRYPTO_memcmp(tok.ptr, h->opts.api_key, kl) == 0)
+            return 0;
+    }
+    if (h->opts.jwt_secret && !verify_token(h, tok, claims))
+        return 0;
+    px_respond_error(req, 403, "forbidden", "invalid API key or token");
+    return -1;
+}
+
+static int api_channel(px_hub_t *h, px_req_t *req, int action, px_str_t *out)
+{
+    px_jwt_claims_t *claims;
+    if (api_auth(h, req, &claims) != 0)
+        return -1;
+    px_str_t ch = px_req_param(req, "channel");
+    if (!px__channel_name_ok(ch.ptr, ch.len)) {
+        px__free(claims);
+        px_respond_error(req, 400, "invalid_channel",
+                         "a channel name is 1-200 bytes of A-Z a-z 0-9 _ - = @ , . ; : /");
+        return -1;
+    }
+    if (claims && claims->has_channels && !px_jwt_channel_allowed(claims, action, ch.ptr, ch.len)) {
+        px__free(claims);
+        px_respond_error(req, 403, "forbidden", "your token does not allow %s on this channel",
+                         action == PX_JWT_PUBLISH ? "publish" : "subscribe");
+        return -1;
+    }
+    px__free(claims);
+    *out = ch;
+    return 0;
+}
+
+static hub_req_t *http_req(px_req_t *req, int type, px_str_t ch)
+{
+    hub_req_t *r = req_new(NULL, type, ch.ptr, ch.len);
+    r->worker = px_worker_id(px_conn_worker(px_req_conn(req)));
+    r->origin_kind = ORIGIN_HTTP;
+    r->origin = req;
+    return r;
+}
+
+static void api_publish(px_req_t *req, void *ud)
+{
+    px_hub_t *h = ud;
+    px_str_t ch;
+    if (api_channel(h, req, PX_JWT_PUBLISH, &ch) != 0)
+        return;
+    px_str_t body = px_req_body(req);
+    if (body.len > h->opts.max_payload) {
+        px_respond_error(req, 413, "payload_too_large", "data is %zu bytes; the limit is %zu", body.len,
+                         h->opts.max_payload);
+        return;
+    }
+    px_json_doc_t doc;
+    if (px_json_parse(&doc, body.ptr ? body.ptr : "", body.len, NULL, 0, 64) < 0) {
+        char why[128];
+        px_json_format_error(&doc, why, sizeof why);
+        px_respond_error(req, 400, "invalid_json", "the body must be one JSON value: %s", why);
+        return;
+    }
+    /* Keep the raw bytes, trimmed of surrounding whitespace. */
+    const char *p = body.ptr;
+    size_t n = body.len;
+    while (n && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+        p++, n--;
+    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t' || p[n - 1] == '\r' || p[n - 1] == '\n'))
+        n--;
+    hub_req_t *r = http_req(req, HREQ_PUBLISH, ch);
+    r->data = px__xmalloc(n ? n : 1);
+    memcpy(r->data, p, n);
+    r->data_len = n;
+    px__hub_post(h, r);
+}
+
+static int query_u64(px_req_t *req, const char *name, uint64_t *out)
+{
+    px_str_t v;
+    int r = px_req_query_param(req, name, &v);
+    if (r <= 0)
+        return r;
+    if (v.len == 0 || v.len > 19)
+        return -EINVAL;
+    uint64_t x = 0;
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.ptr[i] < '0' || v.ptr[i] > '9')
+            return -EINVAL;
+        x = x * 10 + (uint64_t)(v.ptr[i] - '0');
+    }
+    *out = x;
+    return 1;
+}
+
+static void api_history(px_req_t *req, void *ud)
+{
+    px_hub_t *h = ud;
+    px_str_t ch;
+    if (api_channel(h, req, PX_JWT_SUBSCRIBE, &ch) != 0)
+        return;
+    uint64_t since = 0, limit = 100;
+    if (query_u64(req, "since", &since) < 0) {
+        px_respond_error(req, 400, "bad_request", "since must be an offset (a non-negative integer)");
+        return;
+    }
+    if (query_u64(req, "limit", &limit) < 0 || limit == 0 || limit > h->opts.history_limit_max) {
+        px_respond_error(req, 400, "bad_request", "limit must be 1..%u", h->opts.history_limit_max);
+        return;
+    }
+    hub_req_t *r = http_req(req, HREQ_HISTORY, ch);
+    r->since_offset = since;
+    r->limit = (size_t)limit;
+    px__hub_post(h, r);
+}
+
+static void api_presence(px_req_t *req, void *ud)
+{
+    px_hub_t *h = ud;
+    px_str_t ch;
+    if (api_channel(h, req, PX_JWT_SUBSCRIBE, &ch) != 0)
+        return;
+    px__hub_post(h, http_req(req, HREQ_PRESENCE, ch));
+}
+
+static void api_channels(px_req_t *req, void *ud)
+{
+    px_hub_t *h = ud;
+    px_jwt_claims_t *claims;
+    if (api_auth(h, req, &claims) != 0)
+        return;
+    px__free(claims);
+    px__hub_post(h, http_req(req, HREQ_CHANNELS, (px_str_t){NULL, 0}));
+}
+
+/* ---- Server-Sent Events ---------------------------------------------------------------------------- */
+
+static void sse_keepalive(px_timer_t *t)
+{
+    hub_local_t *L = t->data;
+    for (session_t *s = L->sse, *next; s; s = next) {
+        next = s->sse_next;
+        if (s->req && px_stream_write(s->req, ": keep-alive\n\n", 14) != 0)
+            sse_end(s);
+    }
+    if (L->sse)
+        px_timer_start(px_worker_loop(px_worker_self()), t, L->hub->opts.sse_keepalive_ms);
+    else
+        L->sse_timer_on = 0;
+}
+
+static void sse_abort(px_req_t *req, void *ud)
+{
+    session_t *s = ud;
+    PX_UNUSED(req);
+    if (s->req) {
+        session_close(s);
+        px_stream_end(req); /* answers (frees) the request */
+    }
+}
+
+static void api_events(px_req_t *req, void *ud)
+{
+    px_hub_t *h = ud;
+    px_str_t ch;
+    if (api_channel(h, req, PX_JWT_SUBSCRIBE, &ch) != 0)
+        return;
+    uint64_t since = 0;
+    int has_since = 0;
+    px_str_t last = px_req_header(req, "last-event-id");
+    if (last.len) {
+        uint64_t x = 0;
+        for (size_t i = 0; i < last.len; i++) {
+            if (last.ptr[i] < '0' || last.ptr[i] > '9' || i >= 19) {
+                px_respond_error(req, 400, "bad_request", "Last-Event-ID must be an offset");
+                return;
+            }
+            x = x * 10 + (uint64_t)(last.ptr[i] - '0');
+        }
+        since = x;
+        has_since = 1;
+    } else {
+        int r = query_u64(req, "since", &since);
+        if (r < 0) {
+            px_respond_error(req, 400, "bad_request", "since must be an offset");
+            return;
+        }
+        has_since = r == 1;
+    }
+    session_t *s = px__xcalloc(1, sizeof *s);
+    s->kind = ORIGIN_SSE;
+    s->hub = h;
+    s->worker = px_worker_id(px_conn_worker(px_req_conn(req)));
+    s->req = req;
+    hub_local_t *L = local_of(h, s->worker);
+    s->sse_next = L->sse;
+    if (L->sse)
+        L->sse->sse_prev = s;
+    L->sse = s;
+    px_req_on_abort(req, sse_abort, s);
+    px_res_header(req, "X-Accel-Buffering", "no");
+    if (px_stream_start(req, 200, "text/event-stream") != 0) {
+        session_close(s);
+        return;
+    }
+    px_stream_write(req, "retry: 2000\n\n", 13);
+    if (!L->sse_timer_on) {
+        L->sse_timer_on = 1;
+        px_timer_init(&L->sse_timer, sse_keepalive, L);
+        px_timer_start(px_conn_loop(px_req_conn(req)), &L->sse_timer, h->opts.sse_keepalive_ms);
+    }
+    sub_t *u = px__xcalloc(1, sizeof *u);
+    u->s = s;
+    memcpy(u->name, ch.ptr, ch.len);
+    u->name_len = ch.len;
+    s->subs = u;
+    s->nsubs = 1;
+    hub_req_t *r = req_new(s, HREQ_SUBSCRIBE, ch.ptr, ch.len);
+    r->has_since = has_since;
+    r->since_offset = since;
+    s->pending++;
+    px__hub_post(h, r);
+}
+
+/* ---- /metrics ----------------------------------------------------------------------------------------- */
+
+static void metrics(px_req_t *req, void *ud)
+{
+    px_hub_t *h = ud;
+    px_buf_t b;
+    px_buf_init(&b, 16u << 20);
+    if (px_metrics_render(&b, h->nworkers) != 0) {
+        px_buf_dispose(&b);
+        px_respond_error(req, 500, NULL, "cannot render metrics");
+        return;
+    }
+    px_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", px_buf_head(&b), px_buf_size(&b));
+    px_buf_dispose(&b);
+}
+
+int px__hub_front_init(px_hub_t *h)
+{
+    h->locals = px__calloc(h->nworkers, sizeof *h->locals);
+    if (!h->locals)
+        return -ENOMEM;
+    for (unsigned i = 0; i < h->nworkers; i++) {
+        h->locals[i].hub = h;
+        px__chanmap_init(&h->locals[i].chans);
+    }
+    px_server_t *s = h->server;
+    int r = px_ws_route(s, "/ws", &hub_ws_callbacks, h);
+    r |= px_route(s, "POST", "/api/channels/:channel/messages", api_publish, h);
+    r |= px_route(s, "GET", "/api/channels/:channel/messages", api_history, h);
+    r |= px_route(s, "GET", "/api/channels/:channel/presence", api_presence, h);
+    r |= px_route(s, "GET", "/api/channels/:channel/events", api_events, h);
+    r |= px_route(s, "GET", "/api/channels", api_channels, h);
+    r |= px_route(s, "GET", "/metrics", metrics, h);
+    return r ? -ENOMEM : 0;
+}
+
+void px__hub_front_free(px_hub_t *h)
+{
+    if (!h->locals)
+        return;
+    for (unsigned i = 0; i < h->nworkers; i++) {
+        px__chanmap_t *m = &h->locals[i].chans;
+        for (px__centry_t *e = px__chanmap_next(m, NULL), *next; e; e = next) {
+            next = px__chanmap_next(m, e);
+            px__free(PX_CONTAINER_OF(e, local_chan_t, e));
+        }
+        px__chanmap_dispose(m);
+    }
+    px__free(h->locals);
+    h->locals = NULL;
+}
