@@ -342,11 +342,11 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
         ws_error(s, 0, 0, "bad_request", "a message is a JSON object");
         return;
     }
-    static const char *const keys[] = {"op", "id", "channel", "data", "since", "presence", "limit"};
-    enum { K_OP, K_ID, K_CHANNEL, K_DATA, K_SINCE, K_PRESENCE, K_LIMIT };
-    int v[7];
+    static const char *const keys[] = {"op", "id", "channel", "data", "since", "presence", "limit", "info"};
+    enum { K_OP, K_ID, K_CHANNEL, K_DATA, K_SINCE, K_PRESENCE, K_LIMIT, K_INFO, K_COUNT };
+    int v[K_COUNT];
     size_t dup;
-    if (px_json_get_keys(&doc, 0, keys, 7, v, &dup) != 0) {
+    if (px_json_get_keys(&doc, 0, keys, K_COUNT, v, &dup) != 0) {
         ws_error(s, 0, 0, "bad_request", "duplicate \"%s\"", keys[dup]);
         return;
     }
@@ -454,6 +454,18 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
             r->info = px__xmalloc(s->claims->info.len);
             memcpy(r->info, s->claims->info.ptr, s->claims->info.len);
             r->info_len = s->claims->info.len;
+        } else if (!s->claims && v[K_INFO] >= 0) {
+            /* Anonymous clients describe themselves; a token's info is never overridden. */
+            px_str_t raw = px_json_raw(&doc, v[K_INFO]);
+            if (raw.len > 1024) {
+                px__free(r->user);
+                px__free(r);
+                ws_error(s, has_id, id, "bad_request", "\"info\" is limited to 1024 bytes");
+                return;
+            }
+            r->info = px__xmalloc(raw.len);
+            memcpy(r->info, raw.ptr, raw.len);
+            r->info_len = raw.len;
         }
         sub_t *u = px__xcalloc(1, sizeof *u);
         u->s = s;

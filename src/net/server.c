@@ -25,7 +25,8 @@ void px_server_opts_init(px_server_opts_t *o)
 
 static void register_metrics(void)
 {
-    px__m_conns = px_metric_register("plexus_connections", "Open connections", PX_METRIC_GAUGE);
+    px__m_conns = px_metric_register("plexus_connections", "Open connections",
+                                     PX_METRIC_GAUGE | PX_METRIC_PER_WORKER);
     px__m_accepted = px_metric_register("plexus_connections_accepted_total",
                                         "Connections accepted", PX_METRIC_COUNTER);
     px__m_rejected = px_metric_register("plexus_connections_rejected_total",
