@@ -21,7 +21,7 @@ static uint32_t to_epoll(unsigned events)
     if (events & PX_WRITABLE)
         e |= EPOLLOUT;
     if (events & PX_EXCLUSIVE)
-        e |= EPOLLEXCLUSIVE;
+        e = (e & ~(uint32_t)EPOLLRDHUP) | EPOLLEXCLUSIVE; /* epoll_ctl: EINVAL with EPOLLRDHUP */
     return e;
 }
 

@@ -254,6 +254,26 @@ static int detach(px_req_t *req)
 
 /* ---- writing responses ------------------------------------------------------------ */
 
+/* A request span (target, method) for a log line, with '"' and '\\' escaped (both
+ * are 0x21-0x7E only, so nothing else needs it): a client cannot forge fields of
+ * the JSON access log. Cut (with "...") to fit `cap`, so the line stays within
+ * the logger's message buffer and remains valid JSON. */
+static void log_span(px_str_t t, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < t.len; i++) {
+        if (n + 6 > cap) { /* room for an escaped byte, "..." and the NUL */
+            memcpy(out + n, "...", 3);
+            n += 3;
+            break;
+        }
+        if (t.ptr[i] == '"' || t.ptr[i] == '\\')
+            out[n++] = '\\';
+        out[n++] = t.ptr[i];
+    }
+    out[n] = '\0';
+}
+
 static void access_log(px_req_t *req)
 {
     px__http_conn_t *hc = req->hc;
@@ -261,17 +281,18 @@ static void access_log(px_req_t *req)
         return;
     char peer[64] = "-";
     px_conn_peer_name(hc->c, peer, sizeof peer);
+    char method[128], target[1024];
+    log_span(req->h.method, method, sizeof method);
+    log_span(req->h.target, target, sizeof target);
     double ms = (double)(px_now_ns() - req->start_ns) / 1e6;
     if (hc->http->opts.access_log == 2)
         px_log(PX_LOG_INFO,
-               "{\"peer\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,\"bytes\":%llu,"
+               "{\"peer\":\"%s\",\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"bytes\":%llu,"
                "\"ms\":%.3f}",
-               peer, (int)req->h.method.len, req->h.method.ptr, (int)req->h.target.len,
-               req->h.target.ptr, req->status, (unsigned long long)req->res_bytes, ms);
+               peer, method, target, req->status, (unsigned long long)req->res_bytes, ms);
     else
-        px_log(PX_LOG_INFO, "%s \"%.*s %.*s HTTP/1.%d\" %d %llu %.3fms", peer, (int)req->h.method.len,
-               req->h.method.ptr, (int)req->h.target.len, req->h.target.ptr, req->h.minor_version,
-               req->status, (unsigned long long)req->res_bytes, ms);
+        px_log(PX_LOG_INFO, "%s \"%s %s HTTP/1.%d\" %d %llu %.3fms", peer, method, target,
+               req->h.minor_version, req->status, (unsigned long long)req->res_bytes, ms);
 }
 
 /* Write status line and headers. `clen` < 0: no Content-Length (streams). */
@@ -283,7 +304,8 @@ static int write_head(px_req_t *req, int status, const char *ctype, int64_t clen
     req->status = status;
     req->keep_alive = req->h.keep_alive && !hc->eof && !hc->close_after && status != 400 &&
                       !(h->opts.max_requests && hc->nreq >= h->opts.max_requests) &&
-                      !(status == 413 || status == 408 || status == 431 || status == 414);
+                      !(status == 413 || status == 408 || status == 431 || status == 414 ||
+                        status == 417);
     if (status >= 500)
         px_metric_add(m_responses_5xx, 1);
     else if (status >= 400)
@@ -311,10 +333,12 @@ static int write_head(px_req_t *req, int status, const char *ctype, int64_t clen
     if (len >= sizeof head - 2)
         return -ENOBUFS;
     int r;
+    size_t written = 0; /* head bytes already queued (access log) */
     if (req->res_headers) {
         /* User headers can be long: write what we have, then them. */
         if ((r = px_conn_write(hc->c, head, len)) != 0)
             return r;
+        written = len;
         for (px__res_header_t *rh = req->res_headers; rh; rh = rh->next) {
             r = px_conn_write(hc->c, rh->name.ptr, rh->name.len);
             r |= px_conn_write(hc->c, ": ", 2);
@@ -322,12 +346,13 @@ static int write_head(px_req_t *req, int status, const char *ctype, int64_t clen
             r |= px_conn_write(hc->c, "\r\n", 2);
             if (r)
                 return r;
+            written += rh->name.len + rh->value.len + 4;
         }
         len = 0;
     }
     head[len++] = '\r';
     head[len++] = '\n';
-    req->res_bytes = len + blen;
+    req->res_bytes = written + len + blen;
     if (body && blen && blen <= sizeof head - len) {
         memcpy(head + len, body, blen); /* small body: one copy, one queue entry */
         return px_conn_write(hc->c, head, len + blen);
@@ -417,7 +442,8 @@ int px_respond_slice(px_req_t *req, int status, const char *content_type, px_sli
     r = write_head(req, status, content_type, body->len, NULL, NULL, 0);
     if (r == 0 && !req->h.is_head)
         r = px_conn_write_slice(req->hc->c, body, 0, body->len);
-    req->res_bytes += body->len;
+    if (!req->h.is_head)
+        req->res_bytes += body->len;
     return finish_answer(req, r);
 }
 
@@ -463,7 +489,8 @@ int px_respond_file(px_req_t *req, int status, const char *content_type, int fd,
         r = px_conn_sendfile(req->hc->c, fd, off, len);
     else
         close(fd);
-    req->res_bytes += len;
+    if (!req->h.is_head)
+        req->res_bytes += len;
     return finish_answer(req, r);
 }
 
@@ -764,10 +791,6 @@ static void run_handler(px__http_conn_t *hc)
     px_req_t *req = &hc->req;
     req->start_ns = hc->http->opts.access_log ? px_now_ns() : 0;
     px_metric_add(m_requests, 1);
-    if (req->h.expect_other) {
-        px_respond_error(req, 417, NULL, "only \"Expect: 100-continue\" is supported");
-        return;
-    }
     px__router_dispatch(hc->http, req);
 }
 
@@ -870,6 +893,15 @@ static void process(px__http_conn_t *hc, char *data, size_t len, size_t *used)
             hc->nreq++;
             size_t head = (size_t)r;
             int64_t cl = req->h.content_length;
+            if (req->h.expect_other) {
+                /* 417 at once, never after a "100 Continue" that invited the body;
+                 * then close (417 is not keep-alive): a body is never read. */
+                px_respond_error(req, 417, NULL, "only \"Expect: 100-continue\" is supported");
+                if (!px_conn_is_closing(hc->c))
+                    px_conn_close(hc->c);
+                pos = len;
+                break;
+            }
             if (cl > 0 && (uint64_t)cl > h->opts.max_body) {
                 /* Answer before reading the body, then close: the body is never read. */
                 px_respond_error(req, 413, NULL, "request body of %lld bytes exceeds the %zu-byte limit",

@@ -119,11 +119,19 @@ static int send_raw(px_ws_t *ws, unsigned opcode, int rsv1, const void *data, si
         return -EPIPE;
     uint8_t hdr[PX_WS_MAX_HEADER];
     size_t hl = px_ws_encode_header(hdr, opcode, 1, rsv1, len, NULL);
-    if (px_conn_pending(ws->c) + hl + len > px_server_opts(px_conn_server(ws->c))->output_cap)
-        return slow_consumer(ws);
-    int r = px_conn_write(ws->c, hdr, hl);
+    size_t pending = px_conn_pending(ws->c);
+    int over = 0;
+    if (pending + hl + len > px_server_opts(px_conn_server(ws->c))->output_cap) {
+        /* The budget bounds a backlog, not one message: a message bigger than the
+         * whole budget (max_message may exceed output_cap) goes out when nothing
+         * else is queued, or it could never be sent at all. */
+        if (pending)
+            return slow_consumer(ws);
+        over = 1;
+    }
+    int r = over ? px__conn_write_over_cap(ws->c, hdr, hl) : px_conn_write(ws->c, hdr, hl);
     if (r == 0 && len)
-        r = px_conn_write(ws->c, data, len);
+        r = over ? px__conn_write_over_cap(ws->c, data, len) : px_conn_write(ws->c, data, len);
     if (r == -ENOBUFS)
         return slow_consumer(ws);
     if (r == 0 && !px_ws_opcode_is_control(opcode))
@@ -171,6 +179,8 @@ int px_ws_send_frame(px_ws_t *ws, px_slice_t *frame)
     if (ws->close_sent || px_conn_is_closing(ws->c))
         return -EPIPE;
     int r = px_conn_write_slice(ws->c, frame, 0, frame->len);
+    if (r == -ENOBUFS && px_conn_pending(ws->c) == 0)
+        r = px__conn_write_over_cap(ws->c, frame->data, frame->len); /* as in send_raw */
     if (r == -ENOBUFS)
         return slow_consumer(ws);
     if (r == 0)
@@ -315,7 +325,8 @@ static int on_data_frame(px_ws_t *ws, const px_ws_frame_t *f, uint8_t *p)
                  r == -EMSGSIZE ? "message too big" : "invalid compressed data");
             return -1;
         }
-        if (ws->msg_opcode == PX_WS_OP_TEXT) {
+        /* (nothing inflated yet may mean no buffer: no NULL + 0, which is UB) */
+        if (ws->msg_opcode == PX_WS_OP_TEXT && px_buf_size(&ws->msg) > before) {
             ws->utf8 = px_utf8_feed(ws->utf8, (const uint8_t *)px_buf_head(&ws->msg) + before,
                                     px_buf_size(&ws->msg) - before);
             if (ws->utf8 == PX_UTF8_REJECT) {
@@ -338,7 +349,9 @@ static int on_data_frame(px_ws_t *ws, const px_ws_frame_t *f, uint8_t *p)
     int opcode = ws->msg_opcode;
     ws->msg_opcode = 0;
     ws->utf8 = PX_UTF8_ACCEPT;
-    deliver(ws, opcode, px_buf_head(&ws->msg), px_buf_size(&ws->msg));
+    /* A message of empty fragments never allocated msg: pass "" rather than
+     * px_buf_head() of a NULL buffer (NULL + 0 is UB, and callers expect non-NULL). */
+    deliver(ws, opcode, px_buf_size(&ws->msg) ? px_buf_head(&ws->msg) : "", px_buf_size(&ws->msg));
     px_buf_dispose(&ws->msg);
     return 0;
 }

@@ -51,6 +51,7 @@ struct session {
     unsigned nsubs;
     unsigned pending; /* requests at the hub thread: the session lives until they return */
     unsigned dead : 1;
+    unsigned authorized : 1; /* passed the token / anonymous check */
     double tokens; /* publish rate limiter (token bucket) */
     uint64_t tokens_ms;
     char client[PX__CLIENT_ID_LEN + 1];
@@ -285,6 +286,7 @@ static void ws_open(px_ws_t *ws, px_req_t *req, void *ud)
         px_ws_close(ws, 1008, "unauthorized");
         return;
     }
+    s->authorized = 1;
     char buf[128];
     int n = snprintf(buf, sizeof buf, "{\"op\":\"welcome\",\"client\":\"%s\",\"version\":\"%s\"}", s->client,
                      PX_VERSION_STRING);
@@ -321,7 +323,7 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
 {
     px_hub_t *h = ud;
     session_t *s = px_ws_get_data(ws);
-    if (!s || (h->opts.jwt_secret && !s->claims && !h->opts.allow_anonymous))
+    if (!s || !s->authorized)
         return; /* being closed as unauthorized */
     if (opcode != PX_WS_TEXT) {
         ws_error(s, 0, 0, "bad_request", "the protocol uses JSON text frames");
