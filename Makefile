@@ -62,7 +62,8 @@ bench-http: build
 
 bench-ws: build
 	@sh deps/install.sh deps/bench.txt
-	sh bench/ws.sh $(RELEASE)
+	@[ -d bench/peers/node_modules ] || (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
+	bash bench/ws.sh
 
 bench-hub: build
 	@sh deps/install.sh deps/bench.txt

@@ -1,0 +1,349 @@
+#!/usr/bin/env bash
+# Side-by-side WebSocket / pub-sub benchmark: plexus vs Node ws vs NATS (websocket)
+# vs Redis (RESP), driven by bench/wsload. This is what `make bench-ws` runs;
+# docs/bench-ws.md explains what it measures and how to read the table.
+#
+#   bench/ws.sh                 full run (3 rounds; about 15-20 minutes)
+#   WS_QUICK=1 bench/ws.sh      smoke run (1 round, small sizes, about 1 minute)
+#   bench/ws.sh --table F...    print the tables again from results-*.jsonl files
+#
+# Every server is started fresh for every measurement, pinned to WS_SERVER_CPU;
+# the client is pinned to WS_CLIENT_CPU. Everything listens and connects on
+# 127.0.0.1 only. Each wsload run stops by itself (and is bounded by timeout(1)).
+# Servers started here are stopped by PID on exit.
+#
+# Knobs (environment; defaults in brackets):
+#   WS_ROUNDS [3]  WS_DURATION [10] s  WS_WARMUP [2] s  WS_SERVERS [plexus node nats redis]
+#   WS_SCENARIOS [echo fanout idle]
+#   WS_ECHO_CONNS [100]  WS_ECHO_SIZE [32]  WS_ECHO_WINDOW [16]
+#   WS_FANOUT_SUBS ["1000 10000"]  WS_FANOUT_SIZE [32]  WS_FANOUT_WINDOW [16]  WS_FANOUT_RATE [0 = max]
+#   WS_IDLE_CONNS ["10000 18000"]  WS_IDLE_HOLD [5] s  WS_IDLE_WS_PROTO [ws-broadcast]
+#   WS_SERVER_CPU [1]  WS_CLIENT_CPU [0]  WS_CLIENT_THREADS [1]  WS_PORT_BASE [17100]
+#   WS_OUT [build/bench-ws]  WSLOAD [auto]  PLEXUS_ECHO [build/release/examples/echo]
+#   PLEXUS_ECHO_PATH [/echo]  PLEXUS_BROADCAST_PATH [/broadcast]
+set -euo pipefail
+
+orig_pwd=$PWD
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+if [[ "${WS_QUICK:-0}" == 1 ]]; then
+    : "${WS_ROUNDS:=1}" "${WS_DURATION:=3}" "${WS_WARMUP:=1}" "${WS_IDLE_HOLD:=2}"
+    : "${WS_FANOUT_SUBS:=1000}" "${WS_IDLE_CONNS:=2000}"
+fi
+: "${WS_ROUNDS:=3}" "${WS_DURATION:=10}" "${WS_WARMUP:=2}"
+: "${WS_SERVERS:=plexus node nats redis}" "${WS_SCENARIOS:=echo fanout idle}"
+: "${WS_ECHO_CONNS:=100}" "${WS_ECHO_SIZE:=32}" "${WS_ECHO_WINDOW:=16}"
+: "${WS_FANOUT_SUBS:=1000 10000}" "${WS_FANOUT_SIZE:=32}" "${WS_FANOUT_WINDOW:=16}"
+: "${WS_FANOUT_RATE:=0}"
+: "${WS_IDLE_CONNS:=10000 18000}" "${WS_IDLE_HOLD:=5}" "${WS_IDLE_WS_PROTO:=ws-broadcast}"
+: "${WS_SERVER_CPU:=1}" "${WS_CLIENT_CPU:=0}" "${WS_CLIENT_THREADS:=1}"
+: "${WS_PORT_BASE:=17100}" "${WS_OUT:=$root/build/bench-ws}"
+: "${PLEXUS_ECHO:=$root/build/release/examples/echo}"
+: "${PLEXUS_ECHO_PATH:=/echo}" "${PLEXUS_BROADCAST_PATH:=/broadcast}"
+: "${WSLOAD:=}"
+
+log() { printf 'bench-ws: %s\n' "$*" >&2; }
+
+# ---- table: medians over valid rounds; ratios against redis ----------------------
+# The RESULT objects are flat and written by wsload, so awk can pick fields.
+print_table() { # results.jsonl...
+    awk '
+    function field(line, key,    m) {
+        if (match(line, "\"" key "\":(\"[^\"]*\"|[^,}]*)")) {
+            m = substr(line, RSTART + length(key) + 3, RLENGTH - length(key) - 3)
+            gsub(/"/, "", m)
+            return m
+        }
+        return ""
+    }
+    function median(list,    a, n, i, j, t) {
+        n = split(list, a, " ")
+        if (n == 0) return ""
+        for (i = 2; i <= n; i++) { t = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+        return n % 2 ? a[(n + 1) / 2] + 0 : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function add(k, v) { if (v != "" && v != "null") vals[k] = vals[k] (vals[k] == "" ? "" : " ") v }
+    {
+        sc = field($0, "scenario"); n = field($0, "conns"); srv = field($0, "server")
+        key = sc "|" n
+        if (!(key in seen_case)) { seen_case[key] = 1; order[++ncase] = key }
+        if (!((key SUBSEP srv) in seen_srv)) { seen_srv[key, srv] = 1; srvs[key] = srvs[key] " " srv }
+        proto[key, srv] = field($0, "proto")
+        runs[key, srv]++
+        if (field($0, "valid") != "true") next
+        ok[key, srv]++
+        add(key SUBSEP srv SUBSEP "rate", field($0, "msgs_per_s"))
+        add(key SUBSEP srv SUBSEP "cpu", field($0, "server_cpu_s"))
+        add(key SUBSEP srv SUBSEP "eff", field($0, "per_server_cpu_s"))
+        add(key SUBSEP srv SUBSEP "p50", field($0, "p50_us"))
+        add(key SUBSEP srv SUBSEP "p99", field($0, "p99_us"))
+        add(key SUBSEP srv SUBSEP "rss", field($0, "rss_per_conn_bytes"))
+        add(key SUBSEP srv SUBSEP "rssend", field($0, "rss_per_conn_end_bytes"))
+        add(key SUBSEP srv SUBSEP "ccpu", field($0, "client_cpu_s"))
+    }
+    END {
+        for (c = 1; c <= ncase; c++) {
+            key = order[c]; split(key, kk, "|"); sc = kk[1]
+            ns = split(srvs[key], list, " ")
+            if (sc == "idle") {
+                printf "\n%s, %s connections: server RSS per idle connection, 1 s after connecting and at the end of the hold (lower is better)\n", sc, kk[2]
+                printf "  %-8s %-13s %12s %9s %12s %9s %7s\n", "server", "proto", "bytes/conn", "vs redis", "at end", "vs redis", "valid"
+                base = median(vals[key SUBSEP "redis" SUBSEP "rss"])
+                base_end = median(vals[key SUBSEP "redis" SUBSEP "rssend"])
+            } else {
+                printf "\n%s, %s %s: medians of valid rounds; ratio = per-server-CPU-s vs redis (higher is better)\n", sc, kk[2], sc == "echo" ? "connections" : "subscribers"
+                printf "  %-8s %-13s %12s %9s %14s %9s %10s %10s %9s %7s\n", "server", "proto", "msgs/s", "srv CPU", "per srv CPU-s", "vs redis", "p50 us", "p99 us", "cli CPU", "valid"
+                base = median(vals[key SUBSEP "redis" SUBSEP "eff"])
+            }
+            for (i = 1; i <= ns; i++) {
+                s = list[i]; v = ok[key, s] + 0 "/" runs[key, s]
+                if (sc == "idle") {
+                    r = median(vals[key SUBSEP s SUBSEP "rss"])
+                    re = median(vals[key SUBSEP s SUBSEP "rssend"])
+                    printf "  %-8s %-13s %12s %9s %12s %9s %7s\n", s, proto[key, s], fmt(r, "%.0f"), ratio(r, base),
+                        fmt(re, "%.0f"), ratio(re, base_end), v
+                } else {
+                    e = median(vals[key SUBSEP s SUBSEP "eff"])
+                    printf "  %-8s %-13s %12s %9s %14s %9s %10s %10s %9s %7s\n", s, proto[key, s],
+                        fmt(median(vals[key SUBSEP s SUBSEP "rate"]), "%.0f"), fmt(median(vals[key SUBSEP s SUBSEP "cpu"]), "%.2f"),
+                        fmt(e, "%.0f"), ratio(e, base),
+                        fmt(median(vals[key SUBSEP s SUBSEP "p50"]), "%.1f"), fmt(median(vals[key SUBSEP s SUBSEP "p99"]), "%.1f"),
+                        fmt(median(vals[key SUBSEP s SUBSEP "ccpu"]), "%.2f"), v
+                }
+            }
+        }
+    }
+    function fmt(x, f) { return x == "" ? "-" : sprintf(f, x) }
+    function ratio(x, b) { return (x == "" || b == "" || b == 0) ? "-" : sprintf("%.2fx", x / b) }' "$@"
+}
+
+if [[ "${1:-}" == --table ]]; then
+    shift
+    cd "$orig_pwd"
+    print_table "$@"
+    exit 0
+fi
+
+mkdir -p "$WS_OUT/logs"
+stamp=$(date +%Y%m%d-%H%M%S)
+results="$WS_OUT/results-$stamp.jsonl"
+summary="$WS_OUT/summary-$stamp.txt"
+: >"$results"
+
+# ---- the client -------------------------------------------------------------------
+wsload_stale() { # binary: true if missing or older than any source
+    [[ -x "$1" ]] || return 0
+    local f
+    for f in bench/wsload/*.c bench/wsload/*.h; do
+        [[ "$f" -nt "$1" ]] && return 0
+    done
+    return 1
+}
+if [[ -z "$WSLOAD" ]]; then
+    WSLOAD="$root/build/release/bench/wsload"
+    if wsload_stale "$WSLOAD"; then
+        WSLOAD="$WS_OUT/wsload"
+        if wsload_stale "$WSLOAD"; then
+            log "building $WSLOAD"
+            "${CC:-cc}" -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra bench/wsload/*.c \
+                -lpthread -lm -o "$WSLOAD"
+        fi
+    fi
+fi
+[[ -x "$WSLOAD" ]] || { log "no wsload binary at $WSLOAD"; exit 2; }
+
+# ---- CPU pinning ------------------------------------------------------------------
+ncpu=$(nproc 2>/dev/null || echo 1)
+pin_server=() pin_client=()
+if command -v taskset >/dev/null && ((ncpu > WS_SERVER_CPU && ncpu > WS_CLIENT_CPU)) &&
+    [[ "$WS_SERVER_CPU" != "$WS_CLIENT_CPU" ]]; then
+    pin_server=(taskset -c "$WS_SERVER_CPU")
+    pin_client=(taskset -c "$WS_CLIENT_CPU")
+else
+    log "warning: not pinning (need taskset and two distinct CPUs; have $ncpu)"
+fi
+read -r load1 _ </proc/loadavg
+if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
+    log "warning: load average $load1 before starting: other processes compete for the CPUs;"
+    log "         throughput and latency will be noisy (per-server-CPU-s figures less so)"
+fi
+
+# The idle scenario holds up to 18 000 sockets in the client and in each server.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+maxconns=0
+for n in $WS_IDLE_CONNS $WS_FANOUT_SUBS $WS_ECHO_CONNS; do ((n > maxconns)) && maxconns=$n; done
+if (($(ulimit -n) < maxconns + 64)); then
+    log "warning: fd limit $(ulimit -n) is below $((maxconns + 64)); large runs will be invalid"
+fi
+
+# ---- servers ----------------------------------------------------------------------
+declare -A PORT=([plexus]=$((WS_PORT_BASE + 1)) [node]=$((WS_PORT_BASE + 2))
+    [nats]=$((WS_PORT_BASE + 3)) [redis]=$((WS_PORT_BASE + 4)))
+nats_client_port=$((WS_PORT_BASE + 53))
+SRV_PID="" # the one server running now; servers run one at a time
+
+cleanup() {
+    [[ -n "$SRV_PID" ]] && stop_server
+    return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+server_available() { # name -> 0 if it can run here, else prints why
+    case $1 in
+    plexus) [[ -x "$PLEXUS_ECHO" ]] || { echo "no binary at $PLEXUS_ECHO (build the release variant)"; return 1; } ;;
+    node)
+        command -v node >/dev/null || { echo "node not installed"; return 1; }
+        if [[ ! -d bench/peers/node_modules/ws ]]; then
+            log "installing bench/peers dependencies (npm ci)"
+            (cd bench/peers && npm ci --no-audit --no-fund >/dev/null 2>&1) ||
+                { echo "npm ci in bench/peers failed"; return 1; }
+        fi
+        ;;
+    nats) command -v nats-server >/dev/null || { echo "nats-server not installed"; return 1; } ;;
+    redis) command -v redis-server >/dev/null || { echo "redis-server not installed"; return 1; } ;;
+    *) echo "unknown server"; return 1 ;;
+    esac
+}
+
+start_server() { # name logfile -> SRV_PID
+    local name=$1 logf=$2 port=${PORT[$1]}
+    if port_open "$port"; then
+        log "port $port is already in use; cannot start $name"
+        return 1
+    fi
+    case $name in
+    plexus) "${pin_server[@]}" "$PLEXUS_ECHO" --listen "127.0.0.1:$port" --workers 1 >"$logf" 2>&1 & ;;
+    node) "${pin_server[@]}" node bench/peers/ws-echo.mjs "$port" >"$logf" 2>&1 & ;;
+    nats)
+        WL_NATS_PORT=$nats_client_port WL_NATS_WS_PORT=$port \
+            "${pin_server[@]}" nats-server -c bench/peers/nats.conf >"$logf" 2>&1 &
+        ;;
+    redis)
+        "${pin_server[@]}" redis-server --port "$port" --bind 127.0.0.1 --protected-mode no \
+            --save '' --appendonly no --maxclients $((maxconns + 100)) \
+            --logfile '' >"$logf" 2>&1 &
+        ;;
+    esac
+    SRV_PID=$!
+    local i
+    for ((i = 0; i < 100; i++)); do
+        if ! kill -0 "$SRV_PID" 2>/dev/null; then
+            log "$name exited at start; see $logf"
+            return 1
+        fi
+        port_open "$port" && return 0
+        sleep 0.1
+    done
+    log "$name did not listen on $port within 10 s; see $logf"
+    stop_server
+    return 1
+}
+
+stop_server() {
+    [[ -n "$SRV_PID" ]] || return 0
+    kill -TERM "$SRV_PID" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$SRV_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$SRV_PID" 2>/dev/null || true
+    wait "$SRV_PID" 2>/dev/null || true
+    SRV_PID=""
+}
+
+# proto/path for (server, scenario)
+target() {
+    local srv=$1 sc=$2
+    case $srv/$sc in
+    plexus/echo) echo "ws-echo $PLEXUS_ECHO_PATH" ;;
+    plexus/fanout) echo "ws-broadcast $PLEXUS_BROADCAST_PATH" ;;
+    plexus/idle)
+        if [[ $WS_IDLE_WS_PROTO == ws-echo ]]; then echo "ws-echo $PLEXUS_ECHO_PATH"; else echo "ws-broadcast $PLEXUS_BROADCAST_PATH"; fi
+        ;;
+    node/echo) echo "ws-echo /echo" ;;
+    node/fanout) echo "ws-broadcast /broadcast" ;;
+    node/idle) if [[ $WS_IDLE_WS_PROTO == ws-echo ]]; then echo "ws-echo /echo"; else echo "ws-broadcast /broadcast"; fi ;;
+    nats/*) echo "nats-ws /" ;;
+    redis/*) echo "redis -" ;;
+    esac
+}
+
+# ---- plan -------------------------------------------------------------------------
+cases=()
+for sc in $WS_SCENARIOS; do
+    case $sc in
+    echo) cases+=("echo:$WS_ECHO_CONNS") ;;
+    fanout) for n in $WS_FANOUT_SUBS; do cases+=("fanout:$n"); done ;;
+    idle) for n in $WS_IDLE_CONNS; do cases+=("idle:$n"); done ;;
+    *) log "unknown scenario '$sc'"; exit 2 ;;
+    esac
+done
+servers=()
+for s in $WS_SERVERS; do
+    if why=$(server_available "$s"); then servers+=("$s"); else log "skipping $s: $why"; fi
+done
+((${#servers[@]} > 0)) || { log "no server can run"; exit 2; }
+log "servers: ${servers[*]}; cases: ${cases[*]}; rounds: $WS_ROUNDS; output: $results"
+
+invalid=0
+for ((round = 1; round <= WS_ROUNDS; round++)); do
+    for case_ in "${cases[@]}"; do
+        sc=${case_%%:*} n=${case_#*:}
+        # Rotate the server order every round so no server always goes first.
+        k=${#servers[@]}
+        for ((i = 0; i < k; i++)); do
+            srv=${servers[$(((i + round - 1) % k))]}
+            read -r proto path < <(target "$srv" "$sc")
+            logf="$WS_OUT/logs/$stamp-r$round-$sc-$n-$srv"
+            args=(--scenario "$sc" --proto "$proto" --port "${PORT[$srv]}" --conns "$n"
+                --threads "$WS_CLIENT_THREADS" --label "$srv")
+            [[ $path != - ]] && args+=(--path "$path")
+            case $sc in
+            echo) args+=(--size "$WS_ECHO_SIZE" --window "$WS_ECHO_WINDOW"
+                --duration "$WS_DURATION" --warmup "$WS_WARMUP") ;;
+            fanout)
+                args+=(--size "$WS_FANOUT_SIZE" --window "$WS_FANOUT_WINDOW"
+                    --duration "$WS_DURATION" --warmup "$WS_WARMUP")
+                [[ $WS_FANOUT_RATE != 0 ]] && args+=(--rate "$WS_FANOUT_RATE")
+                ;;
+            idle) args+=(--duration "$WS_IDLE_HOLD") ;;
+            esac
+            if ! start_server "$srv" "$logf.server.log"; then
+                invalid=1
+                continue
+            fi
+            args+=(--server-pid "$SRV_PID")
+            # Upper bound only; wsload stops by itself well before.
+            limit=$((${WS_DURATION%.*} + ${WS_WARMUP%.*} + ${WS_IDLE_HOLD%.*} + n / 500 + 120))
+            log "round $round: $sc n=$n on $srv ($proto)"
+            rc=0
+            timeout --signal=INT --kill-after=10 "$limit" "${pin_client[@]}" "$WSLOAD" "${args[@]}" \
+                >"$logf.wsload.log" 2>&1 || rc=$?
+            stop_server
+            line=$(grep '^RESULT ' "$logf.wsload.log" | tail -n 1 || true)
+            if [[ -z $line ]]; then
+                log "  no RESULT (exit $rc); see $logf.wsload.log"
+                invalid=1
+                continue
+            fi
+            ((rc == 0)) || { invalid=1; log "  run invalid (exit $rc); see $logf.wsload.log"; }
+            printf '{"round":%d,"server":"%s",%s\n' "$round" "$srv" "${line#RESULT \{}" >>"$results"
+            grep -E '^  (echo|fanout|latency|per conn|server CPU|per server|client CPU|status)' \
+                "$logf.wsload.log" | sed 's/^/    /' >&2 || true
+        done
+    done
+done
+
+print_table "$results" | tee "$summary"
+echo
+log "results: $results"
+log "summary: $summary"
+if ((invalid)); then
+    log "some runs were invalid or missing (see the valid column and the logs)"
+    exit 1
+fi

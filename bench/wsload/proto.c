@@ -1,0 +1,307 @@
+/* Protocol vtables (see wl_proto_t in wsload.h and README.md). Each protocol is
+ * a static const table; adding one is a table here plus an entry in protos[]. */
+#include "wsload.h"
+
+#include <string.h>
+#include <strings.h>
+
+#define SC(x) (1u << (x))
+
+/* Subject/channel a connection publishes to in the echo scenario: its own. */
+static void append_echo_subject(wl_buf_t *out, const wl_pconn_t *pc)
+{
+    wl_buf_append_str(out, "wl.e.");
+    wl_buf_append_u64(out, pc->id);
+}
+
+/* ---- ws-echo / ws-broadcast: one WebSocket message is one application message ---- */
+
+static void ws_encode(wl_pconn_t *pc, const uint8_t *payload, size_t len, wl_buf_t *out)
+{
+    (void)pc;
+    wl_buf_append(out, payload, len);
+}
+
+static ssize_t ws_parse(wl_pconn_t *pc, const uint8_t *in, size_t len, wl_event_t *ev,
+                        wl_buf_t *out)
+{
+    (void)pc;
+    (void)out;
+    ev->kind = WL_EV_DELIVERY;
+    ev->payload = in;
+    ev->len = len;
+    return len == 0 ? -1 : (ssize_t)len;
+}
+
+static const wl_proto_t proto_ws_echo = {
+    .name = "ws-echo",
+    .flags = WL_PROTO_WS,
+    .default_path = "/echo",
+    .scenarios = SC(WL_SC_ECHO) | SC(WL_SC_IDLE),
+    .encode = ws_encode,
+    .parse = ws_parse,
+};
+
+static const wl_proto_t proto_ws_broadcast = {
+    .name = "ws-broadcast",
+    .flags = WL_PROTO_WS,
+    .default_path = "/broadcast",
+    .scenarios = SC(WL_SC_FANOUT) | SC(WL_SC_IDLE),
+    .encode = ws_encode,
+    .parse = ws_parse,
+};
+
+/* ---- nats-ws: NATS client protocol carried in binary WebSocket frames -------------
+ * nats-server treats the frame payloads as one byte stream in both directions. */
+
+static int nats_setup(wl_pconn_t *pc, wl_buf_t *out)
+{
+    wl_buf_append_str(out, "CONNECT {\"verbose\":false,\"pedantic\":false,\"name\":\"wsload\","
+                           "\"lang\":\"c\",\"version\":\"1\",\"protocol\":1}\r\n");
+    if (pc->role == WL_ROLE_ECHO) {
+        wl_buf_append_str(out, "SUB ");
+        append_echo_subject(out, pc);
+        wl_buf_append_str(out, " 1\r\n");
+    } else if (pc->role == WL_ROLE_SUB || pc->role == WL_ROLE_IDLE) {
+        wl_buf_append_str(out, "SUB ");
+        wl_buf_append_str(out, pc->cfg->subject);
+        wl_buf_append_str(out, " 1\r\n");
+    }
+    /* The PONG proves CONNECT and SUB were processed: ready after it. */
+    wl_buf_append_str(out, "PING\r\n");
+    return 1;
+}
+
+static void nats_encode(wl_pconn_t *pc, const uint8_t *payload, size_t len, wl_buf_t *out)
+{
+    wl_buf_reserve(out, len + 64 + strlen(pc->cfg->subject));
+    wl_buf_append_str(out, "PUB ");
+    if (pc->role == WL_ROLE_ECHO)
+        append_echo_subject(out, pc);
+    else
+        wl_buf_append_str(out, pc->cfg->subject);
+    wl_buf_append_str(out, " ");
+    wl_buf_append_u64(out, len);
+    wl_buf_append_str(out, "\r\n");
+    wl_buf_append(out, payload, len);
+    wl_buf_append_str(out, "\r\n");
+}
+
+static bool parse_dec(const char *s, size_t n, size_t *v)
+{
+    if (n == 0 || n > 12)
+        return false;
+    size_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        x = x * 10 + (size_t)(s[i] - '0');
+    }
+    *v = x;
+    return true;
+}
+
+static ssize_t nats_parse(wl_pconn_t *pc, const uint8_t *in, size_t len, wl_event_t *ev,
+                          wl_buf_t *out)
+{
+    (void)pc;
+    const char *s = (const char *)in;
+    const char *nl = memchr(s, '\n', len);
+    if (nl == NULL)
+        return len > 65536 ? -1 : 0;
+    size_t line = (size_t)(nl - s) + 1; /* including CRLF */
+    size_t body = line >= 2 && s[line - 2] == '\r' ? line - 2 : line - 1;
+    if (body >= 4 && strncasecmp(s, "MSG ", 4) == 0) {
+        /* MSG <subject> <sid> [reply-to] <#bytes> */
+        size_t i = body;
+        while (i > 4 && s[i - 1] != ' ')
+            i--;
+        size_t n;
+        if (!parse_dec(s + i, body - i, &n))
+            return -1;
+        if (len - line < n + 2)
+            return 0;
+        ev->kind = WL_EV_DELIVERY;
+        ev->payload = in + line;
+        ev->len = n;
+        return (ssize_t)(line + n + 2);
+    }
+    if (body >= 4 && strncasecmp(s, "PING", 4) == 0) {
+        wl_buf_append_str(out, "PONG\r\n");
+        return (ssize_t)line;
+    }
+    if (body >= 4 && strncasecmp(s, "PONG", 4) == 0) {
+        ev->kind = WL_EV_READY;
+        return (ssize_t)line;
+    }
+    if ((body >= 4 && strncasecmp(s, "INFO", 4) == 0) || (body >= 3 && memcmp(s, "+OK", 3) == 0))
+        return (ssize_t)line;
+    /* -ERR or anything unknown: hand the line to the engine for the report. */
+    ev->payload = in;
+    ev->len = body;
+    return -1;
+}
+
+static const wl_proto_t proto_nats_ws = {
+    .name = "nats-ws",
+    .flags = WL_PROTO_WS | WL_PROTO_STREAM,
+    .default_path = "/",
+    .scenarios = SC(WL_SC_ECHO) | SC(WL_SC_FANOUT) | SC(WL_SC_IDLE),
+    .setup = nats_setup,
+    .encode = nats_encode,
+    .parse = nats_parse,
+};
+
+/* ---- redis: RESP2 over plain TCP -------------------------------------------------- */
+
+static void resp_bulk(wl_buf_t *out, const void *p, size_t n)
+{
+    wl_buf_append_str(out, "$");
+    wl_buf_append_u64(out, n);
+    wl_buf_append_str(out, "\r\n");
+    wl_buf_append(out, p, n);
+    wl_buf_append_str(out, "\r\n");
+}
+
+static int redis_setup(wl_pconn_t *pc, wl_buf_t *out)
+{
+    if (pc->role != WL_ROLE_SUB && pc->role != WL_ROLE_IDLE)
+        return 0;
+    wl_buf_append_str(out, "*2\r\n");
+    resp_bulk(out, "SUBSCRIBE", 9);
+    resp_bulk(out, pc->cfg->subject, strlen(pc->cfg->subject));
+    return 1; /* the subscribe confirmation */
+}
+
+static void redis_encode(wl_pconn_t *pc, const uint8_t *payload, size_t len, wl_buf_t *out)
+{
+    wl_buf_reserve(out, len + 64 + strlen(pc->cfg->subject));
+    if (pc->role == WL_ROLE_PUB) {
+        wl_buf_append_str(out, "*3\r\n");
+        resp_bulk(out, "PUBLISH", 7);
+        resp_bulk(out, pc->cfg->subject, strlen(pc->cfg->subject));
+    } else {
+        wl_buf_append_str(out, "*2\r\n");
+        resp_bulk(out, "ECHO", 4);
+    }
+    resp_bulk(out, payload, len);
+}
+
+typedef struct resp_item {
+    char type;
+    const uint8_t *p; /* bulk data or the line after the type byte */
+    size_t len;
+} resp_item_t;
+
+/* One scalar RESP value at in[0..len): bytes consumed, 0 incomplete, -1 error. */
+static ssize_t resp_scalar(const uint8_t *in, size_t len, resp_item_t *it)
+{
+    const uint8_t *nl = memchr(in, '\n', len);
+    if (nl == NULL)
+        return len > 65536 ? -1 : 0;
+    size_t line = (size_t)(nl - in) + 1;
+    if (line < 3 || in[line - 2] != '\r')
+        return -1;
+    it->type = (char)in[0];
+    it->p = in + 1;
+    it->len = line - 3;
+    if (it->type != '$')
+        return (ssize_t)line;
+    if (it->len == 2 && memcmp(it->p, "-1", 2) == 0) {
+        it->type = '_'; /* null bulk */
+        return (ssize_t)line;
+    }
+    size_t n;
+    if (!parse_dec((const char *)it->p, it->len, &n))
+        return -1;
+    if (len - line < n + 2)
+        return 0;
+    it->p = in + line;
+    it->len = n;
+    return (ssize_t)(line + n + 2);
+}
+
+static ssize_t redis_parse(wl_pconn_t *pc, const uint8_t *in, size_t len, wl_event_t *ev,
+                           wl_buf_t *out)
+{
+    (void)pc;
+    (void)out;
+    resp_item_t it;
+    ssize_t r = resp_scalar(in, len, &it);
+    if (r <= 0)
+        return r;
+    switch (it.type) {
+    case '+':
+    case ':':
+    case '_':
+        return r;
+    case '-':
+        ev->payload = it.p; /* the error text, for the report */
+        ev->len = it.len;
+        return -1;
+    case '$':
+        ev->kind = WL_EV_DELIVERY; /* ECHO reply */
+        ev->payload = it.p;
+        ev->len = it.len;
+        return r;
+    case '*':
+        break;
+    default:
+        return -1;
+    }
+    /* Push messages: [message, channel, payload], [subscribe, channel, count], ... */
+    size_t n;
+    if (!parse_dec((const char *)it.p, it.len, &n) || n > 16)
+        return -1;
+    size_t off = (size_t)r;
+    resp_item_t el[16];
+    for (size_t i = 0; i < n; i++) {
+        r = resp_scalar(in + off, len - off, &el[i]);
+        if (r <= 0)
+            return r;
+        if (el[i].type == '*')
+            return -1; /* no nested arrays in the replies we provoke */
+        off += (size_t)r;
+    }
+    if (n == 3 && el[0].type == '$') {
+        if (el[0].len == 7 && memcmp(el[0].p, "message", 7) == 0) {
+            ev->kind = WL_EV_DELIVERY;
+            ev->payload = el[2].p;
+            ev->len = el[2].len;
+        } else if (el[0].len == 9 && memcmp(el[0].p, "subscribe", 9) == 0) {
+            ev->kind = WL_EV_READY;
+        }
+    }
+    return (ssize_t)off;
+}
+
+static const wl_proto_t proto_redis = {
+    .name = "redis",
+    .flags = WL_PROTO_STREAM,
+    .scenarios = SC(WL_SC_ECHO) | SC(WL_SC_FANOUT) | SC(WL_SC_IDLE),
+    .setup = redis_setup,
+    .encode = redis_encode,
+    .parse = redis_parse,
+};
+
+/* ---- registry ---------------------------------------------------------------------- */
+
+static const wl_proto_t *const protos[] = {
+    &proto_ws_echo,
+    &proto_ws_broadcast,
+    &proto_nats_ws,
+    &proto_redis,
+};
+
+const wl_proto_t *wl_proto_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof(protos) / sizeof(protos[0]); i++)
+        if (strcmp(protos[i]->name, name) == 0)
+            return protos[i];
+    return NULL;
+}
+
+const char *wl_proto_names(void)
+{
+    return "ws-echo, ws-broadcast, nats-ws, redis";
+}
