@@ -301,6 +301,8 @@ static int write_head(px_req_t *req, int status, const char *ctype, int64_t clen
 {
     px__http_conn_t *hc = req->hc;
     px__http_t *h = hc->http;
+    if (status < 100 || status > 999)
+        status = 500; /* a handler bug must not produce a malformed status line */
     req->status = status;
     req->keep_alive = req->h.keep_alive && !hc->eof && !hc->close_after && status != 400 &&
                       !(h->opts.max_requests && hc->nreq >= h->opts.max_requests) &&
@@ -311,25 +313,58 @@ static int write_head(px_req_t *req, int status, const char *ctype, int64_t clen
     else if (status >= 400)
         px_metric_add(m_responses_4xx, 1);
 
+    /* Built with memcpy, not snprintf: this runs once per request. Every piece is
+     * bounded so the head never overflows (pieces from handlers are checked). */
     char head[1024];
-    size_t dlen;
+    size_t len = 0, dlen;
     const char *date = date_line(hc, &dlen);
-    int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nServer: plexus\r\n", status,
-                     px_http_reason(status));
-    size_t len = (size_t)n;
+    const char *reason = px_http_reason(status);
+    size_t rl = strlen(reason), cl = ctype ? strlen(ctype) : 0, el = extra ? strlen(extra) : 0;
+    if (cl > 256 || el > 512)
+        return -ENOBUFS;
+    memcpy(head, "HTTP/1.1 ", 9);
+    head[9] = (char)('0' + status / 100 % 10);
+    head[10] = (char)('0' + status / 10 % 10);
+    head[11] = (char)('0' + status % 10);
+    head[12] = ' ';
+    len = 13;
+    memcpy(head + len, reason, rl);
+    len += rl;
+    memcpy(head + len, "\r\nServer: plexus\r\n", 18);
+    len += 18;
     memcpy(head + len, date, dlen);
     len += dlen;
-    if (ctype)
-        len += (size_t)snprintf(head + len, sizeof head - len, "Content-Type: %s\r\n", ctype);
-    if (clen >= 0)
-        len += (size_t)snprintf(head + len, sizeof head - len, "Content-Length: %lld\r\n",
-                                (long long)clen);
-    if (extra)
-        len += (size_t)snprintf(head + len, sizeof head - len, "%s", extra);
-    if (!req->keep_alive)
-        len += (size_t)snprintf(head + len, sizeof head - len, "Connection: close\r\n");
-    else if (req->h.minor_version == 0)
-        len += (size_t)snprintf(head + len, sizeof head - len, "Connection: keep-alive\r\n");
+    if (ctype) {
+        memcpy(head + len, "Content-Type: ", 14);
+        memcpy(head + len + 14, ctype, cl);
+        memcpy(head + len + 14 + cl, "\r\n", 2);
+        len += 16 + cl;
+    }
+    if (clen >= 0) {
+        memcpy(head + len, "Content-Length: ", 16);
+        len += 16;
+        char digits[24];
+        size_t nd = 0;
+        uint64_t v = (uint64_t)clen;
+        do
+            digits[nd++] = (char)('0' + v % 10);
+        while ((v /= 10) != 0);
+        while (nd)
+            head[len++] = digits[--nd];
+        head[len++] = '\r';
+        head[len++] = '\n';
+    }
+    if (extra) {
+        memcpy(head + len, extra, el);
+        len += el;
+    }
+    if (!req->keep_alive) {
+        memcpy(head + len, "Connection: close\r\n", 19);
+        len += 19;
+    } else if (req->h.minor_version == 0) {
+        memcpy(head + len, "Connection: keep-alive\r\n", 24);
+        len += 24;
+    }
     if (len >= sizeof head - 2)
         return -ENOBUFS;
     int r;
@@ -798,6 +833,8 @@ static void run_handler(px__http_conn_t *hc)
 static ssize_t feed_body(px__http_conn_t *hc, char *data, size_t len, int *done)
 {
     *done = 0;
+    if (len == 0)
+        return 0; /* the head came alone: hc->body has no storage yet */
     if (!hc->body_chunked) {
         size_t n = len < hc->body_left ? len : (size_t)hc->body_left;
         if (px_buf_append(&hc->body, data, n) != 0)
