@@ -79,25 +79,37 @@ void px__scratch_free_all(px__netw_t *nw)
 {
     while (nw->nscratch)
         px_slice_unref(nw->scratch[--nw->nscratch]);
+    while (nw->nrings)
+        px__free(nw->rings[--nw->nrings]);
 }
 
 /* ---- output queue ---------------------------------------------------------- */
 
+/* out_cap is a power of two. */
 static px__out_t *out_at(px_conn_t *c, uint32_t i)
 {
-    return &c->out[(c->out_head + i) % c->out_cap];
+    return &c->out[(c->out_head + i) & (c->out_cap - 1)];
 }
 
 static int out_push(px_conn_t *c, px__out_t e)
 {
     if (c->out_count == c->out_cap) {
-        uint32_t cap = c->out_cap ? c->out_cap * 2 : 4;
-        px__out_t *n = px__malloc(cap * sizeof *n);
+        uint32_t cap = c->out_cap ? c->out_cap * 2 : PX__OUT_SMALL;
+        px__out_t *n;
+        /* Queues go empty -> non-empty once per message on a busy connection:
+         * small rings come from a per-worker cache, not malloc. */
+        if (cap == PX__OUT_SMALL && c->nw->nrings)
+            n = c->nw->rings[--c->nw->nrings];
+        else
+            n = px__malloc(cap * sizeof *n);
         if (!n)
             return -ENOMEM;
         for (uint32_t i = 0; i < c->out_count; i++)
             n[i] = *out_at(c, i);
-        px__free(c->out);
+        if (c->out_cap == PX__OUT_SMALL && c->nw->nrings < PX__RING_CACHE)
+            c->nw->rings[c->nw->nrings++] = c->out;
+        else
+            px__free(c->out);
         c->out = n;
         c->out_cap = cap;
         c->out_head = 0;
@@ -120,10 +132,13 @@ static void out_release(px_conn_t *c, px__out_t *e)
 static void out_pop(px_conn_t *c)
 {
     out_release(c, out_at(c, 0));
-    c->out_head = (c->out_head + 1) % c->out_cap;
+    c->out_head = (c->out_head + 1) & (c->out_cap - 1);
     if (--c->out_count == 0) {
         /* An idle connection holds no output memory. */
-        px__free(c->out);
+        if (c->out_cap == PX__OUT_SMALL && c->nw->nrings < PX__RING_CACHE)
+            c->nw->rings[c->nw->nrings++] = c->out;
+        else
+            px__free(c->out);
         c->out = NULL;
         c->out_cap = c->out_head = 0;
     }

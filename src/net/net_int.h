@@ -11,6 +11,8 @@
 #define PX__SCRATCH_SIZE   (16 * 1024) /* output scratch slices for small writes */
 #define PX__SCRATCH_CACHE  64          /* free scratch slices kept per worker */
 #define PX__MAX_LISTENERS  16
+#define PX__OUT_SMALL      4           /* entries in a new output ring */
+#define PX__RING_CACHE     256         /* free small rings kept per worker */
 #define PX__LINGER_MS      2000        /* read-and-discard after a close, so the peer gets our reply */
 
 enum { PX__LISTEN_TCP, PX__LISTEN_UNIX, PX__LISTEN_FD };
@@ -75,6 +77,8 @@ struct px__netw {
     char *rbuf;
     px_slice_t *scratch[PX__SCRATCH_CACHE];
     unsigned nscratch;
+    px__out_t *rings[PX__RING_CACHE]; /* free output rings of PX__OUT_SMALL entries */
+    unsigned nrings;
     px_timer_t shutdown_timer;
     px_timer_t lag_timer; /* samples loop lag into metrics once a second */
     px_msg_t shutdown_msg;
