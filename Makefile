@@ -17,7 +17,8 @@ deps:
 
 # Node test clients (ws, playwright-core) for the integration and browser tests.
 npm-deps: deps
-	@if [ -f tests/package.json ] && [ ! -d tests/node_modules ]; then \
+	@if [ -f tests/package-lock.json ] && { [ ! -f tests/node_modules/.package-lock.json ] || \
+	    [ tests/package-lock.json -nt tests/node_modules/.package-lock.json ]; }; then \
 	    cd tests && npm ci --no-audit --no-fund --loglevel=error; fi
 
 build: deps

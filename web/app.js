@@ -195,7 +195,7 @@ async function pollStats() {
     if (last) {
       const dt = (now - last.t) / 1000;
       const rate = (k) => Math.max(0, ((m.total.get(k) ?? 0) - (last.m.total.get(k) ?? 0)) / dt);
-      $('stat-in').textContent = (rate('plexus_ws_messages_received_total')).toFixed(1);
+      $('stat-in').textContent = rate('plexus_hub_publishes_total').toFixed(1);
       $('stat-out').textContent = rate('plexus_hub_deliveries_total').toFixed(1);
     }
     last = { t: now, m };

@@ -130,12 +130,15 @@ export class Plexus {
     this.attempt = 0;
     this.sse = new Map();
     this.wsEverOpened = false;
-    this._connect();
+    // Connect on the next microtask, not now: without WebSocket the SSE fallback opens
+    // synchronously, and its 'open' event must reach listeners added right after `new`.
+    queueMicrotask(() => this._connect());
   }
 
   /**
    * Events: 'open' ({transport, client}), 'close', 'reconnecting' ({delay, attempt}),
-   * 'recovery-failed' ({channel, epoch, offset}), 'error' (PlexusError), 'transport' ({transport}).
+   * 'recovery-failed' ({channel, epoch, offset}), 'error' (PlexusError), 'transport' ({transport}),
+   * 'closed' ({error}: closed for good, by close() or after an `unauthorized` error).
    * @param {string} type @param {(ev: any) => void} fn
    */
   on(type, fn) {
@@ -154,7 +157,7 @@ export class Plexus {
     }
   }
 
-  /** The transport in use: 'websocket', 'sse' or null while connecting. */
+  /** True while connected: the WebSocket is open (welcome received) or the SSE fallback is in use. */
   get connected() {
     return this.state === 'open';
   }
@@ -190,6 +193,10 @@ export class Plexus {
       this.wsEverOpened = true;
     };
     ws.onmessage = (ev) => this._onFrame(typeof ev.data === 'string' ? ev.data : String(ev.data));
+    // A failed connection is followed by 'close', which handles it. The listener must exist:
+    // Node's `ws` throws an 'error' event nobody listens to (e.g. ECONNREFUSED while the
+    // server restarts) as an uncaught exception.
+    ws.onerror = () => {};
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
       this.ws = null;
@@ -256,7 +263,8 @@ export class Plexus {
         const err = new PlexusError(m.code, m.message);
         if (m.id !== undefined && this.pending.has(m.id)) this._settle(m.id, null, err);
         else this._emit('error', err);
-        if (m.code === 'unauthorized') this.state = 'closed'; // retrying cannot help
+        // Retrying cannot help: close for good, so that waiting calls reject instead of hanging.
+        if (m.code === 'unauthorized') this._close(err);
         break;
       }
     }
@@ -299,16 +307,17 @@ export class Plexus {
   /** Wait until connected (or closed). */
   _whenOpen() {
     if (this.state === 'open') return Promise.resolve();
+    if (this.state === 'closed') return Promise.reject(this.closeError ?? new PlexusError('closed', 'client closed'));
     return new Promise((resolve, reject) => {
       const off = this.on('open', () => {
         off();
         offc();
         resolve();
       });
-      const offc = this.on('closed', () => {
+      const offc = this.on('closed', (ev) => {
         off();
         offc();
-        reject(new PlexusError('closed', 'client closed'));
+        reject(ev?.error ?? new PlexusError('closed', 'client closed'));
       });
     });
   }
@@ -432,9 +441,16 @@ export class Plexus {
 
   /** Close for good (no reconnect). */
   close() {
+    this._close(new PlexusError('closed', 'client closed'));
+  }
+
+  /** @param {PlexusError} err what pending and waiting calls are rejected with */
+  _close(err) {
+    if (this.state === 'closed' && !this.ws && this.sse.size === 0) return;
     this.state = 'closed';
+    this.closeError = err;
     clearTimeout(this._timer);
-    this._failPending(new PlexusError('closed', 'client closed'));
+    this._failPending(err);
     if (this.ws) {
       const ws = this.ws;
       this.ws = null;
@@ -442,7 +458,7 @@ export class Plexus {
     }
     for (const es of this.sse.values()) es.close();
     this.sse.clear();
-    this._emit('closed', {});
+    this._emit('closed', { error: err });
   }
 
   // ---- SSE + HTTP fallback ------------------------------------------------------------------
@@ -460,20 +476,54 @@ export class Plexus {
     for (const s of this.subs.values()) this._sseSubscribe(s);
   }
 
-  _sseSubscribe(s) {
+  /**
+   * Subscribe over SSE. First ask where the channel stands (GET .../messages): that checks the
+   * channel name (errors reject `ready` as over WebSocket), positions a new subscription at the
+   * end (so `ready` knows `offset`, and the EventSource's own reconnects resume from there via
+   * ?since= even before a first event gave it a Last-Event-ID), and tells whether history
+   * still covers a known position (else 'recovery-failed', as over WebSocket).
+   */
+  async _sseSubscribe(s) {
+    const live = () => !s.closed && this.subs.get(s.channel) === s && this.state !== 'closed';
+    const base = `/api/channels/${encodeURIComponent(s.channel)}`;
+    const since = s.hasPosition ? s.offset : Number.MAX_SAFE_INTEGER;
+    let r;
+    try {
+      r = await this._http('GET', `${base}/messages?since=${since}&limit=1`);
+    } catch (e) {
+      if (!live()) return;
+      if (e instanceof PlexusError && e.code !== 'bad_response' && e.code !== 'http_error') {
+        this.subs.delete(s.channel);
+        s.closed = true;
+        s._rejectReady(e);
+        this._emit('error', e);
+      } else {
+        this._sseRetry(s); // the server is unreachable (restarting?): try again later
+      }
+      return;
+    }
+    if (!live()) return;
+    if (!s.hasPosition) {
+      s.offset = r.offset;
+      s.hasPosition = true;
+    } else if (r.truncated || (s.epoch && r.epoch !== s.epoch) || r.offset < s.offset) {
+      s.offset = r.offset; // history does not cover the gap: continue live
+      const info = { channel: s.channel, epoch: r.epoch, offset: r.offset };
+      s.epoch = r.epoch;
+      s.opts.onRecoveryFailed?.(info);
+      this._emit('recovery-failed', info);
+    }
+    s.epoch = r.epoch;
+
     const q = new URLSearchParams();
-    if (s.hasPosition) q.set('since', String(s.offset));
+    q.set('since', String(s.offset));
     if (this.options.token) q.set('token', this.options.token);
-    const url = `${this.httpBase}/api/channels/${encodeURIComponent(s.channel)}/events?${q}`;
-    const es = new this.EventSource(url);
+    const es = new this.EventSource(`${this.httpBase}${base}/events?${q}`);
     this.sse.set(s.channel, es);
     s.active = true;
-    let first = true;
     es.onopen = () => {
-      if (first) {
-        first = false;
-        s._resolveReady();
-      }
+      s._sseAttempt = 0;
+      s._resolveReady();
     };
     es.onmessage = (ev) => {
       let data;
@@ -482,21 +532,26 @@ export class Plexus {
       } catch {
         return;
       }
-      // EventSource resumes by itself with Last-Event-ID after a disconnect.
+      // EventSource resumes by itself with Last-Event-ID after a network error.
       s._deliver({ channel: s.channel, offset: Number(ev.lastEventId), data });
     };
-    if (!s.hasPosition) {
-      // Position the subscription at the current end so a later reconnect resumes from there.
-      this.history(s.channel, { limit: 1, since: Number.MAX_SAFE_INTEGER })
-        .then((r) => {
-          if (!s.hasPosition) {
-            s.offset = Math.max(s.offset, r.offset);
-            s.epoch = r.epoch;
-            s.hasPosition = true;
-          }
-        })
-        .catch(() => {});
-    }
+    es.onerror = () => {
+      // After an HTTP error (a 503 while the server shuts down...) EventSource gives up for
+      // good (readyState CLOSED): start over from the last delivered offset.
+      if (es.readyState !== 2 || this.sse.get(s.channel) !== es) return;
+      es.close();
+      this.sse.delete(s.channel);
+      if (live()) this._sseRetry(s);
+    };
+  }
+
+  _sseRetry(s) {
+    const { minDelay, maxDelay } = this.options;
+    s._sseAttempt = (s._sseAttempt ?? 0) + 1;
+    const base = Math.min(maxDelay, minDelay * 2 ** Math.min(s._sseAttempt - 1, 16));
+    setTimeout(() => {
+      if (!s.closed && this.subs.get(s.channel) === s && this.state !== 'closed') this._sseSubscribe(s);
+    }, Math.round(base / 2 + Math.random() * (base / 2)));
   }
 
   async _http(method, path, body) {
