@@ -113,7 +113,9 @@ static int decode_path(px_str_t raw, char *out, size_t cap)
 
 static int open_beneath(int dirfd, const char *rel)
 {
-    struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+    /* O_NONBLOCK: opening a FIFO (or a device) for reading must not block the
+     * worker; such files are then refused as not regular. */
+    struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
                            .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
     long fd = syscall(SYS_openat2, dirfd, rel[0] ? rel : ".", &how, sizeof how);
     return fd < 0 ? -errno : (int)fd;

@@ -371,6 +371,14 @@ static ssize_t ws_on_read(px_conn_t *c, char *data, size_t len)
             fail(ws, f.close_code, f.error ? f.error : "bad frame");
             return -1;
         }
+        /* Errors the header alone proves come first: fail fast, and with the same
+         * close code however the bytes were split into reads (a new text frame
+         * inside an open message is 1002 even if its payload is not UTF-8). */
+        if (!px_ws_opcode_is_control(f.opcode) && (f.opcode == PX_WS_OP_CONT) != (ws->msg_opcode != 0)) {
+            fail(ws, PX_WS_CLOSE_PROTOCOL, ws->msg_opcode ? "new message before the previous one ended"
+                                                          : "continuation frame without a message");
+            return -1;
+        }
         uint8_t *payload = (uint8_t *)data + pos + (size_t)hl;
         size_t avail = len - pos - (size_t)hl;
         if (avail > f.payload_len)
@@ -395,10 +403,6 @@ static ssize_t ws_on_read(px_conn_t *c, char *data, size_t len)
         if (avail < f.payload_len) {
             /* Keep the frame (header included) for the next read; the message limit
              * bounds what is kept. */
-            if (f.opcode != PX_WS_OP_CONT && f.opcode < PX_WS_OP_CLOSE && ws->msg_opcode) {
-                fail(ws, PX_WS_CLOSE_PROTOCOL, "new message before the previous one ended");
-                return -1;
-            }
             break;
         }
         ws->done = 0;

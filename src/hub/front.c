@@ -319,6 +319,13 @@ static int rate_ok(session_t *s)
     return 1;
 }
 
+/* A history request without "limit" gets 100 messages, or fewer if
+ * --history-limit-max is lower (the default must be a valid limit). */
+static uint64_t default_limit(const px_hub_t *h)
+{
+    return h->opts.history_limit_max < 100 ? h->opts.history_limit_max : 100;
+}
+
 static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, void *ud)
 {
     px_hub_t *h = ud;
@@ -349,7 +356,11 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
     int v[K_COUNT];
     size_t dup;
     if (px_json_get_keys(&doc, 0, keys, K_COUNT, v, &dup) != 0) {
-        ws_error(s, 0, 0, "bad_request", "duplicate \"%s\"", keys[dup]);
+        /* The answer still carries the id when "id" itself is unambiguous. */
+        int64_t did = 0;
+        int it = dup != K_ID ? px_json_get(&doc, 0, "id") : -1;
+        int has = it >= 0 && px_json_get_i64(&doc, it, &did) == 0;
+        ws_error(s, has, did, "bad_request", "duplicate \"%s\"", keys[dup]);
         return;
     }
     int has_id = v[K_ID] >= 0;
@@ -499,7 +510,7 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
         r->data_len = raw.len;
     } else if (is_hist) {
         r = req_new(s, HREQ_HISTORY, channel, clen);
-        uint64_t limit = 100;
+        uint64_t limit = default_limit(h);
         if (v[K_SINCE] >= 0) {
             int st = v[K_SINCE];
             int oo = toks[st].type == PX_JSON_OBJECT ? px_json_get(&doc, st, "offset") : st;
@@ -775,7 +786,7 @@ static void api_history(px_req_t *req, void *ud)
     px_str_t ch;
     if (api_channel(h, req, PX_JWT_SUBSCRIBE, &ch) != 0)
         return;
-    uint64_t since = 0, limit = 100;
+    uint64_t since = 0, limit = default_limit(h);
     if (query_u64(req, "since", &since) < 0) {
         px_respond_error(req, 400, "bad_request", "since must be an offset (a non-negative integer)");
         return;

@@ -78,8 +78,9 @@ int px__channel_name_ok(const char *s, size_t len)
         return 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)s[i];
+        /* ch != 0: strchr() would find the terminator (a NUL would pass). */
         if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              strchr("_-=@,.;:/", ch)))
+              (ch != 0 && strchr("_-=@,.;:/", ch))))
             return 0;
     }
     return 1;
@@ -390,8 +391,10 @@ static void commit_batch(px_defer_t *d)
         hchan_t *c = chans[i];
         hub_rep_t *rep = rep_new(r);
         if (!c || rc != 0) {
-            if (c)
-                c->last_offset = r->offset - 1; /* nothing of the batch was committed */
+            /* Nothing of the batch was committed: take the channel back to its first
+             * offset in the batch (the lowest: later ones must not raise it again). */
+            if (c && r->offset - 1 < c->last_offset)
+                c->last_offset = r->offset - 1;
             rep_error(rep, 503, "storage_error", "the message could not be stored");
             send_rep(h, r, rep);
             req_free(r);
