@@ -349,7 +349,7 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
     for (size_t i = 0; i < NOPTS; i++)
         if (options[i].def)
             set_value(cfg, &options[i], options[i].def, "default");
-    int default_listen = 1;
+    int listen_from_flags = 0;
 
     /* --help/--version and --config first: the file is the lowest user source. */
     const char *config = getenv("PLEXUS_CONFIG");
@@ -370,9 +370,7 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
     if (config) {
         clear_list(cfg);
         load_file(cfg, config);
-        if (cfg->nlisten)
-            default_listen = 0;
-        else
+        if (!cfg->nlisten)
             set_value(cfg, find("listen", 6), "127.0.0.1:8080", "default");
         free(cfg->config_file);
         cfg->config_file = strdup(config);
@@ -393,7 +391,6 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
         if (o->type == T_LIST) {
             /* Several addresses: comma- or space-separated. */
             clear_list(cfg);
-            default_listen = 0;
             char *copy = strdup(val), *save = NULL;
             for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
                 set_value(cfg, o, t, origin);
@@ -425,9 +422,10 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
         }
         if (strcmp(o->name, "config") == 0)
             continue; /* loaded above */
-        if (o->type == T_LIST && default_listen) {
+        if (o->type == T_LIST && !listen_from_flags) {
+            /* The first --listen flag replaces addresses from defaults, file or env. */
             clear_list(cfg);
-            default_listen = 0;
+            listen_from_flags = 1;
         }
         char oname[80];
         snprintf(oname, sizeof oname, "--%s", o->name);

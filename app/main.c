@@ -28,10 +28,11 @@ static const char *default_static_dir(void)
     return PX_INSTALL_WEB_DIR;
 }
 
-int main(int argc, char **argv)
+/* Everything after option parsing; returns the exit code. Whatever it creates
+ * is freed by its caller through `server` and `hub`. */
+static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp)
 {
-    px_config_t cfg;
-    px_config_load(&cfg, argc, argv);
+    px_config_t cfg = *cfgp;
 
     px_log_set_level(px_log_level_parse(cfg.log_level));
     px_log_set_format(cfg.log_format);
@@ -47,7 +48,7 @@ int main(int argc, char **argv)
     so.idle_timeout_ms = cfg.idle_timeout_ms;
     so.output_cap = (size_t)cfg.output_cap;
     so.shutdown_timeout_ms = cfg.shutdown_timeout_ms;
-    px_server_t *server = px_server_new(&so);
+    px_server_t *server = *serverp = px_server_new(&so);
     if (!server) {
         fprintf(stderr, "plexus: --workers %u: cannot start that many workers\n", cfg.workers);
         return 2;
@@ -58,8 +59,6 @@ int main(int argc, char **argv)
             fprintf(stderr, "plexus: --listen %s: %s\n", cfg.listen[i],
                     r == -EINVAL ? "invalid address (HOST:PORT, [V6]:PORT, unix:PATH or fd:N)"
                                  : px_strerror(r));
-            px_server_free(server);
-            px_config_free(&cfg);
             return 2;
         }
     }
@@ -103,11 +102,9 @@ int main(int argc, char **argv)
     hopts.publish_rate = cfg.publish_rate;
     hopts.history_limit_max = cfg.history_limit_max;
     char err[512] = "";
-    px_hub_t *hub = px_hub_new(server, &hopts, err, sizeof err);
+    px_hub_t *hub = *hubp = px_hub_new(server, &hopts, err, sizeof err);
     if (!hub) {
         fprintf(stderr, "plexus: --data-dir %s: %s\n", cfg.data_dir, err);
-        px_server_free(server);
-        px_config_free(&cfg);
         return 2;
     }
     if (cfg.allow_anonymous)
@@ -120,8 +117,6 @@ int main(int argc, char **argv)
     int sr = px_route_static(server, "/", static_dir);
     if (sr) {
         fprintf(stderr, "plexus: --static %s: %s\n", static_dir, px_strerror(sr));
-        px_server_free(server);
-        px_config_free(&cfg);
         return 2;
     }
     px_log(PX_LOG_INFO, "plexus %s starting with %u worker(s)", PX_VERSION_STRING,
@@ -130,9 +125,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "plexus: cannot start the hub thread\n");
         return 1;
     }
-    int r = px_server_run(server);
+    return px_server_run(server) == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    px_config_t cfg;
+    px_config_load(&cfg, argc, argv);
+    px_server_t *server = NULL;
+    px_hub_t *hub = NULL;
+    int code = run(&cfg, &server, &hub);
+    /* The hub stops after the server's workers (it drains what they left). */
     px_hub_free(hub);
     px_server_free(server);
     px_config_free(&cfg);
-    return r == 0 ? 0 : 1;
+    return code;
 }

@@ -110,6 +110,7 @@ int px_workers_start(px_workers_t *ws, void (*on_start)(px_worker_t *, void *), 
 {
     ws->on_start = on_start;
     ws->on_start_ud = ud;
+    atomic_store(&ws->stopping, 0);
     /* Workers never take signals: the main thread waits for them with sigwait. */
     sigset_t all, old;
     sigfillset(&all);
@@ -138,6 +139,10 @@ static void on_stop(px_worker_t *w, px_msg_t *m)
 
 void px_workers_stop(px_workers_t *ws)
 {
+    /* A message can be queued once: posting the same stop message twice would
+     * link it to itself. */
+    if (atomic_exchange(&ws->stopping, 1))
+        return;
     for (unsigned i = 0; i < ws->count; i++) {
         px_worker_t *w = ws->w[i];
         w->stop_msg.cb = on_stop;

@@ -2,6 +2,7 @@
 #define PX_CORE_WORKER_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include "core/mailbox.h"
 
 #define PX__MAX_WORKERS 256
@@ -20,6 +21,7 @@ struct px_worker {
 
 struct px_workers {
     unsigned count;
+    atomic_int stopping; /* px_workers_stop posts each stop message once */
     void (*on_start)(px_worker_t *, void *);
     void *on_start_ud;
     px_worker_t *w[];

@@ -170,6 +170,15 @@ static void req_reset(px__http_conn_t *hc)
     px__arena_reset(&hc->arena);
 }
 
+/* Idle time allowed between requests: the keep-alive timeout, or the server's
+ * general idle timeout (--idle-timeout) if that is shorter. */
+static uint64_t keepalive_ms(const px__http_t *h)
+{
+    uint64_t ka = h->opts.keepalive_timeout_ms;
+    uint64_t idle = px_server_opts(h->server)->idle_timeout_ms;
+    return idle && (ka == 0 || idle < ka) ? idle : ka;
+}
+
 static void *on_accept(px_conn_t *c, void *ud)
 {
     px__http_t *h = ud;
@@ -188,7 +197,7 @@ static void *on_accept(px_conn_t *c, void *ud)
     hc->state = HC_HEAD;
     /* Enough for the longest head plus a body that arrives with it. */
     px_conn_set_read_limit(c, h->opts.max_header_size + 1);
-    px_conn_set_timeout(c, h->opts.keepalive_timeout_ms);
+    px_conn_set_timeout(c, keepalive_ms(h));
     return hc;
 }
 
@@ -423,7 +432,7 @@ static void request_done(px_req_t *req)
         return;
     }
     px_conn_set_read_limit(hc->c, hc->http->opts.max_header_size + 1);
-    px_conn_set_timeout(hc->c, hc->http->opts.keepalive_timeout_ms);
+    px_conn_set_timeout(hc->c, keepalive_ms(hc->http));
     hc->head_timer = 0;
     if (was_async)
         px_conn_pause_read(hc->c, 0); /* re-dispatches pipelined bytes kept meanwhile */

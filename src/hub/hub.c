@@ -391,10 +391,9 @@ static void commit_batch(px_defer_t *d)
         hchan_t *c = chans[i];
         hub_rep_t *rep = rep_new(r);
         if (!c || rc != 0) {
-            /* Nothing of the batch was committed: take the channel back to its first
-             * offset in the batch (the lowest: later ones must not raise it again). */
-            if (c && r->offset - 1 < c->last_offset)
-                c->last_offset = r->offset - 1;
+            /* The batch's offsets stay used (gaps are allowed): after a failed fsync a
+             * crash may still bring the batch back, so they must never be given to
+             * other messages. */
             rep_error(rep, 503, "storage_error", "the message could not be stored");
             send_rep(h, r, rep);
             req_free(r);
@@ -502,8 +501,25 @@ static int store_row(void *ud, const px_store_msg_t *m)
 /* Messages of `c` with offset > since, at most `limit` (0 = all). Returns 1 if
  * complete (nothing after `since` is missing from history), 0 if history no
  * longer reaches back that far, < 0 on error. */
+/* --history-ttl applies to the ring as to the store (store_sqlite.c trim_ttl:
+ * time_ms < now - ttl is expired): drop expired entries, oldest first, before
+ * the ring answers, or it would serve messages the store no longer has. */
+static void ring_expire(px_hub_t *h, hchan_t *c)
+{
+    uint64_t ttl = h->opts.history_ttl_ms;
+    if (!ttl || ttl >= (uint64_t)INT64_MAX)
+        return;
+    int64_t cutoff = wall_ms() - (int64_t)ttl;
+    while (c->ring_count && c->ring[c->ring_start].time_ms < cutoff) {
+        px_slice_unref(c->ring[c->ring_start].frame);
+        c->ring_start = (c->ring_start + 1) % PX__RING_MAX;
+        c->ring_count--;
+    }
+}
+
 static int read_history(px_hub_t *h, hchan_t *c, uint64_t since, size_t limit, collect_t *col)
 {
+    ring_expire(h, c);
     if (since >= c->last_offset)
         return 1;
     size_t first = c->ring_count ? (size_t)c->ring[c->ring_start].offset : 0;

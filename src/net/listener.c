@@ -116,6 +116,23 @@ static int open_tcp(px_server_t *s, px__listener_t *l, const char *addr)
     socklen_t sslen = res->ai_addrlen;
     freeaddrinfo(res);
 
+    /* SO_REUSEPORT would let us join another process's port group and steal
+     * its connections: a plain bind first proves the port is free. */
+    int port_given = ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port != 0
+                                             : ((struct sockaddr_in6 *)&ss)->sin6_port != 0;
+    if (port_given) {
+        int probe = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe < 0)
+            return -errno;
+        int one = 1;
+        setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (ss.ss_family == AF_INET6)
+            setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        int e = bind(probe, (struct sockaddr *)&ss, sslen) == 0 ? 0 : -errno;
+        close(probe);
+        if (e)
+            return e;
+    }
     unsigned n = px_workers_count(s->workers);
     l->kind = PX__LISTEN_TCP;
     l->shared_fd = -1;
@@ -153,6 +170,14 @@ static int open_unix(px_server_t *s, px__listener_t *l, const char *path)
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
             return -EEXIST;
+        /* Stale only if nobody answers: never take over a live server's socket. */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe < 0)
+            return -errno;
+        int live = connect(probe, (struct sockaddr *)&un, sizeof un) == 0 || errno != ECONNREFUSED;
+        close(probe);
+        if (live)
+            return -EADDRINUSE;
         unlink(path);
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -254,16 +279,34 @@ void px__on_listen_readable(px_io_t *io, unsigned events)
         if (fd < 0) {
             if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
                 return;
-            if ((errno == EMFILE || errno == ENFILE) && nw->reserve_fd >= 0) {
+            if (errno == EMFILE || errno == ENFILE) {
                 /* Out of fds: the pending connection would make a level-
                  * triggered listener spin. Give up the reserve fd, accept and
                  * close the connection, take the reserve back. */
-                close(nw->reserve_fd);
-                fd = accept4(io->fd, NULL, NULL, SOCK_CLOEXEC);
-                if (fd >= 0)
-                    reject(s, fd);
-                nw->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-                px_log(PX_LOG_WARN, "out of file descriptors: rejected a connection");
+                int rejected = 0;
+                if (nw->reserve_fd >= 0) {
+                    close(nw->reserve_fd);
+                    fd = accept4(io->fd, NULL, NULL, SOCK_CLOEXEC);
+                    if (fd >= 0) {
+                        reject(s, fd);
+                        rejected = 1;
+                    }
+                    nw->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                }
+                uint64_t now = px_loop_now(nw->loop);
+                if (rejected && now - nw->emfile_logged_ms >= 1000) {
+                    nw->emfile_logged_ms = now; /* at most one line a second */
+                    px_log(PX_LOG_WARN, "out of file descriptors: rejecting connections");
+                }
+                if (!rejected || nw->reserve_fd < 0) {
+                    /* No reserve (another thread took the number) or nothing was
+                     * pending: stop watching the listeners for a moment rather
+                     * than spin on them. */
+                    for (unsigned k = 0; k < s->nlisteners; k++)
+                        px_io_stop(&nw->listen_io[k]);
+                    px_timer_start(nw->loop, &nw->accept_retry, 100);
+                    return;
+                }
                 continue;
             }
             px_log(PX_LOG_ERROR, "accept: %s", strerror(errno));
@@ -281,5 +324,20 @@ void px__on_listen_readable(px_io_t *io, unsigned events)
             atomic_fetch_sub_explicit(&s->nconns, 1, memory_order_relaxed);
             close(fd);
         }
+    }
+}
+
+void px__accept_retry(px_timer_t *t)
+{
+    px__netw_t *nw = t->data;
+    px_server_t *s = nw->server;
+    if (nw->draining)
+        return;
+    if (nw->reserve_fd < 0)
+        nw->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    for (unsigned k = 0; k < s->nlisteners; k++) {
+        px__listener_t *l = &s->listeners[k];
+        unsigned ev = PX_READABLE | (l->kind == PX__LISTEN_TCP ? 0u : (unsigned)PX_EXCLUSIVE);
+        px_io_start(nw->loop, &nw->listen_io[k], ev);
     }
 }

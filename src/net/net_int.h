@@ -74,6 +74,7 @@ struct px__netw {
     unsigned nconns;
     int draining;
     int reserve_fd; /* spare fd given up on EMFILE to accept-and-close */
+    uint64_t emfile_logged_ms;
     char *rbuf;
     px_slice_t *scratch[PX__SCRATCH_CACHE];
     unsigned nscratch;
@@ -81,6 +82,8 @@ struct px__netw {
     unsigned nrings;
     px_timer_t shutdown_timer;
     px_timer_t lag_timer; /* samples loop lag into metrics once a second */
+    px_defer_t stop_defer; /* stops the loop after connections finalised this iteration are freed */
+    px_timer_t accept_retry; /* re-watch listeners after running out of fds */
     px_msg_t shutdown_msg;
 };
 
@@ -108,6 +111,7 @@ int px__listener_open(px_server_t *s, px__listener_t *l, const char *addr);
 void px__listener_close(px__listener_t *l);
 int px__listener_fd(const px__listener_t *l, unsigned worker);
 void px__on_listen_readable(px_io_t *io, unsigned events);
+void px__accept_retry(px_timer_t *t);
 
 /* conn.c */
 px_conn_t *px__conn_new(px__netw_t *nw, int fd);

@@ -180,6 +180,15 @@ static void lag_timer_cb(px_timer_t *t)
         px_timer_start(nw->loop, t, 1000);
 }
 
+static void stop_worker_loop(px_defer_t *d)
+{
+    px__netw_t *nw = d->data;
+    px_timer_stop(&nw->shutdown_timer);
+    px_timer_stop(&nw->lag_timer);
+    px_timer_stop(&nw->accept_retry);
+    px_loop_stop(nw->loop);
+}
+
 static void on_worker_start(px_worker_t *w, void *ud)
 {
     px_server_t *s = ud;
@@ -195,6 +204,8 @@ static void on_worker_start(px_worker_t *w, void *ud)
         if (r)
             px_log(PX_LOG_ERROR, "cannot watch listener %s: %s", l->name, px_strerror(r));
     }
+    px_defer_init(&nw->stop_defer, stop_worker_loop, nw);
+    px_timer_init(&nw->accept_retry, px__accept_retry, nw);
     px_timer_init(&nw->lag_timer, lag_timer_cb, nw);
     px_timer_start(nw->loop, &nw->lag_timer, 1000);
 }
@@ -208,11 +219,11 @@ int px_server_start(px_server_t *s)
 
 void px__netw_conn_gone(px__netw_t *nw)
 {
-    if (nw->draining && nw->nconns == 0) {
-        px_timer_stop(&nw->shutdown_timer);
-        px_timer_stop(&nw->lag_timer);
-        px_loop_stop(nw->loop);
-    }
+    /* Deferred, not at once: a connection finalised just now may still have its
+     * own deferred callback queued (it frees the connection); FIFO order runs
+     * it before this one, so the loop never stops with a connection unfreed. */
+    if (nw->draining && nw->nconns == 0)
+        px_defer(nw->loop, &nw->stop_defer);
 }
 
 static void on_shutdown_timeout(px_timer_t *t)
