@@ -60,6 +60,7 @@ int main(int argc, char **argv)
         int r = px_server_listen(s, listen[i]);
         if (r) {
             fprintf(stderr, "hello: --listen %s: %s\n", listen[i], px_strerror(r));
+            px_server_free(s);
             return 2;
         }
     }

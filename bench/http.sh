@@ -1,0 +1,325 @@
+#!/usr/bin/env bash
+# HTTP/1.1 benchmark: examples/hello vs nginx vs h2o, driven by wrk. This is what
+# `make bench-http` runs; docs/bench-http.md explains the method and the table.
+#
+#   bench/http.sh [RELEASE_BUILD_DIR]          (default: build/release)
+#   DURATION=5 ROUNDS=3 bench/http.sh build/release
+#
+# Three scenarios (TechEmpower-style): GET /plaintext, GET /json, and /plaintext
+# pipelined 16 deep (bench/pipeline.lua). wrk: 64 connections, 1 thread, pinned
+# to CLIENT_CPU; every server: 1 worker/thread, pinned to SERVER_CPU. Runs are
+# interleaved (hello, nginx, h2o, hello, nginx, h2o, ...) so slow drifts of a
+# shared machine hit every server alike. For each run: requests/s, p50/p99
+# latency, the server's CPU seconds (utime+stime of all its threads and
+# children, from /proc/PID/stat), requests per server-CPU-second, and the
+# server's RSS (VmRSS) sampled mid-run with the connections open. Then medians
+# and ratios vs nginx.
+#
+# Everything listens and connects on 127.0.0.1. Each wrk run stops by itself
+# (and is bounded by timeout(1)). Servers are started here, once, and stopped by
+# PID on exit (trap), whatever happens.
+#
+# Knobs (environment; defaults in brackets):
+#   DURATION [10] s per run   ROUNDS [3]   WARMUP [2] s per server and scenario
+#   CONNS [64]  WRK_THREADS [1]  PIPELINE [16]  WRK_TIMEOUT [5s]
+#   SERVERS [hello nginx h2o]  SCENARIOS [plaintext json pipelined]
+#   SERVER_CPU [1]  CLIENT_CPU [0]  PORT_BASE [18480]
+#   H2O_MODE [file]: file = h2o serves a file holding the same bytes (file.file);
+#                    mruby = an mruby.handler returns the fixed body
+#   HTTP_OUT [build/bench-http]
+# `make bench-http` runs this with sh: re-run under bash (arrays, pipefail).
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+build=${1:-$root/build/release}
+build=$(cd "$build" 2>/dev/null && pwd) || { echo "bench-http: no build directory ${1:-build/release}" >&2; exit 2; }
+
+: "${DURATION:=10}" "${ROUNDS:=3}" "${WARMUP:=2}"
+: "${CONNS:=64}" "${WRK_THREADS:=1}" "${PIPELINE:=16}" "${WRK_TIMEOUT:=5s}"
+: "${SERVERS:=hello nginx h2o}" "${SCENARIOS:=plaintext json pipelined}"
+: "${SERVER_CPU:=1}" "${CLIENT_CPU:=0}" "${PORT_BASE:=18480}" "${H2O_MODE:=file}"
+: "${HTTP_OUT:=$root/build/bench-http}"
+
+log() { printf 'bench-http: %s\n' "$*" >&2; }
+
+HELLO=$build/examples/hello
+CLK_TCK=$(getconf CLK_TCK)
+mkdir -p "$HTTP_OUT/logs"
+stamp=$(date +%Y%m%d-%H%M%S)
+results="$HTTP_OUT/results-$stamp.tsv"
+summary="$HTTP_OUT/summary-$stamp.txt"
+printf 'round\tscenario\tserver\trps\tp50_ms\tp99_ms\tcpu_s\treq_per_cpu_s\trss_kb\trequests\terrors\n' >"$results"
+
+command -v wrk >/dev/null || { log "wrk is not installed (sh deps/install.sh deps/bench.txt)"; exit 2; }
+
+# ---- CPU pinning ------------------------------------------------------------------
+ncpu=$(nproc 2>/dev/null || echo 1)
+pin_server=() pin_client=()
+if command -v taskset >/dev/null && ((ncpu > SERVER_CPU && ncpu > CLIENT_CPU)) &&
+    [[ "$SERVER_CPU" != "$CLIENT_CPU" ]]; then
+    pin_server=(taskset -c "$SERVER_CPU")
+    pin_client=(taskset -c "$CLIENT_CPU")
+else
+    log "warning: not pinning (need taskset and two distinct CPUs; have $ncpu)"
+fi
+read -r load1 _ </proc/loadavg
+if awk -v l="$load1" -v n="$ncpu" 'BEGIN { exit !(l > 0.5) }'; then
+    log "warning: load average $load1 on $ncpu CPU(s) before starting: other processes compete"
+    log "         for the CPUs; requests/s and latency will be noisy (requests per server-CPU-s less so)"
+fi
+
+# ---- servers ----------------------------------------------------------------------
+prefix=$(mktemp -d "${TMPDIR:-/tmp}/plexus-bench-http.XXXXXX")
+declare -A PID=() PORT=()
+i=1
+for s in hello nginx h2o; do
+    PORT[$s]=$((PORT_BASE + i))
+    i=$((i + 1))
+done
+
+stop_all() {
+    local s p k
+    for s in "${!PID[@]}"; do
+        p=${PID[$s]}
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    for s in "${!PID[@]}"; do
+        p=${PID[$s]}
+        for ((k = 0; k < 50; k++)); do
+            kill -0 "$p" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+        unset "PID[$s]"
+    done
+}
+cleanup() {
+    stop_all
+    rm -rf "$prefix"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+server_available() { # name -> 0 if it can run here, else prints why
+    case $1 in
+    hello) [[ -x "$HELLO" ]] || { echo "no binary at $HELLO (build the release variant)"; return 1; } ;;
+    nginx) command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || { echo "nginx not installed"; return 1; } ;;
+    h2o) command -v h2o >/dev/null || { echo "h2o not installed"; return 1; } ;;
+    *) echo "unknown server"; return 1 ;;
+    esac
+}
+
+fill() { # template output: replace @PREFIX@ @PORT@ @USER@
+    sed -e "s|@PREFIX@|$3|g" -e "s|@PORT@|$4|g" -e "s|@USER@|$(id -un)|g" "$1" >"$2"
+}
+
+start_server() { # name -> PID[name]
+    local name=$1 port=${PORT[$1]} dir=$prefix/$1 logf=$HTTP_OUT/logs/$stamp-$1.log
+    mkdir -p "$dir"
+    if port_open "$port"; then
+        log "port $port is already in use; cannot start $name (set PORT_BASE)"
+        return 1
+    fi
+    case $name in
+    hello)
+        "${pin_server[@]}" "$HELLO" --listen "127.0.0.1:$port" --workers 1 >"$logf" 2>&1 &
+        ;;
+    nginx)
+        fill bench/peers/nginx.conf.in "$dir/nginx.conf" "$dir" "$port"
+        "${pin_server[@]}" "$(command -v nginx || echo /usr/sbin/nginx)" -p "$dir" -c "$dir/nginx.conf" \
+            -e "$dir/error.log" >"$logf" 2>&1 &
+        ;;
+    h2o)
+        printf 'Hello, World!' >"$dir/hello.txt"
+        printf '{"message":"Hello, World!"}' >"$dir/hello.json"
+        fill bench/peers/h2o.conf.in "$dir/h2o.conf" "$dir" "$port"
+        "${pin_server[@]}" h2o -c "$dir/h2o.conf" >"$logf" 2>&1 &
+        ;;
+    esac
+    PID[$name]=$!
+    local k
+    for ((k = 0; k < 100; k++)); do
+        if ! kill -0 "${PID[$name]}" 2>/dev/null; then
+            log "$name exited at start; see $logf"
+            unset "PID[$name]"
+            return 1
+        fi
+        port_open "$port" && return 0
+        sleep 0.1
+    done
+    log "$name did not listen on $port within 10 s; see $logf"
+    return 1
+}
+
+path_for() { # server scenario -> URL path
+    local p=/plaintext
+    [[ $2 == json ]] && p=/json
+    [[ $1 == h2o && $H2O_MODE == mruby ]] && p=/m$p
+    echo "$p"
+}
+
+# A response must be exactly the body hello sends, with the right type.
+check_server() { # name
+    local name=$1 port=${PORT[$1]} sc want type got
+    for sc in plaintext json; do
+        if [[ $sc == plaintext ]]; then want='Hello, World!' type=text/plain; else want='{"message":"Hello, World!"}' type=application/json; fi
+        got=$(curl -s --max-time 5 -D "$prefix/hdr" "http://127.0.0.1:$port$(path_for "$name" "$sc")") || got=""
+        if [[ "$got" != "$want" ]]; then
+            log "$name: unexpected /$sc body: '$got'"
+            return 1
+        fi
+        if ! grep -qi "^content-type: $type" "$prefix/hdr"; then
+            log "note: $name answers /$sc with $(grep -i '^content-type' "$prefix/hdr" | tr -d '\r')"
+        fi
+    done
+}
+
+# ---- /proc sampling ---------------------------------------------------------------------
+tree_pids() { # pid -> pid and all its descendants
+    local p=$1 c
+    echo "$p"
+    for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do tree_pids "$c"; done
+}
+cpu_ticks() { # utime+stime of the process tree (all threads), in clock ticks
+    local t=0 p v
+    for p in $(tree_pids "$1"); do
+        v=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 }') || v=0
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+rss_kb() { # VmRSS of the process tree, kB
+    local t=0 p v
+    for p in $(tree_pids "$1"); do
+        v=$(awk '/^VmRSS:/ { print $2 }' /proc/"$p"/status 2>/dev/null) || v=0
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+
+to_ms() { # "1.23ms" / "456.00us" / "1.02s" -> ms; "nan" when wrk printed nothing or 0
+    # (wrk 4.1 prints "99% 0.00us" for some pipelined runs: its histogram lost the tail)
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /m$/) n *= 60000; else if (v ~ /s$/) n *= 1000
+        if (n > 0) printf "%.3f", n; else printf "nan" }'
+}
+
+run_wrk() { # name scenario seconds logfile -> sets W_* ; returns wrk's status
+    local name=$1 sc=$2 secs=$3 logf=$4 url args=()
+    url="http://127.0.0.1:${PORT[$name]}$(path_for "$name" "$sc")"
+    args=(-t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" --timeout "$WRK_TIMEOUT" --latency)
+    [[ $sc == pipelined ]] && args+=(-s bench/pipeline.lua)
+    args+=("$url")
+    [[ $sc == pipelined ]] && args+=(-- "$PIPELINE")
+    local pid=${PID[$name]} c0 c1 rc=0 half
+    c0=$(cpu_ticks "$pid")
+    timeout --signal=INT --kill-after=10 $((secs + 30)) "${pin_client[@]}" wrk "${args[@]}" >"$logf" 2>&1 &
+    local wpid=$!
+    # RSS with the connections open: sample in the middle of the run.
+    half=$(awk -v d="$secs" 'BEGIN { printf "%.1f", d / 2 }')
+    sleep "$half"
+    W_RSS=$(rss_kb "$pid")
+    wait "$wpid" || rc=$?
+    c1=$(cpu_ticks "$pid")
+    W_CPU=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / t }')
+    W_RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$logf")
+    W_REQ=$(awk '/ requests in / { print $1 }' "$logf")
+    W_P50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$logf")")
+    W_P99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$logf")")
+    W_ERR=$(awk '/Socket errors:/ { gsub(",", ""); e += $4 + $6 + $8 + $10 } /Non-2xx/ { e += $NF } END { print e + 0 }' "$logf")
+    [[ -n $W_RPS && -n $W_REQ ]] || rc=1
+    return "$rc"
+}
+
+# ---- plan -------------------------------------------------------------------------
+servers=()
+for s in $SERVERS; do
+    if why=$(server_available "$s"); then
+        if start_server "$s" && check_server "$s"; then
+            servers+=("$s")
+        else
+            log "skipping $s (could not start or wrong answers)"
+        fi
+    else
+        log "skipping $s: $why"
+    fi
+done
+((${#servers[@]} > 0)) || { log "no server can run"; exit 2; }
+for sc in $SCENARIOS; do
+    case $sc in plaintext | json | pipelined) ;; *) log "unknown scenario '$sc'"; exit 2 ;; esac
+done
+log "servers: ${servers[*]} (pinned: ${pin_server[*]:-none}); client: wrk -t$WRK_THREADS -c$CONNS (${pin_client[*]:-not pinned})"
+log "scenarios: $SCENARIOS; rounds: $ROUNDS x ${DURATION}s; h2o mode: $H2O_MODE; output: $results"
+
+invalid=0
+for sc in $SCENARIOS; do
+    if ((WARMUP > 0)); then
+        for s in "${servers[@]}"; do
+            run_wrk "$s" "$sc" "$WARMUP" "$HTTP_OUT/logs/$stamp-warmup-$sc-$s.wrk" || true
+        done
+    fi
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for s in "${servers[@]}"; do
+            logf="$HTTP_OUT/logs/$stamp-r$round-$sc-$s.wrk"
+            if ! run_wrk "$s" "$sc" "$DURATION" "$logf"; then
+                log "round $round $sc $s: wrk failed; see $logf"
+                invalid=1
+                continue
+            fi
+            rpc=$(awk -v r="$W_REQ" -v c="$W_CPU" 'BEGIN { if (c > 0) printf "%.0f", r / c; else print "nan" }')
+            printf '%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$sc" "$s" "$W_RPS" "$W_P50" \
+                "$W_P99" "$W_CPU" "$rpc" "$W_RSS" "$W_REQ" "$W_ERR" >>"$results"
+            printf 'bench-http: round %d %-9s %-5s %10s req/s  p50 %8s ms  p99 %8s ms  cpu %6s s  %8s req/cpu-s  rss %6s kB%s\n' \
+                "$round" "$sc" "$s" "$W_RPS" "$W_P50" "$W_P99" "$W_CPU" "$rpc" "$W_RSS" \
+                "$( ((W_ERR > 0)) && echo "  ERRORS $W_ERR")" >&2
+            ((W_ERR == 0)) || invalid=1
+        done
+    done
+done
+
+# ---- summary: medians per scenario and server, ratios vs nginx ---------------------
+median() { # values on stdin (nan ignored) -> median, or nan
+    { grep -v nan || true; } | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+col() { # scenario server column -> values
+    awk -F'\t' -v sc="$1" -v s="$2" -v c="$3" 'NR > 1 && $2 == sc && $3 == s { print $c }' "$results"
+}
+{
+    echo "HTTP benchmark $stamp: medians of $ROUNDS x ${DURATION}s runs; wrk -t$WRK_THREADS -c$CONNS;" \
+        "servers on CPU $SERVER_CPU (1 worker), wrk on CPU $CLIENT_CPU; h2o mode: $H2O_MODE"
+    echo "load average at start: $load1 on $ncpu CPU(s)"
+    printf '%-9s %-5s %11s %9s %9s %8s %11s %8s %9s %11s\n' scenario server "req/s" "p50 ms" "p99 ms" \
+        "cpu s" "req/cpu-s" "RSS kB" "vs nginx" "eff. vs ng"
+    for sc in $SCENARIOS; do
+        ng_rps=$(col "$sc" nginx 4 | median)
+        ng_rpc=$(col "$sc" nginx 8 | median)
+        for s in "${servers[@]}"; do
+            rps=$(col "$sc" "$s" 4 | median)
+            p50=$(col "$sc" "$s" 5 | median)
+            p99=$(col "$sc" "$s" 6 | median)
+            cpu=$(col "$sc" "$s" 7 | median)
+            rpc=$(col "$sc" "$s" 8 | median)
+            rss=$(col "$sc" "$s" 9 | median)
+            awk -v sc="$sc" -v s="$s" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v cpu="$cpu" -v rpc="$rpc" \
+                -v rss="$rss" -v nr="$ng_rps" -v nc="$ng_rpc" 'BEGIN {
+                r1 = (nr + 0 > 0 && rps != "nan") ? sprintf("%.2fx", rps / nr) : "-"
+                r2 = (nc + 0 > 0 && rpc != "nan") ? sprintf("%.2fx", rpc / nc) : "-"
+                if (p50 != "nan") p50 = sprintf("%.3f", p50); else p50 = "-"
+                if (p99 != "nan") p99 = sprintf("%.3f", p99); else p99 = "-"
+                printf "%-9s %-5s %11.0f %9s %9s %8.2f %11.0f %8.0f %9s %11s\n", sc, s, rps, p50, p99, cpu, rpc, rss, r1, r2 }'
+        done
+    done
+} | tee "$summary"
+echo
+log "results: $results"
+log "summary: $summary"
+if ((invalid)); then
+    log "some runs failed or had errors (see the per-run lines and $HTTP_OUT/logs)"
+    exit 1
+fi
