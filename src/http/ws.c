@@ -374,9 +374,11 @@ static ssize_t ws_on_read(px_conn_t *c, char *data, size_t len)
         /* Errors the header alone proves come first: fail fast, and with the same
          * close code however the bytes were split into reads (a new text frame
          * inside an open message is 1002 even if its payload is not UTF-8). */
-        if (!px_ws_opcode_is_control(f.opcode) && (f.opcode == PX_WS_OP_CONT) != (ws->msg_opcode != 0)) {
-            fail(ws, PX_WS_CLOSE_PROTOCOL, ws->msg_opcode ? "new message before the previous one ended"
-                                                          : "continuation frame without a message");
+        if (!px_ws_opcode_is_control(f.opcode) &&
+            (f.opcode == PX_WS_OP_CONT) != (ws->msg_opcode != 0)) {
+            fail(ws, PX_WS_CLOSE_PROTOCOL,
+                 ws->msg_opcode ? "new message before the previous one ended"
+                                : "continuation frame without a message");
             return -1;
         }
         uint8_t *payload = (uint8_t *)data + pos + (size_t)hl;

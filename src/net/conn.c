@@ -600,7 +600,8 @@ void px_conn_close(px_conn_t *c)
     if (c->closing)
         return;
     c->closing = 1;
-    px_buf_dispose(&c->in);
+    /* c->in is not freed here: a protocol callback may be reading from it right
+     * now (close from inside on_read). dispatch() and finalize() free it. */
     /* Bound the time a peer that never reads can hold us. */
     px_conn_set_timeout(c, c->nw->server->opts.shutdown_timeout_ms
                                ? c->nw->server->opts.shutdown_timeout_ms
