@@ -381,6 +381,13 @@ static ssize_t ws_on_read(px_conn_t *c, char *data, size_t len)
                                 : "continuation frame without a message");
             return -1;
         }
+        /* An uncompressed fragment that cannot fit the message limit fails now,
+         * before its payload is read. */
+        if (f.opcode == PX_WS_OP_CONT && !ws->msg_compressed &&
+            px_buf_size(&ws->msg) + f.payload_len > ws->opts->max_message) {
+            fail(ws, PX_WS_CLOSE_TOO_BIG, "message too big");
+            return -1;
+        }
         uint8_t *payload = (uint8_t *)data + pos + (size_t)hl;
         size_t avail = len - pos - (size_t)hl;
         if (avail > f.payload_len)
