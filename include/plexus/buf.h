@@ -38,13 +38,14 @@ static inline size_t px_buf_size(const px_buf_t *b)
 {
     return b->len - b->off;
 }
+/* Never NULL + offset (undefined behaviour): an unallocated buffer has no bytes. */
 static inline char *px_buf_head(const px_buf_t *b)
 {
-    return b->data + b->off;
+    return b->data ? b->data + b->off : (char *)"";
 }
 static inline char *px_buf_tail(const px_buf_t *b)
 {
-    return b->data + b->len;
+    return b->data ? b->data + b->len : (char *)"";
 }
 static inline size_t px_buf_room(const px_buf_t *b)
 {
