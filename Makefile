@@ -68,7 +68,7 @@ bench-ws: build
 
 bench-hub: build
 	@sh deps/install.sh deps/bench.txt
-	sh bench/hub.sh $(RELEASE)
+	bash bench/hub.sh $(RELEASE)
 
 clean:
 	rm -rf $(BUILD)

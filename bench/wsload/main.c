@@ -1,6 +1,6 @@
 /* wsload: epoll WebSocket / pub-sub load client for side-by-side benchmarks.
  *
- *   wsload --scenario echo|fanout|idle --proto ws-echo|ws-broadcast|nats-ws|redis
+ *   wsload --scenario echo|fanout|idle --proto ws-echo|ws-broadcast|nats-ws|redis|plexus-hub
  *          --port P [--host 127.0.0.1] [--conns N] [--duration S] ...
  *
  * Run phases (main thread; workers in engine.c):
@@ -51,7 +51,7 @@ static void usage(FILE *f)
         "  -H, --host ADDR          server address in 127.0.0.0/8 (127.0.0.1)\n"
         "  -P, --port PORT          server port (required)\n"
         "      --path PATH          WebSocket request target (per protocol: /echo,\n"
-        "                           /broadcast, /)\n"
+        "                           /broadcast, /, /ws)\n"
         "  -p, --proto NAME         %s\n"
         "      --subject NAME       fanout/idle subject or channel (wl.fanout)\n"
         "load:\n"

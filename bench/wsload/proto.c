@@ -284,13 +284,226 @@ static const wl_proto_t proto_redis = {
     .parse = redis_parse,
 };
 
+/* ---- plexus-hub: the plexus hub's JSON protocol on /ws (docs/protocol.md) --------
+ * One JSON object per text frame. The server speaks first ({"op":"welcome"}); only
+ * then does a connection subscribe (id 1) and it counts as established on the
+ * reply to that subscribe. The publisher just waits for the welcome. Deliveries
+ * are {"op":"message",...,"data":"<payload>"}: the payload is printable with no
+ * quote or backslash, so it travels as a JSON string and comes back verbatim.
+ * Replies to publishes ({"op":"reply","offset":N}, no id) are ignored.
+ *
+ * pc->user holds the connection's stage: */
+enum { HUB_WELCOME, HUB_SUBSCRIBING, HUB_LIVE };
+
+#define HUB_SUB_ID "1"
+
+static void hub_append_channel(wl_buf_t *out, const wl_pconn_t *pc)
+{
+    if (pc->role == WL_ROLE_ECHO)
+        append_echo_subject(out, pc); /* echo: a private channel per connection */
+    else
+        wl_buf_append_str(out, pc->cfg->subject);
+}
+
+static int hub_setup(wl_pconn_t *pc, wl_buf_t *out)
+{
+    (void)out; /* nothing to send before the welcome */
+    pc->user = HUB_WELCOME;
+    return pc->role == WL_ROLE_PUB ? 1 : 2; /* welcome (+ subscribe reply) */
+}
+
+static void hub_encode(wl_pconn_t *pc, const uint8_t *payload, size_t len, wl_buf_t *out)
+{
+    wl_buf_reserve(out, len + 64 + strlen(pc->cfg->subject));
+    wl_buf_append_str(out, "{\"op\":\"publish\",\"channel\":\"");
+    hub_append_channel(out, pc);
+    wl_buf_append_str(out, "\",\"data\":\"");
+    wl_buf_append(out, payload, len);
+    wl_buf_append_str(out, "\"}");
+}
+
+static bool json_ws(uint8_t ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
+static size_t json_skip_ws(const uint8_t *s, size_t len, size_t i)
+{
+    while (i < len && json_ws(s[i]))
+        i++;
+    return i;
+}
+
+/* s[i] is the opening quote: index just past the closing one, 0 if unterminated. */
+static size_t json_skip_string(const uint8_t *s, size_t len, size_t i)
+{
+    for (i++; i < len; i++) {
+        if (s[i] == '\\')
+            i++;
+        else if (s[i] == '"')
+            return i + 1;
+    }
+    return 0;
+}
+
+/* One value starting at s[i] (not whitespace): index just past it, 0 if malformed.
+ * Not a validator: it only finds where the value ends. */
+static size_t json_skip_value(const uint8_t *s, size_t len, size_t i)
+{
+    if (i >= len)
+        return 0;
+    if (s[i] == '"')
+        return json_skip_string(s, len, i);
+    if (s[i] == '{' || s[i] == '[') {
+        unsigned depth = 0;
+        while (i < len) {
+            uint8_t ch = s[i];
+            if (ch == '"') {
+                i = json_skip_string(s, len, i);
+                if (i == 0)
+                    return 0;
+                continue;
+            }
+            if (ch == '{' || ch == '[')
+                depth++;
+            else if ((ch == '}' || ch == ']') && --depth == 0)
+                return i + 1;
+            i++;
+        }
+        return 0;
+    }
+    size_t start = i;
+    while (i < len && s[i] != ',' && s[i] != '}' && s[i] != ']' && !json_ws(s[i]))
+        i++;
+    return i > start ? i : 0;
+}
+
+typedef struct hub_span {
+    const uint8_t *p; /* NULL: key absent */
+    size_t n;
+} hub_span_t;
+
+typedef struct hub_msg {
+    hub_span_t op, id, data; /* op: the string's contents; id, data: raw JSON values */
+} hub_msg_t;
+
+static bool span_is(hub_span_t v, const char *lit)
+{
+    size_t n = strlen(lit);
+    return v.p != NULL && v.n == n && memcmp(v.p, lit, n) == 0;
+}
+
+/* Walk the top-level keys of one JSON object and pick out op, id and data. Nested
+ * values are skipped whole, so a key inside "data" is never mistaken for ours. */
+static bool hub_scan(const uint8_t *s, size_t len, hub_msg_t *m)
+{
+    memset(m, 0, sizeof(*m));
+    size_t i = json_skip_ws(s, len, 0);
+    if (i >= len || s[i] != '{')
+        return false;
+    i = json_skip_ws(s, len, i + 1);
+    if (i < len && s[i] == '}')
+        return true;
+    while (i < len) {
+        if (s[i] != '"')
+            return false;
+        size_t kend = json_skip_string(s, len, i);
+        if (kend == 0)
+            return false;
+        hub_span_t key = {s + i + 1, kend - i - 2};
+        i = json_skip_ws(s, len, kend);
+        if (i >= len || s[i] != ':')
+            return false;
+        i = json_skip_ws(s, len, i + 1);
+        size_t vend = json_skip_value(s, len, i);
+        if (vend == 0)
+            return false;
+        hub_span_t val = {s + i, vend - i};
+        if (span_is(key, "op") && val.n >= 2 && val.p[0] == '"')
+            m->op = (hub_span_t){val.p + 1, val.n - 2};
+        else if (span_is(key, "id"))
+            m->id = val;
+        else if (span_is(key, "data"))
+            m->data = val;
+        i = json_skip_ws(s, len, vend);
+        if (i < len && s[i] == '}')
+            return true;
+        if (i >= len || s[i] != ',')
+            return false;
+        i = json_skip_ws(s, len, i + 1);
+    }
+    return false;
+}
+
+static ssize_t hub_parse(wl_pconn_t *pc, const uint8_t *in, size_t len, wl_event_t *ev,
+                         wl_buf_t *out)
+{
+    hub_msg_t m;
+    if (!hub_scan(in, len, &m) || m.op.p == NULL) {
+        ev->payload = in;
+        ev->len = len;
+        return -1;
+    }
+    if (span_is(m.op, "message")) {
+        /* A string is delivered without its quotes; anything else is handed over
+         * raw and fails the payload check, as a corrupt message should. */
+        if (m.data.p == NULL) {
+            ev->payload = in;
+            ev->len = len;
+            return -1;
+        }
+        ev->kind = WL_EV_DELIVERY;
+        ev->payload = m.data.p;
+        ev->len = m.data.n;
+        if (m.data.n >= 2 && m.data.p[0] == '"') {
+            ev->payload++;
+            ev->len -= 2;
+        }
+        return (ssize_t)len;
+    }
+    if (span_is(m.op, "welcome")) {
+        if (pc->user != HUB_WELCOME)
+            return (ssize_t)len;
+        ev->kind = WL_EV_READY;
+        if (pc->role == WL_ROLE_PUB) {
+            pc->user = HUB_LIVE;
+        } else {
+            wl_buf_append_str(out, "{\"op\":\"subscribe\",\"id\":" HUB_SUB_ID ",\"channel\":\"");
+            hub_append_channel(out, pc);
+            wl_buf_append_str(out, "\"}");
+            pc->user = HUB_SUBSCRIBING;
+        }
+        return (ssize_t)len;
+    }
+    if (span_is(m.op, "reply")) {
+        if (pc->user == HUB_SUBSCRIBING && span_is(m.id, HUB_SUB_ID)) {
+            ev->kind = WL_EV_READY;
+            pc->user = HUB_LIVE;
+        }
+        return (ssize_t)len; /* publish replies */
+    }
+    if (span_is(m.op, "error")) {
+        ev->payload = in; /* e.g. rate_limited: quoted in the report */
+        ev->len = len;
+        return -1;
+    }
+    return (ssize_t)len; /* pong, join, leave: nothing to count */
+}
+
+static const wl_proto_t proto_plexus_hub = {
+    .name = "plexus-hub",
+    .flags = WL_PROTO_WS | WL_PROTO_TEXT,
+    .default_path = "/ws",
+    .scenarios = SC(WL_SC_ECHO) | SC(WL_SC_FANOUT) | SC(WL_SC_IDLE),
+    .setup = hub_setup,
+    .encode = hub_encode,
+    .parse = hub_parse,
+};
+
 /* ---- registry ---------------------------------------------------------------------- */
 
 static const wl_proto_t *const protos[] = {
-    &proto_ws_echo,
-    &proto_ws_broadcast,
-    &proto_nats_ws,
-    &proto_redis,
+    &proto_ws_echo, &proto_ws_broadcast, &proto_nats_ws, &proto_redis, &proto_plexus_hub,
 };
 
 const wl_proto_t *wl_proto_find(const char *name)
@@ -303,5 +516,5 @@ const wl_proto_t *wl_proto_find(const char *name)
 
 const char *wl_proto_names(void)
 {
-    return "ws-echo, ws-broadcast, nats-ws, redis";
+    return "ws-echo, ws-broadcast, nats-ws, redis, plexus-hub";
 }

@@ -4,7 +4,7 @@
  *   main.c    options, run orchestration (phases), server CPU/RSS sampling, report
  *   engine.c  per-thread epoll loop, connection state machine, scenario logic
  *   ws.c      upgrade request/response, client frame encoder, server frame parser
- *   proto.c   protocol vtables: ws-echo, ws-broadcast, nats-ws, redis
+ *   proto.c   protocol vtables: ws-echo, ws-broadcast, nats-ws, redis, plexus-hub
  *   stats.c   buffers, histogram, /proc readers, clock
  *   sha1.c    SHA-1 + base64 for Sec-WebSocket-Accept
  */
