@@ -25,14 +25,14 @@ typedef struct px_req px_req_t;
 typedef void (*px_handler_fn)(px_req_t *req, void *ud);
 
 typedef struct px_http_opts {
-    size_t max_request_line;      /**< 414 over it (default 8 KiB) */
-    size_t max_header_size;       /**< whole head; 431 over it (default 16 KiB) */
-    unsigned max_headers;         /**< 431 over it (default 100) */
-    size_t max_body;              /**< 413 over it, sent before the body is read (default 1 MiB) */
-    uint64_t header_timeout_ms;   /**< time to receive a full head (default 10 s) */
-    uint64_t keepalive_timeout_ms;/**< idle time between requests (default 60 s) */
-    unsigned max_requests;        /**< per connection, then Connection: close (0 = no limit) */
-    int access_log;               /**< 0 off, 1 text, 2 JSON (one log line per request) */
+    size_t max_request_line;       /**< 414 over it (default 8 KiB) */
+    size_t max_header_size;        /**< whole head; 431 over it (default 16 KiB) */
+    unsigned max_headers;          /**< 431 over it (default 100) */
+    size_t max_body;               /**< 413 over it, sent before the body is read (default 1 MiB) */
+    uint64_t header_timeout_ms;    /**< time to receive a full head (default 10 s) */
+    uint64_t keepalive_timeout_ms; /**< idle time between requests (default 60 s) */
+    unsigned max_requests;         /**< per connection, then Connection: close (0 = no limit) */
+    int access_log;                /**< 0 off, 1 text, 2 JSON (one log line per request) */
 } px_http_opts_t;
 
 PX_EXTERN void px_http_opts_init(px_http_opts_t *o);
@@ -106,7 +106,9 @@ PX_EXTERN int px_respond_file(px_req_t *req, int status, const char *content_typ
                               uint64_t off, uint64_t len);
 
 /** Start a streamed response (chunked on HTTP/1.1, close-delimited on 1.0),
- * e.g. Server-Sent Events. The connection then carries only this stream. */
+ * e.g. Server-Sent Events. The connection then carries only this stream.
+ * On failure (negative errno) the request is over: the connection closes,
+ * on_abort is never called and `req` must not be used again. */
 PX_EXTERN int px_stream_start(px_req_t *req, int status, const char *content_type);
 PX_EXTERN int px_stream_write(px_req_t *req, const void *p, size_t len);
 /** Write a shared slice as one chunk without copying it. */

@@ -37,59 +37,109 @@ void px_http_opts_init(px_http_opts_t *o)
 const char *px_http_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return status < 300 ? "OK" : status < 400 ? "Redirect" : status < 500 ? "Client Error" : "Server Error";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 416:
+        return "Range Not Satisfiable";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Content";
+    case 426:
+        return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return status < 300   ? "OK"
+               : status < 400 ? "Redirect"
+               : status < 500 ? "Client Error"
+                              : "Server Error";
     }
 }
 
 static const char *error_code(int status)
 {
     switch (status) {
-    case 400: return "bad_request";
-    case 401: return "unauthorized";
-    case 403: return "forbidden";
-    case 404: return "not_found";
-    case 405: return "method_not_allowed";
-    case 408: return "request_timeout";
-    case 413: return "payload_too_large";
-    case 414: return "uri_too_long";
-    case 416: return "range_not_satisfiable";
-    case 417: return "expectation_failed";
-    case 431: return "headers_too_large";
-    case 501: return "not_implemented";
-    case 503: return "service_unavailable";
-    case 505: return "http_version_not_supported";
-    default: return status >= 500 ? "internal_error" : "error";
+    case 400:
+        return "bad_request";
+    case 401:
+        return "unauthorized";
+    case 403:
+        return "forbidden";
+    case 404:
+        return "not_found";
+    case 405:
+        return "method_not_allowed";
+    case 408:
+        return "request_timeout";
+    case 413:
+        return "payload_too_large";
+    case 414:
+        return "uri_too_long";
+    case 416:
+        return "range_not_satisfiable";
+    case 417:
+        return "expectation_failed";
+    case 431:
+        return "headers_too_large";
+    case 501:
+        return "not_implemented";
+    case 503:
+        return "service_unavailable";
+    case 505:
+        return "http_version_not_supported";
+    default:
+        return status >= 500 ? "internal_error" : "error";
     }
 }
 
@@ -139,7 +189,8 @@ int px_http_configure(px_server_t *s, const px_http_opts_t *o)
         static const char reject[] =
             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
             "Content-Length: 82\r\nConnection: close\r\n\r\n"
-            "{\"error\":\"service_unavailable\",\"message\":\"too many connections, try again later\"}";
+            "{\"error\":\"service_unavailable\",\"message\":\"too many connections, try again "
+            "later\"}";
         px_server_set_reject_message(s, reject, sizeof reject - 1);
         m_requests = px_metric_register("plexus_http_requests_total", "HTTP requests handled",
                                         PX_METRIC_COUNTER);
@@ -150,7 +201,8 @@ int px_http_configure(px_server_t *s, const px_http_opts_t *o)
     }
     for (unsigned i = 0; i < h->nworkers; i++) {
         px__free(h->workers[i].hdrs);
-        h->workers[i].hdrs = px__calloc(o->max_headers ? o->max_headers : 1, sizeof(px_http_header_t));
+        h->workers[i].hdrs =
+            px__calloc(o->max_headers ? o->max_headers : 1, sizeof(px_http_header_t));
         if (!h->workers[i].hdrs)
             return -ENOMEM;
     }
@@ -217,7 +269,8 @@ static const char *date_line(px__http_conn_t *hc, size_t *len)
         time_t t = (time_t)now;
         struct tm tm;
         gmtime_r(&t, &tm);
-        hw->date_len = strftime(hw->date, sizeof hw->date, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        hw->date_len =
+            strftime(hw->date, sizeof hw->date, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
         hw->date_sec = now;
     }
     *len = hw->date_len;
@@ -243,7 +296,8 @@ static int detach(px_req_t *req)
         return 0;
     px__arena_t *a = &req->hc->arena;
     px_http1_request_t *h = &req->h;
-    px_http_header_t *hdrs = px__arena_alloc(a, (h->num_headers ? h->num_headers : 1) * sizeof *hdrs);
+    px_http_header_t *hdrs =
+        px__arena_alloc(a, (h->num_headers ? h->num_headers : 1) * sizeof *hdrs);
     if (!hdrs)
         return -ENOMEM;
     int r = dup_str(a, &h->method) | dup_str(a, &h->target) | dup_str(a, &h->path) |
@@ -305,18 +359,18 @@ static void access_log(px_req_t *req)
 }
 
 /* Write status line and headers. `clen` < 0: no Content-Length (streams). */
-static int write_head(px_req_t *req, int status, const char *ctype, int64_t clen,
-                      const char *extra, const void *body, size_t blen)
+static int write_head(px_req_t *req, int status, const char *ctype, int64_t clen, const char *extra,
+                      const void *body, size_t blen)
 {
     px__http_conn_t *hc = req->hc;
     px__http_t *h = hc->http;
     if (status < 100 || status > 999)
         status = 500; /* a handler bug must not produce a malformed status line */
     req->status = status;
-    req->keep_alive = req->h.keep_alive && !hc->eof && !hc->close_after && status != 400 &&
-                      !(h->opts.max_requests && hc->nreq >= h->opts.max_requests) &&
-                      !(status == 413 || status == 408 || status == 431 || status == 414 ||
-                        status == 417);
+    req->keep_alive =
+        req->h.keep_alive && !hc->eof && !hc->close_after && status != 400 &&
+        !(h->opts.max_requests && hc->nreq >= h->opts.max_requests) &&
+        !(status == 413 || status == 408 || status == 431 || status == 414 || status == 417);
     if (status >= 500)
         px_metric_add(m_responses_5xx, 1);
     else if (status >= 400)
@@ -575,7 +629,9 @@ int px_stream_start(px_req_t *req, int status, const char *content_type)
     if (r)
         return r;
     px__http_conn_t *hc = req->hc;
+    int was_async = hc->state == HC_ASYNC;
     if (detach(req) != 0) {
+        req->abort_cb = NULL;
         px_conn_abort(hc->c);
         return -ENOMEM;
     }
@@ -588,9 +644,18 @@ int px_stream_start(px_req_t *req, int status, const char *content_type)
                    req->chunked_out ? "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n"
                                     : "Cache-Control: no-cache\r\n",
                    NULL, 0);
+    if (r) {
+        /* No stream: the request ends here (the connection closes) and its
+         * owner, told by the return value, hears nothing more from it. */
+        req->streaming = 0;
+        req->keep_alive = 0;
+        req->abort_cb = NULL;
+        hc->state = was_async ? HC_ASYNC : HC_HEAD;
+        return finish_answer(req, r);
+    }
     px_conn_set_timeout(hc->c, 0);
     px_conn_set_read_limit(hc->c, 4096);
-    return r;
+    return 0;
 }
 
 int px_stream_write(px_req_t *req, const void *p, size_t len)
@@ -950,7 +1015,8 @@ static void process(px__http_conn_t *hc, char *data, size_t len, size_t *used)
             }
             if (cl > 0 && (uint64_t)cl > h->opts.max_body) {
                 /* Answer before reading the body, then close: the body is never read. */
-                px_respond_error(req, 413, NULL, "request body of %lld bytes exceeds the %zu-byte limit",
+                px_respond_error(req, 413, NULL,
+                                 "request body of %lld bytes exceeds the %zu-byte limit",
                                  (long long)cl, h->opts.max_body);
                 if (!px_conn_is_closing(hc->c))
                     px_conn_close(hc->c);

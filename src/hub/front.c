@@ -22,11 +22,14 @@ typedef struct local_chan local_chan_t;
 
 typedef struct sub {
     session_t *s;
-    local_chan_t *lc;        /* set once active */
+    local_chan_t *lc;          /* set once active */
     struct sub *cprev, *cnext; /* in the local channel, once active */
-    struct sub *snext;       /* in the session */
-    unsigned presence : 1;   /* wants join/leave events */
-    unsigned active : 1;     /* the hub confirmed: deliveries reach it */
+    struct sub *snext;         /* in the session */
+    unsigned presence : 1;     /* wants join/leave events */
+    unsigned active : 1;       /* the hub confirmed: deliveries reach it */
+    unsigned cancelled : 1;    /* unsubscribed while the subscribe was at the hub */
+    unsigned cancel_has_id : 1;
+    int64_t cancel_id; /* the unsubscribe's id, answered after the subscribe's reply */
     size_t name_len;
     char name[PX__CHANNEL_MAX + 1];
 } sub_t;
@@ -52,7 +55,7 @@ struct session {
     unsigned pending; /* requests at the hub thread: the session lives until they return */
     unsigned dead : 1;
     unsigned authorized : 1; /* passed the token / anonymous check */
-    double tokens; /* publish rate limiter (token bucket) */
+    double tokens;           /* publish rate limiter (token bucket) */
     uint64_t tokens_ms;
     char client[PX__CLIENT_ID_LEN + 1];
 };
@@ -80,12 +83,23 @@ static void session_maybe_free(session_t *s)
     px__free(s);
 }
 
+/* The session's subscription to `name`, active or waiting for the hub;
+ * one that was unsubscribed while waiting no longer counts. */
 static sub_t *find_sub(session_t *s, const char *name, size_t len)
 {
     for (sub_t *u = s->subs; u; u = u->snext)
-        if (u->name_len == len && memcmp(u->name, name, len) == 0)
+        if (!u->cancelled && u->name_len == len && memcmp(u->name, name, len) == 0)
             return u;
     return NULL;
+}
+
+static void unlink_sub(session_t *s, sub_t *u)
+{
+    for (sub_t **pp = &s->subs; *pp; pp = &(*pp)->snext)
+        if (*pp == u) {
+            *pp = u->snext;
+            break;
+        }
 }
 
 static void activate(session_t *s, sub_t *u)
@@ -148,21 +162,23 @@ static hub_req_t *req_new(session_t *s, int type, const char *channel, size_t le
     return r;
 }
 
-/* Remove `u` from `s` and tell the hub thread (which counted it). */
-static void drop_sub(session_t *s, sub_t *u)
+/* Tell the hub thread that `s` left `name` (it counted the subscription). */
+static void post_unsubscribe(session_t *s, const char *name, size_t len)
 {
-    deactivate(s, u);
-    for (sub_t **pp = &s->subs; *pp; pp = &(*pp)->snext)
-        if (*pp == u) {
-            *pp = u->snext;
-            break;
-        }
-    s->nsubs--;
-    hub_req_t *r = req_new(s, HREQ_UNSUBSCRIBE, u->name, u->name_len);
+    hub_req_t *r = req_new(s, HREQ_UNSUBSCRIBE, name, len);
     r->origin = NULL; /* no reply */
     if (s->kind == ORIGIN_WS)
         memcpy(r->client, s->client, sizeof r->client);
     px__hub_post(s->hub, r);
+}
+
+/* Remove `u` from `s` and tell the hub thread. */
+static void drop_sub(session_t *s, sub_t *u)
+{
+    deactivate(s, u);
+    unlink_sub(s, u);
+    s->nsubs--;
+    post_unsubscribe(s, u->name, u->name_len);
     px__free(u);
 }
 
@@ -288,8 +304,8 @@ static void ws_open(px_ws_t *ws, px_req_t *req, void *ud)
     }
     s->authorized = 1;
     char buf[128];
-    int n = snprintf(buf, sizeof buf, "{\"op\":\"welcome\",\"client\":\"%s\",\"version\":\"%s\"}", s->client,
-                     PX_VERSION_STRING);
+    int n = snprintf(buf, sizeof buf, "{\"op\":\"welcome\",\"client\":\"%s\",\"version\":\"%s\"}",
+                     s->client, PX_VERSION_STRING);
     ws_text(s, buf, (size_t)n);
 }
 
@@ -326,6 +342,17 @@ static uint64_t default_limit(const px_hub_t *h)
     return h->opts.history_limit_max < 100 ? h->opts.history_limit_max : 100;
 }
 
+static void unsub_reply(session_t *s, int has_id, int64_t id, const char *channel, size_t clen)
+{
+    char buf[PX__CHANNEL_MAX + 80];
+    int n = has_id
+                ? snprintf(buf, sizeof buf, "{\"op\":\"reply\",\"id\":%lld,\"channel\":\"%.*s\"}",
+                           (long long)id, (int)clen, channel)
+                : snprintf(buf, sizeof buf, "{\"op\":\"reply\",\"channel\":\"%.*s\"}", (int)clen,
+                           channel);
+    ws_text(s, buf, (size_t)n);
+}
+
 static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, void *ud)
 {
     px_hub_t *h = ud;
@@ -351,7 +378,8 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
         ws_error(s, 0, 0, "bad_request", "a message is a JSON object");
         return;
     }
-    static const char *const keys[] = {"op", "id", "channel", "data", "since", "presence", "limit", "info"};
+    static const char *const keys[] = {"op",    "id",       "channel", "data",
+                                       "since", "presence", "limit",   "info"};
     enum { K_OP, K_ID, K_CHANNEL, K_DATA, K_SINCE, K_PRESENCE, K_LIMIT, K_INFO, K_COUNT };
     int v[K_COUNT];
     size_t dup;
@@ -402,16 +430,22 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
 
     if (is_unsub) {
         sub_t *u = find_sub(s, channel, clen);
-        if (!u || !u->active) {
+        if (!u) {
             ws_error(s, has_id, id, "not_subscribed", "not subscribed to %s", channel);
             return;
         }
+        if (!u->active) {
+            /* The subscribe is still at the hub. The hub thread takes this
+             * worker's requests in order, so it applies the unsubscribe right
+             * after it; the answer waits for the subscribe's reply. */
+            u->cancelled = 1;
+            u->cancel_has_id = has_id != 0;
+            u->cancel_id = id;
+            post_unsubscribe(s, channel, clen);
+            return;
+        }
         drop_sub(s, u);
-        char buf[PX__CHANNEL_MAX + 80];
-        int n = has_id ? snprintf(buf, sizeof buf, "{\"op\":\"reply\",\"id\":%lld,\"channel\":\"%s\"}",
-                                  (long long)id, channel)
-                       : snprintf(buf, sizeof buf, "{\"op\":\"reply\",\"channel\":\"%s\"}", channel);
-        ws_text(s, buf, (size_t)n);
+        unsub_reply(s, has_id, id, channel, clen);
         return;
     }
     int action = is_pub ? PX_JWT_PUBLISH : PX_JWT_SUBSCRIBE;
@@ -441,8 +475,9 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
                 oo = px_json_get(&doc, st, "offset");
             }
             if (oo < 0 || px_json_get_u64(&doc, oo, &r->since_offset) != 0 ||
-                (eo >= 0 && (toks[eo].type != PX_JSON_STRING ||
-                             px_json_unescape(&doc, eo, r->since_epoch, sizeof r->since_epoch) < 0))) {
+                (eo >= 0 &&
+                 (toks[eo].type != PX_JSON_STRING ||
+                  px_json_unescape(&doc, eo, r->since_epoch, sizeof r->since_epoch) < 0))) {
                 px__free(r);
                 ws_error(s, has_id, id, "bad_request",
                          "\"since\" must be {\"epoch\":\"...\",\"offset\":N}");
@@ -488,6 +523,7 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
         u->snext = s->subs;
         s->subs = u;
         s->nsubs++;
+        r->tag = u;
     } else if (is_pub) {
         if (v[K_DATA] < 0) {
             ws_error(s, has_id, id, "bad_request", "publish needs \"data\"");
@@ -495,8 +531,8 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
         }
         px_str_t raw = px_json_raw(&doc, v[K_DATA]);
         if (raw.len > h->opts.max_payload) {
-            ws_error(s, has_id, id, "payload_too_large", "data is %zu bytes; the limit is %zu", raw.len,
-                     h->opts.max_payload);
+            ws_error(s, has_id, id, "payload_too_large", "data is %zu bytes; the limit is %zu",
+                     raw.len, h->opts.max_payload);
             return;
         }
         if (!rate_ok(s)) {
@@ -516,14 +552,16 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
             int oo = toks[st].type == PX_JSON_OBJECT ? px_json_get(&doc, st, "offset") : st;
             if (oo < 0 || px_json_get_u64(&doc, oo, &r->since_offset) != 0) {
                 px__free(r);
-                ws_error(s, has_id, id, "bad_request", "\"since\" must be an offset or {\"offset\":N}");
+                ws_error(s, has_id, id, "bad_request",
+                         "\"since\" must be an offset or {\"offset\":N}");
                 return;
             }
         }
         if (v[K_LIMIT] >= 0 && (px_json_get_u64(&doc, v[K_LIMIT], &limit) != 0 || limit == 0 ||
                                 limit > h->opts.history_limit_max)) {
             px__free(r);
-            ws_error(s, has_id, id, "bad_request", "\"limit\" must be 1..%u", h->opts.history_limit_max);
+            ws_error(s, has_id, id, "bad_request", "\"limit\" must be 1..%u",
+                     h->opts.history_limit_max);
             return;
         }
         r->limit = (size_t)limit;
@@ -542,7 +580,8 @@ static const px_ws_callbacks_t hub_ws_callbacks = {
     .on_close = ws_close_cb,
 };
 
-/* ---- replies and deliveries (on the worker) ---------------------------------------------------- */
+/* ---- replies and deliveries (on the worker) ----------------------------------------------------
+ */
 
 static void rep_free(hub_rep_t *rep)
 {
@@ -566,42 +605,35 @@ static void session_reply(px_worker_t *w, session_t *s, hub_rep_t *rep)
 {
     PX_UNUSED(w);
     s->pending--;
-    sub_t *u = rep->type == HREQ_SUBSCRIBE ? find_sub(s, rep->channel, rep->channel_len) : NULL;
+    sub_t *u = rep->type == HREQ_SUBSCRIBE ? rep->tag : NULL;
     if (s->dead) {
-        if (rep->type == HREQ_SUBSCRIBE && !rep->status) {
-            /* The hub counted a subscription whose session has gone. */
-            hub_req_t *r = req_new(s, HREQ_UNSUBSCRIBE, rep->channel, rep->channel_len);
-            r->origin = NULL;
-            if (s->kind == ORIGIN_WS)
-                memcpy(r->client, s->client, sizeof r->client);
-            px__hub_post(s->hub, r);
-        }
-        if (u) { /* never activated: just free it */
-            for (sub_t **pp = &s->subs; *pp; pp = &(*pp)->snext)
-                if (*pp == u) {
-                    *pp = u->snext;
-                    break;
-                }
+        if (rep->type == HREQ_SUBSCRIBE && !rep->status && !rep->err_code && !(u && u->cancelled))
+            post_unsubscribe(s, rep->channel,
+                             rep->channel_len); /* counted for a session now gone */
+        if (u) {                                /* never activated: just free it */
+            unlink_sub(s, u);
             px__free(u);
         }
         session_maybe_free(s);
         return;
     }
     if (rep->status >= 400 || rep->err_code) {
+        int cancelled = u && u->cancelled, cancel_has_id = u && u->cancel_has_id;
+        int64_t cancel_id = u ? u->cancel_id : 0;
         if (u) {
-            for (sub_t **pp = &s->subs; *pp; pp = &(*pp)->snext)
-                if (*pp == u) {
-                    *pp = u->snext;
-                    break;
-                }
+            unlink_sub(s, u);
             s->nsubs--;
             px__free(u);
         }
-        if (s->kind == ORIGIN_WS)
+        if (s->kind == ORIGIN_WS) {
             ws_error(s, rep->has_id, rep->id, rep->err_code ? rep->err_code : "error", "%s",
                      rep->err_msg);
-        else
+            if (cancelled)
+                ws_error(s, cancel_has_id, cancel_id, "not_subscribed", "not subscribed to %.*s",
+                         (int)rep->channel_len, rep->channel);
+        } else {
             sse_end(s);
+        }
         return;
     }
     if (s->kind == ORIGIN_WS) {
@@ -612,8 +644,14 @@ static void session_reply(px_worker_t *w, session_t *s, hub_rep_t *rep)
         for (size_t i = 0; i < rep->nframes && s->req; i++)
             px_stream_write_slice(s->req, rep->frames[i], 0, rep->frames[i]->len);
     }
-    if (u)
+    if (u && u->cancelled) {
+        unsub_reply(s, u->cancel_has_id, u->cancel_id, rep->channel, rep->channel_len);
+        unlink_sub(s, u); /* the hub already had the unsubscribe */
+        s->nsubs--;
+        px__free(u);
+    } else if (u) {
         activate(s, u);
+    }
 }
 
 void px__hub_on_reply(px_worker_t *w, px_msg_t *m)
@@ -622,7 +660,8 @@ void px__hub_on_reply(px_worker_t *w, px_msg_t *m)
     if (rep->origin_kind == ORIGIN_HTTP) {
         px_req_t *req = rep->origin;
         if (rep->status >= 400 || rep->err_code)
-            px_respond_error(req, rep->status ? rep->status : 500, rep->err_code, "%s", rep->err_msg);
+            px_respond_error(req, rep->status ? rep->status : 500, rep->err_code, "%s",
+                             rep->err_msg);
         else
             px_respond(req, rep->status ? rep->status : 200, "application/json", rep->body,
                        rep->body_len);
@@ -665,7 +704,8 @@ void px__hub_on_delivery(px_worker_t *w, px_msg_t *m)
     px__free(d);
 }
 
-/* ---- HTTP API ------------------------------------------------------------------------------------ */
+/* ---- HTTP API
+ * ------------------------------------------------------------------------------------ */
 
 /* Check the API credentials. Returns 0 (allowed; *claims set for a JWT) or
  * answers the request with 401/403 and returns -1. */
@@ -737,8 +777,8 @@ static void api_publish(px_req_t *req, void *ud)
         return;
     px_str_t body = px_req_body(req);
     if (body.len > h->opts.max_payload) {
-        px_respond_error(req, 413, "payload_too_large", "data is %zu bytes; the limit is %zu", body.len,
-                         h->opts.max_payload);
+        px_respond_error(req, 413, "payload_too_large", "data is %zu bytes; the limit is %zu",
+                         body.len, h->opts.max_payload);
         return;
     }
     px_json_doc_t doc;
@@ -788,7 +828,8 @@ static void api_history(px_req_t *req, void *ud)
         return;
     uint64_t since = 0, limit = default_limit(h);
     if (query_u64(req, "since", &since) < 0) {
-        px_respond_error(req, 400, "bad_request", "since must be an offset (a non-negative integer)");
+        px_respond_error(req, 400, "bad_request",
+                         "since must be an offset (a non-negative integer)");
         return;
     }
     if (query_u64(req, "limit", &limit) < 0 || limit == 0 || limit > h->opts.history_limit_max) {
@@ -820,7 +861,8 @@ static void api_channels(px_req_t *req, void *ud)
     px__hub_post(h, http_req(req, HREQ_CHANNELS, (px_str_t){NULL, 0}));
 }
 
-/* ---- Server-Sent Events ---------------------------------------------------------------------------- */
+/* ---- Server-Sent Events
+ * ---------------------------------------------------------------------------- */
 
 static void sse_keepalive(px_timer_t *t)
 {
@@ -887,7 +929,7 @@ static void api_events(px_req_t *req, void *ud)
     px_req_on_abort(req, sse_abort, s);
     px_res_header(req, "X-Accel-Buffering", "no");
     if (px_stream_start(req, 200, "text/event-stream") != 0) {
-        session_close(s);
+        session_close(s); /* the request is over and on_abort will not come */
         return;
     }
     px_stream_write(req, "retry: 2000\n\n", 13);
@@ -903,13 +945,15 @@ static void api_events(px_req_t *req, void *ud)
     s->subs = u;
     s->nsubs = 1;
     hub_req_t *r = req_new(s, HREQ_SUBSCRIBE, ch.ptr, ch.len);
+    r->tag = u;
     r->has_since = has_since;
     r->since_offset = since;
     s->pending++;
     px__hub_post(h, r);
 }
 
-/* ---- /metrics ----------------------------------------------------------------------------------------- */
+/* ---- /metrics
+ * ----------------------------------------------------------------------------------------- */
 
 static void metrics(px_req_t *req, void *ud)
 {
@@ -921,7 +965,8 @@ static void metrics(px_req_t *req, void *ud)
         px_respond_error(req, 500, NULL, "cannot render metrics");
         return;
     }
-    px_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", px_buf_head(&b), px_buf_size(&b));
+    px_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", px_buf_head(&b),
+               px_buf_size(&b));
     px_buf_dispose(&b);
 }
 

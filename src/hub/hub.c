@@ -174,7 +174,8 @@ static px_slice_t *encode_ws(const hchan_t *c, uint64_t offset, const char *data
                              uint32_t *data_off)
 {
     char head[PX__CHANNEL_MAX + 96];
-    int hn = snprintf(head, sizeof head, "{\"op\":\"message\",\"channel\":\"%.*s\",\"offset\":%llu,\"data\":",
+    int hn = snprintf(head, sizeof head,
+                      "{\"op\":\"message\",\"channel\":\"%.*s\",\"offset\":%llu,\"data\":",
                       (int)c->name_len, c->name, (unsigned long long)offset);
     size_t plen = (size_t)hn + len + 1;
     uint8_t fh[14];
@@ -241,6 +242,7 @@ static hub_rep_t *rep_new(const hub_req_t *r)
     rep->type = r->type;
     rep->origin_kind = r->origin_kind;
     rep->origin = r->origin;
+    rep->tag = r->tag;
     rep->has_id = r->has_id;
     rep->id = r->id;
     rep->channel_len = r->channel_len;
@@ -744,7 +746,8 @@ static void do_channels(px_hub_t *h, hub_req_t *r)
     px_json_writer_init_growable(&w, 64u << 20);
     PX_JSON_PUT_LIT(&w, "{\"channels\":[");
     int first = 1;
-    for (px__centry_t *e = px__chanmap_next(&h->channels, NULL); e; e = px__chanmap_next(&h->channels, e)) {
+    for (px__centry_t *e = px__chanmap_next(&h->channels, NULL); e;
+         e = px__chanmap_next(&h->channels, e)) {
         hchan_t *c = PX_CONTAINER_OF(e, hchan_t, e);
         if (!c->total_subs)
             continue; /* "active": has subscribers */
@@ -853,19 +856,22 @@ px_hub_t *px_hub_new(px_server_t *s, const px_hub_opts_t *o, char *err, size_t e
     h->nworkers = px_workers_count(px_server_workers(s));
     px__chanmap_init(&h->channels);
 
-    px__m_publishes = px_metric_register("plexus_hub_publishes_total", "Messages published and stored",
-                                         PX_METRIC_COUNTER);
-    px__m_deliveries = px_metric_register("plexus_hub_deliveries_total",
-                                          "Messages delivered to subscribers (fan-out)", PX_METRIC_COUNTER);
+    px__m_publishes = px_metric_register("plexus_hub_publishes_total",
+                                         "Messages published and stored", PX_METRIC_COUNTER);
+    px__m_deliveries =
+        px_metric_register("plexus_hub_deliveries_total",
+                           "Messages delivered to subscribers (fan-out)", PX_METRIC_COUNTER);
     px__m_commit_us = px_metric_register("plexus_store_commit_microseconds_total",
                                          "Time spent in store commits", PX_METRIC_COUNTER);
-    px__m_commits = px_metric_register("plexus_store_commits_total", "Store commits (group commits)",
-                                       PX_METRIC_COUNTER);
-    px__m_channels = px_metric_register("plexus_hub_channels", "Channels known to the hub", PX_METRIC_GAUGE);
+    px__m_commits = px_metric_register("plexus_store_commits_total",
+                                       "Store commits (group commits)", PX_METRIC_COUNTER);
+    px__m_channels =
+        px_metric_register("plexus_hub_channels", "Channels known to the hub", PX_METRIC_GAUGE);
 
     px_store_opts_t so = {.data_dir = h->data_dir,
-                          .durability = o->durability == PX_HUB_DURABILITY_FULL ? PX_DURABILITY_FULL
-                                                                               : PX_DURABILITY_NORMAL,
+                          .durability = o->durability == PX_HUB_DURABILITY_FULL
+                                            ? PX_DURABILITY_FULL
+                                            : PX_DURABILITY_NORMAL,
                           .history_size = o->history_size,
                           .history_ttl_ms = o->history_ttl_ms};
     int r = px__store_open(NULL, &so, &h->store, err, errlen);
@@ -875,7 +881,8 @@ px_hub_t *px_hub_new(px_server_t *s, const px_hub_opts_t *o, char *err, size_t e
     }
     r = px__store_load_channels(h->store, load_channel, h);
     if (r) {
-        snprintf(err, errlen, "%s: cannot load channels: %s", h->data_dir, px__store_errmsg(h->store));
+        snprintf(err, errlen, "%s: cannot load channels: %s", h->data_dir,
+                 px__store_errmsg(h->store));
         px_hub_free(h);
         return NULL;
     }

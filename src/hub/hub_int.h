@@ -17,12 +17,19 @@
 #include "plexus/hub.h"
 #include "plexus/ws.h"
 
-#define PX__CHANNEL_MAX 200
+#define PX__CHANNEL_MAX   200
 #define PX__CLIENT_ID_LEN 16
-#define PX__RING_MAX 256 /* recent messages per channel kept in memory */
+#define PX__RING_MAX      256 /* recent messages per channel kept in memory */
 
 enum { ORIGIN_WS = 1, ORIGIN_SSE, ORIGIN_HTTP };
-enum { HREQ_PUBLISH = 1, HREQ_SUBSCRIBE, HREQ_UNSUBSCRIBE, HREQ_HISTORY, HREQ_PRESENCE, HREQ_CHANNELS };
+enum {
+    HREQ_PUBLISH = 1,
+    HREQ_SUBSCRIBE,
+    HREQ_UNSUBSCRIBE,
+    HREQ_HISTORY,
+    HREQ_PRESENCE,
+    HREQ_CHANNELS
+};
 enum { DELIVER_MESSAGE = 1, DELIVER_PRESENCE };
 
 typedef struct hub_req {
@@ -32,6 +39,7 @@ typedef struct hub_req {
     unsigned worker; /* the reply goes to this worker */
     int origin_kind;
     void *origin; /* session_t (WS/SSE) or px_req_t (HTTP): never touched by the hub thread */
+    void *tag;    /* the front's own reference (a subscription), passed back in the reply */
     int has_id;
     int64_t id;
     size_t channel_len;
@@ -60,12 +68,13 @@ typedef struct hub_rep {
     int64_t id;
     int origin_kind;
     void *origin;
-    int status;          /* HTTP status for HTTP origins; 0 = success for others */
+    void *tag;
+    int status;           /* HTTP status for HTTP origins; 0 = success for others */
     const char *err_code; /* machine code on error */
     char err_msg[160];
     size_t channel_len;
     char channel[PX__CHANNEL_MAX + 1];
-    char *body;          /* malloc'd JSON reply text (WS: the whole frame payload) */
+    char *body; /* malloc'd JSON reply text (WS: the whole frame payload) */
     size_t body_len;
     px_slice_t **frames; /* subscribe: missed messages, encoded for the origin kind */
     size_t nframes;
@@ -89,7 +98,7 @@ struct px_hub {
     px_store_t *store;
     px_workers_t *actor; /* one worker: the hub thread */
     unsigned nworkers;
-    px__chanmap_t channels; /* hub thread only */
+    px__chanmap_t channels;   /* hub thread only */
     struct hub_local *locals; /* per worker: that worker only */
     px_defer_t commit_defer;
     hub_req_t *batch_head, *batch_tail;

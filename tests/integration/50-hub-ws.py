@@ -146,6 +146,24 @@ class Protocol(HubCase):
         self.assertEqual(answers[2]["op"], "reply")
         self.assertEqual(leaked, [])
 
+    def test_pipelined_subscribe_unsubscribe_subscribe(self):
+        """subscribe, unsubscribe, subscribe in one segment: three replies, in
+        order, and the connection ends up subscribed exactly once."""
+        from wsraw import OP_TEXT, encode_frame
+
+        ch = self.chan()
+        c = self.client()
+        frames = b"".join(encode_frame(OP_TEXT, ('{"op":"%s","id":%d,"channel":"%s","presence":true}'
+                                                 % (op, i, ch)).encode())
+                          for i, op in enumerate(("subscribe", "unsubscribe", "subscribe"), 1))
+        c.ws.send_raw(frames)
+        for i in (1, 2, 3):
+            self.assertEqual(c.reply(i)["op"], "reply", "answer %d" % i)
+        self.client().ok("publish", channel=ch, data="once")
+        got = [m for m in c.quiet(0.4) if m["op"] == "message"]
+        self.assertEqual([m["data"] for m in got], ["once"])
+        self.assertEqual(len(c.ok("presence", channel=ch)["clients"]), 1)
+
     def test_history(self):
         ch = self.chan()
         c = self.client()
