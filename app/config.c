@@ -30,8 +30,8 @@ typedef struct opt {
 static const opt_t options[] = {
     {"listen", T_LIST, O(listen), "127.0.0.1:8080", "ADDR",
      "address to listen on, repeatable: HOST:PORT, [V6]:PORT, unix:PATH, fd:N", NULL, "Server"},
-    {"workers", T_UINT, O(workers), "0", "N", "worker threads, each with its own event loop (0 = one per CPU)",
-     NULL, "Server"},
+    {"workers", T_UINT, O(workers), "0", "N",
+     "worker threads, each with its own event loop (0 = one per CPU)", NULL, "Server"},
     {"max-connections", T_UINT, O(max_connections), "10000", "N",
      "open connections allowed; over it new ones get 503 and are closed", NULL, "Server"},
     {"idle-timeout", T_DURATION, O(idle_timeout_ms), "60s", "DURATION",
@@ -49,16 +49,16 @@ static const opt_t options[] = {
      "longest request line (414 over it)", NULL, "HTTP"},
     {"max-header-size", T_SIZE, O(max_header_size), "16KiB", "SIZE",
      "largest request header block (431 over it)", NULL, "HTTP"},
-    {"max-headers", T_UINT, O(max_headers), "100", "N", "most header fields in a request (431 over it)",
-     NULL, "HTTP"},
+    {"max-headers", T_UINT, O(max_headers), "100", "N",
+     "most header fields in a request (431 over it)", NULL, "HTTP"},
     {"header-timeout", T_DURATION, O(header_timeout_ms), "10s", "DURATION",
      "time allowed to send a request head (slowloris defence)", NULL, "HTTP"},
     {"keepalive-timeout", T_DURATION, O(keepalive_timeout_ms), "60s", "DURATION",
      "close a keep-alive connection idle between requests this long", NULL, "HTTP"},
     {"max-requests", T_UINT, O(max_requests), "0", "N",
      "requests served per connection before it is closed (0 = no limit)", NULL, "HTTP"},
-    {"access-log", T_STR, O(access_log), "off", "FORMAT", "access log, one line per request: off|text|json",
-     "off|text|json", "HTTP"},
+    {"access-log", T_STR, O(access_log), "off", "FORMAT",
+     "access log, one line per request: off|text|json", "off|text|json", "HTTP"},
     {"ws-max-message", T_SIZE, O(ws_max_message), "1MiB", "SIZE",
      "largest WebSocket message accepted (close 1009 over it)", NULL, "WebSocket"},
     {"ws-ping-interval", T_DURATION, O(ws_ping_interval_ms), "30s", "DURATION",
@@ -69,7 +69,8 @@ static const opt_t options[] = {
     {"ws-slow-policy", T_STR, O(ws_slow_policy), "close", "POLICY",
      "a client whose output budget (--output-cap) is full: close (1008) or drop messages",
      "close|drop", "WebSocket"},
-    {"data-dir", T_STR, O(data_dir), "./var", "DIR", "where the SQLite database lives", NULL, "Hub"},
+    {"data-dir", T_STR, O(data_dir), "./var", "DIR", "where the SQLite database lives", NULL,
+     "Hub"},
     {"durability", T_STR, O(durability), "normal", "MODE",
      "normal: acknowledged messages survive a crash (kill -9); full: also a power loss (fsync)",
      "normal|full", "Hub"},
@@ -79,8 +80,8 @@ static const opt_t options[] = {
      "drop messages older than this (0 = keep)", NULL, "Hub"},
     {"jwt-secret", T_STR, O(jwt_secret), NULL, "SECRET",
      "HS256 secret that signs client tokens (claims: sub, exp, channels, info)", NULL, "Hub"},
-    {"api-key", T_STR, O(api_key), NULL, "KEY",
-     "key for the HTTP API (Authorization: Bearer KEY)", NULL, "Hub"},
+    {"api-key", T_STR, O(api_key), NULL, "KEY", "key for the HTTP API (Authorization: Bearer KEY)",
+     NULL, "Hub"},
     {"allow-anonymous", T_BOOL, O(allow_anonymous), "false", "",
      "let clients without a token subscribe and publish (and open the HTTP API if no --api-key)",
      NULL, "Hub"},
@@ -91,12 +92,12 @@ static const opt_t options[] = {
      "publishes per second per connection (0 = no limit)", NULL, "Hub"},
     {"history-limit-max", T_UINT, O(history_limit_max), "1000", "N",
      "largest `limit` a history request may ask for", NULL, "Hub"},
-    {"log-level", T_STR, O(log_level), "info", "LEVEL", "debug|info|warn|error", "debug|info|warn|error|off",
-     "Logs"},
-    {"log-format", T_STR, O(log_format), "text", "FORMAT", "text|json, one line per event on stderr",
-     "text|json", "Logs"},
-    {"log-file", T_STR, O(log_file), NULL, "PATH", "log to PATH instead of stderr (re-opened on SIGHUP)",
-     NULL, "Logs"},
+    {"log-level", T_STR, O(log_level), "info", "LEVEL", "debug|info|warn|error",
+     "debug|info|warn|error|off", "Logs"},
+    {"log-format", T_STR, O(log_format), "text", "FORMAT",
+     "text|json, one line per event on stderr", "text|json", "Logs"},
+    {"log-file", T_STR, O(log_file), NULL, "PATH",
+     "log to PATH instead of stderr (re-opened on SIGHUP)", NULL, "Logs"},
     {"config", T_STR, O(config_file), NULL, "FILE",
      "read options from a JSON file: {\"listen\": [\"127.0.0.1:8080\"], \"workers\": 2}", NULL,
      "General"},
@@ -139,9 +140,9 @@ static int parse_scaled(const char *s, uint64_t *out, int kind)
         static const struct {
             const char *u;
             uint64_t m;
-        } units[] = {{"", 1},          {"B", 1},          {"KiB", 1024},   {"K", 1024},
-                     {"k", 1024},      {"MiB", 1 << 20},  {"M", 1 << 20},  {"m", 1 << 20},
-                     {"GiB", 1 << 30}, {"G", 1 << 30},    {"g", 1 << 30}};
+        } units[] = {{"", 1},          {"B", 1},         {"KiB", 1024},  {"K", 1024},
+                     {"k", 1024},      {"MiB", 1 << 20}, {"M", 1 << 20}, {"m", 1 << 20},
+                     {"GiB", 1 << 30}, {"G", 1 << 30},   {"g", 1 << 30}};
         size_t i;
         for (i = 0; i < sizeof units / sizeof units[0]; i++)
             if (strcmp(end, units[i].u) == 0)
@@ -318,7 +319,8 @@ static void load_file(px_config_t *cfg, const char *path)
             int e = v + 1;
             for (uint32_t j = 0; j < toks[v].size; j++, e = (int)toks[e].next) {
                 char val[1024];
-                if (toks[e].type != PX_JSON_STRING || px_json_unescape(&doc, e, val, sizeof val) < 0)
+                if (toks[e].type != PX_JSON_STRING ||
+                    px_json_unescape(&doc, e, val, sizeof val) < 0)
                     die("%s %s: expected an array of strings", origin, key);
                 set_value(cfg, o, val, origin);
             }

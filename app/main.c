@@ -72,7 +72,8 @@ static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp)
     ho.keepalive_timeout_ms = cfg.keepalive_timeout_ms;
     ho.max_requests = cfg.max_requests;
     ho.access_log = strcmp(cfg.access_log, "json") == 0 ? 2 : strcmp(cfg.access_log, "text") == 0;
-    if (px_http_configure(server, &ho) != 0 || px_route(server, "GET", "/healthz", healthz, NULL) != 0) {
+    if (px_http_configure(server, &ho) != 0 ||
+        px_route(server, "GET", "/healthz", healthz, NULL) != 0) {
         fprintf(stderr, "plexus: out of memory\n");
         return 1;
     }
@@ -90,8 +91,8 @@ static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp)
     px_hub_opts_t hopts;
     px_hub_opts_init(&hopts);
     hopts.data_dir = cfg.data_dir;
-    hopts.durability = strcmp(cfg.durability, "full") == 0 ? PX_HUB_DURABILITY_FULL
-                                                            : PX_HUB_DURABILITY_NORMAL;
+    hopts.durability =
+        strcmp(cfg.durability, "full") == 0 ? PX_HUB_DURABILITY_FULL : PX_HUB_DURABILITY_NORMAL;
     hopts.history_size = cfg.history_size;
     hopts.history_ttl_ms = cfg.history_ttl_ms;
     hopts.jwt_secret = cfg.jwt_secret;
@@ -108,10 +109,12 @@ static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp)
         return 2;
     }
     if (cfg.allow_anonymous)
-        px_log(PX_LOG_WARN, "--allow-anonymous: clients without a token may subscribe and publish%s",
+        px_log(PX_LOG_WARN,
+               "--allow-anonymous: clients without a token may subscribe and publish%s",
                cfg.api_key ? "" : "; the HTTP API is open (no --api-key)");
     else if (!cfg.jwt_secret)
-        px_log(PX_LOG_WARN, "no --jwt-secret and no --allow-anonymous: WebSocket clients cannot connect");
+        px_log(PX_LOG_WARN,
+               "no --jwt-secret and no --allow-anonymous: WebSocket clients cannot connect");
 
     const char *static_dir = cfg.static_dir ? cfg.static_dir : default_static_dir();
     int sr = px_route_static(server, "/", static_dir);

@@ -18,5 +18,16 @@ check_layer() { # dir forbidden-include-pattern
 check_layer core 'net|http|hub'
 check_layer net 'http|hub'
 check_layer http 'hub'
+# The tree is clang-formatted (.clang-format at the root).
+if command -v clang-format >/dev/null 2>&1; then
+    for f in $(cd "$root" && find src app include examples bench tests/unit tests/fuzz -name '*.[ch]'); do
+        if ! clang-format --dry-run --Werror "$root/$f" >/dev/null 2>&1; then
+            echo "lint: $f is not clang-formatted (clang-format -i $f)" >&2
+            fail=1
+        fi
+    done
+else
+    echo "lint: clang-format not installed, format not checked" >&2
+fi
 if [ $fail = 0 ]; then echo "lint ok"; fi
 exit $fail

@@ -11,11 +11,11 @@ extern "C" {
 #endif
 
 /** Marks a symbol exported from libplexus (the library builds with -fvisibility=hidden). */
-#define PX_EXTERN __attribute__((visibility("default")))
-#define PX_MUST_CHECK __attribute__((warn_unused_result))
-#define PX_UNUSED(x) ((void)(x))
-#define PX_LIKELY(x) __builtin_expect(!!(x), 1)
-#define PX_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define PX_EXTERN        __attribute__((visibility("default")))
+#define PX_MUST_CHECK    __attribute__((warn_unused_result))
+#define PX_UNUSED(x)     ((void)(x))
+#define PX_LIKELY(x)     __builtin_expect(!!(x), 1)
+#define PX_UNLIKELY(x)   __builtin_expect(!!(x), 0)
 #define PX_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 /** Pointer to the struct that embeds `ptr` as `member`. */
 #define PX_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))

@@ -19,18 +19,18 @@ typedef struct px_hub px_hub_t;
 enum { PX_HUB_DURABILITY_NORMAL = 0, PX_HUB_DURABILITY_FULL = 1 };
 
 typedef struct px_hub_opts {
-    const char *data_dir;        /**< SQLite database directory (default "./var") */
-    int durability;              /**< NORMAL: survives kill -9; FULL: fsync before every ack */
-    uint64_t history_size;       /**< messages kept per channel (default 1000; 0 = unlimited) */
-    uint64_t history_ttl_ms;     /**< drop older messages (default 0 = forever) */
-    const char *jwt_secret;      /**< HS256 secret for client tokens (NULL = no tokens) */
-    const char *api_key;         /**< bearer key for the HTTP API (NULL = none) */
-    int allow_anonymous;         /**< clients without a token may do anything */
-    size_t max_payload;          /**< largest message data in bytes (default 64 KiB) */
-    unsigned max_channels;       /**< subscriptions per connection (default 100) */
-    unsigned publish_rate;       /**< publishes per second per connection (default 100; 0 = no limit) */
-    unsigned history_limit_max;  /**< largest history `limit` (default 1000) */
-    uint64_t sse_keepalive_ms;   /**< SSE comment interval (default 15 s) */
+    const char *data_dir;    /**< SQLite database directory (default "./var") */
+    int durability;          /**< NORMAL: survives kill -9; FULL: fsync before every ack */
+    uint64_t history_size;   /**< messages kept per channel (default 1000; 0 = unlimited) */
+    uint64_t history_ttl_ms; /**< drop older messages (default 0 = forever) */
+    const char *jwt_secret;  /**< HS256 secret for client tokens (NULL = no tokens) */
+    const char *api_key;     /**< bearer key for the HTTP API (NULL = none) */
+    int allow_anonymous;     /**< clients without a token may do anything */
+    size_t max_payload;      /**< largest message data in bytes (default 64 KiB) */
+    unsigned max_channels;   /**< subscriptions per connection (default 100) */
+    unsigned publish_rate;   /**< publishes per second per connection (default 100; 0 = no limit) */
+    unsigned history_limit_max; /**< largest history `limit` (default 1000) */
+    uint64_t sse_keepalive_ms;  /**< SSE comment interval (default 15 s) */
 } px_hub_opts_t;
 
 PX_EXTERN void px_hub_opts_init(px_hub_opts_t *o);

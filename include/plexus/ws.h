@@ -31,13 +31,14 @@ enum {
 enum { PX_WS_SLOW_CLOSE = 0, PX_WS_SLOW_DROP = 1 };
 
 typedef struct px_ws_opts {
-    size_t max_message;           /**< larger messages: close 1009 (default 16 MiB) */
-    uint64_t ping_interval_ms;    /**< server pings; a peer silent for two intervals is closed (default 30 s; 0 = off) */
-    uint64_t close_timeout_ms;    /**< wait for the peer's close reply (default 5 s) */
-    int deflate;                  /**< accept permessage-deflate offers (default 0) */
-    size_t deflate_threshold;     /**< smaller messages are sent uncompressed (default 256) */
-    size_t deflate_memory;        /**< zlib memory budget per connection (default 512 KiB) */
-    int slow_policy;              /**< PX_WS_SLOW_CLOSE or PX_WS_SLOW_DROP */
+    size_t max_message;        /**< larger messages: close 1009 (default 16 MiB) */
+    uint64_t ping_interval_ms; /**< server pings; a peer silent for two intervals is closed (default
+                                  30 s; 0 = off) */
+    uint64_t close_timeout_ms; /**< wait for the peer's close reply (default 5 s) */
+    int deflate;               /**< accept permessage-deflate offers (default 0) */
+    size_t deflate_threshold;  /**< smaller messages are sent uncompressed (default 256) */
+    size_t deflate_memory;     /**< zlib memory budget per connection (default 512 KiB) */
+    int slow_policy;           /**< PX_WS_SLOW_CLOSE or PX_WS_SLOW_DROP */
 } px_ws_opts_t;
 
 typedef struct px_ws_callbacks {

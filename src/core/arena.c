@@ -27,7 +27,8 @@ void *px__arena_alloc(px__arena_t *a, size_t n)
     if (a->max && (n > a->max || a->total > a->max - n))
         return NULL;
     if (!a->head || a->head->size - a->used < n) {
-        size_t size = n > BLOCK_SIZE - sizeof(px__arena_block_t) ? n : BLOCK_SIZE - sizeof(px__arena_block_t);
+        size_t size =
+            n > BLOCK_SIZE - sizeof(px__arena_block_t) ? n : BLOCK_SIZE - sizeof(px__arena_block_t);
         px__arena_block_t *b = px__malloc(sizeof *b + size);
         if (!b)
             return NULL;

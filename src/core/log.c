@@ -141,15 +141,17 @@ void px_log(int level, const char *fmt, ...)
     char line[4096];
     size_t n;
     if (log_json) {
-        int k = snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"worker\":\"%s\",\"msg\":\"",
-                         when, level_names[level], who);
+        int k = snprintf(line, sizeof line,
+                         "{\"ts\":\"%s\",\"level\":\"%s\",\"worker\":\"%s\",\"msg\":\"", when,
+                         level_names[level], who);
         n = (size_t)k;
         json_escape(line, &n, sizeof line - 3, msg);
         line[n++] = '"';
         line[n++] = '}';
         line[n++] = '\n';
     } else {
-        int k = snprintf(line, sizeof line, "%s %-5s [%s] %s\n", when, level_names[level], who, msg);
+        int k =
+            snprintf(line, sizeof line, "%s %-5s [%s] %s\n", when, level_names[level], who, msg);
         n = k < 0 ? 0 : (size_t)k >= sizeof line ? sizeof line - 1 : (size_t)k;
         if (n == sizeof line - 1)
             line[n - 1] = '\n';

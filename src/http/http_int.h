@@ -12,8 +12,8 @@
 typedef struct px__route px__route_t;
 
 typedef struct px__http_worker {
-    int64_t date_sec;  /* wall second the cached Date line was made for */
-    char date[48];     /* "Date: Sun, 22 Nov 2026 04:05:00 GMT\r\n" */
+    int64_t date_sec; /* wall second the cached Date line was made for */
+    char date[48];    /* "Date: Sun, 22 Nov 2026 04:05:00 GMT\r\n" */
     size_t date_len;
     px_http_header_t *hdrs; /* parse scratch: max_headers entries */
 } px__http_worker_t;
@@ -76,10 +76,10 @@ struct px__http_conn {
     px_req_t req;
     int state;
     unsigned nreq;
-    unsigned eof : 1;          /* client half-closed: close after the current answer */
-    unsigned close_after : 1;  /* graceful shutdown: close after the current answer */
-    unsigned head_timer : 1;   /* header timeout armed for a partial head */
-    unsigned own_hdrs : 1;     /* req.h.headers is this connection's arena copy */
+    unsigned eof : 1;         /* client half-closed: close after the current answer */
+    unsigned close_after : 1; /* graceful shutdown: close after the current answer */
+    unsigned head_timer : 1;  /* header timeout armed for a partial head */
+    unsigned own_hdrs : 1;    /* req.h.headers is this connection's arena copy */
     /* HC_BODY: */
     px_buf_t body;
     px_http1_chunked_t chunked;

@@ -59,7 +59,8 @@ const char *px__mime_type(const char *path, size_t len)
 {
     for (size_t i = 0; i < PX_ARRAY_SIZE(mime); i++) {
         size_t el = strlen(mime[i].ext);
-        if (len > el + 1 && path[len - el - 1] == '.' && strncasecmp(path + len - el, mime[i].ext, el) == 0)
+        if (len > el + 1 && path[len - el - 1] == '.' &&
+            strncasecmp(path + len - el, mime[i].ext, el) == 0)
             return mime[i].type;
     }
     return "application/octet-stream";
@@ -285,7 +286,8 @@ static void static_handler(px_req_t *req, void *ud)
     char etag[80], lastmod[40];
     snprintf(etag, sizeof etag, "\"%llx-%llx-%llx\"", (unsigned long long)sb.st_ino,
              (unsigned long long)sb.st_size,
-             (unsigned long long)sb.st_mtim.tv_sec * 1000000000ull + (unsigned long long)sb.st_mtim.tv_nsec);
+             (unsigned long long)sb.st_mtim.tv_sec * 1000000000ull +
+                 (unsigned long long)sb.st_mtim.tv_nsec);
     http_date(sb.st_mtim.tv_sec, lastmod, sizeof lastmod);
     px_res_header(req, "ETag", etag);
     px_res_header(req, "Last-Modified", lastmod);
@@ -310,7 +312,8 @@ static void static_handler(px_req_t *req, void *ud)
     uint64_t size = (uint64_t)sb.st_size, off = 0, len = size;
     px_str_t range = px_req_header(req, "range");
     px_str_t if_range = px_req_header(req, "if-range");
-    if (range.ptr && (!if_range.ptr || (if_range.len == strlen(etag) && memcmp(if_range.ptr, etag, if_range.len) == 0))) {
+    if (range.ptr && (!if_range.ptr || (if_range.len == strlen(etag) &&
+                                        memcmp(if_range.ptr, etag, if_range.len) == 0))) {
         int r = parse_range(range, size, &off, &len);
         if (r < 0) {
             close(fd);

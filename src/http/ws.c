@@ -41,10 +41,10 @@ struct px_ws {
     uint64_t done;            /* payload bytes of the current frame already unmasked/checked */
     px_utf8_state_t utf8;     /* across the text message being received */
     px_ws_topic_t *topic;
-    px_ws_t *tprev, *tnext;   /* links in the topic's per-worker list */
+    px_ws_t *tprev, *tnext; /* links in the topic's per-worker list */
     char *subprotocol;
-    uint16_t close_code;      /* received from the peer (1005 none, 1006 none yet) */
-    uint8_t msg_opcode;       /* opcode of the fragmented message in progress, 0 if none */
+    uint16_t close_code; /* received from the peer (1005 none, 1006 none yet) */
+    uint8_t msg_opcode;  /* opcode of the fragmented message in progress, 0 if none */
     unsigned msg_compressed : 1;
     unsigned close_sent : 1;
     unsigned close_received : 1;
@@ -70,10 +70,10 @@ void px_ws_opts_init(px_ws_opts_t *o)
 
 static void register_metrics(void)
 {
-    m_ws_open = px_metric_register("plexus_ws_connections", "Open WebSocket connections",
-                                   PX_METRIC_GAUGE);
-    m_ws_in = px_metric_register("plexus_ws_messages_received_total",
-                                 "WebSocket messages received", PX_METRIC_COUNTER);
+    m_ws_open =
+        px_metric_register("plexus_ws_connections", "Open WebSocket connections", PX_METRIC_GAUGE);
+    m_ws_in = px_metric_register("plexus_ws_messages_received_total", "WebSocket messages received",
+                                 PX_METRIC_COUNTER);
     m_ws_out = px_metric_register("plexus_ws_messages_sent_total",
                                   "WebSocket messages queued for sending", PX_METRIC_COUNTER);
     m_ws_slow = px_metric_register("plexus_ws_slow_consumer_closes_total",
@@ -615,7 +615,8 @@ static void ws_handshake(px_req_t *req, void *ud)
         if (nv) {
             px_ws_deflate_config_t cfg = PX_WS_DEFLATE_CONFIG_DEFAULT;
             cfg.server_no_context_takeover = 1; /* less memory; messages compress independently */
-            use_deflate = px_ws_deflate_negotiate(&cfg, values, nv, ext, sizeof ext, &ext_len, &dp) == 1;
+            use_deflate =
+                px_ws_deflate_negotiate(&cfg, values, nv, ext, sizeof ext, &ext_len, &dp) == 1;
         }
     }
 
@@ -646,12 +647,14 @@ static void ws_handshake(px_req_t *req, void *ud)
     char accept[29];
     accept_value(key, accept);
     char resp[512];
-    int n = snprintf(resp, sizeof resp,
-                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Accept: %s\r\n",
-                     accept);
+    int n =
+        snprintf(resp, sizeof resp,
+                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Accept: %s\r\n",
+                 accept);
     if (ws->subprotocol)
-        n += snprintf(resp + n, sizeof resp - (size_t)n, "Sec-WebSocket-Protocol: %s\r\n", ws->subprotocol);
+        n += snprintf(resp + n, sizeof resp - (size_t)n, "Sec-WebSocket-Protocol: %s\r\n",
+                      ws->subprotocol);
     if (use_deflate)
         n += snprintf(resp + n, sizeof resp - (size_t)n, "Sec-WebSocket-Extensions: %.*s\r\n",
                       (int)ext_len, ext);
@@ -715,7 +718,8 @@ px_str_t px_ws_subprotocol(const px_ws_t *ws)
                            : (px_str_t){NULL, 0};
 }
 
-/* ---- topics ------------------------------------------------------------------------------------ */
+/* ---- topics ------------------------------------------------------------------------------------
+ */
 
 typedef struct topic_local {
     px_ws_t *head;

@@ -224,7 +224,8 @@ int px_conn_write_slice(px_conn_t *c, px_slice_t *s, size_t off, size_t len)
         return r;
     if (off > s->len || len > s->len - off)
         return -EINVAL;
-    px__out_t e = {.kind = PX__OUT_SLICE, .off = (uint32_t)off, .u.slice = px_slice_ref(s), .len = len};
+    px__out_t e = {
+        .kind = PX__OUT_SLICE, .off = (uint32_t)off, .u.slice = px_slice_ref(s), .len = len};
     if ((r = out_push(c, e)) != 0) {
         px_slice_unref(s);
         return r;
@@ -428,7 +429,8 @@ static void dispatch(px_conn_t *c, char *data, size_t len, int from_in)
     if (px_buf_size(&c->in) == 0)
         px_buf_dispose(&c->in); /* idle connections hold no input memory */
     else if (px_buf_size(&c->in) > c->read_limit) {
-        px_log(PX_LOG_WARN, "conn %llu: input over the read limit, closing", (unsigned long long)c->id);
+        px_log(PX_LOG_WARN, "conn %llu: input over the read limit, closing",
+               (unsigned long long)c->id);
         px_conn_abort(c);
     }
 }

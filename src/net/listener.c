@@ -48,8 +48,7 @@ static void format_addr(const struct sockaddr *sa, char *out, size_t len)
 }
 
 /* Split "host:port" / "[v6]:port". */
-static int split_host_port(const char *addr, char *host, size_t hostlen, char *port,
-                           size_t portlen)
+static int split_host_port(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
 {
     const char *colon;
     if (addr[0] == '[') {

@@ -7,23 +7,23 @@
 
 #include "plexus/net.h"
 
-#define PX__READ_CHUNK     (64 * 1024) /* per-worker shared read buffer */
-#define PX__SCRATCH_SIZE   (16 * 1024) /* output scratch slices for small writes */
-#define PX__SCRATCH_CACHE  64          /* free scratch slices kept per worker */
-#define PX__MAX_LISTENERS  16
-#define PX__OUT_SMALL      4           /* entries in a new output ring */
-#define PX__RING_CACHE     256         /* free small rings kept per worker */
-#define PX__LINGER_MS      2000        /* read-and-discard after a close, so the peer gets our reply */
+#define PX__READ_CHUNK    (64 * 1024) /* per-worker shared read buffer */
+#define PX__SCRATCH_SIZE  (16 * 1024) /* output scratch slices for small writes */
+#define PX__SCRATCH_CACHE 64          /* free scratch slices kept per worker */
+#define PX__MAX_LISTENERS 16
+#define PX__OUT_SMALL     4    /* entries in a new output ring */
+#define PX__RING_CACHE    256  /* free small rings kept per worker */
+#define PX__LINGER_MS     2000 /* read-and-discard after a close, so the peer gets our reply */
 
 enum { PX__LISTEN_TCP, PX__LISTEN_UNIX, PX__LISTEN_FD };
 
 typedef struct px__listener {
     int kind;
-    char name[128];   /* as bound, for logs ("127.0.0.1:43123", "unix:/x", "fd:3") */
-    char *unix_path;  /* removed at free (we created it) */
-    int shared_fd;    /* UNIX/FD: one socket for every worker (EPOLLEXCLUSIVE); TCP: -1 */
-    int *worker_fds;  /* TCP: one SO_REUSEPORT socket per worker; -1 once closed */
-    unsigned nfds;    /* TCP: entries in worker_fds */
+    char name[128];  /* as bound, for logs ("127.0.0.1:43123", "unix:/x", "fd:3") */
+    char *unix_path; /* removed at free (we created it) */
+    int shared_fd;   /* UNIX/FD: one socket for every worker (EPOLLEXCLUSIVE); TCP: -1 */
+    int *worker_fds; /* TCP: one SO_REUSEPORT socket per worker; -1 once closed */
+    unsigned nfds;   /* TCP: entries in worker_fds */
 } px__listener_t;
 
 typedef struct px__netw px__netw_t;
@@ -37,7 +37,7 @@ typedef struct px__out {
         px_slice_t *slice;
         int fd;
     } u;
-    uint64_t len;     /* bytes still to send */
+    uint64_t len;      /* bytes still to send */
     uint64_t file_off; /* FILE: next offset */
 } px__out_t;
 
@@ -56,9 +56,9 @@ struct px_conn {
     uint32_t out_head, out_count, out_cap;
     size_t out_bytes; /* sum of len over entries; bounded by output_cap */
     uint64_t id;
-    unsigned closing : 1;    /* px_conn_close/abort called: no more reads or protocol output */
-    unsigned aborted : 1;    /* drop output, close at once */
-    unsigned lingering : 1;  /* write side shut; reading and discarding until EOF */
+    unsigned closing : 1;   /* px_conn_close/abort called: no more reads or protocol output */
+    unsigned aborted : 1;   /* drop output, close at once */
+    unsigned lingering : 1; /* write side shut; reading and discarding until EOF */
     unsigned read_paused : 1;
     unsigned eof : 1;
     unsigned redispatch : 1; /* input kept while paused must be handed over on resume */
@@ -81,7 +81,7 @@ struct px__netw {
     px__out_t *rings[PX__RING_CACHE]; /* free output rings of PX__OUT_SMALL entries */
     unsigned nrings;
     px_timer_t shutdown_timer;
-    px_timer_t lag_timer; /* samples loop lag into metrics once a second */
+    px_timer_t lag_timer;  /* samples loop lag into metrics once a second */
     px_defer_t stop_defer; /* stops the loop after connections finalised this iteration are freed */
     px_timer_t accept_retry; /* re-watch listeners after running out of fds */
     px_msg_t shutdown_msg;

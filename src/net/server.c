@@ -27,8 +27,8 @@ static void register_metrics(void)
 {
     px__m_conns = px_metric_register("plexus_connections", "Open connections",
                                      PX_METRIC_GAUGE | PX_METRIC_PER_WORKER);
-    px__m_accepted = px_metric_register("plexus_connections_accepted_total",
-                                        "Connections accepted", PX_METRIC_COUNTER);
+    px__m_accepted = px_metric_register("plexus_connections_accepted_total", "Connections accepted",
+                                        PX_METRIC_COUNTER);
     px__m_rejected = px_metric_register("plexus_connections_rejected_total",
                                         "Connections rejected over --max-connections or out of fds",
                                         PX_METRIC_COUNTER);
@@ -307,7 +307,8 @@ int px_server_run(px_server_t *s)
                 s->reload_cb(s, s->reload_ud);
             continue;
         }
-        px_log(PX_LOG_INFO, "%s: shutting down (grace period %llu ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
+        px_log(PX_LOG_INFO, "%s: shutting down (grace period %llu ms)",
+               sig == SIGINT ? "SIGINT" : "SIGTERM",
                (unsigned long long)s->opts.shutdown_timeout_ms);
         px_server_shutdown(s);
     }
