@@ -330,10 +330,13 @@ static void log_span(px_str_t t, char *out, size_t cap)
             n += 3;
             break;
         }
-        if (t.ptr[i] == '"' || t.ptr[i] == '\\')
+        unsigned char ch = (unsigned char)t.ptr[i];
+        if (ch == '"' || ch == '\\')
             out[n++] = '\\';
-        out[n++] = t.ptr[i];
+        out[n++] = ch < 0x20 || ch >= 0x7f ? '?' : (char)ch; /* a rejected head may hold anything */
     }
+    if (n == 0)
+        out[n++] = '-';
     out[n] = '\0';
 }
 
@@ -347,7 +350,7 @@ static void access_log(px_req_t *req)
     char method[128], target[1024];
     log_span(req->h.method, method, sizeof method);
     log_span(req->h.target, target, sizeof target);
-    double ms = (double)(px_now_ns() - req->start_ns) / 1e6;
+    double ms = req->start_ns ? (double)(px_now_ns() - req->start_ns) / 1e6 : 0.0;
     if (hc->http->opts.access_log == 2)
         px_log(PX_LOG_INFO,
                "{\"peer\":\"%s\",\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"bytes\":%llu,"
@@ -883,7 +886,18 @@ int px_req_query_param(px_req_t *req, const char *name, px_str_t *out)
 
 /* ---- the protocol ----------------------------------------------------------------------- */
 
-static void reject(px__http_conn_t *hc, int status, const char *msg)
+/* Log a request answered outside the handler path (rejected, 413/417 early).
+ * Without a complete head, method and target are not trustworthy: "-". */
+static void log_rejected(px_req_t *req, int head_ok)
+{
+    if (!head_ok) {
+        req->h.method = req->h.target = (px_str_t){NULL, 0};
+        req->h.minor_version = 1;
+    }
+    access_log(req);
+}
+
+static void reject(px__http_conn_t *hc, int status, int head_ok, const char *msg)
 {
     px_req_t *req = &hc->req;
     /* The head may be unparsed: answer HTTP/1.1 and close. */
@@ -891,6 +905,7 @@ static void reject(px__http_conn_t *hc, int status, const char *msg)
     req->h.is_head = 0;
     hc->state = HC_HEAD;
     px_respond_error(req, status, NULL, "%s", msg);
+    log_rejected(req, head_ok);
     if (!px_conn_is_closing(hc->c))
         px_conn_close(hc->c);
 }
@@ -921,7 +936,7 @@ static ssize_t feed_body(px__http_conn_t *hc, char *data, size_t len, int *done)
     size_t decoded = px_buf_size(&hc->body);
     size_t room_max = hc->http->opts.max_body + 64 * 1024; /* framing overhead allowance */
     if (decoded + len > room_max) {
-        reject(hc, 413, "chunked request body exceeds the limit");
+        reject(hc, 413, 1, "chunked request body exceeds the limit");
         return -1;
     }
     if (px_buf_append(&hc->body, data, len) != 0)
@@ -929,12 +944,12 @@ static ssize_t feed_body(px__http_conn_t *hc, char *data, size_t len, int *done)
     size_t n = len;
     ssize_t r = px_http1_decode_chunked(&hc->chunked, px_buf_head(&hc->body) + decoded, &n);
     if (r == PX_PARSE_ERROR) {
-        reject(hc, 400, hc->chunked.error ? hc->chunked.error : "bad chunked encoding");
+        reject(hc, 400, 1, hc->chunked.error ? hc->chunked.error : "bad chunked encoding");
         return -1;
     }
     hc->body.len = hc->body.off + decoded + n;
     if (px_buf_size(&hc->body) > hc->http->opts.max_body) {
-        reject(hc, 413, "request body exceeds the limit");
+        reject(hc, 413, 1, "request body exceeds the limit");
         return -1;
     }
     if (r == PX_PARSE_INCOMPLETE)
@@ -980,7 +995,7 @@ static void process(px__http_conn_t *hc, char *data, size_t len, size_t *used)
                 px_http_header_t *mine =
                     px__arena_alloc(&hc->arena, h->opts.max_headers * sizeof *mine);
                 if (!mine) {
-                    reject(hc, 500, "out of memory");
+                    reject(hc, 500, 0, "out of memory");
                     pos = len;
                     break;
                 }
@@ -996,7 +1011,7 @@ static void process(px__http_conn_t *hc, char *data, size_t len, size_t *used)
                 break;
             }
             if (r == PX_PARSE_ERROR) {
-                reject(hc, req->h.status ? req->h.status : 400,
+                reject(hc, req->h.status ? req->h.status : 400, 0,
                        req->h.error ? req->h.error : "malformed request");
                 pos = len;
                 break;
@@ -1008,6 +1023,7 @@ static void process(px__http_conn_t *hc, char *data, size_t len, size_t *used)
                 /* 417 at once, never after a "100 Continue" that invited the body;
                  * then close (417 is not keep-alive): a body is never read. */
                 px_respond_error(req, 417, NULL, "only \"Expect: 100-continue\" is supported");
+                log_rejected(req, 1);
                 if (!px_conn_is_closing(hc->c))
                     px_conn_close(hc->c);
                 pos = len;
@@ -1018,6 +1034,7 @@ static void process(px__http_conn_t *hc, char *data, size_t len, size_t *used)
                 px_respond_error(req, 413, NULL,
                                  "request body of %lld bytes exceeds the %zu-byte limit",
                                  (long long)cl, h->opts.max_body);
+                log_rejected(req, 1);
                 if (!px_conn_is_closing(hc->c))
                     px_conn_close(hc->c);
                 pos = len;
@@ -1026,7 +1043,7 @@ static void process(px__http_conn_t *hc, char *data, size_t len, size_t *used)
             if (req->h.chunked || (cl > 0 && (uint64_t)cl > len - pos - head)) {
                 /* The body is not all here: keep the head, stream the body in. */
                 if (detach(req) != 0) {
-                    reject(hc, 500, "out of memory");
+                    reject(hc, 500, 1, "out of memory");
                     pos = len;
                     break;
                 }
@@ -1091,11 +1108,11 @@ static void http_on_timeout(px_conn_t *c)
 {
     px__http_conn_t *hc = px_conn_state(c);
     if (hc->state == HC_HEAD && hc->head_timer) {
-        reject(hc, 408, "the request head was not received in time");
+        reject(hc, 408, 0, "the request head was not received in time");
         return;
     }
     if (hc->state == HC_BODY) {
-        reject(hc, 408, "the request body was not received in time");
+        reject(hc, 408, 1, "the request body was not received in time");
         return;
     }
     if (hc->state == HC_HEAD)

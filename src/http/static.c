@@ -254,14 +254,22 @@ static void static_handler(px_req_t *req, void *ud)
     if (S_ISDIR(sb.st_mode)) {
         if (path.len == 0 || path.ptr[path.len - 1] != '/') {
             close(fd);
-            char *loc = px_req_alloc(req, path.len + 2);
+            /* The same target with a slash added, query kept: /docs?x=1 -> /docs/?x=1 */
+            px_str_t q = px_req_query(req);
+            char *loc = px_req_alloc(req, path.len + q.len + 3);
             if (!loc) {
                 px_respond_error(req, 500, NULL, "out of memory");
                 return;
             }
-            memcpy(loc, path.ptr, path.len);
-            loc[path.len] = '/';
-            loc[path.len + 1] = '\0';
+            size_t n = path.len;
+            memcpy(loc, path.ptr, n);
+            loc[n++] = '/';
+            if (q.len) {
+                loc[n++] = '?';
+                memcpy(loc + n, q.ptr, q.len);
+                n += q.len;
+            }
+            loc[n] = '\0';
             px_res_header(req, "Location", loc);
             px_respond(req, 301, "text/plain; charset=utf-8", "moved\n", 6);
             return;

@@ -587,6 +587,20 @@ class AccessLog(ServerBase):
         self.assertTrue(target.startswith(got[0]["path"].rstrip(".")), "logged path is a prefix")
         self.assertEqual(got[0]["status"], 200)
 
+    def test_rejected_requests_are_logged(self):
+        """Requests the server refuses before any handler runs get a line too:
+        a malformed head (method and path unknown: "-") and an early 413."""
+        srv = self.start_plexus("--access-log", "json", "--max-body", "100", name="plexus-rej")
+        with srv.client() as c:
+            c.send(b"GET / HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n")
+            self.assertEqual(c.read_response().status, 400)
+        with srv.client() as c:
+            c.send(b"POST /api/x HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
+            self.assertEqual(c.read_response().status, 413)
+        got = self.log_lines(srv, 2, self.pick_json)
+        self.assertEqual([(j["method"], j["path"], j["status"]) for j in got],
+                         [("-", "-", 400), ("POST", "/api/x", 413)])
+
     def test_off_by_default(self):
         self.srv.http("GET", "/healthz")
         time.sleep(0.3)

@@ -189,7 +189,8 @@ class Files(StaticBase):
         self.assertEqual(self.get(b"/a/").status, 404)
 
     def test_dir_redirect(self):
-        for target, loc in ((b"/dir", "/dir/"), (b"/dir/sub", "/dir/sub/"), (b"/empty", "/empty/")):
+        for target, loc in ((b"/dir", "/dir/"), (b"/dir/sub", "/dir/sub/"), (b"/empty", "/empty/"),
+                            (b"/dir?x=1&y=%2F", "/dir/?x=1&y=%2F"), (b"/d%69r", "/d%69r/")):
             with self.subTest(target=target):
                 r = self.get(target)
                 self.assertEqual(r.status, 301)
