@@ -27,6 +27,7 @@ typedef struct px__http {
     px__http_worker_t *workers;
     unsigned nworkers;
     px_ws_opts_t ws_opts; /* for every WebSocket route (px_ws_configure) */
+    int ws_opts_set;      /* ws_opts holds defaults or px_ws_configure's */
 } px__http_t;
 
 typedef struct px__res_header {

@@ -177,7 +177,6 @@ int px_http_configure(px_server_t *s, const px_http_opts_t *o)
         if (!h)
             return -ENOMEM;
         h->server = s;
-        px_ws_opts_init(&h->ws_opts);
         h->nworkers = px_workers_count(px_server_workers(s));
         h->workers = px__calloc(h->nworkers, sizeof *h->workers);
         if (!h->workers) {

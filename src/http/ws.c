@@ -89,6 +89,7 @@ int px_ws_configure(px_server_t *s, const px_ws_opts_t *o)
     if (o->max_message == 0)
         return -EINVAL;
     h->ws_opts = *o;
+    h->ws_opts_set = 1;
     return 0;
 }
 
@@ -685,6 +686,12 @@ int px_ws_route(px_server_t *s, const char *pattern, const px_ws_callbacks_t *cb
     if (!h || !cb)
         return h ? -EINVAL : -ENOMEM;
     register_metrics();
+    /* Set here, not when HTTP is set up, so a server without WebSocket routes
+     * links none of this file (nor SHA-1 and zlib with it). */
+    if (!h->ws_opts_set) {
+        px_ws_opts_init(&h->ws_opts);
+        h->ws_opts_set = 1;
+    }
     ws_route_t *r = px__malloc(sizeof *r);
     if (!r)
         return -ENOMEM;
