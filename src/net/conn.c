@@ -28,8 +28,13 @@ static ssize_t plain_read(px_conn_t *c, void *buf, size_t len)
 
 static ssize_t plain_writev(px_conn_t *c, const struct iovec *iov, int iovcnt)
 {
-    struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-    ssize_t n = sendmsg(c->io.fd, &mh, MSG_NOSIGNAL);
+    ssize_t n;
+    if (iovcnt == 1) { /* the common case (one response, one frame batch): no iovec to import */
+        n = send(c->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+    } else {
+        struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+        n = sendmsg(c->io.fd, &mh, MSG_NOSIGNAL);
+    }
     return n >= 0 ? n : -errno;
 }
 
