@@ -7,7 +7,7 @@ RELEASE := $(BUILD)/release
 ASAN    := $(BUILD)/asan
 CMAKE_FLAGS ?=
 
-.PHONY: all run test deps build build-asan unit integration fuzz-replay format lint clean \
+.PHONY: all run test deps build build-asan unit integration fuzz-replay fuzz format lint clean \
         bench-http bench-ws bench-hub bench-micro npm-deps
 
 all: build
@@ -47,6 +47,12 @@ integration: build npm-deps
 
 fuzz-replay: build-asan
 	cd $(ASAN) && ctest -L fuzz --output-on-failure
+
+# Run every libFuzzer harness FUZZ_SECONDS each, FUZZ_JOBS at a time (not a test).
+FUZZ_SECONDS ?= 600
+FUZZ_JOBS ?= 2
+fuzz: build-asan
+	bash tests/fuzz/run.sh $(ASAN) $(FUZZ_SECONDS) $(FUZZ_JOBS) $(FUZZ)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
