@@ -12,6 +12,7 @@
 # The last line per harness is libFuzzer's own summary (runs, seconds, coverage).
 set -u
 build=${1:?usage: tests/fuzz/run.sh ASAN_BUILD_DIR [SECONDS] [PARALLEL] [NAMES...]}
+build=$(cd "$build" && pwd) # the harnesses run from their output directories
 secs=${2:-600}
 par=${3:-2}
 shift $(($# < 3 ? $# : 3))
