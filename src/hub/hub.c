@@ -453,6 +453,45 @@ typedef struct collect {
     uint64_t last;
 } collect_t;
 
+static int collect_room(collect_t *col)
+{
+    if (col->nframes == col->cap) {
+        size_t cap = col->cap ? col->cap * 2 : 16;
+        px_slice_t **f = px__realloc(col->frames, cap * sizeof *f);
+        if (!f)
+            return -ENOMEM;
+        col->frames = f;
+        col->cap = cap;
+    }
+    return 0;
+}
+
+/* The SSE event that tells a resuming client that history no longer reaches
+ * back to its Last-Event-ID: "event: recovery-failed", with the channel's
+ * position as data and as id (so the next reconnect resumes from here). */
+static px_slice_t *encode_sse_recovery_failed(const hchan_t *c)
+{
+    char buf[PX__CHANNEL_MAX + PX_STORE_EPOCH_MAX + 128];
+    px_json_writer_t w;
+    px_json_writer_init(&w, buf, sizeof buf);
+    PX_JSON_PUT_LIT(&w, "{\"channel\":");
+    px_json_put_str(&w, c->name, c->name_len);
+    PX_JSON_PUT_LIT(&w, ",\"epoch\":");
+    px_json_put_str(&w, c->epoch, strlen(c->epoch));
+    PX_JSON_PUT_LIT(&w, ",\"offset\":");
+    px_json_put_u64(&w, c->last_offset);
+    PX_JSON_PUT_LIT(&w, "}");
+    if (w.err)
+        return NULL;
+    px_slice_t *s = px_slice_new(w.len + 64);
+    if (!s)
+        return NULL;
+    int n = snprintf(s->data, w.len + 64, "event: recovery-failed\nid: %llu\ndata: %.*s\n\n",
+                     (unsigned long long)c->last_offset, (int)w.len, w.buf);
+    s->len = (uint32_t)n;
+    return s;
+}
+
 static int collect_one(collect_t *col, uint64_t offset, int64_t time_ms, const char *data,
                        size_t len, px_slice_t *ws_frame)
 {
@@ -471,14 +510,8 @@ static int collect_one(collect_t *col, uint64_t offset, int64_t time_ms, const c
         col->count++;
         return w->err;
     }
-    if (col->nframes == col->cap) {
-        size_t cap = col->cap ? col->cap * 2 : 16;
-        px_slice_t **f = px__realloc(col->frames, cap * sizeof *f);
-        if (!f)
-            return -ENOMEM;
-        col->frames = f;
-        col->cap = cap;
-    }
+    if (collect_room(col) != 0)
+        return -ENOMEM;
     px_slice_t *s;
     if (col->sse) {
         s = encode_sse(offset, data, len);
@@ -581,6 +614,13 @@ static void do_subscribe(px_hub_t *h, hub_req_t *r)
                 col.nframes = 0;
             }
         }
+    }
+    if (col.sse && recovered == 0) {
+        px_slice_t *ev = encode_sse_recovery_failed(c);
+        if (ev && collect_room(&col) == 0)
+            col.frames[col.nframes++] = ev;
+        else
+            px_slice_unref(ev);
     }
     rep->frames = col.frames;
     rep->nframes = col.nframes;

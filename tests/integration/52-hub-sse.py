@@ -19,6 +19,7 @@
     PX_BUILD_DIR=build/h-hub /usr/bin/python3 tests/integration/52-hub-sse.py -v
 """
 
+import json
 import socket
 import threading
 import time
@@ -230,6 +231,35 @@ class Sse(HubCase):
                 pass
         self.assertIn(": keep-alive", s.comments, "no keep-alive comment within %.0f s: %r"
                       % (KEEPALIVE_S + 1.5, s.text[-200:]))
+
+
+class SseShortHistory(HubCase):
+    server_args = ("--allow-anonymous", "--history-size", "3")
+
+    def test_resume_past_history_says_so(self):
+        """A resume that history no longer covers starts with a
+        `recovery-failed` event (id = the channel's offset, so the next
+        reconnect resumes from there), then live messages; one it covers
+        does not get it."""
+        ch = self.chan()
+        for i in range(1, 11):
+            self.assertEqual(api(self.srv, "POST", chan_path(ch), i)[0], 201)
+        epoch = api(self.srv, "GET", chan_path(ch))[1]["epoch"]
+        for query, headers in (("?since=2", ()), ("", ["Last-Event-ID: 6"])):
+            with self.subTest(query=query, headers=headers):
+                s = SseReader(self.srv.addr, chan_path(ch, "events") + query, headers=headers)
+                self.addCleanup(s.close)
+                e = s.event()
+                self.assertEqual((e.get("event"), e["id"]), ("recovery-failed", "10"), e)
+                self.assertEqual(json.loads(e["data"]), {"channel": ch, "epoch": epoch, "offset": 10})
+        s = SseReader(self.srv.addr, chan_path(ch, "events") + "?since=7")
+        self.addCleanup(s.close)
+        self.assertEqual([(e.get("event"), e["id"]) for e in s.events(3)],
+                         [(None, "8"), (None, "9"), (None, "10")])
+        pxtest.wait_for(lambda: api(self.srv, "GET", chan_path(ch, "presence"))[1]["subscribers"] == 3, 5,
+                        what="3 SSE subscribers")
+        api(self.srv, "POST", chan_path(ch), 11)
+        self.assertEqual((s.event()["id"]), "11")
 
 
 if __name__ == "__main__":

@@ -535,6 +535,20 @@ export class Plexus {
       // EventSource resumes by itself with Last-Event-ID after a network error.
       s._deliver({ channel: s.channel, offset: Number(ev.lastEventId), data });
     };
+    // A resume (Last-Event-ID after a network error) that history no longer covers: the server
+    // says so with this event, then streams live messages from its position.
+    es.addEventListener?.('recovery-failed', (ev) => {
+      let info;
+      try {
+        info = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      s.epoch = info.epoch;
+      s.offset = info.offset;
+      s.opts.onRecoveryFailed?.(info);
+      this._emit('recovery-failed', info);
+    });
     es.onerror = () => {
       // After an HTTP error (a 503 while the server shuts down...) EventSource gives up for
       // good (readyState CLOSED): start over from the last delivered offset.
