@@ -128,6 +128,8 @@ class StaticBase(PxTestCase):
         os.symlink("dir/page.txt", os.path.join(cls.www, "inside-link"))
         os.symlink("dir", os.path.join(cls.www, "dir-link"))
         os.symlink("../style.css", os.path.join(cls.www, "dir", "up-in.css"))
+        # An absolute symlink is refused even when it points inside (documented).
+        os.symlink(os.path.join(cls.www, "dir", "page.txt"), os.path.join(cls.www, "inside-abs"))
         # Special files.
         os.mkfifo(os.path.join(cls.www, "fifo"))
 
@@ -407,6 +409,9 @@ class Traversal(StaticBase):
             with self.subTest(target=t):
                 self.assertRefused(self.get(t), t)
                 self.assertRefused(self.get(t, method=b"HEAD"), t)
+
+    def test_absolute_symlink_inside_refused(self):
+        self.assertEqual(self.get(b"/inside-abs").status, 403)
 
     def test_absolute_form_targets(self):
         for t in (b"http://t/../secret", b"http://t/%2e%2e/secret", b"http://t/link-out/secret",
