@@ -15,6 +15,7 @@
 #include "net/net_int.h"
 
 #define MAX_IOV 64
+#define PX__COALESCE_MAX 4096 /* small pieces joined before a write, bytes */
 
 static _Atomic uint64_t next_conn_id = 1;
 
@@ -298,13 +299,27 @@ static int flush(px_conn_t *c)
         }
         struct iovec iov[MAX_IOV];
         int k = 0;
+        size_t total = 0;
         for (uint32_t i = 0; i < c->out_count && k < MAX_IOV; i++) {
             px__out_t *e = out_at(c, i);
             if (e->kind == PX__OUT_FILE)
                 break;
             iov[k].iov_base = e->u.slice->data + e->off;
             iov[k].iov_len = (size_t)e->len;
+            total += iov[k].iov_len;
             k++;
+        }
+        /* Many small pieces (broadcast frames queued one by one) cost the kernel
+         * per piece; copied into one buffer they cost one memcpy here. */
+        char joined[PX__COALESCE_MAX];
+        if (k > 1 && total <= sizeof joined) {
+            size_t at = 0;
+            for (int i = 0; i < k; i++) {
+                memcpy(joined + at, iov[i].iov_base, iov[i].iov_len);
+                at += iov[i].iov_len;
+            }
+            iov[0] = (struct iovec){joined, total};
+            k = 1;
         }
         ssize_t n = c->transport->writev(c, iov, k);
         if (n < 0)
