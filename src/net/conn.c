@@ -14,7 +14,7 @@
 #include "core/metrics.h"
 #include "net/net_int.h"
 
-#define MAX_IOV 64
+#define MAX_IOV          64
 #define PX__COALESCE_MAX 4096 /* small pieces joined before a write, bytes */
 
 static _Atomic uint64_t next_conn_id = 1;
