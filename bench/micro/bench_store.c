@@ -257,27 +257,15 @@ int main(int argc, char **argv)
     int only_mode = -1, opt;
     while ((opt = getopt(argc, argv, "d:t:c:s:b:m:")) != -1) {
         switch (opt) {
-        case 'd':
-            snprintf(parent, sizeof(parent), "%s", optarg);
-            break;
-        case 't':
-            seconds = atof(optarg);
-            break;
-        case 'c':
-            channels = (unsigned)strtoul(optarg, NULL, 10);
-            break;
-        case 's':
-            payload = strtoul(optarg, NULL, 10);
-            break;
-        case 'b':
-            only_batch = strtoul(optarg, NULL, 10);
-            break;
+        case 'd': snprintf(parent, sizeof(parent), "%s", optarg); break;
+        case 't': seconds = atof(optarg); break;
+        case 'c': channels = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 's': payload = strtoul(optarg, NULL, 10); break;
+        case 'b': only_batch = strtoul(optarg, NULL, 10); break;
         case 'm':
             only_mode = strcmp(optarg, "full") == 0 ? PX_DURABILITY_FULL : PX_DURABILITY_NORMAL;
             break;
-        default:
-            usage(argv[0]);
-            return 2;
+        default: usage(argv[0]); return 2;
         }
     }
     if (channels < 1 || payload < 1 || seconds <= 0) {

@@ -160,21 +160,11 @@ static void run_utf8(void)
         size_t len = 1 + (size_t)(r % 8);
         uint32_t base;
         switch ((r >> 8) % 5) {
-        case 0:
-            base = 'a';
-            break;
-        case 1:
-            base = 0xE0;
-            break;
-        case 2:
-            base = 0x430;
-            break;
-        case 3:
-            base = 0x4E00;
-            break;
-        default:
-            base = 0x1F600;
-            break;
+        case 0: base = 'a'; break;
+        case 1: base = 0xE0; break;
+        case 2: base = 0x430; break;
+        case 3: base = 0x4E00; break;
+        default: base = 0x1F600; break;
         }
         for (size_t k = 0; k < len && n + 8 < N; k++)
             n += put_cp(mixed + n, base + (uint32_t)((r >> (16 + k)) % 26));

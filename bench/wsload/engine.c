@@ -356,11 +356,8 @@ static void conn_established(wl_thread_t *t, wl_conn_t *c)
         t->waiting[0]++;
         t->subs_live++;
         break;
-    case WL_ROLE_PUB:
-        atomic_store(&t->run->pub_state, 1);
-        break;
-    default:
-        break;
+    case WL_ROLE_PUB: atomic_store(&t->run->pub_state, 1); break;
+    default: break;
     }
 }
 
@@ -441,8 +438,7 @@ static void conn_on_connected(wl_thread_t *t, wl_conn_t *c)
 static int on_event(wl_thread_t *t, wl_conn_t *c, const wl_event_t *ev)
 {
     switch (ev->kind) {
-    case WL_EV_NONE:
-        return 0;
+    case WL_EV_NONE: return 0;
     case WL_EV_READY:
         if (c->state == CS_SETUP && --c->pending_ready == 0)
             conn_established(t, c);
@@ -502,13 +498,9 @@ static int frame_input(wl_thread_t *t, wl_conn_t *c, wl_ws_frame_t *f)
         wl_ws_frame_append(&c->wbuf, WL_WS_PONG, f->payload, f->len,
                            (uint32_t)wl_rng_next(&t->rng));
         return 0;
-    case WL_WS_PONG:
-        return 0;
-    case WL_WS_CLOSE:
-        conn_close(t, c, WHY_IO, "server sent a close frame");
-        return -1;
-    default:
-        break;
+    case WL_WS_PONG: return 0;
+    case WL_WS_CLOSE: conn_close(t, c, WHY_IO, "server sent a close frame"); return -1;
+    default: break;
     }
     if ((f->opcode == WL_WS_CONT) != c->in_msg) {
         conn_close(t, c, WHY_PROTO, "bad fragmentation");
@@ -806,15 +798,9 @@ int wl_engine_start(wl_run_t *run)
             c->pc.id = k + j * nt;
             c->pc.cfg = cfg;
             switch (cfg->scenario) {
-            case WL_SC_ECHO:
-                c->pc.role = WL_ROLE_ECHO;
-                break;
-            case WL_SC_IDLE:
-                c->pc.role = WL_ROLE_IDLE;
-                break;
-            case WL_SC_FANOUT:
-                c->pc.role = c->pc.id == 0 ? WL_ROLE_PUB : WL_ROLE_SUB;
-                break;
+            case WL_SC_ECHO: c->pc.role = WL_ROLE_ECHO; break;
+            case WL_SC_IDLE: c->pc.role = WL_ROLE_IDLE; break;
+            case WL_SC_FANOUT: c->pc.role = c->pc.id == 0 ? WL_ROLE_PUB : WL_ROLE_SUB; break;
             }
         }
         if (cfg->scenario == WL_SC_FANOUT && k == 0)

@@ -31,12 +31,9 @@
 static const char *scenario_name(wl_scenario_t s)
 {
     switch (s) {
-    case WL_SC_ECHO:
-        return "echo";
-    case WL_SC_FANOUT:
-        return "fanout";
-    case WL_SC_IDLE:
-        return "idle";
+    case WL_SC_ECHO: return "echo";
+    case WL_SC_FANOUT: return "fanout";
+    case WL_SC_IDLE: return "idle";
     }
     return "?";
 }
@@ -350,75 +347,35 @@ int main(int argc, char **argv)
             else
                 die_usage("unknown scenario '%s'", optarg);
             break;
-        case 'p':
-            proto_name = optarg;
-            break;
-        case 'H':
-            host = optarg;
-            break;
-        case 'P':
-            cfg.port = (uint16_t)parse_uint("--port", optarg, 1, 65535);
-            break;
-        case OPT_PATH:
-            cfg.path = optarg;
-            break;
-        case OPT_SUBJECT:
-            cfg.subject = optarg;
-            break;
-        case 'c':
-            cfg.conns = (uint32_t)parse_uint("--conns", optarg, 1, 10000000);
-            break;
-        case 't':
-            cfg.threads = (unsigned)parse_uint("--threads", optarg, 1, 256);
-            break;
+        case 'p': proto_name = optarg; break;
+        case 'H': host = optarg; break;
+        case 'P': cfg.port = (uint16_t)parse_uint("--port", optarg, 1, 65535); break;
+        case OPT_PATH: cfg.path = optarg; break;
+        case OPT_SUBJECT: cfg.subject = optarg; break;
+        case 'c': cfg.conns = (uint32_t)parse_uint("--conns", optarg, 1, 10000000); break;
+        case 't': cfg.threads = (unsigned)parse_uint("--threads", optarg, 1, 256); break;
         case OPT_SIZE:
             cfg.size = (uint32_t)parse_uint("--size", optarg, WL_PAYLOAD_HDR, 16u << 20);
             break;
-        case 'w':
-            cfg.window = (uint32_t)parse_uint("--window", optarg, 1, 1u << 20);
-            break;
-        case OPT_RATE:
-            cfg.rate = parse_secs("--rate", optarg, 0);
-            break;
-        case OPT_TEXT:
-            cfg.text = true;
-            break;
-        case 'd':
-            cfg.duration = parse_secs("--duration", optarg, 0.1);
-            break;
-        case OPT_WARMUP:
-            cfg.warmup = parse_secs("--warmup", optarg, 0);
-            break;
-        case OPT_SETTLE:
-            cfg.settle = parse_secs("--settle", optarg, 0);
-            break;
-        case OPT_DRAIN:
-            cfg.drain = parse_secs("--drain", optarg, 0);
-            break;
+        case 'w': cfg.window = (uint32_t)parse_uint("--window", optarg, 1, 1u << 20); break;
+        case OPT_RATE: cfg.rate = parse_secs("--rate", optarg, 0); break;
+        case OPT_TEXT: cfg.text = true; break;
+        case 'd': cfg.duration = parse_secs("--duration", optarg, 0.1); break;
+        case OPT_WARMUP: cfg.warmup = parse_secs("--warmup", optarg, 0); break;
+        case OPT_SETTLE: cfg.settle = parse_secs("--settle", optarg, 0); break;
+        case OPT_DRAIN: cfg.drain = parse_secs("--drain", optarg, 0); break;
         case OPT_CTIMEOUT:
             cfg.connect_timeout = parse_secs("--connect-timeout", optarg, 0.01);
             break;
         case OPT_CBURST:
             cfg.connect_burst = (uint32_t)parse_uint("--connect-burst", optarg, 1, 1000000);
             break;
-        case OPT_SRC:
-            cfg.src_addrs = (unsigned)parse_uint("--src-addrs", optarg, 0, 254);
-            break;
-        case OPT_PID:
-            add_server_pids(&cfg, optarg);
-            break;
-        case OPT_LABEL:
-            cfg.label = optarg;
-            break;
-        case 'q':
-            cfg.quiet = true;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
+        case OPT_SRC: cfg.src_addrs = (unsigned)parse_uint("--src-addrs", optarg, 0, 254); break;
+        case OPT_PID: add_server_pids(&cfg, optarg); break;
+        case OPT_LABEL: cfg.label = optarg; break;
+        case 'q': cfg.quiet = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
         }
     }
     if (optind < argc)

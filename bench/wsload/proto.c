@@ -233,8 +233,7 @@ static ssize_t redis_parse(wl_pconn_t *pc, const uint8_t *in, size_t len, wl_eve
     switch (it.type) {
     case '+':
     case ':':
-    case '_':
-        return r;
+    case '_': return r;
     case '-':
         ev->payload = it.p; /* the error text, for the report */
         ev->len = it.len;
@@ -244,10 +243,8 @@ static ssize_t redis_parse(wl_pconn_t *pc, const uint8_t *in, size_t len, wl_eve
         ev->payload = it.p;
         ev->len = it.len;
         return r;
-    case '*':
-        break;
-    default:
-        return -1;
+    case '*': break;
+    default: return -1;
     }
     /* Push messages: [message, channel, payload], [subscribe, channel, count], ... */
     size_t n;

@@ -623,8 +623,7 @@ static int on_field(px_http1_parser_t *p, px_http1_request_t *req, const char *n
         if (!lower_eq(name, "transfer-encoding", 17))
             return 0;
         return on_transfer_encoding(p, req, v, vlen);
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
@@ -952,14 +951,10 @@ int px__http1_impl(void)
 const char *px__http1_impl_name(int impl)
 {
     switch (impl) {
-    case PX__HTTP1_IMPL_SCALAR:
-        return "scalar";
-    case PX__HTTP1_IMPL_SSE42:
-        return "sse4.2";
-    case PX__HTTP1_IMPL_AVX2:
-        return "avx2";
-    default:
-        return "auto";
+    case PX__HTTP1_IMPL_SCALAR: return "scalar";
+    case PX__HTTP1_IMPL_SSE42: return "sse4.2";
+    case PX__HTTP1_IMPL_AVX2: return "avx2";
+    default: return "auto";
     }
 }
 
@@ -989,13 +984,10 @@ int px_http1_parse_request(px_http1_parser_t *p, const char *buf, size_t len,
     }
     switch (g_impl) {
 #ifdef PX_HTTP1_X86
-    case PX__HTTP1_IMPL_AVX2:
-        return parse_avx2(p, buf, len, req, nmax, lim);
-    case PX__HTTP1_IMPL_SSE42:
-        return parse_sse42(p, buf, len, req, nmax, lim);
+    case PX__HTTP1_IMPL_AVX2: return parse_avx2(p, buf, len, req, nmax, lim);
+    case PX__HTTP1_IMPL_SSE42: return parse_sse42(p, buf, len, req, nmax, lim);
 #endif
-    default:
-        return parse_scalar(p, buf, len, req, nmax, lim);
+    default: return parse_scalar(p, buf, len, req, nmax, lim);
     }
 }
 

@@ -255,9 +255,7 @@ static void on_control(px_ws_t *ws, const px_ws_frame_t *f, const uint8_t *p)
         if (!ws->close_sent)
             send_raw(ws, PX_WS_OP_PONG, 0, p, len); /* answer at once */
         break;
-    case PX_WS_OP_PONG:
-        ws->awaiting_pong = 0;
-        break;
+    case PX_WS_OP_PONG: ws->awaiting_pong = 0; break;
     case PX_WS_OP_CLOSE: {
         unsigned code = 1005;
         if (len == 1) {

@@ -349,12 +349,9 @@ size_t px_ws_deflate_mem_used(const px_ws_deflate_t *c)
 uint16_t px_ws_deflate_close_code(int err)
 {
     switch (err) {
-    case -EMSGSIZE:
-        return 1009; /* message too big */
-    case -EBADMSG:
-        return 1007; /* invalid frame payload data */
-    default:
-        return 1011; /* internal error: out of memory */
+    case -EMSGSIZE: return 1009; /* message too big */
+    case -EBADMSG: return 1007;  /* invalid frame payload data */
+    default: return 1011;        /* internal error: out of memory */
     }
 }
 

@@ -580,8 +580,7 @@ static const px_ws_callbacks_t hub_ws_callbacks = {
     .on_close = ws_close_cb,
 };
 
-/* ---- replies and deliveries (on the worker) ----------------------------------------------------
- */
+/* ---- replies and deliveries (on the worker) -------------------------------------------------- */
 
 static void rep_free(hub_rep_t *rep)
 {
@@ -704,8 +703,7 @@ void px__hub_on_delivery(px_worker_t *w, px_msg_t *m)
     px__free(d);
 }
 
-/* ---- HTTP API
- * ------------------------------------------------------------------------------------ */
+/* ---- HTTP API -------------------------------------------------------------------------------- */
 
 /* Check the API credentials. Returns 0 (allowed; *claims set for a JWT) or
  * answers the request with 401/403 and returns -1. */
@@ -861,8 +859,7 @@ static void api_channels(px_req_t *req, void *ud)
     px__hub_post(h, http_req(req, HREQ_CHANNELS, (px_str_t){NULL, 0}));
 }
 
-/* ---- Server-Sent Events
- * ---------------------------------------------------------------------------- */
+/* ---- Server-Sent Events ---------------------------------------------------------------------- */
 
 static void sse_keepalive(px_timer_t *t)
 {
@@ -952,8 +949,7 @@ static void api_events(px_req_t *req, void *ud)
     px__hub_post(h, r);
 }
 
-/* ---- /metrics
- * ----------------------------------------------------------------------------------------- */
+/* ---- /metrics -------------------------------------------------------------------------------- */
 
 static void metrics(px_req_t *req, void *ud)
 {

@@ -828,21 +828,11 @@ static void on_request(px_worker_t *w, px_msg_t *m)
         /* Runs after this mailbox drain: everything that arrived together commits together. */
         px_defer(px_worker_loop(w), &h->commit_defer);
         return;
-    case HREQ_SUBSCRIBE:
-        do_subscribe(h, r);
-        break;
-    case HREQ_UNSUBSCRIBE:
-        do_unsubscribe(h, r);
-        break;
-    case HREQ_HISTORY:
-        do_history(h, r);
-        break;
-    case HREQ_PRESENCE:
-        do_presence(h, r);
-        break;
-    case HREQ_CHANNELS:
-        do_channels(h, r);
-        break;
+    case HREQ_SUBSCRIBE: do_subscribe(h, r); break;
+    case HREQ_UNSUBSCRIBE: do_unsubscribe(h, r); break;
+    case HREQ_HISTORY: do_history(h, r); break;
+    case HREQ_PRESENCE: do_presence(h, r); break;
+    case HREQ_CHANNELS: do_channels(h, r); break;
     }
     req_free(r);
 }

@@ -147,11 +147,8 @@ static const unsigned char *scan_string(const unsigned char *p, const unsigned c
             case 'f':
             case 'n':
             case 'r':
-            case 't':
-                p += 2;
-                continue;
-            case 'u':
-                break;
+            case 't': p += 2; continue;
+            case 'u': break;
             default:
                 *errp = p;
                 *msg = "invalid escape in string";
@@ -474,21 +471,11 @@ static size_t decode_escape(const unsigned char **pp, const unsigned char *end, 
     const unsigned char *p = *pp;
     unsigned long cp;
     switch (*p) {
-    case 'b':
-        utf8[0] = '\b';
-        break;
-    case 'f':
-        utf8[0] = '\f';
-        break;
-    case 'n':
-        utf8[0] = '\n';
-        break;
-    case 'r':
-        utf8[0] = '\r';
-        break;
-    case 't':
-        utf8[0] = '\t';
-        break;
+    case 'b': utf8[0] = '\b'; break;
+    case 'f': utf8[0] = '\f'; break;
+    case 'n': utf8[0] = '\n'; break;
+    case 'r': utf8[0] = '\r'; break;
+    case 't': utf8[0] = '\t'; break;
     case 'u':
         cp = (unsigned long)hex4(p + 1);
         p += 5;
@@ -517,9 +504,7 @@ static size_t decode_escape(const unsigned char **pp, const unsigned char *end, 
         utf8[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
         utf8[3] = (char)(0x80 | (cp & 0x3F));
         return 4;
-    default: /* '"', '\\', '/' */
-        utf8[0] = (char)*p;
-        break;
+    default: /* '"', '\\', '/' */ utf8[0] = (char)*p; break;
     }
     *pp = p + 1;
     return 1;
@@ -795,24 +780,12 @@ void px_json_put_str(px_json_writer_t *w, const char *str, size_t n)
         size_t k = 2;
         switch (c) {
         case '"':
-        case '\\':
-            e[1] = (char)c;
-            break;
-        case '\b':
-            e[1] = 'b';
-            break;
-        case '\f':
-            e[1] = 'f';
-            break;
-        case '\n':
-            e[1] = 'n';
-            break;
-        case '\r':
-            e[1] = 'r';
-            break;
-        case '\t':
-            e[1] = 't';
-            break;
+        case '\\': e[1] = (char)c; break;
+        case '\b': e[1] = 'b'; break;
+        case '\f': e[1] = 'f'; break;
+        case '\n': e[1] = 'n'; break;
+        case '\r': e[1] = 'r'; break;
+        case '\t': e[1] = 't'; break;
         default:
             if (c >= 0x80) { /* invalid UTF-8 byte */
                 px_json_put_raw(w, "\xEF\xBF\xBD", 3);

@@ -194,33 +194,24 @@ __attribute__((format(printf, 3, 4))) static int errf(sqlite_store_t *s, int err
 static int rc_errno(sqlite_store_t *s, int rc)
 {
     switch (rc & 0xff) {
-    case SQLITE_NOMEM:
-        return -ENOMEM;
-    case SQLITE_FULL:
-        return -ENOSPC;
+    case SQLITE_NOMEM: return -ENOMEM;
+    case SQLITE_FULL: return -ENOSPC;
     case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return -EBUSY;
-    case SQLITE_READONLY:
-        return -EROFS;
+    case SQLITE_LOCKED: return -EBUSY;
+    case SQLITE_READONLY: return -EROFS;
     case SQLITE_PERM:
-    case SQLITE_AUTH:
-        return -EPERM;
+    case SQLITE_AUTH: return -EPERM;
     case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-        return -EUCLEAN;
-    case SQLITE_TOOBIG:
-        return -EMSGSIZE;
+    case SQLITE_NOTADB: return -EUCLEAN;
+    case SQLITE_TOOBIG: return -EMSGSIZE;
     case SQLITE_CONSTRAINT:
     case SQLITE_MISMATCH:
-    case SQLITE_RANGE:
-        return -EINVAL;
+    case SQLITE_RANGE: return -EINVAL;
     case SQLITE_CANTOPEN: {
         int e = s->db ? sqlite3_system_errno(s->db) : 0;
         return e > 0 ? -e : -EACCES;
     }
-    default:
-        return -EIO;
+    default: return -EIO;
     }
 }
 

@@ -608,21 +608,11 @@ static void test_timeout_random(void **state)
         for (unsigned i = 0; i < n; i++) {
             uint64_t d;
             switch (rnd_below(5)) {
-            case 0:
-                d = rnd_below(64);
-                break;
-            case 1:
-                d = rnd_below(5000);
-                break;
-            case 2:
-                d = rnd_below((uint64_t)1 << 20);
-                break;
-            case 3:
-                d = rnd_below((uint64_t)1 << 30);
-                break;
-            default:
-                d = rnd_below((uint64_t)1 << 44);
-                break;
+            case 0: d = rnd_below(64); break;
+            case 1: d = rnd_below(5000); break;
+            case 2: d = rnd_below((uint64_t)1 << 20); break;
+            case 3: d = rnd_below((uint64_t)1 << 30); break;
+            default: d = rnd_below((uint64_t)1 << 44); break;
             }
             rec_init(&to_timers[i], i);
             rec_arm(&to_timers[i], base + 1 + d);
@@ -690,28 +680,17 @@ static size_t diff_fired;
 static uint64_t random_at(uint64_t now)
 {
     switch (rnd_below(12)) {
-    case 0:
-        return now; /* 0 ms */
-    case 1:
-        return now - (now < 100 ? now : rnd_below(100)); /* past */
-    case 2:
-        return now + 1 + rnd_below(64);
-    case 3:
-        return now + 1 + rnd_below(4096);
-    case 4:
-        return now + 1 + rnd_below((uint64_t)1 << 18);
-    case 5:
-        return now + 1 + rnd_below((uint64_t)1 << 24);
-    case 6:
-        return now + 1 + rnd_below((uint64_t)1 << 36);
-    case 7:
-        return now + rnd_below((uint64_t)1 << 44); /* crosses 2^42 */
-    case 8:
-        return (now + rnd_below(20000)) / 1000 * 1000; /* ties */
-    case 9:
-        return (now + rnd_below(1 << 22)) >> 18 << 18; /* ties, aligned */
-    default:
-        return now + 1 + rnd_below(30000); /* idle timeouts */
+    case 0: return now;                                      /* 0 ms */
+    case 1: return now - (now < 100 ? now : rnd_below(100)); /* past */
+    case 2: return now + 1 + rnd_below(64);
+    case 3: return now + 1 + rnd_below(4096);
+    case 4: return now + 1 + rnd_below((uint64_t)1 << 18);
+    case 5: return now + 1 + rnd_below((uint64_t)1 << 24);
+    case 6: return now + 1 + rnd_below((uint64_t)1 << 36);
+    case 7: return now + rnd_below((uint64_t)1 << 44);     /* crosses 2^42 */
+    case 8: return (now + rnd_below(20000)) / 1000 * 1000; /* ties */
+    case 9: return (now + rnd_below(1 << 22)) >> 18 << 18; /* ties, aligned */
+    default: return now + 1 + rnd_below(30000);            /* idle timeouts */
     }
 }
 
@@ -747,20 +726,11 @@ static void diff_cb(px_timer_t *t)
 
     /* Mutate from inside the callback, sometimes. */
     switch (rnd_below(8)) {
-    case 0: /* re-arm self */
-        diff_arm(d, random_at(wheel.now));
-        break;
-    case 1:
-        diff_del(&diff[rnd_below(DIFF_POOL)]);
-        break;
-    case 2:
-        diff_arm(&diff[rnd_below(DIFF_POOL)], random_at(wheel.now));
-        break;
-    case 3:
-        diff_arm(&diff[rnd_below(DIFF_POOL)], wheel.now);
-        break;
-    default:
-        break;
+    case 0: /* re-arm self */ diff_arm(d, random_at(wheel.now)); break;
+    case 1: diff_del(&diff[rnd_below(DIFF_POOL)]); break;
+    case 2: diff_arm(&diff[rnd_below(DIFF_POOL)], random_at(wheel.now)); break;
+    case 3: diff_arm(&diff[rnd_below(DIFF_POOL)], wheel.now); break;
+    default: break;
     }
 }
 

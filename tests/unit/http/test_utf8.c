@@ -371,9 +371,7 @@ static size_t random_text(uint8_t *s, size_t cap)
                 s[n++] = (uint8_t)(' ' + (next_rand() % 95));
             break;
         }
-        case 3:
-            n += encode((uint32_t)(0x80 + (r >> 8) % (0x800 - 0x80)), s + n);
-            break;
+        case 3: n += encode((uint32_t)(0x80 + (r >> 8) % (0x800 - 0x80)), s + n); break;
         case 4: {
             uint32_t cp = (uint32_t)(0x800 + (r >> 8) % (0x10000 - 0x800));
             if (cp >= 0xD800 && cp <= 0xDFFF)
@@ -381,9 +379,7 @@ static size_t random_text(uint8_t *s, size_t cap)
             n += encode(cp, s + n);
             break;
         }
-        case 5:
-            n += encode((uint32_t)(0x10000 + (r >> 8) % 0x100000), s + n);
-            break;
+        case 5: n += encode((uint32_t)(0x10000 + (r >> 8) % 0x100000), s + n); break;
         default:
             if (noise && (r >> 8) % (unsigned)(8 * noise) == 0)
                 s[n++] = (uint8_t)(r >> 20);
