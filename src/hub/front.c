@@ -93,13 +93,16 @@ static sub_t *find_sub(session_t *s, const char *name, size_t len)
     return NULL;
 }
 
-static void unlink_sub(session_t *s, sub_t *u)
+/* Unlink and free `u`, which is not (or no longer) active. */
+static void forget_sub(session_t *s, sub_t *u)
 {
     for (sub_t **pp = &s->subs; *pp; pp = &(*pp)->snext)
         if (*pp == u) {
             *pp = u->snext;
             break;
         }
+    s->nsubs--;
+    px__free(u);
 }
 
 static void activate(session_t *s, sub_t *u)
@@ -176,10 +179,8 @@ static void post_unsubscribe(session_t *s, const char *name, size_t len)
 static void drop_sub(session_t *s, sub_t *u)
 {
     deactivate(s, u);
-    unlink_sub(s, u);
-    s->nsubs--;
     post_unsubscribe(s, u->name, u->name_len);
-    px__free(u);
+    forget_sub(s, u);
 }
 
 static void session_close(session_t *s)
@@ -606,33 +607,26 @@ static void session_reply(px_worker_t *w, session_t *s, hub_rep_t *rep)
     s->pending--;
     sub_t *u = rep->type == HREQ_SUBSCRIBE ? rep->tag : NULL;
     if (s->dead) {
+        /* The hub counted a subscription whose session has gone. */
         if (rep->type == HREQ_SUBSCRIBE && !rep->status && !rep->err_code && !(u && u->cancelled))
-            post_unsubscribe(s, rep->channel,
-                             rep->channel_len); /* counted for a session now gone */
-        if (u) {                                /* never activated: just free it */
-            unlink_sub(s, u);
-            px__free(u);
-        }
+            post_unsubscribe(s, rep->channel, rep->channel_len);
+        if (u) /* never activated */
+            forget_sub(s, u);
         session_maybe_free(s);
         return;
     }
     if (rep->status >= 400 || rep->err_code) {
-        int cancelled = u && u->cancelled, cancel_has_id = u && u->cancel_has_id;
-        int64_t cancel_id = u ? u->cancel_id : 0;
-        if (u) {
-            unlink_sub(s, u);
-            s->nsubs--;
-            px__free(u);
-        }
         if (s->kind == ORIGIN_WS) {
             ws_error(s, rep->has_id, rep->id, rep->err_code ? rep->err_code : "error", "%s",
                      rep->err_msg);
-            if (cancelled)
-                ws_error(s, cancel_has_id, cancel_id, "not_subscribed", "not subscribed to %.*s",
-                         (int)rep->channel_len, rep->channel);
-        } else {
-            sse_end(s);
+            if (u && u->cancelled)
+                ws_error(s, u->cancel_has_id, u->cancel_id, "not_subscribed",
+                         "not subscribed to %.*s", (int)rep->channel_len, rep->channel);
         }
+        if (u)
+            forget_sub(s, u);
+        if (s->kind != ORIGIN_WS)
+            sse_end(s);
         return;
     }
     if (s->kind == ORIGIN_WS) {
@@ -645,9 +639,7 @@ static void session_reply(px_worker_t *w, session_t *s, hub_rep_t *rep)
     }
     if (u && u->cancelled) {
         unsub_reply(s, u->cancel_has_id, u->cancel_id, rep->channel, rep->channel_len);
-        unlink_sub(s, u); /* the hub already had the unsubscribe */
-        s->nsubs--;
-        px__free(u);
+        forget_sub(s, u); /* the hub already had the unsubscribe */
     } else if (u) {
         activate(s, u);
     }

@@ -46,11 +46,9 @@ run_one() { # name
 }
 
 fail=0
-pids=""
 running=0
 for n in $names; do
     run_one "$n" > "$out/$n.result" 2>&1 &
-    pids="$pids $!"
     running=$((running + 1))
     if [ $running -ge "$par" ]; then
         wait -n
