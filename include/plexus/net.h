@@ -134,8 +134,16 @@ PX_EXTERN int px_conn_write_slice(px_conn_t *c, px_slice_t *s, size_t off, size_
 /** Queue `len` bytes of file `fd` from `off`; the connection owns `fd` from now on
  * (closed after sending, or on error). */
 PX_EXTERN int px_conn_sendfile(px_conn_t *c, int fd, uint64_t off, uint64_t len);
+/** Like px_conn_write and px_conn_write_slice, but past output_cap too: for output whose
+ * size its producer bounds (a whole HTTP response, a close frame) on a protocol that bounds
+ * its own backlog (HTTP/1.1 stops reading requests while the budget is used up). */
+PX_EXTERN int px_conn_write_nocap(px_conn_t *c, const void *p, size_t len);
+PX_EXTERN int px_conn_write_slice_nocap(px_conn_t *c, px_slice_t *s, size_t off, size_t len);
 /** Bytes queued and not yet written. */
 PX_EXTERN size_t px_conn_pending(const px_conn_t *c);
+/** Bytes that may still be queued before output_cap (0 when over it or closing): a
+ * protocol checks it to queue a unit (a chunk with its framing) all or nothing. */
+PX_EXTERN size_t px_conn_room(const px_conn_t *c);
 /** Write queued output now instead of at the end of the iteration. */
 PX_EXTERN void px_conn_flush(px_conn_t *c);
 /** Close gracefully: stop reading, send what is queued, then close. */

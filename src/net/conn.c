@@ -223,9 +223,20 @@ int px__conn_write_over_cap(px_conn_t *c, const void *p, size_t len)
     return write_copy(c, p, len, 1);
 }
 
-int px_conn_write_slice(px_conn_t *c, px_slice_t *s, size_t off, size_t len)
+int px_conn_write_nocap(px_conn_t *c, const void *p, size_t len)
 {
-    int r = check_room(c, len);
+    return write_copy(c, p, len, 1);
+}
+
+size_t px_conn_room(const px_conn_t *c)
+{
+    size_t cap = c->nw->server->opts.output_cap;
+    return c->closing || c->out_bytes >= cap ? 0 : cap - c->out_bytes;
+}
+
+static int write_slice(px_conn_t *c, px_slice_t *s, size_t off, size_t len, int over_cap)
+{
+    int r = over_cap ? (c->closing ? -EPIPE : 0) : check_room(c, len);
     if (r || len == 0)
         return r;
     if (off > s->len || len > s->len - off)
@@ -238,6 +249,16 @@ int px_conn_write_slice(px_conn_t *c, px_slice_t *s, size_t off, size_t len)
     }
     schedule(c);
     return 0;
+}
+
+int px_conn_write_slice(px_conn_t *c, px_slice_t *s, size_t off, size_t len)
+{
+    return write_slice(c, s, off, len, 0);
+}
+
+int px_conn_write_slice_nocap(px_conn_t *c, px_slice_t *s, size_t off, size_t len)
+{
+    return write_slice(c, s, off, len, 1);
 }
 
 int px_conn_sendfile(px_conn_t *c, int fd, uint64_t off, uint64_t len)
@@ -439,7 +460,12 @@ static void dispatch(px_conn_t *c, char *data, size_t len, int from_in)
     if (from_in) {
         px_buf_consume(&c->in, used);
     } else if (used < len) {
-        if (len - used > c->read_limit || px_buf_append(&c->in, data + used, len - used) != 0) {
+        /* The read limit bounds an unfinished request or frame. Bytes left over
+         * because the protocol paused (a pipelined request behind one answered
+         * asynchronously, or output backpressure) are complete input already
+         * read: at most one read's worth, kept until the protocol resumes. */
+        if ((!c->read_paused && len - used > c->read_limit) ||
+            px_buf_append(&c->in, data + used, len - used) != 0) {
             px_log(PX_LOG_WARN, "conn %llu: %zu unconsumed input bytes over the limit, closing",
                    (unsigned long long)c->id, len - used);
             px_conn_abort(c);
@@ -448,7 +474,7 @@ static void dispatch(px_conn_t *c, char *data, size_t len, int from_in)
     }
     if (px_buf_size(&c->in) == 0)
         px_buf_dispose(&c->in); /* idle connections hold no input memory */
-    else if (px_buf_size(&c->in) > c->read_limit) {
+    else if (px_buf_size(&c->in) > c->read_limit && !c->read_paused) {
         px_log(PX_LOG_WARN, "conn %llu: input over the read limit, closing",
                (unsigned long long)c->id);
         px_conn_abort(c);
@@ -471,7 +497,8 @@ static void on_readable(px_conn_t *c)
     int from_in = px_buf_size(&c->in) > 0;
     if (from_in) {
         /* Continue an unfinished request/frame where it is kept. */
-        size_t want = c->read_limit - px_buf_size(&c->in) + 1; /* +1: detect overflow */
+        size_t have = px_buf_size(&c->in);
+        size_t want = have < c->read_limit ? c->read_limit - have + 1 : 1; /* +1: detect overflow */
         if (want > PX__READ_CHUNK)
             want = PX__READ_CHUNK;
         if (px_buf_reserve(&c->in, want) != 0) {
