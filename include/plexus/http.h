@@ -107,12 +107,20 @@ PX_EXTERN int px_respond_file(px_req_t *req, int status, const char *content_typ
 
 /** Start a streamed response (chunked on HTTP/1.1, close-delimited on 1.0),
  * e.g. Server-Sent Events. The connection then carries only this stream.
- * On failure (negative errno) the request is over: the connection closes,
- * on_abort is never called and `req` must not be used again. */
+ * Returns 0: the stream is open. On failure (negative errno) the request is over:
+ * the connection closes, on_abort is never called and `req` must not be used again.
+ * For a HEAD request it returns 1: the head went out and the request is over in the
+ * same way (there is no stream to write). */
 PX_EXTERN int px_stream_start(px_req_t *req, int status, const char *content_type);
+/** Queue one chunk (a copy). All or nothing: -ENOBUFS when it does not fit the
+ * connection's output budget (the stream is intact; the client reads too slowly),
+ * -EPIPE once the client has gone. */
 PX_EXTERN int px_stream_write(px_req_t *req, const void *p, size_t len);
-/** Write a shared slice as one chunk without copying it. */
+/** Write a shared slice as one chunk without copying it (as px_stream_write). */
 PX_EXTERN int px_stream_write_slice(px_req_t *req, px_slice_t *s, size_t off, size_t len);
+/** Called each time the stream's queued output has been written out completely:
+ * the moment to produce more when pacing a long answer (history, catch-up). */
+PX_EXTERN void px_stream_on_drain(px_req_t *req, void (*cb)(px_req_t *, void *), void *ud);
 /** Bytes queued on the stream's connection (slow-consumer checks). */
 PX_EXTERN size_t px_stream_pending(const px_req_t *req);
 /** End the stream (answers the request). */

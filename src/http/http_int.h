@@ -48,6 +48,8 @@ struct px_req {
     px__res_header_t *res_headers, *res_headers_tail;
     void (*abort_cb)(px_req_t *, void *);
     void *abort_ud;
+    void (*drain_cb)(px_req_t *, void *); /* streams: output fully written */
+    void *drain_ud;
     uint64_t start_ns; /* for the access log */
     int status;        /* answered status (access log) */
     uint64_t res_bytes;
@@ -81,6 +83,9 @@ struct px__http_conn {
     unsigned close_after : 1; /* graceful shutdown: close after the current answer */
     unsigned head_timer : 1;  /* header timeout armed for a partial head */
     unsigned own_hdrs : 1;    /* req.h.headers is this connection's arena copy */
+    unsigned out_paused : 1;  /* reading stopped until the output budget drains */
+    unsigned discarded : 1;   /* client bytes dropped during a stream: close after it */
+    unsigned body_owned : 1;  /* req.body points into `body` (freed when the request ends) */
     /* HC_BODY: */
     px_buf_t body;
     px_http1_chunked_t chunked;

@@ -254,8 +254,10 @@ static int detach(px_req_t *req)
     if (!hdrs)
         return -ENOMEM;
     int r = dup_str(a, &h->method) | dup_str(a, &h->target) | dup_str(a, &h->path) |
-            dup_str(a, &h->query) | dup_str(a, &h->host) | dup_str(a, &h->upgrade_proto) |
-            dup_str(a, &req->body);
+            dup_str(a, &h->query) | dup_str(a, &h->host) | dup_str(a, &h->upgrade_proto);
+    /* A body read after its head already lives in hc->body until the request ends. */
+    if (!req->hc->body_owned)
+        r |= dup_str(a, &req->body);
     for (size_t i = 0; i < h->num_headers; i++) {
         hdrs[i] = h->headers[i];
         r |= dup_str(a, &hdrs[i].name) | dup_str(a, &hdrs[i].value);
@@ -390,14 +392,14 @@ static int write_head(px_req_t *req, int status, const char *ctype, int64_t clen
     size_t written = 0; /* head bytes already queued (access log) */
     if (req->res_headers) {
         /* User headers can be long: write what we have, then them. */
-        if ((r = px_conn_write(hc->c, head, len)) != 0)
+        if ((r = px_conn_write_nocap(hc->c, head, len)) != 0)
             return r;
         written = len;
         for (px__res_header_t *rh = req->res_headers; rh; rh = rh->next) {
-            r = px_conn_write(hc->c, rh->name.ptr, rh->name.len);
-            r |= px_conn_write(hc->c, ": ", 2);
-            r |= px_conn_write(hc->c, rh->value.ptr, rh->value.len);
-            r |= px_conn_write(hc->c, "\r\n", 2);
+            r = px_conn_write_nocap(hc->c, rh->name.ptr, rh->name.len);
+            r |= px_conn_write_nocap(hc->c, ": ", 2);
+            r |= px_conn_write_nocap(hc->c, rh->value.ptr, rh->value.len);
+            r |= px_conn_write_nocap(hc->c, "\r\n", 2);
             if (r)
                 return r;
             written += rh->name.len + rh->value.len + 4;
@@ -409,11 +411,11 @@ static int write_head(px_req_t *req, int status, const char *ctype, int64_t clen
     req->res_bytes = written + len + blen;
     if (body && blen && blen <= sizeof head - len) {
         memcpy(head + len, body, blen); /* small body: one copy, one queue entry */
-        return px_conn_write(hc->c, head, len + blen);
+        return px_conn_write_nocap(hc->c, head, len + blen);
     }
-    r = px_conn_write(hc->c, head, len);
+    r = px_conn_write_nocap(hc->c, head, len);
     if (r == 0 && body && blen)
-        r = px_conn_write(hc->c, body, blen);
+        r = px_conn_write_nocap(hc->c, body, blen);
     return r;
 }
 
@@ -431,9 +433,12 @@ static void request_done(px_req_t *req)
         return;
     }
     access_log(req);
-    int keep = req->keep_alive;
+    int keep = req->keep_alive && !hc->discarded;
+    hc->discarded = 0;
     int was_async = hc->state == HC_ASYNC || hc->state == HC_STREAM;
     req_reset(hc);
+    px_buf_dispose(&hc->body);
+    hc->body_owned = 0;
     px_http1_parser_init(&hc->parser);
     hc->own_hdrs = 0;
     hc->state = HC_HEAD;
@@ -462,9 +467,14 @@ static int begin_answer(px_req_t *req)
 
 static int finish_answer(px_req_t *req, int r)
 {
-    if (r)
+    if (r) {
+        /* Part of the response may be queued: never leave a head without its body
+         * (the next response would land where the body belongs). */
         px_log(PX_LOG_WARN, "conn %llu: cannot queue response: %s",
                (unsigned long long)px_conn_id(req->hc->c), px_strerror(r));
+        req->keep_alive = 0;
+        px_conn_abort(req->hc->c);
+    }
     /* Sync answers are finished by the parse loop; async ones here. */
     if (req->hc->state == HC_ASYNC)
         request_done(req);
@@ -495,7 +505,7 @@ int px_respond_slice(px_req_t *req, int status, const char *content_type, px_sli
         return r;
     r = write_head(req, status, content_type, body->len, NULL, NULL, 0);
     if (r == 0 && !req->h.is_head)
-        r = px_conn_write_slice(req->hc->c, body, 0, body->len);
+        r = px_conn_write_slice_nocap(req->hc->c, body, 0, body->len);
     if (!req->h.is_head)
         req->res_bytes += body->len;
     return finish_answer(req, r);
@@ -585,6 +595,16 @@ int px_stream_start(px_req_t *req, int status, const char *content_type)
     if (r)
         return r;
     px__http_conn_t *hc = req->hc;
+    const char *extra = req->h.minor_version >= 1
+                            ? "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n"
+                            : "Cache-Control: no-cache\r\n";
+    if (req->h.is_head) {
+        /* The head a GET would get, and the request is over: there is no stream. */
+        req->abort_cb = NULL;
+        r = write_head(req, status, content_type, -1, extra, NULL, 0);
+        finish_answer(req, r);
+        return r ? r : 1;
+    }
     int was_async = hc->state == HC_ASYNC;
     if (detach(req) != 0) {
         req->abort_cb = NULL;
@@ -594,12 +614,12 @@ int px_stream_start(px_req_t *req, int status, const char *content_type)
     req->streaming = 1;
     req->chunked_out = req->h.minor_version >= 1;
     hc->state = HC_STREAM;
-    /* A stream is not a keep-alive exchange: close when it ends. */
-    hc->close_after = 1;
-    r = write_head(req, status, content_type, -1,
-                   req->chunked_out ? "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n"
-                                    : "Cache-Control: no-cache\r\n",
-                   NULL, 0);
+    /* Without chunked framing the end of the stream is the end of the connection. A
+     * chunked one may be followed by the next request, unless client bytes were
+     * discarded meanwhile (a stream started by the handler reads on, to see EOF). */
+    if (!req->chunked_out)
+        hc->close_after = 1;
+    r = write_head(req, status, content_type, -1, extra, NULL, 0);
     if (r) {
         /* No stream: the request ends here (the connection closes) and its
          * owner, told by the return value, hears nothing more from it. */
@@ -614,7 +634,10 @@ int px_stream_start(px_req_t *req, int status, const char *content_type)
     return 0;
 }
 
-int px_stream_write(px_req_t *req, const void *p, size_t len)
+/* Queue one chunk (its framing, then `len` bytes from `p` or from slice `sl`) all or
+ * nothing: -ENOBUFS leaves the stream intact; a failure half-way kills the connection
+ * rather than leave a broken chunk. */
+static int stream_chunk(px_req_t *req, const void *p, px_slice_t *sl, size_t off, size_t len)
 {
     px__http_conn_t *hc = req->hc;
     if (!req->streaming || req->finished)
@@ -623,37 +646,35 @@ int px_stream_write(px_req_t *req, const void *p, size_t len)
         return -EPIPE;
     if (len == 0)
         return 0;
-    int r = 0;
-    if (req->chunked_out) {
-        char hdr[24];
-        int n = snprintf(hdr, sizeof hdr, "%zx\r\n", len);
-        r = px_conn_write(hc->c, hdr, (size_t)n);
-    }
+    char hdr[24];
+    size_t hn = req->chunked_out ? (size_t)snprintf(hdr, sizeof hdr, "%zx\r\n", len) : 0;
+    size_t tn = req->chunked_out ? 2 : 0;
+    if (px_conn_room(hc->c) < hn + len + tn)
+        return px_conn_is_closing(hc->c) ? -EPIPE : -ENOBUFS;
+    int r = hn ? px_conn_write(hc->c, hdr, hn) : 0;
     if (r == 0)
-        r = px_conn_write(hc->c, p, len);
-    if (r == 0 && req->chunked_out)
+        r = sl ? px_conn_write_slice(hc->c, sl, off, len) : px_conn_write(hc->c, p, len);
+    if (r == 0 && tn)
         r = px_conn_write(hc->c, "\r\n", 2);
+    if (r)
+        px_conn_abort(hc->c);
     return r;
+}
+
+int px_stream_write(px_req_t *req, const void *p, size_t len)
+{
+    return stream_chunk(req, p, NULL, 0, len);
 }
 
 int px_stream_write_slice(px_req_t *req, px_slice_t *s, size_t off, size_t len)
 {
-    px__http_conn_t *hc = req->hc;
-    if (!req->streaming || req->finished)
-        return -EINVAL;
-    if (!hc->c || req->aborted)
-        return -EPIPE;
-    int r = 0;
-    if (req->chunked_out) {
-        char hdr[24];
-        int n = snprintf(hdr, sizeof hdr, "%zx\r\n", len);
-        r = px_conn_write(hc->c, hdr, (size_t)n);
-    }
-    if (r == 0)
-        r = px_conn_write_slice(hc->c, s, off, len);
-    if (r == 0 && req->chunked_out)
-        r = px_conn_write(hc->c, "\r\n", 2);
-    return r;
+    return stream_chunk(req, NULL, s, off, len);
+}
+
+void px_stream_on_drain(px_req_t *req, void (*cb)(px_req_t *, void *), void *ud)
+{
+    req->drain_cb = cb;
+    req->drain_ud = ud;
 }
 
 size_t px_stream_pending(const px_req_t *req)
@@ -919,7 +940,11 @@ static void process(px__http_conn_t *hc, char *data, size_t len, size_t *used)
     while (hc->c && !px_conn_is_closing(hc->c)) {
         px_req_t *req = &hc->req;
         if (hc->state == HC_STREAM) {
-            pos = len; /* a stream's client has nothing more to say: discard */
+            /* A stream's client has nothing more to say: discard (and so the
+             * connection cannot be kept alive after the stream). */
+            if (pos < len)
+                hc->discarded = 1;
+            pos = len;
             break;
         }
         if (hc->state == HC_ASYNC)
@@ -935,9 +960,18 @@ static void process(px__http_conn_t *hc, char *data, size_t len, size_t *used)
             if (!done)
                 break;
             req->body = (px_str_t){px_buf_head(&hc->body), px_buf_size(&hc->body)};
+            hc->body_owned = 1;
         } else {
             if (pos == len)
                 break;
+            if (px_conn_room(hc->c) == 0) {
+                /* Answers wait unread past the output budget: read no further request
+                 * until they drain (http_on_drain). Each answer is queued whole, so
+                 * the backlog stays within the budget plus one answer. */
+                hc->out_paused = 1;
+                px_conn_pause_read(hc->c, 1);
+                break;
+            }
             if (!hc->own_hdrs)
                 req->h.headers = hc->hw->hdrs;
             int r = px_http1_parse_request(&hc->parser, data + pos, len - pos, &req->h,
@@ -1040,7 +1074,6 @@ static void process(px__http_conn_t *hc, char *data, size_t len, size_t *used)
             continue;
         }
         request_done(req);
-        px_buf_dispose(&hc->body);
     }
     *used = pos;
 }
@@ -1055,6 +1088,17 @@ static ssize_t http_on_read(px_conn_t *c, char *data, size_t len)
     /* Unused bytes are a partial head: they stay in the connection buffer,
      * bounded by the head limit (the parser reports 414/431 before that). */
     return (ssize_t)used;
+}
+
+static void http_on_drain(px_conn_t *c)
+{
+    px__http_conn_t *hc = px_conn_state(c);
+    if (hc->out_paused) {
+        hc->out_paused = 0;
+        px_conn_pause_read(c, 0); /* re-dispatches the requests kept meanwhile */
+    }
+    if (hc->state == HC_STREAM && hc->req.drain_cb && !hc->req.finished)
+        hc->req.drain_cb(&hc->req, hc->req.drain_ud);
 }
 
 static void http_on_timeout(px_conn_t *c)
@@ -1112,6 +1156,7 @@ static void http_on_close(px_conn_t *c)
 static const px_protocol_t http_protocol = {
     .name = "http/1.1",
     .on_read = http_on_read,
+    .on_drain = http_on_drain,
     .on_timeout = http_on_timeout,
     .on_shutdown = http_on_shutdown,
     .on_eof = http_on_eof,

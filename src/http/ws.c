@@ -561,7 +561,9 @@ static void ws_handshake(px_req_t *req, void *ud)
         px_respond_error(req, 400, NULL, "Sec-WebSocket-Key must be 16 bytes in base64");
         return;
     }
-    if (px_req_body(req).len) {
+    /* Any body, even an empty chunked one: the bytes after the head are the peer's first
+     * WebSocket frames, so a body cannot be told apart from them. */
+    if (px_req_body(req).len || px_req_header(req, "transfer-encoding").ptr) {
         px_respond_error(req, 400, NULL, "an upgrade request has no body");
         return;
     }
