@@ -129,6 +129,11 @@ struct px_store_ops {
      *  is stored. History is complete after `since` iff since + 1 >= *first_offset.
      *  -ENOENT if the channel is unknown. */
     int (*earliest)(px_store_t *s, px_str_t channel, uint64_t *first_offset);
+    /** The epoch of a channel the store does not hold (yet), written NUL-terminated into
+     *  out: the same for every call, after restarts and in every process sharing the
+     *  store, and different in a store created anew (where history was lost). So a
+     *  channel may leave the hub's memory while it has no message and keep its epoch. */
+    int (*fresh_epoch)(px_store_t *s, px_str_t channel, char out[PX_STORE_EPOCH_MAX + 1]);
 };
 
 /** The SQLite backend (store_sqlite.c). */
@@ -181,6 +186,11 @@ static inline int px__store_trim(px_store_t *s, int64_t now_ms)
 static inline int px__store_earliest(px_store_t *s, px_str_t channel, uint64_t *first_offset)
 {
     return s->ops->earliest(s, channel, first_offset);
+}
+static inline int px__store_fresh_epoch(px_store_t *s, px_str_t channel,
+                                        char out[PX_STORE_EPOCH_MAX + 1])
+{
+    return s->ops->fresh_epoch(s, channel, out);
 }
 
 /* ---- SQLite specifics: diagnostics and the failure-injection shim (tests) ---------- */

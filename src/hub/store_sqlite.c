@@ -15,6 +15,8 @@
 #include <assert.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,7 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define APPLICATION_ID 0x706c7873 /* "plxs": `file plexus.db` and our open tell it apart */
 #define DB_NAME        "plexus.db"
 #define LOCK_NAME      "plexus.lock"
@@ -143,6 +145,9 @@ static const char *const migrations[] = {
     " time_ms INTEGER NOT NULL,"
     " data BLOB NOT NULL);"
     "CREATE UNIQUE INDEX messages_by_channel ON messages(channel_id, offset);",
+    /* 2: the store's instance id, made once with the database: fresh_epoch() keys on it. */
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+    "INSERT INTO meta VALUES('instance', lower(hex(randomblob(16))));",
 };
 _Static_assert(PX_ARRAY_SIZE(migrations) == SCHEMA_VERSION, "one migration per version");
 _Static_assert(APPLICATION_ID == 1886156915, "keep the migration literal in sync");
@@ -167,6 +172,7 @@ typedef struct sqlite_store {
     size_t undo_len;
     size_t undo_cap;
 
+    char instance[33];   /* meta.instance: 32 hex chars, made with the database */
     char path[PATH_MAX]; /* <data_dir>/plexus.db */
     char err[768];       /* last failure, see errmsg() */
 } sqlite_store_t;
@@ -1099,6 +1105,24 @@ static int load_cache(sqlite_store_t *s)
 /* Test-only VFS name, or NULL for the default VFS (see the fault shim below). */
 static const char *fault_vfs_name(void);
 
+static int load_instance(sqlite_store_t *s)
+{
+    sqlite3_stmt *st;
+    int rc =
+        sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = 'instance'", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return fail(s, rc, "read the store's instance id");
+    rc = sqlite3_step(st);
+    const unsigned char *v = rc == SQLITE_ROW ? sqlite3_column_text(st, 0) : NULL;
+    int ok = v && strlen((const char *)v) == sizeof(s->instance) - 1;
+    if (ok)
+        memcpy(s->instance, v, sizeof(s->instance));
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return fail(s, rc, "read the store's instance id");
+    return ok ? 0 : errf(s, -EUCLEAN, "%s: the store's instance id is missing or invalid", s->path);
+}
+
 static int do_open(sqlite_store_t *s, const px_store_opts_t *o)
 {
     int r = open_dir_and_lock(s, o->data_dir);
@@ -1141,7 +1165,32 @@ static int do_open(sqlite_store_t *s, const px_store_opts_t *o)
         if (rc != SQLITE_OK)
             return fail(s, rc, "prepare statements");
     }
+    if ((r = load_instance(s)) < 0)
+        return r;
     return load_cache(s);
+}
+
+/* The epoch of a channel not stored yet: HMAC-SHA256(instance, name), 16 hex chars. The
+ * same name gets the same epoch in every process on this database and after restarts,
+ * so a channel that leaves memory while empty keeps its epoch; a new database (history
+ * lost) has a new instance and so new epochs. */
+static int sq_fresh_epoch(px_store_t *base, px_str_t channel, char out[PX_STORE_EPOCH_MAX + 1])
+{
+    sqlite_store_t *s = from_base(base);
+    if (!px__store_channel_ok(channel))
+        return errf(s, -EINVAL, "invalid channel name");
+    unsigned char mac[32];
+    unsigned int mlen = 0;
+    if (!HMAC(EVP_sha256(), s->instance, (int)strlen(s->instance),
+              (const unsigned char *)channel.ptr, channel.len, mac, &mlen))
+        return errf(s, -EIO, "HMAC failed");
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < 8; i++) {
+        out[2 * i] = hex[mac[i] >> 4];
+        out[2 * i + 1] = hex[mac[i] & 15];
+    }
+    out[16] = '\0';
+    return 0;
 }
 
 static int sq_open(const px_store_opts_t *o, px_store_t **out, char *err, size_t errlen)
@@ -1198,6 +1247,7 @@ const px_store_ops_t px__store_sqlite = {
     .read = sq_read,
     .trim = sq_trim,
     .earliest = sq_earliest,
+    .fresh_epoch = sq_fresh_epoch,
 };
 
 /* ---- failure injection: a VFS that wraps the default one ---------------------------- *

@@ -736,7 +736,7 @@ static void test_durability_pragmas(void **state)
     assert_int_equal(pragma_int(f->s, "PRAGMA wal_autocheckpoint"), 4000);
     assert_int_equal(pragma_int(f->s, "PRAGMA journal_size_limit"), 64 << 20);
     assert_int_equal(pragma_int(f->s, "PRAGMA busy_timeout"), 5000);
-    assert_int_equal(pragma_int(f->s, "PRAGMA user_version"), 1);
+    assert_int_equal(pragma_int(f->s, "PRAGMA user_version"), 2);
     assert_int_equal(pragma_int(f->s, "PRAGMA application_id"), 0x706c7873);
 
     f->opts.durability = PX_DURABILITY_FULL;
@@ -862,15 +862,55 @@ static void test_corrupt_header_fails_integrity(void **state)
     assert_non_null(strstr(f->err, "integrity check failed"));
 }
 
+/* A channel's fresh epoch is stable for one database (across reopen), differs per name
+ * and differs in a new database; a version-1 database gains an instance id. */
+static void test_fresh_epoch(void **state)
+{
+    fx_t *f = *state;
+    fx_open(f);
+    char a[PX_STORE_EPOCH_MAX + 1], b[PX_STORE_EPOCH_MAX + 1], c[PX_STORE_EPOCH_MAX + 1];
+    assert_int_equal(px__store_fresh_epoch(f->s, (px_str_t){"room", 4}, a), 0);
+    assert_int_equal(strlen(a), 16);
+    assert_true(px__store_epoch_ok((px_str_t){a, strlen(a)}));
+    assert_int_equal(px__store_fresh_epoch(f->s, (px_str_t){"room2", 5}, b), 0);
+    assert_string_not_equal(a, b);
+    assert_int_equal(px__store_fresh_epoch(f->s, (px_str_t){"", 0}, c), -EINVAL);
+    fx_reopen(f);
+    assert_int_equal(px__store_fresh_epoch(f->s, (px_str_t){"room", 4}, c), 0);
+    assert_string_equal(a, c);
+    /* A new database: new instance, new epochs. */
+    px__store_close(f->s);
+    f->s = NULL;
+    char path[300];
+    db_path(f, path, sizeof(path));
+    assert_int_equal(unlink(path), 0);
+    fx_open(f);
+    assert_int_equal(px__store_fresh_epoch(f->s, (px_str_t){"room", 4}, c), 0);
+    assert_string_not_equal(a, c);
+    /* Migration from version 1: the instance appears, stored channels are kept. */
+    px_store_msg_t m = M("old", "0123456789abcdef", 1, 1, "1");
+    assert_int_equal(px__store_append(f->s, &m, 1), 0);
+    px__store_close(f->s);
+    f->s = NULL;
+    raw_exec(f, "DROP TABLE meta; PRAGMA user_version = 1");
+    fx_open(f);
+    assert_int_equal(pragma_int(f->s, "PRAGMA user_version"), 2);
+    assert_int_equal(px__store_fresh_epoch(f->s, (px_str_t){"room", 4}, b), 0);
+    assert_string_not_equal(b, c);
+    uint64_t first = 0;
+    assert_int_equal(px__store_earliest(f->s, (px_str_t){"old", 3}, &first), 0);
+    assert_int_equal(first, 1);
+}
+
 static void test_newer_schema_version(void **state)
 {
     fx_t *f = *state;
     fx_open(f);
     px__store_close(f->s);
     f->s = NULL;
-    raw_exec(f, "PRAGMA user_version = 2");
+    raw_exec(f, "PRAGMA user_version = 3");
     assert_int_equal(fx_open_err(f), -ENOTSUP);
-    assert_non_null(strstr(f->err, "schema version 2"));
+    assert_non_null(strstr(f->err, "schema version 3"));
     assert_non_null(strstr(f->err, "newer"));
 }
 
@@ -1225,6 +1265,7 @@ int main(void)
         T(test_corrupt_pages_fail_integrity),
         T(test_corrupt_header_fails_integrity),
         T(test_newer_schema_version),
+        T(test_fresh_epoch),
         T(test_foreign_database),
         T(test_readonly_dir),
         T(test_readonly_db_file),
