@@ -49,6 +49,8 @@ typedef struct px_config {
     unsigned max_channels;
     unsigned publish_rate;
     unsigned history_limit_max;
+    unsigned subscribe_rate;
+    unsigned max_inflight;
     /* meta */
     char *config_file;
 } px_config_t;

@@ -102,6 +102,8 @@ static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp)
     hopts.max_channels = cfg.max_channels;
     hopts.publish_rate = cfg.publish_rate;
     hopts.history_limit_max = cfg.history_limit_max;
+    hopts.subscribe_rate = cfg.subscribe_rate;
+    hopts.max_inflight = cfg.max_inflight;
     char err[512] = "";
     px_hub_t *hub = *hubp = px_hub_new(server, &hopts, err, sizeof err);
     if (!hub) {

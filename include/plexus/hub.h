@@ -29,6 +29,9 @@ typedef struct px_hub_opts {
     size_t max_payload;      /**< largest message data in bytes (default 64 KiB) */
     unsigned max_channels;   /**< subscriptions per connection (default 100) */
     unsigned publish_rate;   /**< publishes per second per connection (default 100; 0 = no limit) */
+    unsigned subscribe_rate; /**< subscribes + unsubscribes per second per connection (default
+                                  100; 0 = no limit) */
+    unsigned max_inflight;   /**< requests of one connection waiting for the hub (default 32) */
     unsigned history_limit_max; /**< largest history `limit` (default 1000) */
     uint64_t sse_keepalive_ms;  /**< SSE comment interval (default 15 s) */
 } px_hub_opts_t;

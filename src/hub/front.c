@@ -27,9 +27,11 @@ typedef struct sub {
     struct sub *snext;         /* in the session */
     unsigned presence : 1;     /* wants join/leave events */
     unsigned active : 1;       /* the hub confirmed: deliveries reach it */
+    unsigned catching_up : 1;  /* the hub counted it; history pages go out before it is active */
     unsigned cancelled : 1;    /* unsubscribed while the subscribe was at the hub */
     unsigned cancel_has_id : 1;
     int64_t cancel_id; /* the unsubscribe's id, answered after the subscribe's reply */
+    uint64_t cursor;   /* catching up: offset of the last message replayed */
     size_t name_len;
     char name[PX__CHANNEL_MAX + 1];
 } sub_t;
@@ -41,6 +43,17 @@ struct local_chan {
     size_t name_len;
     char name[PX__CHANNEL_MAX + 1];
 };
+
+/* Paced requests: answers that can be long (history, catch-up pages) go to the hub one
+ * at a time per session, the next only once the previous answer has been written out
+ * (the connection drained). A client that reads slowly gets its backlog slowly instead of
+ * overflowing its output budget, and holds the hub to one bounded read at a time. */
+enum { PACED_IDLE, PACED_AT_HUB, PACED_DRAINING };
+
+typedef struct bucket {
+    double tokens; /* token-bucket rate limiter */
+    uint64_t ms;
+} bucket_t;
 
 struct session {
     int kind; /* ORIGIN_WS or ORIGIN_SSE */
@@ -54,9 +67,14 @@ struct session {
     unsigned nsubs;
     unsigned pending; /* requests at the hub thread: the session lives until they return */
     unsigned dead : 1;
-    unsigned authorized : 1; /* passed the token / anonymous check */
-    double tokens;           /* publish rate limiter (token bucket) */
-    uint64_t tokens_ms;
+    unsigned authorized : 1;      /* passed the token / anonymous check */
+    unsigned paced : 2;           /* PACED_*: the paced request in progress */
+    hub_req_t *pq_head, *pq_tail; /* paced requests waiting for their turn */
+    unsigned npq;
+    sub_t *paced_sub;    /* the subscription whose page is at the hub (NULL once dropped) */
+    px_timer_t expiry;   /* the token's exp: the session ends then (unless renewed) */
+    bucket_t publishes;  /* --publish-rate */
+    bucket_t subscribes; /* --subscribe-rate (subscribe and unsubscribe) */
     char client[PX__CLIENT_ID_LEN + 1];
 };
 
@@ -93,7 +111,16 @@ static sub_t *find_sub(session_t *s, const char *name, size_t len)
     return NULL;
 }
 
-/* Unlink and free `u`, which is not (or no longer) active. */
+static void req_release(hub_req_t *r)
+{
+    px__free(r->data);
+    px__free(r->user);
+    px__free(r->info);
+    px__free(r->claims);
+    px__free(r);
+}
+
+/* Unlink and free `u`, which is not (or no longer) active, with its queued pages. */
 static void forget_sub(session_t *s, sub_t *u)
 {
     for (sub_t **pp = &s->subs; *pp; pp = &(*pp)->snext)
@@ -102,6 +129,24 @@ static void forget_sub(session_t *s, sub_t *u)
             break;
         }
     s->nsubs--;
+    hub_req_t *prev = NULL;
+    for (hub_req_t *r = s->pq_head, *next; r; r = next) {
+        next = r->next;
+        if (r->tag != u) {
+            prev = r;
+            continue;
+        }
+        if (prev)
+            prev->next = next;
+        else
+            s->pq_head = next;
+        if (s->pq_tail == r)
+            s->pq_tail = prev;
+        s->npq--;
+        req_release(r);
+    }
+    if (s->paced_sub == u)
+        s->paced_sub = NULL; /* its page answer, when it comes, is dropped */
     px__free(u);
 }
 
@@ -185,14 +230,23 @@ static void drop_sub(session_t *s, sub_t *u)
 
 static void session_close(session_t *s)
 {
-    /* Subscriptions still waiting for their reply are dropped when it comes. */
+    /* Subscriptions still waiting for their reply are dropped when it comes; those the
+     * hub counted (live or catching up) are dropped now. */
     sub_t *u = s->subs;
     while (u) {
         sub_t *next = u->snext;
-        if (u->active)
+        if (u->active || u->catching_up)
             drop_sub(s, u);
         u = next;
     }
+    while (s->pq_head) {
+        hub_req_t *r = s->pq_head;
+        s->pq_head = r->next;
+        req_release(r);
+    }
+    s->pq_tail = NULL;
+    s->npq = 0;
+    px_timer_stop(&s->expiry);
     if (s->kind == ORIGIN_SSE) {
         hub_local_t *L = local_of(s->hub, s->worker);
         if (s->sse_prev)
@@ -242,6 +296,100 @@ static void ws_error(session_t *s, int has_id, int64_t id, const char *code, con
         ws_text(s, w.buf, w.len);
 }
 
+/* ---- paced requests ------------------------------------------------------------------------- */
+
+/* Bytes of messages per history answer or catch-up page: a quarter of the output budget
+ * (the page is written only once the connection has drained), at most PX__PAGE_MAX. */
+static size_t page_bytes(const session_t *s)
+{
+    size_t cap = px_server_opts(s->hub->server)->output_cap / 4;
+    return cap < 1 ? 1 : cap > PX__PAGE_MAX ? PX__PAGE_MAX : cap;
+}
+
+static size_t session_output(const session_t *s)
+{
+    if (s->ws)
+        return px_conn_pending(px_ws_conn(s->ws));
+    return s->req ? px_stream_pending(s->req) : 0;
+}
+
+static void paced_pump(session_t *s)
+{
+    while (s->paced == PACED_IDLE && s->pq_head && !s->dead) {
+        hub_req_t *r = s->pq_head;
+        s->pq_head = r->next;
+        if (!s->pq_head)
+            s->pq_tail = NULL;
+        s->npq--;
+        r->next = NULL;
+        r->paced = 1;
+        if (r->type == HREQ_PAGE)
+            s->paced_sub = r->tag;
+        s->paced = PACED_AT_HUB;
+        s->pending++;
+        px__hub_post(s->hub, r);
+    }
+}
+
+static void paced_push(session_t *s, hub_req_t *r)
+{
+    r->next = NULL;
+    if (s->pq_tail)
+        s->pq_tail->next = r;
+    else
+        s->pq_head = r;
+    s->pq_tail = r;
+    s->npq++;
+    paced_pump(s);
+}
+
+/* The paced answer has been queued for the client: the next waits until it is written. */
+static void paced_done(session_t *s)
+{
+    s->paced_sub = NULL;
+    s->paced = session_output(s) ? PACED_DRAINING : PACED_IDLE;
+    paced_pump(s);
+}
+
+static void session_drained(session_t *s)
+{
+    if (s->paced == PACED_DRAINING) {
+        s->paced = PACED_IDLE;
+        paced_pump(s);
+    }
+}
+
+/* Ask for the next catch-up page of `u`. */
+static void queue_page(session_t *s, sub_t *u)
+{
+    hub_req_t *r = req_new(s, HREQ_PAGE, u->name, u->name_len);
+    r->since_offset = u->cursor;
+    r->max_bytes = page_bytes(s);
+    r->tag = u;
+    paced_push(s, r);
+}
+
+static int rate_ok(bucket_t *b, unsigned rate)
+{
+    if (!rate)
+        return 1;
+    uint64_t now = px_now_ms();
+    b->tokens += (double)(now - b->ms) * rate / 1000.0;
+    if (b->tokens > rate)
+        b->tokens = rate;
+    b->ms = now;
+    if (b->tokens < 1)
+        return 0;
+    b->tokens -= 1;
+    return 1;
+}
+
+static void bucket_init(bucket_t *b, unsigned rate)
+{
+    b->tokens = rate;
+    b->ms = px_now_ms();
+}
+
 /* ---- auth ---------------------------------------------------------------------------------- */
 
 /* Verify a client token. Returns 0 and *out (malloc'd claims) or an error text. */
@@ -270,6 +418,47 @@ static int allowed(const session_t *s, int action, const char *ch, size_t len)
 
 /* ---- the native protocol --------------------------------------------------------------------- */
 
+/* ---- token expiry ---------------------------------------------------------------------------- */
+
+static void sse_end(session_t *s);
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A token is valid until its exp, not only when the connection opens: then the
+ * session ends (WebSocket: an error with code token_expired and close 1008; SSE: a
+ * "token-expired" event and the end of the stream) unless {"op":"auth"} renewed it. */
+static void on_expiry(px_timer_t *t)
+{
+    session_t *s = t->data;
+    if (s->dead)
+        return;
+    s->authorized = 0; /* nothing more is taken from it */
+    if (s->ws) {
+        ws_error(s, 0, 0, "token_expired",
+                 "the token expired: renew it with {\"op\":\"auth\"} before it does, or reconnect");
+        px_ws_close(s->ws, 1008, "token expired");
+    } else if (s->req) {
+        static const char ev[] = "event: token-expired\ndata: {\"error\":\"token_expired\","
+                                 "\"message\":\"the token expired\"}\n\n";
+        px_stream_write(s->req, ev, sizeof ev - 1);
+        sse_end(s);
+    }
+}
+
+static void arm_expiry(session_t *s)
+{
+    px_timer_stop(&s->expiry);
+    if (!s->claims || !s->claims->exp)
+        return;
+    int64_t ms = s->claims->exp * 1000 - wall_ms();
+    px_timer_start(px_worker_loop(px_worker_self()), &s->expiry, ms > 0 ? (uint64_t)ms : 0);
+}
+
 static void ws_open(px_ws_t *ws, px_req_t *req, void *ud)
 {
     px_hub_t *h = ud;
@@ -278,8 +467,9 @@ static void ws_open(px_ws_t *ws, px_req_t *req, void *ud)
     s->hub = h;
     s->worker = px_worker_id(px_conn_worker(px_ws_conn(ws)));
     s->ws = ws;
-    s->tokens = h->opts.publish_rate;
-    s->tokens_ms = px_now_ms();
+    bucket_init(&s->publishes, h->opts.publish_rate);
+    bucket_init(&s->subscribes, h->opts.subscribe_rate);
+    px_timer_init(&s->expiry, on_expiry, s);
     unsigned char rnd[PX__CLIENT_ID_LEN / 2];
     px_random(rnd, sizeof rnd);
     for (size_t i = 0; i < sizeof rnd; i++)
@@ -304,6 +494,7 @@ static void ws_open(px_ws_t *ws, px_req_t *req, void *ud)
         return;
     }
     s->authorized = 1;
+    arm_expiry(s);
     char buf[128];
     int n = snprintf(buf, sizeof buf, "{\"op\":\"welcome\",\"client\":\"%s\",\"version\":\"%s\"}",
                      s->client, PX_VERSION_STRING);
@@ -318,22 +509,6 @@ static void ws_close_cb(px_ws_t *ws, int code, px_str_t reason, void *ud)
     session_t *s = px_ws_get_data(ws);
     if (s)
         session_close(s);
-}
-
-static int rate_ok(session_t *s)
-{
-    unsigned rate = s->hub->opts.publish_rate;
-    if (!rate)
-        return 1;
-    uint64_t now = px_now_ms();
-    s->tokens += (double)(now - s->tokens_ms) * rate / 1000.0;
-    if (s->tokens > rate)
-        s->tokens = rate;
-    s->tokens_ms = now;
-    if (s->tokens < 1)
-        return 0;
-    s->tokens -= 1;
-    return 1;
 }
 
 /* A history request without "limit" gets 100 messages, or fewer if
@@ -353,6 +528,8 @@ static void unsub_reply(session_t *s, int has_id, int64_t id, const char *channe
                            channel);
     ws_text(s, buf, (size_t)n);
 }
+
+static void ws_auth(session_t *s, int has_id, int64_t id, px_json_doc_t *doc, int tok);
 
 static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, void *ud)
 {
@@ -379,9 +556,9 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
         ws_error(s, 0, 0, "bad_request", "a message is a JSON object");
         return;
     }
-    static const char *const keys[] = {"op",    "id",       "channel", "data",
-                                       "since", "presence", "limit",   "info"};
-    enum { K_OP, K_ID, K_CHANNEL, K_DATA, K_SINCE, K_PRESENCE, K_LIMIT, K_INFO, K_COUNT };
+    static const char *const keys[] = {"op",       "id",    "channel", "data", "since",
+                                       "presence", "limit", "info",    "token"};
+    enum { K_OP, K_ID, K_CHANNEL, K_DATA, K_SINCE, K_PRESENCE, K_LIMIT, K_INFO, K_TOKEN, K_COUNT };
     int v[K_COUNT];
     size_t dup;
     if (px_json_get_keys(&doc, 0, keys, K_COUNT, v, &dup) != 0) {
@@ -411,6 +588,10 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
         ws_text(s, buf, (size_t)n);
         return;
     }
+    if (strcmp(op, "auth") == 0) {
+        ws_auth(s, has_id, id, &doc, v[K_TOKEN]);
+        return;
+    }
     int is_sub = strcmp(op, "subscribe") == 0, is_unsub = strcmp(op, "unsubscribe") == 0,
         is_pub = strcmp(op, "publish") == 0, is_hist = strcmp(op, "history") == 0,
         is_pres = strcmp(op, "presence") == 0;
@@ -428,6 +609,16 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
         return;
     }
     size_t clen = (size_t)cl;
+    if ((is_sub || is_unsub) && !rate_ok(&s->subscribes, h->opts.subscribe_rate)) {
+        ws_error(s, has_id, id, "rate_limited",
+                 "more than %u subscribes and unsubscribes per second", h->opts.subscribe_rate);
+        return;
+    }
+    if (!is_unsub && s->pending + s->npq >= h->opts.max_inflight) {
+        ws_error(s, has_id, id, "too_many_requests",
+                 "%u requests of this connection are still being answered", s->pending + s->npq);
+        return;
+    }
 
     if (is_unsub) {
         sub_t *u = find_sub(s, channel, clen);
@@ -435,7 +626,7 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
             ws_error(s, has_id, id, "not_subscribed", "not subscribed to %s", channel);
             return;
         }
-        if (!u->active) {
+        if (!u->active && !u->catching_up) {
             /* The subscribe is still at the hub. The hub thread takes this
              * worker's requests in order, so it applies the unsubscribe right
              * after it; the answer waits for the subscribe's reply. */
@@ -525,6 +716,12 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
         s->subs = u;
         s->nsubs++;
         r->tag = u;
+        if (r->has_since && s->paced == PACED_IDLE && !s->pq_head) {
+            /* The first page of the replay comes with the reply; the rest as it drains. */
+            r->max_bytes = page_bytes(s);
+            r->paced = 1;
+            s->paced = PACED_AT_HUB;
+        }
     } else if (is_pub) {
         if (v[K_DATA] < 0) {
             ws_error(s, has_id, id, "bad_request", "publish needs \"data\"");
@@ -536,7 +733,7 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
                      raw.len, h->opts.max_payload);
             return;
         }
-        if (!rate_ok(s)) {
+        if (!rate_ok(&s->publishes, h->opts.publish_rate)) {
             ws_error(s, has_id, id, "rate_limited", "more than %u publishes per second",
                      h->opts.publish_rate);
             return;
@@ -566,6 +763,11 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
             return;
         }
         r->limit = (size_t)limit;
+        r->max_bytes = page_bytes(s);
+        r->has_id = has_id;
+        r->id = id;
+        paced_push(s, r);
+        return;
     } else {
         r = req_new(s, HREQ_PRESENCE, channel, clen);
     }
@@ -575,9 +777,69 @@ static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, vo
     px__hub_post(h, r);
 }
 
+/* {"op":"auth","token":"<JWT>"}: renew the connection's token before it expires. The new
+ * token must be valid, name the same user (sub) and allow every current subscription;
+ * otherwise the old one stays. */
+static void ws_auth(session_t *s, int has_id, int64_t id, px_json_doc_t *doc, int tok)
+{
+    char buf[PX_JWT_MAX_TOKEN + 1];
+    int n = tok >= 0 && doc->toks[tok].type == PX_JSON_STRING
+                ? px_json_unescape(doc, tok, buf, sizeof buf)
+                : -1;
+    if (n <= 0) {
+        ws_error(s, has_id, id, "bad_request", "auth needs \"token\": a JWT of at most %d bytes",
+                 PX_JWT_MAX_TOKEN);
+        return;
+    }
+    if (!s->claims) {
+        ws_error(s, has_id, id, "forbidden", "this connection has no token to renew");
+        return;
+    }
+    px_jwt_claims_t *c = NULL;
+    const char *why = verify_token(s->hub, (px_str_t){buf, (size_t)n}, &c);
+    if (why) {
+        ws_error(s, has_id, id, "unauthorized", "%s", why);
+        return;
+    }
+    if (c->sub_len != s->claims->sub_len || memcmp(c->sub, s->claims->sub, c->sub_len) != 0) {
+        px__free(c);
+        ws_error(s, has_id, id, "forbidden", "the new token names another user");
+        return;
+    }
+    for (sub_t *u = s->subs; u; u = u->snext) {
+        if (!u->cancelled && c->has_channels &&
+            !px_jwt_channel_allowed(c, PX_JWT_SUBSCRIBE, u->name, u->name_len)) {
+            px__free(c);
+            ws_error(s, has_id, id, "forbidden", "the new token does not allow subscribe on %.*s",
+                     (int)u->name_len, u->name);
+            return;
+        }
+    }
+    px__free(s->claims);
+    s->claims = c;
+    arm_expiry(s);
+    char out[96];
+    int k = snprintf(out, sizeof out, "{\"op\":\"reply\"");
+    if (has_id)
+        k += snprintf(out + k, sizeof out - (size_t)k, ",\"id\":%lld", (long long)id);
+    if (c->exp)
+        k += snprintf(out + k, sizeof out - (size_t)k, ",\"exp\":%lld", (long long)c->exp);
+    k += snprintf(out + k, sizeof out - (size_t)k, "}");
+    ws_text(s, out, (size_t)k);
+}
+
+static void ws_drain(px_ws_t *ws, void *ud)
+{
+    PX_UNUSED(ud);
+    session_t *s = px_ws_get_data(ws);
+    if (s)
+        session_drained(s);
+}
+
 static const px_ws_callbacks_t hub_ws_callbacks = {
     .on_open = ws_open,
     .on_message = ws_message,
+    .on_drain = ws_drain,
     .on_close = ws_close_cb,
 };
 
@@ -601,9 +863,85 @@ static void sse_end(session_t *s)
     px_stream_end(req);
 }
 
-static void session_reply(px_worker_t *w, session_t *s, hub_rep_t *rep)
+static void session_frames(session_t *s, hub_rep_t *rep)
 {
-    PX_UNUSED(w);
+    if (s->kind == ORIGIN_WS) {
+        for (size_t i = 0; i < rep->nframes && s->ws; i++)
+            px_ws_send_frame(s->ws, rep->frames[i]);
+    } else {
+        for (size_t i = 0; i < rep->nframes && s->req; i++)
+            if (px_stream_write_slice(s->req, rep->frames[i], 0, rep->frames[i]->len) != 0) {
+                sse_end(s);
+                return;
+            }
+    }
+}
+
+/* A replay page went out: live from here, or ask for the next one. */
+static void after_page(session_t *s, sub_t *u, const hub_rep_t *rep)
+{
+    if (rep->final) {
+        u->catching_up = 0;
+        activate(s, u);
+    } else {
+        u->catching_up = 1;
+        u->cursor = rep->page_last;
+        queue_page(s, u);
+    }
+}
+
+static void subscribe_reply(session_t *s, sub_t *u, hub_rep_t *rep)
+{
+    if (rep->status >= 400 || rep->err_code) {
+        if (s->kind == ORIGIN_WS) {
+            ws_error(s, rep->has_id, rep->id, rep->err_code ? rep->err_code : "error", "%s",
+                     rep->err_msg);
+            if (u->cancelled)
+                ws_error(s, u->cancel_has_id, u->cancel_id, "not_subscribed",
+                         "not subscribed to %.*s", (int)rep->channel_len, rep->channel);
+        }
+        forget_sub(s, u);
+        if (s->kind != ORIGIN_WS)
+            sse_end(s);
+        return;
+    }
+    if (s->kind == ORIGIN_WS)
+        ws_text(s, rep->body, rep->body_len);
+    if (u->cancelled) {
+        /* The hub had the unsubscribe right after: nothing of it goes out. */
+        unsub_reply(s, u->cancel_has_id, u->cancel_id, rep->channel, rep->channel_len);
+        forget_sub(s, u);
+        return;
+    }
+    session_frames(s, rep);
+    if (!s->dead)
+        after_page(s, u, rep);
+}
+
+static void page_reply(session_t *s, hub_rep_t *rep)
+{
+    sub_t *u = s->paced_sub; /* NULL if it was dropped meanwhile */
+    if (!u)
+        return;
+    if (rep->status >= 400 || rep->err_code) {
+        /* The replay cannot go on: the subscription ends, the client is told. */
+        if (s->kind == ORIGIN_WS) {
+            ws_error(s, 0, 0, rep->err_code ? rep->err_code : "error",
+                     "%s; the subscription to %.*s has ended", rep->err_msg, (int)rep->channel_len,
+                     rep->channel);
+            drop_sub(s, u);
+        } else {
+            sse_end(s);
+        }
+        return;
+    }
+    session_frames(s, rep);
+    if (!s->dead)
+        after_page(s, u, rep);
+}
+
+static void session_reply(session_t *s, hub_rep_t *rep)
+{
     s->pending--;
     sub_t *u = rep->type == HREQ_SUBSCRIBE ? rep->tag : NULL;
     if (s->dead) {
@@ -615,49 +953,39 @@ static void session_reply(px_worker_t *w, session_t *s, hub_rep_t *rep)
         session_maybe_free(s);
         return;
     }
-    if (rep->status >= 400 || rep->err_code) {
-        if (s->kind == ORIGIN_WS) {
+    if (u) {
+        subscribe_reply(s, u, rep);
+    } else if (rep->type == HREQ_PAGE) {
+        page_reply(s, rep);
+    } else if (s->kind == ORIGIN_WS) {
+        if (rep->status >= 400 || rep->err_code)
             ws_error(s, rep->has_id, rep->id, rep->err_code ? rep->err_code : "error", "%s",
                      rep->err_msg);
-            if (u && u->cancelled)
-                ws_error(s, u->cancel_has_id, u->cancel_id, "not_subscribed",
-                         "not subscribed to %.*s", (int)rep->channel_len, rep->channel);
-        }
-        if (u)
-            forget_sub(s, u);
-        if (s->kind != ORIGIN_WS)
-            sse_end(s);
-        return;
+        else
+            ws_text(s, rep->body, rep->body_len);
     }
-    if (s->kind == ORIGIN_WS) {
-        ws_text(s, rep->body, rep->body_len);
-        for (size_t i = 0; i < rep->nframes && s->ws; i++)
-            px_ws_send_frame(s->ws, rep->frames[i]);
-    } else {
-        for (size_t i = 0; i < rep->nframes && s->req; i++)
-            px_stream_write_slice(s->req, rep->frames[i], 0, rep->frames[i]->len);
-    }
-    if (u && u->cancelled) {
-        unsub_reply(s, u->cancel_has_id, u->cancel_id, rep->channel, rep->channel_len);
-        forget_sub(s, u); /* the hub already had the unsubscribe */
-    } else if (u) {
-        activate(s, u);
-    }
+    if (rep->paced && !s->dead)
+        paced_done(s);
 }
+
+static void history_reply(px_req_t *req, hub_rep_t *rep);
 
 void px__hub_on_reply(px_worker_t *w, px_msg_t *m)
 {
     hub_rep_t *rep = (hub_rep_t *)m;
+    PX_UNUSED(w);
     if (rep->origin_kind == ORIGIN_HTTP) {
         px_req_t *req = rep->origin;
-        if (rep->status >= 400 || rep->err_code)
+        if (rep->type == HREQ_HISTORY && rep->tag)
+            history_reply(req, rep);
+        else if (rep->status >= 400 || rep->err_code)
             px_respond_error(req, rep->status ? rep->status : 500, rep->err_code, "%s",
                              rep->err_msg);
         else
             px_respond(req, rep->status ? rep->status : 200, "application/json", rep->body,
                        rep->body_len);
     } else if (rep->origin) {
-        session_reply(w, rep->origin, rep);
+        session_reply(rep->origin, rep);
     }
     rep_free(rep);
 }
@@ -727,7 +1055,10 @@ static int api_auth(px_hub_t *h, px_req_t *req, px_jwt_claims_t **claims)
     return -1;
 }
 
-static int api_channel(px_hub_t *h, px_req_t *req, int action, px_str_t *out)
+/* Authorize `action` on the request's channel. *keep (may be NULL) receives the token's
+ * claims (malloc'd, NULL for the API key or anonymous access); otherwise they are freed. */
+static int api_channel_claims(px_hub_t *h, px_req_t *req, int action, px_str_t *out,
+                              px_jwt_claims_t **keep)
 {
     px_jwt_claims_t *claims;
     if (api_auth(h, req, &claims) != 0)
@@ -745,9 +1076,17 @@ static int api_channel(px_hub_t *h, px_req_t *req, int action, px_str_t *out)
                          action == PX_JWT_PUBLISH ? "publish" : "subscribe");
         return -1;
     }
-    px__free(claims);
+    if (keep)
+        *keep = claims;
+    else
+        px__free(claims);
     *out = ch;
     return 0;
+}
+
+static int api_channel(px_hub_t *h, px_req_t *req, int action, px_str_t *out)
+{
+    return api_channel_claims(h, req, action, out, NULL);
 }
 
 static hub_req_t *http_req(px_req_t *req, int type, px_str_t ch)
@@ -810,6 +1149,99 @@ static int query_u64(px_req_t *req, const char *name, uint64_t *out)
     return 1;
 }
 
+/* An HTTP history answer longer than one page is streamed: the first page opens the
+ * JSON array, each further page is asked for once the previous one has been written
+ * (paced by the client's reading), and the last closes it. The hub does one bounded
+ * read per page; nothing is built for a client that has gone. */
+typedef struct hist_stream {
+    px_hub_t *hub;
+    uint64_t since; /* offset of the last message sent */
+    size_t left;    /* messages still wanted */
+    size_t page;    /* bytes per page */
+    unsigned streaming : 1;
+    unsigned at_hub : 1;  /* a continuation page is being read */
+    unsigned aborted : 1; /* the client left while a page was at the hub */
+    unsigned truncated : 1;
+    size_t channel_len;
+    char channel[PX__CHANNEL_MAX + 1];
+} hist_stream_t;
+
+static hub_req_t *http_req(px_req_t *req, int type, px_str_t ch);
+
+static void history_end(px_req_t *req, hist_stream_t *hs)
+{
+    static const char tail[] = "]}", ttail[] = "],\"truncated\":true}";
+    if (hs->truncated)
+        px_stream_write(req, ttail, sizeof ttail - 1);
+    else
+        px_stream_write(req, tail, sizeof tail - 1);
+    px_stream_end(req);
+}
+
+static void history_drain(px_req_t *req, void *ud)
+{
+    hist_stream_t *hs = ud;
+    if (hs->at_hub || hs->aborted)
+        return;
+    hub_req_t *r = http_req(req, HREQ_HISTORY, (px_str_t){hs->channel, hs->channel_len});
+    r->since_offset = hs->since;
+    r->limit = hs->left;
+    r->max_bytes = hs->page;
+    r->cont = 1;
+    r->tag = hs;
+    hs->at_hub = 1;
+    px__hub_post(hs->hub, r);
+}
+
+static void history_abort(px_req_t *req, void *ud)
+{
+    hist_stream_t *hs = ud;
+    if (hs->at_hub)
+        hs->aborted = 1; /* ended when the page comes back */
+    else
+        px_stream_end(req);
+}
+
+static void history_reply(px_req_t *req, hub_rep_t *rep)
+{
+    hist_stream_t *hs = rep->tag;
+    hs->at_hub = 0;
+    if (hs->aborted) {
+        px_stream_end(req);
+        return;
+    }
+    if (rep->status >= 400 || rep->err_code) {
+        if (!hs->streaming)
+            px_respond_error(req, rep->status ? rep->status : 500, rep->err_code, "%s",
+                             rep->err_msg);
+        else /* the head is out: cut the transfer so the client sees it incomplete */
+            px_conn_abort(px_req_conn(req));
+        return;
+    }
+    if (!hs->streaming) {
+        if (!rep->more) { /* it all fits one answer: a plain response */
+            px_respond(req, 200, "application/json", rep->body, rep->body_len);
+            return;
+        }
+        if (px_stream_start(req, 200, "application/json") != 0)
+            return; /* HEAD (the head went out) or a failure: the request is over */
+        hs->streaming = 1;
+        px_stream_on_drain(req, history_drain, hs);
+        px_req_on_abort(req, history_abort, hs);
+    }
+    hs->left -= rep->count < hs->left ? rep->count : hs->left;
+    hs->since = rep->page_last;
+    if (rep->truncated)
+        hs->truncated = 1;
+    if (px_stream_write(req, rep->body, rep->body_len) != 0) {
+        px_conn_abort(px_req_conn(req));
+        return;
+    }
+    if (!rep->more || hs->left == 0)
+        history_end(req, hs);
+    /* else the next page is asked for when this one has been written (history_drain) */
+}
+
 static void api_history(px_req_t *req, void *ud)
 {
     px_hub_t *h = ud;
@@ -826,9 +1258,23 @@ static void api_history(px_req_t *req, void *ud)
         px_respond_error(req, 400, "bad_request", "limit must be 1..%u", h->opts.history_limit_max);
         return;
     }
+    hist_stream_t *hs = px_req_alloc(req, sizeof *hs);
+    if (!hs) {
+        px_respond_error(req, 503, "internal_error", "out of memory");
+        return;
+    }
+    memset(hs, 0, sizeof *hs);
+    hs->hub = h;
+    hs->left = (size_t)limit;
+    size_t cap = px_server_opts(h->server)->output_cap / 4;
+    hs->page = cap < 1 ? 1 : cap > PX__PAGE_MAX ? PX__PAGE_MAX : cap;
+    memcpy(hs->channel, ch.ptr, ch.len);
+    hs->channel_len = ch.len;
     hub_req_t *r = http_req(req, HREQ_HISTORY, ch);
     r->since_offset = since;
     r->limit = (size_t)limit;
+    r->max_bytes = hs->page;
+    r->tag = hs;
     px__hub_post(h, r);
 }
 
@@ -847,8 +1293,9 @@ static void api_channels(px_req_t *req, void *ud)
     px_jwt_claims_t *claims;
     if (api_auth(h, req, &claims) != 0)
         return;
-    px__free(claims);
-    px__hub_post(h, http_req(req, HREQ_CHANNELS, (px_str_t){NULL, 0}));
+    hub_req_t *r = http_req(req, HREQ_CHANNELS, (px_str_t){NULL, 0});
+    r->claims = claims; /* the listing shows only what the token may subscribe to */
+    px__hub_post(h, r);
 }
 
 /* ---- Server-Sent Events ---------------------------------------------------------------------- */
@@ -877,11 +1324,18 @@ static void sse_abort(px_req_t *req, void *ud)
     }
 }
 
+static void sse_drain(px_req_t *req, void *ud)
+{
+    PX_UNUSED(req);
+    session_drained(ud);
+}
+
 static void api_events(px_req_t *req, void *ud)
 {
     px_hub_t *h = ud;
     px_str_t ch;
-    if (api_channel(h, req, PX_JWT_SUBSCRIBE, &ch) != 0)
+    px_jwt_claims_t *claims = NULL;
+    if (api_channel_claims(h, req, PX_JWT_SUBSCRIBE, &ch, &claims) != 0)
         return;
     uint64_t since = 0;
     int has_since = 0;
@@ -890,6 +1344,7 @@ static void api_events(px_req_t *req, void *ud)
         uint64_t x = 0;
         for (size_t i = 0; i < last.len; i++) {
             if (last.ptr[i] < '0' || last.ptr[i] > '9' || i >= 19) {
+                px__free(claims);
                 px_respond_error(req, 400, "bad_request", "Last-Event-ID must be an offset");
                 return;
             }
@@ -900,6 +1355,7 @@ static void api_events(px_req_t *req, void *ud)
     } else {
         int r = query_u64(req, "since", &since);
         if (r < 0) {
+            px__free(claims);
             px_respond_error(req, 400, "bad_request", "since must be an offset");
             return;
         }
@@ -908,6 +1364,9 @@ static void api_events(px_req_t *req, void *ud)
     session_t *s = px__xcalloc(1, sizeof *s);
     s->kind = ORIGIN_SSE;
     s->hub = h;
+    s->claims = claims;
+    s->authorized = 1;
+    px_timer_init(&s->expiry, on_expiry, s);
     s->worker = px_worker_id(px_conn_worker(px_req_conn(req)));
     s->req = req;
     hub_local_t *L = local_of(h, s->worker);
@@ -922,6 +1381,8 @@ static void api_events(px_req_t *req, void *ud)
         return;
     }
     px_stream_write(req, "retry: 2000\n\n", 13);
+    px_stream_on_drain(req, sse_drain, s);
+    arm_expiry(s);
     if (!L->sse_timer_on) {
         L->sse_timer_on = 1;
         px_timer_init(&L->sse_timer, sse_keepalive, L);
@@ -937,6 +1398,11 @@ static void api_events(px_req_t *req, void *ud)
     r->tag = u;
     r->has_since = has_since;
     r->since_offset = since;
+    if (has_since) { /* replayed in pages as the stream drains */
+        r->max_bytes = page_bytes(s);
+        r->paced = 1;
+        s->paced = PACED_AT_HUB;
+    }
     s->pending++;
     px__hub_post(h, r);
 }

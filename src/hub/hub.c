@@ -42,13 +42,19 @@ typedef struct hchan {
     char name[PX__CHANNEL_MAX + 1];
     size_t name_len;
     char epoch[PX_STORE_EPOCH_MAX + 1];
-    uint64_t last_offset;
+    /* last_offset: the latest committed offset, the one clients see. next_offset: the
+     * next one to give out, > last_offset. A failed commit leaves last_offset alone and
+     * its offsets burned (never given out again by this process: after a failed fsync
+     * the batch may still surface after a crash). After a restart the store's last
+     * offset is the truth, and nobody has seen an offset above it. */
+    uint64_t last_offset, next_offset;
     unsigned total_subs, sse_subs;
     unsigned *worker_subs; /* subscriptions per worker: deliveries go where > 0 */
-    ring_ent_t ring[PX__RING_MAX];
-    size_t ring_start, ring_count;
+    ring_ent_t *ring;      /* recent messages, ring_cap entries (a power of two), grown on demand */
+    uint32_t ring_start, ring_count, ring_cap;
     presence_ent_t *presence;
     unsigned presence_count;
+    unsigned mark : 1; /* scratch flag for a pass over a batch */
 } hchan_t;
 
 static int64_t wall_ms(void)
@@ -70,6 +76,8 @@ void px_hub_opts_init(px_hub_opts_t *o)
     o->publish_rate = 100;
     o->history_limit_max = 1000;
     o->sse_keepalive_ms = 15000;
+    o->subscribe_rate = 100;
+    o->max_inflight = 32;
 }
 
 int px__channel_name_ok(const char *s, size_t len)
@@ -111,9 +119,10 @@ static hchan_t *chan_new(px_hub_t *h, const char *name, size_t len, const char *
     c->e.key_len = len;
     if (epoch)
         snprintf(c->epoch, sizeof c->epoch, "%s", epoch);
-    else
+    else if (px__store_fresh_epoch(h->store, (px_str_t){name, len}, c->epoch) != 0)
         px__store_epoch_new(c->epoch);
     c->last_offset = last_offset;
+    c->next_offset = last_offset + 1;
     if (px__chanmap_put(&h->channels, &c->e) != 0) {
         px__free(c->worker_subs);
         px__free(c);
@@ -129,18 +138,40 @@ static hchan_t *chan_get(px_hub_t *h, const char *name, size_t len)
     return c ? c : chan_new(h, name, len, NULL, 0);
 }
 
+static ring_ent_t *ring_at(const hchan_t *c, uint32_t i)
+{
+    return &c->ring[(c->ring_start + i) & (c->ring_cap - 1)];
+}
+
+static void ring_pop(hchan_t *c)
+{
+    px_slice_unref(ring_at(c, 0)->frame);
+    c->ring_start = (c->ring_start + 1) & (c->ring_cap - 1);
+    c->ring_count--;
+}
+
+/* Keep the latest `cap` (<= PX__RING_MAX) messages. The ring grows as messages come,
+ * so a channel that gets few holds little. */
 static void ring_push(hchan_t *c, uint64_t offset, int64_t time_ms, px_slice_t *frame,
                       uint32_t data_off, uint32_t data_len, size_t cap)
 {
     if (cap == 0)
         return;
-    if (c->ring_count == cap) {
-        ring_ent_t *old = &c->ring[c->ring_start];
-        px_slice_unref(old->frame);
-        c->ring_start = (c->ring_start + 1) % PX__RING_MAX;
-        c->ring_count--;
+    if (c->ring_count >= cap)
+        ring_pop(c);
+    if (c->ring_count == c->ring_cap) {
+        uint32_t ncap = c->ring_cap ? c->ring_cap * 2 : 4;
+        ring_ent_t *n = px__malloc(ncap * sizeof *n);
+        if (!n)
+            return; /* history is still in the store; the ring is a cache */
+        for (uint32_t i = 0; i < c->ring_count; i++)
+            n[i] = *ring_at(c, i);
+        px__free(c->ring);
+        c->ring = n;
+        c->ring_cap = ncap;
+        c->ring_start = 0;
     }
-    ring_ent_t *e = &c->ring[(c->ring_start + c->ring_count) % PX__RING_MAX];
+    ring_ent_t *e = ring_at(c, c->ring_count);
     e->offset = offset;
     e->time_ms = time_ms;
     e->frame = px_slice_ref(frame);
@@ -151,8 +182,9 @@ static void ring_push(hchan_t *c, uint64_t offset, int64_t time_ms, px_slice_t *
 
 static void chan_free(hchan_t *c)
 {
-    for (size_t i = 0; i < c->ring_count; i++)
-        px_slice_unref(c->ring[(c->ring_start + i) % PX__RING_MAX].frame);
+    while (c->ring_count)
+        ring_pop(c);
+    px__free(c->ring);
     presence_ent_t *p = c->presence;
     while (p) {
         presence_ent_t *next = p->next;
@@ -163,6 +195,18 @@ static void chan_free(hchan_t *c)
     }
     px__free(c->worker_subs);
     px__free(c);
+}
+
+/* A channel nobody uses and that has nothing stored leaves memory: otherwise every name
+ * ever subscribed to would stay forever. (It comes back with a new epoch; it had no
+ * message, so a client resuming it loses nothing but gets recovered:false.) */
+static void chan_maybe_free(px_hub_t *h, hchan_t *c)
+{
+    if (c->total_subs || c->presence || c->last_offset || c->ring_count)
+        return;
+    px__chanmap_del(&h->channels, &c->e);
+    px_metric_add(px__m_channels, -1);
+    chan_free(c);
 }
 
 /* ---- encoding --------------------------------------------------------------------- */
@@ -245,6 +289,7 @@ static hub_rep_t *rep_new(const hub_req_t *r)
     rep->tag = r->tag;
     rep->has_id = r->has_id;
     rep->id = r->id;
+    rep->paced = r->paced;
     rep->channel_len = r->channel_len;
     memcpy(rep->channel, r->channel, r->channel_len);
     return rep;
@@ -284,6 +329,7 @@ static void send_rep(px_hub_t *h, const hub_req_t *r, hub_rep_t *rep)
 
 static void req_free(hub_req_t *r)
 {
+    px__free(r->claims);
     px__free(r->data);
     px__free(r->user);
     px__free(r->info);
@@ -366,7 +412,7 @@ static void commit_batch(px_defer_t *d)
         chans[i] = c;
         if (!c)
             continue;
-        r->offset = ++c->last_offset;
+        r->offset = c->next_offset++;
         r->time_ms = now;
         msgs[i] = (px_store_msg_t){.channel = {c->name, c->name_len},
                                    .epoch = {c->epoch, strlen(c->epoch)},
@@ -393,14 +439,15 @@ static void commit_batch(px_defer_t *d)
         hchan_t *c = chans[i];
         hub_rep_t *rep = rep_new(r);
         if (!c || rc != 0) {
-            /* The batch's offsets stay used (gaps are allowed): after a failed fsync a
-             * crash may still bring the batch back, so they must never be given to
-             * other messages. */
+            /* Nothing of the batch is visible: last_offset stays where it was, so no
+             * client ever sees these offsets, and next_offset never gives them out
+             * again (gaps are allowed). */
             rep_error(rep, 503, "storage_error", "the message could not be stored");
             send_rep(h, r, rep);
             req_free(r);
             continue;
         }
+        c->last_offset = r->offset; /* offsets rise within a batch */
         px_metric_add(px__m_publishes, 1);
         uint32_t data_off;
         px_slice_t *frame = encode_ws(c, r->offset, r->data, r->data_len, &data_off);
@@ -437,20 +484,40 @@ static void commit_batch(px_defer_t *d)
         send_rep(h, r, rep);
         req_free(r);
     }
+    if (rc != 0) {
+        /* Channels this failed batch created hold nothing: let them go. */
+        for (size_t j = 0; j < n; j++) { /* each channel once */
+            if (chans[j] && chans[j]->mark)
+                chans[j] = NULL;
+            else if (chans[j])
+                chans[j]->mark = 1;
+        }
+        for (size_t j = 0; j < n; j++)
+            if (chans[j]) {
+                chans[j]->mark = 0;
+                chan_maybe_free(h, chans[j]);
+            }
+    }
     px__free(msgs);
     px__free(chans);
 }
 
 /* ---- history --------------------------------------------------------------------------- */
 
+/* Where read messages go: a JSON writer (history answers) or encoded frames (subscribe
+ * catch-up). Bounded by `limit` messages and `max_bytes` of output; the first message
+ * always fits, so an answer makes progress whatever the bound. */
 typedef struct collect {
     px_json_writer_t *w; /* history JSON, or NULL */
     int sse;             /* frames as SSE events instead of WebSocket frames */
+    int comma_first;     /* JSON: a "," before the first message too (a continuation page) */
     const hchan_t *c;
     px_slice_t **frames;
     size_t nframes, cap;
-    size_t count;
-    uint64_t last;
+    size_t count, limit; /* limit 0 = no limit */
+    size_t bytes, max_bytes;
+    int cut;       /* stopped at max_bytes */
+    uint64_t last; /* offset of the last message collected */
 } collect_t;
 
 static int collect_room(collect_t *col)
@@ -466,15 +533,29 @@ static int collect_room(collect_t *col)
     return 0;
 }
 
-/* The SSE event that tells a resuming client that history no longer reaches
- * back to its Last-Event-ID: "event: recovery-failed", with the channel's
- * position as data and as id (so the next reconnect resumes from here). */
-static px_slice_t *encode_sse_recovery_failed(const hchan_t *c)
+static void collect_dispose(collect_t *col)
+{
+    for (size_t i = 0; i < col->nframes; i++)
+        px_slice_unref(col->frames[i]);
+    px__free(col->frames);
+    col->frames = NULL;
+    col->nframes = col->cap = 0;
+    col->count = 0;
+}
+
+/* The event that tells a resuming client that history no longer reaches back to what it
+ * has: from here on it gets live messages after the channel's offset. SSE: "event:
+ * recovery-failed" with the offset as id (the next reconnect resumes from there);
+ * WebSocket: {"op":"recovery-failed",...}. */
+static px_slice_t *encode_recovery_failed(const hchan_t *c, int sse)
 {
     char buf[PX__CHANNEL_MAX + PX_STORE_EPOCH_MAX + 128];
     px_json_writer_t w;
     px_json_writer_init(&w, buf, sizeof buf);
-    PX_JSON_PUT_LIT(&w, "{\"channel\":");
+    if (sse)
+        PX_JSON_PUT_LIT(&w, "{\"channel\":");
+    else
+        PX_JSON_PUT_LIT(&w, "{\"op\":\"recovery-failed\",\"channel\":");
     px_json_put_str(&w, c->name, c->name_len);
     PX_JSON_PUT_LIT(&w, ",\"epoch\":");
     px_json_put_str(&w, c->epoch, strlen(c->epoch));
@@ -483,6 +564,8 @@ static px_slice_t *encode_sse_recovery_failed(const hchan_t *c)
     PX_JSON_PUT_LIT(&w, "}");
     if (w.err)
         return NULL;
+    if (!sse)
+        return px_ws_frame_new(PX_WS_TEXT, w.buf, w.len);
     px_slice_t *s = px_slice_new(w.len + 64);
     if (!s)
         return NULL;
@@ -492,13 +575,23 @@ static px_slice_t *encode_sse_recovery_failed(const hchan_t *c)
     return s;
 }
 
+/* Collect one message. Returns 0 to go on, 1 when the bounds are reached (this message
+ * not taken), or a negative errno. */
 static int collect_one(collect_t *col, uint64_t offset, int64_t time_ms, const char *data,
                        size_t len, px_slice_t *ws_frame)
 {
+    if (col->limit && col->count >= col->limit)
+        return 1;
+    size_t est = len + 64 + col->c->name_len;
+    if (col->count && col->bytes + est > col->max_bytes) {
+        col->cut = 1;
+        return 1;
+    }
+    col->bytes += est;
     col->last = offset;
     if (col->w) {
         px_json_writer_t *w = col->w;
-        if (col->count)
+        if (col->count || col->comma_first)
             PX_JSON_PUT_LIT(w, ",");
         PX_JSON_PUT_LIT(w, "{\"offset\":");
         px_json_put_u64(w, offset);
@@ -533,9 +626,6 @@ static int store_row(void *ud, const px_store_msg_t *m)
     return collect_one(ud, m->offset, m->time_ms, m->data.ptr, m->data.len, NULL);
 }
 
-/* Messages of `c` with offset > since, at most `limit` (0 = all). Returns 1 if
- * complete (nothing after `since` is missing from history), 0 if history no
- * longer reaches back that far, < 0 on error. */
 /* --history-ttl applies to the ring as to the store (store_sqlite.c trim_ttl:
  * time_ms < now - ttl is expired): drop expired entries, oldest first, before
  * the ring answers, or it would serve messages the store no longer has. */
@@ -545,45 +635,59 @@ static void ring_expire(px_hub_t *h, hchan_t *c)
     if (!ttl || ttl >= (uint64_t)INT64_MAX)
         return;
     int64_t cutoff = wall_ms() - (int64_t)ttl;
-    while (c->ring_count && c->ring[c->ring_start].time_ms < cutoff) {
-        px_slice_unref(c->ring[c->ring_start].frame);
-        c->ring_start = (c->ring_start + 1) % PX__RING_MAX;
-        c->ring_count--;
-    }
+    while (c->ring_count && ring_at(c, 0)->time_ms < cutoff)
+        ring_pop(c);
 }
 
-static int read_history(px_hub_t *h, hchan_t *c, uint64_t since, size_t limit, collect_t *col)
+/* Messages of `c` with offset > since, within col's bounds. Returns 1 if complete
+ * (nothing after `since` is missing from history), 0 if history no longer reaches back
+ * that far, < 0 on error. `since` past the channel's offset reads nothing (complete). */
+static int read_history(px_hub_t *h, hchan_t *c, uint64_t since, collect_t *col)
 {
     ring_expire(h, c);
     if (since >= c->last_offset)
         return 1;
-    size_t first = c->ring_count ? (size_t)c->ring[c->ring_start].offset : 0;
+    uint64_t first = c->ring_count ? ring_at(c, 0)->offset : 0;
     if (c->ring_count && first <= since + 1) {
-        for (size_t i = 0; i < c->ring_count && (!limit || col->count < limit); i++) {
-            ring_ent_t *e = &c->ring[(c->ring_start + i) % PX__RING_MAX];
+        for (uint32_t i = 0; i < c->ring_count; i++) {
+            ring_ent_t *e = ring_at(c, i);
             if (e->offset <= since)
                 continue;
             int r = collect_one(col, e->offset, e->time_ms, e->frame->data + e->data_off,
                                 e->data_len, e->frame);
             if (r)
-                return r;
+                return r < 0 ? r : 1;
         }
         return 1;
     }
     uint64_t earliest = 0;
     int r = px__store_earliest(h->store, (px_str_t){c->name, c->name_len}, &earliest);
     if (r == -ENOENT)
-        return since + 1 >= c->last_offset + 1 ? 1 : 0;
+        return 0; /* nothing stored (yet the channel has an offset): lost */
     if (r)
         return r;
     int complete = since + 1 >= earliest;
-    r = px__store_read(h->store, (px_str_t){c->name, c->name_len}, since, limit, store_row, col);
+    r = px__store_read(h->store, (px_str_t){c->name, c->name_len}, since,
+                       col->limit ? col->limit - col->count : 0, store_row, col);
     if (r)
         return r;
     return complete;
 }
 
 /* ---- requests -------------------------------------------------------------------------- */
+
+/* The reply's page fields after a catch-up read: `final` once the page reaches the
+ * channel's offset (deliveries take over from there: the worker's mailbox is FIFO). */
+static void page_result(hub_rep_t *rep, const hchan_t *c, collect_t *col, uint64_t since)
+{
+    rep->page_last = col->count ? col->last : since;
+    rep->final = rep->page_last >= c->last_offset;
+    rep->count = col->count;
+    rep->frames = col->frames;
+    rep->nframes = col->nframes;
+    col->frames = NULL;
+    col->nframes = col->cap = 0;
+}
 
 static void do_subscribe(px_hub_t *h, hub_req_t *r)
 {
@@ -600,30 +704,47 @@ static void do_subscribe(px_hub_t *h, hub_req_t *r)
         c->sse_subs++;
     rep->presence = r->presence;
 
+    /* Recovery: the epoch must match and history must still hold everything after
+     * `since`; a `since` past the channel's offset is not ours to vouch for. Messages go
+     * out in pages as the client's connection drains (HREQ_PAGE), so a long backlog
+     * neither overflows its output budget nor occupies this thread in one go. */
     int recovered = -1;
-    collect_t col = {.sse = r->origin_kind == ORIGIN_SSE, .c = c};
+    collect_t col = {.sse = r->origin_kind == ORIGIN_SSE, .c = c, .max_bytes = r->max_bytes};
+    uint64_t since = c->last_offset;
     if (r->has_since) {
-        if (r->since_epoch[0] && strcmp(r->since_epoch, c->epoch) != 0) {
-            recovered = 0; /* history was lost: offsets restarted */
-        } else {
-            int rr = read_history(h, c, r->since_offset, 0, &col);
-            recovered = rr == 1;
-            if (rr != 1) {
-                for (size_t i = 0; i < col.nframes; i++)
-                    px_slice_unref(col.frames[i]);
-                col.nframes = 0;
+        if ((r->since_epoch[0] && strcmp(r->since_epoch, c->epoch) != 0) ||
+            r->since_offset > c->last_offset) {
+            recovered = 0;
+        } else if (r->max_bytes == 0) {
+            /* Nothing replayed now: the first page comes when the worker asks. Whether
+             * history still reaches back is checked without reading it. */
+            ring_expire(h, c);
+            uint64_t earliest = c->ring_count ? ring_at(c, 0)->offset : 0;
+            int rr = 1;
+            if (r->since_offset < c->last_offset &&
+                !(c->ring_count && earliest <= r->since_offset + 1)) {
+                rr = px__store_earliest(h->store, (px_str_t){c->name, c->name_len}, &earliest);
+                rr = rr == 0 ? r->since_offset + 1 >= earliest : rr == -ENOENT ? 0 : rr;
             }
+            recovered = rr == 1;
+            since = r->since_offset;
+        } else {
+            int rr = read_history(h, c, r->since_offset, &col);
+            recovered = rr == 1;
+            if (rr != 1)
+                collect_dispose(&col);
+            else
+                since = r->since_offset;
         }
     }
-    if (col.sse && recovered == 0) {
-        px_slice_t *ev = encode_sse_recovery_failed(c);
+    if (recovered == 0) {
+        px_slice_t *ev = r->origin_kind == ORIGIN_SSE ? encode_recovery_failed(c, 1) : NULL;
         if (ev && collect_room(&col) == 0)
             col.frames[col.nframes++] = ev;
         else
             px_slice_unref(ev);
     }
-    rep->frames = col.frames;
-    rep->nframes = col.nframes;
+    page_result(rep, c, &col, since);
 
     px_json_writer_t w;
     px_json_writer_init_growable(&w, 4096);
@@ -667,6 +788,33 @@ static void do_subscribe(px_hub_t *h, hub_req_t *r)
         presence_event(h, c, "join", p);
 }
 
+/* The next catch-up page of a counted subscription. If history was trimmed past the
+ * subscription's position meanwhile, the client is told (recovery-failed) and goes live. */
+static void do_page(px_hub_t *h, hub_req_t *r)
+{
+    hub_rep_t *rep = rep_new(r);
+    hchan_t *c = chan_find(h, r->channel, r->channel_len);
+    collect_t col = {.sse = r->origin_kind == ORIGIN_SSE, .c = c, .max_bytes = r->max_bytes};
+    int rr = c ? read_history(h, c, r->since_offset, &col) : 0;
+    if (rr < 0) {
+        collect_dispose(&col);
+        rep_error(rep, 503, "storage_error", "history could not be read");
+    } else if (!c) {
+        rep->final = 1; /* cannot be: the subscription holds the channel */
+    } else if (rr == 0) {
+        collect_dispose(&col);
+        px_slice_t *ev = encode_recovery_failed(c, col.sse);
+        if (ev && collect_room(&col) == 0)
+            col.frames[col.nframes++] = ev;
+        else
+            px_slice_unref(ev);
+        page_result(rep, c, &col, c->last_offset);
+    } else {
+        page_result(rep, c, &col, r->since_offset);
+    }
+    send_rep(h, r, rep);
+}
+
 static void do_unsubscribe(px_hub_t *h, hub_req_t *r)
 {
     hchan_t *c = chan_find(h, r->channel, r->channel_len);
@@ -678,48 +826,56 @@ static void do_unsubscribe(px_hub_t *h, hub_req_t *r)
         c->total_subs--;
     if (r->origin_kind == ORIGIN_SSE && c->sse_subs)
         c->sse_subs--;
-    if (!r->client[0])
-        return;
-    for (presence_ent_t **pp = &c->presence; *pp; pp = &(*pp)->next) {
-        presence_ent_t *p = *pp;
-        if (strcmp(p->client, r->client) == 0) {
-            *pp = p->next;
-            c->presence_count--;
-            presence_event(h, c, "leave", p);
-            px__free(p->user);
-            px__free(p->info);
-            px__free(p);
-            break;
+    if (r->client[0]) {
+        for (presence_ent_t **pp = &c->presence; *pp; pp = &(*pp)->next) {
+            presence_ent_t *p = *pp;
+            if (strcmp(p->client, r->client) == 0) {
+                *pp = p->next;
+                c->presence_count--;
+                presence_event(h, c, "leave", p);
+                px__free(p->user);
+                px__free(p->info);
+                px__free(p);
+                break;
+            }
         }
     }
+    chan_maybe_free(h, c);
 }
 
+/* A history answer: WebSocket, a whole reply (with "more":true when cut at max_bytes);
+ * HTTP, the body, or with rep->more the start of a streamed body whose array is left
+ * open for continuation pages (r->cont: a fragment of further elements). */
 static void do_history(px_hub_t *h, hub_req_t *r)
 {
     hub_rep_t *rep = rep_new(r);
     hchan_t *c = chan_find(h, r->channel, r->channel_len);
+    int http = r->origin_kind == ORIGIN_HTTP;
     px_json_writer_t w;
-    px_json_writer_init_growable(&w, 64u << 20);
-    if (r->origin_kind == ORIGIN_HTTP) {
-        PX_JSON_PUT_LIT(&w, "{\"channel\":");
-    } else {
-        PX_JSON_PUT_LIT(&w, "{\"op\":\"reply\"");
-        put_id(&w, r);
-        PX_JSON_PUT_LIT(&w, ",\"channel\":");
+    px_json_writer_init_growable(&w, r->max_bytes + (16u << 20)); /* + the first message */
+    if (!r->cont) {
+        if (http) {
+            PX_JSON_PUT_LIT(&w, "{\"channel\":");
+        } else {
+            PX_JSON_PUT_LIT(&w, "{\"op\":\"reply\"");
+            put_id(&w, r);
+            PX_JSON_PUT_LIT(&w, ",\"channel\":");
+        }
+        px_json_put_str(&w, r->channel, r->channel_len);
+        PX_JSON_PUT_LIT(&w, ",\"epoch\":");
+        if (c)
+            px_json_put_str(&w, c->epoch, strlen(c->epoch));
+        else
+            PX_JSON_PUT_LIT(&w, "null");
+        PX_JSON_PUT_LIT(&w, ",\"offset\":");
+        px_json_put_u64(&w, c ? c->last_offset : 0);
+        PX_JSON_PUT_LIT(&w, ",\"messages\":[");
     }
-    px_json_put_str(&w, r->channel, r->channel_len);
-    PX_JSON_PUT_LIT(&w, ",\"epoch\":");
-    if (c)
-        px_json_put_str(&w, c->epoch, strlen(c->epoch));
-    else
-        PX_JSON_PUT_LIT(&w, "null");
-    PX_JSON_PUT_LIT(&w, ",\"offset\":");
-    px_json_put_u64(&w, c ? c->last_offset : 0);
-    PX_JSON_PUT_LIT(&w, ",\"messages\":[");
     int complete = 1;
+    collect_t col = {
+        .w = &w, .c = c, .limit = r->limit, .max_bytes = r->max_bytes, .comma_first = r->cont};
     if (c) {
-        collect_t col = {.w = &w, .c = c};
-        int rr = read_history(h, c, r->since_offset, r->limit, &col);
+        int rr = read_history(h, c, r->since_offset, &col);
         if (rr < 0) {
             px_json_writer_dispose(&w);
             rep_error(rep, 503, "storage_error", "history could not be read");
@@ -728,10 +884,21 @@ static void do_history(px_hub_t *h, hub_req_t *r)
         }
         complete = rr == 1;
     }
-    PX_JSON_PUT_LIT(&w, "]");
-    if (!complete)
-        PX_JSON_PUT_LIT(&w, ",\"truncated\":true");
-    PX_JSON_PUT_LIT(&w, "}");
+    rep->count = col.count;
+    rep->page_last = col.count ? col.last : r->since_offset;
+    rep->truncated = !complete;
+    /* More to come only if the page was cut and the channel has messages past it. */
+    rep->more = col.cut && c && rep->page_last < c->last_offset;
+    if (!http || !rep->more) {
+        if (!r->cont || !http)
+            PX_JSON_PUT_LIT(&w, "]");
+        if (!complete && !r->cont)
+            PX_JSON_PUT_LIT(&w, ",\"truncated\":true");
+        if (!http && rep->more)
+            PX_JSON_PUT_LIT(&w, ",\"more\":true");
+        if (!r->cont)
+            PX_JSON_PUT_LIT(&w, "}");
+    }
     rep->status = 200;
     rep_body(rep, &w);
     send_rep(h, r, rep);
@@ -786,11 +953,14 @@ static void do_channels(px_hub_t *h, hub_req_t *r)
     px_json_writer_init_growable(&w, 64u << 20);
     PX_JSON_PUT_LIT(&w, "{\"channels\":[");
     int first = 1;
+    const px_jwt_claims_t *cl = r->claims && r->claims->has_channels ? r->claims : NULL;
     for (px__centry_t *e = px__chanmap_next(&h->channels, NULL); e;
          e = px__chanmap_next(&h->channels, e)) {
         hchan_t *c = PX_CONTAINER_OF(e, hchan_t, e);
         if (!c->total_subs)
             continue; /* "active": has subscribers */
+        if (cl && !px_jwt_channel_allowed(cl, PX_JWT_SUBSCRIBE, c->name, c->name_len))
+            continue; /* a token sees only the channels it may subscribe to */
         if (!first)
             PX_JSON_PUT_LIT(&w, ",");
         first = 0;
@@ -812,13 +982,54 @@ static void do_channels(px_hub_t *h, hub_req_t *r)
     send_rep(h, r, rep);
 }
 
+static void do_read(px_hub_t *h, hub_req_t *r)
+{
+    switch (r->type) {
+    case HREQ_HISTORY: do_history(h, r); break;
+    case HREQ_PAGE: do_page(h, r); break;
+    case HREQ_PRESENCE: do_presence(h, r); break;
+    case HREQ_CHANNELS: do_channels(h, r); break;
+    }
+    req_free(r);
+}
+
+/* Reads wait behind the commit of the publishes that arrived with them and take a
+ * bounded slice of each loop iteration: a publish never waits for a queue of bulk
+ * reads, only for the slice in progress. Each read is itself bounded (max_bytes). */
+#define READ_SLICE_NS (2 * 1000 * 1000)
+
+/* Answer queued reads for up to `budget_ns` (0: all). Returns 1 if some are left. */
+static int drain_reads(px_hub_t *h, uint64_t budget_ns)
+{
+    uint64_t t0 = px_now_ns();
+    while (h->rq_head) {
+        hub_req_t *r = h->rq_head;
+        h->rq_head = r->next;
+        if (!h->rq_head)
+            h->rq_tail = NULL;
+        do_read(h, r);
+        if (budget_ns && h->rq_head && px_now_ns() - t0 > budget_ns)
+            return 1;
+    }
+    return 0;
+}
+
+static void run_reads(px_defer_t *d)
+{
+    px_hub_t *h = d->data;
+    if (h->batch_head)
+        commit_batch(&h->commit_defer);
+    if (drain_reads(h, READ_SLICE_NS)) /* the rest in the next iteration, after its mailbox */
+        px_defer(px_worker_loop(px_workers_get(h->actor, 0)), &h->read_defer);
+}
+
 static void on_request(px_worker_t *w, px_msg_t *m)
 {
     hub_req_t *r = (hub_req_t *)m;
     px_hub_t *h = px_worker_get_data(w);
+    r->next = NULL;
     switch (r->type) {
     case HREQ_PUBLISH:
-        r->next = NULL;
         if (h->batch_tail)
             h->batch_tail->next = r;
         else
@@ -828,11 +1039,21 @@ static void on_request(px_worker_t *w, px_msg_t *m)
         /* Runs after this mailbox drain: everything that arrived together commits together. */
         px_defer(px_worker_loop(w), &h->commit_defer);
         return;
+    case HREQ_HISTORY:
+    case HREQ_PAGE:
+    case HREQ_PRESENCE:
+    case HREQ_CHANNELS:
+        if (h->rq_tail)
+            h->rq_tail->next = r;
+        else
+            h->rq_head = r;
+        h->rq_tail = r;
+        px_defer(px_worker_loop(w), &h->read_defer);
+        return;
+    /* Subscriptions are taken in arrival order with publishes: a subscribe sent before
+     * a publish counts before that publish fans out. Their replay is one bounded page. */
     case HREQ_SUBSCRIBE: do_subscribe(h, r); break;
     case HREQ_UNSUBSCRIBE: do_unsubscribe(h, r); break;
-    case HREQ_HISTORY: do_history(h, r); break;
-    case HREQ_PRESENCE: do_presence(h, r); break;
-    case HREQ_CHANNELS: do_channels(h, r); break;
     }
     req_free(r);
 }
@@ -863,6 +1084,7 @@ static void actor_start(px_worker_t *w, void *ud)
     px_hub_t *h = ud;
     px_worker_set_data(w, h);
     px_defer_init(&h->commit_defer, commit_batch, h);
+    px_defer_init(&h->read_defer, run_reads, h);
     px_timer_init(&h->trim_timer, trim_cb, h);
     px_timer_start(px_worker_loop(w), &h->trim_timer, 1000);
 }
@@ -944,6 +1166,7 @@ void px_hub_free(px_hub_t *h)
          * free them. Replies still queued at stopped workers are drained there. */
         px_workers_drain(h->actor);
         commit_batch(&h->commit_defer);
+        drain_reads(h, 0); /* answered, so the requests waiting for them are released */
     }
     if (h->actor)
         px_workers_drain(px_server_workers(h->server));

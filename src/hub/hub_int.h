@@ -19,7 +19,8 @@
 
 #define PX__CHANNEL_MAX   200
 #define PX__CLIENT_ID_LEN 16
-#define PX__RING_MAX      256 /* recent messages per channel kept in memory */
+#define PX__RING_MAX      256        /* recent messages per channel kept in memory */
+#define PX__PAGE_MAX      (1u << 20) /* bytes of messages per history answer or catch-up page */
 
 enum { ORIGIN_WS = 1, ORIGIN_SSE, ORIGIN_HTTP };
 enum {
@@ -28,7 +29,8 @@ enum {
     HREQ_UNSUBSCRIBE,
     HREQ_HISTORY,
     HREQ_PRESENCE,
-    HREQ_CHANNELS
+    HREQ_CHANNELS,
+    HREQ_PAGE /* the next catch-up page of a subscription the hub counted already */
 };
 enum { DELIVER_MESSAGE = 1, DELIVER_PRESENCE };
 
@@ -52,8 +54,13 @@ typedef struct hub_req {
     char client[PX__CLIENT_ID_LEN + 1];
     char *user, *info; /* malloc'd, may be NULL; presence data */
     size_t user_len, info_len;
-    /* history */
+    /* history, catch-up pages */
     size_t limit;
+    size_t max_bytes;        /* encoded messages per answer (at least one message); subscribe: 0 =
+                                replay nothing yet, the worker asks for pages (HREQ_PAGE) */
+    int cont;                /* HTTP history: a continuation page (a fragment of the array) */
+    int paced;               /* the session's paced request (echoed in the reply) */
+    px_jwt_claims_t *claims; /* channel listing: filter by this token (malloc'd, may be NULL) */
     /* publish */
     char *data; /* malloc'd raw JSON */
     size_t data_len;
@@ -76,9 +83,15 @@ typedef struct hub_rep {
     char channel[PX__CHANNEL_MAX + 1];
     char *body; /* malloc'd JSON reply text (WS: the whole frame payload) */
     size_t body_len;
-    px_slice_t **frames; /* subscribe: missed messages, encoded for the origin kind */
+    px_slice_t **frames; /* subscribe, pages: missed messages, encoded for the origin kind */
     size_t nframes;
     int presence;
+    int paced;          /* echoed from the request */
+    int final;          /* subscribe, page: replay complete, the subscription is live now */
+    int more;           /* history: cut at max_bytes with messages left (HTTP: array open) */
+    int truncated;      /* history: messages after `since` are missing (history trimmed) */
+    uint64_t page_last; /* offset of the last message in this answer (or the `since` asked) */
+    size_t count;       /* messages in this answer */
 } hub_rep_t;
 
 typedef struct hub_delivery {
@@ -103,6 +116,8 @@ struct px_hub {
     px_defer_t commit_defer;
     hub_req_t *batch_head, *batch_tail;
     size_t batch_len;
+    px_defer_t read_defer; /* reads (history, pages, presence, listings) after commits */
+    hub_req_t *rq_head, *rq_tail;
     px_timer_t trim_timer;
     int started;
 };
