@@ -530,6 +530,83 @@ static void accept_value(px_str_t key, char out[29])
     EVP_EncodeBlock((unsigned char *)out, md, SHA_DIGEST_LENGTH);
 }
 
+/* What a client may offer as subprotocols (RFC 6455 4.1: a list of tokens).
+ * The hook sees at most WS_PROTOCOL_MAX_TOKENS of them, each at most
+ * WS_PROTOCOL_MAX_TOKEN bytes (room for a bearer token, as some protocols
+ * carry one there); more is refused with 400 rather than cut. */
+#define WS_PROTOCOL_MAX_BYTES  4096 /* every Sec-WebSocket-Protocol line together */
+#define WS_PROTOCOL_MAX_TOKENS 32
+#define WS_PROTOCOL_MAX_TOKEN  1024
+
+static int is_tchar(unsigned char ch)
+{
+    if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z'))
+        return 1;
+    return ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+/* Collect the subprotocols offered on every Sec-WebSocket-Protocol line.
+ * Returns NULL, or why the offer is refused (400). */
+static const char *offered_subprotocols(px_req_t *req, px_str_t *offered, size_t *n)
+{
+    size_t total = 0;
+    *n = 0;
+    for (size_t i = 0, nh = px_req_header_count(req); i < nh; i++) {
+        px_str_t name, v;
+        px_req_header_at(req, i, &name, &v);
+        if (name.len != 22 || strncasecmp(name.ptr, "sec-websocket-protocol", 22) != 0)
+            continue;
+        total += v.len;
+        if (total > WS_PROTOCOL_MAX_BYTES)
+            return "Sec-WebSocket-Protocol is longer than 4096 bytes";
+        size_t k = 0;
+        for (;;) {
+            /* 1#token: empty elements and OWS around commas are allowed */
+            while (k < v.len && (v.ptr[k] == ' ' || v.ptr[k] == '\t' || v.ptr[k] == ','))
+                k++;
+            if (k == v.len)
+                break;
+            size_t s = k;
+            while (k < v.len && is_tchar((unsigned char)v.ptr[k]))
+                k++;
+            size_t e = k;
+            while (k < v.len && (v.ptr[k] == ' ' || v.ptr[k] == '\t'))
+                k++;
+            if (e == s || (k < v.len && v.ptr[k] != ','))
+                return "Sec-WebSocket-Protocol is not a comma-separated list of tokens";
+            if (e - s > WS_PROTOCOL_MAX_TOKEN)
+                return "a subprotocol is longer than 1024 bytes";
+            if (*n == WS_PROTOCOL_MAX_TOKENS)
+                return "more than 32 subprotocols offered";
+            offered[(*n)++] = (px_str_t){v.ptr + s, e - s};
+        }
+    }
+    return NULL;
+}
+
+/* A bounded writer for the 101 head: once something does not fit, `over` is
+ * set and nothing more is written. */
+typedef struct hbuf {
+    char *p;
+    size_t cap, len;
+    int over;
+} hbuf_t;
+
+static void hb_add(hbuf_t *b, const char *s, size_t n)
+{
+    if (b->over || n > b->cap - b->len) {
+        b->over = 1;
+        return;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void hb_str(hbuf_t *b, const char *s)
+{
+    hb_add(b, s, strlen(s));
+}
+
 static void ws_handshake(px_req_t *req, void *ud)
 {
     const ws_route_t *route = ud;
@@ -572,24 +649,12 @@ static void ws_handshake(px_req_t *req, void *ud)
             return;
         }
     }
-    /* Subprotocols: every Sec-WebSocket-Protocol line, comma-separated tokens. */
-    px_str_t offered[16];
+    px_str_t offered[WS_PROTOCOL_MAX_TOKENS];
     size_t noffered = 0;
-    for (size_t i = 0, n = px_req_header_count(req); i < n; i++) {
-        px_str_t name, value;
-        px_req_header_at(req, i, &name, &value);
-        if (name.len != 22 || strncasecmp(name.ptr, "sec-websocket-protocol", 22) != 0)
-            continue;
-        size_t k = 0;
-        while (k < value.len && noffered < PX_ARRAY_SIZE(offered)) {
-            while (k < value.len && (value.ptr[k] == ' ' || value.ptr[k] == ','))
-                k++;
-            size_t s = k;
-            while (k < value.len && value.ptr[k] != ',' && value.ptr[k] != ' ')
-                k++;
-            if (k > s)
-                offered[noffered++] = (px_str_t){value.ptr + s, k - s};
-        }
+    const char *bad = offered_subprotocols(req, offered, &noffered);
+    if (bad) {
+        px_respond_error(req, 400, "bad_subprotocol", "%s", bad);
+        return;
     }
     int chosen = -1;
     if (noffered && route->cb->select_subprotocol) {
@@ -637,29 +702,47 @@ static void ws_handshake(px_req_t *req, void *ud)
     }
     if (chosen >= 0) {
         ws->subprotocol = px__malloc(offered[chosen].len + 1);
-        if (ws->subprotocol) {
-            memcpy(ws->subprotocol, offered[chosen].ptr, offered[chosen].len);
-            ws->subprotocol[offered[chosen].len] = '\0';
+        if (!ws->subprotocol) {
+            px_ws_deflate_free(ws->deflate);
+            px__free(ws);
+            px_respond_error(req, 503, NULL, "out of memory");
+            return;
         }
+        memcpy(ws->subprotocol, offered[chosen].ptr, offered[chosen].len);
+        ws->subprotocol[offered[chosen].len] = '\0';
     }
 
     char accept[29];
     accept_value(key, accept);
-    char resp[512];
-    int n =
-        snprintf(resp, sizeof resp,
-                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 "Sec-WebSocket-Accept: %s\r\n",
-                 accept);
-    if (ws->subprotocol)
-        n += snprintf(resp + n, sizeof resp - (size_t)n, "Sec-WebSocket-Protocol: %s\r\n",
-                      ws->subprotocol);
-    if (use_deflate)
-        n += snprintf(resp + n, sizeof resp - (size_t)n, "Sec-WebSocket-Extensions: %.*s\r\n",
-                      (int)ext_len, ext);
-    n += snprintf(resp + n, sizeof resp - (size_t)n, "\r\n");
+    /* Room for every line at its longest (the subprotocol and extension values
+     * are capped above); the writer still refuses to overflow, so a response
+     * that does not fit is a 500, never a cut or overrun head. */
+    char resp[160 + WS_PROTOCOL_MAX_TOKEN + PX_WS_DEFLATE_RESPONSE_MAX];
+    hbuf_t hb = {resp, sizeof resp, 0, 0};
+    hb_str(&hb, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Accept: ");
+    hb_add(&hb, accept, 28);
+    hb_str(&hb, "\r\n");
+    if (ws->subprotocol) {
+        hb_str(&hb, "Sec-WebSocket-Protocol: ");
+        hb_str(&hb, ws->subprotocol);
+        hb_str(&hb, "\r\n");
+    }
+    if (use_deflate) {
+        hb_str(&hb, "Sec-WebSocket-Extensions: ");
+        hb_add(&hb, ext, ext_len);
+        hb_str(&hb, "\r\n");
+    }
+    hb_str(&hb, "\r\n");
+    if (hb.over) {
+        px_ws_deflate_free(ws->deflate);
+        px__free(ws->subprotocol);
+        px__free(ws);
+        px_respond_error(req, 500, NULL, "the handshake response does not fit");
+        return;
+    }
     px_conn_t *c = ws->c;
-    if (px_conn_write(c, resp, (size_t)n) != 0 || px_req_upgrade(req, &ws_protocol, ws) != 0) {
+    if (px_conn_write(c, resp, hb.len) != 0 || px_req_upgrade(req, &ws_protocol, ws) != 0) {
         px_ws_deflate_free(ws->deflate);
         px__free(ws->subprotocol);
         px__free(ws);
