@@ -291,9 +291,23 @@ class Host(StrictBase):
         self.assertRejected(get(b"HOST: t\r\n"), 400)
 
     def test_bad_host(self):
-        for v in (b"a b", b"t/x", b"t@evil", b"t\\x"):
+        for v in (b"a b", b"t/x", b"t@evil", b"t\\x", b":80", b"t:8x", b"t:1:2", b"[::1",
+                  b"[]:80", b"t]"):
             with self.subTest(host=v):
                 self.assertRejected(b"GET /healthz HTTP/1.1\r\nHost: " + v + b"\r\n\r\n", 400)
+        for v in (b"t:", b"t:8080", b"[::1]:8080", b"127.0.0.1"):
+            with self.subTest(host=v):
+                self.assertAccepted(b"GET /healthz HTTP/1.1\r\nHost: " + v + b"\r\n\r\n")
+
+    def test_empty_host(self):
+        """RFC 9112 3.2 / RFC 9110 4.2.1: an http URI has a non-empty host, so an
+        empty Host is invalid: 400 (it used to be answered 200)."""
+        for data in (b"GET /healthz HTTP/1.1\r\nHost:\r\n\r\n",
+                     b"GET /healthz HTTP/1.1\r\nHost:   \r\n\r\n",
+                     b"GET /healthz HTTP/1.0\r\nHost:\r\n\r\n",
+                     b"GET http://t/healthz HTTP/1.1\r\nHost:\r\n\r\n"):
+            with self.subTest(data=data):
+                self.assertRejected(data, 400)
 
 
 class Versions(StrictBase):
