@@ -797,7 +797,10 @@ parse_head(px_http1_parser_t *p, const char *buf, size_t len, px_http1_request_t
             if (i == 5 || i == 7) {
                 if (c < '0' || c > '9')
                     REJECT(400, "invalid HTTP version");
-                if (i == 7 && (buf[mark + 5] != '1' || c > '1'))
+                /* RFC 9110 2.5: a higher minor version of HTTP/1 is answered as
+                 * 1.1; another major version cannot be (HTTP/2 and up do not
+                 * use this syntax): 505. */
+                if (i == 7 && buf[mark + 5] != '1')
                     REJECT(505, "HTTP version not supported");
             } else if (c != want[i]) {
                 if (i == 8 && c == '\n')
@@ -809,7 +812,7 @@ parse_head(px_http1_parser_t *p, const char *buf, size_t len, px_http1_request_t
             pos = end;
             goto more;
         }
-        req->minor_version = buf[mark + 7] - '0';
+        req->minor_version = buf[mark + 7] == '0' ? 0 : 1; /* 1.2-1.9 are processed as 1.1 */
         pos = mark + 10;
         p->_aux = aux;
         int rc = check_target(p, buf, req);

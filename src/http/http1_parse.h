@@ -67,7 +67,9 @@ typedef struct px_http1_request {
      * asterisk-form (OPTIONS only): path is "*". authority-form (CONNECT only):
      * path is {NULL, 0}. */
     px_str_t path, query;
-    int minor_version; /* 0 or 1; any other HTTP version is rejected with 505 */
+    int minor_version; /* 0 for HTTP/1.0; 1 for HTTP/1.1 and the higher minor versions 1.2-1.9,
+                          which are processed as 1.1 (RFC 9110 2.5); another major version is
+                          rejected with 505 */
 
     px_http_header_t *headers; /* caller's array of headers_cap entries (the parser never
                                   changes this pointer) */

@@ -311,8 +311,19 @@ class Host(StrictBase):
 
 
 class Versions(StrictBase):
+    def test_higher_minor_versions_are_1_1(self):
+        """RFC 9110 2.5: HTTP/1.2 ... 1.9 are processed as 1.1 (and answered
+        with HTTP/1.1): keep-alive by default, Host required."""
+        for minor in range(2, 10):
+            v = b"HTTP/1.%d" % minor
+            with self.subTest(version=v):
+                rs = self.assertAccepted(get(version=v) + get(version=v), n=2)
+                for r in rs:
+                    self.assertTrue(r.raw.startswith(b"HTTP/1.1 200 "), r.raw[:40])
+                self.assertRejected(get(version=v, host=False), 400)
+
     def test_unsupported_versions(self):
-        for v in (b"HTTP/2.0", b"HTTP/3.0", b"HTTP/1.2", b"HTTP/0.9"):
+        for v in (b"HTTP/2.0", b"HTTP/3.0", b"HTTP/2.1", b"HTTP/9.9", b"HTTP/0.9"):
             with self.subTest(version=v):
                 self.assertRejected(get(version=v), 505)
         for v in (b"HTTP/1", b"HTTP/1.10", b"HTTP/x.1", b"HTTPS/1.1", b"HTTP/11"):
