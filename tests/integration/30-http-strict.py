@@ -469,6 +469,24 @@ class HeaderTimeout(StrictBase):
             self.assertTrue(c.is_open())
 
 
+class Methods(StrictBase):
+    def test_connect_is_not_implemented(self):
+        """CONNECT (authority-form) with no CONNECT route: 501, not 404; the
+        connection stays usable (the request itself is well-formed)."""
+        for target in (b"t:443", b"example.com:80", b"[::1]:8080"):
+            with self.subTest(target=target):
+                with self.srv.client() as c:
+                    c.send(b"CONNECT " + target + b" HTTP/1.1\r\nHost: " + target + b"\r\n\r\n"
+                           + OK_REQ)
+                    r = c.read_response()
+                    self.assertEqual(r.status, 501, r.raw[:300])
+                    self.assertEqual(r.header("Content-Type"), "application/json")
+                    self.assertEqual(json.loads(r.body)["error"], "not_implemented")
+                    self.assertEqual(c.read_response().status, 200)
+        # A malformed CONNECT target is still the parser's 400.
+        self.assertRejected(b"CONNECT /x HTTP/1.1\r\nHost: t\r\n\r\n", 400)
+
+
 class Accepted(StrictBase):
     def test_lower_case_names(self):
         self.assertAccepted(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n")
