@@ -8,7 +8,7 @@ ASAN    := $(BUILD)/asan
 CMAKE_FLAGS ?=
 
 .PHONY: all run test deps build build-asan unit integration fuzz-replay fuzz format lint clean \
-        bench-http bench-ws bench-hub bench-micro npm-deps
+        bench-http bench-ws bench-hub bench-micro npm-deps soak
 
 all: build
 
@@ -75,6 +75,11 @@ bench-ws: build
 bench-hub: build
 	@sh deps/install.sh deps/bench.txt
 	bash bench/hub.sh $(RELEASE)
+
+# Mixed load against build/release/plexus for SOAK_SECONDS (600), then RSS and fds must
+# come back to their post-warm-up level (bench/soak.py). Not part of `make test`.
+soak: build
+	/usr/bin/python3 bench/soak.py $(RELEASE)/plexus
 
 clean:
 	rm -rf $(BUILD)

@@ -23,6 +23,10 @@ typedef struct opt {
     const char *help;
     const char *choices; /* T_STR: "a|b|c" allowed values, or NULL */
     const char *group;
+    /* Numeric options: the inclusive range, written like a value of the option
+     * ("64KiB", "1h"), checked for every source (defaults included) and shown
+     * by --help. NULL for the other types. */
+    const char *min, *max;
 } opt_t;
 
 #define O(field) offsetof(px_config_t, field)
@@ -31,39 +35,43 @@ static const opt_t options[] = {
     {"listen", T_LIST, O(listen), "127.0.0.1:8080", "ADDR",
      "address to listen on, repeatable: HOST:PORT, [V6]:PORT, unix:PATH, fd:N", NULL, "Server"},
     {"workers", T_UINT, O(workers), "0", "N",
-     "worker threads, each with its own event loop (0 = one per CPU)", NULL, "Server"},
+     "worker threads, each with its own event loop (0 = one per CPU)", NULL, "Server", "0", "256"},
     {"max-connections", T_UINT, O(max_connections), "10000", "N",
-     "open connections allowed; over it new ones get 503 and are closed", NULL, "Server"},
+     "open connections allowed; over it new ones get 503 and are closed", NULL, "Server", "1",
+     "1000000"},
     {"idle-timeout", T_DURATION, O(idle_timeout_ms), "60s", "DURATION",
-     "close a connection idle this long", NULL, "Server"},
+     "close a connection idle this long (0 = never)", NULL, "Server", "0", "1d"},
     {"output-cap", T_SIZE, O(output_cap), "4MiB", "SIZE",
-     "output bytes queued per connection before it counts as a slow consumer", NULL, "Server"},
+     "output bytes queued per connection before it counts as a slow consumer", NULL, "Server",
+     "64KiB", "1GiB"},
     {"shutdown-timeout", T_DURATION, O(shutdown_timeout_ms), "10s", "DURATION",
-     "on SIGTERM/SIGINT, time left to in-flight work before connections are closed", NULL,
-     "Server"},
+     "on SIGTERM/SIGINT, time left to in-flight work before connections are closed", NULL, "Server",
+     "0", "1h"},
     {"static", T_STR, O(static_dir), NULL, "DIR",
      "serve static files from DIR (default: the bundled web/ directory)", NULL, "HTTP"},
     {"max-body", T_SIZE, O(max_body), "1MiB", "SIZE", "largest request body accepted (413 over it)",
-     NULL, "HTTP"},
+     NULL, "HTTP", "0", "1GiB"},
     {"max-request-line", T_SIZE, O(max_request_line), "8KiB", "SIZE",
-     "longest request line (414 over it)", NULL, "HTTP"},
+     "longest request line (414 over it)", NULL, "HTTP", "256", "1MiB"},
     {"max-header-size", T_SIZE, O(max_header_size), "16KiB", "SIZE",
-     "largest request header block (431 over it)", NULL, "HTTP"},
+     "largest request header block (431 over it)", NULL, "HTTP", "1KiB", "16MiB"},
     {"max-headers", T_UINT, O(max_headers), "100", "N",
-     "most header fields in a request (431 over it)", NULL, "HTTP"},
+     "most header fields in a request (431 over it)", NULL, "HTTP", "1", "10000"},
     {"header-timeout", T_DURATION, O(header_timeout_ms), "10s", "DURATION",
-     "time allowed to send a request head (slowloris defence)", NULL, "HTTP"},
+     "time allowed to send a request head (slowloris defence)", NULL, "HTTP", "100ms", "1h"},
     {"keepalive-timeout", T_DURATION, O(keepalive_timeout_ms), "60s", "DURATION",
-     "close a keep-alive connection idle between requests this long", NULL, "HTTP"},
+     "close a keep-alive connection idle between requests this long (0 = never)", NULL, "HTTP", "0",
+     "1d"},
     {"max-requests", T_UINT, O(max_requests), "0", "N",
-     "requests served per connection before it is closed (0 = no limit)", NULL, "HTTP"},
+     "requests served per connection before it is closed (0 = no limit)", NULL, "HTTP", "0",
+     "4294967295"},
     {"access-log", T_STR, O(access_log), "off", "FORMAT",
      "access log, one line per request: off|text|json", "off|text|json", "HTTP"},
     {"ws-max-message", T_SIZE, O(ws_max_message), "1MiB", "SIZE",
-     "largest WebSocket message accepted (close 1009 over it)", NULL, "WebSocket"},
+     "largest WebSocket message accepted (close 1009 over it)", NULL, "WebSocket", "1KiB", "1GiB"},
     {"ws-ping-interval", T_DURATION, O(ws_ping_interval_ms), "30s", "DURATION",
      "ping WebSocket clients this often; close those silent for two intervals (0 = off)", NULL,
-     "WebSocket"},
+     "WebSocket", "0", "1d"},
     {"ws-deflate", T_BOOL, O(ws_deflate), "false", "",
      "accept permessage-deflate (compresses messages of 256 bytes and more)", NULL, "WebSocket"},
     {"ws-slow-policy", T_STR, O(ws_slow_policy), "close", "POLICY",
@@ -75,9 +83,9 @@ static const opt_t options[] = {
      "normal: acknowledged messages survive a crash (kill -9); full: also a power loss (fsync)",
      "normal|full", "Hub"},
     {"history-size", T_UINT64, O(history_size), "1000", "N",
-     "messages kept per channel (0 = unlimited)", NULL, "Hub"},
+     "messages kept per channel (0 = unlimited)", NULL, "Hub", "0", "1000000000"},
     {"history-ttl", T_DURATION, O(history_ttl_ms), "0", "DURATION",
-     "drop messages older than this (0 = keep)", NULL, "Hub"},
+     "drop messages older than this (0 = keep)", NULL, "Hub", "0", "3650d"},
     {"jwt-secret", T_STR, O(jwt_secret), NULL, "SECRET",
      "HS256 secret that signs client tokens (claims: sub, exp, channels, info)", NULL, "Hub"},
     {"api-key", T_STR, O(api_key), NULL, "KEY", "key for the HTTP API (Authorization: Bearer KEY)",
@@ -85,18 +93,20 @@ static const opt_t options[] = {
     {"allow-anonymous", T_BOOL, O(allow_anonymous), "false", "",
      "let clients without a token subscribe and publish (and open the HTTP API if no --api-key)",
      NULL, "Hub"},
-    {"max-payload", T_SIZE, O(max_payload), "64KiB", "SIZE", "largest message data", NULL, "Hub"},
+    {"max-payload", T_SIZE, O(max_payload), "64KiB", "SIZE", "largest message data", NULL, "Hub",
+     "1", "1GiB"},
     {"max-channels", T_UINT, O(max_channels), "100", "N", "subscriptions per connection", NULL,
-     "Hub"},
+     "Hub", "1", "100000"},
     {"publish-rate", T_UINT, O(publish_rate), "100", "N",
-     "publishes per second per connection (0 = no limit)", NULL, "Hub"},
+     "publishes per second per connection (0 = no limit)", NULL, "Hub", "0", "1000000"},
     {"history-limit-max", T_UINT, O(history_limit_max), "1000", "N",
-     "largest `limit` a history request may ask for", NULL, "Hub"},
+     "largest `limit` a history request may ask for", NULL, "Hub", "1", "100000"},
     {"subscribe-rate", T_UINT, O(subscribe_rate), "100", "N",
-     "subscribes and unsubscribes per second per connection (0 = no limit)", NULL, "Hub"},
+     "subscribes and unsubscribes per second per connection (0 = no limit)", NULL, "Hub", "0",
+     "1000000"},
     {"max-inflight", T_UINT, O(max_inflight), "32", "N",
      "requests of one WebSocket connection waiting for an answer; over it: too_many_requests", NULL,
-     "Hub"},
+     "Hub", "1", "100000"},
     {"log-level", T_STR, O(log_level), "info", "LEVEL", "debug|info|warn|error",
      "debug|info|warn|error|off", "Logs"},
     {"log-format", T_STR, O(log_format), "text", "FORMAT",
@@ -177,6 +187,32 @@ static int parse_scaled(const char *s, uint64_t *out, int kind)
     return 0;
 }
 
+/* A numeric value against the option's range (the table's min and max). */
+static void check_range(const opt_t *o, uint64_t v, const char *val, const char *origin)
+{
+    if (!o->min)
+        return;
+    int kind = o->type == T_UINT64 ? T_UINT : (int)o->type;
+    uint64_t lo, hi;
+    if (parse_scaled(o->min, &lo, kind) || parse_scaled(o->max, &hi, kind))
+        die("internal error: bad range for %s", o->name);
+    if (v < lo || v > hi)
+        die("%s %s: '%s' is out of range (%s..%s)", origin, o->name, val, o->min, o->max);
+}
+
+/* Bounds that depend on another option, checked once every source is in. */
+static void check_relations(const px_config_t *cfg)
+{
+    if (cfg->max_header_size < cfg->max_request_line)
+        die("option --max-header-size (%llu bytes) is below --max-request-line (%llu bytes): "
+            "the header block includes the request line",
+            (unsigned long long)cfg->max_header_size, (unsigned long long)cfg->max_request_line);
+    if (cfg->max_payload > cfg->ws_max_message)
+        die("option --max-payload (%llu bytes) is above --ws-max-message (%llu bytes): such a "
+            "message could not be published over WebSocket",
+            (unsigned long long)cfg->max_payload, (unsigned long long)cfg->ws_max_message);
+}
+
 static void set_value(px_config_t *cfg, const opt_t *o, const char *val, const char *origin)
 {
     char *base = (char *)cfg + o->off;
@@ -211,21 +247,25 @@ static void set_value(px_config_t *cfg, const opt_t *o, const char *val, const c
     case T_UINT:
         if (parse_scaled(val, &v, T_UINT) || v > 0xffffffffu)
             die("%s %s: '%s' is not a non-negative integer", origin, o->name, val);
+        check_range(o, v, val, origin);
         *(unsigned *)base = (unsigned)v;
         break;
     case T_UINT64:
         if (parse_scaled(val, &v, T_UINT))
             die("%s %s: '%s' is not a non-negative integer", origin, o->name, val);
+        check_range(o, v, val, origin);
         *(uint64_t *)base = v;
         break;
     case T_SIZE:
         if (parse_scaled(val, &v, T_SIZE))
             die("%s %s: '%s' is not a size (e.g. 512, 64KiB, 4MiB)", origin, o->name, val);
+        check_range(o, v, val, origin);
         *(uint64_t *)base = v;
         break;
     case T_DURATION:
         if (parse_scaled(val, &v, T_DURATION))
             die("%s %s: '%s' is not a duration (e.g. 500ms, 10s, 5m)", origin, o->name, val);
+        check_range(o, v, val, origin);
         *(uint64_t *)base = v;
         break;
     case T_BOOL:
@@ -268,6 +308,8 @@ static void usage(void)
         else
             snprintf(lhs, sizeof lhs, "--%s %s", o->name, o->meta);
         printf("  %-28s %s", lhs, o->help);
+        if (o->min)
+            printf(" (%s..%s)", o->min, o->max);
         if (o->def && o->type != T_BOOL)
             printf(" [default: %s]", o->def);
         printf("\n");
@@ -440,6 +482,7 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
         named.name = oname;
         set_value(cfg, &named, val, "flag");
     }
+    check_relations(cfg);
 }
 
 void px_config_free(px_config_t *cfg)

@@ -1,5 +1,6 @@
 /* echo — WebSocket echo and broadcast server, written only against the public API.
- *   /echo       every message is sent back to its sender
+ *   /echo       every message is sent back to its sender; a client that offers
+ *               subprotocols gets "echo" if it offered it, else its first one
  *   /broadcast  every message is sent to every connection on /broadcast (sender
  *               included), encoded once and shared by all of them
  * Usage: echo [--listen ADDR]... [--workers N]   (default 127.0.0.1:8080, one per CPU) */
@@ -15,6 +16,18 @@ static void echo_message(px_ws_t *ws, int opcode, const char *data, size_t len, 
 {
     (void)ud;
     px_ws_send(ws, opcode, data, len);
+}
+
+/* Accepting whatever the client offers first exercises the server's handling
+ * of long and odd subprotocol offers (tests/integration/44-ws-hostile.py). */
+static int echo_subprotocol(px_req_t *req, const px_str_t *offered, size_t n, void *ud)
+{
+    (void)req;
+    (void)ud;
+    for (size_t i = 0; i < n; i++)
+        if (offered[i].len == 4 && memcmp(offered[i].ptr, "echo", 4) == 0)
+            return (int)i;
+    return 0;
 }
 
 static void broadcast_open(px_ws_t *ws, px_req_t *req, void *ud)
@@ -35,7 +48,8 @@ static void broadcast_message(px_ws_t *ws, int opcode, const char *data, size_t 
     px_slice_unref(frame);
 }
 
-static const px_ws_callbacks_t echo_cb = {.on_message = echo_message};
+static const px_ws_callbacks_t echo_cb = {.select_subprotocol = echo_subprotocol,
+                                          .on_message = echo_message};
 static const px_ws_callbacks_t broadcast_cb = {.on_open = broadcast_open,
                                                .on_message = broadcast_message};
 

@@ -47,6 +47,9 @@ PX_EXTERN int px_http_configure(px_server_t *s, const px_http_opts_t *o);
  * with px_req_param) or a final `*` (the rest of the path, px_req_param(req, "*")).
  * Routes are tried in registration order; a path that matches only with other
  * methods gets 405 with Allow, no match at all gets 404. HEAD falls back to GET.
+ * CONNECT (whose target is an authority, not a path) goes to the first route
+ * registered with the method "CONNECT", whatever its pattern; without one it
+ * gets 501.
  * Returns 0, -EINVAL for a malformed pattern, -ENOMEM.
  */
 PX_EXTERN int px_route(px_server_t *s, const char *method, const char *pattern, px_handler_fn fn,

@@ -542,6 +542,38 @@ static int on_transfer_encoding(px_http1_parser_t *p, px_http1_request_t *req, c
     return 0;
 }
 
+/* uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2), given only C_HOST
+ * bytes: a non-empty host, either an IP-literal in brackets or a name without
+ * brackets, and a port of digits (possibly empty). */
+static int host_port_valid(const char *v, size_t n)
+{
+    size_t i = 0;
+    if (v[0] == '[') {
+        const char *close = memchr(v, ']', n);
+        if (!close || close == v + 1)
+            return 0;
+        i = (size_t)(close - v) + 1;
+        if (memchr(v + 1, '[', i - 2))
+            return 0;
+    } else {
+        while (i < n && v[i] != ':') {
+            if (v[i] == '[' || v[i] == ']')
+                return 0;
+            i++;
+        }
+        if (i == 0)
+            return 0; /* ":80": no host */
+    }
+    if (i == n)
+        return 1;
+    if (v[i] != ':')
+        return 0;
+    for (i++; i < n; i++)
+        if (v[i] < '0' || v[i] > '9')
+            return 0;
+    return 1;
+}
+
 /* Derive request facts from one complete field line. Names are validated
  * tokens, so lower_eq applies; switching on the length first keeps the cost of
  * uninteresting fields to one compare. */
@@ -557,7 +589,9 @@ static int on_field(px_http1_parser_t *p, px_http1_request_t *req, const char *n
         if (p->_flags & F_HOST)
             REJECT(400, "multiple Host fields");
         p->_flags |= F_HOST;
-        if (scan_scalar(v, e, C_HOST) != e)
+        if (vlen == 0)
+            REJECT(400, "empty Host"); /* RFC 9110 4.2.1: http URIs have a host */
+        if (scan_scalar(v, e, C_HOST) != e || !host_port_valid(v, vlen))
             REJECT(400, "invalid Host");
         if (!(p->_flags & F_ABSOLUTE))
             req->host = span(voff, vlen);
@@ -763,7 +797,10 @@ parse_head(px_http1_parser_t *p, const char *buf, size_t len, px_http1_request_t
             if (i == 5 || i == 7) {
                 if (c < '0' || c > '9')
                     REJECT(400, "invalid HTTP version");
-                if (i == 7 && (buf[mark + 5] != '1' || c > '1'))
+                /* RFC 9110 2.5: a higher minor version of HTTP/1 is answered as
+                 * 1.1; another major version cannot be (HTTP/2 and up do not
+                 * use this syntax): 505. */
+                if (i == 7 && buf[mark + 5] != '1')
                     REJECT(505, "HTTP version not supported");
             } else if (c != want[i]) {
                 if (i == 8 && c == '\n')
@@ -775,7 +812,7 @@ parse_head(px_http1_parser_t *p, const char *buf, size_t len, px_http1_request_t
             pos = end;
             goto more;
         }
-        req->minor_version = buf[mark + 7] - '0';
+        req->minor_version = buf[mark + 7] == '0' ? 0 : 1; /* 1.2-1.9 are processed as 1.1 */
         pos = mark + 10;
         p->_aux = aux;
         int rc = check_target(p, buf, req);

@@ -67,7 +67,9 @@ typedef struct px_http1_request {
      * asterisk-form (OPTIONS only): path is "*". authority-form (CONNECT only):
      * path is {NULL, 0}. */
     px_str_t path, query;
-    int minor_version; /* 0 or 1; any other HTTP version is rejected with 505 */
+    int minor_version; /* 0 for HTTP/1.0; 1 for HTTP/1.1 and the higher minor versions 1.2-1.9,
+                          which are processed as 1.1 (RFC 9110 2.5); another major version is
+                          rejected with 505 */
 
     px_http_header_t *headers; /* caller's array of headers_cap entries (the parser never
                                   changes this pointer) */
@@ -76,8 +78,10 @@ typedef struct px_http1_request {
     /* Derived while parsing, so the server never rescans the headers. Field
      * names match case-insensitively ("host" == "Host"). */
     px_str_t host;           /* Host value, or the authority of an absolute-form target (which
-                                wins over the Host field, RFC 9112 3.2.2); {NULL, 0} if neither;
-                                only bytes valid in a URI host[:port] */
+                                wins over the Host field, RFC 9112 3.2.2); {NULL, 0} if neither.
+                                A Host field must be uri-host[":"port] with a non-empty host
+                                (RFC 9112 3.2, RFC 9110 4.2.1): empty or malformed is 400, as
+                                are two Host fields, or none in an HTTP/1.1 request */
     int64_t content_length;  /* -1 if absent; otherwise 0..INT64_MAX */
     unsigned chunked : 1;    /* Transfer-Encoding is exactly "chunked" (content_length is -1) */
     unsigned keep_alive : 1; /* 1.1: no "close" token; 1.0: "keep-alive" and no "close" */

@@ -156,6 +156,23 @@ static int method_ok(const px__route_t *r, px_str_t m)
 void px__router_dispatch(px__http_t *h, px_req_t *req)
 {
     px_str_t path = req->h.path;
+    px_str_t m = req->h.method;
+    if (m.len == 7 && memcmp(m.ptr, "CONNECT", 7) == 0) {
+        /* An authority-form target has no path to match: CONNECT goes to the
+         * first route registered for the method CONNECT itself (not "*"),
+         * whatever its pattern; without one the method is not implemented
+         * here (RFC 9110 15.6.2), rather than "no resource" (404). */
+        for (size_t i = 0; i < h->nroutes; i++) {
+            const px__route_t *r = &h->routes[i];
+            if (strcmp(r->method, "CONNECT") == 0) {
+                req->nparams = 0;
+                r->fn(req, r->ud);
+                return;
+            }
+        }
+        px_respond_error(req, 501, NULL, "CONNECT is not implemented by this server");
+        return;
+    }
     if (!path.ptr || path.len == 0 || path.ptr[0] != '/') {
         px_respond_error(req, 404, NULL, "no resource at this request target");
         return;

@@ -112,14 +112,48 @@ static int decode_path(px_str_t raw, char *out, size_t cap)
     return 0;
 }
 
-static int open_beneath(int dirfd, const char *rel)
+static int openat2_beneath(int dirfd, const char *rel, uint64_t flags)
+{
+    struct open_how how = {.flags = flags, .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+    long fd = syscall(SYS_openat2, dirfd, rel[0] ? rel : ".", &how, sizeof how);
+    return fd < 0 ? -errno : (int)fd;
+}
+
+/* Open `rel` (writable: it is cut in place and restored) beneath dirfd. A path
+ * longer than the kernel's PATH_MAX (4096 with its NUL) is opened in steps of
+ * whole segments, each step a directory opened beneath the previous one, so
+ * the request-line limit alone bounds the path (RFC 9112 3 asks for 8000
+ * octets) and no step can leave the root. */
+static int open_beneath(int dirfd, char *rel)
 {
     /* O_NONBLOCK: opening a FIFO (or a device) for reading must not block the
      * worker; such files are then refused as not regular. */
-    struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
-                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
-    long fd = syscall(SYS_openat2, dirfd, rel[0] ? rel : ".", &how, sizeof how);
-    return fd < 0 ? -errno : (int)fd;
+    const uint64_t file_flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+    const size_t step = 4000; /* < PATH_MAX, whole segments */
+    int dir = dirfd;
+    while (strlen(rel) >= step) {
+        char *cut = rel + step;
+        while (cut > rel && *cut != '/')
+            cut--;
+        if (cut == rel) { /* one segment longer than a step: no such name */
+            if (dir != dirfd)
+                close(dir);
+            return -ENAMETOOLONG;
+        }
+        *cut = '\0';
+        int next = openat2_beneath(dir, rel, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        *cut = '/';
+        if (dir != dirfd)
+            close(dir);
+        if (next < 0)
+            return next;
+        dir = next;
+        rel = cut + 1;
+    }
+    int fd = openat2_beneath(dir, rel, file_flags);
+    if (dir != dirfd)
+        close(dir);
+    return fd;
 }
 
 static void http_date(time_t t, char *buf, size_t len)
@@ -221,8 +255,14 @@ static void static_handler(px_req_t *req, void *ud)
     static_root_t *root = ud;
     px_str_t path = px_req_path(req);
     px_str_t raw = {path.ptr + root->prefix_len, path.len - root->prefix_len};
-    char rel[4096];
-    int st = decode_path(raw, rel, sizeof rel);
+    /* Decoding never lengthens: the request line (--max-request-line) is the
+     * only limit on the path. */
+    char *rel = px_req_alloc(req, raw.len + 1);
+    if (!rel) {
+        px_respond_error(req, 503, NULL, "out of memory");
+        return;
+    }
+    int st = decode_path(raw, rel, raw.len + 1);
     if (st) {
         px_respond_error(req, st, NULL,
                          st == 403   ? "path leaves the static root"
@@ -274,7 +314,8 @@ static void static_handler(px_req_t *req, void *ud)
             px_respond(req, 301, "text/plain; charset=utf-8", "moved\n", 6);
             return;
         }
-        int ifd = open_beneath(fd, "index.html");
+        char index[] = "index.html";
+        int ifd = open_beneath(fd, index);
         close(fd);
         if (ifd < 0 || fstat(ifd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
             if (ifd >= 0)

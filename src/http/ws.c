@@ -7,7 +7,15 @@
  * unmasked and (for text) UTF-8-checked as it arrives, `done` bytes at a time,
  * so a bad byte fails the connection at once, even mid-frame, and no byte is
  * processed twice. A single-frame message is delivered straight from the
- * input buffer; fragments are collected in `msg`. */
+ * input buffer; fragments are collected in `msg`.
+ *
+ * Compressed frames are inflated when complete, in slices: one on_read call
+ * inflates at most INFLATE_BUDGET_IN bytes of input or INFLATE_BUDGET_OUT of
+ * output, then yields (reads paused, resumed from a deferred callback, so the
+ * rest of the loop runs in between) and goes on where it stopped (`fed`).
+ *
+ * Once the server has sent its close, data frames are dropped unread (not
+ * unmasked, inflated or delivered): only the peer's close matters then. */
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <stdatomic.h>
@@ -39,6 +47,10 @@ struct px_ws {
     px_ws_deflate_t *deflate; /* NULL unless negotiated */
     px_buf_t msg;             /* fragments of the message being received */
     uint64_t done;            /* payload bytes of the current frame already unmasked/checked */
+    uint64_t fed;             /* compressed payload bytes of the current frame already inflated
+                                 (the frame is complete; 0 unless a slice ran out of budget) */
+    uint64_t skip;            /* payload bytes still to drop of a data frame after close_sent */
+    px_defer_t resume;        /* ends a yield: resumes reading on the next loop iteration */
     px_utf8_state_t utf8;     /* across the text message being received */
     px_ws_topic_t *topic;
     px_ws_t *tprev, *tnext; /* links in the topic's per-worker list */
@@ -50,11 +62,25 @@ struct px_ws {
     unsigned close_received : 1;
     unsigned awaiting_pong : 1;
     unsigned failed : 1;
+    unsigned yielded : 1; /* reads paused by an inflate slice that ran out of budget */
+    unsigned dead : 1;    /* closed while `resume` was queued: the callback frees ws */
     char close_reason[124];
     uint8_t close_reason_len;
 };
 
 static const px_protocol_t ws_protocol;
+
+/* Inflate work per on_read call: a slice costs a few milliseconds at most, so
+ * a huge or hostile compressed message never holds the worker for long. Input
+ * goes in INFLATE_CHUNK bytes at a time, which bounds the output of one call
+ * too (deflate expands at most ~1032:1). */
+#define INFLATE_CHUNK      (4u << 10)
+#define INFLATE_BUDGET_IN  (256u << 10)
+#define INFLATE_BUDGET_OUT (4u << 20)
+
+typedef struct budget {
+    size_t in, out; /* inflate bytes used in this on_read call */
+} budget_t;
 
 void px_ws_opts_init(px_ws_opts_t *o)
 {
@@ -286,12 +312,56 @@ static void on_control(px_ws_t *ws, const px_ws_frame_t *f, const uint8_t *p)
     }
 }
 
-/* A complete data frame (payload unmasked, text checked unless compressed). */
-static int on_data_frame(px_ws_t *ws, const px_ws_frame_t *f, uint8_t *p)
+/* Inflate the rest of a complete compressed frame (from ws->fed) into msg,
+ * within the budget. 0: frame done; 1: budget spent, call again later; -1:
+ * failed. */
+static int inflate_frame(px_ws_t *ws, const px_ws_frame_t *f, const uint8_t *p, budget_t *b)
 {
     size_t len = (size_t)f->payload_len;
     size_t max = ws->opts->max_message;
-    if (f->opcode != PX_WS_OP_CONT) {
+    for (;;) {
+        size_t n = len - (size_t)ws->fed;
+        if (n > INFLATE_CHUNK)
+            n = INFLATE_CHUNK;
+        int last = ws->fed + n == len;
+        size_t before = px_buf_size(&ws->msg);
+        int r = px_ws_inflate(ws->deflate, p + ws->fed, n, last && f->fin, &ws->msg, max);
+        if (r) {
+            fail(ws, (unsigned)px_ws_deflate_close_code(r),
+                 r == -EMSGSIZE ? "message too big" : "invalid compressed data");
+            return -1;
+        }
+        ws->fed += n;
+        size_t got = px_buf_size(&ws->msg) - before;
+        /* (nothing inflated yet may mean no buffer: no NULL + 0, which is UB) */
+        if (ws->msg_opcode == PX_WS_OP_TEXT && got) {
+            ws->utf8 = px_utf8_feed(ws->utf8, (const uint8_t *)px_buf_head(&ws->msg) + before, got);
+            if (ws->utf8 == PX_UTF8_REJECT) {
+                fail(ws, PX_WS_CLOSE_INVALID_DATA, "text message is not valid UTF-8");
+                return -1;
+            }
+        }
+        b->in += n;
+        b->out += got;
+        if (last) {
+            ws->fed = 0;
+            return 0;
+        }
+        if (b->in >= INFLATE_BUDGET_IN || b->out >= INFLATE_BUDGET_OUT)
+            return 1;
+    }
+}
+
+/* A complete data frame (payload unmasked, text checked unless compressed).
+ * 0: done; 1: a compressed frame is not fully inflated yet (budget spent, call
+ * again with the same frame); -1: failed. */
+static int on_data_frame(px_ws_t *ws, const px_ws_frame_t *f, uint8_t *p, budget_t *b)
+{
+    size_t len = (size_t)f->payload_len;
+    size_t max = ws->opts->max_message;
+    if (ws->fed) {
+        /* resuming a frame whose message is already set up */
+    } else if (f->opcode != PX_WS_OP_CONT) {
         if (ws->msg_opcode) {
             fail(ws, PX_WS_CLOSE_PROTOCOL, "new message before the previous one ended");
             return -1;
@@ -317,22 +387,9 @@ static int on_data_frame(px_ws_t *ws, const px_ws_frame_t *f, uint8_t *p)
         return -1;
     }
     if (ws->msg_compressed) {
-        size_t before = px_buf_size(&ws->msg);
-        int r = px_ws_inflate(ws->deflate, p, len, f->fin, &ws->msg, max);
-        if (r) {
-            fail(ws, (unsigned)px_ws_deflate_close_code(r),
-                 r == -EMSGSIZE ? "message too big" : "invalid compressed data");
-            return -1;
-        }
-        /* (nothing inflated yet may mean no buffer: no NULL + 0, which is UB) */
-        if (ws->msg_opcode == PX_WS_OP_TEXT && px_buf_size(&ws->msg) > before) {
-            ws->utf8 = px_utf8_feed(ws->utf8, (const uint8_t *)px_buf_head(&ws->msg) + before,
-                                    px_buf_size(&ws->msg) - before);
-            if (ws->utf8 == PX_UTF8_REJECT) {
-                fail(ws, PX_WS_CLOSE_INVALID_DATA, "text message is not valid UTF-8");
-                return -1;
-            }
-        }
+        int r = inflate_frame(ws, f, p, b);
+        if (r)
+            return r;
     } else {
         if (px_buf_size(&ws->msg) + len > max || px_buf_append(&ws->msg, p, len) != 0) {
             fail(ws, PX_WS_CLOSE_TOO_BIG, "message too big");
@@ -355,12 +412,42 @@ static int on_data_frame(px_ws_t *ws, const px_ws_frame_t *f, uint8_t *p)
     return 0;
 }
 
+/* Out of inflate budget: stop reading until the next loop iteration, which
+ * hands the kept input back (from the deferred callback, after the other
+ * connections and timers of this iteration had their turn). */
+static void yield_reads(px_ws_t *ws)
+{
+    ws->yielded = 1;
+    px_conn_pause_read(ws->c, 1);
+    px_defer(px_conn_loop(ws->c), &ws->resume);
+}
+
+static void on_resume(px_defer_t *d)
+{
+    px_ws_t *ws = d->data;
+    if (ws->dead) { /* closed while this was queued */
+        px__free(ws);
+        return;
+    }
+    if (ws->yielded) {
+        ws->yielded = 0;
+        px_conn_pause_read(ws->c, 0); /* re-dispatches the input kept meanwhile */
+    }
+}
+
 static ssize_t ws_on_read(px_conn_t *c, char *data, size_t len)
 {
     px_ws_t *ws = px_conn_state(c);
     size_t pos = 0;
     unsigned flags = PX_WS_PARSE_SERVER | (ws->deflate ? PX_WS_RSV1 : 0u);
-    while (pos < len && !ws->failed && !px_conn_is_closing(c)) {
+    budget_t budget = {0, 0};
+    while (pos < len && !ws->failed && !px_conn_is_closing(c) && !ws->yielded) {
+        if (ws->skip) { /* the rest of a data frame after our close */
+            size_t n = len - pos < ws->skip ? len - pos : (size_t)ws->skip;
+            pos += n;
+            ws->skip -= n;
+            continue;
+        }
         px_ws_frame_t f;
         int hl = px_ws_parse_frame((const uint8_t *)data + pos, len - pos, &f, flags,
                                    ws->opts->max_message);
@@ -370,10 +457,22 @@ static ssize_t ws_on_read(px_conn_t *c, char *data, size_t len)
             fail(ws, f.close_code, f.error ? f.error : "bad frame");
             return -1;
         }
+        if (ws->close_sent && !px_ws_opcode_is_control(f.opcode)) {
+            /* We closed: data frames are dropped unread, without the work of
+             * unmasking, checking or inflating them (RFC 6455 1.4: after
+             * sending a close, an endpoint only waits for the peer's). */
+            pos += (size_t)hl;
+            ws->skip = f.payload_len;
+            ws->done = ws->fed = 0;
+            ws->msg_opcode = 0;
+            px_buf_dispose(&ws->msg);
+            continue;
+        }
         /* Errors the header alone proves come first: fail fast, and with the same
          * close code however the bytes were split into reads (a new text frame
-         * inside an open message is 1002 even if its payload is not UTF-8). */
-        if (!px_ws_opcode_is_control(f.opcode) &&
+         * inside an open message is 1002 even if its payload is not UTF-8). A
+         * frame being resumed (fed) has passed them already. */
+        if (!px_ws_opcode_is_control(f.opcode) && !ws->fed &&
             (f.opcode == PX_WS_OP_CONT) != (ws->msg_opcode != 0)) {
             fail(ws, PX_WS_CLOSE_PROTOCOL,
                  ws->msg_opcode ? "new message before the previous one ended"
@@ -413,12 +512,23 @@ static ssize_t ws_on_read(px_conn_t *c, char *data, size_t len)
              * bounds what is kept. */
             break;
         }
+        if (px_ws_opcode_is_control(f.opcode)) {
+            ws->done = 0;
+            pos += (size_t)hl + (size_t)f.payload_len;
+            on_control(ws, &f, payload);
+            continue;
+        }
+        int r = on_data_frame(ws, &f, payload, &budget);
+        if (r < 0)
+            return -1;
+        if (r > 0) {
+            /* Budget spent inside this frame: keep it (already unmasked, `done`
+             * stays) and go on with it next iteration. */
+            yield_reads(ws);
+            break;
+        }
         ws->done = 0;
         pos += (size_t)hl + (size_t)f.payload_len;
-        if (px_ws_opcode_is_control(f.opcode))
-            on_control(ws, &f, payload);
-        else if (on_data_frame(ws, &f, payload) < 0)
-            return -1;
     }
     if (ws->failed || px_conn_is_closing(c))
         return -1;
@@ -471,7 +581,10 @@ static void ws_on_close(px_conn_t *c)
     px_ws_deflate_free(ws->deflate);
     px_buf_dispose(&ws->msg);
     px__free(ws->subprotocol);
-    px__free(ws);
+    if (ws->resume._queued)
+        ws->dead = 1; /* on_resume frees it */
+    else
+        px__free(ws);
 }
 
 static const px_protocol_t ws_protocol = {
@@ -530,6 +643,83 @@ static void accept_value(px_str_t key, char out[29])
     EVP_EncodeBlock((unsigned char *)out, md, SHA_DIGEST_LENGTH);
 }
 
+/* What a client may offer as subprotocols (RFC 6455 4.1: a list of tokens).
+ * The hook sees at most WS_PROTOCOL_MAX_TOKENS of them, each at most
+ * WS_PROTOCOL_MAX_TOKEN bytes (room for a bearer token, as some protocols
+ * carry one there); more is refused with 400 rather than cut. */
+#define WS_PROTOCOL_MAX_BYTES  4096 /* every Sec-WebSocket-Protocol line together */
+#define WS_PROTOCOL_MAX_TOKENS 32
+#define WS_PROTOCOL_MAX_TOKEN  1024
+
+static int is_tchar(unsigned char ch)
+{
+    if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z'))
+        return 1;
+    return ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+/* Collect the subprotocols offered on every Sec-WebSocket-Protocol line.
+ * Returns NULL, or why the offer is refused (400). */
+static const char *offered_subprotocols(px_req_t *req, px_str_t *offered, size_t *n)
+{
+    size_t total = 0;
+    *n = 0;
+    for (size_t i = 0, nh = px_req_header_count(req); i < nh; i++) {
+        px_str_t name, v;
+        px_req_header_at(req, i, &name, &v);
+        if (name.len != 22 || strncasecmp(name.ptr, "sec-websocket-protocol", 22) != 0)
+            continue;
+        total += v.len;
+        if (total > WS_PROTOCOL_MAX_BYTES)
+            return "Sec-WebSocket-Protocol is longer than 4096 bytes";
+        size_t k = 0;
+        for (;;) {
+            /* 1#token: empty elements and OWS around commas are allowed */
+            while (k < v.len && (v.ptr[k] == ' ' || v.ptr[k] == '\t' || v.ptr[k] == ','))
+                k++;
+            if (k == v.len)
+                break;
+            size_t s = k;
+            while (k < v.len && is_tchar((unsigned char)v.ptr[k]))
+                k++;
+            size_t e = k;
+            while (k < v.len && (v.ptr[k] == ' ' || v.ptr[k] == '\t'))
+                k++;
+            if (e == s || (k < v.len && v.ptr[k] != ','))
+                return "Sec-WebSocket-Protocol is not a comma-separated list of tokens";
+            if (e - s > WS_PROTOCOL_MAX_TOKEN)
+                return "a subprotocol is longer than 1024 bytes";
+            if (*n == WS_PROTOCOL_MAX_TOKENS)
+                return "more than 32 subprotocols offered";
+            offered[(*n)++] = (px_str_t){v.ptr + s, e - s};
+        }
+    }
+    return NULL;
+}
+
+/* A bounded writer for the 101 head: once something does not fit, `over` is
+ * set and nothing more is written. */
+typedef struct hbuf {
+    char *p;
+    size_t cap, len;
+    int over;
+} hbuf_t;
+
+static void hb_add(hbuf_t *b, const char *s, size_t n)
+{
+    if (b->over || n > b->cap - b->len) {
+        b->over = 1;
+        return;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void hb_str(hbuf_t *b, const char *s)
+{
+    hb_add(b, s, strlen(s));
+}
+
 static void ws_handshake(px_req_t *req, void *ud)
 {
     const ws_route_t *route = ud;
@@ -574,24 +764,12 @@ static void ws_handshake(px_req_t *req, void *ud)
             return;
         }
     }
-    /* Subprotocols: every Sec-WebSocket-Protocol line, comma-separated tokens. */
-    px_str_t offered[16];
+    px_str_t offered[WS_PROTOCOL_MAX_TOKENS];
     size_t noffered = 0;
-    for (size_t i = 0, n = px_req_header_count(req); i < n; i++) {
-        px_str_t name, value;
-        px_req_header_at(req, i, &name, &value);
-        if (name.len != 22 || strncasecmp(name.ptr, "sec-websocket-protocol", 22) != 0)
-            continue;
-        size_t k = 0;
-        while (k < value.len && noffered < PX_ARRAY_SIZE(offered)) {
-            while (k < value.len && (value.ptr[k] == ' ' || value.ptr[k] == ','))
-                k++;
-            size_t s = k;
-            while (k < value.len && value.ptr[k] != ',' && value.ptr[k] != ' ')
-                k++;
-            if (k > s)
-                offered[noffered++] = (px_str_t){value.ptr + s, k - s};
-        }
+    const char *bad = offered_subprotocols(req, offered, &noffered);
+    if (bad) {
+        px_respond_error(req, 400, "bad_subprotocol", "%s", bad);
+        return;
     }
     int chosen = -1;
     if (noffered && route->cb->select_subprotocol) {
@@ -632,6 +810,7 @@ static void ws_handshake(px_req_t *req, void *ud)
     ws->close_code = 1006;
     ws->utf8 = PX_UTF8_ACCEPT;
     px_buf_init(&ws->msg, 0);
+    px_defer_init(&ws->resume, on_resume, ws);
     if (use_deflate) {
         ws->deflate = px_ws_deflate_new(&dp, opts->deflate_memory);
         if (!ws->deflate)
@@ -639,29 +818,47 @@ static void ws_handshake(px_req_t *req, void *ud)
     }
     if (chosen >= 0) {
         ws->subprotocol = px__malloc(offered[chosen].len + 1);
-        if (ws->subprotocol) {
-            memcpy(ws->subprotocol, offered[chosen].ptr, offered[chosen].len);
-            ws->subprotocol[offered[chosen].len] = '\0';
+        if (!ws->subprotocol) {
+            px_ws_deflate_free(ws->deflate);
+            px__free(ws);
+            px_respond_error(req, 503, NULL, "out of memory");
+            return;
         }
+        memcpy(ws->subprotocol, offered[chosen].ptr, offered[chosen].len);
+        ws->subprotocol[offered[chosen].len] = '\0';
     }
 
     char accept[29];
     accept_value(key, accept);
-    char resp[512];
-    int n =
-        snprintf(resp, sizeof resp,
-                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 "Sec-WebSocket-Accept: %s\r\n",
-                 accept);
-    if (ws->subprotocol)
-        n += snprintf(resp + n, sizeof resp - (size_t)n, "Sec-WebSocket-Protocol: %s\r\n",
-                      ws->subprotocol);
-    if (use_deflate)
-        n += snprintf(resp + n, sizeof resp - (size_t)n, "Sec-WebSocket-Extensions: %.*s\r\n",
-                      (int)ext_len, ext);
-    n += snprintf(resp + n, sizeof resp - (size_t)n, "\r\n");
+    /* Room for every line at its longest (the subprotocol and extension values
+     * are capped above); the writer still refuses to overflow, so a response
+     * that does not fit is a 500, never a cut or overrun head. */
+    char resp[160 + WS_PROTOCOL_MAX_TOKEN + PX_WS_DEFLATE_RESPONSE_MAX];
+    hbuf_t hb = {resp, sizeof resp, 0, 0};
+    hb_str(&hb, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Accept: ");
+    hb_add(&hb, accept, 28);
+    hb_str(&hb, "\r\n");
+    if (ws->subprotocol) {
+        hb_str(&hb, "Sec-WebSocket-Protocol: ");
+        hb_str(&hb, ws->subprotocol);
+        hb_str(&hb, "\r\n");
+    }
+    if (use_deflate) {
+        hb_str(&hb, "Sec-WebSocket-Extensions: ");
+        hb_add(&hb, ext, ext_len);
+        hb_str(&hb, "\r\n");
+    }
+    hb_str(&hb, "\r\n");
+    if (hb.over) {
+        px_ws_deflate_free(ws->deflate);
+        px__free(ws->subprotocol);
+        px__free(ws);
+        px_respond_error(req, 500, NULL, "the handshake response does not fit");
+        return;
+    }
     px_conn_t *c = ws->c;
-    if (px_conn_write(c, resp, (size_t)n) != 0 || px_req_upgrade(req, &ws_protocol, ws) != 0) {
+    if (px_conn_write(c, resp, hb.len) != 0 || px_req_upgrade(req, &ws_protocol, ws) != 0) {
         px_ws_deflate_free(ws->deflate);
         px__free(ws->subprotocol);
         px__free(ws);

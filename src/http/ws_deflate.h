@@ -136,8 +136,10 @@ size_t px_ws_deflate_mem_used(const px_ws_deflate_t *ctx);
  * is appended internally, the message must end on a deflate block boundary, and
  * the inflater is reset when the client agreed to client_no_context_takeover.
  * A block with BFINAL set (RFC 7692 7.2.3.4) is accepted anywhere: bytes after
- * it start a new deflate stream that keeps the window. Payloads must already be
- * unmasked.
+ * it start a new deflate stream that keeps the window (in constant time, so the
+ * cost of a call is linear in its input whatever the blocks). Payloads must
+ * already be unmasked. A frame may be fed in pieces (fin only on the last piece
+ * of the message's last frame), e.g. to bound the work done at once.
  *
  * `max_out` bounds px_buf_size(out) after the call (it counts what `out` already
  * held, so pass the message limit and one buffer per message): output stops at

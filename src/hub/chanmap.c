@@ -4,35 +4,28 @@
 #include "core/alloc.h"
 #include "hub/chanmap.h"
 
-uint64_t px__chanmap_hash(const char *key, size_t len)
+uint64_t px__chanmap_hash(const px__chanmap_t *m, const char *key, size_t len)
 {
-    /* FNV-1a: channel names are short; good spread, no setup. Keys come from
-     * clients, so the chain length is bounded by growing at load 1 and by the
-     * per-connection channel limit. */
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)key[i];
-        h *= 1099511628211ull;
-    }
-    return h;
+    return px__siphash13(&m->key, key, len);
 }
 
 void px__chanmap_init(px__chanmap_t *m)
 {
     memset(m, 0, sizeof *m);
+    px__sipkey_random(&m->key);
 }
 
 void px__chanmap_dispose(px__chanmap_t *m)
 {
     px__free(m->buckets);
-    memset(m, 0, sizeof *m);
+    memset(m, 0, sizeof *m); /* (the key too: init again before reuse) */
 }
 
 px__centry_t *px__chanmap_get(const px__chanmap_t *m, const char *key, size_t len)
 {
     if (!m->nbuckets)
         return NULL;
-    uint64_t h = px__chanmap_hash(key, len);
+    uint64_t h = px__chanmap_hash(m, key, len);
     for (px__centry_t *e = m->buckets[h & (m->nbuckets - 1)]; e; e = e->next)
         if (e->hash == h && e->key_len == len && memcmp(e->key, key, len) == 0)
             return e;
@@ -65,7 +58,7 @@ int px__chanmap_put(px__chanmap_t *m, px__centry_t *e)
 {
     if (m->count >= m->nbuckets && grow(m) != 0)
         return -ENOMEM;
-    e->hash = px__chanmap_hash(e->key, e->key_len);
+    e->hash = px__chanmap_hash(m, e->key, e->key_len);
     size_t k = e->hash & (m->nbuckets - 1);
     e->next = m->buckets[k];
     m->buckets[k] = e;

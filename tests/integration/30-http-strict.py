@@ -291,14 +291,39 @@ class Host(StrictBase):
         self.assertRejected(get(b"HOST: t\r\n"), 400)
 
     def test_bad_host(self):
-        for v in (b"a b", b"t/x", b"t@evil", b"t\\x"):
+        for v in (b"a b", b"t/x", b"t@evil", b"t\\x", b":80", b"t:8x", b"t:1:2", b"[::1",
+                  b"[]:80", b"t]"):
             with self.subTest(host=v):
                 self.assertRejected(b"GET /healthz HTTP/1.1\r\nHost: " + v + b"\r\n\r\n", 400)
+        for v in (b"t:", b"t:8080", b"[::1]:8080", b"127.0.0.1"):
+            with self.subTest(host=v):
+                self.assertAccepted(b"GET /healthz HTTP/1.1\r\nHost: " + v + b"\r\n\r\n")
+
+    def test_empty_host(self):
+        """RFC 9112 3.2 / RFC 9110 4.2.1: an http URI has a non-empty host, so an
+        empty Host is invalid: 400 (it used to be answered 200)."""
+        for data in (b"GET /healthz HTTP/1.1\r\nHost:\r\n\r\n",
+                     b"GET /healthz HTTP/1.1\r\nHost:   \r\n\r\n",
+                     b"GET /healthz HTTP/1.0\r\nHost:\r\n\r\n",
+                     b"GET http://t/healthz HTTP/1.1\r\nHost:\r\n\r\n"):
+            with self.subTest(data=data):
+                self.assertRejected(data, 400)
 
 
 class Versions(StrictBase):
+    def test_higher_minor_versions_are_1_1(self):
+        """RFC 9110 2.5: HTTP/1.2 ... 1.9 are processed as 1.1 (and answered
+        with HTTP/1.1): keep-alive by default, Host required."""
+        for minor in range(2, 10):
+            v = b"HTTP/1.%d" % minor
+            with self.subTest(version=v):
+                rs = self.assertAccepted(get(version=v) + get(version=v), n=2)
+                for r in rs:
+                    self.assertTrue(r.raw.startswith(b"HTTP/1.1 200 "), r.raw[:40])
+                self.assertRejected(get(version=v, host=False), 400)
+
     def test_unsupported_versions(self):
-        for v in (b"HTTP/2.0", b"HTTP/3.0", b"HTTP/1.2", b"HTTP/0.9"):
+        for v in (b"HTTP/2.0", b"HTTP/3.0", b"HTTP/2.1", b"HTTP/9.9", b"HTTP/0.9"):
             with self.subTest(version=v):
                 self.assertRejected(get(version=v), 505)
         for v in (b"HTTP/1", b"HTTP/1.10", b"HTTP/x.1", b"HTTPS/1.1", b"HTTP/11"):
@@ -442,6 +467,24 @@ class HeaderTimeout(StrictBase):
                 self.assertEqual(c.read_response().status, 200)
                 time.sleep(0.5)  # idle between requests: keep-alive, not the header timeout
             self.assertTrue(c.is_open())
+
+
+class Methods(StrictBase):
+    def test_connect_is_not_implemented(self):
+        """CONNECT (authority-form) with no CONNECT route: 501, not 404; the
+        connection stays usable (the request itself is well-formed)."""
+        for target in (b"t:443", b"example.com:80", b"[::1]:8080"):
+            with self.subTest(target=target):
+                with self.srv.client() as c:
+                    c.send(b"CONNECT " + target + b" HTTP/1.1\r\nHost: " + target + b"\r\n\r\n"
+                           + OK_REQ)
+                    r = c.read_response()
+                    self.assertEqual(r.status, 501, r.raw[:300])
+                    self.assertEqual(r.header("Content-Type"), "application/json")
+                    self.assertEqual(json.loads(r.body)["error"], "not_implemented")
+                    self.assertEqual(c.read_response().status, 200)
+        # A malformed CONNECT target is still the parser's 400.
+        self.assertRejected(b"CONNECT /x HTTP/1.1\r\nHost: t\r\n\r\n", 400)
 
 
 class Accepted(StrictBase):

@@ -963,6 +963,77 @@ static void test_budget(void **state)
     assert_int_equal(mem_cur, 0);
 }
 
+/* Many final blocks in one message (issue 10, item 8): each one starts a new
+ * deflate stream that keeps the window, so a back-reference 32 KiB back into
+ * the first block still resolves after 300 000 of them, and the whole costs
+ * time linear in the input (the window is never copied). */
+static void test_final_blocks_keep_window(void **state)
+{
+    (void)state;
+    enum { WIN = 32768, REPS = 300000 };
+    uint8_t *text = malloc(WIN);
+    assert_non_null(text);
+    fill_text(text, WIN);
+    /* A block with the text (sync flush: the window is full), REPS empty final
+     * blocks (03 00), then the same text compressed against itself as the
+     * dictionary: all back-references, the farthest 32 KiB back. */
+    size_t cap = WIN * 2 + 2 * REPS + 1024, n = 0;
+    uint8_t *msg = malloc(cap);
+    assert_non_null(msg);
+    z_stream z = {0};
+    assert_int_equal(deflateInit2(&z, 9, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    z.next_in = text;
+    z.avail_in = WIN;
+    z.next_out = msg;
+    z.avail_out = (uInt)cap;
+    assert_int_equal(deflate(&z, Z_SYNC_FLUSH), Z_OK);
+    n = cap - z.avail_out;
+    deflateEnd(&z);
+    for (int i = 0; i < REPS; i++) {
+        msg[n++] = 0x03;
+        msg[n++] = 0x00;
+    }
+    z_stream z2 = {0};
+    assert_int_equal(deflateInit2(&z2, 9, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    assert_int_equal(deflateSetDictionary(&z2, text, WIN), Z_OK);
+    z2.next_in = text;
+    z2.avail_in = WIN;
+    z2.next_out = msg + n;
+    z2.avail_out = (uInt)(cap - n);
+    assert_int_equal(deflate(&z2, Z_SYNC_FLUSH), Z_OK);
+    n = cap - z2.avail_out - 4; /* without the 00 00 ff ff tail */
+    deflateEnd(&z2);
+
+    px_ws_deflate_params_t p = params(0, 0, 15, 15);
+    px_ws_deflate_t *c = px_ws_deflate_new(&p, 0);
+    px_buf_t out;
+    px_buf_init(&out, 0);
+    uint64_t t0 = px_now_ns();
+    assert_int_equal(inflate_one(c, msg, n, &out, 2 * WIN), 0);
+    uint64_t ns = px_now_ns() - t0;
+    assert_int_equal(px_buf_size(&out), 2 * WIN);
+    assert_memory_equal(px_buf_head(&out), text, WIN);
+    assert_memory_equal(px_buf_head(&out) + WIN, text, WIN);
+    print_message("  %d final blocks: %.1f ms\n", REPS, (double)ns / 1e6);
+    /* ~15 ms (~430 ms when every final block copied the window out and back);
+     * loose enough for a busy machine, and four times that under ASan. */
+    uint64_t limit_ms = 250;
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    limit_ms *= 4;
+#endif
+#endif
+#ifdef __SANITIZE_ADDRESS__
+    limit_ms *= 4;
+#endif
+    assert_true(ns < limit_ms * 1000 * 1000);
+    px_buf_dispose(&out);
+    px_ws_deflate_free(c);
+    free(msg);
+    free(text);
+    assert_int_equal(mem_cur, 0);
+}
+
 static void test_corrupt(void **state)
 {
     (void)state;
@@ -1175,6 +1246,7 @@ int main(void)
         cmocka_unit_test(test_window_bits),
         cmocka_unit_test(test_split_every_position),
         cmocka_unit_test(test_max_out_exact),
+        cmocka_unit_test(test_final_blocks_keep_window),
         cmocka_unit_test(test_bomb),
         cmocka_unit_test(test_budget),
         cmocka_unit_test(test_corrupt),
