@@ -331,17 +331,22 @@ static unsigned interest_slow(const px_conn_t *c)
     return ev;
 }
 
-static void update_interest(px_conn_t *c)
+static __attribute__((noinline)) void update_interest_slow(px_conn_t *c)
 {
-    unsigned ev = 0;
+    px_io_start(c->nw->loop, &c->io, interest_slow(c));
+}
+
+static inline void update_interest(px_conn_t *c)
+{
     if (PX_UNLIKELY(c->phase | c->tp_wants)) {
-        ev = interest_slow(c);
-    } else {
-        if (reading(c))
-            ev |= PX_READABLE;
-        if (c->out_count)
-            ev |= PX_WRITABLE;
+        update_interest_slow(c);
+        return;
     }
+    unsigned ev = 0;
+    if (reading(c))
+        ev |= PX_READABLE;
+    if (c->out_count)
+        ev |= PX_WRITABLE;
     px_io_start(c->nw->loop, &c->io, ev);
 }
 
@@ -374,24 +379,29 @@ static void start_linger(px_conn_t *c)
     update_interest(c);
 }
 
-static void do_flush(px_conn_t *c)
+/* The flush stopped short: the transport waits for an event, or failed. */
+static __attribute__((noinline)) void flush_blocked(px_conn_t *c, int r)
 {
-    int r = flush(c);
-    if (PX_UNLIKELY(c->tp_wants & PX__WRITE_WANTS_READ) && r != PX__WANT_READ)
+    if (r == PX__WANT_READ) {
+        c->tp_wants |= PX__WRITE_WANTS_READ;
+    } else if (r == PX__WANT_WRITE) {
         c->tp_wants &= (uint8_t)~PX__WRITE_WANTS_READ;
-    if (r == PX__WANT_WRITE) {
-        update_interest(c);
-        return;
-    }
-    if (r < 0) {
-        if (r == PX__WANT_READ) {
-            c->tp_wants |= PX__WRITE_WANTS_READ;
-            update_interest(c);
-            return;
-        }
+    } else {
         px_conn_abort(c);
         return;
     }
+    update_interest(c);
+}
+
+static void do_flush(px_conn_t *c)
+{
+    int r = flush(c);
+    if (PX_UNLIKELY(r != 0)) {
+        flush_blocked(c, r);
+        return;
+    }
+    if (PX_UNLIKELY(c->tp_wants))
+        c->tp_wants &= (uint8_t)~PX__WRITE_WANTS_READ;
     if (c->closing) {
         if (!c->lingering)
             start_linger(c);
@@ -410,7 +420,7 @@ void px_conn_flush(px_conn_t *c)
 
 static void dispatch(px_conn_t *c, char *data, size_t len, int from_in);
 static void finalize(px_conn_t *c);
-static void on_readable(px_conn_t *c);
+static void read_slow(px_conn_t *c);
 static void handshake_step(px_conn_t *c);
 static void connect_failed(px_conn_t *c, int err);
 
@@ -437,24 +447,22 @@ static void on_deferred(px_defer_t *d)
     }
     if (PX_UNLIKELY(c->phase != PX__OPEN)) {
         deferred_not_open(c);
-        if (c->aborted)
-            finalize(c);
-        return;
+    } else {
+        if (!c->aborted && c->redispatch && !c->read_paused && !c->closing && px_buf_size(&c->in)) {
+            c->redispatch = 0;
+            dispatch(c, px_buf_head(&c->in), px_buf_size(&c->in), 1);
+        }
+        if (PX_UNLIKELY(c->read_again) && !c->aborted) {
+            c->read_again = 0;
+            read_slow(c);
+        }
+        if (!c->aborted && c->out_count)
+            do_flush(c);
+        else if (!c->aborted && c->closing && !c->lingering)
+            start_linger(c);
     }
-    if (!c->aborted && c->redispatch && !c->read_paused && !c->closing && px_buf_size(&c->in)) {
-        c->redispatch = 0;
-        dispatch(c, px_buf_head(&c->in), px_buf_size(&c->in), 1);
-    }
-    if (PX_UNLIKELY(c->read_again) && !c->aborted) {
-        c->read_again = 0;
-        on_readable(c);
-    }
-    if (!c->aborted && c->out_count)
-        do_flush(c);
-    else if (!c->aborted && c->closing && !c->lingering)
-        start_linger(c);
     if (c->aborted)
-        finalize(c);
+        finalize(c); /* its only caller: inlined */
 }
 
 /* ---- input ---------------------------------------------------------------- */
@@ -475,7 +483,8 @@ static void dispatch(px_conn_t *c, char *data, size_t len, int from_in)
     }
     /* Everything presentable was presented: what stays waits for new bytes (or
      * for a resume, which sets it again). */
-    c->redispatch = 0;
+    if (PX_UNLIKELY(c->redispatch))
+        c->redispatch = 0;
     if (c->closing) {
         px_buf_dispose(&c->in);
         return;
@@ -525,7 +534,8 @@ static void read_blocked(px_conn_t *c, ssize_t n)
         px_conn_abort(c);
 }
 
-static void on_readable(px_conn_t *c)
+/* Inlined into on_io, the hot path; the rare callers go through read_slow. */
+static inline __attribute__((always_inline)) void on_readable(px_conn_t *c)
 {
     px__netw_t *nw = c->nw;
     px__transport_t *tp = c->tp;
@@ -586,6 +596,11 @@ static void on_readable(px_conn_t *c)
     }
     if (PX_UNLIKELY(tp->ops->pending != NULL))
         check_pending(c);
+}
+
+static __attribute__((noinline)) void read_slow(px_conn_t *c)
+{
+    on_readable(c);
 }
 
 /* ---- transport readiness: connect, handshake ----------------------------------- */
@@ -723,7 +738,7 @@ static void on_io_slow(px_conn_t *c, unsigned events)
             return;
     }
     if (hup || (events & read_on))
-        on_readable(c);
+        read_slow(c);
 }
 
 static void on_io(px_io_t *io, unsigned events)
@@ -766,7 +781,8 @@ static void on_timer(px_timer_t *t)
 /* ---- life cycle ------------------------------------------------------------ */
 
 /* Allocate and register a connection on fd (plain transport, no protocol). */
-static px_conn_t *conn_alloc(px__netw_t *nw, int fd, unsigned listener, unsigned events)
+static inline __attribute__((always_inline)) px_conn_t *
+conn_alloc(px__netw_t *nw, int fd, unsigned listener, unsigned events)
 {
     px_conn_t *c = px__calloc(1, sizeof *c);
     if (!c)
@@ -835,7 +851,13 @@ px_conn_t *px__conn_new(px__netw_t *nw, int fd, unsigned listener)
         px_conn_abort(c);
         return c;
     }
-    start_entry(c, e);
+    /* start_entry without what a fresh connection does not need (its timer is
+     * inactive, its read limit the default, its input empty). */
+    c->proto = e->proto;
+    if (e->on_accept)
+        c->state = e->on_accept(c, e->ud);
+    if (s->opts.idle_timeout_ms && !c->closing && !px_timer_active(&c->timer))
+        px_conn_set_timeout(c, s->opts.idle_timeout_ms);
     return c;
 }
 
@@ -904,7 +926,7 @@ static void finalize(px_conn_t *c)
     nw->nconns--;
     if (!c->outbound) {
         atomic_fetch_sub_explicit(&s->nconns, 1, memory_order_relaxed);
-        if (c->listener != PX__NO_LISTENER)
+        if (c->listener != PX__NO_LISTENER && s->listeners[c->listener].max_connections)
             atomic_fetch_sub_explicit(&s->listeners[c->listener].nconns, 1, memory_order_relaxed);
         px_metric_add(px__m_conns, -1);
     }

@@ -318,10 +318,14 @@ void px__on_listen_readable(px_io_t *io, unsigned events)
         /* Counted first, then checked: workers accepting at once cannot both
          * take the last place. */
         unsigned n = atomic_fetch_add_explicit(&s->nconns, 1, memory_order_relaxed);
-        unsigned ln = atomic_fetch_add_explicit(&l->nconns, 1, memory_order_relaxed);
-        if (n >= s->opts.max_connections || (l->max_connections && ln >= l->max_connections)) {
+        int over = n >= s->opts.max_connections;
+        if (l->max_connections && /* counted only where limited */
+            atomic_fetch_add_explicit(&l->nconns, 1, memory_order_relaxed) >= l->max_connections)
+            over = 1;
+        if (over) {
             atomic_fetch_sub_explicit(&s->nconns, 1, memory_order_relaxed);
-            atomic_fetch_sub_explicit(&l->nconns, 1, memory_order_relaxed);
+            if (l->max_connections)
+                atomic_fetch_sub_explicit(&l->nconns, 1, memory_order_relaxed);
             reject(s, fd);
             continue;
         }
@@ -329,7 +333,8 @@ void px__on_listen_readable(px_io_t *io, unsigned events)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails harmlessly on unix */
         if (!px__conn_new(nw, fd, li)) {
             atomic_fetch_sub_explicit(&s->nconns, 1, memory_order_relaxed);
-            atomic_fetch_sub_explicit(&l->nconns, 1, memory_order_relaxed);
+            if (l->max_connections)
+                atomic_fetch_sub_explicit(&l->nconns, 1, memory_order_relaxed);
             close(fd);
         }
     }

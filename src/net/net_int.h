@@ -42,7 +42,7 @@ typedef struct px__listener {
     unsigned max_connections;                /* 0 = only the server's limit */
     uint64_t handshake_timeout_ms;
     const px__proto_entry_t *entry; /* `protocol` resolved by px_server_start */
-    atomic_uint nconns;             /* open connections accepted here (all workers) */
+    atomic_uint nconns; /* with max_connections: open connections accepted here (all workers) */
 } px__listener_t;
 
 typedef struct px__netw px__netw_t;
@@ -109,10 +109,11 @@ struct px_conn {
     size_t read_limit;
     px__out_t *out; /* ring of out_cap entries; NULL while empty */
     uint32_t out_head, out_count, out_cap;
-    uint8_t phase;    /* PX__OPEN, PX__CONNECTING, PX__HANDSHAKE */
-    uint8_t tp_wants; /* PX__*_WANTS_* */
-    uint8_t listener; /* index in server->listeners, PX__NO_LISTENER if none */
-    size_t out_bytes; /* sum of len over entries; bounded by output_cap */
+    uint8_t phase;      /* PX__OPEN, PX__CONNECTING, PX__HANDSHAKE */
+    uint8_t tp_wants;   /* PX__*_WANTS_* */
+    uint8_t listener;   /* index in server->listeners, PX__NO_LISTENER if none */
+    uint8_t read_again; /* a layer holds bytes (pending): read (or step the handshake) again */
+    size_t out_bytes;   /* sum of len over entries; bounded by output_cap */
     uint64_t id;
     unsigned closing : 1;   /* px_conn_close/abort called: no more reads or protocol output */
     unsigned aborted : 1;   /* drop output, close at once */
@@ -121,9 +122,8 @@ struct px_conn {
     unsigned eof : 1;
     unsigned redispatch : 1; /* input kept while paused must be handed over on resume */
     unsigned finalized : 1;
-    unsigned read_again : 1; /* the transport holds bytes: read (or step the handshake) again */
-    unsigned outbound : 1;   /* made by px_conn_connect */
-    int err;                 /* CONNECTING: connect(2) failed at once with this -errno */
+    unsigned outbound : 1; /* made by px_conn_connect */
+    int err;               /* CONNECTING: connect(2) failed at once with this -errno */
 };
 
 struct px__netw {
