@@ -19,8 +19,8 @@
  * - px_conn_connect: TCP and unix success, refused, timeout (a full backlog;
  *   a handshake that never ends), bad addresses, close before ready;
  * - with worker threads: px_conn_connect from a worker, several listeners with
- *   different protocols and a per-listener limit, unknown protocols, and
- *   per-module state. */
+ *   different protocols and a per-listener limit, unknown protocols, the
+ *   protocol registry, and per-module state. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -1637,6 +1637,33 @@ static int teardown_unstarted(void **state)
     return 0;
 }
 
+static void test_protocol_registry(void **state)
+{
+    (void)state;
+    /* The first registered is the default ("line" in setup_with). */
+    assert_ptr_equal(px__server_protocol(srv, NULL)->proto, &line_proto);
+    assert_ptr_equal(px__server_protocol(srv, "upper")->proto, &upper_proto);
+    assert_null(px__server_protocol(srv, "nope"));
+    /* A name registered again is replaced, not added. */
+    unsigned n = srv->nprotocols;
+    assert_int_equal(px_server_add_protocol(srv, "upper", &upper_proto, line_accept, NULL), 0);
+    assert_int_equal(srv->nprotocols, n);
+    assert_ptr_equal(px__server_protocol(srv, "upper")->on_accept, line_accept);
+    /* The compatibility wrapper registers under p->name and makes it the default. */
+    px_server_set_protocol(srv, &sniff_proto, sniff_accept, NULL);
+    assert_int_equal(srv->nprotocols, n);
+    assert_ptr_equal(px__server_protocol(srv, NULL)->proto, &sniff_proto);
+    /* One name per registration, up to the limit. */
+    char name[16];
+    int r = 0;
+    for (unsigned i = 0; r == 0; i++) {
+        snprintf(name, sizeof name, "p%u", i);
+        r = px_server_add_protocol(srv, name, &line_proto, NULL, NULL);
+    }
+    assert_int_equal(r, -ENOSPC);
+    assert_int_equal(srv->nprotocols, PX__MAX_PROTOCOLS);
+}
+
 /* ---- per-module state
  * ------------------------------------------------------------------------------ */
 
@@ -1715,6 +1742,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connect_from_worker, setup_threads, teardown_threads),
         cmocka_unit_test_setup_teardown(test_listeners, setup_threads, teardown_threads),
         cmocka_unit_test_setup_teardown(test_unknown_protocol, setup_threads, teardown_unstarted),
+        cmocka_unit_test_setup_teardown(test_protocol_registry, setup_threads, teardown_unstarted),
         cmocka_unit_test_setup_teardown(test_modules, setup_threads, teardown_unstarted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
