@@ -1,13 +1,22 @@
 /* plexus — servers, listeners and connections.
  *
  * A px_server_t owns the workers, the listening sockets and every connection.
- * A connection (px_conn_t) pairs a transport (how bytes move: plain socket now,
- * TLS later) with a protocol (what the bytes mean: HTTP/1.1, WebSocket, ...).
- * Both are small vtables, so a connection can change protocol in place
- * (HTTP -> WebSocket) and protocols never see whether TLS is underneath.
+ * A connection (px_conn_t) pairs a transport (how bytes move: a plain socket,
+ * or a stack of layers such as TLS over the socket) with a protocol (what the
+ * bytes mean: HTTP/1.1, WebSocket, ...). Protocols are vtables registered on
+ * the server by name; a connection can change protocol in place (HTTP ->
+ * WebSocket, a sniffer -> what it found), and protocols never see whether TLS
+ * is underneath.
  *
- * Threading: a connection belongs to the worker that accepted it; every px_conn_*
- * call must be made on that worker's thread. */
+ * Each listener has a pipeline (px_listen_opts_t): its transport, then the
+ * protocol every connection starts with, which may be a real protocol or a
+ * chooser that reads the first bytes and switches (px_conn_start_protocol).
+ * Connections can also be made outbound (px_conn_connect) and are then the
+ * same px_conn_t. docs/internals/connections.md has the life cycle and rules.
+ *
+ * Threading: a connection belongs to the worker that accepted (or connected)
+ * it; every px_conn_* call must be made on that worker's thread. Server set-up
+ * (listen, protocols, modules) happens before px_server_start, on one thread. */
 #ifndef PLEXUS_NET_H
 #define PLEXUS_NET_H
 
@@ -39,21 +48,55 @@ typedef struct px_server_opts {
 PX_EXTERN void px_server_opts_init(px_server_opts_t *o);
 /** Create a server (workers exist, threads not started). NULL on failure. */
 PX_EXTERN px_server_t *px_server_new(const px_server_opts_t *o);
-/** Free a server that is not running. Accepts NULL. */
+/** Free a server that is not running (module states first, newest first). Accepts NULL. */
 PX_EXTERN void px_server_free(px_server_t *s);
-/**
- * Listen on `addr` (call before start; repeatable):
- *   "127.0.0.1:8080", "[::1]:8080", "localhost:0"  TCP, one SO_REUSEPORT socket per worker
- *                                                   (port 0 picks a free port once, shared by all)
- *   "unix:/path/to/sock"                            Unix socket shared by all workers
- *   "fd:N"                                          an inherited listening socket, shared
- * Binds now, so errors (EADDRINUSE, bad syntax -> -EINVAL) come back at once.
- */
+
+/* ---- listeners and their pipelines ------------------------------------------- */
+
+/** A transport recipe: how accepted (or connected) sockets are wrapped. NULL
+ * everywhere means plain. The TLS transport (plexus/tls.h, issue 12) is one;
+ * it must outlive the server. */
+typedef struct px_transport_factory px_transport_factory_t;
+
+/** One listener's pipeline: socket -> transport -> first protocol. */
+typedef struct px_listen_opts {
+    /** "127.0.0.1:8080", "[::1]:8080", "localhost:0"  TCP, one SO_REUSEPORT socket per worker
+     *                                                 (port 0 picks a free port once, shared by
+     * all) "unix:/path/to/sock"                           Unix socket shared by all workers "fd:N"
+     * an inherited listening socket, shared */
+    const char *addr;
+    /** NULL = plain. Its handshake (if any) completes before the first protocol starts. */
+    const px_transport_factory_t *transport;
+    /** Name of the protocol every connection starts with (px_server_add_protocol);
+     * NULL = the server's default. It may be a chooser: a protocol that reads
+     * the first bytes (bounded by px_conn_set_read_limit and px_conn_set_timeout)
+     * and then switches with px_conn_start_protocol. Resolved by px_server_start
+     * (-EINVAL if no such protocol). */
+    const char *protocol;
+    /** Open connections from this listener (all workers); over it the
+     * connection is rejected like over px_server_opts_t.max_connections. 0 = no
+     * limit of its own. */
+    unsigned max_connections;
+    /** listen(2) backlog; 0 = the server's. */
+    int backlog;
+    /** Bound on the transport handshake; 0 = 10 s. */
+    uint64_t handshake_timeout_ms;
+} px_listen_opts_t;
+
+PX_EXTERN void px_listen_opts_init(px_listen_opts_t *o);
+/** Add a listener (call before start; up to 16). Binds now, so errors
+ * (EADDRINUSE, bad syntax -> -EINVAL) come back at once. Copies what it needs. */
+PX_EXTERN int px_server_listen_opts(px_server_t *s, const px_listen_opts_t *o);
+/** px_server_listen_opts with the default pipeline: plain, default protocol. */
 PX_EXTERN int px_server_listen(px_server_t *s, const char *addr);
 /** Number of listeners, and the actual address of listener i ("127.0.0.1:43123"). */
 PX_EXTERN unsigned px_server_listener_count(const px_server_t *s);
 PX_EXTERN const char *px_server_listener_name(const px_server_t *s, unsigned i);
-/** Start the worker threads (they begin accepting). */
+
+/* ---- running ------------------------------------------------------------------ */
+
+/** Start the worker threads (they begin accepting). -EINVAL if no protocol is
+ * registered or a listener names an unknown one. */
 PX_EXTERN int px_server_start(px_server_t *s);
 /** Begin a graceful shutdown: stop accepting, let protocols finish in-flight work,
  * force-close what remains after shutdown_timeout_ms. Any thread, idempotent. */
@@ -72,37 +115,40 @@ PX_EXTERN const px_server_opts_t *px_server_opts(const px_server_t *s);
 /** Bytes written verbatim to a connection rejected over max_connections before
  * it is closed (the HTTP layer installs a 503 response). Copied. */
 PX_EXTERN void px_server_set_reject_message(px_server_t *s, const void *p, size_t len);
-/** A user pointer (the HTTP layer keeps its router here), freed with
- * `free_fn` (may be NULL) by px_server_free. */
-PX_EXTERN void px_server_set_data(px_server_t *s, void *data, void (*free_fn)(void *));
-PX_EXTERN void *px_server_get_data(const px_server_t *s);
-/** Currently open connections, all workers (approximate while running). */
+/** Currently open accepted connections, all workers (approximate while running). */
 PX_EXTERN unsigned px_server_connection_count(const px_server_t *s);
 
-/* ---- transports and protocols ---------------------------------------------- */
+/* ---- per-module state ----------------------------------------------------------- */
 
-/** How bytes move. Plain sockets now; TLS is a second implementation. */
-typedef struct px_transport {
-    const char *name;
-    /** > 0 bytes read, 0 on EOF, -EAGAIN, or -errno. */
-    ssize_t (*read)(px_conn_t *c, void *buf, size_t len);
-    /** Bytes written (may be partial), -EAGAIN, or -errno. */
-    ssize_t (*writev)(px_conn_t *c, const struct iovec *iov, int iovcnt);
-    /** Zero-copy file send; NULL means the connection falls back to pread + writev. */
-    ssize_t (*sendfile)(px_conn_t *c, int fd, off_t *off, size_t len);
-    /** Shut the write side down after the last byte (TLS: close_notify). */
-    int (*shutdown)(px_conn_t *c);
-    void (*close)(px_conn_t *c);
-} px_transport_t;
+/**
+ * Each module that builds on the server (HTTP, WebSocket, HTTP/2, the hub, an
+ * application) keeps its own state under a key: the address of a static
+ * object of the module (`static char key;` ... `&key`; not const, so the
+ * compiler never merges two keys).
+ * Setting a key again replaces its data without freeing the old data. Set
+ * before px_server_start; read from any thread afterwards. px_server_free
+ * calls each `free_fn` (may be NULL), newest first. 0 or -ENOMEM.
+ */
+PX_EXTERN int px_server_module_set(px_server_t *s, const void *key, void *data,
+                                   void (*free_fn)(void *));
+/** The data set for `key`, or NULL. */
+PX_EXTERN void *px_server_module(const px_server_t *s, const void *key);
+/** Compatibility: one user slot, a module key of its own (prefer px_server_module_set). */
+PX_EXTERN void px_server_set_data(px_server_t *s, void *data, void (*free_fn)(void *));
+PX_EXTERN void *px_server_get_data(const px_server_t *s);
 
-/** What the bytes mean. Every callback runs on the connection's worker. */
+/* ---- protocols --------------------------------------------------------------------- */
+
+/** What the bytes mean. Every callback runs on the connection's worker, never
+ * re-entered for the same connection, and never after on_close. */
 typedef struct px_protocol {
     const char *name;
     /** Bytes arrived. Consume what you can and return how many bytes you used;
      * the rest is kept (bounded by px_conn_set_read_limit) and presented again,
      * with the next bytes appended. `data` may be modified in place (unmasking).
-     * Return -1 after closing the connection. If the callback switches protocol,
-     * the remaining bytes go to the new protocol at once. */
+     * Return -1 after closing the connection. If the callback switches protocol
+     * (px_conn_set_protocol, px_conn_start_protocol), the remaining bytes go to
+     * the new protocol at once. */
     ssize_t (*on_read)(px_conn_t *c, char *data, size_t len);
     /** Output queue fully written (optional): resume producing. */
     void (*on_drain)(px_conn_t *c);
@@ -112,19 +158,44 @@ typedef struct px_protocol {
     void (*on_shutdown)(px_conn_t *c);
     /** The peer closed its side (optional; default: close once output is flushed). */
     void (*on_eof)(px_conn_t *c);
-    /** The connection is going away: release protocol state. No more output. */
+    /** The connection is going away: release protocol state. No more output.
+     * Called exactly once for every connection that has a protocol. */
     void (*on_close)(px_conn_t *c);
+    /** The transport became ready (optional): an outbound connection
+     * (px_conn_connect) is connected and its transport handshake done
+     * (status 0), or it failed (-ECONNREFUSED, -ETIMEDOUT, -ENOENT, ...; the
+     * connection is already closing and on_close follows). Not called on a
+     * connection the protocol closed before it was ready. */
+    void (*on_connect)(px_conn_t *c, int status);
 } px_protocol_t;
 
-/** Protocol that every new connection starts with, with its user pointer. */
+/**
+ * Register protocol `p` under `name` (NULL = p->name) on the server, with the
+ * function that creates its per-connection state: on_accept(c, ud) runs on the
+ * connection's worker when a connection starts this protocol (its return value
+ * becomes px_conn_state). on_accept may abort the connection. The first
+ * registered protocol is the default for listeners that name none. Registering
+ * a name again replaces it. Before px_server_start. 0, -EINVAL, -ENOSPC (16).
+ */
+PX_EXTERN int px_server_add_protocol(px_server_t *s, const char *name, const px_protocol_t *p,
+                                     void *(*on_accept)(px_conn_t *c, void *ud), void *ud);
+/** Compatibility: px_server_add_protocol(s, p->name, ...) and make it the default. */
 PX_EXTERN void px_server_set_protocol(px_server_t *s, const px_protocol_t *p,
                                       void *(*on_accept)(px_conn_t *c, void *ud), void *ud);
 
 /* ---- connections ------------------------------------------------------------ */
 
 /** Switch protocol in place; `state` becomes px_conn_state(). The old protocol's
- * on_close is NOT called: the caller hands over or frees the old state itself. */
+ * on_close is NOT called: the caller hands over or frees the old state itself.
+ * Bytes kept unconsumed go to the new protocol (at once inside on_read,
+ * otherwise from the loop). */
 PX_EXTERN void px_conn_set_protocol(px_conn_t *c, const px_protocol_t *p, void *state);
+/** Switch to the registered protocol `name`: like px_conn_set_protocol with the
+ * state its on_accept creates, starting from the connection defaults (read
+ * limit 64 KiB, the timer disarmed, then the server's idle timeout if
+ * on_accept set none). How a chooser hands the connection over. The caller
+ * frees its own state. 0, -ENOENT (not registered), -EPIPE (closing). */
+PX_EXTERN int px_conn_start_protocol(px_conn_t *c, const char *name);
 PX_EXTERN void *px_conn_state(const px_conn_t *c);
 /** Queue a copy of `p` for sending. Output is flushed once per loop iteration
  * (one writev for everything queued). -ENOBUFS past output_cap, -ENOMEM, -EPIPE if closing. */
@@ -132,7 +203,8 @@ PX_EXTERN int px_conn_write(px_conn_t *c, const void *p, size_t len);
 /** Queue bytes of a shared slice without copying; takes its own reference. */
 PX_EXTERN int px_conn_write_slice(px_conn_t *c, px_slice_t *s, size_t off, size_t len);
 /** Queue `len` bytes of file `fd` from `off`; the connection owns `fd` from now on
- * (closed after sending, or on error). */
+ * (closed after sending, or on error). Sent with sendfile(2) when the transport
+ * offers it, else read and written 16 KiB at a time. */
 PX_EXTERN int px_conn_sendfile(px_conn_t *c, int fd, uint64_t off, uint64_t len);
 /** Like px_conn_write and px_conn_write_slice, but past output_cap too: for output whose
  * size its producer bounds (a whole HTTP response, a close frame) on a protocol that bounds
@@ -165,7 +237,37 @@ PX_EXTERN px_loop_t *px_conn_loop(const px_conn_t *c);
 PX_EXTERN uint64_t px_conn_id(const px_conn_t *c);
 /** The peer address as text ("127.0.0.1:5000", "unix"); writes at most len bytes. */
 PX_EXTERN int px_conn_peer_name(const px_conn_t *c, char *buf, size_t len);
+/** The socket (for splice(2), socket options). The connection owns it. */
 PX_EXTERN int px_conn_fd(const px_conn_t *c);
+
+/* ---- outbound connections ----------------------------------------------------------- */
+
+typedef struct px_connect_opts {
+    /** Bound on connect + transport handshake; on expiry on_connect(c, -ETIMEDOUT).
+     * 0 = no bound (not advised). Default 10 s. */
+    uint64_t timeout_ms;
+    /** NULL = plain (e.g. TLS to a backend, issue 12). */
+    const px_transport_factory_t *transport;
+} px_connect_opts_t;
+
+PX_EXTERN void px_connect_opts_init(px_connect_opts_t *o);
+/**
+ * Connect to `addr` ("127.0.0.1:22", "[::1]:22", "localhost:22" or
+ * "unix:/path"; names other than localhost are not resolved: no blocking DNS on
+ * a worker), without blocking. Call on a worker thread of `s` (from a protocol
+ * callback or a worker message); the connection belongs to that worker, so it
+ * can be paired with a connection the worker accepted (a pass-through proxy).
+ * `p` runs it with `state` from the start: on_connect(c, 0) once connected, or
+ * on_connect(c, -errno) and then on_close. The outcome is always reported from
+ * the loop, never from inside this call. Bytes written before on_connect are
+ * queued and sent once connected. Outbound connections are not counted in
+ * max_connections or in the plexus_connections metric; server shutdown closes
+ * them like the others.
+ * Returns 0 with *out set (valid until on_close), or -EINVAL (bad address),
+ * -EPERM (not on a worker of s), -ENOMEM, -EMFILE ... with nothing created.
+ */
+PX_EXTERN int px_conn_connect(px_server_t *s, const char *addr, const px_connect_opts_t *o,
+                              const px_protocol_t *p, void *state, px_conn_t **out);
 
 #ifdef __cplusplus
 }

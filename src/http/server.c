@@ -101,6 +101,8 @@ static const char *error_code(int status)
 
 static void *on_accept(px_conn_t *c, void *ud);
 
+static char http_module_key; /* px_server_module: the px__http_t */
+
 static void http_free(void *p)
 {
     px__http_t *h = p;
@@ -113,19 +115,19 @@ static void http_free(void *p)
 
 px__http_t *px__http_get(px_server_t *s)
 {
-    px__http_t *h = px_server_get_data(s);
+    px__http_t *h = px_server_module(s, &http_module_key);
     if (h)
         return h;
     px_http_opts_t o;
     px_http_opts_init(&o);
     if (px_http_configure(s, &o) != 0)
         return NULL;
-    return px_server_get_data(s);
+    return px_server_module(s, &http_module_key);
 }
 
 int px_http_configure(px_server_t *s, const px_http_opts_t *o)
 {
-    px__http_t *h = px_server_get_data(s);
+    px__http_t *h = px_server_module(s, &http_module_key);
     if (!h) {
         h = px__calloc(1, sizeof *h);
         if (!h)
@@ -137,8 +139,11 @@ int px_http_configure(px_server_t *s, const px_http_opts_t *o)
             px__free(h);
             return -ENOMEM;
         }
-        px_server_set_data(s, h, http_free);
-        px_server_set_protocol(s, &http_protocol, on_accept, h);
+        if (px_server_module_set(s, &http_module_key, h, http_free) != 0) {
+            http_free(h);
+            return -ENOMEM;
+        }
+        px_server_add_protocol(s, "http/1.1", &http_protocol, on_accept, h);
         static const char reject[] =
             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
             "Content-Length: 82\r\nConnection: close\r\n\r\n"

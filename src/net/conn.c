@@ -1,11 +1,12 @@
 /* Connections: read dispatch to the protocol, the output queue (shared slices,
- * scratch copies, files) flushed once per loop iteration, and the close
- * sequence (never freed inside its own callback: finalisation is deferred). */
+ * scratch copies, files) flushed once per loop iteration, the transport stack
+ * (handshake, want-read/want-write, pending bytes), and the close sequence
+ * (never freed inside its own callback: finalisation is deferred).
+ * docs/internals/connections.md describes the states and their invariants. */
 #include <arpa/inet.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,56 +14,12 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "net/net_int.h"
+#include "net/transport.h"
 
 #define MAX_IOV          64
 #define PX__COALESCE_MAX 4096 /* small pieces joined before a write, bytes */
 
 static _Atomic uint64_t next_conn_id = 1;
-
-/* ---- plain socket transport ----------------------------------------------- */
-
-static ssize_t plain_read(px_conn_t *c, void *buf, size_t len)
-{
-    ssize_t n = recv(c->io.fd, buf, len, 0);
-    return n >= 0 ? n : -errno;
-}
-
-static ssize_t plain_writev(px_conn_t *c, const struct iovec *iov, int iovcnt)
-{
-    ssize_t n;
-    if (iovcnt == 1) { /* the common case (one response, one frame batch): no iovec to import */
-        n = send(c->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
-    } else {
-        struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-        n = sendmsg(c->io.fd, &mh, MSG_NOSIGNAL);
-    }
-    return n >= 0 ? n : -errno;
-}
-
-static ssize_t plain_sendfile(px_conn_t *c, int fd, off_t *off, size_t len)
-{
-    ssize_t n = sendfile(c->io.fd, fd, off, len);
-    return n >= 0 ? n : -errno;
-}
-
-static int plain_shutdown(px_conn_t *c)
-{
-    return shutdown(c->io.fd, SHUT_WR) == 0 ? 0 : -errno;
-}
-
-static void plain_close(px_conn_t *c)
-{
-    close(c->io.fd);
-}
-
-static const px_transport_t plain_transport = {
-    .name = "tcp",
-    .read = plain_read,
-    .writev = plain_writev,
-    .sendfile = plain_sendfile,
-    .shutdown = plain_shutdown,
-    .close = plain_close,
-};
 
 /* ---- scratch slices: reusable buffers for small copied writes -------------- */
 
@@ -285,27 +242,32 @@ size_t px_conn_pending(const px_conn_t *c)
 }
 
 static void kill_conn(px_conn_t *c);
+static void update_interest(px_conn_t *c);
 
-/* Write as much queued output as the socket takes. Returns 0 when the queue is
- * empty, -EAGAIN when the socket is full, or another -errno (connection dead). */
+/* Write as much queued output as the transport takes. Returns 0 when the queue
+ * is empty, PX__WANT_WRITE / PX__WANT_READ when the transport must wait, or
+ * another -errno (connection dead). */
 static int flush(px_conn_t *c)
 {
+    px__transport_t *tp = c->tp;
     while (c->out_count) {
         px__out_t *first = out_at(c, 0);
         if (first->kind == PX__OUT_FILE) {
             ssize_t n;
             off_t off = (off_t)first->file_off;
             size_t want = first->len > (1u << 30) ? (1u << 30) : (size_t)first->len;
-            if (c->transport->sendfile) {
-                n = c->transport->sendfile(c, first->u.fd, &off, want);
+            if (tp->ops->sendfile) {
+                n = tp->ops->sendfile(tp, c, first->u.fd, &off, want);
             } else {
+                /* A retry after PX__WANT_* reads the same bytes again (same
+                 * offset, same length), as a TLS layer requires. */
                 char tmp[16384];
                 size_t k = want < sizeof tmp ? want : sizeof tmp;
                 ssize_t got = pread(first->u.fd, tmp, k, off);
                 if (got <= 0)
                     return got == 0 ? -EIO : -errno;
                 struct iovec iov = {tmp, (size_t)got};
-                n = c->transport->writev(c, &iov, 1);
+                n = tp->ops->writev(tp, c, &iov, 1);
             }
             if (n < 0)
                 return (int)n;
@@ -342,7 +304,7 @@ static int flush(px_conn_t *c)
             iov[0] = (struct iovec){joined, total};
             k = 1;
         }
-        ssize_t n = c->transport->writev(c, iov, k);
+        ssize_t n = tp->ops->writev(tp, c, iov, k);
         if (n < 0)
             return (int)n;
         px_metric_add(px__m_bytes_out, n);
@@ -364,14 +326,64 @@ static int flush(px_conn_t *c)
     return 0;
 }
 
-static void update_interest(px_conn_t *c)
+/* Does the connection want bytes from the transport? (Lingering: to discard.) */
+static int reading(const px_conn_t *c)
 {
+    return (!c->closing && !c->read_paused && !c->eof) || c->lingering;
+}
+
+/* The interest set outside the plain OPEN state: the transport asked for the
+ * other direction, or the connection is connecting / handshaking. */
+static unsigned interest_slow(const px_conn_t *c)
+{
+    unsigned w = c->tp_wants, ev = 0;
+    if (c->phase == PX__CONNECTING)
+        return PX_WRITABLE;
+    if (c->phase == PX__HANDSHAKE)
+        return w & PX__HS_WANTS_WRITE ? PX_WRITABLE : PX_READABLE;
+    if (reading(c))
+        ev |= w & PX__READ_WANTS_WRITE ? PX_WRITABLE : PX_READABLE;
+    if (c->out_count)
+        ev |= w & PX__WRITE_WANTS_READ ? PX_READABLE : PX_WRITABLE;
+    if (w & PX__SHUT_WANTS_READ)
+        ev |= PX_READABLE;
+    if (w & PX__SHUT_WANTS_WRITE)
+        ev |= PX_WRITABLE;
+    return ev;
+}
+
+static __attribute__((noinline)) void update_interest_slow(px_conn_t *c)
+{
+    px_io_start(c->nw->loop, &c->io, interest_slow(c));
+}
+
+static inline void update_interest(px_conn_t *c)
+{
+    if (PX_UNLIKELY(c->phase | c->tp_wants)) {
+        update_interest_slow(c);
+        return;
+    }
     unsigned ev = 0;
-    if ((!c->closing && !c->read_paused && !c->eof) || c->lingering)
+    if (reading(c))
         ev |= PX_READABLE;
     if (c->out_count)
         ev |= PX_WRITABLE;
     px_io_start(c->nw->loop, &c->io, ev);
+}
+
+/* Shut the write direction; a transport that must wait (TLS close_notify on a
+ * full socket) is retried on the event it asked for. 0 or -errno. */
+static int shut_step(px_conn_t *c)
+{
+    c->tp_wants &= (uint8_t) ~(PX__SHUT_WANTS_READ | PX__SHUT_WANTS_WRITE);
+    int r = c->tp->ops->shutdown(c->tp, c);
+    if (r == PX__WANT_READ)
+        c->tp_wants |= PX__SHUT_WANTS_READ;
+    else if (r == PX__WANT_WRITE)
+        c->tp_wants |= PX__SHUT_WANTS_WRITE;
+    else if (r < 0)
+        return r;
+    return 0;
 }
 
 /* Output is done on a closing connection: shut our side and linger briefly,
@@ -379,7 +391,7 @@ static void update_interest(px_conn_t *c)
  * would destroy the reply it has not read yet. */
 static void start_linger(px_conn_t *c)
 {
-    if (c->eof || c->aborted || c->transport->shutdown(c) != 0) {
+    if (c->eof || c->aborted || shut_step(c) != 0) {
         kill_conn(c);
         return;
     }
@@ -388,17 +400,29 @@ static void start_linger(px_conn_t *c)
     update_interest(c);
 }
 
-static void do_flush(px_conn_t *c)
+/* The flush stopped short: the transport waits for an event, or failed. */
+static __attribute__((noinline)) void flush_blocked(px_conn_t *c, int r)
 {
-    int r = flush(c);
-    if (r == -EAGAIN) {
-        update_interest(c);
-        return;
-    }
-    if (r < 0) {
+    if (r == PX__WANT_READ) {
+        c->tp_wants |= PX__WRITE_WANTS_READ;
+    } else if (r == PX__WANT_WRITE) {
+        c->tp_wants &= (uint8_t)~PX__WRITE_WANTS_READ;
+    } else {
         px_conn_abort(c);
         return;
     }
+    update_interest(c);
+}
+
+static void do_flush(px_conn_t *c)
+{
+    int r = flush(c);
+    if (PX_UNLIKELY(r != 0)) {
+        flush_blocked(c, r);
+        return;
+    }
+    if (PX_UNLIKELY(c->tp_wants))
+        c->tp_wants &= (uint8_t)~PX__WRITE_WANTS_READ;
     if (c->closing) {
         if (!c->lingering)
             start_linger(c);
@@ -411,12 +435,29 @@ static void do_flush(px_conn_t *c)
 
 void px_conn_flush(px_conn_t *c)
 {
-    if (!c->finalized && c->out_count)
+    if (!c->finalized && c->out_count && c->phase == PX__OPEN)
         do_flush(c);
 }
 
 static void dispatch(px_conn_t *c, char *data, size_t len, int from_in);
 static void finalize(px_conn_t *c);
+static void read_slow(px_conn_t *c);
+static void handshake_step(px_conn_t *c);
+static void connect_failed(px_conn_t *c, int err);
+
+/* on_deferred for a connection still connecting or handshaking. */
+static void deferred_not_open(px_conn_t *c)
+{
+    if (c->aborted)
+        return;
+    if (c->phase == PX__CONNECTING && c->err) {
+        connect_failed(c, c->err);
+    } else if (c->phase == PX__HANDSHAKE && c->read_again) {
+        /* Bytes sit in a layer (replayed ones): the socket will not signal them. */
+        c->read_again = 0;
+        handshake_step(c);
+    }
+}
 
 static void on_deferred(px_defer_t *d)
 {
@@ -425,16 +466,24 @@ static void on_deferred(px_defer_t *d)
         px__free(c);
         return;
     }
-    if (!c->aborted && c->redispatch && !c->read_paused && !c->closing && px_buf_size(&c->in)) {
-        c->redispatch = 0;
-        dispatch(c, px_buf_head(&c->in), px_buf_size(&c->in), 1);
+    if (PX_UNLIKELY(c->phase != PX__OPEN)) {
+        deferred_not_open(c);
+    } else {
+        if (!c->aborted && c->redispatch && !c->read_paused && !c->closing && px_buf_size(&c->in)) {
+            c->redispatch = 0;
+            dispatch(c, px_buf_head(&c->in), px_buf_size(&c->in), 1);
+        }
+        if (PX_UNLIKELY(c->read_again) && !c->aborted) {
+            c->read_again = 0;
+            read_slow(c);
+        }
+        if (!c->aborted && c->out_count)
+            do_flush(c);
+        else if (!c->aborted && c->closing && !c->lingering)
+            start_linger(c);
     }
-    if (!c->aborted && c->out_count)
-        do_flush(c);
-    else if (!c->aborted && c->closing && !c->lingering)
-        start_linger(c);
     if (c->aborted)
-        finalize(c);
+        finalize(c); /* its only caller: inlined */
 }
 
 /* ---- input ---------------------------------------------------------------- */
@@ -453,6 +502,10 @@ static void dispatch(px_conn_t *c, char *data, size_t len, int from_in)
         if (c->proto == p)
             break;
     }
+    /* Everything presentable was presented: what stays waits for new bytes (or
+     * for a resume, which sets it again). */
+    if (PX_UNLIKELY(c->redispatch))
+        c->redispatch = 0;
     if (c->closing) {
         px_buf_dispose(&c->in);
         return;
@@ -481,13 +534,49 @@ static void dispatch(px_conn_t *c, char *data, size_t len, int from_in)
     }
 }
 
-static void on_readable(px_conn_t *c)
+/* A layer keeps bytes the socket will not announce (TLS records): read them
+ * from the deferred callback. */
+static void check_pending(px_conn_t *c)
+{
+    if (reading(c) && !c->aborted && px__transport_pending(c->tp, c)) {
+        c->read_again = 1;
+        schedule(c);
+    }
+}
+
+/* The end of a read that could not complete (n < 0, not EOF). */
+static void read_blocked(px_conn_t *c, ssize_t n)
+{
+    if (n == PX__WANT_READ)
+        return;
+    if (n == PX__WANT_WRITE) {
+        c->tp_wants |= PX__READ_WANTS_WRITE;
+        update_interest(c);
+        return;
+    }
+    if (c->lingering)
+        kill_conn(c);
+    else
+        px_conn_abort(c);
+}
+
+/* Inlined into on_io, the hot path; the rare callers go through read_slow. */
+static inline __attribute__((always_inline)) void on_readable(px_conn_t *c)
 {
     px__netw_t *nw = c->nw;
+    px__transport_t *tp = c->tp;
+    if (PX_UNLIKELY(c->tp_wants & PX__READ_WANTS_WRITE)) {
+        c->tp_wants &= (uint8_t)~PX__READ_WANTS_WRITE;
+        update_interest(c);
+    }
     if (c->lingering) {
-        ssize_t n = c->transport->read(c, nw->rbuf, PX__READ_CHUNK);
-        if (n == 0 || (n < 0 && n != -EAGAIN))
+        ssize_t n = tp->ops->read(tp, c, nw->rbuf, PX__READ_CHUNK);
+        if (n == 0)
             kill_conn(c);
+        else if (n < 0)
+            read_blocked(c, n);
+        else if (PX_UNLIKELY(tp->ops->pending != NULL))
+            check_pending(c);
         return;
     }
     if (c->closing || c->read_paused || c->eof)
@@ -511,12 +600,10 @@ static void on_readable(px_conn_t *c)
         buf = nw->rbuf;
         cap = PX__READ_CHUNK;
     }
-    ssize_t n = c->transport->read(c, buf, cap);
-    if (n == -EAGAIN)
-        return;
+    ssize_t n = tp->ops->read(tp, c, buf, cap);
     if (n <= 0) {
         if (n < 0) {
-            px_conn_abort(c);
+            read_blocked(c, n);
             return;
         }
         c->eof = 1;
@@ -534,11 +621,160 @@ static void on_readable(px_conn_t *c)
     } else {
         dispatch(c, buf, (size_t)n, 0);
     }
+    if (PX_UNLIKELY(tp->ops->pending != NULL))
+        check_pending(c);
+}
+
+static __attribute__((noinline)) void read_slow(px_conn_t *c)
+{
+    on_readable(c);
+}
+
+/* ---- transport readiness: connect, handshake ----------------------------------- */
+
+/* Start the protocol registered as `e` on c, from the connection defaults. */
+static void start_entry(px_conn_t *c, const px__proto_entry_t *e)
+{
+    px_server_t *s = c->nw->server;
+    px_timer_stop(&c->timer);
+    c->read_limit = PX__READ_CHUNK;
+    px_conn_set_protocol(c, e->proto, NULL);
+    if (e->on_accept)
+        c->state = e->on_accept(c, e->ud);
+    if (s->opts.idle_timeout_ms && !c->closing && !px_timer_active(&c->timer))
+        px_conn_set_timeout(c, s->opts.idle_timeout_ms);
+}
+
+static const px__proto_entry_t *first_protocol(px_conn_t *c)
+{
+    px_server_t *s = c->nw->server;
+    if (c->listener != PX__NO_LISTENER && s->listeners[c->listener].entry)
+        return s->listeners[c->listener].entry;
+    return px__server_protocol(s, NULL);
+}
+
+/* The transport is ready (connected, handshake done): the protocol takes over. */
+static void transport_ready(px_conn_t *c)
+{
+    c->phase = PX__OPEN;
+    c->tp_wants = 0;
+    px_timer_stop(&c->timer); /* the connect / handshake bound */
+    if (!c->proto) {
+        /* Accepted through a transport with a handshake: the pipeline starts now. */
+        const px__proto_entry_t *e = first_protocol(c);
+        if (!e) {
+            px_conn_abort(c);
+            return;
+        }
+        start_entry(c, e);
+    } else if (!c->closing && c->proto->on_connect) {
+        c->proto->on_connect(c, 0);
+    }
+    if (c->aborted)
+        return;
+    /* Output queued meanwhile, a close requested meanwhile, and bytes that
+     * arrived with the handshake's last flight: all from the deferred callback. */
+    c->read_again = 1;
+    schedule(c);
+    update_interest(c);
+}
+
+static void handshake_step(px_conn_t *c)
+{
+    int r = c->tp->ops->handshake(c->tp, c);
+    if (r == PX__WANT_READ || r == PX__WANT_WRITE) {
+        if (r == PX__WANT_WRITE)
+            c->tp_wants |= PX__HS_WANTS_WRITE;
+        else
+            c->tp_wants &= (uint8_t)~PX__HS_WANTS_WRITE;
+        if (r == PX__WANT_READ && px__transport_pending(c->tp, c)) {
+            c->read_again = 1;
+            schedule(c);
+        }
+        update_interest(c);
+        return;
+    }
+    if (r < 0) {
+        px_log(PX_LOG_DEBUG, "conn %llu: %s handshake failed: %s", (unsigned long long)c->id,
+               c->tp->ops->name, px_strerror(r));
+        connect_failed(c, r);
+        return;
+    }
+    transport_ready(c);
+}
+
+/* Connect or handshake failed (or timed out): tell the protocol, if it still
+ * cares, after marking the connection closing, so it cannot write. */
+static void connect_failed(px_conn_t *c, int err)
+{
+    int tell = c->proto && c->proto->on_connect && !c->closing;
+    px_conn_abort(c);
+    if (tell)
+        c->proto->on_connect(c, err);
+}
+
+static void connect_step(px_conn_t *c)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (c->err)
+        err = -c->err; /* failed at once, before any event */
+    else if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        err = errno;
+    if (err) {
+        connect_failed(c, -err);
+        return;
+    }
+    if (c->tp->ops->handshake) {
+        c->phase = PX__HANDSHAKE;
+        handshake_step(c);
+        return;
+    }
+    transport_ready(c);
+}
+
+/* Events outside the plain OPEN state. */
+static void on_io_slow(px_conn_t *c, unsigned events)
+{
+    if (c->phase == PX__CONNECTING) {
+        connect_step(c);
+        return;
+    }
+    if (c->phase == PX__HANDSHAKE) {
+        handshake_step(c);
+        return;
+    }
+    unsigned w = c->tp_wants;
+    int hup = (events & PX_HUP) != 0;
+    if (w & (PX__SHUT_WANTS_READ | PX__SHUT_WANTS_WRITE)) {
+        if (hup || (events & (w & PX__SHUT_WANTS_READ ? PX_READABLE : PX_WRITABLE))) {
+            if (shut_step(c) != 0) {
+                kill_conn(c);
+                return;
+            }
+            update_interest(c);
+        }
+    }
+    /* Each operation runs on the event it waits for: its own, or the one the
+     * transport asked for instead. */
+    unsigned flush_on = w & PX__WRITE_WANTS_READ ? PX_READABLE : PX_WRITABLE;
+    unsigned read_on = w & PX__READ_WANTS_WRITE ? PX_WRITABLE : PX_READABLE;
+    if (c->out_count && (hup || (events & flush_on))) {
+        do_flush(c);
+        if (c->aborted)
+            return;
+    }
+    if (hup || (events & read_on))
+        read_slow(c);
 }
 
 static void on_io(px_io_t *io, unsigned events)
 {
     px_conn_t *c = io->data;
+    if (PX_UNLIKELY(c->phase | c->tp_wants)) {
+        on_io_slow(c, events);
+        return;
+    }
     if (events & PX_WRITABLE) {
         do_flush(c);
         if (c->aborted)
@@ -551,6 +787,13 @@ static void on_io(px_io_t *io, unsigned events)
 static void on_timer(px_timer_t *t)
 {
     px_conn_t *c = t->data;
+    if (PX_UNLIKELY(c->phase != PX__OPEN)) {
+        /* The connect or the transport handshake took too long. */
+        px_log(PX_LOG_DEBUG, "conn %llu: %s timed out", (unsigned long long)c->id,
+               c->phase == PX__CONNECTING ? "connect" : "handshake");
+        connect_failed(c, -ETIMEDOUT);
+        return;
+    }
     if (c->lingering || c->closing) {
         /* The peer neither read our last bytes nor closed in time. */
         px_conn_abort(c);
@@ -564,22 +807,23 @@ static void on_timer(px_timer_t *t)
 
 /* ---- life cycle ------------------------------------------------------------ */
 
-px_conn_t *px__conn_new(px__netw_t *nw, int fd)
+/* Allocate and register a connection on fd (plain transport, no protocol). */
+static inline __attribute__((always_inline)) px_conn_t *
+conn_alloc(px__netw_t *nw, int fd, unsigned listener, unsigned events)
 {
-    px_server_t *s = nw->server;
     px_conn_t *c = px__calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->nw = nw;
-    c->transport = &plain_transport;
-    c->proto = s->protocol;
+    c->tp = &px__transport_plain;
+    c->listener = (uint8_t)listener;
     c->read_limit = PX__READ_CHUNK;
     c->id = atomic_fetch_add_explicit(&next_conn_id, 1, memory_order_relaxed);
     px_buf_init(&c->in, 0);
     px_timer_init(&c->timer, on_timer, c);
     px_defer_init(&c->defer, on_deferred, c);
     px_io_init(&c->io, fd, on_io, c);
-    if (px_io_start(nw->loop, &c->io, PX_READABLE) != 0) {
+    if (px_io_start(nw->loop, &c->io, events) != 0) {
         px__free(c);
         return NULL;
     }
@@ -588,13 +832,98 @@ px_conn_t *px__conn_new(px__netw_t *nw, int fd)
         nw->conns->prev = c;
     nw->conns = c;
     nw->nconns++;
+    return c;
+}
+
+/* Put the layer `f` makes on top of c's stack; start its handshake. */
+static int push_layer(px_conn_t *c, const px_transport_factory_t *f, uint64_t timeout_ms)
+{
+    px__transport_t *t = NULL;
+    int r = f->create(f, c, c->tp, &t);
+    if (r)
+        return r;
+    c->tp = t;
+    if (t->ops->handshake && c->phase == PX__OPEN) {
+        c->phase = PX__HANDSHAKE;
+        c->tp_wants = 0;
+        px_conn_set_timeout(c, timeout_ms ? timeout_ms : PX__HANDSHAKE_MS);
+    }
+    return 0;
+}
+
+px_conn_t *px__conn_new(px__netw_t *nw, int fd, unsigned listener)
+{
+    px_server_t *s = nw->server;
+    px_conn_t *c = conn_alloc(nw, fd, listener, PX_READABLE);
+    if (!c)
+        return NULL;
     px_metric_add(px__m_conns, 1);
     px_metric_add(px__m_accepted, 1);
-    if (s->on_accept)
-        c->state = s->on_accept(c, s->accept_ud);
-    if (s->opts.idle_timeout_ms && !px_timer_active(&c->timer))
+    const px__listener_t *l = listener != PX__NO_LISTENER ? &s->listeners[listener] : NULL;
+    if (l && l->transport) {
+        int r = push_layer(c, l->transport, l->handshake_timeout_ms);
+        if (r) {
+            px_log(PX_LOG_WARN, "conn %llu: cannot set up the %s transport: %s",
+                   (unsigned long long)c->id, l->transport->name, px_strerror(r));
+            px_conn_abort(c);
+            return c;
+        }
+        if (c->phase == PX__HANDSHAKE) {
+            update_interest(c);
+            return c; /* the first protocol starts when the handshake is done */
+        }
+    }
+    const px__proto_entry_t *e = first_protocol(c);
+    if (!e) {
+        px_conn_abort(c);
+        return c;
+    }
+    /* start_entry without what a fresh connection does not need (its timer is
+     * inactive, its read limit the default, its input empty). */
+    c->proto = e->proto;
+    if (e->on_accept)
+        c->state = e->on_accept(c, e->ud);
+    if (s->opts.idle_timeout_ms && !c->closing && !px_timer_active(&c->timer))
         px_conn_set_timeout(c, s->opts.idle_timeout_ms);
     return c;
+}
+
+px_conn_t *px__conn_adopt(px__netw_t *nw, int fd)
+{
+    atomic_fetch_add_explicit(&nw->server->nconns, 1, memory_order_relaxed);
+    px_conn_t *c = px__conn_new(nw, fd, PX__NO_LISTENER);
+    if (!c)
+        atomic_fetch_sub_explicit(&nw->server->nconns, 1, memory_order_relaxed);
+    return c;
+}
+
+int px__conn_push_transport(px_conn_t *c, const px_transport_factory_t *f, const void *replay,
+                            size_t len)
+{
+    if (c->closing || c->phase != PX__OPEN)
+        return -EINVAL;
+    px__transport_t *old = c->tp, *prefix = NULL;
+    if (len) {
+        int r = px__transport_prefix_new(old, replay, len, &prefix);
+        if (r)
+            return r;
+        c->tp = prefix;
+    }
+    uint64_t hs_ms = c->listener != PX__NO_LISTENER
+                         ? c->nw->server->listeners[c->listener].handshake_timeout_ms
+                         : 0;
+    int r = push_layer(c, f, hs_ms);
+    if (r) {
+        if (prefix)
+            prefix->ops->close(prefix, c);
+        c->tp = old;
+        return r;
+    }
+    /* The replayed bytes are not announced by the socket: step at once. */
+    c->read_again = 1;
+    schedule(c);
+    update_interest(c);
+    return 0;
 }
 
 static void finalize(px_conn_t *c)
@@ -604,11 +933,15 @@ static void finalize(px_conn_t *c)
     c->finalized = 1;
     c->closing = 1;
     px__netw_t *nw = c->nw;
+    px_server_t *s = nw->server;
     if (c->proto && c->proto->on_close)
         c->proto->on_close(c);
     px_timer_stop(&c->timer);
     px_io_stop(&c->io);
-    c->transport->close(c);
+    for (px__transport_t *t = c->tp, *lower; t; t = lower) {
+        lower = t->lower; /* read first: close frees t */
+        t->ops->close(t, c);
+    }
     out_clear(c);
     px_buf_dispose(&c->in);
     if (c->prev)
@@ -618,8 +951,12 @@ static void finalize(px_conn_t *c)
     if (c->next)
         c->next->prev = c->prev;
     nw->nconns--;
-    atomic_fetch_sub_explicit(&nw->server->nconns, 1, memory_order_relaxed);
-    px_metric_add(px__m_conns, -1);
+    if (!c->outbound) {
+        atomic_fetch_sub_explicit(&s->nconns, 1, memory_order_relaxed);
+        if (c->listener != PX__NO_LISTENER && s->listeners[c->listener].max_connections)
+            atomic_fetch_sub_explicit(&s->listeners[c->listener].nconns, 1, memory_order_relaxed);
+        px_metric_add(px__m_conns, -1);
+    }
     /* finalize runs only from the connection's deferred callback, never inside
      * a protocol callback. If something queued the callback again meanwhile,
      * that queued run frees the connection (it sees `finalized`). */
@@ -667,7 +1004,9 @@ void px__conn_shutdown(px_conn_t *c)
 {
     if (c->closing)
         return;
-    if (c->proto->on_shutdown)
+    if (!c->proto) /* still in its transport handshake: nothing in flight */
+        px_conn_abort(c);
+    else if (c->proto->on_shutdown)
         c->proto->on_shutdown(c);
     else
         px_conn_close(c);
@@ -690,6 +1029,10 @@ void px_conn_pause_read(px_conn_t *c, int paused)
         c->redispatch = 1;
         schedule(c);
     }
+    if (!paused && PX_UNLIKELY(c->tp->ops->pending != NULL)) {
+        c->read_again = 1; /* bytes a layer kept while paused: the socket is quiet */
+        schedule(c);
+    }
     update_interest(c);
 }
 
@@ -702,6 +1045,23 @@ void px_conn_set_protocol(px_conn_t *c, const px_protocol_t *p, void *state)
 {
     c->proto = p;
     c->state = state;
+    if (px_buf_size(&c->in)) {
+        /* Kept bytes belong to the new protocol. Inside on_read, dispatch hands
+         * them over at once (and clears this); otherwise the deferred callback. */
+        c->redispatch = 1;
+        schedule(c);
+    }
+}
+
+int px_conn_start_protocol(px_conn_t *c, const char *name)
+{
+    const px__proto_entry_t *e = px__server_protocol(c->nw->server, name);
+    if (!e || !name)
+        return -ENOENT;
+    if (c->closing)
+        return -EPIPE;
+    start_entry(c, e);
+    return 0;
 }
 
 void *px_conn_state(const px_conn_t *c)
@@ -753,4 +1113,33 @@ int px_conn_peer_name(const px_conn_t *c, char *buf, size_t len)
         snprintf(buf, len, "unix");
     }
     return 0;
+}
+
+/* ---- outbound ------------------------------------------------------------------ */
+
+px_conn_t *px__conn_outbound(px__netw_t *nw, int fd, int err, const px_connect_opts_t *o,
+                             const px_protocol_t *p, void *state)
+{
+    /* Failed at once: nothing to wait for (an unconnected socket would even
+     * report writable). */
+    px_conn_t *c = conn_alloc(nw, fd, PX__NO_LISTENER, err ? 0u : (unsigned)PX_WRITABLE);
+    if (!c)
+        return NULL;
+    c->outbound = 1;
+    c->phase = PX__CONNECTING;
+    c->proto = p;
+    c->state = state;
+    if (o->transport) {
+        int r = push_layer(c, o->transport, 0); /* CONNECTING: its handshake waits */
+        if (r)
+            err = err ? err : r;
+    }
+    if (o->timeout_ms)
+        px_conn_set_timeout(c, o->timeout_ms);
+    if (err) {
+        /* Reported from the loop, like every outcome. */
+        c->err = err;
+        schedule(c);
+    }
+    return c;
 }

@@ -48,7 +48,7 @@ static void format_addr(const struct sockaddr *sa, char *out, size_t len)
 }
 
 /* Split "host:port" / "[v6]:port". */
-static int split_host_port(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
+int px__split_host_port(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
 {
     const char *colon;
     if (addr[0] == '[') {
@@ -99,10 +99,10 @@ fail:;
     return e;
 }
 
-static int open_tcp(px_server_t *s, px__listener_t *l, const char *addr)
+static int open_tcp(px_server_t *s, px__listener_t *l, const char *addr, int backlog)
 {
     char host[256], port[8];
-    if (split_host_port(addr, host, sizeof host, port, sizeof port) != 0)
+    if (px__split_host_port(addr, host, sizeof host, port, sizeof port) != 0)
         return -EINVAL;
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
@@ -140,7 +140,7 @@ static int open_tcp(px_server_t *s, px__listener_t *l, const char *addr)
     for (unsigned i = 0; i < n; i++)
         l->worker_fds[i] = -1;
     for (unsigned i = 0; i < n; i++) {
-        int fd = tcp_socket((struct sockaddr *)&ss, sslen, s->opts.backlog);
+        int fd = tcp_socket((struct sockaddr *)&ss, sslen, backlog);
         if (fd < 0) {
             px__listener_close(l);
             return fd;
@@ -157,7 +157,7 @@ static int open_tcp(px_server_t *s, px__listener_t *l, const char *addr)
     return 0;
 }
 
-static int open_unix(px_server_t *s, px__listener_t *l, const char *path)
+static int open_unix(px__listener_t *l, const char *path, int backlog)
 {
     struct sockaddr_un un = {.sun_family = AF_UNIX};
     if (!*path || strlen(path) >= sizeof un.sun_path)
@@ -182,7 +182,7 @@ static int open_unix(px_server_t *s, px__listener_t *l, const char *path)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    if (bind(fd, (struct sockaddr *)&un, sizeof un) != 0 || listen(fd, s->opts.backlog) != 0) {
+    if (bind(fd, (struct sockaddr *)&un, sizeof un) != 0 || listen(fd, backlog) != 0) {
         int e = -errno;
         close(fd);
         return e;
@@ -217,15 +217,15 @@ static int open_fd(px__listener_t *l, const char *num)
     return 0;
 }
 
-int px__listener_open(px_server_t *s, px__listener_t *l, const char *addr)
+int px__listener_open(px_server_t *s, px__listener_t *l, const char *addr, int backlog)
 {
     memset(l, 0, sizeof *l);
     l->shared_fd = -1;
     if (strncmp(addr, "unix:", 5) == 0)
-        return open_unix(s, l, addr + 5);
+        return open_unix(l, addr + 5, backlog);
     if (strncmp(addr, "fd:", 3) == 0)
         return open_fd(l, addr + 3);
-    return open_tcp(s, l, addr);
+    return open_tcp(s, l, addr, backlog);
 }
 
 void px__listener_close(px__listener_t *l)
@@ -247,6 +247,8 @@ void px__listener_close(px__listener_t *l)
     l->shared_fd = -1;
     px__free(l->unix_path);
     l->unix_path = NULL;
+    px__free(l->protocol);
+    l->protocol = NULL;
 }
 
 int px__listener_fd(const px__listener_t *l, unsigned worker)
@@ -271,6 +273,8 @@ void px__on_listen_readable(px_io_t *io, unsigned events)
     PX_UNUSED(events);
     px__netw_t *nw = io->data;
     px_server_t *s = nw->server;
+    unsigned li = (unsigned)(io - nw->listen_io);
+    px__listener_t *l = &s->listeners[li];
     /* Bounded batch: other connections on this worker must not wait for a
      * connection storm to end. */
     for (int i = 0; i < 64 && !nw->draining; i++) {
@@ -311,16 +315,26 @@ void px__on_listen_readable(px_io_t *io, unsigned events)
             px_log(PX_LOG_ERROR, "accept: %s", strerror(errno));
             return;
         }
+        /* Counted first, then checked: workers accepting at once cannot both
+         * take the last place. */
         unsigned n = atomic_fetch_add_explicit(&s->nconns, 1, memory_order_relaxed);
-        if (n >= s->opts.max_connections) {
+        int over = n >= s->opts.max_connections;
+        if (l->max_connections && /* counted only where limited */
+            atomic_fetch_add_explicit(&l->nconns, 1, memory_order_relaxed) >= l->max_connections)
+            over = 1;
+        if (over) {
             atomic_fetch_sub_explicit(&s->nconns, 1, memory_order_relaxed);
+            if (l->max_connections)
+                atomic_fetch_sub_explicit(&l->nconns, 1, memory_order_relaxed);
             reject(s, fd);
             continue;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails harmlessly on unix */
-        if (!px__conn_new(nw, fd)) {
+        if (!px__conn_new(nw, fd, li)) {
             atomic_fetch_sub_explicit(&s->nconns, 1, memory_order_relaxed);
+            if (l->max_connections)
+                atomic_fetch_sub_explicit(&l->nconns, 1, memory_order_relaxed);
             close(fd);
         }
     }

@@ -1,4 +1,5 @@
-/* Internals of src/net shared by server.c, listener.c and conn.c. */
+/* Internals of src/net shared by server.c, listener.c, conn.c, connect.c and
+ * the transports. docs/internals/connections.md explains the state machine. */
 #ifndef PX_NET_INT_H
 #define PX_NET_INT_H
 
@@ -11,11 +12,22 @@
 #define PX__SCRATCH_SIZE  (16 * 1024) /* output scratch slices for small writes */
 #define PX__SCRATCH_CACHE 64          /* free scratch slices kept per worker */
 #define PX__MAX_LISTENERS 16
-#define PX__OUT_SMALL     4    /* entries in a new output ring */
-#define PX__RING_CACHE    256  /* free small rings kept per worker */
-#define PX__LINGER_MS     2000 /* read-and-discard after a close, so the peer gets our reply */
+#define PX__MAX_PROTOCOLS 16
+#define PX__OUT_SMALL     4     /* entries in a new output ring */
+#define PX__RING_CACHE    256   /* free small rings kept per worker */
+#define PX__LINGER_MS     2000  /* read-and-discard after a close, so the peer gets our reply */
+#define PX__HANDSHAKE_MS  10000 /* default bound on a transport handshake */
+#define PX__NO_LISTENER   0xff  /* px_conn.listener of a connection no listener accepted */
 
 enum { PX__LISTEN_TCP, PX__LISTEN_UNIX, PX__LISTEN_FD };
+
+/* A protocol registered by name (px_server_add_protocol). */
+typedef struct px__proto_entry {
+    char *name;
+    const px_protocol_t *proto;
+    void *(*on_accept)(px_conn_t *c, void *ud);
+    void *ud;
+} px__proto_entry_t;
 
 typedef struct px__listener {
     int kind;
@@ -24,6 +36,13 @@ typedef struct px__listener {
     int shared_fd;   /* UNIX/FD: one socket for every worker (EPOLLEXCLUSIVE); TCP: -1 */
     int *worker_fds; /* TCP: one SO_REUSEPORT socket per worker; -1 once closed */
     unsigned nfds;   /* TCP: entries in worker_fds */
+    /* The pipeline (px_listen_opts_t), fixed before start. */
+    char *protocol; /* first protocol's name; NULL = the server's default */
+    const px_transport_factory_t *transport; /* NULL = plain */
+    unsigned max_connections;                /* 0 = only the server's limit */
+    uint64_t handshake_timeout_ms;
+    const px__proto_entry_t *entry; /* `protocol` resolved by px_server_start */
+    atomic_uint nconns; /* with max_connections: open connections accepted here (all workers) */
 } px__listener_t;
 
 typedef struct px__netw px__netw_t;
@@ -41,9 +60,45 @@ typedef struct px__out {
     uint64_t file_off; /* FILE: next offset */
 } px__out_t;
 
+/* px_conn.phase. OPEN is 0 so that the hot path tests (phase | tp_wants) once. */
+enum {
+    PX__OPEN = 0,   /* transport ready: reads go to the protocol, output is flushed */
+    PX__CONNECTING, /* outbound connect(2) in progress: waiting for writable */
+    PX__HANDSHAKE,  /* the top layer's handshake runs; no protocol reads or flushes */
+};
+
+/* px_conn.tp_wants: an operation the transport could not finish waits for the
+ * other direction (TLS), or a handshake step waits for writable. */
+enum {
+    PX__READ_WANTS_WRITE = 1u << 0, /* retry the read when writable */
+    PX__WRITE_WANTS_READ = 1u << 1, /* retry the flush when readable */
+    PX__SHUT_WANTS_READ = 1u << 2,  /* retry the shutdown when readable */
+    PX__SHUT_WANTS_WRITE = 1u << 3, /* retry the shutdown when writable */
+    PX__HS_WANTS_WRITE = 1u << 4,   /* HANDSHAKE: step again when writable (else readable) */
+};
+
+typedef struct px__transport px__transport_t;
+
+/* A connection. Owned by one worker (nw); only that thread touches it.
+ * Invariants (checked by tests/unit/net/test_conn.c, explained in
+ * docs/internals/connections.md):
+ * - finalized => freed by the deferred callback, nothing else runs;
+ *   aborted => closing; lingering => closing and the output queue is empty.
+ * - closing: no more protocol reads and no more protocol output (px_conn_write
+ *   returns -EPIPE); the queue still drains unless aborted.
+ * - in holds bytes the protocol did not consume, never more than read_limit
+ *   (over it the connection is aborted); its memory is released when empty.
+ * - out_bytes = sum of len over queued SLICE/SCRATCH entries (files do not
+ *   count) <= output_cap, except px__conn_write_over_cap's last words.
+ * - phase != OPEN: the protocol gets no bytes and nothing is flushed (output
+ *   queued meanwhile waits); proto is NULL only for an accepted connection
+ *   whose transport handshake has not finished.
+ * - redispatch: c->in must be presented to the protocol again although no
+ *   byte arrived (resumed, or the protocol switched outside a read);
+ *   read_again: a layer holds bytes (pending) the socket will not signal. */
 struct px_conn {
-    px_io_t io; /* io.fd is the socket */
-    const px_transport_t *transport;
+    px_io_t io;          /* io.fd is the socket */
+    px__transport_t *tp; /* top of the transport stack (&px__transport_plain when plain) */
     const px_protocol_t *proto;
     void *state; /* the protocol's */
     px__netw_t *nw;
@@ -54,7 +109,11 @@ struct px_conn {
     size_t read_limit;
     px__out_t *out; /* ring of out_cap entries; NULL while empty */
     uint32_t out_head, out_count, out_cap;
-    size_t out_bytes; /* sum of len over entries; bounded by output_cap */
+    uint8_t phase;      /* PX__OPEN, PX__CONNECTING, PX__HANDSHAKE */
+    uint8_t tp_wants;   /* PX__*_WANTS_* */
+    uint8_t listener;   /* index in server->listeners, PX__NO_LISTENER if none */
+    uint8_t read_again; /* a layer holds bytes (pending): read (or step the handshake) again */
+    size_t out_bytes;   /* sum of len over entries; bounded by output_cap */
     uint64_t id;
     unsigned closing : 1;   /* px_conn_close/abort called: no more reads or protocol output */
     unsigned aborted : 1;   /* drop output, close at once */
@@ -63,6 +122,8 @@ struct px_conn {
     unsigned eof : 1;
     unsigned redispatch : 1; /* input kept while paused must be handed over on resume */
     unsigned finalized : 1;
+    unsigned outbound : 1; /* made by px_conn_connect */
+    int err;               /* CONNECTING: connect(2) failed at once with this -errno */
 };
 
 struct px__netw {
@@ -87,36 +148,67 @@ struct px__netw {
     px_msg_t shutdown_msg;
 };
 
+/* Per-module state (px_server_module_set). */
+typedef struct px__module {
+    const void *key;
+    void *data;
+    void (*free_fn)(void *);
+} px__module_t;
+
 struct px_server {
     px_server_opts_t opts;
     px_workers_t *workers;
     px__netw_t *nw; /* one per worker */
     px__listener_t listeners[PX__MAX_LISTENERS];
     unsigned nlisteners;
-    const px_protocol_t *protocol;
-    void *(*on_accept)(px_conn_t *c, void *ud);
-    void *accept_ud;
+    px__proto_entry_t protocols[PX__MAX_PROTOCOLS];
+    unsigned nprotocols;
+    int default_protocol; /* index in protocols; -1: the first registered */
+    px__module_t *modules;
+    unsigned nmodules;
     char *reject_msg;
     size_t reject_len;
-    atomic_uint nconns;
+    atomic_uint nconns; /* accepted connections open (outbound ones are not counted) */
     atomic_int shutting_down;
     void (*reload_cb)(px_server_t *, void *);
     void *reload_ud;
-    void *data;
-    void (*data_free)(void *);
 };
 
 /* listener.c */
-int px__listener_open(px_server_t *s, px__listener_t *l, const char *addr);
+int px__listener_open(px_server_t *s, px__listener_t *l, const char *addr, int backlog);
 void px__listener_close(px__listener_t *l);
 int px__listener_fd(const px__listener_t *l, unsigned worker);
 void px__on_listen_readable(px_io_t *io, unsigned events);
 void px__accept_retry(px_timer_t *t);
+/* "host:port" / "[v6]:port" -> host and port strings. 0 or -EINVAL. */
+int px__split_host_port(const char *addr, char *host, size_t hostlen, char *port, size_t portlen);
 
 /* conn.c */
-px_conn_t *px__conn_new(px__netw_t *nw, int fd);
+/* A connection on accepted socket `fd`, counted by the caller in
+ * server->nconns. `listener` (an index, or PX__NO_LISTENER for the default
+ * pipeline: plain transport, default protocol) chooses the pipeline. Returns
+ * NULL if it could not be set up (the caller closes fd and uncounts it). */
+px_conn_t *px__conn_new(px__netw_t *nw, int fd, unsigned listener);
+/* px__conn_new for a socket that came from elsewhere (tests; a socket handed
+ * over): counts it in server->nconns itself. */
+px_conn_t *px__conn_adopt(px__netw_t *nw, int fd);
 void px__conn_shutdown(px_conn_t *c);
 void px__scratch_free_all(px__netw_t *nw);
+/* Push a layer made by `f` on top of c's transport stack, with `replay` (bytes
+ * already read from the current top, e.g. a sniffed TLS ClientHello) replayed
+ * under it first. The new layer's handshake (if any) runs at once from the
+ * loop; the protocol keeps the connection and hears the outcome through
+ * on_connect(c, status). Called from the protocol's on_read, which then
+ * returns the replayed bytes as consumed. 0 or -errno (nothing changed). */
+int px__conn_push_transport(px_conn_t *c, const px_transport_factory_t *f, const void *replay,
+                            size_t len);
+/* A connection in PX__CONNECTING on socket fd, whose connect(2) was issued
+ * (err: its immediate failure to report from the loop, or 0). connect.c. */
+px_conn_t *px__conn_outbound(px__netw_t *nw, int fd, int err, const px_connect_opts_t *o,
+                             const px_protocol_t *p, void *state);
+/* Start the outbound connection of px_conn_connect on worker nw. */
+int px__conn_connect(px__netw_t *nw, const char *addr, const px_connect_opts_t *o,
+                     const px_protocol_t *p, void *state, px_conn_t **out);
 
 /* Queue bytes even past output_cap: a close frame for a slow consumer, tiny
  * and the connection's last words. */
@@ -124,6 +216,10 @@ int px__conn_write_over_cap(px_conn_t *c, const void *p, size_t len);
 
 /* server.c */
 void px__netw_conn_gone(px__netw_t *nw);
+/* What a worker does when it starts (read buffer, listeners, timers); the
+ * worker threads call it, and unit tests call it to drive a loop by hand. */
+void px__netw_start(px__netw_t *nw);
+const px__proto_entry_t *px__server_protocol(const px_server_t *s, const char *name);
 
 /* metrics ids, registered by px_server_new */
 extern int px__m_conns, px__m_accepted, px__m_rejected, px__m_bytes_in, px__m_bytes_out,

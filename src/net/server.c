@@ -1,4 +1,5 @@
-/* The server: workers + listeners + connections, graceful shutdown, signals. */
+/* The server: workers + listeners (with their pipelines) + connections, the
+ * protocol registry and per-module state, graceful shutdown, signals. */
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
@@ -53,6 +54,7 @@ px_server_t *px_server_new(const px_server_opts_t *o)
     if (!s)
         return NULL;
     s->opts = *o;
+    s->default_protocol = -1;
     if (!s->opts.backlog)
         s->opts.backlog = 1024;
     if (!s->opts.output_cap)
@@ -83,8 +85,13 @@ void px_server_free(px_server_t *s)
 {
     if (!s)
         return;
-    if (s->data_free)
-        s->data_free(s->data);
+    /* Newest first: a module may use what an older one set up. */
+    for (unsigned i = s->nmodules; i-- > 0;)
+        if (s->modules[i].free_fn)
+            s->modules[i].free_fn(s->modules[i].data);
+    px__free(s->modules);
+    for (unsigned i = 0; i < s->nprotocols; i++)
+        px__free(s->protocols[i].name);
     for (unsigned i = 0; i < s->nlisteners; i++)
         px__listener_close(&s->listeners[i]);
     unsigned n = px_workers_count(s->workers);
@@ -101,15 +108,35 @@ void px_server_free(px_server_t *s)
     px__free(s);
 }
 
-int px_server_listen(px_server_t *s, const char *addr)
+void px_listen_opts_init(px_listen_opts_t *o)
 {
+    memset(o, 0, sizeof *o);
+}
+
+int px_server_listen_opts(px_server_t *s, const px_listen_opts_t *o)
+{
+    if (!o || !o->addr || o->backlog < 0)
+        return -EINVAL;
     if (s->nlisteners == PX__MAX_LISTENERS)
         return -ENOSPC;
     px__listener_t *l = &s->listeners[s->nlisteners];
-    int r = px__listener_open(s, l, addr);
-    if (r == 0)
-        s->nlisteners++;
-    return r;
+    int r = px__listener_open(s, l, o->addr, o->backlog ? o->backlog : s->opts.backlog);
+    if (r)
+        return r;
+    l->protocol = o->protocol ? px__xstrdup(o->protocol) : NULL;
+    l->transport = o->transport;
+    l->max_connections = o->max_connections;
+    l->handshake_timeout_ms = o->handshake_timeout_ms;
+    s->nlisteners++;
+    return 0;
+}
+
+int px_server_listen(px_server_t *s, const char *addr)
+{
+    px_listen_opts_t o;
+    px_listen_opts_init(&o);
+    o.addr = addr;
+    return px_server_listen_opts(s, &o);
 }
 
 unsigned px_server_listener_count(const px_server_t *s)
@@ -122,12 +149,90 @@ const char *px_server_listener_name(const px_server_t *s, unsigned i)
     return i < s->nlisteners ? s->listeners[i].name : NULL;
 }
 
+/* ---- protocols and modules ---------------------------------------------------- */
+
+static int find_protocol(const px_server_t *s, const char *name)
+{
+    for (unsigned i = 0; i < s->nprotocols; i++)
+        if (strcmp(s->protocols[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+int px_server_add_protocol(px_server_t *s, const char *name, const px_protocol_t *p,
+                           void *(*on_accept)(px_conn_t *c, void *ud), void *ud)
+{
+    if (!p || !p->on_read || !(name ? name : p->name))
+        return -EINVAL;
+    if (!name)
+        name = p->name;
+    int i = find_protocol(s, name);
+    if (i < 0) {
+        if (s->nprotocols == PX__MAX_PROTOCOLS)
+            return -ENOSPC;
+        i = (int)s->nprotocols++;
+        s->protocols[i].name = px__xstrdup(name);
+    }
+    s->protocols[i].proto = p;
+    s->protocols[i].on_accept = on_accept;
+    s->protocols[i].ud = ud;
+    return 0;
+}
+
 void px_server_set_protocol(px_server_t *s, const px_protocol_t *p,
                             void *(*on_accept)(px_conn_t *c, void *ud), void *ud)
 {
-    s->protocol = p;
-    s->on_accept = on_accept;
-    s->accept_ud = ud;
+    if (px_server_add_protocol(s, NULL, p, on_accept, ud) == 0)
+        s->default_protocol = find_protocol(s, p->name);
+}
+
+const px__proto_entry_t *px__server_protocol(const px_server_t *s, const char *name)
+{
+    if (!name) {
+        if (s->nprotocols == 0)
+            return NULL;
+        return &s->protocols[s->default_protocol >= 0 ? s->default_protocol : 0];
+    }
+    int i = find_protocol(s, name);
+    return i >= 0 ? &s->protocols[i] : NULL;
+}
+
+int px_server_module_set(px_server_t *s, const void *key, void *data, void (*free_fn)(void *))
+{
+    for (unsigned i = 0; i < s->nmodules; i++) {
+        if (s->modules[i].key == key) {
+            s->modules[i].data = data;
+            s->modules[i].free_fn = free_fn;
+            return 0;
+        }
+    }
+    px__module_t *m = px__realloc(s->modules, (s->nmodules + 1) * sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    s->modules = m;
+    m[s->nmodules++] = (px__module_t){.key = key, .data = data, .free_fn = free_fn};
+    return 0;
+}
+
+void *px_server_module(const px_server_t *s, const void *key)
+{
+    for (unsigned i = 0; i < s->nmodules; i++)
+        if (s->modules[i].key == key)
+            return s->modules[i].data;
+    return NULL;
+}
+
+static char user_data_key; /* px_server_set_data's module */
+
+void px_server_set_data(px_server_t *s, void *data, void (*free_fn)(void *))
+{
+    if (px_server_module_set(s, &user_data_key, data, free_fn) != 0)
+        px_log(PX_LOG_ERROR, "px_server_set_data: out of memory");
+}
+
+void *px_server_get_data(const px_server_t *s)
+{
+    return px_server_module(s, &user_data_key);
 }
 
 void px_server_set_reject_message(px_server_t *s, const void *p, size_t len)
@@ -136,17 +241,6 @@ void px_server_set_reject_message(px_server_t *s, const void *p, size_t len)
     s->reject_msg = px__xmalloc(len);
     memcpy(s->reject_msg, p, len);
     s->reject_len = len;
-}
-
-void px_server_set_data(px_server_t *s, void *data, void (*free_fn)(void *))
-{
-    s->data = data;
-    s->data_free = free_fn;
-}
-
-void *px_server_get_data(const px_server_t *s)
-{
-    return s->data;
 }
 
 px_workers_t *px_server_workers(px_server_t *s)
@@ -189,10 +283,10 @@ static void stop_worker_loop(px_defer_t *d)
     px_loop_stop(nw->loop);
 }
 
-static void on_worker_start(px_worker_t *w, void *ud)
+void px__netw_start(px__netw_t *nw)
 {
-    px_server_t *s = ud;
-    px__netw_t *nw = &s->nw[px_worker_id(w)];
+    px_server_t *s = nw->server;
+    px_worker_t *w = nw->worker;
     nw->rbuf = px__xmalloc(PX__READ_CHUNK);
     nw->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     for (unsigned i = 0; i < s->nlisteners; i++) {
@@ -210,10 +304,26 @@ static void on_worker_start(px_worker_t *w, void *ud)
     px_timer_start(nw->loop, &nw->lag_timer, 1000);
 }
 
+static void on_worker_start(px_worker_t *w, void *ud)
+{
+    px_server_t *s = ud;
+    px__netw_start(&s->nw[px_worker_id(w)]);
+}
+
 int px_server_start(px_server_t *s)
 {
-    if (!s->protocol)
+    if (s->nprotocols == 0) {
+        px_log(PX_LOG_ERROR, "no protocol registered: nothing to serve");
         return -EINVAL;
+    }
+    for (unsigned i = 0; i < s->nlisteners; i++) {
+        px__listener_t *l = &s->listeners[i];
+        l->entry = px__server_protocol(s, l->protocol);
+        if (!l->entry) {
+            px_log(PX_LOG_ERROR, "listener %s: no protocol named \"%s\"", l->name, l->protocol);
+            return -EINVAL;
+        }
+    }
     return px_workers_start(s->workers, on_worker_start, s);
 }
 
