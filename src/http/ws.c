@@ -858,14 +858,20 @@ static void ws_handshake(px_req_t *req, void *ud)
         return;
     }
     px_conn_t *c = ws->c;
-    if (px_conn_write(c, resp, hb.len) != 0 || px_req_upgrade(req, &ws_protocol, ws) != 0) {
+    if (px_req_upgrade(req, &ws_protocol, ws) != 0) {
+        /* Not in a state to switch (cannot be, after the checks above): answer, so
+         * the request is never left unanswered. */
         px_ws_deflate_free(ws->deflate);
         px__free(ws->subprotocol);
         px__free(ws);
-        px_conn_abort(c);
+        px_respond_error(req, 500, NULL, "the connection cannot switch protocols");
         return;
     }
     px_metric_add(m_ws_open, 1);
+    if (px_conn_write(c, resp, hb.len) != 0) {
+        px_conn_abort(c); /* ws_on_close frees ws */
+        return;
+    }
     px_conn_set_read_limit(c, opts->max_message + PX_WS_MAX_HEADER);
     px_conn_set_timeout(c, opts->ping_interval_ms);
     if (route->cb->on_open)
