@@ -7,10 +7,27 @@
 #include "app/config.h"
 #include "plexus/http.h"
 #include "plexus/hub.h"
+#include "plexus/metrics.h"
+#include "plexus/native.h"
 #include "plexus/ws.h"
 #include "plexus/log.h"
 #include "plexus/net.h"
 #include "plexus/version.h"
+
+static void metrics(px_req_t *req, void *ud)
+{
+    px_server_t *s = ud;
+    px_buf_t b;
+    px_buf_init(&b, 16u << 20);
+    if (px_metrics_render(&b, px_workers_count(px_server_workers(s))) != 0) {
+        px_buf_dispose(&b);
+        px_respond_error(req, 500, NULL, "cannot render metrics");
+        return;
+    }
+    px_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", px_buf_head(&b),
+               px_buf_size(&b));
+    px_buf_dispose(&b);
+}
 
 static void healthz(px_req_t *req, void *ud)
 {
@@ -95,20 +112,27 @@ static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp)
         strcmp(cfg.durability, "full") == 0 ? PX_HUB_DURABILITY_FULL : PX_HUB_DURABILITY_NORMAL;
     hopts.history_size = cfg.history_size;
     hopts.history_ttl_ms = cfg.history_ttl_ms;
-    hopts.jwt_secret = cfg.jwt_secret;
-    hopts.api_key = cfg.api_key;
-    hopts.allow_anonymous = cfg.allow_anonymous;
     hopts.max_payload = (size_t)cfg.max_payload;
-    hopts.max_channels = cfg.max_channels;
-    hopts.publish_rate = cfg.publish_rate;
-    hopts.history_limit_max = cfg.history_limit_max;
-    hopts.subscribe_rate = cfg.subscribe_rate;
-    hopts.max_inflight = cfg.max_inflight;
     char err[512] = "";
-    px_hub_t *hub = *hubp = px_hub_new(server, &hopts, err, sizeof err);
+    px_hub_t *hub = *hubp = px_hub_new(px_server_workers(server), &hopts, err, sizeof err);
     if (!hub) {
         fprintf(stderr, "plexus: --data-dir %s: %s\n", cfg.data_dir, err);
         return 2;
+    }
+    px_native_opts_t nopts;
+    px_native_opts_init(&nopts);
+    nopts.jwt_secret = cfg.jwt_secret;
+    nopts.api_key = cfg.api_key;
+    nopts.allow_anonymous = cfg.allow_anonymous;
+    nopts.max_channels = cfg.max_channels;
+    nopts.publish_rate = cfg.publish_rate;
+    nopts.history_limit_max = cfg.history_limit_max;
+    nopts.subscribe_rate = cfg.subscribe_rate;
+    nopts.max_inflight = cfg.max_inflight;
+    if (px_native_routes(server, hub, &nopts) != 0 ||
+        px_route(server, "GET", "/metrics", metrics, server) != 0) {
+        fprintf(stderr, "plexus: out of memory\n");
+        return 1;
     }
     if (cfg.allow_anonymous)
         px_log(PX_LOG_WARN,

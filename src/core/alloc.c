@@ -68,6 +68,14 @@ void *px__xcalloc(size_t nmemb, size_t size)
     return p;
 }
 
+void *px__xmemdup(const void *p, size_t n)
+{
+    void *q = px__xmalloc(n ? n : 1);
+    if (n)
+        memcpy(q, p, n);
+    return q;
+}
+
 char *px__xstrdup(const char *s)
 {
     size_t n = strlen(s) + 1;

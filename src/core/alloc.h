@@ -15,5 +15,7 @@ void px__free(void *p);
 void *px__xmalloc(size_t n);
 void *px__xcalloc(size_t nmemb, size_t size);
 char *px__xstrdup(const char *s);
+/** A copy of n bytes (for small, bounded sizes: aborts on OOM like px__xmalloc). */
+void *px__xmemdup(const void *p, size_t n);
 
 #endif

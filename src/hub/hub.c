@@ -1,61 +1,25 @@
 /* The hub thread: the single ordering point of every channel.
  *
- * Publishes that reach its mailbox in one wake-up are committed to the store in
- * one transaction (group commit: while a commit runs, the next batch gathers),
- * then each message is encoded once per wire format into shared slices, kept
- * in the channel's recent-history ring, posted to every worker that has
- * subscribers, and acknowledged. Subscriptions pass through here too, which is
- * what makes recovery exact: the reply to a subscribe and the catch-up
- * messages are posted to the worker before any later delivery, and the
- * worker's mailbox is FIFO, so nothing is missed or duplicated. */
+ * Publishes that reach its mailbox in one wake-up are committed to the store in one
+ * transaction (group commit: while a commit runs, the next batch gathers; the store chooses
+ * the offsets), then each message is encoded once per wire format that has subscribers on
+ * its channel, kept in the channel's ring of recent messages, posted to every worker with
+ * subscribers, and acknowledged. Subscriptions pass through here too, which is what makes
+ * recovery exact: the answer to a subscribe (with the first page of its replay) is posted to
+ * the worker before any later delivery, and the worker's mailbox is FIFO, so nothing is missed
+ * or duplicated. Reads (history, catch-up pages, presence, listings) wait for the commit of
+ * the publishes that arrived with them and take a bounded slice of each loop iteration. */
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "core/alloc.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "hub/hub_int.h"
-#include "hub/json.h"
 
 int px__m_publishes = -1, px__m_deliveries = -1, px__m_commit_us = -1, px__m_commits = -1,
     px__m_channels = -1;
-
-typedef struct ring_ent {
-    uint64_t offset;
-    int64_t time_ms;
-    px_slice_t *frame; /* the WebSocket frame; data is frame->data[data_off..+data_len) */
-    uint32_t data_off, data_len;
-} ring_ent_t;
-
-typedef struct presence_ent {
-    struct presence_ent *next;
-    char client[PX__CLIENT_ID_LEN + 1];
-    char *user, *info;
-    size_t user_len, info_len;
-    unsigned worker;
-} presence_ent_t;
-
-typedef struct hchan {
-    px__centry_t e;
-    char name[PX__CHANNEL_MAX + 1];
-    size_t name_len;
-    char epoch[PX_STORE_EPOCH_MAX + 1];
-    /* last_offset: the latest committed offset, the one clients see. next_offset: the
-     * next one to give out, > last_offset. A failed commit leaves last_offset alone and
-     * its offsets burned (never given out again by this process: after a failed fsync
-     * the batch may still surface after a crash). After a restart the store's last
-     * offset is the truth, and nobody has seen an offset above it. */
-    uint64_t last_offset, next_offset;
-    unsigned total_subs, sse_subs;
-    unsigned *worker_subs; /* subscriptions per worker: deliveries go where > 0 */
-    ring_ent_t *ring;      /* recent messages, ring_cap entries (a power of two), grown on demand */
-    uint32_t ring_start, ring_count, ring_cap;
-    presence_ent_t *presence;
-    unsigned presence_count;
-    unsigned mark : 1; /* scratch flag for a pass over a batch */
-} hchan_t;
 
 static int64_t wall_ms(void)
 {
@@ -72,12 +36,16 @@ void px_hub_opts_init(px_hub_opts_t *o)
     o->history_size = 1000;
     o->history_ttl_ms = 0;
     o->max_payload = 64 * 1024;
-    o->max_channels = 100;
-    o->publish_rate = 100;
-    o->history_limit_max = 1000;
-    o->sse_keepalive_ms = 15000;
-    o->subscribe_rate = 100;
-    o->max_inflight = 32;
+}
+
+const px_hub_opts_t *px_hub_options(const px_hub_t *h)
+{
+    return &h->opts;
+}
+
+int px_hub_channel_valid(px_str_t channel)
+{
+    return px__channel_name_ok(channel.ptr, channel.len);
 }
 
 int px__channel_name_ok(const char *s, size_t len)
@@ -94,7 +62,197 @@ int px__channel_name_ok(const char *s, size_t len)
     return 1;
 }
 
-/* ---- channels ------------------------------------------------------------------ */
+int px__hub_add_format(px_hub_t *h, const px__hformat_t *f)
+{
+    for (unsigned i = 0; i < h->nformats; i++)
+        if (h->formats[i] == f)
+            return (int)i;
+    if (h->started)
+        return -EBUSY;
+    if (h->nformats == PX__FORMATS_MAX)
+        return -ENOSPC;
+    h->formats[h->nformats] = f;
+    return (int)h->nformats++;
+}
+
+/* ---- messages ------------------------------------------------------------------------------ */
+
+px_hub_msg_t *px__hub_msg_new(px_str_t channel, px_str_t event, px_str_t data, uint64_t publisher)
+{
+    if (channel.len > PX__CHANNEL_MAX || event.len > UINT16_MAX || data.len > UINT32_MAX)
+        return NULL;
+    px_hub_msg_t *m = px__malloc(sizeof *m + channel.len + event.len + data.len + 3);
+    if (!m)
+        return NULL;
+    memset(m, 0, sizeof *m);
+    atomic_init(&m->refs, 1);
+    m->channel_len = (uint16_t)channel.len;
+    m->event_len = (uint16_t)event.len;
+    m->data_len = (uint32_t)data.len;
+    m->publisher = publisher;
+    char *p = m->bytes;
+    if (channel.len)
+        memcpy(p, channel.ptr, channel.len);
+    p[channel.len] = '\0';
+    p += channel.len + 1;
+    if (event.len)
+        memcpy(p, event.ptr, event.len);
+    p[event.len] = '\0';
+    p += event.len + 1;
+    if (data.len)
+        memcpy(p, data.ptr, data.len);
+    p[data.len] = '\0';
+    return m;
+}
+
+px_str_t px_hub_msg_channel(const px_hub_msg_t *m)
+{
+    return (px_str_t){px__msg_channel(m), m->channel_len};
+}
+
+px_str_t px_hub_msg_event(const px_hub_msg_t *m)
+{
+    return (px_str_t){px__msg_event(m), m->event_len};
+}
+
+px_str_t px_hub_msg_data(const px_hub_msg_t *m)
+{
+    return (px_str_t){px__msg_data(m), m->data_len};
+}
+
+uint64_t px_hub_msg_offset(const px_hub_msg_t *m)
+{
+    return m->offset;
+}
+
+const char *px_hub_msg_epoch(const px_hub_msg_t *m)
+{
+    return m->epoch;
+}
+
+int64_t px_hub_msg_time(const px_hub_msg_t *m)
+{
+    return m->time_ms;
+}
+
+uint64_t px_hub_msg_publisher(const px_hub_msg_t *m)
+{
+    return m->publisher;
+}
+
+px_hub_msg_t *px_hub_msg_ref(px_hub_msg_t *m)
+{
+    atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+    return m;
+}
+
+void px_hub_msg_unref(px_hub_msg_t *m)
+{
+    if (!m || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (unsigned i = 0; i < PX__FORMATS_MAX; i++)
+        px_slice_unref(m->enc[i]);
+    px__free(m);
+}
+
+/* The encoding of `m` in format `f` (hub thread), made once and kept with the message. */
+static px_slice_t *msg_encoded(px_hub_t *h, px_hub_msg_t *m, unsigned f)
+{
+    const px__hformat_t *fmt = h->formats[f];
+    if (!fmt->encode)
+        return NULL;
+    if (!m->enc[f])
+        m->enc[f] = fmt->encode(m, fmt->ctx);
+    return m->enc[f];
+}
+
+/* ---- requests -------------------------------------------------------------------------------- */
+
+px__hreq_t *px__hreq_new(px_hub_t *h, int type, const char *channel, size_t len)
+{
+    px__hreq_t *r = px__xcalloc(1, sizeof *r);
+    r->hub = h;
+    r->type = (uint8_t)type;
+    r->recovered = -1;
+    if (channel) {
+        memcpy(r->channel, channel, len);
+        r->channel_len = len;
+    }
+    px__arena_init(&r->arena, 0);
+    return r;
+}
+
+void px__hreq_free(px__hreq_t *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->nmsgs; i++)
+        px_hub_msg_unref(r->msgs[i]);
+    px__free(r->msgs);
+    for (size_t i = 0; i < r->nframes; i++)
+        px_slice_unref(r->frames[i]);
+    px__free(r->frames);
+    px_hub_msg_unref(r->m);
+    px__free((void *)r->who.user.ptr);
+    px__free((void *)r->who.info.ptr);
+    px__arena_dispose(&r->arena);
+    px__free(r);
+}
+
+static void hreq_error(px__hreq_t *r, int status, const char *code, const char *msg)
+{
+    r->status = status;
+    r->err_code = code;
+    snprintf(r->err_msg, sizeof r->err_msg, "%s", msg);
+}
+
+static void on_answer(px_worker_t *w, px_msg_t *m)
+{
+    PX_UNUSED(w);
+    px__hreq_t *r = (px__hreq_t *)m;
+    r->done(r);
+}
+
+/* Hand the answer back to its origin (or free a request nobody waits for). */
+static void answer(px_hub_t *h, px__hreq_t *r)
+{
+    if (!r->done) {
+        px__hreq_free(r);
+    } else if (r->worker == PX__NO_WORKER) {
+        r->done(r);
+    } else {
+        r->msg.cb = on_answer;
+        px_worker_post(px_workers_get(h->workers, r->worker), &r->msg);
+    }
+}
+
+/* ---- channels ------------------------------------------------------------------------------- */
+
+typedef struct presence_ent {
+    struct presence_ent *next;
+    px__presence_t who; /* user/info malloc'd */
+    unsigned worker;
+} presence_ent_t;
+
+typedef struct hchan {
+    px__centry_t e;
+    char name[PX__CHANNEL_MAX + 1];
+    size_t name_len;
+    char epoch[PX_STORE_EPOCH_MAX + 1];
+    uint64_t last_offset; /* the latest committed offset: the one clients see */
+    /* Offsets a failed commit may have used (after a failed fsync the batch may still come
+     * back after a crash): never given to other messages by this process, so the next
+     * commit asks the store for offsets after them (a gap). 0 or <= last_offset: none. */
+    uint64_t burned;
+    unsigned batch_n; /* messages of this channel in the batch being committed */
+    unsigned total_subs;
+    unsigned fmt_subs[PX__FORMATS_MAX]; /* subscriptions per format: encode where > 0 */
+    unsigned *worker_subs;              /* subscriptions per worker: deliver where > 0 */
+    px_hub_msg_t **ring;                /* recent messages, ring_cap (a power of two) slots */
+    uint32_t ring_start, ring_count, ring_cap;
+    presence_ent_t *presence;
+    unsigned presence_count;
+} hchan_t;
 
 static hchan_t *chan_find(px_hub_t *h, const char *name, size_t len)
 {
@@ -117,12 +275,13 @@ static hchan_t *chan_new(px_hub_t *h, const char *name, size_t len, const char *
     c->name_len = len;
     c->e.key = c->name;
     c->e.key_len = len;
+    /* A channel the store does not hold yet has its fresh epoch: the same after it leaves
+     * memory, after a restart, and in every process sharing the store. */
     if (epoch)
         snprintf(c->epoch, sizeof c->epoch, "%s", epoch);
     else if (px__store_fresh_epoch(h->store, (px_str_t){name, len}, c->epoch) != 0)
         px__store_epoch_new(c->epoch);
     c->last_offset = last_offset;
-    c->next_offset = last_offset + 1;
     if (px__chanmap_put(&h->channels, &c->e) != 0) {
         px__free(c->worker_subs);
         px__free(c);
@@ -138,22 +297,21 @@ static hchan_t *chan_get(px_hub_t *h, const char *name, size_t len)
     return c ? c : chan_new(h, name, len, NULL, 0);
 }
 
-static ring_ent_t *ring_at(const hchan_t *c, uint32_t i)
+static px_hub_msg_t *ring_at(const hchan_t *c, uint32_t i)
 {
-    return &c->ring[(c->ring_start + i) & (c->ring_cap - 1)];
+    return c->ring[(c->ring_start + i) & (c->ring_cap - 1)];
 }
 
 static void ring_pop(hchan_t *c)
 {
-    px_slice_unref(ring_at(c, 0)->frame);
+    px_hub_msg_unref(ring_at(c, 0));
     c->ring_start = (c->ring_start + 1) & (c->ring_cap - 1);
     c->ring_count--;
 }
 
-/* Keep the latest `cap` (<= PX__RING_MAX) messages. The ring grows as messages come,
- * so a channel that gets few holds little. */
-static void ring_push(hchan_t *c, uint64_t offset, int64_t time_ms, px_slice_t *frame,
-                      uint32_t data_off, uint32_t data_len, size_t cap)
+/* Keep the latest `cap` (<= PX__RING_MAX) messages. The ring grows as messages come, so a
+ * channel that gets few holds little. */
+static void ring_push(hchan_t *c, px_hub_msg_t *m, size_t cap)
 {
     if (cap == 0)
         return;
@@ -161,23 +319,25 @@ static void ring_push(hchan_t *c, uint64_t offset, int64_t time_ms, px_slice_t *
         ring_pop(c);
     if (c->ring_count == c->ring_cap) {
         uint32_t ncap = c->ring_cap ? c->ring_cap * 2 : 4;
-        ring_ent_t *n = px__malloc(ncap * sizeof *n);
+        px_hub_msg_t **n = px__malloc(ncap * sizeof *n);
         if (!n)
             return; /* history is still in the store; the ring is a cache */
         for (uint32_t i = 0; i < c->ring_count; i++)
-            n[i] = *ring_at(c, i);
+            n[i] = ring_at(c, i);
         px__free(c->ring);
         c->ring = n;
         c->ring_cap = ncap;
         c->ring_start = 0;
     }
-    ring_ent_t *e = ring_at(c, c->ring_count);
-    e->offset = offset;
-    e->time_ms = time_ms;
-    e->frame = px_slice_ref(frame);
-    e->data_off = data_off;
-    e->data_len = data_len;
+    c->ring[(c->ring_start + c->ring_count) & (c->ring_cap - 1)] = px_hub_msg_ref(m);
     c->ring_count++;
+}
+
+static void presence_free(presence_ent_t *p)
+{
+    px__free((void *)p->who.user.ptr);
+    px__free((void *)p->who.info.ptr);
+    px__free(p);
 }
 
 static void chan_free(hchan_t *c)
@@ -185,218 +345,118 @@ static void chan_free(hchan_t *c)
     while (c->ring_count)
         ring_pop(c);
     px__free(c->ring);
-    presence_ent_t *p = c->presence;
-    while (p) {
-        presence_ent_t *next = p->next;
-        px__free(p->user);
-        px__free(p->info);
-        px__free(p);
-        p = next;
+    for (presence_ent_t *p = c->presence, *next; p; p = next) {
+        next = p->next;
+        presence_free(p);
     }
     px__free(c->worker_subs);
     px__free(c);
 }
 
-/* A channel nobody uses and that has nothing stored leaves memory: otherwise every name
- * ever subscribed to would stay forever. (It comes back with a new epoch; it had no
- * message, so a client resuming it loses nothing but gets recovered:false.) */
+/* A channel nobody uses and that has nothing stored leaves memory, or every name ever
+ * subscribed to would stay forever. It keeps its (fresh) epoch when it comes back. */
 static void chan_maybe_free(px_hub_t *h, hchan_t *c)
 {
-    if (c->total_subs || c->presence || c->last_offset || c->ring_count)
+    if (c->total_subs || c->presence || c->last_offset || c->ring_count || c->burned)
         return;
     px__chanmap_del(&h->channels, &c->e);
     px_metric_add(px__m_channels, -1);
     chan_free(c);
 }
 
-/* ---- encoding --------------------------------------------------------------------- */
+/* ---- fan-out ------------------------------------------------------------------------------------
+ */
 
-/* {"op":"message","channel":"<name>","offset":N,"data":<raw>} as a WebSocket frame.
- * Channel names need no JSON escaping (their alphabet has no quote, backslash or
- * control character). */
-static px_slice_t *encode_ws(const hchan_t *c, uint64_t offset, const char *data, size_t len,
-                             uint32_t *data_off)
+typedef struct px__delivery {
+    px_msg_t msg;
+    px_hub_t *hub;
+    int kind;
+    px_hub_msg_t *m;      /* PX__DELIVER_MESSAGE */
+    px__presence_ev_t ev; /* PX__DELIVER_PRESENCE (strings point into `bytes`) */
+    px__presence_t who;
+    px_slice_t *frames[PX__FORMATS_MAX];
+    char bytes[];
+} px__delivery_t;
+
+void px__hub_on_delivery(px_worker_t *w, px_msg_t *m); /* client.c */
+
+static void deliver_to_workers(px_hub_t *h, hchan_t *c, px__delivery_t *proto, size_t extra)
 {
-    char head[PX__CHANNEL_MAX + 96];
-    int hn = snprintf(head, sizeof head,
-                      "{\"op\":\"message\",\"channel\":\"%.*s\",\"offset\":%llu,\"data\":",
-                      (int)c->name_len, c->name, (unsigned long long)offset);
-    size_t plen = (size_t)hn + len + 1;
-    uint8_t fh[14];
-    size_t fhl = plen < 126 ? 2 : plen <= 0xffff ? 4 : 10;
-    px_slice_t *s = px_slice_new(fhl + plen);
-    if (!s)
-        return NULL;
-    uint8_t *p = (uint8_t *)s->data;
-    fh[0] = 0x81; /* FIN + text */
-    if (fhl == 2) {
-        fh[1] = (uint8_t)plen;
-    } else if (fhl == 4) {
-        fh[1] = 126;
-        fh[2] = (uint8_t)(plen >> 8);
-        fh[3] = (uint8_t)plen;
-    } else {
-        fh[1] = 127;
-        for (int i = 0; i < 8; i++)
-            fh[2 + i] = (uint8_t)((uint64_t)plen >> (56 - 8 * i));
-    }
-    memcpy(p, fh, fhl);
-    memcpy(p + fhl, head, (size_t)hn);
-    memcpy(p + fhl + (size_t)hn, data, len);
-    p[fhl + (size_t)hn + len] = '}';
-    *data_off = (uint32_t)(fhl + (size_t)hn);
-    return s;
-}
-
-/* An SSE event: "id: N\ndata: <line>\n...\n\n". Data lines are split at line
- * breaks so multi-line JSON stays one event. */
-static px_slice_t *encode_sse(uint64_t offset, const char *data, size_t len)
-{
-    size_t lines = 1;
-    for (size_t i = 0; i < len; i++)
-        lines += data[i] == '\n';
-    px_slice_t *s = px_slice_new(32 + len + lines * 6 + 2);
-    if (!s)
-        return NULL;
-    char *p = s->data;
-    size_t n = (size_t)snprintf(p, 32, "id: %llu\ndata: ", (unsigned long long)offset);
-    for (size_t i = 0; i < len; i++) {
-        char ch = data[i];
-        if (ch == '\r')
-            continue;
-        if (ch == '\n') {
-            memcpy(p + n, "\ndata: ", 7);
-            n += 7;
-            continue;
-        }
-        p[n++] = ch;
-    }
-    p[n++] = '\n';
-    p[n++] = '\n';
-    s->len = (uint32_t)n;
-    return s;
-}
-
-/* ---- replies ------------------------------------------------------------------------ */
-
-static hub_rep_t *rep_new(const hub_req_t *r)
-{
-    hub_rep_t *rep = px__xcalloc(1, sizeof *rep);
-    rep->msg.cb = px__hub_on_reply;
-    rep->type = r->type;
-    rep->origin_kind = r->origin_kind;
-    rep->origin = r->origin;
-    rep->tag = r->tag;
-    rep->has_id = r->has_id;
-    rep->id = r->id;
-    rep->paced = r->paced;
-    rep->channel_len = r->channel_len;
-    memcpy(rep->channel, r->channel, r->channel_len);
-    return rep;
-}
-
-static void rep_error(hub_rep_t *rep, int status, const char *code, const char *msg)
-{
-    rep->status = status;
-    rep->err_code = code;
-    snprintf(rep->err_msg, sizeof rep->err_msg, "%s", msg);
-}
-
-static void rep_body(hub_rep_t *rep, px_json_writer_t *w)
-{
-    if (w->err) {
-        rep_error(rep, 500, "internal_error", "reply too large");
-        px_json_writer_dispose(w);
-        return;
-    }
-    rep->body = w->buf;
-    rep->body_len = w->len;
-    w->buf = NULL; /* ownership moves to the reply */
-}
-
-static void put_id(px_json_writer_t *w, const hub_req_t *r)
-{
-    if (r->has_id) {
-        PX_JSON_PUT_LIT(w, ",\"id\":");
-        px_json_put_i64(w, r->id);
-    }
-}
-
-static void send_rep(px_hub_t *h, const hub_req_t *r, hub_rep_t *rep)
-{
-    px_worker_post(px_workers_get(px_server_workers(h->server), r->worker), &rep->msg);
-}
-
-static void req_free(hub_req_t *r)
-{
-    px__free(r->claims);
-    px__free(r->data);
-    px__free(r->user);
-    px__free(r->info);
-    px__free(r);
-}
-
-/* ---- fan-out ------------------------------------------------------------------------- */
-
-static void fan_out(px_hub_t *h, hchan_t *c, int kind, px_slice_t *ws_frame, px_slice_t *sse_frame)
-{
-    px_workers_t *ws = px_server_workers(h->server);
     for (unsigned i = 0; i < h->nworkers; i++) {
         if (!c->worker_subs[i])
             continue;
-        hub_delivery_t *d = px__malloc(sizeof *d + c->name_len);
+        px__delivery_t *d = px__malloc(sizeof *d + extra);
         if (!d) {
             px_log(PX_LOG_ERROR, "out of memory delivering to worker %u", i);
             continue;
         }
+        memcpy(d, proto, sizeof *d + extra);
         d->msg.cb = px__hub_on_delivery;
-        d->hub = h;
-        d->kind = kind;
-        d->ws_frame = px_slice_ref(ws_frame);
-        d->sse_frame = sse_frame ? px_slice_ref(sse_frame) : NULL;
-        d->channel_len = c->name_len;
-        memcpy(d->channel, c->name, c->name_len);
-        px_worker_post(px_workers_get(ws, i), &d->msg);
+        if (d->kind == PX__DELIVER_PRESENCE) { /* re-point into this copy */
+            size_t nl = c->name_len;
+            d->ev.channel.ptr = d->bytes;
+            d->ev.who = &d->who;
+            d->who.user.ptr = d->who.user.len ? d->bytes + nl : NULL;
+            d->who.info.ptr = d->who.info.len ? d->bytes + nl + d->who.user.len : NULL;
+        } else {
+            px_hub_msg_ref(d->m);
+        }
+        for (unsigned f = 0; f < PX__FORMATS_MAX; f++)
+            if (d->frames[f])
+                px_slice_ref(d->frames[f]);
+        px_worker_post(px_workers_get(h->workers, i), &d->msg);
     }
 }
 
-static void presence_event(px_hub_t *h, hchan_t *c, const char *op, const presence_ent_t *p)
+static void fan_out(px_hub_t *h, hchan_t *c, px_hub_msg_t *m)
 {
     if (!c->total_subs)
         return;
-    px_json_writer_t w;
-    px_json_writer_init_growable(&w, 8192);
-    PX_JSON_PUT_LIT(&w, "{\"op\":\"");
-    px_json_put_raw(&w, op, strlen(op));
-    PX_JSON_PUT_LIT(&w, "\",\"channel\":");
-    px_json_put_str(&w, c->name, c->name_len);
-    PX_JSON_PUT_LIT(&w, ",\"client\":");
-    px_json_put_str(&w, p->client, strlen(p->client));
-    if (p->user) {
-        PX_JSON_PUT_LIT(&w, ",\"user\":");
-        px_json_put_str(&w, p->user, p->user_len);
-    }
-    if (p->info) {
-        PX_JSON_PUT_LIT(&w, ",\"info\":");
-        px_json_put_raw(&w, p->info, p->info_len);
-    }
-    PX_JSON_PUT_LIT(&w, "}");
-    if (!w.err) {
-        px_slice_t *frame = px_ws_frame_new(PX_WS_TEXT, w.buf, w.len);
-        if (frame) {
-            fan_out(h, c, DELIVER_PRESENCE, frame, NULL);
-            px_slice_unref(frame);
-        }
-    }
-    px_json_writer_dispose(&w);
+    px__delivery_t d = {.hub = h, .kind = PX__DELIVER_MESSAGE, .m = m};
+    for (unsigned f = 0; f < h->nformats; f++)
+        if (c->fmt_subs[f])
+            d.frames[f] = msg_encoded(h, m, f);
+    deliver_to_workers(h, c, &d, 0);
 }
 
-/* ---- publish: group commit ------------------------------------------------------------ */
+static void presence_event(px_hub_t *h, hchan_t *c, int op, const px__presence_t *who)
+{
+    if (!c->total_subs)
+        return;
+    size_t nl = c->name_len;
+    size_t extra = nl + who->user.len + who->info.len; /* name | user | info */
+    px__delivery_t *d = px__calloc(1, sizeof *d + extra);
+    if (!d)
+        return;
+    d->hub = h;
+    d->kind = PX__DELIVER_PRESENCE;
+    memcpy(d->bytes, c->name, c->name_len);
+    memcpy(d->who.client, who->client, sizeof d->who.client);
+    d->who.user.len = who->user.len;
+    d->who.info.len = who->info.len;
+    if (who->user.len)
+        memcpy(d->bytes + nl, who->user.ptr, who->user.len);
+    if (who->info.len)
+        memcpy(d->bytes + nl + who->user.len, who->info.ptr, who->info.len);
+    d->ev = (px__presence_ev_t){.op = op, .channel = {d->bytes, nl}, .who = &d->who};
+    d->who.user.ptr = who->user.len ? d->bytes + nl : NULL;
+    d->who.info.ptr = who->info.len ? d->bytes + nl + who->user.len : NULL;
+    for (unsigned f = 0; f < h->nformats; f++)
+        if (c->fmt_subs[f] && h->formats[f]->encode_presence)
+            d->frames[f] = h->formats[f]->encode_presence(&d->ev, h->formats[f]->ctx);
+    deliver_to_workers(h, c, d, extra);
+    for (unsigned f = 0; f < PX__FORMATS_MAX; f++)
+        px_slice_unref(d->frames[f]);
+    px__free(d);
+}
+
+/* ---- publish: group commit ---------------------------------------------------------------------
+ */
 
 static void commit_batch(px_defer_t *d)
 {
     px_hub_t *h = d->data;
-    hub_req_t *batch = h->batch_head;
+    px__hreq_t *batch = h->batch_head;
     size_t n = h->batch_len;
     h->batch_head = h->batch_tail = NULL;
     h->batch_len = 0;
@@ -404,231 +464,160 @@ static void commit_batch(px_defer_t *d)
         return;
 
     px_store_msg_t *msgs = px__xcalloc(n, sizeof *msgs);
+    px_store_assigned_t *got = px__xcalloc(n, sizeof *got);
     hchan_t **chans = px__xcalloc(n, sizeof *chans);
     int64_t now = wall_ms();
-    size_t i = 0;
-    for (hub_req_t *r = batch; r; r = r->next, i++) {
+    size_t i = 0, k = 0;
+    for (px__hreq_t *r = batch; r; r = r->next, i++) {
         hchan_t *c = chan_get(h, r->channel, r->channel_len);
         chans[i] = c;
-        if (!c)
-            continue;
-        r->offset = c->next_offset++;
-        r->time_ms = now;
-        msgs[i] = (px_store_msg_t){.channel = {c->name, c->name_len},
-                                   .epoch = {c->epoch, strlen(c->epoch)},
-                                   .offset = r->offset,
-                                   .time_ms = now,
-                                   .data = {r->data, r->data_len}};
+        r->m->time_ms = now;
+        if (c) { /* the store chooses the offset (0) and knows the epoch (empty) */
+            c->batch_n++;
+            msgs[k++] =
+                (px_store_msg_t){.channel = {c->name, c->name_len},
+                                 .offset = c->burned > c->last_offset ? c->burned + c->batch_n : 0,
+                                 .time_ms = now,
+                                 .data = px_hub_msg_data(r->m)};
+        }
     }
-    /* Channels that could not be created (out of memory) are left out. */
-    size_t k = 0;
-    for (size_t j = 0; j < n; j++)
-        if (chans[j])
-            msgs[k++] = msgs[j];
     uint64_t t0 = px_now_ns();
-    int rc = px__store_append(h->store, msgs, k);
+    int rc = px__store_append_assigned(h->store, msgs, k, got);
     px_metric_add(px__m_commit_us, (int64_t)((px_now_ns() - t0) / 1000));
     px_metric_add(px__m_commits, 1);
     if (rc != 0)
         px_log(PX_LOG_ERROR, "store: commit of %zu message(s) failed: %s", k,
                px__store_errmsg(h->store));
 
-    i = 0;
-    for (hub_req_t *r = batch, *next; r; r = next, i++) {
+    for (size_t j = 0; j < n; j++) {
+        hchan_t *c = chans[j];
+        if (c && c->batch_n) {
+            if (rc != 0)
+                c->burned = (c->burned > c->last_offset ? c->burned : c->last_offset) + c->batch_n;
+            c->batch_n = 0;
+        }
+    }
+    size_t cap = h->opts.history_size && h->opts.history_size < PX__RING_MAX
+                     ? (size_t)h->opts.history_size
+                     : PX__RING_MAX;
+    i = k = 0;
+    for (px__hreq_t *r = batch, *next; r; r = next, i++) {
         next = r->next;
         hchan_t *c = chans[i];
-        hub_rep_t *rep = rep_new(r);
+        px_store_assigned_t *sm = c ? &got[k++] : NULL;
         if (!c || rc != 0) {
-            /* Nothing of the batch is visible: last_offset stays where it was, so no
-             * client ever sees these offsets, and next_offset never gives them out
-             * again (gaps are allowed). */
-            rep_error(rep, 503, "storage_error", "the message could not be stored");
-            send_rep(h, r, rep);
-            req_free(r);
+            /* Nothing of the batch is visible: the channel's offset stays where it was. */
+            hreq_error(r, 503, "storage_error", "the message could not be stored");
+            answer(h, r);
             continue;
         }
-        c->last_offset = r->offset; /* offsets rise within a batch */
+        px_hub_msg_t *m = r->m;
+        m->offset = sm->offset;
+        snprintf(m->epoch, sizeof m->epoch, "%.*s", (int)sm->epoch.len, sm->epoch.ptr);
+        if (strcmp(c->epoch, m->epoch) != 0)
+            snprintf(c->epoch, sizeof c->epoch, "%s", m->epoch); /* the store knows best */
+        c->last_offset = m->offset;                              /* offsets rise within a batch */
         px_metric_add(px__m_publishes, 1);
-        uint32_t data_off;
-        px_slice_t *frame = encode_ws(c, r->offset, r->data, r->data_len, &data_off);
-        px_slice_t *sse = c->sse_subs ? encode_sse(r->offset, r->data, r->data_len) : NULL;
-        if (frame) {
-            size_t cap = h->opts.history_size && h->opts.history_size < PX__RING_MAX
-                             ? (size_t)h->opts.history_size
-                             : PX__RING_MAX;
-            ring_push(c, r->offset, r->time_ms, frame, data_off, (uint32_t)r->data_len, cap);
-            fan_out(h, c, DELIVER_MESSAGE, frame, sse);
-        }
-        px_slice_unref(frame);
-        px_slice_unref(sse);
-
-        px_json_writer_t w;
-        px_json_writer_init_growable(&w, 1024);
-        if (r->origin_kind == ORIGIN_HTTP) {
-            PX_JSON_PUT_LIT(&w, "{\"channel\":");
-            px_json_put_str(&w, c->name, c->name_len);
-            PX_JSON_PUT_LIT(&w, ",\"epoch\":");
-            px_json_put_str(&w, c->epoch, strlen(c->epoch));
-            PX_JSON_PUT_LIT(&w, ",\"offset\":");
-            px_json_put_u64(&w, r->offset);
-            PX_JSON_PUT_LIT(&w, "}");
-            rep->status = 201;
-        } else {
-            PX_JSON_PUT_LIT(&w, "{\"op\":\"reply\"");
-            put_id(&w, r);
-            PX_JSON_PUT_LIT(&w, ",\"offset\":");
-            px_json_put_u64(&w, r->offset);
-            PX_JSON_PUT_LIT(&w, "}");
-        }
-        rep_body(rep, &w);
-        send_rep(h, r, rep);
-        req_free(r);
-    }
-    if (rc != 0) {
-        /* Channels this failed batch created hold nothing: let them go. */
-        for (size_t j = 0; j < n; j++) { /* each channel once */
-            if (chans[j] && chans[j]->mark)
-                chans[j] = NULL;
-            else if (chans[j])
-                chans[j]->mark = 1;
-        }
-        for (size_t j = 0; j < n; j++)
-            if (chans[j]) {
-                chans[j]->mark = 0;
-                chan_maybe_free(h, chans[j]);
-            }
+        ring_push(c, m, cap);
+        fan_out(h, c, m);
+        snprintf(r->epoch, sizeof r->epoch, "%s", c->epoch);
+        r->offset = m->offset;
+        answer(h, r);
     }
     px__free(msgs);
+    px__free(got);
     px__free(chans);
 }
 
-/* ---- history --------------------------------------------------------------------------- */
+/* ---- history ------------------------------------------------------------------------------------
+ */
 
-/* Where read messages go: a JSON writer (history answers) or encoded frames (subscribe
- * catch-up). Bounded by `limit` messages and `max_bytes` of output; the first message
- * always fits, so an answer makes progress whatever the bound. */
+/* Where read messages go, bounded by `limit` messages and `max_bytes` of their encoded
+ * size; the first message always fits, so an answer makes progress whatever the bound. */
 typedef struct collect {
-    px_json_writer_t *w; /* history JSON, or NULL */
-    int sse;             /* frames as SSE events instead of WebSocket frames */
-    int comma_first;     /* JSON: a "," before the first message too (a continuation page) */
-    const hchan_t *c;
-    px_slice_t **frames;
-    size_t nframes, cap;
-    size_t count, limit; /* limit 0 = no limit */
-    size_t bytes, max_bytes;
+    px_hub_t *h;
+    px__hreq_t *r;
+    int format; /* also encode in this format (pages), or -1 */
+    size_t cap, count, limit, bytes, max_bytes;
     int cut;       /* stopped at max_bytes */
     uint64_t last; /* offset of the last message collected */
 } collect_t;
 
-static int collect_room(collect_t *col)
+/* Room for one more message (and its frame) in r's arrays of capacity *cap. */
+static int collect_room(px__hreq_t *r, size_t *cap)
 {
-    if (col->nframes == col->cap) {
-        size_t cap = col->cap ? col->cap * 2 : 16;
-        px_slice_t **f = px__realloc(col->frames, cap * sizeof *f);
-        if (!f)
-            return -ENOMEM;
-        col->frames = f;
-        col->cap = cap;
-    }
+    if (r->nmsgs < *cap)
+        return 0;
+    size_t ncap = *cap ? *cap * 2 : 16;
+    px_hub_msg_t **m = px__realloc(r->msgs, ncap * sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    r->msgs = m;
+    px_slice_t **f = px__realloc(r->frames, ncap * sizeof *f);
+    if (!f)
+        return -ENOMEM;
+    r->frames = f;
+    *cap = ncap;
     return 0;
 }
 
-static void collect_dispose(collect_t *col)
+static void collect_reset(px__hreq_t *r)
 {
-    for (size_t i = 0; i < col->nframes; i++)
-        px_slice_unref(col->frames[i]);
-    px__free(col->frames);
-    col->frames = NULL;
-    col->nframes = col->cap = 0;
-    col->count = 0;
+    for (size_t i = 0; i < r->nmsgs; i++)
+        px_hub_msg_unref(r->msgs[i]);
+    for (size_t i = 0; i < r->nframes; i++)
+        px_slice_unref(r->frames[i]);
+    r->nmsgs = r->nframes = 0;
 }
 
-/* The event that tells a resuming client that history no longer reaches back to what it
- * has: from here on it gets live messages after the channel's offset. SSE: "event:
- * recovery-failed" with the offset as id (the next reconnect resumes from there);
- * WebSocket: {"op":"recovery-failed",...}. */
-static px_slice_t *encode_recovery_failed(const hchan_t *c, int sse)
-{
-    char buf[PX__CHANNEL_MAX + PX_STORE_EPOCH_MAX + 128];
-    px_json_writer_t w;
-    px_json_writer_init(&w, buf, sizeof buf);
-    if (sse)
-        PX_JSON_PUT_LIT(&w, "{\"channel\":");
-    else
-        PX_JSON_PUT_LIT(&w, "{\"op\":\"recovery-failed\",\"channel\":");
-    px_json_put_str(&w, c->name, c->name_len);
-    PX_JSON_PUT_LIT(&w, ",\"epoch\":");
-    px_json_put_str(&w, c->epoch, strlen(c->epoch));
-    PX_JSON_PUT_LIT(&w, ",\"offset\":");
-    px_json_put_u64(&w, c->last_offset);
-    PX_JSON_PUT_LIT(&w, "}");
-    if (w.err)
-        return NULL;
-    if (!sse)
-        return px_ws_frame_new(PX_WS_TEXT, w.buf, w.len);
-    px_slice_t *s = px_slice_new(w.len + 64);
-    if (!s)
-        return NULL;
-    int n = snprintf(s->data, w.len + 64, "event: recovery-failed\nid: %llu\ndata: %.*s\n\n",
-                     (unsigned long long)c->last_offset, (int)w.len, w.buf);
-    s->len = (uint32_t)n;
-    return s;
-}
-
-/* Collect one message. Returns 0 to go on, 1 when the bounds are reached (this message
- * not taken), or a negative errno. */
-static int collect_one(collect_t *col, uint64_t offset, int64_t time_ms, const char *data,
-                       size_t len, px_slice_t *ws_frame)
+/* Collect `m`. 0 to go on, 1 when the bounds are reached (m not taken), < 0 on error. */
+static int collect_one(collect_t *col, px_hub_msg_t *m)
 {
     if (col->limit && col->count >= col->limit)
         return 1;
-    size_t est = len + 64 + col->c->name_len;
+    size_t est = m->data_len + m->channel_len + m->event_len + 64;
     if (col->count && col->bytes + est > col->max_bytes) {
         col->cut = 1;
         return 1;
     }
+    if (collect_room(col->r, &col->cap) != 0)
+        return -ENOMEM;
+    if (col->format >= 0 && col->h->formats[col->format]->encode) {
+        px_slice_t *s = msg_encoded(col->h, m, (unsigned)col->format);
+        if (!s)
+            return -ENOMEM;
+        col->r->frames[col->r->nframes++] = px_slice_ref(s);
+    }
+    col->r->msgs[col->r->nmsgs++] = px_hub_msg_ref(m);
     col->bytes += est;
-    col->last = offset;
-    if (col->w) {
-        px_json_writer_t *w = col->w;
-        if (col->count || col->comma_first)
-            PX_JSON_PUT_LIT(w, ",");
-        PX_JSON_PUT_LIT(w, "{\"offset\":");
-        px_json_put_u64(w, offset);
-        PX_JSON_PUT_LIT(w, ",\"time\":");
-        px_json_put_i64(w, time_ms);
-        PX_JSON_PUT_LIT(w, ",\"data\":");
-        px_json_put_raw(w, data, len);
-        PX_JSON_PUT_LIT(w, "}");
-        col->count++;
-        return w->err;
-    }
-    if (collect_room(col) != 0)
-        return -ENOMEM;
-    px_slice_t *s;
-    if (col->sse) {
-        s = encode_sse(offset, data, len);
-    } else if (ws_frame) {
-        s = px_slice_ref(ws_frame);
-    } else {
-        uint32_t off;
-        s = encode_ws(col->c, offset, data, len, &off);
-    }
-    if (!s)
-        return -ENOMEM;
-    col->frames[col->nframes++] = s;
+    col->last = m->offset;
     col->count++;
     return 0;
 }
 
-static int store_row(void *ud, const px_store_msg_t *m)
+typedef struct row_ctx {
+    collect_t *col;
+    const hchan_t *c;
+} row_ctx_t;
+
+static int store_row(void *ud, const px_store_msg_t *sm)
 {
-    return collect_one(ud, m->offset, m->time_ms, m->data.ptr, m->data.len, NULL);
+    row_ctx_t *x = ud;
+    px_hub_msg_t *m =
+        px__hub_msg_new((px_str_t){x->c->name, x->c->name_len}, (px_str_t){"", 0}, sm->data, 0);
+    if (!m)
+        return -ENOMEM;
+    m->offset = sm->offset;
+    m->time_ms = sm->time_ms;
+    snprintf(m->epoch, sizeof m->epoch, "%s", x->c->epoch);
+    int r = collect_one(x->col, m);
+    px_hub_msg_unref(m);
+    return r;
 }
 
-/* --history-ttl applies to the ring as to the store (store_sqlite.c trim_ttl:
- * time_ms < now - ttl is expired): drop expired entries, oldest first, before
- * the ring answers, or it would serve messages the store no longer has. */
+/* --history-ttl applies to the ring as to the store (store_sqlite.c trim_ttl: time_ms <
+ * now - ttl is expired): drop expired entries, oldest first, before the ring answers, or
+ * it would serve messages the store no longer has. */
 static void ring_expire(px_hub_t *h, hchan_t *c)
 {
     uint64_t ttl = h->opts.history_ttl_ms;
@@ -639,363 +628,294 @@ static void ring_expire(px_hub_t *h, hchan_t *c)
         ring_pop(c);
 }
 
-/* Messages of `c` with offset > since, within col's bounds. Returns 1 if complete
- * (nothing after `since` is missing from history), 0 if history no longer reaches back
- * that far, < 0 on error. `since` past the channel's offset reads nothing (complete). */
+/* Does history still hold everything after `since`? 1 yes, 0 no, < 0 error. */
+static int history_complete(px_hub_t *h, hchan_t *c, uint64_t since)
+{
+    ring_expire(h, c);
+    if (since >= c->last_offset)
+        return 1;
+    if (c->ring_count && ring_at(c, 0)->offset <= since + 1)
+        return 1;
+    uint64_t earliest = 0;
+    int r = px__store_earliest(h->store, (px_str_t){c->name, c->name_len}, &earliest);
+    if (r == -ENOENT)
+        return 0; /* nothing stored, yet the channel has an offset: lost */
+    return r ? r : since + 1 >= earliest;
+}
+
+/* Messages of `c` with offset > since, within col's bounds. Returns 1 if complete (nothing
+ * after `since` is missing from history), 0 if history no longer reaches back that far,
+ * < 0 on error. `since` at or past the channel's offset reads nothing (complete). */
 static int read_history(px_hub_t *h, hchan_t *c, uint64_t since, collect_t *col)
 {
     ring_expire(h, c);
     if (since >= c->last_offset)
         return 1;
-    uint64_t first = c->ring_count ? ring_at(c, 0)->offset : 0;
-    if (c->ring_count && first <= since + 1) {
+    if (c->ring_count && ring_at(c, 0)->offset <= since + 1) {
         for (uint32_t i = 0; i < c->ring_count; i++) {
-            ring_ent_t *e = ring_at(c, i);
-            if (e->offset <= since)
+            px_hub_msg_t *m = ring_at(c, i);
+            if (m->offset <= since)
                 continue;
-            int r = collect_one(col, e->offset, e->time_ms, e->frame->data + e->data_off,
-                                e->data_len, e->frame);
+            int r = collect_one(col, m);
             if (r)
                 return r < 0 ? r : 1;
         }
         return 1;
     }
-    uint64_t earliest = 0;
-    int r = px__store_earliest(h->store, (px_str_t){c->name, c->name_len}, &earliest);
-    if (r == -ENOENT)
-        return 0; /* nothing stored (yet the channel has an offset): lost */
-    if (r)
-        return r;
-    int complete = since + 1 >= earliest;
-    r = px__store_read(h->store, (px_str_t){c->name, c->name_len}, since,
-                       col->limit ? col->limit - col->count : 0, store_row, col);
-    if (r)
-        return r;
-    return complete;
+    int complete = history_complete(h, c, since);
+    if (complete < 0)
+        return complete;
+    row_ctx_t x = {col, c};
+    int r = px__store_read(h->store, (px_str_t){c->name, c->name_len}, since,
+                           col->limit ? col->limit - col->count : 0, store_row, &x);
+    return r ? r : complete;
 }
 
-/* ---- requests -------------------------------------------------------------------------- */
+/* ---- requests
+ * ------------------------------------------------------------------------------------ */
 
-/* The reply's page fields after a catch-up read: `final` once the page reaches the
- * channel's offset (deliveries take over from there: the worker's mailbox is FIFO). */
-static void page_result(hub_rep_t *rep, const hchan_t *c, collect_t *col, uint64_t since)
+/* After a catch-up read: `final` once the answer reaches the channel's offset (deliveries
+ * take over from there: the worker's mailbox is FIFO). */
+static void page_result(px__hreq_t *r, const hchan_t *c, const collect_t *col, uint64_t since)
 {
-    rep->page_last = col->count ? col->last : since;
-    rep->final = rep->page_last >= c->last_offset;
-    rep->count = col->count;
-    rep->frames = col->frames;
-    rep->nframes = col->nframes;
-    col->frames = NULL;
-    col->nframes = col->cap = 0;
+    r->page_last = col->count ? col->last : since;
+    r->final = r->page_last >= c->last_offset;
 }
 
-static void do_subscribe(px_hub_t *h, hub_req_t *r)
+static void add_gap(px_hub_t *h, px__hreq_t *r, hchan_t *c)
 {
-    hub_rep_t *rep = rep_new(r);
-    hchan_t *c = chan_get(h, r->channel, r->channel_len);
+    const px__hformat_t *f = h->formats[r->format];
+    if (!f->encode_gap)
+        return;
+    px_slice_t **fr = px__realloc(r->frames, (r->nframes + 1) * sizeof *fr);
+    if (!fr)
+        return;
+    r->frames = fr;
+    px_slice_t *s =
+        f->encode_gap((px_str_t){c->name, c->name_len}, c->epoch, c->last_offset, f->ctx);
+    if (s)
+        r->frames[r->nframes++] = s;
+}
+
+static void do_subscribe(px_hub_t *h, px__hreq_t *r)
+{
+    hchan_t *c = r->format < h->nformats ? chan_get(h, r->channel, r->channel_len) : NULL;
     if (!c) {
-        rep_error(rep, 503, "internal_error", "out of memory");
-        send_rep(h, r, rep);
+        hreq_error(r, 503, "internal_error", "out of memory");
+        answer(h, r);
         return;
     }
     c->worker_subs[r->worker]++;
-    c->total_subs++;
-    if (r->origin_kind == ORIGIN_SSE)
-        c->sse_subs++;
-    rep->presence = r->presence;
+    if (c->total_subs++ == 0)
+        px__broker_subscribe(h->broker, (px_str_t){c->name, c->name_len});
+    c->fmt_subs[r->format]++;
 
-    /* Recovery: the epoch must match and history must still hold everything after
-     * `since`; a `since` past the channel's offset is not ours to vouch for. Messages go
-     * out in pages as the client's connection drains (HREQ_PAGE), so a long backlog
-     * neither overflows its output budget nor occupies this thread in one go. */
-    int recovered = -1;
-    collect_t col = {.sse = r->origin_kind == ORIGIN_SSE, .c = c, .max_bytes = r->max_bytes};
+    /* Recovery: the epoch must match and history must still hold everything after `since`;
+     * a `since` past the channel's offset is not ours to vouch for. The replay goes out in
+     * pages as the client's connection drains (PAGE requests), so a long backlog neither
+     * overflows its output budget nor occupies this thread in one go. */
+    collect_t col = {.h = h, .r = r, .format = r->format, .max_bytes = r->max_bytes};
     uint64_t since = c->last_offset;
     if (r->has_since) {
         if ((r->since_epoch[0] && strcmp(r->since_epoch, c->epoch) != 0) ||
             r->since_offset > c->last_offset) {
-            recovered = 0;
+            r->recovered = 0;
         } else if (r->max_bytes == 0) {
-            /* Nothing replayed now: the first page comes when the worker asks. Whether
-             * history still reaches back is checked without reading it. */
-            ring_expire(h, c);
-            uint64_t earliest = c->ring_count ? ring_at(c, 0)->offset : 0;
-            int rr = 1;
-            if (r->since_offset < c->last_offset &&
-                !(c->ring_count && earliest <= r->since_offset + 1)) {
-                rr = px__store_earliest(h->store, (px_str_t){c->name, c->name_len}, &earliest);
-                rr = rr == 0 ? r->since_offset + 1 >= earliest : rr == -ENOENT ? 0 : rr;
-            }
-            recovered = rr == 1;
-            since = r->since_offset;
+            /* Nothing replayed now; whether history still reaches back is checked alone. */
+            int rr = history_complete(h, c, r->since_offset);
+            r->recovered = rr == 1;
+            if (rr == 1)
+                since = r->since_offset;
         } else {
             int rr = read_history(h, c, r->since_offset, &col);
-            recovered = rr == 1;
-            if (rr != 1)
-                collect_dispose(&col);
-            else
+            r->recovered = rr == 1;
+            if (rr == 1) {
                 since = r->since_offset;
+            } else {
+                collect_reset(r);
+                col.count = 0;
+            }
         }
+        if (r->recovered == 0 && h->formats[r->format]->gap_on_subscribe)
+            add_gap(h, r, c);
     }
-    if (recovered == 0) {
-        px_slice_t *ev = r->origin_kind == ORIGIN_SSE ? encode_recovery_failed(c, 1) : NULL;
-        if (ev && collect_room(&col) == 0)
-            col.frames[col.nframes++] = ev;
-        else
-            px_slice_unref(ev);
-    }
-    page_result(rep, c, &col, since);
+    page_result(r, c, &col, since);
+    snprintf(r->epoch, sizeof r->epoch, "%s", c->epoch);
+    r->offset = c->last_offset;
 
-    px_json_writer_t w;
-    px_json_writer_init_growable(&w, 4096);
-    PX_JSON_PUT_LIT(&w, "{\"op\":\"reply\"");
-    put_id(&w, r);
-    PX_JSON_PUT_LIT(&w, ",\"channel\":");
-    px_json_put_str(&w, c->name, c->name_len);
-    PX_JSON_PUT_LIT(&w, ",\"epoch\":");
-    px_json_put_str(&w, c->epoch, strlen(c->epoch));
-    PX_JSON_PUT_LIT(&w, ",\"offset\":");
-    px_json_put_u64(&w, c->last_offset);
-    if (recovered >= 0) {
-        if (recovered)
-            PX_JSON_PUT_LIT(&w, ",\"recovered\":true");
-        else
-            PX_JSON_PUT_LIT(&w, ",\"recovered\":false");
-    }
-    PX_JSON_PUT_LIT(&w, "}");
-    rep_body(rep, &w);
-
-    /* Presence: remember who, tell the others (after the reply is queued, so the
-     * joiner's own join event follows its reply). */
+    /* Presence: remember who, tell the others (after the answer is queued, so the
+     * joiner's own join event follows its answer). */
     presence_ent_t *p = NULL;
-    if (r->client[0] && r->origin_kind == ORIGIN_WS) {
+    if (r->in_presence) {
         p = px__calloc(1, sizeof *p);
         if (p) {
-            memcpy(p->client, r->client, sizeof p->client);
-            p->user = r->user;
-            p->user_len = r->user_len;
-            p->info = r->info;
-            p->info_len = r->info_len;
-            r->user = r->info = NULL;
+            p->who = r->who;
+            r->who.user = r->who.info = (px_str_t){NULL, 0};
             p->worker = r->worker;
             p->next = c->presence;
             c->presence = p;
             c->presence_count++;
         }
     }
-    send_rep(h, r, rep);
+    answer(h, r);
     if (p)
-        presence_event(h, c, "join", p);
+        presence_event(h, c, PX__JOIN, &p->who);
 }
 
 /* The next catch-up page of a counted subscription. If history was trimmed past the
- * subscription's position meanwhile, the client is told (recovery-failed) and goes live. */
-static void do_page(px_hub_t *h, hub_req_t *r)
+ * subscription's position meanwhile, the client is told (a gap) and goes live. */
+static void do_page(px_hub_t *h, px__hreq_t *r)
 {
-    hub_rep_t *rep = rep_new(r);
     hchan_t *c = chan_find(h, r->channel, r->channel_len);
-    collect_t col = {.sse = r->origin_kind == ORIGIN_SSE, .c = c, .max_bytes = r->max_bytes};
-    int rr = c ? read_history(h, c, r->since_offset, &col) : 0;
-    if (rr < 0) {
-        collect_dispose(&col);
-        rep_error(rep, 503, "storage_error", "history could not be read");
-    } else if (!c) {
-        rep->final = 1; /* cannot be: the subscription holds the channel */
-    } else if (rr == 0) {
-        collect_dispose(&col);
-        px_slice_t *ev = encode_recovery_failed(c, col.sse);
-        if (ev && collect_room(&col) == 0)
-            col.frames[col.nframes++] = ev;
-        else
-            px_slice_unref(ev);
-        page_result(rep, c, &col, c->last_offset);
-    } else {
-        page_result(rep, c, &col, r->since_offset);
+    if (!c) { /* cannot be: the subscription holds the channel */
+        r->final = 1;
+        answer(h, r);
+        return;
     }
-    send_rep(h, r, rep);
+    collect_t col = {.h = h, .r = r, .format = r->format, .max_bytes = r->max_bytes};
+    int rr = read_history(h, c, r->since_offset, &col);
+    if (rr < 0) {
+        collect_reset(r);
+        hreq_error(r, 503, "storage_error", "history could not be read");
+    } else if (rr == 0) {
+        collect_reset(r);
+        col.count = 0;
+        add_gap(h, r, c);
+        page_result(r, c, &col, c->last_offset);
+    } else {
+        page_result(r, c, &col, r->since_offset);
+    }
+    snprintf(r->epoch, sizeof r->epoch, "%s", c->epoch);
+    r->offset = c->last_offset;
+    answer(h, r);
 }
 
-static void do_unsubscribe(px_hub_t *h, hub_req_t *r)
+static void do_unsubscribe(px_hub_t *h, px__hreq_t *r)
 {
     hchan_t *c = chan_find(h, r->channel, r->channel_len);
-    if (!c)
-        return;
-    if (c->worker_subs[r->worker])
-        c->worker_subs[r->worker]--;
-    if (c->total_subs)
-        c->total_subs--;
-    if (r->origin_kind == ORIGIN_SSE && c->sse_subs)
-        c->sse_subs--;
-    if (r->client[0]) {
-        for (presence_ent_t **pp = &c->presence; *pp; pp = &(*pp)->next) {
-            presence_ent_t *p = *pp;
-            if (strcmp(p->client, r->client) == 0) {
-                *pp = p->next;
-                c->presence_count--;
-                presence_event(h, c, "leave", p);
-                px__free(p->user);
-                px__free(p->info);
-                px__free(p);
+    if (c) {
+        if (c->worker_subs[r->worker])
+            c->worker_subs[r->worker]--;
+        if (c->total_subs && --c->total_subs == 0)
+            px__broker_unsubscribe(h->broker, (px_str_t){c->name, c->name_len});
+        if (r->format < PX__FORMATS_MAX && c->fmt_subs[r->format])
+            c->fmt_subs[r->format]--;
+        if (r->in_presence) {
+            for (presence_ent_t **pp = &c->presence; *pp; pp = &(*pp)->next) {
+                presence_ent_t *p = *pp;
+                if (strcmp(p->who.client, r->who.client) == 0) {
+                    *pp = p->next;
+                    c->presence_count--;
+                    presence_event(h, c, PX__LEAVE, &p->who);
+                    presence_free(p);
+                    break;
+                }
+            }
+        }
+        chan_maybe_free(h, c);
+    }
+    answer(h, r);
+}
+
+/* History: messages (neutral, referenced) after `since`, at most `limit` and `max_bytes`. */
+static void do_history(px_hub_t *h, px__hreq_t *r)
+{
+    hchan_t *c = chan_find(h, r->channel, r->channel_len);
+    int complete = 1;
+    collect_t col = {.h = h, .r = r, .format = -1, .limit = r->limit, .max_bytes = r->max_bytes};
+    if (c) {
+        int rr = read_history(h, c, r->since_offset, &col);
+        if (rr < 0) {
+            collect_reset(r);
+            hreq_error(r, 503, "storage_error", "history could not be read");
+            answer(h, r);
+            return;
+        }
+        complete = rr == 1;
+        snprintf(r->epoch, sizeof r->epoch, "%s", c->epoch);
+        r->offset = c->last_offset;
+    }
+    r->page_last = col.count ? col.last : r->since_offset;
+    r->truncated = !complete;
+    /* More to come only if the answer was cut and the channel has messages past it. */
+    r->more = col.cut && c && r->page_last < c->last_offset;
+    answer(h, r);
+}
+
+static void do_presence(px_hub_t *h, px__hreq_t *r)
+{
+    hchan_t *c = chan_find(h, r->channel, r->channel_len);
+    r->subscribers = c ? c->total_subs : 0;
+    if (c && c->presence_count) {
+        r->pres = px__arena_alloc(&r->arena, c->presence_count * sizeof *r->pres);
+        if (!r->pres) {
+            hreq_error(r, 503, "internal_error", "out of memory");
+            answer(h, r);
+            return;
+        }
+        for (presence_ent_t *p = c->presence; p; p = p->next) {
+            px__presence_t *o = &r->pres[r->npres++];
+            memcpy(o->client, p->who.client, sizeof o->client);
+            o->user = (px_str_t){p->who.user.len
+                                     ? px__arena_memdup(&r->arena, p->who.user.ptr, p->who.user.len)
+                                     : NULL,
+                                 p->who.user.len};
+            o->info = (px_str_t){p->who.info.len
+                                     ? px__arena_memdup(&r->arena, p->who.info.ptr, p->who.info.len)
+                                     : NULL,
+                                 p->who.info.len};
+            if ((o->user.len && !o->user.ptr) || (o->info.len && !o->info.ptr)) {
+                hreq_error(r, 503, "internal_error", "out of memory");
                 break;
             }
         }
     }
-    chan_maybe_free(h, c);
+    answer(h, r);
 }
 
-/* A history answer: WebSocket, a whole reply (with "more":true when cut at max_bytes);
- * HTTP, the body, or with rep->more the start of a streamed body whose array is left
- * open for continuation pages (r->cont: a fragment of further elements). */
-static void do_history(px_hub_t *h, hub_req_t *r)
+/* Channels with subscribers. */
+static void do_channels(px_hub_t *h, px__hreq_t *r)
 {
-    hub_rep_t *rep = rep_new(r);
-    hchan_t *c = chan_find(h, r->channel, r->channel_len);
-    int http = r->origin_kind == ORIGIN_HTTP;
-    px_json_writer_t w;
-    px_json_writer_init_growable(&w, r->max_bytes + (16u << 20)); /* + the first message */
-    if (!r->cont) {
-        if (http) {
-            PX_JSON_PUT_LIT(&w, "{\"channel\":");
-        } else {
-            PX_JSON_PUT_LIT(&w, "{\"op\":\"reply\"");
-            put_id(&w, r);
-            PX_JSON_PUT_LIT(&w, ",\"channel\":");
-        }
-        px_json_put_str(&w, r->channel, r->channel_len);
-        PX_JSON_PUT_LIT(&w, ",\"epoch\":");
-        if (c)
-            px_json_put_str(&w, c->epoch, strlen(c->epoch));
-        else
-            PX_JSON_PUT_LIT(&w, "null");
-        PX_JSON_PUT_LIT(&w, ",\"offset\":");
-        px_json_put_u64(&w, c ? c->last_offset : 0);
-        PX_JSON_PUT_LIT(&w, ",\"messages\":[");
+    size_t n = 0;
+    for (px__centry_t *e = px__chanmap_next(&h->channels, NULL); e;
+         e = px__chanmap_next(&h->channels, e))
+        n += PX_CONTAINER_OF(e, hchan_t, e)->total_subs > 0;
+    r->chans = n ? px__arena_alloc(&r->arena, n * sizeof *r->chans) : NULL;
+    if (n && !r->chans) {
+        hreq_error(r, 503, "internal_error", "out of memory");
+        answer(h, r);
+        return;
     }
-    int complete = 1;
-    collect_t col = {
-        .w = &w, .c = c, .limit = r->limit, .max_bytes = r->max_bytes, .comma_first = r->cont};
-    if (c) {
-        int rr = read_history(h, c, r->since_offset, &col);
-        if (rr < 0) {
-            px_json_writer_dispose(&w);
-            rep_error(rep, 503, "storage_error", "history could not be read");
-            send_rep(h, r, rep);
-            return;
-        }
-        complete = rr == 1;
-    }
-    rep->count = col.count;
-    rep->page_last = col.count ? col.last : r->since_offset;
-    rep->truncated = !complete;
-    /* More to come only if the page was cut and the channel has messages past it. */
-    rep->more = col.cut && c && rep->page_last < c->last_offset;
-    if (!http || !rep->more) {
-        if (!r->cont || !http)
-            PX_JSON_PUT_LIT(&w, "]");
-        if (!complete && !r->cont)
-            PX_JSON_PUT_LIT(&w, ",\"truncated\":true");
-        if (!http && rep->more)
-            PX_JSON_PUT_LIT(&w, ",\"more\":true");
-        if (!r->cont)
-            PX_JSON_PUT_LIT(&w, "}");
-    }
-    rep->status = 200;
-    rep_body(rep, &w);
-    send_rep(h, r, rep);
-}
-
-static void do_presence(px_hub_t *h, hub_req_t *r)
-{
-    hub_rep_t *rep = rep_new(r);
-    hchan_t *c = chan_find(h, r->channel, r->channel_len);
-    px_json_writer_t w;
-    px_json_writer_init_growable(&w, 16u << 20);
-    if (r->origin_kind == ORIGIN_HTTP) {
-        PX_JSON_PUT_LIT(&w, "{\"channel\":");
-    } else {
-        PX_JSON_PUT_LIT(&w, "{\"op\":\"reply\"");
-        put_id(&w, r);
-        PX_JSON_PUT_LIT(&w, ",\"channel\":");
-    }
-    px_json_put_str(&w, r->channel, r->channel_len);
-    PX_JSON_PUT_LIT(&w, ",\"count\":");
-    px_json_put_u64(&w, c ? c->presence_count : 0);
-    PX_JSON_PUT_LIT(&w, ",\"subscribers\":");
-    px_json_put_u64(&w, c ? c->total_subs : 0);
-    PX_JSON_PUT_LIT(&w, ",\"clients\":[");
-    int first = 1;
-    for (presence_ent_t *p = c ? c->presence : NULL; p; p = p->next) {
-        if (!first)
-            PX_JSON_PUT_LIT(&w, ",");
-        first = 0;
-        PX_JSON_PUT_LIT(&w, "{\"client\":");
-        px_json_put_str(&w, p->client, strlen(p->client));
-        if (p->user) {
-            PX_JSON_PUT_LIT(&w, ",\"user\":");
-            px_json_put_str(&w, p->user, p->user_len);
-        }
-        if (p->info) {
-            PX_JSON_PUT_LIT(&w, ",\"info\":");
-            px_json_put_raw(&w, p->info, p->info_len);
-        }
-        PX_JSON_PUT_LIT(&w, "}");
-    }
-    PX_JSON_PUT_LIT(&w, "]}");
-    rep->status = 200;
-    rep_body(rep, &w);
-    send_rep(h, r, rep);
-}
-
-static void do_channels(px_hub_t *h, hub_req_t *r)
-{
-    hub_rep_t *rep = rep_new(r);
-    px_json_writer_t w;
-    px_json_writer_init_growable(&w, 64u << 20);
-    PX_JSON_PUT_LIT(&w, "{\"channels\":[");
-    int first = 1;
-    const px_jwt_claims_t *cl = r->claims && r->claims->has_channels ? r->claims : NULL;
     for (px__centry_t *e = px__chanmap_next(&h->channels, NULL); e;
          e = px__chanmap_next(&h->channels, e)) {
         hchan_t *c = PX_CONTAINER_OF(e, hchan_t, e);
         if (!c->total_subs)
-            continue; /* "active": has subscribers */
-        if (cl && !px_jwt_channel_allowed(cl, PX_JWT_SUBSCRIBE, c->name, c->name_len))
-            continue; /* a token sees only the channels it may subscribe to */
-        if (!first)
-            PX_JSON_PUT_LIT(&w, ",");
-        first = 0;
-        PX_JSON_PUT_LIT(&w, "{\"channel\":");
-        px_json_put_str(&w, c->name, c->name_len);
-        PX_JSON_PUT_LIT(&w, ",\"subscribers\":");
-        px_json_put_u64(&w, c->total_subs);
-        PX_JSON_PUT_LIT(&w, ",\"presence\":");
-        px_json_put_u64(&w, c->presence_count);
-        PX_JSON_PUT_LIT(&w, ",\"epoch\":");
-        px_json_put_str(&w, c->epoch, strlen(c->epoch));
-        PX_JSON_PUT_LIT(&w, ",\"offset\":");
-        px_json_put_u64(&w, c->last_offset);
-        PX_JSON_PUT_LIT(&w, "}");
+            continue;
+        px__chaninfo_t *o = &r->chans[r->nchans++];
+        memcpy(o->name, c->name, c->name_len + 1);
+        o->name_len = c->name_len;
+        memcpy(o->epoch, c->epoch, sizeof o->epoch);
+        o->offset = c->last_offset;
+        o->subscribers = c->total_subs;
+        o->presence = c->presence_count;
     }
-    PX_JSON_PUT_LIT(&w, "]}");
-    rep->status = 200;
-    rep_body(rep, &w);
-    send_rep(h, r, rep);
+    answer(h, r);
 }
 
-static void do_read(px_hub_t *h, hub_req_t *r)
+static void do_read(px_hub_t *h, px__hreq_t *r)
 {
     switch (r->type) {
-    case HREQ_HISTORY: do_history(h, r); break;
-    case HREQ_PAGE: do_page(h, r); break;
-    case HREQ_PRESENCE: do_presence(h, r); break;
-    case HREQ_CHANNELS: do_channels(h, r); break;
+    case PX__HREQ_HISTORY: do_history(h, r); break;
+    case PX__HREQ_PAGE: do_page(h, r); break;
+    case PX__HREQ_PRESENCE: do_presence(h, r); break;
+    case PX__HREQ_CHANNELS: do_channels(h, r); break;
+    default: answer(h, r); break;
     }
-    req_free(r);
 }
 
-/* Reads wait behind the commit of the publishes that arrived with them and take a
- * bounded slice of each loop iteration: a publish never waits for a queue of bulk
- * reads, only for the slice in progress. Each read is itself bounded (max_bytes). */
+/* Reads wait behind the commit of the publishes that arrived with them and take a bounded
+ * slice of each loop iteration: a publish never waits for a queue of bulk reads, only for
+ * the slice in progress. Each read is itself bounded (max_bytes). */
 #define READ_SLICE_NS (2 * 1000 * 1000)
 
 /* Answer queued reads for up to `budget_ns` (0: all). Returns 1 if some are left. */
@@ -1003,10 +923,11 @@ static int drain_reads(px_hub_t *h, uint64_t budget_ns)
 {
     uint64_t t0 = px_now_ns();
     while (h->rq_head) {
-        hub_req_t *r = h->rq_head;
+        px__hreq_t *r = h->rq_head;
         h->rq_head = r->next;
         if (!h->rq_head)
             h->rq_tail = NULL;
+        r->next = NULL;
         do_read(h, r);
         if (budget_ns && h->rq_head && px_now_ns() - t0 > budget_ns)
             return 1;
@@ -1025,11 +946,11 @@ static void run_reads(px_defer_t *d)
 
 static void on_request(px_worker_t *w, px_msg_t *m)
 {
-    hub_req_t *r = (hub_req_t *)m;
+    px__hreq_t *r = (px__hreq_t *)m;
     px_hub_t *h = px_worker_get_data(w);
     r->next = NULL;
     switch (r->type) {
-    case HREQ_PUBLISH:
+    case PX__HREQ_PUBLISH:
         if (h->batch_tail)
             h->batch_tail->next = r;
         else
@@ -1039,10 +960,13 @@ static void on_request(px_worker_t *w, px_msg_t *m)
         /* Runs after this mailbox drain: everything that arrived together commits together. */
         px_defer(px_worker_loop(w), &h->commit_defer);
         return;
-    case HREQ_HISTORY:
-    case HREQ_PAGE:
-    case HREQ_PRESENCE:
-    case HREQ_CHANNELS:
+    case PX__HREQ_SUBSCRIBE:
+        /* In arrival order with publishes: a subscribe sent before a publish counts before
+         * that publish fans out. Its replay is one bounded page. */
+        do_subscribe(h, r);
+        return;
+    case PX__HREQ_UNSUBSCRIBE: do_unsubscribe(h, r); return;
+    default:
         if (h->rq_tail)
             h->rq_tail->next = r;
         else
@@ -1050,21 +974,17 @@ static void on_request(px_worker_t *w, px_msg_t *m)
         h->rq_tail = r;
         px_defer(px_worker_loop(w), &h->read_defer);
         return;
-    /* Subscriptions are taken in arrival order with publishes: a subscribe sent before
-     * a publish counts before that publish fans out. Their replay is one bounded page. */
-    case HREQ_SUBSCRIBE: do_subscribe(h, r); break;
-    case HREQ_UNSUBSCRIBE: do_unsubscribe(h, r); break;
     }
-    req_free(r);
 }
 
-void px__hub_post(px_hub_t *h, hub_req_t *r)
+void px__hub_post(px_hub_t *h, px__hreq_t *r)
 {
     r->msg.cb = on_request;
     px_worker_post(px_workers_get(h->actor, 0), &r->msg);
 }
 
-/* ---- life cycle ------------------------------------------------------------------------- */
+/* ---- life cycle
+ * ---------------------------------------------------------------------------------- */
 
 static int load_channel(void *ud, const px_store_channel_t *sc)
 {
@@ -1089,23 +1009,19 @@ static void actor_start(px_worker_t *w, void *ud)
     px_timer_start(px_worker_loop(w), &h->trim_timer, 1000);
 }
 
-static char *dup_opt(const char *s)
-{
-    return s ? px__xstrdup(s) : NULL;
-}
+int px__hub_locals_init(px_hub_t *h); /* client.c */
+void px__hub_locals_free(px_hub_t *h);
+int px__hub_api_init(px_hub_t *h); /* api.c */
+void px__hub_api_free(px_hub_t *h);
 
-px_hub_t *px_hub_new(px_server_t *s, const px_hub_opts_t *o, char *err, size_t errlen)
+px_hub_t *px_hub_new(px_workers_t *workers, const px_hub_opts_t *o, char *err, size_t errlen)
 {
     px_hub_t *h = px__xcalloc(1, sizeof *h);
-    h->server = s;
+    h->workers = workers;
+    h->nworkers = px_workers_count(workers);
     h->opts = *o;
-    h->data_dir = dup_opt(o->data_dir ? o->data_dir : "./var");
-    h->jwt_secret = dup_opt(o->jwt_secret && *o->jwt_secret ? o->jwt_secret : NULL);
-    h->api_key = dup_opt(o->api_key && *o->api_key ? o->api_key : NULL);
+    h->data_dir = px__xstrdup(o->data_dir ? o->data_dir : "./var");
     h->opts.data_dir = h->data_dir;
-    h->opts.jwt_secret = h->jwt_secret;
-    h->opts.api_key = h->api_key;
-    h->nworkers = px_workers_count(px_server_workers(s));
     px__chanmap_init(&h->channels);
 
     px__m_publishes = px_metric_register("plexus_hub_publishes_total",
@@ -1139,7 +1055,12 @@ px_hub_t *px_hub_new(px_server_t *s, const px_hub_opts_t *o, char *err, size_t e
         return NULL;
     }
     h->actor = px_workers_new(1);
-    if (!h->actor || px__hub_front_init(h) != 0) {
+    if (h->actor && px__broker_local.open(NULL, px_worker_loop(px_workers_get(h->actor, 0)),
+                                          &h->broker, err, errlen) != 0) {
+        px_hub_free(h);
+        return NULL;
+    }
+    if (!h->actor || px__hub_locals_init(h) != 0 || px__hub_api_init(h) != 0) {
         snprintf(err, errlen, "out of memory");
         px_hub_free(h);
         return NULL;
@@ -1162,24 +1083,25 @@ void px_hub_free(px_hub_t *h)
     if (h->started) {
         px_workers_stop(h->actor);
         px_workers_join(h->actor);
-        /* Requests that reached the hub after its loop ended: answer nothing,
-         * free them. Replies still queued at stopped workers are drained there. */
+        /* Requests that reached the hub after its loop ended are answered here, so that
+         * their origins are released; answers still queued at stopped workers are drained
+         * there. */
         px_workers_drain(h->actor);
         commit_batch(&h->commit_defer);
-        drain_reads(h, 0); /* answered, so the requests waiting for them are released */
+        drain_reads(h, 0);
     }
     if (h->actor)
-        px_workers_drain(px_server_workers(h->server));
-    px__hub_front_free(h);
+        px_workers_drain(h->workers);
+    px__hub_api_free(h);
+    px__hub_locals_free(h);
     px_workers_free(h->actor);
     for (px__centry_t *e = px__chanmap_next(&h->channels, NULL), *next; e; e = next) {
         next = px__chanmap_next(&h->channels, e);
         chan_free(PX_CONTAINER_OF(e, hchan_t, e));
     }
     px__chanmap_dispose(&h->channels);
+    px__broker_close(h->broker);
     px__store_close(h->store);
     px__free(h->data_dir);
-    px__free(h->jwt_secret);
-    px__free(h->api_key);
     px__free(h);
 }

@@ -51,13 +51,20 @@ struct px_store {
  *  read() callbacks they point into the backend and are valid only during the callback. */
 typedef struct px_store_msg {
     px_str_t channel; /* 1..PX_STORE_CHANNEL_MAX bytes, any values */
-    px_str_t epoch;   /* append: the channel's epoch, or empty to mean "the stored one" (the
-                       * channel must then exist); see append() for changes. read: the
-                       * channel's current epoch. */
-    uint64_t offset;  /* 1..PX_STORE_OFFSET_MAX, strictly increasing per channel and epoch */
+    px_str_t epoch;   /* append: the channel's epoch, or empty for "the stored one" (a new
+                       * channel: its fresh epoch). read: the channel's current epoch. */
+    uint64_t offset;  /* 1..PX_STORE_OFFSET_MAX, strictly increasing per channel and epoch;
+                       * append: 0 = the store chooses */
     int64_t time_ms;  /* unix ms, assigned by the hub; TTL retention compares it */
     px_str_t data;    /* raw bytes (JSON); may be empty; ptr may be NULL only if len is 0 */
 } px_store_msg_t;
+
+/** What append() committed for one message: its offset, and the channel's epoch (points
+ *  into the store, valid until its next call). */
+typedef struct px_store_assigned {
+    uint64_t offset;
+    px_str_t epoch;
+} px_store_assigned_t;
 
 /** A channel as loaded at startup. */
 typedef struct px_store_channel {
@@ -110,12 +117,16 @@ struct px_store_ops {
     int (*create_channel)(px_store_t *s, px_str_t channel, px_str_t epoch);
     /** Store msgs[0..n) in ONE transaction and return only after it committed (for
      *  PX_DURABILITY_FULL: fsync'ed). On any error nothing of the batch is committed and
-     *  the store stays usable. Per message: an unknown channel is created with msg.epoch
-     *  (-ENOENT if that is empty); a different non-empty epoch resets the channel as in
-     *  create_channel(); offsets must exceed the channel's last offset (gaps are allowed,
-     *  -EINVAL otherwise). history_size is applied to every channel touched (bounded work;
-     *  leftovers go to trim()). n == 0 is a no-op. */
-    int (*append)(px_store_t *s, const px_store_msg_t *msgs, size_t n);
+     *  the store stays usable. The store chooses offsets and epochs: a message with offset
+     *  0 gets the channel's last offset + 1 (a shared store can so assign them for every
+     *  node), an empty epoch means the channel's stored one, or for a new channel its
+     *  fresh_epoch(). A non-zero offset must exceed the channel's last offset (gaps are
+     *  allowed; -EINVAL otherwise); a different non-empty epoch resets the channel as in
+     *  create_channel(). On success out[i] (when out is not NULL) holds what message i got;
+     *  msgs is never modified. history_size is
+     *  applied to every channel touched (bounded work; leftovers go to trim()). n == 0 is a
+     *  no-op. */
+    int (*append)(px_store_t *s, const px_store_msg_t *msgs, size_t n, px_store_assigned_t *out);
     /** Call cb for the messages of `channel` with offset > since, in offset order, at most
      *  `limit` of them (0 = no limit). -ENOENT if the channel is unknown. */
     int (*read)(px_store_t *s, px_str_t channel, uint64_t since, size_t limit, px_store_msg_cb cb,
@@ -172,7 +183,12 @@ static inline int px__store_create_channel(px_store_t *s, px_str_t channel, px_s
 }
 static inline int px__store_append(px_store_t *s, const px_store_msg_t *msgs, size_t n)
 {
-    return s->ops->append(s, msgs, n);
+    return s->ops->append(s, msgs, n, NULL);
+}
+static inline int px__store_append_assigned(px_store_t *s, const px_store_msg_t *msgs, size_t n,
+                                            px_store_assigned_t *out)
+{
+    return s->ops->append(s, msgs, n, out);
 }
 static inline int px__store_read(px_store_t *s, px_str_t channel, uint64_t since, size_t limit,
                                  px_store_msg_cb cb, void *ud)

@@ -589,7 +589,10 @@ static chan_t *lookup(sqlite_store_t *s, px_str_t name)
     return chan_find(s, name, siphash13(s->hash_key, name.ptr, name.len));
 }
 
-static int sq_append(px_store_t *base, const px_store_msg_t *msgs, size_t n)
+static int sq_fresh_epoch(px_store_t *base, px_str_t channel, char out[PX_STORE_EPOCH_MAX + 1]);
+
+static int sq_append(px_store_t *base, const px_store_msg_t *msgs, size_t n,
+                     px_store_assigned_t *out)
 {
     sqlite_store_t *s = from_base(base);
     s->err[0] = '\0';
@@ -603,7 +606,7 @@ static int sq_append(px_store_t *base, const px_store_msg_t *msgs, size_t n)
                         PX_STORE_CHANNEL_MAX);
         if (m->epoch.len && !px__store_epoch_ok(m->epoch))
             return errf(s, -EINVAL, "append: message %zu: invalid epoch", i);
-        if (m->offset < 1 || m->offset > PX_STORE_OFFSET_MAX)
+        if (m->offset > PX_STORE_OFFSET_MAX)
             return errf(s, -EINVAL, "append: message %zu: offset out of range", i);
         if (m->data.len && !m->data.ptr)
             return errf(s, -EINVAL, "append: message %zu: NULL data", i);
@@ -623,11 +626,14 @@ static int sq_append(px_store_t *base, const px_store_msg_t *msgs, size_t n)
             memcmp(c->name, m->channel.ptr, m->channel.len) != 0) {
             uint64_t h = siphash13(s->hash_key, m->channel.ptr, m->channel.len);
             if (!(c = chan_find(s, m->channel, h))) {
-                if (!m->epoch.len) {
-                    r = errf(s, -ENOENT, "append: message %zu: unknown channel and no epoch", i);
-                    goto fail;
+                char fresh[PX_STORE_EPOCH_MAX + 1];
+                px_str_t e = m->epoch;
+                if (!e.len) { /* a new channel starts in its fresh epoch */
+                    if ((r = sq_fresh_epoch(base, m->channel, fresh)) < 0)
+                        goto fail;
+                    e = (px_str_t){fresh, strlen(fresh)};
                 }
-                if ((r = chan_create(s, m->channel, h, m->epoch, &c)) < 0)
+                if ((r = chan_create(s, m->channel, h, e, &c)) < 0)
                     goto fail;
             }
         }
@@ -635,15 +641,16 @@ static int sq_append(px_store_t *base, const px_store_msg_t *msgs, size_t n)
             goto fail;
         if (m->epoch.len && !epoch_eq(c, m->epoch) && (r = chan_reset(s, c, m->epoch)) < 0)
             goto fail;
-        if (m->offset <= c->st.last_offset) {
+        uint64_t off = m->offset ? m->offset : c->st.last_offset + 1; /* 0: the store chooses */
+        if (off <= c->st.last_offset || off > PX_STORE_OFFSET_MAX) {
             r = errf(s, -EINVAL,
                      "append: message %zu: offset %llu is not after the channel's last offset "
                      "%llu",
-                     i, (unsigned long long)m->offset, (unsigned long long)c->st.last_offset);
+                     i, (unsigned long long)off, (unsigned long long)c->st.last_offset);
             goto fail;
         }
         sqlite3_bind_int64(ins, 1, c->id);
-        bind_u64(ins, 2, m->offset);
+        bind_u64(ins, 2, off);
         sqlite3_bind_int64(ins, 3, m->time_ms);
         bind_span(ins, 4, m->data);
         int rc = run(ins);
@@ -651,8 +658,10 @@ static int sq_append(px_store_t *base, const px_store_msg_t *msgs, size_t n)
             r = fail(s, rc, "insert message");
             goto fail;
         }
-        c->st.last_offset = m->offset;
+        c->st.last_offset = off;
         c->added++;
+        if (out) /* valid until the next call (the cache entry lives on after a commit) */
+            out[i] = (px_store_assigned_t){off, {c->st.epoch, c->st.epoch_len}};
     }
     /* undo lists exactly the channels this batch touched (trim_size adds none). Rows of
      * new or re-epoched channels are written; the others are described by their newest

@@ -429,12 +429,9 @@ static void test_append_rejects_and_commits_nothing(void **state)
 
     /* Argument errors are caught before any transaction. */
     commits = 0;
-    m = M("unknown", NULL, 1, 0, "x");
-    assert_int_equal(px__store_append(f->s, &m, 1), -ENOENT);
     m = M("a", "bad epoch", 101, 0, "x");
     assert_int_equal(px__store_append(f->s, &m, 1), -EINVAL);
-    m = M("a", NULL, 0, 0, "x");
-    assert_int_equal(px__store_append(f->s, &m, 1), -EINVAL);
+    m = M("a", NULL, 101, 0, "x");
     m.offset = (uint64_t)INT64_MAX + 1;
     assert_int_equal(px__store_append(f->s, &m, 1), -EINVAL);
     m = M("", EPOCH_A, 1, 0, "x");
@@ -902,6 +899,31 @@ static void test_fresh_epoch(void **state)
     assert_int_equal(first, 1);
 }
 
+/* Store v2: offsets and epochs chosen by the store. */
+static void test_store_assigns(void **state)
+{
+    fx_t *f = *state;
+    fx_open(f);
+    char fresh[PX_STORE_EPOCH_MAX + 1];
+    assert_int_equal(px__store_fresh_epoch(f->s, S("n"), fresh), 0);
+    px_store_msg_t b[3] = {M("n", NULL, 0, 1, "1"), M("n", NULL, 0, 1, "2"),
+                           M("m", NULL, 7, 1, "3")};
+    px_store_assigned_t got[3];
+    assert_int_equal(px__store_append_assigned(f->s, b, 3, got), 0);
+    assert_int_equal(got[0].offset, 1);
+    assert_int_equal(got[1].offset, 2);
+    assert_int_equal(got[2].offset, 7);
+    assert_int_equal(b[0].offset, 0); /* the input is left alone */
+    assert_int_equal(got[0].epoch.len, strlen(fresh));
+    assert_memory_equal(got[0].epoch.ptr, fresh, got[0].epoch.len);
+    /* A batch that fails validation assigns nothing: the next one continues. */
+    px_store_msg_t c[2] = {M("n", NULL, 0, 1, "x"), M("n", NULL, 1, 1, "going back")};
+    assert_int_equal(px__store_append_assigned(f->s, c, 2, got), -EINVAL);
+    assert_int_equal(px__store_append_assigned(f->s, c, 1, got), 0);
+    assert_int_equal(got[0].offset, 3);
+    assert_int_equal(last_offset(f->s, "n"), 3);
+}
+
 static void test_newer_schema_version(void **state)
 {
     fx_t *f = *state;
@@ -1266,6 +1288,7 @@ int main(void)
         T(test_corrupt_header_fails_integrity),
         T(test_newer_schema_version),
         T(test_fresh_epoch),
+        T(test_store_assigns),
         T(test_foreign_database),
         T(test_readonly_dir),
         T(test_readonly_db_file),

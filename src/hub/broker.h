@@ -1,0 +1,63 @@
+/* Fan-out between nodes: the broker interface.
+ *
+ * Several plexus nodes sharing one store behave as one server when each node tells the
+ * others about the messages it committed. A broker carries that: after a commit the hub
+ * thread publishes the message; a broker that has messages from other nodes hands them to
+ * the hub thread, which fans them out to its own subscribers in offset order (a message
+ * that arrives after a gap has the gap read from the shared store first; one at or below
+ * the channel's offset is a duplicate and dropped). A node needs messages only for
+ * channels it has subscribers on: the hub says when that starts and stops.
+ *
+ * Every call is made on the hub thread; implementations are asynchronous (driven by the
+ * hub thread's loop) and never block it. The local broker (broker_local.c) is the one-node
+ * default: it has no other node to talk to. Redis pub/sub and PostgreSQL LISTEN/NOTIFY
+ * implement it for several nodes (docs/internals/store-and-broker.md). */
+#ifndef PX_HUB_BROKER_H
+#define PX_HUB_BROKER_H
+
+#include "plexus/hub.h"
+
+typedef struct px_broker px_broker_t;
+
+typedef struct px_broker_ops {
+    const char *name; /* "local" */
+    /** Open; `loop` is the hub thread's (for the broker's own I/O). On failure `err` holds
+     *  one line naming the cause. */
+    int (*open)(const char *url, px_loop_t *loop, px_broker_t **out, char *err, size_t errlen);
+    void (*close)(px_broker_t *b);
+    /** A message this node committed, for the others (best effort: a node that misses it
+     *  finds it in the shared store when the next message shows the gap). */
+    int (*publish)(px_broker_t *b, const px_hub_msg_t *m);
+    /** This node has (or no longer has) subscribers on `channel`. */
+    int (*subscribe)(px_broker_t *b, px_str_t channel);
+    int (*unsubscribe)(px_broker_t *b, px_str_t channel);
+} px_broker_ops_t;
+
+/** Base of every broker handle (backends put it first). A broker that receives messages
+ *  from other nodes will get the hub's entry point for them here (with the first such
+ *  broker). */
+struct px_broker {
+    const px_broker_ops_t *ops;
+};
+
+extern const px_broker_ops_t px__broker_local;
+
+static inline int px__broker_publish(px_broker_t *b, const px_hub_msg_t *m)
+{
+    return b->ops->publish(b, m);
+}
+static inline int px__broker_subscribe(px_broker_t *b, px_str_t channel)
+{
+    return b->ops->subscribe(b, channel);
+}
+static inline int px__broker_unsubscribe(px_broker_t *b, px_str_t channel)
+{
+    return b->ops->unsubscribe(b, channel);
+}
+static inline void px__broker_close(px_broker_t *b)
+{
+    if (b)
+        b->ops->close(b);
+}
+
+#endif
