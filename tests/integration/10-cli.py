@@ -275,10 +275,7 @@ class Cli(PxTestCase):
             srv.wait_log(r"listening on 127\.0\.0\.1:")
             self.assertStopsCleanly(srv)
             listeners = pxtest.LISTEN_RE.findall(srv.log_since_start())
-            self.known_bug(len(listeners) > 1,
-                           "app/config.c: --listen flags are appended to the addresses from "
-                           "the config file / PLEXUS_LISTEN instead of replacing them (%s)"
-                           % listeners)
+            # --listen replaces the addresses of the file / PLEXUS_LISTEN, never appends.
             self.assertEqual(len(listeners), 1, listeners)
             self.assertTrue(listeners[0].startswith("127.0.0.1:"), listeners)
             self.assertFalse(os.path.exists(sock))

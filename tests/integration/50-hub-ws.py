@@ -139,10 +139,6 @@ class Protocol(HubCase):
         self.assertEqual(answers[1]["op"], "reply")
         self.client().ok("publish", channel=ch, data=1)
         leaked = [m for m in c.quiet(0.3) if m["op"] == "message"]
-        self.known_bug(answers[2]["op"] == "error" or leaked,
-                       "a pipelined unsubscribe that reaches the worker before the subscribe reply is "
-                       "answered not_subscribed and the connection stays subscribed (front.c ws_message: "
-                       "the pending subscription is not active yet)")
         self.assertEqual(answers[2]["op"], "reply")
         self.assertEqual(leaked, [])
 

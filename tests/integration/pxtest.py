@@ -17,7 +17,6 @@ Optional:
   PX_TEST_EXTERNAL=host:port   run against a server you started yourself (Redis
                                --host/--port style). Tests that must control the
                                process (signals, flags, CPU) skip themselves.
-  PX_STRICT_KNOWN_BUGS=1       tests for known, reported bugs fail instead of skipping.
 
 Without ctest the defaults assume the source tree and build/release, so
 ``PX_BUILD_DIR=build/h-core /usr/bin/python3 tests/integration/11-lifecycle.py -v``
@@ -49,7 +48,6 @@ EXAMPLES_DIR = os.path.abspath(os.environ.get("PX_EXAMPLES_DIR") or os.path.join
 TEST_OUT = os.path.abspath(os.environ.get("PX_TEST_OUT") or os.path.join(BUILD_DIR, "tests", "out"))
 TIMEOUT_MULT = float(os.environ.get("PX_TIMEOUT_MULT") or 1)
 EXTERNAL = os.environ.get("PX_TEST_EXTERNAL") or None
-STRICT_KNOWN_BUGS = bool(os.environ.get("PX_STRICT_KNOWN_BUGS"))
 SANITIZER_EXIT = 99  # ASAN_OPTIONS exitcode in sanitizer builds
 
 LISTEN_RE = re.compile(r'listening on ([^\s"]+)')
@@ -661,14 +659,6 @@ class PxTestCase(unittest.TestCase):
             self.fail("%s exited with %d: sanitizer report or leak (see its log)" % (server.name, rc))
         self.assertEqual(rc, 0, "%s exit code after %s" % (server.name, signal.Signals(sig).name))
         return server.stop_seconds
-
-    def known_bug(self, present, message):
-        """A reported bug: skip (or fail with PX_STRICT_KNOWN_BUGS=1) while
-        `present`; the test simply passes once it is fixed."""
-        if present:
-            if STRICT_KNOWN_BUGS:
-                self.fail("KNOWN BUG: " + message)
-            self.skipTest("KNOWN BUG: " + message + " (PX_STRICT_KNOWN_BUGS=1 to fail)")
 
     def _failed(self):
         """Did the test body (or a subtest) fail? (tearDown runs in its own
