@@ -18,6 +18,24 @@ check_layer() { # dir forbidden-include-pattern
 check_layer core 'net|http|hub'
 check_layer net 'http|hub'
 check_layer http 'hub'
+# Skips must stay visible (tests/README.md, "Skips"): every Python integration
+# file exits through pxtest.main() (exit 77 on a skip), skips name an allowed
+# reason (skip_allowed / px_skip), never a bare skipTest() or cmocka skip().
+for f in "$root"/tests/integration/[0-9][0-9]-*.py; do
+    [ -e "$f" ] || continue
+    if ! grep -q '^    pxtest\.main()$' "$f"; then
+        echo "lint: ${f#"$root"/} must end with pxtest.main() (not unittest.main())" >&2
+        fail=1
+    fi
+done
+if grep -nE '\bskipTest\(|@unittest\.skip|unittest\.SkipTest\(' "$root"/tests/integration/[0-9][0-9]-*.py; then
+    echo "lint: skip through self.skip_allowed(reason_id, detail) (tests/README.md, Skips)" >&2
+    fail=1
+fi
+if grep -rnE '\bskip\(\)' "$root/tests/unit" --include='*.c'; then
+    echo "lint: skip a unit test with px_skip(reason_id, detail) (tests/unit/px_skip.h)" >&2
+    fail=1
+fi
 # The tree is clang-formatted (.clang-format at the root).
 if command -v clang-format >/dev/null 2>&1; then
     for f in $(cd "$root" && find src app include examples bench tests/unit tests/fuzz -name '*.[ch]'); do

@@ -7,7 +7,6 @@ JSON config file, and the precedence flags > environment > file > defaults
 import json
 import os
 import re
-import unittest
 
 import pxtest
 from pxtest import PxTestCase, run_plexus
@@ -281,4 +280,4 @@ class Cli(PxTestCase):
             self.assertFalse(os.path.exists(sock))
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    pxtest.main()

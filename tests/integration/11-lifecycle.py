@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import time
-import unittest
 
 import pxtest
 from pxtest import PxTestCase, scaled
@@ -137,4 +136,4 @@ class Lifecycle(PxTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    pxtest.main()

@@ -9,7 +9,6 @@ px-test: serial (it measures the server's CPU time)."""
 import resource
 import threading
 import time
-import unittest
 
 import pxtest
 from pxtest import PxTestCase, PeerClosed, scaled
@@ -236,4 +235,4 @@ class Limits(PxTestCase):
         self.assertStopsCleanly(srv)
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    pxtest.main()

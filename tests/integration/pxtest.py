@@ -2,8 +2,8 @@
 """pxtest: shared harness for the plexus integration tests.
 
 Every tests/integration/NN-name.py is a plain unittest module that imports this
-file and ends with ``unittest.main()``. ctest runs each one with Debian's
-/usr/bin/python3 (stdlib + python3-websockets only) and sets:
+file and ends with ``pxtest.main()`` (lint checks it). ctest runs each one with
+Debian's /usr/bin/python3 (stdlib + python3-websockets only) and sets:
 
   PLEXUS_BIN        the plexus binary under test
   PX_EXAMPLES_DIR   built examples (Server(example="name"))
@@ -21,6 +21,13 @@ Optional:
 Without ctest the defaults assume the source tree and build/release, so
 ``PX_BUILD_DIR=build/h-core /usr/bin/python3 tests/integration/11-lifecycle.py -v``
 works from the repository root.
+
+pxtest.main() exits 0 when every test passed, 1 on a failure (or when no test
+ran), and SKIP_EXIT (77, ctest's SKIP_RETURN_CODE) when a test was skipped,
+after one "px-skip: <test>: <reason>" line per skip: plain unittest exits 0 then
+and the skip would read as a pass. tests/run.sh accepts a skip only for a reason
+on the allowlist in tests/README.md; a test names it with
+``self.skip_allowed("no-ipv6", "no IPv6 loopback on this host")``.
 
 Sanitizer builds set ASAN_OPTIONS=...:exitcode=99: a server that exits non-zero
 when stopped has reported a leak or an error, so every stop is checked for exit
@@ -49,6 +56,7 @@ TEST_OUT = os.path.abspath(os.environ.get("PX_TEST_OUT") or os.path.join(BUILD_D
 TIMEOUT_MULT = float(os.environ.get("PX_TIMEOUT_MULT") or 1)
 EXTERNAL = os.environ.get("PX_TEST_EXTERNAL") or None
 SANITIZER_EXIT = 99  # ASAN_OPTIONS exitcode in sanitizer builds
+SKIP_EXIT = 77  # a test was skipped (ctest SKIP_RETURN_CODE, tests/CMakeLists.txt)
 
 LISTEN_RE = re.compile(r'listening on ([^\s"]+)')
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -583,7 +591,7 @@ class ExternalServer(Server):
         self.allow_nonzero_exit = False
 
     def _unsupported(self, *a, **kw):
-        raise unittest.SkipTest("not possible against an external server")
+        raise unittest.SkipTest("[external] not possible against an external server")
 
     start = stop = kill = restart = cpu_seconds = rss_kb = fd_count = thread_count = _unsupported
     wait_log = _unsupported
@@ -623,7 +631,7 @@ class PxTestCase(unittest.TestCase):
         In external mode returns the external server if external_ok, else skips."""
         if EXTERNAL:
             if not external_ok:
-                self.skipTest("needs its own server process (PX_TEST_EXTERNAL is set)")
+                self.skip_allowed("external", "needs its own server process")
             srv = ExternalServer(EXTERNAL)
             self.servers.append(srv)
             return srv
@@ -641,7 +649,13 @@ class PxTestCase(unittest.TestCase):
 
     def require_local(self):
         if EXTERNAL:
-            self.skipTest("needs its own server process (PX_TEST_EXTERNAL is set)")
+            self.skip_allowed("external", "needs its own server process")
+
+    def skip_allowed(self, reason_id, detail):
+        """Skip this test for a reason on the allowlist of tests/README.md
+        ("Allowed skips"), e.g. skip_allowed("no-ipv6", "no IPv6 loopback").
+        Any other skip fails make test (tests/run.sh checks the id)."""
+        self.skipTest("[%s] %s" % (reason_id, detail))
 
     def short_dir(self):
         """A directory whose paths fit in sun_path (108 bytes): under the test's
@@ -721,4 +735,18 @@ def run_plexus(args, env=None, timeout=10.0, binary=None):
 
 
 def main():
-    unittest.main(verbosity=2)
+    """unittest.main, with an exit code that tells a skip from a pass: 0 all
+    passed, 1 a failure or no test ran, SKIP_EXIT something was skipped (one
+    "px-skip: <test>: <reason>" line each, for tests/run.sh to check)."""
+    prog = unittest.main(verbosity=2, exit=False)
+    result = prog.result
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for test, reason in result.skipped:
+        print("px-skip: %s: %s" % (test.id(), reason), flush=True)
+    if not result.wasSuccessful():
+        sys.exit(1)
+    if result.testsRun == 0:
+        print("pxtest: no test ran", flush=True)
+        sys.exit(1)
+    sys.exit(SKIP_EXIT if result.skipped else 0)

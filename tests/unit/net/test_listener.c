@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include "plexus/net.h"
+#include "px_skip.h"
 
 static px_server_t *srv;
 static char tmpdir[64];
@@ -183,10 +184,8 @@ static void test_tcp_localhost(void **state)
 static void test_tcp_ipv6(void **state)
 {
     (void)state;
-    if (!have_ipv6_loopback()) {
-        print_message("    no IPv6 loopback: skipped\n");
-        skip();
-    }
+    if (!have_ipv6_loopback())
+        px_skip("no-ipv6", "no IPv6 loopback on this host");
     assert_int_equal(px_server_listen(srv, "[::1]:0"), 0);
     const char *name = px_server_listener_name(srv, 0);
     assert_int_equal(strncmp(name, "[::1]:", 6), 0);
