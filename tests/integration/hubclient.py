@@ -470,7 +470,7 @@ class HubCase(pxtest.PxTestCase):
     @classmethod
     def setUpClass(cls):
         if pxtest.EXTERNAL:
-            raise unittest.SkipTest("hub tests start their own servers with specific flags")
+            raise unittest.SkipTest("[external] hub tests start their own servers with specific flags")
         cls.class_out = os.path.join(pxtest.TEST_OUT, pxtest._module_name(), cls.__name__)
         shutil.rmtree(cls.class_out, ignore_errors=True)
         os.makedirs(cls.class_out, exist_ok=True)

@@ -11,6 +11,9 @@ Debian's /usr/bin/python3 (stdlib + python3-websockets only) and sets:
   PX_SOURCE_DIR     the source tree
   PX_TEST_OUT       where server logs and scratch files go: PX_TEST_OUT/<module>/<test>/
   PX_TIMEOUT_MULT   every timeout and CPU budget is multiplied by this (4 under ASan)
+  PX_TEST_WORKERS   (ThreadSanitizer tree: 3) servers started without a worker count
+                    of their own (no --workers, no --config, no PLEXUS_WORKERS or
+                    PLEXUS_CONFIG in the test's env) get --workers N
 
 Optional:
 
@@ -55,11 +58,35 @@ EXAMPLES_DIR = os.path.abspath(os.environ.get("PX_EXAMPLES_DIR") or os.path.join
 TEST_OUT = os.path.abspath(os.environ.get("PX_TEST_OUT") or os.path.join(BUILD_DIR, "tests", "out"))
 TIMEOUT_MULT = float(os.environ.get("PX_TIMEOUT_MULT") or 1)
 EXTERNAL = os.environ.get("PX_TEST_EXTERNAL") or None
+TEST_WORKERS = os.environ.get("PX_TEST_WORKERS") or None
 SANITIZER_EXIT = 99  # ASAN_OPTIONS exitcode in sanitizer builds
 SKIP_EXIT = 77  # a test was skipped (ctest SKIP_RETURN_CODE, tests/CMakeLists.txt)
+# A sanitizer report in a server's log fails the test even when the exit code
+# cannot tell (a server stopped with SIGKILL, or one allowed a non-zero exit).
+SANITIZER_REPORT_RE = re.compile(r"WARNING: ThreadSanitizer:|ERROR: AddressSanitizer:|"
+                                 r"ERROR: LeakSanitizer:|runtime error: ")
 
 LISTEN_RE = re.compile(r'listening on ([^\s"]+)')
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _sanitizer_of(path):
+    """"thread", "address" or None: the sanitizer runtime linked into `path`."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    if b"__tsan_init" in data:
+        return "thread"
+    if b"__asan_init" in data:
+        return "address"
+    return None
+
+
+# The sanitizer of the binary under test (a memory bound means little under
+# ThreadSanitizer's shadow memory, for one).
+SANITIZER = _sanitizer_of(PLEXUS_BIN)
 
 
 def scaled(seconds):
@@ -393,7 +420,15 @@ class Server:
             cmd += ["--listen", a]
         if self.log_file:
             cmd += ["--log-file", self.log_file]
+        if TEST_WORKERS and not self._chooses_workers():
+            cmd += ["--workers", TEST_WORKERS]
         return cmd + self.args
+
+    def _chooses_workers(self):
+        """Does the test set the worker count (or a config that may) itself?"""
+        if any(a.startswith(("--workers", "--config")) for a in self.args):
+            return True
+        return any(k in self.env_extra for k in ("PLEXUS_WORKERS", "PLEXUS_CONFIG"))
 
     def start(self):
         os.makedirs(self.out_dir, exist_ok=True)
@@ -697,6 +732,10 @@ class PxTestCase(unittest.TestCase):
                 if rc != 0 and not s.allow_nonzero_exit:
                     problems.append("%s exited with %d at tearDown%s"
                                     % (s.name, rc, " (sanitizer report?)" if rc == SANITIZER_EXIT else ""))
+        for s in self.servers:
+            if not s.external and SANITIZER_REPORT_RE.search(s.log_text()):
+                problems.append("%s: sanitizer report in its log (%s)"
+                                % (s.name, getattr(s, "stderr_path", "?")))
         if problems or self._failed():
             for s in self.servers:
                 if s.external:
