@@ -5,10 +5,11 @@ JOBS    ?= $(shell nproc)
 BUILD   ?= build
 RELEASE := $(BUILD)/release
 ASAN    := $(BUILD)/asan
+TSAN    := $(BUILD)/tsan
 CMAKE_FLAGS ?=
 
-.PHONY: all run test deps build build-asan unit integration fuzz-replay fuzz format lint clean \
-        bench-http bench-ws bench-hub bench-micro npm-deps soak
+.PHONY: all run test deps build build-asan build-tsan unit integration fuzz-replay fuzz format lint \
+        clean bench-http bench-ws bench-hub bench-micro npm-deps soak
 
 all: build
 
@@ -31,13 +32,20 @@ build-asan: deps
 	    -DPX_BUILD_FUZZERS=ON -DPX_BUILD_BENCH=OFF $(CMAKE_FLAGS) >/dev/null
 	cmake --build $(ASAN) -j $(JOBS)
 
+# ThreadSanitizer (gcc + libtsan2): the integration suite only, servers with 3 workers.
+build-tsan: deps
+	@cmake -S . -B $(TSAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPX_TSAN=ON \
+	    -DPX_BUILD_BENCH=OFF $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(TSAN) -j $(JOBS)
+
 run: build
 	@mkdir -p var
 	$(RELEASE)/plexus --listen 127.0.0.1:8080 --data-dir var --allow-anonymous
 
-# Whole suite: normal build, then the ASan+UBSan build; ends with the summary line.
-test: build build-asan npm-deps
-	@sh tests/run.sh $(RELEASE) $(ASAN)
+# Whole suite: normal build, the ASan+UBSan build, then the integration suite
+# under ThreadSanitizer; ends with "total: N passed, N failed, N skipped".
+test: build build-asan build-tsan npm-deps
+	@sh tests/run.sh $(RELEASE) $(ASAN) $(TSAN)
 
 unit: build
 	cd $(RELEASE) && ctest -L unit --output-on-failure

@@ -10,10 +10,13 @@
 # to CLIENT_CPU; every server: 1 worker/thread, pinned to SERVER_CPU. Runs are
 # interleaved (hello, nginx, h2o, hello, nginx, h2o, ...) so slow drifts of a
 # shared machine hit every server alike. For each run: requests/s, p50/p99
-# latency, the server's CPU seconds (utime+stime of all its threads and
-# children, from /proc/PID/stat), requests per server-CPU-second, and the
-# server's RSS (VmRSS) sampled mid-run with the connections open. Then medians
-# and ratios vs nginx.
+# latency, the server's CPU (utime+stime of all its threads and children, from
+# /proc/PID/stat) over the measured window only (the middle of the run, not
+# wrk's connect and exit), requests per server-CPU-second, and the server's RSS
+# (VmRSS) sampled mid-run with the connections open. A run is valid when wrk
+# finished and reported no error (socket errors, non-2xx); invalid runs stay in
+# results.tsv (valid=0) but leave the medians and ratios, and the summary shows
+# how many runs were valid. Then medians and ratios vs nginx.
 #
 # Everything listens and connects on 127.0.0.1. Each wrk run stops by itself
 # (and is bounded by timeout(1)). Servers are started here, once, and stopped by
@@ -50,7 +53,7 @@ mkdir -p "$HTTP_OUT/logs"
 stamp=$(date +%Y%m%d-%H%M%S)
 results="$HTTP_OUT/results-$stamp.tsv"
 summary="$HTTP_OUT/summary-$stamp.txt"
-printf 'round\tscenario\tserver\trps\tp50_ms\tp99_ms\tcpu_s\treq_per_cpu_s\trss_kb\trequests\terrors\n' >"$results"
+printf 'round\tscenario\tserver\tvalid\trps\tp50_ms\tp99_ms\tcpu_s\twindow_s\treq_per_cpu_s\trss_kb\trequests\terrors\n' >"$results"
 
 command -v wrk >/dev/null || { log "wrk is not installed (sh deps/install.sh deps/bench.txt)"; exit 2; }
 
@@ -180,10 +183,22 @@ check_server() { # name
 }
 
 # ---- /proc sampling ---------------------------------------------------------------------
+# /proc/PID/task/*/children needs CONFIG_PROC_CHILDREN, which not every kernel
+# has: find descendants by the parent pid in every /proc/N/stat instead.
 tree_pids() { # pid -> pid and all its descendants
-    local p=$1 c
-    echo "$p"
-    for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do tree_pids "$c"; done
+    local f line rest
+    for f in /proc/[0-9]*/stat; do
+        read -r line <"$f" 2>/dev/null || continue # gone meanwhile
+        rest=${line##*) } # the command name may hold spaces and parentheses
+        f=${f#/proc/}
+        echo "${f%/stat} ${rest#* }"
+    done | awk -v root="$1" '{ split($2, a, " "); parent[$1] = a[1] }
+        END {
+            keep[root] = 1; print root
+            do { more = 0
+                for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; print p; more = 1 }
+            } while (more)
+        }'
 }
 cpu_ticks() { # utime+stime of the process tree (all threads), in clock ticks
     local t=0 p v
@@ -217,16 +232,24 @@ run_wrk() { # name scenario seconds logfile -> sets W_* ; returns wrk's status
     [[ $sc == pipelined ]] && args+=(-s bench/pipeline.lua)
     args+=("$url")
     [[ $sc == pipelined ]] && args+=(-- "$PIPELINE")
-    local pid=${PID[$name]} c0 c1 rc=0 half
-    c0=$(cpu_ticks "$pid")
+    local pid=${PID[$name]} c0 c1 t0 t1 rc=0 edge half
+    # The measured window is the middle of the run: it starts after wrk has
+    # connected and ends before it stops and closes (EDGE s, 10 % of the run, at
+    # least 0.2 s, at each end), so connection set-up and tear-down are not
+    # counted. CPU per request = CPU in the window / (req/s x window).
+    edge=$(awk -v d="$secs" 'BEGIN { e = d / 10; if (e < 0.2) e = 0.2; printf "%.2f", e }')
+    half=$(awk -v d="$secs" -v e="$edge" 'BEGIN { printf "%.2f", d / 2 - e }')
     timeout --signal=INT --kill-after=10 $((secs + 30)) "${pin_client[@]}" wrk "${args[@]}" >"$logf" 2>&1 &
     local wpid=$!
+    sleep "$edge"
+    c0=$(cpu_ticks "$pid") t0=$EPOCHREALTIME
     # RSS with the connections open: sample in the middle of the run.
-    half=$(awk -v d="$secs" 'BEGIN { printf "%.1f", d / 2 }')
     sleep "$half"
     W_RSS=$(rss_kb "$pid")
+    sleep "$half"
+    c1=$(cpu_ticks "$pid") t1=$EPOCHREALTIME
     wait "$wpid" || rc=$?
-    c1=$(cpu_ticks "$pid")
+    W_WIN=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
     W_CPU=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / t }')
     W_RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$logf")
     W_REQ=$(awk '/ requests in / { print $1 }' "$logf")
@@ -267,18 +290,22 @@ for sc in $SCENARIOS; do
     for ((round = 1; round <= ROUNDS; round++)); do
         for s in "${servers[@]}"; do
             logf="$HTTP_OUT/logs/$stamp-r$round-$sc-$s.wrk"
+            valid=1
             if ! run_wrk "$s" "$sc" "$DURATION" "$logf"; then
-                log "round $round $sc $s: wrk failed; see $logf"
-                invalid=1
-                continue
+                log "round $round $sc $s: wrk failed; see $logf (run left out of the medians)"
+                valid=0
+                W_RPS=nan W_P50=nan W_P99=nan W_CPU=nan W_WIN=nan W_RSS=nan W_REQ=nan W_ERR=${W_ERR:-nan}
+            elif ((W_ERR > 0)); then
+                valid=0
             fi
-            rpc=$(awk -v r="$W_REQ" -v c="$W_CPU" 'BEGIN { if (c > 0) printf "%.0f", r / c; else print "nan" }')
-            printf '%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$sc" "$s" "$W_RPS" "$W_P50" \
-                "$W_P99" "$W_CPU" "$rpc" "$W_RSS" "$W_REQ" "$W_ERR" >>"$results"
-            printf 'bench-http: round %d %-9s %-5s %10s req/s  p50 %8s ms  p99 %8s ms  cpu %6s s  %8s req/cpu-s  rss %6s kB%s\n' \
-                "$round" "$sc" "$s" "$W_RPS" "$W_P50" "$W_P99" "$W_CPU" "$rpc" "$W_RSS" \
-                "$( ((W_ERR > 0)) && echo "  ERRORS $W_ERR")" >&2
-            ((W_ERR == 0)) || invalid=1
+            ((valid)) || invalid=1
+            rpc=$(awk -v r="$W_RPS" -v w="$W_WIN" -v c="$W_CPU" \
+                'BEGIN { if (c + 0 > 0 && r != "nan") printf "%.0f", r * w / c; else print "nan" }')
+            printf '%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$sc" "$s" "$valid" \
+                "$W_RPS" "$W_P50" "$W_P99" "$W_CPU" "$W_WIN" "$rpc" "$W_RSS" "$W_REQ" "$W_ERR" >>"$results"
+            printf 'bench-http: round %d %-9s %-5s %10s req/s  p50 %8s ms  p99 %8s ms  cpu %6s s of %6s s  %8s req/cpu-s  rss %6s kB%s\n' \
+                "$round" "$sc" "$s" "$W_RPS" "$W_P50" "$W_P99" "$W_CPU" "$W_WIN" "$rpc" "$W_RSS" \
+                "$( ((valid)) || echo "  INVALID (errors: $W_ERR; left out of the medians)")" >&2
         done
     done
 done
@@ -287,32 +314,40 @@ done
 median() { # values on stdin (nan ignored) -> median, or nan
     { grep -v nan || true; } | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
-col() { # scenario server column -> values
-    awk -F'\t' -v sc="$1" -v s="$2" -v c="$3" 'NR > 1 && $2 == sc && $3 == s { print $c }' "$results"
+col() { # scenario server column -> values of the valid runs
+    awk -F'\t' -v sc="$1" -v s="$2" -v c="$3" 'NR > 1 && $2 == sc && $3 == s && $4 == 1 { print $c }' "$results"
+}
+nvalid() { # scenario server -> "valid/runs"
+    awk -F'\t' -v sc="$1" -v s="$2" 'NR > 1 && $2 == sc && $3 == s { n++; v += ($4 == 1) }
+        END { printf "%d/%d", v, n }' "$results"
 }
 {
     echo "HTTP benchmark $stamp: medians of $ROUNDS x ${DURATION}s runs; wrk -t$WRK_THREADS -c$CONNS;" \
         "servers on CPU $SERVER_CPU (1 worker), wrk on CPU $CLIENT_CPU; h2o mode: $H2O_MODE"
     echo "load average at start: $load1 on $ncpu CPU(s)"
-    printf '%-9s %-5s %11s %9s %9s %8s %11s %8s %9s %11s\n' scenario server "req/s" "p50 ms" "p99 ms" \
-        "cpu s" "req/cpu-s" "RSS kB" "vs nginx" "eff. vs ng"
+    echo "medians over the valid runs only (valid = runs without wrk errors / runs);" \
+        "cpu % = server CPU over the measured window, in % of one core"
+    printf '%-9s %-5s %5s %11s %9s %9s %6s %11s %8s %9s %11s\n' scenario server valid "req/s" "p50 ms" \
+        "p99 ms" "cpu %" "req/cpu-s" "RSS kB" "vs nginx" "eff. vs ng"
     for sc in $SCENARIOS; do
-        ng_rps=$(col "$sc" nginx 4 | median)
-        ng_rpc=$(col "$sc" nginx 8 | median)
+        ng_rps=$(col "$sc" nginx 5 | median)
+        ng_rpc=$(col "$sc" nginx 10 | median)
         for s in "${servers[@]}"; do
-            rps=$(col "$sc" "$s" 4 | median)
-            p50=$(col "$sc" "$s" 5 | median)
-            p99=$(col "$sc" "$s" 6 | median)
-            cpu=$(col "$sc" "$s" 7 | median)
-            rpc=$(col "$sc" "$s" 8 | median)
-            rss=$(col "$sc" "$s" 9 | median)
-            awk -v sc="$sc" -v s="$s" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v cpu="$cpu" -v rpc="$rpc" \
-                -v rss="$rss" -v nr="$ng_rps" -v nc="$ng_rpc" 'BEGIN {
-                r1 = (nr + 0 > 0 && rps != "nan") ? sprintf("%.2fx", rps / nr) : "-"
-                r2 = (nc + 0 > 0 && rpc != "nan") ? sprintf("%.2fx", rpc / nc) : "-"
-                if (p50 != "nan") p50 = sprintf("%.3f", p50); else p50 = "-"
-                if (p99 != "nan") p99 = sprintf("%.3f", p99); else p99 = "-"
-                printf "%-9s %-5s %11.0f %9s %9s %8.2f %11.0f %8.0f %9s %11s\n", sc, s, rps, p50, p99, cpu, rpc, rss, r1, r2 }'
+            rps=$(col "$sc" "$s" 5 | median)
+            p50=$(col "$sc" "$s" 6 | median)
+            p99=$(col "$sc" "$s" 7 | median)
+            util=$(awk -F'\t' -v sc="$sc" -v s="$s" 'NR > 1 && $2 == sc && $3 == s && $4 == 1 && $9 > 0 {
+                print 100 * $8 / $9 }' "$results" | median)
+            rpc=$(col "$sc" "$s" 10 | median)
+            rss=$(col "$sc" "$s" 11 | median)
+            awk -v sc="$sc" -v s="$s" -v ok="$(nvalid "$sc" "$s")" -v rps="$rps" -v p50="$p50" -v p99="$p99" \
+                -v util="$util" -v rpc="$rpc" -v rss="$rss" -v nr="$ng_rps" -v nc="$ng_rpc" '
+                function num(v, fmt) { return v == "nan" ? "-" : sprintf(fmt, v) }
+                BEGIN {
+                r1 = (nr != "nan" && nr + 0 > 0 && rps != "nan") ? sprintf("%.2fx", rps / nr) : "-"
+                r2 = (nc != "nan" && nc + 0 > 0 && rpc != "nan") ? sprintf("%.2fx", rpc / nc) : "-"
+                printf "%-9s %-5s %5s %11s %9s %9s %6s %11s %8s %9s %11s\n", sc, s, ok, num(rps, "%.0f"),
+                    num(p50, "%.3f"), num(p99, "%.3f"), num(util, "%.0f"), num(rpc, "%.0f"), num(rss, "%.0f"), r1, r2 }'
         done
     done
 } | tee "$summary"
@@ -320,6 +355,6 @@ echo
 log "results: $results"
 log "summary: $summary"
 if ((invalid)); then
-    log "some runs failed or had errors (see the per-run lines and $HTTP_OUT/logs)"
+    log "some runs failed or had errors and were left out of the medians (see the per-run lines and $HTTP_OUT/logs)"
     exit 1
 fi

@@ -15,7 +15,11 @@
 # 2. http: wrk POSTs a small JSON body to /api/channels/bench/messages on 64
 #    connections, --durability normal and full, fresh data directory per run.
 #    Figures: publishes/s, p50/p99, server CPU; the messages stored in the channel
-#    must equal the 201s wrk counted (bench/peers/hub-publish.lua).
+#    (counted with sqlite3 in the data directory once the server has stopped;
+#    --history-size HTTP_HISTORY keeps them all) must be exactly the 201s wrk
+#    counted (bench/peers/hub-publish.lua), offsets 1..N without a gap.
+# A run is valid only with its RESULT (wsload) or HUBWRK (wrk) line and no error,
+# loss or mismatch; invalid runs are listed (valid column) but leave the medians.
 #
 # Every server is started fresh for every measurement, pinned to SERVER_CPU; the
 # clients (wsload, wrk) are pinned to CLIENT_CPU. Rounds interleave the servers
@@ -30,7 +34,7 @@
 #   FANOUT_SUBS ["1000 10000"]  FANOUT_SIZE [32]  FANOUT_WINDOW [16]  FANOUT_RATE [0 = max]
 #   CONNS [64] (wrk)  WRK_THREADS [1]  WRK_TIMEOUT [10s]
 #   SERVER_CPU [1]  CLIENT_CPU [0]  CLIENT_THREADS [1] (wsload)  PORT_BASE [17200]
-#   PLEXUS_WORKERS [1]  PLEXUS_ARGS [] extra plexus flags
+#   PLEXUS_WORKERS [1]  PLEXUS_ARGS [] extra plexus flags  HTTP_HISTORY [1000000000]
 #   HUB_OUT [build/bench-hub]  WSLOAD [auto]  PLEXUS [RELEASE_BUILD_DIR/plexus]
 #   FANOUT_TARGET [1.8] (plexus/redis per CPU-s)  HTTP_TARGET [50000] (publishes/s, normal)
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
@@ -49,7 +53,7 @@ fi
 : "${FANOUT_SUBS:=1000 10000}" "${FANOUT_SIZE:=32}" "${FANOUT_WINDOW:=16}" "${FANOUT_RATE:=0}"
 : "${CONNS:=64}" "${WRK_THREADS:=1}" "${WRK_TIMEOUT:=10s}"
 : "${SERVER_CPU:=1}" "${CLIENT_CPU:=0}" "${CLIENT_THREADS:=1}" "${PORT_BASE:=17200}"
-: "${PLEXUS_WORKERS:=1}" "${PLEXUS_ARGS:=}"
+: "${PLEXUS_WORKERS:=1}" "${PLEXUS_ARGS:=}" "${HTTP_HISTORY:=1000000000}"
 : "${HUB_OUT:=$root/build/bench-hub}" "${WSLOAD:=}"
 : "${FANOUT_TARGET:=1.8}" "${HTTP_TARGET:=50000}"
 
@@ -209,7 +213,7 @@ done
 ((want_fanout == 0)) || [[ -x "$WSLOAD" ]] || { log "no wsload binary at $WSLOAD"; exit 2; }
 if ((want_http)); then
     command -v wrk >/dev/null || { log "wrk is not installed (sh deps/install.sh deps/bench.txt)"; exit 2; }
-    command -v curl >/dev/null || { log "curl is not installed"; exit 2; }
+    command -v sqlite3 >/dev/null || { log "sqlite3 is not installed (deps/debian.txt)"; exit 2; }
 fi
 
 # ---- CPU pinning ------------------------------------------------------------------
@@ -262,8 +266,9 @@ server_available() { # name -> 0 if it can run here, else prints why
     esac
 }
 
-start_server() { # name logfile [durability] -> SRV_PID (plexus: fresh data dir)
+start_server() { # name logfile [durability [extra plexus flags...]] -> SRV_PID (plexus: fresh data dir)
     local name=$1 logf=$2 dur=${3:-normal} port=${PORT[$1]} dir
+    shift $(($# < 3 ? $# : 3))
     if port_open "$port"; then
         log "port $port is already in use; cannot start $name (set PORT_BASE)"
         return 1
@@ -275,7 +280,7 @@ start_server() { # name logfile [durability] -> SRV_PID (plexus: fresh data dir)
         # shellcheck disable=SC2086 # PLEXUS_ARGS is a list of flags
         "${pin_server[@]}" "$PLEXUS" --listen "127.0.0.1:$port" --workers "$PLEXUS_WORKERS" \
             --allow-anonymous --publish-rate 0 --data-dir "$dir" --durability "$dur" \
-            --max-connections 20000 $PLEXUS_ARGS >"$logf" 2>&1 &
+            --max-connections 20000 $PLEXUS_ARGS "$@" >"$logf" 2>&1 &
         ;;
     nats)
         WL_NATS_PORT=$nats_client_port WL_NATS_WS_PORT=$port \
@@ -359,7 +364,10 @@ run_fanout() { # round n server
         --subject bench --threads "$CLIENT_THREADS" --label "$srv" --size "$FANOUT_SIZE"
         --window "$FANOUT_WINDOW" --duration "$DURATION" --warmup "$WARMUP")
     [[ $FANOUT_RATE != 0 ]] && args+=(--rate "$FANOUT_RATE")
-    start_server "$srv" "$logf.server.log" || return 1
+    if ! start_server "$srv" "$logf.server.log"; then
+        invalid_fanout "$round" "$n" "$srv" "the server did not start"
+        return 1
+    fi
     args+=(--server-pid "$SRV_PID")
     la=$(load1)
     # Upper bound only; wsload stops by itself well before.
@@ -371,8 +379,11 @@ run_fanout() { # round n server
     line=$(grep '^RESULT ' "$logf.wsload.log" | tail -n 1 || true)
     if [[ -z $line ]]; then
         log "  no RESULT (exit $rc); see $logf.wsload.log"
+        invalid_fanout "$round" "$n" "$srv" "no RESULT line (wsload exit $rc)"
         return 1
     fi
+    # wsload exits non-zero for an invalid run: it does not count, whatever the line says.
+    ((rc == 0)) || line=${line/\"valid\":true/\"valid\":false}
     printf '{"part":"fanout","round":%d,"server":"%s","load1":%s,%s\n' "$round" "$srv" "$la" \
         "${line#RESULT \{}" >>"$results"
     grep -E '^  (fanout|latency|server CPU|per server|client CPU|errors|status)' \
@@ -388,19 +399,32 @@ wrk_run() { # port channel tail_channel publish_seconds total_seconds logfile
         "$url" -- "$2" "$3" "$4" >"$6" 2>&1
 }
 
-stored_offset() { # port channel -> latest offset of the channel (0 if it has none)
-    local body
-    body=$(curl -s --max-time 10 "http://127.0.0.1:$1/api/channels/$2/messages?since=0&limit=1") ||
-        return 1
-    # The first "offset" in the answer is the channel's (the messages' come after it).
-    body=$(printf '%s' "$body" | grep -o '"offset":[0-9]*' | head -n 1)
-    echo "${body#*:}"
+stored_messages() { # data_dir channel -> "count min_offset max_offset" of its stored messages
+    # Read once the server has stopped (every acknowledged publish is committed).
+    sqlite3 -readonly -separator ' ' "$1/plexus.db" \
+        "SELECT count(*), coalesce(min(m.offset), 0), coalesce(max(m.offset), 0)
+           FROM messages m JOIN channels c ON c.id = m.channel_id
+          WHERE CAST(c.name AS TEXT) = '$2';"
+}
+
+# A run that produced no RESULT/HUBWRK line (or whose server did not start)
+# still counts in the valid column, as invalid.
+invalid_fanout() { # round n server reason
+    printf '{"part":"fanout","round":%d,"server":"%s","conns":%d,"proto":"%s","valid":false,"invalid_reason":"%s"}\n' \
+        "$1" "$3" "$2" "$(fanout_target "$3")" "$4" >>"$results"
+}
+invalid_http() { # round mode reason
+    printf '{"part":"http","round":%d,"mode":"%s","conns":%d,"check":"-","valid":false,"invalid_reason":"%s"}\n' \
+        "$1" "$2" "$CONNS" "$3" >>"$results"
 }
 
 run_http() { # round mode
     local round=$1 mode=$2 port=${PORT[plexus]} logf la c0 c1 rc=0 line total
     logf="$HUB_OUT/logs/$stamp-r$round-http-$mode"
-    start_server plexus "$logf.server.log" "$mode" || return 1
+    if ! start_server plexus "$logf.server.log" "$mode" --history-size "$HTTP_HISTORY"; then
+        invalid_http "$round" "$mode" "the server did not start"
+        return 1
+    fi
     la=$(load1)
     log "round $round: http publish, durability $mode, load $la"
     # Warm-up on other channels; the measured channel starts empty.
@@ -415,12 +439,19 @@ run_http() { # round mode
         2>"$logf.client-cpu"
     c1=$(cpu_ticks "$SRV_PID") w1=$(wait_ms "$SRV_PID")
     ccpu=$(awk 'NF == 2 { printf "%.2f", $1 + $2 }' "$logf.client-cpu")
-    local stored
-    stored=$(stored_offset "$port" bench) || stored=""
+    # Stop the server (cleanly: what it acknowledged is committed), then count
+    # what the store holds for the channel.
+    local dir=$SRV_DIR stored="" smin smax counted srv_rc=0
+    SRV_DIR="" # stop_server must not remove it yet
     stop_server
+    if counted=$(stored_messages "$dir" bench 2>"$logf.sqlite3"); then
+        read -r stored smin smax <<<"$counted"
+    fi
+    rm -rf "$dir"
     line=$(grep '^HUBWRK ' "$logf.wrk" | tail -n 1 || true)
     if [[ -z $line ]]; then
         log "  no HUBWRK line from wrk (exit $rc); see $logf.wrk"
+        invalid_http "$round" "$mode" "no HUBWRK line (wrk exit $rc)"
         return 1
     fi
     local main201 tail201 non201 dur p50 p99 errs cpu rate pct eff check cpct wpct valid=true
@@ -433,7 +464,13 @@ run_http() { # round mode
     eff=$(awk -v n=$((main201 + tail201)) -v c="$cpu" 'BEGIN { printf "%.0f", (c > 0 ? n / c : 0) }')
     cpct=$(awk -v c="${ccpu:-0}" -v d="$dur" 'BEGIN { printf "%.0f", (d > 0 ? 100 * c * 1e6 / d : 0) }')
     wpct=$(awk -v w=$((w1 - w0)) -v d="$dur" 'BEGIN { printf "%.0f", (d > 0 ? 100 * w * 1e3 / d : 0) }')
-    if [[ $stored == "$main201" ]]; then check="$stored=$main201:ok"; else check="${stored:-?}!=$main201:MISMATCH"; valid=false; fi
+    # Stored == acknowledged, and the stored offsets are 1..N without a gap.
+    if [[ $stored == "$main201" && ($stored == 0 || ($smin == 1 && $smax == "$stored")) ]]; then
+        check="$stored=$main201:ok"
+    else
+        check="${stored:-?}(offsets ${smin:-?}..${smax:-?})!=$main201:MISMATCH"
+        valid=false
+    fi
     ((non201 == 0 && errs == 0 && rc == 0 && main201 > 0)) || valid=false
     printf '{"part":"http","round":%d,"mode":"%s","load1":%s,"conns":%d,"publish_per_s":%s,"p50_ms":%s,"p99_ms":%s,"server_cpu_s":%s,"server_cpu_pct":%s,"per_server_cpu_s":%s,"server_wait_pct":%s,"client_cpu_s":%s,"client_cpu_pct":%s,"main201":%d,"tail201":%d,"non201":%d,"socket_errors":%d,"stored":%s,"check":"%s","valid":%s}\n' \
         "$round" "$mode" "$la" "$CONNS" "$rate" "$(awk -v u="$p50" 'BEGIN { printf "%.3f", u / 1000 }')" \

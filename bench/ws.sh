@@ -273,6 +273,13 @@ target() {
     esac
 }
 
+# A run that produced no RESULT still counts in the table's valid column (as
+# invalid): it is recorded with the fields the table groups by.
+invalid_run() { # round server scenario conns proto reason
+    printf '{"round":%d,"server":"%s","scenario":"%s","conns":%d,"proto":"%s","valid":false,"invalid_reason":"%s"}\n' \
+        "$1" "$2" "$3" "$4" "$5" "$6" >>"$results"
+}
+
 # ---- plan -------------------------------------------------------------------------
 cases=()
 for sc in $WS_SCENARIOS; do
@@ -315,6 +322,7 @@ for ((round = 1; round <= WS_ROUNDS; round++)); do
             esac
             if ! start_server "$srv" "$logf.server.log"; then
                 invalid=1
+                invalid_run "$round" "$srv" "$sc" "$n" "$proto" "the server did not start"
                 continue
             fi
             args+=(--server-pid "$SRV_PID")
@@ -329,9 +337,16 @@ for ((round = 1; round <= WS_ROUNDS; round++)); do
             if [[ -z $line ]]; then
                 log "  no RESULT (exit $rc); see $logf.wsload.log"
                 invalid=1
+                invalid_run "$round" "$srv" "$sc" "$n" "$proto" "no RESULT line (wsload exit $rc)"
                 continue
             fi
-            ((rc == 0)) || { invalid=1; log "  run invalid (exit $rc); see $logf.wsload.log"; }
+            if ((rc != 0)); then
+                # wsload exits non-zero for an invalid run; whatever the line says,
+                # a run that did not end cleanly does not count.
+                invalid=1
+                log "  run invalid (exit $rc); see $logf.wsload.log"
+                line=${line/\"valid\":true/\"valid\":false}
+            fi
             printf '{"round":%d,"server":"%s",%s\n' "$round" "$srv" "${line#RESULT \{}" >>"$results"
             grep -E '^  (echo|fanout|latency|per conn|server CPU|per server|client CPU|status)' \
                 "$logf.wsload.log" | sed 's/^/    /' >&2 || true

@@ -1,6 +1,8 @@
 /* Replays fuzz inputs without libFuzzer (gcc builds): every file named on the
  * command line, or found directly inside a directory named there, is passed to
- * LLVMFuzzerTestOneInput once. A crash or sanitizer report fails the test. */
+ * LLVMFuzzerTestOneInput once. A crash or sanitizer report fails the test, and
+ * so does replaying nothing: a path that does not exist, a directory without
+ * an input, or no input at all exits 1 (a deleted corpus must not pass). */
 #include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,36 +34,62 @@ static int run_file(const char *path)
     return 0;
 }
 
+/* Replays the inputs directly inside `dir` (names starting with '.' are not
+ * inputs); returns how many, or -1 on an error. */
+static long run_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        perror(dir);
+        return -1;
+    }
+    long n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[4096];
+        int len = snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (len < 0 || (size_t)len >= sizeof path || run_file(path) != 0) {
+            fprintf(stderr, "%s/%s: cannot replay\n", dir, e->d_name);
+            closedir(d);
+            return -1;
+        }
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
 int main(int argc, char **argv)
 {
-    size_t count = 0;
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s CORPUS_DIR|FILE...\n", argv[0]);
+        return 1;
+    }
+    long count = 0;
     for (int i = 1; i < argc; i++) {
         struct stat st;
-        if (stat(argv[i], &st) != 0)
-            continue;
+        if (stat(argv[i], &st) != 0) {
+            perror(argv[i]);
+            return 1;
+        }
         if (!S_ISDIR(st.st_mode)) {
             if (run_file(argv[i]) != 0)
                 return 1;
             count++;
             continue;
         }
-        DIR *d = opendir(argv[i]);
-        if (!d)
+        long n = run_dir(argv[i]);
+        if (n < 0)
             return 1;
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (e->d_name[0] == '.')
-                continue;
-            char path[4096];
-            snprintf(path, sizeof path, "%s/%s", argv[i], e->d_name);
-            if (run_file(path) != 0) {
-                closedir(d);
-                return 1;
-            }
-            count++;
+        if (n == 0) {
+            fprintf(stderr, "%s: no input to replay (an empty corpus proves nothing)\n", argv[i]);
+            return 1;
         }
-        closedir(d);
+        printf("replayed %ld inputs from %s\n", n, argv[i]);
+        count += n;
     }
-    printf("replayed %zu inputs\n", count);
+    printf("replayed %ld inputs\n", count);
     return 0;
 }

@@ -31,9 +31,12 @@ run_one() { # name
     mkdir -p "$out/$n/new"
     dict=""
     case $n in http1 | chunked) dict="-dict=$root/http.dict" ;; esac
-    # shellcheck disable=SC2086 # dict is one optional flag
+    # The regression directory is optional (libFuzzer refuses a missing one).
+    regress=""
+    if [ -n "$(ls -A "$root/regression/$n" 2>/dev/null)" ]; then regress="$root/regression/$n"; fi
+    # shellcheck disable=SC2086 # dict and regress are optional single words
     (cd "$out/$n" && "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
-        -print_final_stats=1 $dict new "$root/corpus/$n" "$root/regression/$n" \
+        -print_final_stats=1 $dict new "$root/corpus/$n" $regress \
         >log 2>&1)
     rc=$?
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$out/$n/log" | grep -o '[0-9]*$')

@@ -7,7 +7,6 @@ JSON config file, and the precedence flags > environment > file > defaults
 import json
 import os
 import re
-import unittest
 
 import pxtest
 from pxtest import PxTestCase, run_plexus
@@ -275,13 +274,10 @@ class Cli(PxTestCase):
             srv.wait_log(r"listening on 127\.0\.0\.1:")
             self.assertStopsCleanly(srv)
             listeners = pxtest.LISTEN_RE.findall(srv.log_since_start())
-            self.known_bug(len(listeners) > 1,
-                           "app/config.c: --listen flags are appended to the addresses from "
-                           "the config file / PLEXUS_LISTEN instead of replacing them (%s)"
-                           % listeners)
+            # --listen replaces the addresses of the file / PLEXUS_LISTEN, never appends.
             self.assertEqual(len(listeners), 1, listeners)
             self.assertTrue(listeners[0].startswith("127.0.0.1:"), listeners)
             self.assertFalse(os.path.exists(sock))
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    pxtest.main()

@@ -620,8 +620,8 @@ class Metrics(ServerBase):
 
     def test_http_counters(self):
         before = self.counters()
-        if "plexus_http_requests_total" not in before:
-            self.skipTest("no HTTP counters in /metrics")
+        self.assertIn("plexus_http_requests_total", before)
+        self.assertIn("plexus_http_responses_4xx_total", before)
         with self.srv.client() as c:
             for _ in range(10):
                 c.send(OK_REQ)
@@ -652,11 +652,7 @@ class ShutdownRace(ServerBase):
                 c.send(OK_REQ)
                 self.assertHealth(c.read_response())
             rc = srv.stop()
-            if rc == pxtest.SANITIZER_EXIT and "px__conn_new" in srv.log_text():
-                srv.allow_nonzero_exit = True
-                self.known_bug(True, "px_conn_t leaked when a client closes right before SIGTERM "
-                                     "(src/net/conn.c finalize with a re-queued deferred callback)")
-            self.assertEqual(rc, 0, "exit code")
+            self.assertEqual(rc, 0, "exit code (99: sanitizer report, e.g. the px_conn_t leak)")
 
 
 if __name__ == "__main__":

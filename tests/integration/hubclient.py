@@ -207,8 +207,22 @@ class HubClient:
         """The next n "message" events of `channel`."""
         return [self.next_event("message", channel, timeout) for _ in range(n)]
 
+    def until(self, pred, timeout=10.0, what="the marker"):
+        """A positive marker for "nothing else arrives": wait for the first
+        message matching `pred` and return (that message, every message that
+        arrived before it, in order). The hub sends a connection's messages in
+        the order it produced them, so a message produced before the marker
+        (a publish acknowledged before the marker's publish was sent, a presence
+        event another client saw before) is in that list if it was sent at all.
+        Prefer it to quiet(): a short wait proves little on a slow machine."""
+        m = self._take(pred, timeout, what)
+        earlier = list(self.events)
+        self.events.clear()
+        return m, earlier
+
     def quiet(self, seconds=0.3):
-        """Everything that arrives within `seconds` (scaled); [] if nothing."""
+        """Everything that arrives within `seconds` (scaled); [] if nothing.
+        For "nothing arrives" checks use until() with a marker where possible."""
         out = list(self.events)
         self.events.clear()
         deadline = time.monotonic() + scaled(seconds)
@@ -456,7 +470,7 @@ class HubCase(pxtest.PxTestCase):
     @classmethod
     def setUpClass(cls):
         if pxtest.EXTERNAL:
-            raise unittest.SkipTest("hub tests start their own servers with specific flags")
+            raise unittest.SkipTest("[external] hub tests start their own servers with specific flags")
         cls.class_out = os.path.join(pxtest.TEST_OUT, pxtest._module_name(), cls.__name__)
         shutil.rmtree(cls.class_out, ignore_errors=True)
         os.makedirs(cls.class_out, exist_ok=True)

@@ -2,8 +2,8 @@
 """pxtest: shared harness for the plexus integration tests.
 
 Every tests/integration/NN-name.py is a plain unittest module that imports this
-file and ends with ``unittest.main()``. ctest runs each one with Debian's
-/usr/bin/python3 (stdlib + python3-websockets only) and sets:
+file and ends with ``pxtest.main()`` (lint checks it). ctest runs each one with
+Debian's /usr/bin/python3 (stdlib + python3-websockets only) and sets:
 
   PLEXUS_BIN        the plexus binary under test
   PX_EXAMPLES_DIR   built examples (Server(example="name"))
@@ -11,17 +11,26 @@ file and ends with ``unittest.main()``. ctest runs each one with Debian's
   PX_SOURCE_DIR     the source tree
   PX_TEST_OUT       where server logs and scratch files go: PX_TEST_OUT/<module>/<test>/
   PX_TIMEOUT_MULT   every timeout and CPU budget is multiplied by this (4 under ASan)
+  PX_TEST_WORKERS   (ThreadSanitizer tree: 3) servers started without a worker count
+                    of their own (no --workers, no --config, no PLEXUS_WORKERS or
+                    PLEXUS_CONFIG in the test's env) get --workers N
 
 Optional:
 
   PX_TEST_EXTERNAL=host:port   run against a server you started yourself (Redis
                                --host/--port style). Tests that must control the
                                process (signals, flags, CPU) skip themselves.
-  PX_STRICT_KNOWN_BUGS=1       tests for known, reported bugs fail instead of skipping.
 
 Without ctest the defaults assume the source tree and build/release, so
 ``PX_BUILD_DIR=build/h-core /usr/bin/python3 tests/integration/11-lifecycle.py -v``
 works from the repository root.
+
+pxtest.main() exits 0 when every test passed, 1 on a failure (or when no test
+ran), and SKIP_EXIT (77, ctest's SKIP_RETURN_CODE) when a test was skipped,
+after one "px-skip: <test>: <reason>" line per skip: plain unittest exits 0 then
+and the skip would read as a pass. tests/run.sh accepts a skip only for a reason
+on the allowlist in tests/README.md; a test names it with
+``self.skip_allowed("no-ipv6", "no IPv6 loopback on this host")``.
 
 Sanitizer builds set ASAN_OPTIONS=...:exitcode=99: a server that exits non-zero
 when stopped has reported a leak or an error, so every stop is checked for exit
@@ -49,11 +58,35 @@ EXAMPLES_DIR = os.path.abspath(os.environ.get("PX_EXAMPLES_DIR") or os.path.join
 TEST_OUT = os.path.abspath(os.environ.get("PX_TEST_OUT") or os.path.join(BUILD_DIR, "tests", "out"))
 TIMEOUT_MULT = float(os.environ.get("PX_TIMEOUT_MULT") or 1)
 EXTERNAL = os.environ.get("PX_TEST_EXTERNAL") or None
-STRICT_KNOWN_BUGS = bool(os.environ.get("PX_STRICT_KNOWN_BUGS"))
+TEST_WORKERS = os.environ.get("PX_TEST_WORKERS") or None
 SANITIZER_EXIT = 99  # ASAN_OPTIONS exitcode in sanitizer builds
+SKIP_EXIT = 77  # a test was skipped (ctest SKIP_RETURN_CODE, tests/CMakeLists.txt)
+# A sanitizer report in a server's log fails the test even when the exit code
+# cannot tell (a server stopped with SIGKILL, or one allowed a non-zero exit).
+SANITIZER_REPORT_RE = re.compile(r"WARNING: ThreadSanitizer:|ERROR: AddressSanitizer:|"
+                                 r"ERROR: LeakSanitizer:|runtime error: ")
 
 LISTEN_RE = re.compile(r'listening on ([^\s"]+)')
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _sanitizer_of(path):
+    """"thread", "address" or None: the sanitizer runtime linked into `path`."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    if b"__tsan_init" in data:
+        return "thread"
+    if b"__asan_init" in data:
+        return "address"
+    return None
+
+
+# The sanitizer of the binary under test (a memory bound means little under
+# ThreadSanitizer's shadow memory, for one).
+SANITIZER = _sanitizer_of(PLEXUS_BIN)
 
 
 def scaled(seconds):
@@ -387,7 +420,15 @@ class Server:
             cmd += ["--listen", a]
         if self.log_file:
             cmd += ["--log-file", self.log_file]
+        if TEST_WORKERS and not self._chooses_workers():
+            cmd += ["--workers", TEST_WORKERS]
         return cmd + self.args
+
+    def _chooses_workers(self):
+        """Does the test set the worker count (or a config that may) itself?"""
+        if any(a.startswith(("--workers", "--config")) for a in self.args):
+            return True
+        return any(k in self.env_extra for k in ("PLEXUS_WORKERS", "PLEXUS_CONFIG"))
 
     def start(self):
         os.makedirs(self.out_dir, exist_ok=True)
@@ -585,7 +626,7 @@ class ExternalServer(Server):
         self.allow_nonzero_exit = False
 
     def _unsupported(self, *a, **kw):
-        raise unittest.SkipTest("not possible against an external server")
+        raise unittest.SkipTest("[external] not possible against an external server")
 
     start = stop = kill = restart = cpu_seconds = rss_kb = fd_count = thread_count = _unsupported
     wait_log = _unsupported
@@ -625,7 +666,7 @@ class PxTestCase(unittest.TestCase):
         In external mode returns the external server if external_ok, else skips."""
         if EXTERNAL:
             if not external_ok:
-                self.skipTest("needs its own server process (PX_TEST_EXTERNAL is set)")
+                self.skip_allowed("external", "needs its own server process")
             srv = ExternalServer(EXTERNAL)
             self.servers.append(srv)
             return srv
@@ -643,7 +684,13 @@ class PxTestCase(unittest.TestCase):
 
     def require_local(self):
         if EXTERNAL:
-            self.skipTest("needs its own server process (PX_TEST_EXTERNAL is set)")
+            self.skip_allowed("external", "needs its own server process")
+
+    def skip_allowed(self, reason_id, detail):
+        """Skip this test for a reason on the allowlist of tests/README.md
+        ("Allowed skips"), e.g. skip_allowed("no-ipv6", "no IPv6 loopback").
+        Any other skip fails make test (tests/run.sh checks the id)."""
+        self.skipTest("[%s] %s" % (reason_id, detail))
 
     def short_dir(self):
         """A directory whose paths fit in sun_path (108 bytes): under the test's
@@ -661,14 +708,6 @@ class PxTestCase(unittest.TestCase):
             self.fail("%s exited with %d: sanitizer report or leak (see its log)" % (server.name, rc))
         self.assertEqual(rc, 0, "%s exit code after %s" % (server.name, signal.Signals(sig).name))
         return server.stop_seconds
-
-    def known_bug(self, present, message):
-        """A reported bug: skip (or fail with PX_STRICT_KNOWN_BUGS=1) while
-        `present`; the test simply passes once it is fixed."""
-        if present:
-            if STRICT_KNOWN_BUGS:
-                self.fail("KNOWN BUG: " + message)
-            self.skipTest("KNOWN BUG: " + message + " (PX_STRICT_KNOWN_BUGS=1 to fail)")
 
     def _failed(self):
         """Did the test body (or a subtest) fail? (tearDown runs in its own
@@ -693,6 +732,10 @@ class PxTestCase(unittest.TestCase):
                 if rc != 0 and not s.allow_nonzero_exit:
                     problems.append("%s exited with %d at tearDown%s"
                                     % (s.name, rc, " (sanitizer report?)" if rc == SANITIZER_EXIT else ""))
+        for s in self.servers:
+            if not s.external and SANITIZER_REPORT_RE.search(s.log_text()):
+                problems.append("%s: sanitizer report in its log (%s)"
+                                % (s.name, getattr(s, "stderr_path", "?")))
         if problems or self._failed():
             for s in self.servers:
                 if s.external:
@@ -731,4 +774,18 @@ def run_plexus(args, env=None, timeout=10.0, binary=None):
 
 
 def main():
-    unittest.main(verbosity=2)
+    """unittest.main, with an exit code that tells a skip from a pass: 0 all
+    passed, 1 a failure or no test ran, SKIP_EXIT something was skipped (one
+    "px-skip: <test>: <reason>" line each, for tests/run.sh to check)."""
+    prog = unittest.main(verbosity=2, exit=False)
+    result = prog.result
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for test, reason in result.skipped:
+        print("px-skip: %s: %s" % (test.id(), reason), flush=True)
+    if not result.wasSuccessful():
+        sys.exit(1)
+    if result.testsRun == 0:
+        print("pxtest: no test ran", flush=True)
+        sys.exit(1)
+    sys.exit(SKIP_EXIT if result.skipped else 0)

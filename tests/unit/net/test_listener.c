@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include "plexus/net.h"
+#include "px_skip.h"
 
 static px_server_t *srv;
 static char tmpdir[64];
@@ -183,10 +184,8 @@ static void test_tcp_localhost(void **state)
 static void test_tcp_ipv6(void **state)
 {
     (void)state;
-    if (!have_ipv6_loopback()) {
-        print_message("    no IPv6 loopback: skipped\n");
-        skip();
-    }
+    if (!have_ipv6_loopback())
+        px_skip("no-ipv6", "no IPv6 loopback on this host");
     assert_int_equal(px_server_listen(srv, "[::1]:0"), 0);
     const char *name = px_server_listener_name(srv, 0);
     assert_int_equal(strncmp(name, "[::1]:", 6), 0);
@@ -252,8 +251,8 @@ static void test_tcp_in_use(void **state)
 /* Two servers of ours on one explicit port: the second must fail, not join
  * the first one's SO_REUSEPORT group and silently take half its connections.
  * (Exactly what `plexus --listen 127.0.0.1:8080` twice does; see
- * tests/integration/11-lifecycle.py.) Known bug: listener.c sets SO_REUSEPORT
- * on every socket, so the kernel accepts the second bind. */
+ * tests/integration/11-lifecycle.py.) listener.c probes an explicit port
+ * before joining with SO_REUSEPORT. */
 static void test_tcp_in_use_by_plexus(void **state)
 {
     (void)state;
@@ -267,12 +266,6 @@ static void test_tcp_in_use_by_plexus(void **state)
     assert_non_null(second);
     int r = px_server_listen(second, addr);
     px_server_free(second);
-    if (r == 0 && !getenv("PX_STRICT_KNOWN_BUGS")) {
-        print_message("    KNOWN BUG: a second server bound %s (SO_REUSEPORT); "
-                      "set PX_STRICT_KNOWN_BUGS=1 to fail\n",
-                      addr);
-        skip();
-    }
     assert_int_equal(r, -EADDRINUSE);
 }
 
@@ -390,8 +383,8 @@ static void test_unix_not_a_socket(void **state)
 }
 
 /* A socket file a live server listens on is not stale: a second server must
- * fail instead of unlinking it and taking the path over. Known bug: open_unix
- * removes any socket file; probing it with connect() first would tell. */
+ * fail instead of unlinking it and taking the path over: open_unix probes the
+ * file with connect() first (only ECONNREFUSED means stale). */
 static void test_unix_in_use(void **state)
 {
     (void)state;
@@ -411,12 +404,6 @@ static void test_unix_in_use(void **state)
     srv = NULL;
     unlink(path);
     assert_int_equal(rmdir(tmpdir), 0);
-    if (r == 0 && !getenv("PX_STRICT_KNOWN_BUGS")) {
-        print_message("    KNOWN BUG: a second server took over the live %s; "
-                      "set PX_STRICT_KNOWN_BUGS=1 to fail\n",
-                      addr);
-        skip();
-    }
     assert_int_equal(r, -EADDRINUSE);
 }
 
