@@ -4,7 +4,7 @@
 #ifndef PX_FRONT_NATIVE_H
 #define PX_FRONT_NATIVE_H
 
-#include "hub/hub_int.h"
+#include "hub/frontend.h"
 #include "hub/json.h"
 #include "hub/jwt.h"
 #include "plexus/native.h"

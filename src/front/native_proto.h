@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hub/hub_int.h"
+#include "hub/frontend.h"
 #include "hub/json.h"
 
 #define PX__NATIVE_MAX_TOKENS 512 /* JSON tokens per frame (every value and key counts) */

@@ -15,6 +15,7 @@ import os
 import re
 import unittest
 
+import pxtest
 from pxtest import PxTestCase, run_plexus
 
 RANGE_RE = re.compile(r"^\s+--([a-z][a-z0-9-]*) ([A-Z]+)\s.*\(([0-9]+[A-Za-z]*)\.\.([0-9]+[A-Za-z]*)\)"
@@ -143,4 +144,4 @@ class Ranges(PxTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    pxtest.main()

@@ -199,4 +199,4 @@ class Deflate(PxTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    pxtest.main()
