@@ -2,8 +2,8 @@
  * the channel "clock", and one C subscriber on a worker logs what it receives. Clients
  * watch it with the native protocol, e.g.
  *   curl -N http://127.0.0.1:8080/api/channels/clock/events
- * Usage: clock [--listen ADDR] [--data-dir DIR] [--interval MS]
- *   (default 127.0.0.1:8080, ./var, 1000) */
+ * Usage: clock [--listen ADDR] [--workers N] [--data-dir DIR] [--interval MS]
+ *   (default 127.0.0.1:8080, one worker per CPU, ./var, 1000) */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -79,7 +79,9 @@ static void subscribe_here(px_worker_t *w, px_msg_t *m)
 
 static int usage(const char *why)
 {
-    fprintf(stderr, "clock: %s\nusage: clock [--listen ADDR] [--data-dir DIR] [--interval MS]\n",
+    fprintf(stderr,
+            "clock: %s\nusage: clock [--listen ADDR] [--workers N] [--data-dir DIR] "
+            "[--interval MS]\n",
             why);
     return 2;
 }
@@ -88,9 +90,17 @@ int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:8080", *data_dir = "./var";
     long interval = 1000;
+    px_server_opts_t so;
+    px_server_opts_init(&so);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
             listen = argv[++i];
+        } else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || n < 0 || n > 256)
+                return usage("--workers: a number from 0 to 256");
+            so.workers = (unsigned)n;
         } else if (strcmp(argv[i], "--data-dir") == 0 && i + 1 < argc) {
             data_dir = argv[++i];
         } else if (strcmp(argv[i], "--interval") == 0 && i + 1 < argc) {
@@ -102,7 +112,7 @@ int main(int argc, char **argv)
             return usage("unknown argument");
         }
     }
-    px_server_t *s = px_server_new(NULL);
+    px_server_t *s = px_server_new(&so);
     if (!s)
         return 1;
     int r = px_server_listen(s, listen);
