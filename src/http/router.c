@@ -23,8 +23,6 @@ struct px__route {
     void (*ud_free)(void *);
 };
 
-int px__http_decode(px__arena_t *a, px_str_t in, px_str_t *out, int plus_space);
-
 static void route_free(px__route_t *r)
 {
     if (r->ud_free)
@@ -208,7 +206,7 @@ void px__router_dispatch(px__http_t *h, px_req_t *req)
             if (s->kind == SEG_LIT)
                 continue;
             px_str_t v;
-            if (px__http_decode(&req->hc->arena, vals[np], &v, 0) != 0) {
+            if (px__http_decode(&req->arena, vals[np], &v, 0) != 0) {
                 px_respond_error(req, 400, NULL, "badly percent-encoded path");
                 return;
             }

@@ -1092,7 +1092,7 @@ static int api_channel(px_hub_t *h, px_req_t *req, int action, px_str_t *out)
 static hub_req_t *http_req(px_req_t *req, int type, px_str_t ch)
 {
     hub_req_t *r = req_new(NULL, type, ch.ptr, ch.len);
-    r->worker = px_worker_id(px_conn_worker(px_req_conn(req)));
+    r->worker = px_worker_id(px_req_worker(req));
     r->origin_kind = ORIGIN_HTTP;
     r->origin = req;
     return r;
@@ -1215,7 +1215,7 @@ static void history_reply(px_req_t *req, hub_rep_t *rep)
             px_respond_error(req, rep->status ? rep->status : 500, rep->err_code, "%s",
                              rep->err_msg);
         else /* the head is out: cut the transfer so the client sees it incomplete */
-            px_conn_abort(px_req_conn(req));
+            px_req_abort(req);
         return;
     }
     if (!hs->streaming) {
@@ -1234,7 +1234,7 @@ static void history_reply(px_req_t *req, hub_rep_t *rep)
     if (rep->truncated)
         hs->truncated = 1;
     if (px_stream_write(req, rep->body, rep->body_len) != 0) {
-        px_conn_abort(px_req_conn(req));
+        px_req_abort(req);
         return;
     }
     if (!rep->more || hs->left == 0)
@@ -1367,7 +1367,7 @@ static void api_events(px_req_t *req, void *ud)
     s->claims = claims;
     s->authorized = 1;
     px_timer_init(&s->expiry, on_expiry, s);
-    s->worker = px_worker_id(px_conn_worker(px_req_conn(req)));
+    s->worker = px_worker_id(px_req_worker(req));
     s->req = req;
     hub_local_t *L = local_of(h, s->worker);
     s->sse_next = L->sse;
@@ -1386,7 +1386,7 @@ static void api_events(px_req_t *req, void *ud)
     if (!L->sse_timer_on) {
         L->sse_timer_on = 1;
         px_timer_init(&L->sse_timer, sse_keepalive, L);
-        px_timer_start(px_conn_loop(px_req_conn(req)), &L->sse_timer, h->opts.sse_keepalive_ms);
+        px_timer_start(px_worker_loop(px_req_worker(req)), &L->sse_timer, h->opts.sse_keepalive_ms);
     }
     sub_t *u = px__xcalloc(1, sizeof *u);
     u->s = s;
