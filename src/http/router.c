@@ -118,12 +118,12 @@ static int match(const px__route_t *r, px_str_t path, px_str_t *vals)
     unsigned np = 0;
     for (unsigned i = 0; i < r->nseg; i++) {
         const seg_t *s = &r->segs[i];
+        if (p > end)
+            return 0; /* path has fewer segments (also "/static" for "/static/" + wildcard) */
         if (s->kind == SEG_WILD) {
             vals[np++] = (px_str_t){p, (size_t)(end - p)};
             return 1;
         }
-        if (p > end)
-            return 0; /* path has fewer segments */
         const char *slash = memchr(p, '/', (size_t)(end - p));
         const char *send = slash ? slash : end;
         size_t len = (size_t)(send - p);
