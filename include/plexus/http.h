@@ -5,7 +5,9 @@
  *   px_route(s, "GET", "/hello/:name", hello, NULL);
  *   px_server_run(s);
  *
- * A handler runs on the worker that owns the connection. It answers with one of
+ * A handler runs on the worker that owns the request (px_req_worker), whatever
+ * protocol carried it (HTTP/1.1 today; HTTP/2 streams produce the same
+ * requests, so handlers never see a connection). It answers with one of
  * the px_respond* calls before returning, or later (asynchronously) from the same
  * worker: a request that was not answered when its handler returned stays
  * pending, the connection keeps later pipelined requests waiting (responses go
@@ -81,7 +83,12 @@ PX_EXTERN int px_req_header_at(const px_req_t *req, size_t i, px_str_t *name, px
 /** The whole request body (chunked bodies are decoded). */
 PX_EXTERN px_str_t px_req_body(const px_req_t *req);
 PX_EXTERN int px_req_http_minor(const px_req_t *req);
-PX_EXTERN px_conn_t *px_req_conn(const px_req_t *req);
+/** The worker the request runs on (its loop: px_worker_loop), the only thread
+ * that may touch the request. */
+PX_EXTERN px_worker_t *px_req_worker(const px_req_t *req);
+/** The client's address as text ("127.0.0.1:5000", "unix"), at most `len`
+ * bytes with the NUL. 0, or a negative errno once the client has gone. */
+PX_EXTERN int px_req_peer(const px_req_t *req, char *buf, size_t len);
 /** Memory that lives until the request is answered (arena; no free needed).
  * NULL on failure. */
 PX_EXTERN void *px_req_alloc(px_req_t *req, size_t n);
@@ -90,6 +97,13 @@ PX_EXTERN void *px_req_alloc(px_req_t *req, size_t n);
 PX_EXTERN void px_req_on_abort(px_req_t *req, void (*cb)(px_req_t *, void *), void *ud);
 /** 1 once the client has gone (an async owner may stop work early). */
 PX_EXTERN int px_req_aborted(const px_req_t *req);
+/** Cut the answer short: the client sees it incomplete (HTTP/1.1: the
+ * connection is closed at once, dropping what is queued). For an answer that
+ * cannot be completed once its head is out, e.g. a stream whose source failed.
+ * The request is then one whose client has gone: on_abort runs (from the
+ * loop, not inside this call), writes fail with -EPIPE, and its owner still
+ * ends it (px_stream_end, or px_respond* for a request not yet answered). */
+PX_EXTERN void px_req_abort(px_req_t *req);
 
 /* ---- responses ------------------------------------------------------------------ */
 
@@ -124,20 +138,14 @@ PX_EXTERN int px_stream_write_slice(px_req_t *req, px_slice_t *s, size_t off, si
 /** Called each time the stream's queued output has been written out completely:
  * the moment to produce more when pacing a long answer (history, catch-up). */
 PX_EXTERN void px_stream_on_drain(px_req_t *req, void (*cb)(px_req_t *, void *), void *ud);
-/** Bytes queued on the stream's connection (slow-consumer checks). */
+/** Bytes queued for the stream's client and not yet written (slow-consumer
+ * checks); 0 once the client has gone. */
 PX_EXTERN size_t px_stream_pending(const px_req_t *req);
 /** End the stream (answers the request). */
 PX_EXTERN int px_stream_end(px_req_t *req);
 
 /** Reason phrase for a status code ("Not Found"). */
 PX_EXTERN const char *px_http_reason(int status);
-
-/* ---- protocol upgrade (used by the WebSocket layer) ------------------------------ */
-
-/** Hand the connection of `req` to another protocol after the 101 response has
- * been written by the caller with px_conn_write. Answers the request. Bytes the
- * client sent after the request head go to the new protocol. */
-PX_EXTERN int px_req_upgrade(px_req_t *req, const px_protocol_t *proto, void *state);
 
 #ifdef __cplusplus
 }

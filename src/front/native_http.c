@@ -10,7 +10,7 @@
 
 static unsigned req_worker(px_req_t *req)
 {
-    return px_worker_id(px_conn_worker(px_req_conn(req)));
+    return px_worker_id(px_req_worker(req));
 }
 
 /* ---- authorization -----------------------------------------------------------------------------
@@ -265,7 +265,7 @@ static void history_page(px_req_t *req, hist_stream_t *hs, px__hreq_t *r)
     if (w.err) {
         px_json_writer_dispose(&w);
         if (hs->streaming)
-            px_conn_abort(px_req_conn(req)); /* the head is out: cut the transfer */
+            px_req_abort(req); /* the head is out: cut the transfer */
         else
             px_respond_error(req, 500, "internal_error", "reply too large");
         return;
@@ -286,7 +286,7 @@ static void history_page(px_req_t *req, hist_stream_t *hs, px__hreq_t *r)
     int rc = px_stream_write(req, w.buf, w.len);
     px_json_writer_dispose(&w);
     if (rc != 0)
-        px_conn_abort(px_req_conn(req)); /* on_abort ends the stream */
+        px_req_abort(req); /* on_abort ends the stream */
     else if (last)
         px_stream_end(req);
     /* else the next page is asked for when this one has been written (history_drain) */
@@ -301,7 +301,7 @@ static void history_done(px__hreq_t *r)
         px_stream_end(req);
     } else if (r->status) {
         if (hs->streaming)
-            px_conn_abort(px_req_conn(req));
+            px_req_abort(req);
         else
             answered_error(req, r);
     } else {
@@ -624,7 +624,7 @@ static void api_events(px_req_t *req, void *ud)
     if (!L->sse_timer_on) {
         L->sse_timer_on = 1;
         px_timer_init(&L->sse_timer, sse_keepalive, L);
-        px_timer_start(px_conn_loop(px_req_conn(req)), &L->sse_timer, n->opts.sse_keepalive_ms);
+        px_timer_start(px_worker_loop(px_req_worker(req)), &L->sse_timer, n->opts.sse_keepalive_ms);
     }
     px__subopts_t so = {.has_since = has_since, .since_offset = since};
     if (!px__hclient_subscribe(&s->hc, ch.ptr, ch.len, n->sse_fmt, &so, 0))

@@ -23,8 +23,6 @@ struct px__route {
     void (*ud_free)(void *);
 };
 
-int px__http_decode(px__arena_t *a, px_str_t in, px_str_t *out, int plus_space);
-
 static void route_free(px__route_t *r)
 {
     if (r->ud_free)
@@ -120,12 +118,12 @@ static int match(const px__route_t *r, px_str_t path, px_str_t *vals)
     unsigned np = 0;
     for (unsigned i = 0; i < r->nseg; i++) {
         const seg_t *s = &r->segs[i];
+        if (p > end)
+            return 0; /* path has fewer segments (also "/static" for "/static/" + wildcard) */
         if (s->kind == SEG_WILD) {
             vals[np++] = (px_str_t){p, (size_t)(end - p)};
             return 1;
         }
-        if (p > end)
-            return 0; /* path has fewer segments */
         const char *slash = memchr(p, '/', (size_t)(end - p));
         const char *send = slash ? slash : end;
         size_t len = (size_t)(send - p);
@@ -208,7 +206,7 @@ void px__router_dispatch(px__http_t *h, px_req_t *req)
             if (s->kind == SEG_LIT)
                 continue;
             px_str_t v;
-            if (px__http_decode(&req->hc->arena, vals[np], &v, 0) != 0) {
+            if (px__http_decode(&req->arena, vals[np], &v, 0) != 0) {
                 px_respond_error(req, 400, NULL, "badly percent-encoded path");
                 return;
             }

@@ -804,7 +804,6 @@ static void ws_handshake(px_req_t *req, void *ud)
         px_respond_error(req, 503, NULL, "out of memory");
         return;
     }
-    ws->c = px_req_conn(req);
     ws->route = route;
     ws->opts = opts;
     ws->close_code = 1006;
@@ -857,8 +856,8 @@ static void ws_handshake(px_req_t *req, void *ud)
         px_respond_error(req, 500, NULL, "the handshake response does not fit");
         return;
     }
-    px_conn_t *c = ws->c;
-    if (px_req_upgrade(req, &ws_protocol, ws) != 0) {
+    px_conn_t *c;
+    if (px__req_upgrade(req, &ws_protocol, ws, &c) != 0) {
         /* Not in a state to switch (cannot be, after the checks above): answer, so
          * the request is never left unanswered. */
         px_ws_deflate_free(ws->deflate);
@@ -867,6 +866,7 @@ static void ws_handshake(px_req_t *req, void *ud)
         px_respond_error(req, 500, NULL, "the connection cannot switch protocols");
         return;
     }
+    ws->c = c;
     px_metric_add(m_ws_open, 1);
     if (px_conn_write(c, resp, hb.len) != 0) {
         px_conn_abort(c); /* ws_on_close frees ws */
