@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 
 #include "app/config.h"
-#include "hub/json.h"
+#include "plexus/json.h"
 #include "plexus/version.h"
 
 enum opt_type { T_STR, T_LIST, T_UINT, T_UINT64, T_SIZE, T_DURATION, T_BOOL };

@@ -65,7 +65,7 @@ good_tree() { # DIR
     d=$1
     mkdir -p "$d/include/plexus" "$d/src/core" "$d/src/util" "$d/src/net" "$d/src/http" \
         "$d/src/hub" "$d/src/front" "$d/app" "$d/examples/hello"
-    for h in common buf loop worker log metrics net http ws hub native; do
+    for h in common buf loop worker log metrics json net http ws hub native; do
         : >"$d/include/plexus/$h.h"
     done
     printf '#include "plexus/common.h"\n' >"$d/include/plexus/buf.h"
@@ -82,7 +82,7 @@ good_tree() { # DIR
     printf '#include "../util/json.h"\n#include "net_int.h"\n#include "plexus/net.h"\n' \
         >"$d/src/net/conn.c"
     : >"$d/src/http/http_int.h"
-    printf '#include "http/http_int.h"\n#include "net/net_int.h"\n' >"$d/src/http/ws.c"
+    printf '#include "http/http_int.h"\n' >"$d/src/http/router.c"
     : >"$d/src/hub/hub_int.h"
     : >"$d/src/hub/json.h"
     printf '#include "plexus/hub.h"\n' >"$d/src/hub/frontend.h"
@@ -90,7 +90,7 @@ good_tree() { # DIR
     printf '#include "hub/frontend.h"\n#include "plexus/native.h"\n#include "plexus/ws.h"\n' \
         >"$d/src/front/native.c"
     : >"$d/app/config.h"
-    printf '#include "app/config.h"\n#include "hub/json.h"\n' >"$d/app/config.c"
+    printf '#include "app/config.h"\n#include "plexus/json.h"\n' >"$d/app/config.c"
     printf '#include <plexus/http.h>\n' >"$d/examples/hello/main.c"
 }
 
@@ -117,7 +117,7 @@ src/http/bad.c|#include "../hub/json.h"|layer http includes layer hub
 src/http/bad.c|#include "plexus/hub.h"|layer http includes layer hub
 src/hub/bad.c|#include "../net/net_int.h"|is internal to src/net
 src/hub/bad.c|#include "plexus/net.h"|layer hub includes layer net
-src/hub/bad.c|#include "plexus/ws.h"|layer hub includes layer http
+src/hub/bad.c|#include "plexus/ws.h"|layer hub includes layer ws
 src/front/bad.c|#include "hub/hub_int.h"|is internal to src/hub
 include/plexus/hub.h|#include "plexus/http.h"|layer hub includes layer http
 include/plexus/net.h|#include "plexus/hub.h"|layer net includes layer hub
@@ -151,8 +151,8 @@ EOF
     # The tables only tighten: an allowance nothing needs any more is an error.
     t="$tmp/stale"
     cp -a "$tmp/good" "$t"
-    printf '#include "http/http_int.h"\n' >"$t/src/http/ws.c"
-    if lint "$t" >"$tmp/out" 2>&1 || ! grep -q "EXCEPTIONS lists src/http/ws.c" "$tmp/out"; then
+    if PX_LINT_EXTRA_EXCEPTIONS="src/http/ws.c src/net/net_int.h some issue" lint "$t" \
+        >"$tmp/out" 2>&1 || ! grep -q "EXCEPTIONS lists src/http/ws.c" "$tmp/out"; then
         echo "self-test: a stale exception is not reported" && cat "$tmp/out"
         ok=0
     fi

@@ -120,17 +120,17 @@ static size_t make_mix(void)
 /* Parses per second over about `secs` seconds, cycling through reqs[0..n). */
 static double bench_parse(const char *const *reqs, const size_t *lens, size_t n, double secs)
 {
-    px_http_header_t hdrs[64];
-    px_http1_request_t r;
-    px_http1_parser_t p;
+    px__http_header_t hdrs[64];
+    px__http1_request_t r;
+    px__http1_parser_t p;
     size_t iters = 0, batch = 4096, acc = 0;
     double t0 = now_s(), t;
     do {
         for (size_t i = 0; i < batch; i++) {
             size_t k = i % n;
-            px_http1_parser_init(&p);
+            px__http1_parser_init(&p);
             r.headers = hdrs;
-            int rc = px_http1_parse_request(&p, reqs[k], lens[k], &r, 64, NULL);
+            int rc = px__http1_parse_request(&p, reqs[k], lens[k], &r, 64, NULL);
             if (rc != (int)lens[k]) {
                 fprintf(stderr, "parse failed: %d %s\n", rc, rc == -1 ? r.error : "");
                 exit(1);
@@ -164,11 +164,11 @@ static double bench_chunked(double secs, size_t *body_len)
     double t0 = now_s(), t;
     do {
         for (int i = 0; i < 256; i++) {
-            px_http1_chunked_t d;
-            px_http1_chunked_init(&d);
+            px__http1_chunked_t d;
+            px__http1_chunked_init(&d);
             memcpy(work, src, n);
             size_t len = n;
-            if (px_http1_decode_chunked(&d, work, &len) != 0 || len != NCHUNK * CHUNK) {
+            if (px__http1_decode_chunked(&d, work, &len) != 0 || len != NCHUNK * CHUNK) {
                 fprintf(stderr, "chunked decode failed\n");
                 exit(1);
             }

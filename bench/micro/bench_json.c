@@ -9,8 +9,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "hub/json.h"
-#include "hub/jwt.h"
+#include "plexus/json.h"
+#include "util/jwt.h"
 
 static const char frame[] =
     "{\"op\":\"publish\",\"id\":12345,\"channel\":\"room:lobby\",\"data\":{\"user\":\"alice\","
@@ -113,9 +113,9 @@ static uint64_t jwt_verify(const char *s, size_t n)
 {
     (void)s;
     (void)n;
-    static px_jwt_claims_t c;
-    if (px_jwt_verify_hs256(jwt, jwt_len, (const uint8_t *)"bench-secret-0123456789abcdef", 29,
-                            1750000000, &c, NULL) < 0)
+    static px__jwt_claims_t c;
+    if (px__jwt_verify_hs256(jwt, jwt_len, (const uint8_t *)"bench-secret-0123456789abcdef", 29,
+                             1750000000, &c, NULL) < 0)
         abort();
     return c.npatterns;
 }
@@ -149,8 +149,8 @@ int main(int argc, char **argv)
     const char claims[] = "{\"sub\":\"alice\",\"exp\":4102444800,\"channels\":{\"subscribe\":"
                           "[\"room:*\",\"news\"],\"publish\":[\"room:*\"]},\"info\":{\"n\":1}}";
     int r =
-        px_jwt_sign_hs256(claims, sizeof claims - 1,
-                          (const uint8_t *)"bench-secret-0123456789abcdef", 29, jwt, sizeof jwt);
+        px__jwt_sign_hs256(claims, sizeof claims - 1,
+                           (const uint8_t *)"bench-secret-0123456789abcdef", 29, jwt, sizeof jwt);
     if (r < 0)
         return 1;
     jwt_len = (size_t)r;

@@ -75,7 +75,7 @@ static int cmp_double(const void *a, const void *b)
 
 typedef struct bench {
     char dir[256];
-    px_store_t *s;
+    px__store_t *s;
     char (*names)[16];
     uint64_t *next; /* next offset per channel */
     char *data;
@@ -88,7 +88,7 @@ static void bench_open(bench_t *b, int durability, uint64_t history_size)
         perror("mkdtemp");
         exit(1);
     }
-    px_store_opts_t o = {
+    px__store_opts_t o = {
         .data_dir = b->dir, .durability = durability, .history_size = history_size};
     char err[512];
     if (px__store_open("sqlite", &o, &b->s, err, sizeof(err)) != 0) {
@@ -110,12 +110,12 @@ static void bench_open(bench_t *b, int durability, uint64_t history_size)
     }
     /* Create the channels up front, in name order and in one transaction (one message
      * each), so their ids (and index entries) are not laid out in publishing order. */
-    px_store_msg_t *first = calloc(channels, sizeof(*first));
+    px__store_msg_t *first = calloc(channels, sizeof(*first));
     for (unsigned i = 0; i < channels; i++)
-        first[i] = (px_store_msg_t){.channel = {b->names[i], strlen(b->names[i])},
-                                    .epoch = PX_STR_LIT("00112233aabbccdd"),
-                                    .offset = b->next[i]++,
-                                    .data = {b->data, payload}};
+        first[i] = (px__store_msg_t){.channel = {b->names[i], strlen(b->names[i])},
+                                     .epoch = PX_STR_LIT("00112233aabbccdd"),
+                                     .offset = b->next[i]++,
+                                     .data = {b->data, payload}};
     if (px__store_append(b->s, first, channels) != 0) {
         fprintf(stderr, "create: %s\n", px__store_errmsg(b->s));
         exit(1);
@@ -137,7 +137,7 @@ static void run_append(const char *label, int durability, size_t batch, uint64_t
 {
     bench_t b;
     bench_open(&b, durability, history_size);
-    px_store_msg_t *msgs = calloc(batch, sizeof(*msgs));
+    px__store_msg_t *msgs = calloc(batch, sizeof(*msgs));
     size_t cap = 1 << 16, nlat = 0;
     double *lat = malloc(cap * sizeof(*lat));
     uint64_t total = 0;
@@ -158,11 +158,11 @@ static void run_append(const char *label, int durability, size_t batch, uint64_t
     while (t - t0 < seconds) {
         for (size_t i = 0; i < batch; i++) {
             unsigned ch = order[pos];
-            msgs[i] = (px_store_msg_t){.channel = {b.names[ch], strlen(b.names[ch])},
-                                       .epoch = PX_STR_LIT("00112233aabbccdd"),
-                                       .offset = b.next[ch]++,
-                                       .time_ms = (int64_t)total,
-                                       .data = {b.data, payload}};
+            msgs[i] = (px__store_msg_t){.channel = {b.names[ch], strlen(b.names[ch])},
+                                        .epoch = PX_STR_LIT("00112233aabbccdd"),
+                                        .offset = b.next[ch]++,
+                                        .time_ms = (int64_t)total,
+                                        .data = {b.data, payload}};
             pos = (pos + 1) % channels;
         }
         double a = now_s();
@@ -190,7 +190,7 @@ static void run_append(const char *label, int durability, size_t batch, uint64_t
     bench_close(&b);
 }
 
-static int count_cb(void *ud, const px_store_msg_t *m)
+static int count_cb(void *ud, const px__store_msg_t *m)
 {
     *(uint64_t *)ud += m->data.len ? 1 : 0;
     return 0;
@@ -201,15 +201,15 @@ static void run_read(size_t limit, uint64_t per_channel)
 {
     bench_t b;
     bench_open(&b, PX_DURABILITY_NORMAL, 0);
-    px_store_msg_t *msgs = calloc(1000, sizeof(*msgs));
+    px__store_msg_t *msgs = calloc(1000, sizeof(*msgs));
     for (unsigned c = 0; c < channels; c++) {
         for (uint64_t o = b.next[c]; o <= per_channel;) {
             size_t n = 0;
             for (; n < 1000 && o <= per_channel; n++, o++)
-                msgs[n] = (px_store_msg_t){.channel = {b.names[c], strlen(b.names[c])},
-                                           .epoch = PX_STR_LIT("00112233aabbccdd"),
-                                           .offset = o,
-                                           .data = {b.data, payload}};
+                msgs[n] = (px__store_msg_t){.channel = {b.names[c], strlen(b.names[c])},
+                                            .epoch = PX_STR_LIT("00112233aabbccdd"),
+                                            .offset = o,
+                                            .data = {b.data, payload}};
             if (px__store_append(b.s, msgs, n) != 0) {
                 fprintf(stderr, "fill: %s\n", px__store_errmsg(b.s));
                 exit(1);

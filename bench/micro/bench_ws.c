@@ -9,9 +9,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "http/utf8.h"
-#include "http/ws_deflate.h"
-#include "http/ws_frame.h"
+#include "util/utf8.h"
+#include "ws/ws_deflate.h"
+#include "ws/ws_frame.h"
 #include "plexus/buf.h"
 #include "plexus/common.h"
 
@@ -80,7 +80,7 @@ static void run_unmask(void)
 #ifdef PX_WS_HAVE_X86_SIMD
         {"sse2", px__ws_unmask_sse2},     {"avx2", px__ws_have_avx2() ? px__ws_unmask_avx2 : NULL},
 #endif
-        {"dispatch", px_ws_unmask},
+        {"dispatch", px__ws_unmask},
     };
     uint8_t *buf = malloc((1 << 20) + 64);
     if (!buf)
@@ -104,12 +104,12 @@ static void run_unmask(void)
     free(buf);
 }
 
-typedef px_utf8_state_t (*utf8_fn)(px_utf8_state_t, const uint8_t *, size_t);
+typedef px__utf8_state_t (*utf8_fn)(px__utf8_state_t, const uint8_t *, size_t);
 
 static double bench_utf8(utf8_fn fn, const uint8_t *p, size_t n)
 {
     double best = 0;
-    px_utf8_state_t acc = 0;
+    px__utf8_state_t acc = 0;
     for (int round = 0; round < ROUNDS; round++) {
         uint64_t bytes = 0;
         uint64_t t0 = cpu_ns(), t;
@@ -183,10 +183,10 @@ static void run_utf8(void)
         const uint8_t *p;
     } in[] = {{"ASCII (JSON)", ascii}, {"mixed languages", mixed}, {"CJK only", cjk}};
     for (size_t i = 0; i < PX_ARRAY_SIZE(in); i++)
-        printf("%-22s%12.2f%12.2f\n", in[i].name, bench_utf8(px_utf8_feed, in[i].p, N),
+        printf("%-22s%12.2f%12.2f\n", in[i].name, bench_utf8(px__utf8_feed, in[i].p, N),
                bench_utf8(px__utf8_feed_dfa, in[i].p, N));
     /* Short ASCII messages, the common chat case. */
-    printf("%-22s%12.2f%12.2f\n", "ASCII, 100 B messages", bench_utf8(px_utf8_feed, ascii, 100),
+    printf("%-22s%12.2f%12.2f\n", "ASCII, 100 B messages", bench_utf8(px__utf8_feed, ascii, 100),
            bench_utf8(px__utf8_feed_dfa, ascii, 100));
 }
 
@@ -199,8 +199,8 @@ static void run_parse(void)
     for (int i = 0; i < NF; i++) {
         uint64_t r = next_rand();
         uint64_t len = r % 4 == 0 ? 70000 : r % 4 == 1 ? 300 : (r >> 8) % 126;
-        flen[i] = px_ws_encode_header(frames[i], (r >> 4) % 2 ? PX_WS_OP_TEXT : PX_WS_OP_BINARY, 1,
-                                      0, len, key);
+        flen[i] = px__ws_encode_header(frames[i], (r >> 4) % 2 ? PX_WS_OP_TEXT : PX_WS_OP_BINARY, 1,
+                                       0, len, key);
     }
     uint64_t sum = 0;
     double best = 1e9;
@@ -210,10 +210,10 @@ static void run_parse(void)
         do {
             for (int rep = 0; rep < 64; rep++)
                 for (int i = 0; i < NF; i++) {
-                    px_ws_frame_t f;
+                    px__ws_frame_t f;
                     CLOBBER(frames[i]);
-                    int r = px_ws_parse_frame(frames[i], flen[i], &f,
-                                              PX_WS_PARSE_SERVER | PX_WS_RSV1, 1 << 24);
+                    int r = px__ws_parse_frame(frames[i], flen[i], &f,
+                                               PX_WS_PARSE_SERVER | PX_WS_RSV1, 1 << 24);
                     sum += (uint64_t)r + f.payload_len;
                 }
             count += 64 * NF;
@@ -241,13 +241,13 @@ static void run_deflate(void)
             msg[n++] = (uint8_t)w[k];
     }
     for (int snct = 0; snct <= 1; snct++) {
-        px_ws_deflate_params_t p = {.server_no_context_takeover = snct ? 1u : 0u,
-                                    .client_no_context_takeover = snct ? 1u : 0u,
-                                    .server_max_window_bits = 15,
-                                    .client_max_window_bits = 15,
-                                    .level = -1,
-                                    .mem_level = 8};
-        px_ws_deflate_t *c = px_ws_deflate_new(&p, 0), *peer = px_ws_deflate_new(&p, 0);
+        px__ws_deflate_params_t p = {.server_no_context_takeover = snct ? 1u : 0u,
+                                     .client_no_context_takeover = snct ? 1u : 0u,
+                                     .server_max_window_bits = 15,
+                                     .client_max_window_bits = 15,
+                                     .level = -1,
+                                     .mem_level = 8};
+        px__ws_deflate_t *c = px__ws_deflate_new(&p, 0), *peer = px__ws_deflate_new(&p, 0);
         px_buf_t z, out;
         px_buf_init(&z, 0);
         px_buf_init(&out, 0);
@@ -257,11 +257,11 @@ static void run_deflate(void)
             px_buf_reset(&z);
             px_buf_reset(&out);
             uint64_t a = cpu_ns();
-            if (px_ws_deflate_message(c, msg, N, &z, SIZE_MAX) != 0)
+            if (px__ws_deflate_message(c, msg, N, &z, SIZE_MAX) != 0)
                 break;
             uint64_t b = cpu_ns();
-            if (px_ws_inflate(peer, (const uint8_t *)px_buf_head(&z), px_buf_size(&z), 1, &out,
-                              N) != 0)
+            if (px__ws_inflate(peer, (const uint8_t *)px_buf_head(&z), px_buf_size(&z), 1, &out,
+                               N) != 0)
                 break;
             uint64_t e = cpu_ns();
             t_def += b - a;
@@ -275,8 +275,8 @@ static void run_deflate(void)
                (double)bytes * 1e3 / (double)t_inf, (double)zbytes / (double)bytes);
         px_buf_dispose(&z);
         px_buf_dispose(&out);
-        px_ws_deflate_free(c);
-        px_ws_deflate_free(peer);
+        px__ws_deflate_free(c);
+        px__ws_deflate_free(peer);
     }
 }
 

@@ -77,14 +77,14 @@ size_t px__native_page_bytes(const px__native_t *n)
 /* ---- tokens and limits ---------------------------------------------------------------------- */
 
 /* Verify a client token. Returns NULL and *out (malloc'd claims), or an error text. */
-const char *px__native_verify_token(px__native_t *n, px_str_t tok, px_jwt_claims_t **out)
+const char *px__native_verify_token(px__native_t *n, px_str_t tok, px__jwt_claims_t **out)
 {
     if (!n->opts.jwt_secret)
         return "this server does not accept tokens (no --jwt-secret)";
-    px_jwt_claims_t *c = px__xmalloc(sizeof *c);
+    px__jwt_claims_t *c = px__xmalloc(sizeof *c);
     const char *why = NULL;
-    int r = px_jwt_verify_hs256(tok.ptr, tok.len, (const uint8_t *)n->opts.jwt_secret,
-                                strlen(n->opts.jwt_secret), (int64_t)time(NULL), c, &why);
+    int r = px__jwt_verify_hs256(tok.ptr, tok.len, (const uint8_t *)n->opts.jwt_secret,
+                                 strlen(n->opts.jwt_secret), (int64_t)time(NULL), c, &why);
     if (r) {
         px__free(c);
         return why ? why : "invalid token";

@@ -5,8 +5,8 @@
 #define PX_FRONT_NATIVE_H
 
 #include "hub/frontend.h"
-#include "hub/json.h"
-#include "hub/jwt.h"
+#include "plexus/json.h"
+#include "util/jwt.h"
 #include "plexus/native.h"
 #include "plexus/ws.h"
 
@@ -28,11 +28,11 @@ struct nsession {
     px_ws_t *ws;   /* NS_WS while open */
     px_req_t *req; /* NS_SSE while streaming */
     nsession_t *sse_prev, *sse_next;
-    px_jwt_claims_t *claims; /* NULL: anonymous */
-    unsigned authorized : 1; /* passed the token / anonymous check, and not expired */
-    px_timer_t expiry;       /* the token's exp: the session ends then (unless renewed) */
-    bucket_t publishes;      /* --publish-rate */
-    bucket_t subscribes;     /* --subscribe-rate (subscribe and unsubscribe) */
+    px__jwt_claims_t *claims; /* NULL: anonymous */
+    unsigned authorized : 1;  /* passed the token / anonymous check, and not expired */
+    px_timer_t expiry;        /* the token's exp: the session ends then (unless renewed) */
+    bucket_t publishes;       /* --publish-rate */
+    bucket_t subscribes;      /* --subscribe-rate (subscribe and unsubscribe) */
     char client[PX__CLIENT_ID_LEN + 1];
 };
 
@@ -72,7 +72,7 @@ void px__native_sse_expired(nsession_t *s);
 
 /* Shared by both: sessions, auth and limits. */
 void px__native_session_init(nsession_t *s, px__native_t *n, int kind, unsigned worker);
-const char *px__native_verify_token(px__native_t *n, px_str_t tok, px_jwt_claims_t **out);
+const char *px__native_verify_token(px__native_t *n, px_str_t tok, px__jwt_claims_t **out);
 int px__native_rate_ok(bucket_t *b, unsigned rate);
 void px__native_bucket_init(bucket_t *b, unsigned rate);
 void px__native_arm_expiry(nsession_t *s);

@@ -18,7 +18,7 @@ static unsigned req_worker(px_req_t *req)
 
 /* Check the API credentials. Returns 0 (allowed; *claims set for a JWT) or answers the
  * request with 401/403 and returns -1. */
-static int api_auth(px__native_t *n, px_req_t *req, px_jwt_claims_t **claims)
+static int api_auth(px__native_t *n, px_req_t *req, px__jwt_claims_t **claims)
 {
     *claims = NULL;
     px_str_t auth = px_req_header(req, "authorization");
@@ -49,9 +49,9 @@ static int api_auth(px__native_t *n, px_req_t *req, px_jwt_claims_t **claims)
 /* Authorize `action` on the request's channel. *keep (may be NULL) receives the token's
  * claims (malloc'd, NULL for the API key or anonymous access); otherwise they are freed. */
 static int api_channel(px__native_t *n, px_req_t *req, int action, px_str_t *out,
-                       px_jwt_claims_t **keep)
+                       px__jwt_claims_t **keep)
 {
-    px_jwt_claims_t *claims;
+    px__jwt_claims_t *claims;
     if (api_auth(n, req, &claims) != 0)
         return -1;
     px_str_t ch = px_req_param(req, "channel");
@@ -61,7 +61,8 @@ static int api_channel(px__native_t *n, px_req_t *req, int action, px_str_t *out
                          "a channel name is 1-200 bytes of A-Z a-z 0-9 _ - = @ , . ; : /");
         return -1;
     }
-    if (claims && claims->has_channels && !px_jwt_channel_allowed(claims, action, ch.ptr, ch.len)) {
+    if (claims && claims->has_channels &&
+        !px__jwt_channel_allowed(claims, action, ch.ptr, ch.len)) {
         px__free(claims);
         px_respond_error(req, 403, "forbidden", "your token does not allow %s on this channel",
                          action == PX_JWT_PUBLISH ? "publish" : "subscribe");
@@ -371,7 +372,7 @@ static void api_presence(px_req_t *req, void *ud)
 static void channels_done(px__hreq_t *r)
 {
     px_req_t *req = r->ud;
-    const px_jwt_claims_t *cl = r->tag; /* a token's claims, or NULL */
+    const px__jwt_claims_t *cl = r->tag; /* a token's claims, or NULL */
     if (!answered_error(req, r)) {
         px_json_writer_t w;
         px_json_writer_init_growable(&w, 64u << 20);
@@ -381,7 +382,7 @@ static void channels_done(px__hreq_t *r)
             const px__chaninfo_t *c = &r->chans[i];
             /* A token sees only the channels it may subscribe to. */
             if (cl && cl->has_channels &&
-                !px_jwt_channel_allowed(cl, PX_JWT_SUBSCRIBE, c->name, c->name_len))
+                !px__jwt_channel_allowed(cl, PX_JWT_SUBSCRIBE, c->name, c->name_len))
                 continue;
             if (!first)
                 PX_JSON_PUT_LIT(&w, ",");
@@ -408,7 +409,7 @@ static void channels_done(px__hreq_t *r)
 static void api_channels(px_req_t *req, void *ud)
 {
     px__native_t *n = ud;
-    px_jwt_claims_t *claims;
+    px__jwt_claims_t *claims;
     if (api_auth(n, req, &claims) != 0)
         return;
     px__hreq_t *r = http_req(n, req, PX__HREQ_CHANNELS, (px_str_t){NULL, 0}, channels_done);
@@ -569,7 +570,7 @@ static void api_events(px_req_t *req, void *ud)
 {
     px__native_t *n = ud;
     px_str_t ch;
-    px_jwt_claims_t *claims = NULL;
+    px__jwt_claims_t *claims = NULL;
     if (api_channel(n, req, PX_JWT_SUBSCRIBE, &ch, &claims) != 0)
         return;
     uint64_t since = 0;

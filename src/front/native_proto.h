@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "hub/frontend.h"
-#include "hub/json.h"
+#include "plexus/json.h"
 
 #define PX__NATIVE_MAX_TOKENS 512 /* JSON tokens per frame (every value and key counts) */
 #define PX__NATIVE_MAX_DEPTH  32

@@ -311,7 +311,7 @@ static int allowed(const nsession_t *s, int action, const char *ch, size_t len)
 {
     if (!s->claims || !s->claims->has_channels)
         return 1; /* anonymous (allowed by config) or a token without a channels claim */
-    return px_jwt_channel_allowed(s->claims, action, ch, len);
+    return px__jwt_channel_allowed(s->claims, action, ch, len);
 }
 
 /* {"op":"auth","token":"<JWT>"}: renew the connection's token before it expires. The new
@@ -323,7 +323,7 @@ static void do_auth(nsession_t *s, const px__nop_t *op)
         ws_error(s, op->has_id, op->id, "forbidden", "this connection has no token to renew");
         return;
     }
-    px_jwt_claims_t *c = NULL;
+    px__jwt_claims_t *c = NULL;
     const char *why = px__native_verify_token(s->nat, op->token, &c);
     if (why) {
         ws_error(s, op->has_id, op->id, "unauthorized", "%s", why);
@@ -336,7 +336,7 @@ static void do_auth(nsession_t *s, const px__nop_t *op)
     }
     for (px__hsub_t *u = s->hc.subs; u; u = u->cnext) {
         if (!u->cancelled && c->has_channels &&
-            !px_jwt_channel_allowed(c, PX_JWT_SUBSCRIBE, u->name, u->name_len)) {
+            !px__jwt_channel_allowed(c, PX_JWT_SUBSCRIBE, u->name, u->name_len)) {
             px__free(c);
             ws_error(s, op->has_id, op->id, "forbidden",
                      "the new token does not allow subscribe on %.*s", (int)u->name_len, u->name);

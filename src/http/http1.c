@@ -36,7 +36,7 @@ enum h1_state {
 typedef struct h1_conn {
     px_conn_t *c; /* NULL once the connection is gone while a request is outstanding */
     px__http_t *http;
-    px_http1_parser_t parser;
+    px__http1_parser_t parser;
     int state;
     unsigned nreq;
     unsigned eof : 1;         /* client half-closed: close after the current answer */
@@ -50,7 +50,7 @@ typedef struct h1_conn {
     /* HC_BODY: */
     unsigned body_chunked : 1;
     px_buf_t body; /* the body, once it did not come with its head (req.body_kept) */
-    px_http1_chunked_t chunked;
+    px__http1_chunked_t chunked;
     uint64_t body_left; /* Content-Length bytes still to read */
     px_req_t req;
 } h1_conn_t;
@@ -93,7 +93,7 @@ static void *on_accept(px_conn_t *c, void *ud)
     hc->c = c;
     hc->http = h;
     px__req_init(&hc->req, &h1_ops, hc, h, &h->workers[px_worker_id(px_conn_worker(c))]);
-    px_http1_parser_init(&hc->parser);
+    px__http1_parser_init(&hc->parser);
     px_buf_init(&hc->body, 0);
     hc->state = HC_HEAD;
     /* Enough for the longest head plus a body that arrives with it. */
@@ -341,7 +341,7 @@ static void request_done(px_req_t *req)
     int was_async = hc->state == HC_ASYNC || hc->state == HC_STREAM;
     px__req_reset(req);
     px_buf_dispose(&hc->body);
-    px_http1_parser_init(&hc->parser);
+    px__http1_parser_init(&hc->parser);
     hc->own_hdrs = 0;
     hc->state = HC_HEAD;
     if (!keep) {
@@ -418,7 +418,7 @@ static ssize_t feed_body(h1_conn_t *hc, char *data, size_t len, int *done)
     if (px_buf_append(&hc->body, data, len) != 0)
         return -1;
     size_t n = len;
-    ssize_t r = px_http1_decode_chunked(&hc->chunked, px_buf_head(&hc->body) + decoded, &n);
+    ssize_t r = px__http1_decode_chunked(&hc->chunked, px_buf_head(&hc->body) + decoded, &n);
     if (r == PX_PARSE_ERROR) {
         reject(hc, 400, 1, hc->chunked.error ? hc->chunked.error : "bad chunked encoding");
         return -1;
@@ -476,12 +476,12 @@ static void process(h1_conn_t *hc, char *data, size_t len, size_t *used)
             }
             if (!hc->own_hdrs)
                 req->h.headers = req->hw->hdrs;
-            int r = px_http1_parse_request(&hc->parser, data + pos, len - pos, &req->h,
-                                           h->opts.max_headers, &h->limits);
+            int r = px__http1_parse_request(&hc->parser, data + pos, len - pos, &req->h,
+                                            h->opts.max_headers, &h->limits);
             if (r == PX_PARSE_INCOMPLETE && !hc->own_hdrs) {
                 /* The worker's header array is shared by its connections: a head
                  * that spans reads keeps its own copy of what is parsed so far. */
-                px_http_header_t *mine =
+                px__http_header_t *mine =
                     px__arena_alloc(&req->arena, h->opts.max_headers * sizeof *mine);
                 if (!mine) {
                     reject(hc, 500, 0, "out of memory");
@@ -541,7 +541,7 @@ static void process(h1_conn_t *hc, char *data, size_t len, size_t *used)
                 hc->body_chunked = req->h.chunked;
                 hc->body_left = req->h.chunked ? 0 : (uint64_t)cl;
                 if (req->h.chunked)
-                    px_http1_chunked_init(&hc->chunked);
+                    px__http1_chunked_init(&hc->chunked);
                 hc->state = HC_BODY;
                 if (req->h.expect_continue)
                     px_conn_write(hc->c, "HTTP/1.1 100 Continue\r\n\r\n", 25);

@@ -408,7 +408,7 @@ static inline const char *at(const char *buf, px_str_t s)
     return buf + ((uintptr_t)s.ptr - 1);
 }
 
-static int reject(px_http1_parser_t *p, px_http1_request_t *req, int status, const char *why)
+static int reject(px__http1_parser_t *p, px__http1_request_t *req, int status, const char *why)
 {
     p->_state = ST_ERROR;
     req->status = status;
@@ -420,7 +420,7 @@ static int reject(px_http1_parser_t *p, px_http1_request_t *req, int status, con
 
 /* Split the target of a complete request line into path/query/host and check
  * its form against the method (RFC 9112 3.2). */
-static int check_target(px_http1_parser_t *p, const char *buf, px_http1_request_t *req)
+static int check_target(px__http1_parser_t *p, const char *buf, px__http1_request_t *req)
 {
     const char *m = at(buf, req->method), *t = at(buf, req->target);
     size_t mlen = req->method.len, n = req->target.len;
@@ -502,7 +502,7 @@ static const char *list_next(const char *s, const char *e, px_str_t *tok, const 
     return t;
 }
 
-static int on_transfer_encoding(px_http1_parser_t *p, px_http1_request_t *req, const char *v,
+static int on_transfer_encoding(px__http1_parser_t *p, px__http1_request_t *req, const char *v,
                                 size_t vlen)
 {
     const char *e = v + vlen, *s = v;
@@ -577,7 +577,7 @@ static int host_port_valid(const char *v, size_t n)
 /* Derive request facts from one complete field line. Names are validated
  * tokens, so lower_eq applies; switching on the length first keeps the cost of
  * uninteresting fields to one compare. */
-static int on_field(px_http1_parser_t *p, px_http1_request_t *req, const char *name, size_t nlen,
+static int on_field(px__http1_parser_t *p, px__http1_request_t *req, const char *name, size_t nlen,
                     const char *v, size_t voff, size_t vlen)
 {
     const char *e = v + vlen, *s = v;
@@ -662,7 +662,7 @@ static int on_field(px_http1_parser_t *p, px_http1_request_t *req, const char *n
 }
 
 /* The empty line ended the head at `end`: settle what needed every field. */
-static int finish(px_http1_parser_t *p, const char *buf, px_http1_request_t *req, size_t end)
+static int finish(px__http1_parser_t *p, const char *buf, px__http1_request_t *req, size_t end)
 {
     unsigned f = p->_flags;
     if (req->minor_version == 1 && !(f & F_HOST))
@@ -688,7 +688,7 @@ static int finish(px_http1_parser_t *p, const char *buf, px_http1_request_t *req
     if (f & F_PATH_ROOT)
         req->path = PX_STR_LIT("/");
     for (size_t i = 0; i < req->num_headers; i++) { /* never absent: no NULL test */
-        px_http_header_t *h = &req->headers[i];
+        px__http_header_t *h = &req->headers[i];
         h->name.ptr = at(buf, h->name);
         h->value.ptr = at(buf, h->value);
     }
@@ -703,14 +703,14 @@ static int finish(px_http1_parser_t *p, const char *buf, px_http1_request_t *req
  * state lives in locals (stored back when more input is needed): with
  * -fno-strict-aliasing every store into *req would otherwise reload it. */
 static inline __attribute__((always_inline)) int
-parse_head(px_http1_parser_t *p, const char *buf, size_t len, px_http1_request_t *req, size_t nmax,
-           const px_http1_limits_t *lim, scan_fn scan_method, scan_fn scan_target,
+parse_head(px__http1_parser_t *p, const char *buf, size_t len, px__http1_request_t *req,
+           size_t nmax, const px__http1_limits_t *lim, scan_fn scan_method, scan_fn scan_target,
            scan_fn scan_name, scan_fn scan_value)
 {
     win_t w = {buf, buf + len, NULL, 0, 0};
     size_t end = len, pos = p->_pos, line = p->_line, mark = p->_mark, aux = p->_aux;
     size_t nh = req->num_headers, rl_room = lim->max_request_line;
-    px_http_header_t *const hdrs = req->headers;
+    px__http_header_t *const hdrs = req->headers;
     unsigned st = p->_state;
     const char *q;
     if (end > lim->max_header_bytes)
@@ -902,7 +902,7 @@ parse_head(px_http1_parser_t *p, const char *buf, size_t len, px_http1_request_t
         goto field_line;
     }
     default:
-        assert(0 && "px_http1_parse_request: parser not initialised");
+        assert(0 && "px__http1_parse_request: parser not initialised");
         REJECT(500, "parser state corrupted");
     }
 more:
@@ -917,8 +917,8 @@ more:
     REJECT(431, "request head too large"); /* more bytes are there, past the limit */
 }
 
-static int parse_scalar(px_http1_parser_t *p, const char *buf, size_t len, px_http1_request_t *req,
-                        size_t nmax, const px_http1_limits_t *lim)
+static int parse_scalar(px__http1_parser_t *p, const char *buf, size_t len,
+                        px__http1_request_t *req, size_t nmax, const px__http1_limits_t *lim)
 {
     return parse_head(p, buf, len, req, nmax, lim, scan_token_scalar, scan_target_scalar,
                       scan_token_scalar, scan_value_scalar);
@@ -927,19 +927,19 @@ static int parse_scalar(px_http1_parser_t *p, const char *buf, size_t len, px_ht
 #ifdef PX_HTTP1_X86
 /* flatten inlines the scanners (same target) into the whole parse, so one
  * predictable branch per call selects the implementation, not a call per line. */
-TARGET_SSE42 __attribute__((flatten)) static int parse_sse42(px_http1_parser_t *p, const char *buf,
-                                                             size_t len, px_http1_request_t *req,
+TARGET_SSE42 __attribute__((flatten)) static int parse_sse42(px__http1_parser_t *p, const char *buf,
+                                                             size_t len, px__http1_request_t *req,
                                                              size_t nmax,
-                                                             const px_http1_limits_t *lim)
+                                                             const px__http1_limits_t *lim)
 {
     return parse_head(p, buf, len, req, nmax, lim, line_token_sse42, line_target_sse42,
                       win_token_sse42, win_value_sse42);
 }
 
-TARGET_AVX2 __attribute__((flatten)) static int parse_avx2(px_http1_parser_t *p, const char *buf,
-                                                           size_t len, px_http1_request_t *req,
+TARGET_AVX2 __attribute__((flatten)) static int parse_avx2(px__http1_parser_t *p, const char *buf,
+                                                           size_t len, px__http1_request_t *req,
                                                            size_t nmax,
-                                                           const px_http1_limits_t *lim)
+                                                           const px__http1_limits_t *lim)
 {
     return parse_head(p, buf, len, req, nmax, lim, line_token_avx2, line_target_avx2,
                       win_token_avx2, win_value_avx2);
@@ -995,29 +995,29 @@ const char *px__http1_impl_name(int impl)
     }
 }
 
-void px_http1_parser_init(px_http1_parser_t *p)
+void px__http1_parser_init(px__http1_parser_t *p)
 {
     memset(p, 0, sizeof *p);
 }
 
-int px_http1_parse_request(px_http1_parser_t *p, const char *buf, size_t len,
-                           px_http1_request_t *req, size_t headers_cap,
-                           const px_http1_limits_t *lim)
+int px__http1_parse_request(px__http1_parser_t *p, const char *buf, size_t len,
+                            px__http1_request_t *req, size_t headers_cap,
+                            const px__http1_limits_t *lim)
 {
-    static const px_http1_limits_t defaults = PX_HTTP1_LIMITS_DEFAULT;
+    static const px__http1_limits_t defaults = PX_HTTP1_LIMITS_DEFAULT;
     if (!lim)
         lim = &defaults;
     size_t nmax = headers_cap < lim->max_headers ? headers_cap : lim->max_headers;
     if (p->_state == ST_NEW) {
-        px_http_header_t *h = req->headers;
+        px__http_header_t *h = req->headers;
         memset(req, 0, sizeof *req);
         req->headers = h;
         req->content_length = -1;
         p->_state = ST_EMPTY;
     }
     if (PX_UNLIKELY(p->_state >= ST_DONE)) {
-        assert(0 && "px_http1_parse_request called again without px_http1_parser_init");
-        REJECT(500, "parser reused without px_http1_parser_init");
+        assert(0 && "px__http1_parse_request called again without px__http1_parser_init");
+        REJECT(500, "parser reused without px__http1_parser_init");
     }
     switch (g_impl) {
 #ifdef PX_HTTP1_X86
@@ -1028,7 +1028,7 @@ int px_http1_parse_request(px_http1_parser_t *p, const char *buf, size_t len,
     }
 }
 
-int px_http1_header_eq(px_str_t name, const char *lower_name, size_t len)
+int px__http1_header_eq(px_str_t name, const char *lower_name, size_t len)
 {
     if (name.len != len)
         return 0;
@@ -1042,20 +1042,21 @@ int px_http1_header_eq(px_str_t name, const char *lower_name, size_t len)
     return 1;
 }
 
-const px_http_header_t *px_http1_find_next(const px_http1_request_t *req, const char *lower_name,
-                                           const px_http_header_t *prev)
+const px__http_header_t *px__http1_find_next(const px__http1_request_t *req, const char *lower_name,
+                                             const px__http_header_t *prev)
 {
     size_t len = strlen(lower_name);
     size_t i = prev ? (size_t)(prev - req->headers) + 1 : 0;
     for (; i < req->num_headers; i++)
-        if (px_http1_header_eq(req->headers[i].name, lower_name, len))
+        if (px__http1_header_eq(req->headers[i].name, lower_name, len))
             return &req->headers[i];
     return NULL;
 }
 
-const px_http_header_t *px_http1_find_header(const px_http1_request_t *req, const char *lower_name)
+const px__http_header_t *px__http1_find_header(const px__http1_request_t *req,
+                                               const char *lower_name)
 {
-    return px_http1_find_next(req, lower_name, NULL);
+    return px__http1_find_next(req, lower_name, NULL);
 }
 
 /* ---- chunked decoder ------------------------------------------------------------------
@@ -1087,7 +1088,7 @@ enum {
     CS_ERROR,
 };
 
-void px_http1_chunked_init(px_http1_chunked_t *d)
+void px__http1_chunked_init(px__http1_chunked_t *d)
 {
     memset(d, 0, sizeof *d);
     d->max_line = PX_HTTP1_CHUNK_LINE_MAX;
@@ -1105,7 +1106,7 @@ static int hexval(unsigned char c)
     return -1;
 }
 
-ssize_t px_http1_decode_chunked(px_http1_chunked_t *d, char *buf, size_t *len)
+ssize_t px__http1_decode_chunked(px__http1_chunked_t *d, char *buf, size_t *len)
 {
     size_t n = *len, src = 0, dst = 0;
     unsigned st = d->_state;

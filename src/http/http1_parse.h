@@ -27,18 +27,18 @@
  * removed, contains no CR, LF or other CTL except HTAB, and may be empty. */
 typedef struct px_http_header {
     px_str_t name, value;
-} px_http_header_t;
+} px__http_header_t;
 
 /** Size limits for one request head. A zero field means "no bytes allowed"
  * (use PX_HTTP1_LIMITS_DEFAULT, or pass NULL for it). */
-typedef struct px_http1_limits {
+typedef struct px__http1_limits {
     size_t max_request_line; /* request line without its CRLF; longer -> 414 */
     size_t max_header_bytes; /* whole head: leading empty lines, request line, fields and the
                                 final CRLF; longer -> 431 */
     size_t max_headers;      /* field lines; more -> 431 (also capped by headers_cap) */
-} px_http1_limits_t;
+} px__http1_limits_t;
 
-#define PX_HTTP1_LIMITS_DEFAULT ((px_http1_limits_t){8192, 16384, 100})
+#define PX_HTTP1_LIMITS_DEFAULT ((px__http1_limits_t){8192, 16384, 100})
 
 /** Empty lines (CRLF) tolerated before the request line (RFC 9112 2.2 asks for
  * at least one; a client that ends a body with a stray CRLF sends one). */
@@ -46,7 +46,7 @@ typedef struct px_http1_limits {
 
 /**
  * A parsed request head. Every px_str_t points into the buffer given to
- * px_http1_parse_request, except `path` for an absolute-form target without a
+ * px__http1_parse_request, except `path` for an absolute-form target without a
  * path ("GET http://h HTTP/1.1"), which points to a static "/". The pointers
  * are valid only after the call that returned the head length, and only while
  * that buffer is neither moved, modified nor freed.
@@ -58,7 +58,7 @@ typedef struct px_http1_limits {
  * those are never kept between calls). After PX_PARSE_ERROR only `status` and
  * `error` are meaningful.
  */
-typedef struct px_http1_request {
+typedef struct px__http1_request {
     px_str_t method; /* a token, case-sensitive ("GET"); unknown methods are accepted */
     px_str_t target; /* request-target exactly as sent: 0x21-0x7E bytes only */
     /* `path` and `query` split the target at its first '?'; `query` excludes the
@@ -71,9 +71,9 @@ typedef struct px_http1_request {
                           which are processed as 1.1 (RFC 9110 2.5); another major version is
                           rejected with 505 */
 
-    px_http_header_t *headers; /* caller's array of headers_cap entries (the parser never
+    px__http_header_t *headers; /* caller's array of headers_cap entries (the parser never
                                   changes this pointer) */
-    size_t num_headers;        /* out: entries filled, in the order received */
+    size_t num_headers;         /* out: entries filled, in the order received */
 
     /* Derived while parsing, so the server never rescans the headers. Field
      * names match case-insensitively ("host" == "Host"). */
@@ -93,12 +93,12 @@ typedef struct px_http1_request {
 
     int status;        /* on PX_PARSE_ERROR: 400, 414, 431, 501 or 505 (500: API misuse) */
     const char *error; /* on PX_PARSE_ERROR: static text naming the problem (for logs) */
-} px_http1_request_t;
+} px__http1_request_t;
 
-/** Resumable state of px_http1_parse_request. All positions are offsets from
+/** Resumable state of px__http1_parse_request. All positions are offsets from
  * the start of the request, never pointers, because the caller may move its
  * buffer between calls. Invariant: _line, _mark and _aux are <= _pos. */
-typedef struct px_http1_parser {
+typedef struct px__http1_parser {
     size_t _pos;     /* every byte before this offset is validated and recorded; resume here */
     size_t _line;    /* start of the current line (request line or field line) */
     size_t _mark;    /* start of the element being scanned (target, version, field value) */
@@ -107,10 +107,10 @@ typedef struct px_http1_parser {
     uint16_t _flags; /* facts gathered from the fields so far (F_* in http1_parse.c) */
     uint8_t _state;  /* where parsing resumes (ST_* in http1_parse.c); 0 = not started */
     uint8_t _nempty; /* empty lines skipped before the request line */
-} px_http1_parser_t;
+} px__http1_parser_t;
 
 /** Prepare `p` for a new request head (also after a complete or failed one). */
-void px_http1_parser_init(px_http1_parser_t *p);
+void px__http1_parser_init(px__http1_parser_t *p);
 
 /**
  * Parse one request head from buf[0..len).
@@ -128,18 +128,19 @@ void px_http1_parser_init(px_http1_parser_t *p);
  *    as soon as they are exceeded, without waiting for the end of the line.
  * `lim` may be NULL for PX_HTTP1_LIMITS_DEFAULT.
  */
-int px_http1_parse_request(px_http1_parser_t *p, const char *buf, size_t len,
-                           px_http1_request_t *req, size_t headers_cap,
-                           const px_http1_limits_t *lim);
+int px__http1_parse_request(px__http1_parser_t *p, const char *buf, size_t len,
+                            px__http1_request_t *req, size_t headers_cap,
+                            const px__http1_limits_t *lim);
 
 /** 1 if `name` equals `lower_name` (lower case, `len` bytes) ignoring ASCII case. */
-int px_http1_header_eq(px_str_t name, const char *lower_name, size_t len);
+int px__http1_header_eq(px_str_t name, const char *lower_name, size_t len);
 
 /** First header named `lower_name` (lower case, NUL-terminated), or NULL. */
-const px_http_header_t *px_http1_find_header(const px_http1_request_t *req, const char *lower_name);
+const px__http_header_t *px__http1_find_header(const px__http1_request_t *req,
+                                               const char *lower_name);
 /** Next header named `lower_name` after `prev` (a result of find_header/find_next), or NULL. */
-const px_http_header_t *px_http1_find_next(const px_http1_request_t *req, const char *lower_name,
-                                           const px_http_header_t *prev);
+const px__http_header_t *px__http1_find_next(const px__http1_request_t *req, const char *lower_name,
+                                             const px__http_header_t *prev);
 
 /* ---- chunked transfer coding ----------------------------------------------- */
 
@@ -147,16 +148,16 @@ const px_http_header_t *px_http1_find_next(const px_http1_request_t *req, const 
 #define PX_HTTP1_CHUNK_TRAILER_MAX 8192 /* default limit for the whole trailer section */
 
 /** State of one chunked body. Trailer fields are validated, then dropped. */
-typedef struct px_http1_chunked {
+typedef struct px__http1_chunked {
     size_t max_line;    /* chunk-size line limit in bytes (CRLF excluded); may be set after init */
     size_t max_trailer; /* trailer section limit in bytes (final CRLF included) */
     const char *error;  /* after PX_PARSE_ERROR: static text naming the problem */
     uint64_t _size;     /* chunk-size being read, then data bytes still to copy; <= INT64_MAX */
     size_t _count;      /* bytes of the current size line, or of the trailer section so far */
     uint8_t _state;     /* CS_* in http1_parse.c */
-} px_http1_chunked_t;
+} px__http1_chunked_t;
 
-void px_http1_chunked_init(px_http1_chunked_t *d);
+void px__http1_chunked_init(px__http1_chunked_t *d);
 
 /**
  * Decode chunked data in place. buf[0..*len) holds bytes received since the
@@ -167,10 +168,10 @@ void px_http1_chunked_init(px_http1_chunked_t *d);
  *  - PX_PARSE_INCOMPLETE: all input was consumed; call again with more.
  *  - PX_PARSE_ERROR: bad framing; d->error says why. *len holds the data
  *    decoded before the error, which the caller should discard.
- * After a return other than PX_PARSE_INCOMPLETE, call px_http1_chunked_init
+ * After a return other than PX_PARSE_INCOMPLETE, call px__http1_chunked_init
  * before decoding another body.
  */
-ssize_t px_http1_decode_chunked(px_http1_chunked_t *d, char *buf, size_t *len);
+ssize_t px__http1_decode_chunked(px__http1_chunked_t *d, char *buf, size_t *len);
 
 /* ---- implementation selection (tests and benchmarks) ----------------------- */
 

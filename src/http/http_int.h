@@ -9,8 +9,8 @@
 
 #include "core/arena.h"
 #include "http/http1_parse.h"
+#include "http/upgrade.h"
 #include "plexus/http.h"
-#include "plexus/ws.h"
 
 #define PX__HTTP_MAX_PARAMS 8
 
@@ -22,7 +22,7 @@ typedef struct px__http_worker {
     int64_t date_sec; /* wall second the cached Date line was made for */
     char date[48];    /* "Date: Sun, 22 Nov 2026 04:05:00 GMT\r\n" */
     size_t date_len;
-    px_http_header_t *hdrs; /* HTTP/1 parse scratch: max_headers entries */
+    px__http_header_t *hdrs; /* HTTP/1 parse scratch: max_headers entries */
 } px__http_worker_t;
 
 /* The HTTP module's state (px_server_module): options, routes, per-worker
@@ -30,13 +30,11 @@ typedef struct px__http_worker {
 typedef struct px__http {
     px_server_t *server;
     px_http_opts_t opts;
-    px_http1_limits_t limits;
+    px__http1_limits_t limits;
     px__route_t *routes; /* registration order */
     size_t nroutes, routes_cap;
     px__http_worker_t *workers;
     unsigned nworkers;
-    px_ws_opts_t ws_opts; /* for every WebSocket route (px_ws_configure) */
-    int ws_opts_set;      /* ws_opts holds defaults or px_ws_configure's */
 } px__http_t;
 
 typedef struct px__res_header {
@@ -117,7 +115,7 @@ struct px_req {
     px__http_worker_t *hw;
     px__arena_t arena; /* request memory: reset when the request ends */
     /* Per request (zeroed by px__req_reset). */
-    px_http1_request_t h; /* head; spans point into the owner's input or, once
+    px__http1_request_t h; /* head; spans point into the owner's input or, once
                              detached, into the arena */
     px_str_t body;
     unsigned nparams;
@@ -167,12 +165,6 @@ int px__req_detach(px_req_t *req);
 void px__req_gone(px_req_t *req);
 /* One access-log line for the request (if the access log is on). */
 void px__req_log(px_req_t *req);
-/* Switch the request's connection to `proto` with `state` (HTTP/1.1 Upgrade),
- * after which the caller writes the 101 itself on *out (the connection), then
- * the new protocol gets the bytes after the head. The request is answered.
- * -ENOTSUP when the owner cannot (HTTP/2), -EINVAL when not now (answered, or
- * a pipelined request is pending). */
-int px__req_upgrade(px_req_t *req, const px_protocol_t *proto, void *state, px_conn_t **out);
 
 /* Status -> error code for px_respond_error ("not_found"). */
 const char *px__http_error_code(int status);

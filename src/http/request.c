@@ -155,7 +155,7 @@ int px_http_configure(px_server_t *s, const px_http_opts_t *o)
     for (unsigned i = 0; i < h->nworkers; i++) {
         px__free(h->workers[i].hdrs);
         h->workers[i].hdrs =
-            px__calloc(o->max_headers ? o->max_headers : 1, sizeof(px_http_header_t));
+            px__calloc(o->max_headers ? o->max_headers : 1, sizeof(px__http_header_t));
         if (!h->workers[i].hdrs)
             return -ENOMEM;
     }
@@ -224,8 +224,8 @@ int px__req_detach(px_req_t *req)
     if (req->detached)
         return 0;
     px__arena_t *a = &req->arena;
-    px_http1_request_t *h = &req->h;
-    px_http_header_t *hdrs =
+    px__http1_request_t *h = &req->h;
+    px__http_header_t *hdrs =
         px__arena_alloc(a, (h->num_headers ? h->num_headers : 1) * sizeof *hdrs);
     if (!hdrs)
         return -ENOMEM;
@@ -594,7 +594,7 @@ px_str_t px_req_header(const px_req_t *req, const char *name)
 {
     size_t n = strlen(name);
     for (size_t i = 0; i < req->h.num_headers; i++) {
-        const px_http_header_t *hd = &req->h.headers[i];
+        const px__http_header_t *hd = &req->h.headers[i];
         if (hd->name.len == n && strncasecmp(hd->name.ptr, name, n) == 0)
             return hd->value;
     }

@@ -17,44 +17,44 @@
 
 #include "plexus/hub.h"
 
-typedef struct px_broker px_broker_t;
+typedef struct px__broker px__broker_t;
 
-typedef struct px_broker_ops {
+typedef struct px__broker_ops {
     const char *name; /* "local" */
     /** Open; `loop` is the hub thread's (for the broker's own I/O). On failure `err` holds
      *  one line naming the cause. */
-    int (*open)(const char *url, px_loop_t *loop, px_broker_t **out, char *err, size_t errlen);
-    void (*close)(px_broker_t *b);
+    int (*open)(const char *url, px_loop_t *loop, px__broker_t **out, char *err, size_t errlen);
+    void (*close)(px__broker_t *b);
     /** A message this node committed, for the others (best effort: a node that misses it
      *  finds it in the shared store when the next message shows the gap). */
-    int (*publish)(px_broker_t *b, const px_hub_msg_t *m);
+    int (*publish)(px__broker_t *b, const px_hub_msg_t *m);
     /** This node has (or no longer has) subscribers on `channel`. */
-    int (*subscribe)(px_broker_t *b, px_str_t channel);
-    int (*unsubscribe)(px_broker_t *b, px_str_t channel);
-} px_broker_ops_t;
+    int (*subscribe)(px__broker_t *b, px_str_t channel);
+    int (*unsubscribe)(px__broker_t *b, px_str_t channel);
+} px__broker_ops_t;
 
 /** Base of every broker handle (backends put it first). A broker that receives messages
  *  from other nodes will get the hub's entry point for them here (with the first such
  *  broker). */
-struct px_broker {
-    const px_broker_ops_t *ops;
+struct px__broker {
+    const px__broker_ops_t *ops;
 };
 
-extern const px_broker_ops_t px__broker_local;
+extern const px__broker_ops_t px__broker_local;
 
-static inline int px__broker_publish(px_broker_t *b, const px_hub_msg_t *m)
+static inline int px__broker_publish(px__broker_t *b, const px_hub_msg_t *m)
 {
     return b->ops->publish(b, m);
 }
-static inline int px__broker_subscribe(px_broker_t *b, px_str_t channel)
+static inline int px__broker_subscribe(px__broker_t *b, px_str_t channel)
 {
     return b->ops->subscribe(b, channel);
 }
-static inline int px__broker_unsubscribe(px_broker_t *b, px_str_t channel)
+static inline int px__broker_unsubscribe(px__broker_t *b, px_str_t channel)
 {
     return b->ops->unsubscribe(b, channel);
 }
-static inline void px__broker_close(px_broker_t *b)
+static inline void px__broker_close(px__broker_t *b)
 {
     if (b)
         b->ops->close(b);

@@ -3,13 +3,14 @@
 #include "core/alloc.h"
 #include "hub/broker.h"
 
-static int local_open(const char *url, px_loop_t *loop, px_broker_t **out, char *err, size_t errlen)
+static int local_open(const char *url, px_loop_t *loop, px__broker_t **out, char *err,
+                      size_t errlen)
 {
     PX_UNUSED(url);
     PX_UNUSED(loop);
     PX_UNUSED(err);
     PX_UNUSED(errlen);
-    px_broker_t *b = px__calloc(1, sizeof *b);
+    px__broker_t *b = px__calloc(1, sizeof *b);
     if (!b)
         return -ENOMEM;
     b->ops = &px__broker_local;
@@ -17,26 +18,26 @@ static int local_open(const char *url, px_loop_t *loop, px_broker_t **out, char 
     return 0;
 }
 
-static void local_close(px_broker_t *b)
+static void local_close(px__broker_t *b)
 {
     px__free(b);
 }
 
-static int local_publish(px_broker_t *b, const px_hub_msg_t *m)
+static int local_publish(px__broker_t *b, const px_hub_msg_t *m)
 {
     PX_UNUSED(b);
     PX_UNUSED(m);
     return 0;
 }
 
-static int local_interest(px_broker_t *b, px_str_t channel)
+static int local_interest(px__broker_t *b, px_str_t channel)
 {
     PX_UNUSED(b);
     PX_UNUSED(channel);
     return 0;
 }
 
-const px_broker_ops_t px__broker_local = {
+const px__broker_ops_t px__broker_local = {
     .name = "local",
     .open = local_open,
     .close = local_close,

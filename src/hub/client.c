@@ -18,7 +18,7 @@
 #include "hub/hub_int.h"
 
 struct px__lchan {
-    px__centry_t e;
+    px__hentry_t e;
     px__hsub_t *lists[PX__FORMATS_MAX]; /* active subscriptions, per format */
     unsigned count;
     size_t name_len;
@@ -26,7 +26,7 @@ struct px__lchan {
 };
 
 typedef struct px__hlocal {
-    px__chanmap_t chans;
+    px__hashmap_t chans;
 } px__hlocal_t;
 
 int px__hub_locals_init(px_hub_t *h);
@@ -39,7 +39,7 @@ int px__hub_locals_init(px_hub_t *h)
     if (!h->locals)
         return -ENOMEM;
     for (unsigned i = 0; i < h->nworkers; i++)
-        px__chanmap_init(&h->locals[i].chans);
+        px__hashmap_init(&h->locals[i].chans);
     return 0;
 }
 
@@ -48,12 +48,12 @@ void px__hub_locals_free(px_hub_t *h)
     if (!h->locals)
         return;
     for (unsigned i = 0; i < h->nworkers; i++) {
-        px__chanmap_t *m = &h->locals[i].chans;
-        for (px__centry_t *e = px__chanmap_next(m, NULL), *next; e; e = next) {
-            next = px__chanmap_next(m, e);
+        px__hashmap_t *m = &h->locals[i].chans;
+        for (px__hentry_t *e = px__hashmap_next(m, NULL), *next; e; e = next) {
+            next = px__hashmap_next(m, e);
             px__free(PX_CONTAINER_OF(e, px__lchan_t, e));
         }
-        px__chanmap_dispose(m);
+        px__hashmap_dispose(m);
     }
     px__free(h->locals);
     h->locals = NULL;
@@ -64,7 +64,7 @@ void px__hub_locals_free(px_hub_t *h)
 static void activate(px__hclient_t *c, px__hsub_t *s)
 {
     px__hlocal_t *L = &c->hub->locals[c->worker];
-    px__centry_t *e = px__chanmap_get(&L->chans, s->name, s->name_len);
+    px__hentry_t *e = px__hashmap_get(&L->chans, s->name, s->name_len);
     px__lchan_t *lc = e ? PX_CONTAINER_OF(e, px__lchan_t, e) : NULL;
     if (!lc) {
         lc = px__xcalloc(1, sizeof *lc);
@@ -72,7 +72,7 @@ static void activate(px__hclient_t *c, px__hsub_t *s)
         lc->name_len = s->name_len;
         lc->e.key = lc->name;
         lc->e.key_len = lc->name_len;
-        if (px__chanmap_put(&L->chans, &lc->e) != 0) {
+        if (px__hashmap_put(&L->chans, &lc->e) != 0) {
             px__free(lc);
             px_log(PX_LOG_ERROR, "out of memory: subscription to %.*s gets no deliveries",
                    (int)s->name_len, s->name);
@@ -106,7 +106,7 @@ static void deactivate(px__hclient_t *c, px__hsub_t *s)
     s->prev = s->next = NULL;
     if (--lc->count == 0) {
         px__hlocal_t *L = &c->hub->locals[c->worker];
-        px__chanmap_del(&L->chans, &lc->e);
+        px__hashmap_del(&L->chans, &lc->e);
         px__free(lc);
     }
 }
@@ -125,7 +125,7 @@ void px__hub_on_delivery(px_worker_t *w, px_msg_t *m)
     px_hub_t *h = d->hub;
     px__hlocal_t *L = &h->locals[px_worker_id(w)];
     px_str_t ch = d->kind == PX__DELIVER_MESSAGE ? px_hub_msg_channel(d->m) : d->ev.channel;
-    px__centry_t *e = px__chanmap_get(&L->chans, ch.ptr, ch.len);
+    px__hentry_t *e = px__hashmap_get(&L->chans, ch.ptr, ch.len);
     int64_t n = 0;
     if (e) {
         px__lchan_t *lc = PX_CONTAINER_OF(e, px__lchan_t, e);

@@ -23,7 +23,7 @@
 #include <stdatomic.h>
 
 #include "hub/broker.h"
-#include "hub/chanmap.h"
+#include "util/hashmap.h"
 #include "hub/store.h"
 #include "plexus/hub.h"
 

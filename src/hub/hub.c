@@ -235,7 +235,7 @@ typedef struct presence_ent {
 } presence_ent_t;
 
 typedef struct hchan {
-    px__centry_t e;
+    px__hentry_t e;
     char name[PX__CHANNEL_MAX + 1];
     size_t name_len;
     char epoch[PX_STORE_EPOCH_MAX + 1];
@@ -256,7 +256,7 @@ typedef struct hchan {
 
 static hchan_t *chan_find(px_hub_t *h, const char *name, size_t len)
 {
-    px__centry_t *e = px__chanmap_get(&h->channels, name, len);
+    px__hentry_t *e = px__hashmap_get(&h->channels, name, len);
     return e ? PX_CONTAINER_OF(e, hchan_t, e) : NULL;
 }
 
@@ -282,7 +282,7 @@ static hchan_t *chan_new(px_hub_t *h, const char *name, size_t len, const char *
     else if (px__store_fresh_epoch(h->store, (px_str_t){name, len}, c->epoch) != 0)
         px__store_epoch_new(c->epoch);
     c->last_offset = last_offset;
-    if (px__chanmap_put(&h->channels, &c->e) != 0) {
+    if (px__hashmap_put(&h->channels, &c->e) != 0) {
         px__free(c->worker_subs);
         px__free(c);
         return NULL;
@@ -359,7 +359,7 @@ static void chan_maybe_free(px_hub_t *h, hchan_t *c)
 {
     if (c->total_subs || c->presence || c->last_offset || c->ring_count || c->burned)
         return;
-    px__chanmap_del(&h->channels, &c->e);
+    px__hashmap_del(&h->channels, &c->e);
     px_metric_add(px__m_channels, -1);
     chan_free(c);
 }
@@ -463,8 +463,8 @@ static void commit_batch(px_defer_t *d)
     if (!batch)
         return;
 
-    px_store_msg_t *msgs = px__xcalloc(n, sizeof *msgs);
-    px_store_assigned_t *got = px__xcalloc(n, sizeof *got);
+    px__store_msg_t *msgs = px__xcalloc(n, sizeof *msgs);
+    px__store_assigned_t *got = px__xcalloc(n, sizeof *got);
     hchan_t **chans = px__xcalloc(n, sizeof *chans);
     int64_t now = wall_ms();
     size_t i = 0, k = 0;
@@ -475,10 +475,10 @@ static void commit_batch(px_defer_t *d)
         if (c) { /* the store chooses the offset (0) and knows the epoch (empty) */
             c->batch_n++;
             msgs[k++] =
-                (px_store_msg_t){.channel = {c->name, c->name_len},
-                                 .offset = c->burned > c->last_offset ? c->burned + c->batch_n : 0,
-                                 .time_ms = now,
-                                 .data = px_hub_msg_data(r->m)};
+                (px__store_msg_t){.channel = {c->name, c->name_len},
+                                  .offset = c->burned > c->last_offset ? c->burned + c->batch_n : 0,
+                                  .time_ms = now,
+                                  .data = px_hub_msg_data(r->m)};
         }
     }
     uint64_t t0 = px_now_ns();
@@ -504,7 +504,7 @@ static void commit_batch(px_defer_t *d)
     for (px__hreq_t *r = batch, *next; r; r = next, i++) {
         next = r->next;
         hchan_t *c = chans[i];
-        px_store_assigned_t *sm = c ? &got[k++] : NULL;
+        px__store_assigned_t *sm = c ? &got[k++] : NULL;
         if (!c || rc != 0) {
             /* Nothing of the batch is visible: the channel's offset stays where it was. */
             hreq_error(r, 503, "storage_error", "the message could not be stored");
@@ -600,7 +600,7 @@ typedef struct row_ctx {
     const hchan_t *c;
 } row_ctx_t;
 
-static int store_row(void *ud, const px_store_msg_t *sm)
+static int store_row(void *ud, const px__store_msg_t *sm)
 {
     row_ctx_t *x = ud;
     px_hub_msg_t *m =
@@ -877,8 +877,8 @@ static void do_presence(px_hub_t *h, px__hreq_t *r)
 static void do_channels(px_hub_t *h, px__hreq_t *r)
 {
     size_t n = 0;
-    for (px__centry_t *e = px__chanmap_next(&h->channels, NULL); e;
-         e = px__chanmap_next(&h->channels, e))
+    for (px__hentry_t *e = px__hashmap_next(&h->channels, NULL); e;
+         e = px__hashmap_next(&h->channels, e))
         n += PX_CONTAINER_OF(e, hchan_t, e)->total_subs > 0;
     r->chans = n ? px__arena_alloc(&r->arena, n * sizeof *r->chans) : NULL;
     if (n && !r->chans) {
@@ -886,8 +886,8 @@ static void do_channels(px_hub_t *h, px__hreq_t *r)
         answer(h, r);
         return;
     }
-    for (px__centry_t *e = px__chanmap_next(&h->channels, NULL); e;
-         e = px__chanmap_next(&h->channels, e)) {
+    for (px__hentry_t *e = px__hashmap_next(&h->channels, NULL); e;
+         e = px__hashmap_next(&h->channels, e)) {
         hchan_t *c = PX_CONTAINER_OF(e, hchan_t, e);
         if (!c->total_subs)
             continue;
@@ -986,7 +986,7 @@ void px__hub_post(px_hub_t *h, px__hreq_t *r)
 /* ---- life cycle
  * ---------------------------------------------------------------------------------- */
 
-static int load_channel(void *ud, const px_store_channel_t *sc)
+static int load_channel(void *ud, const px__store_channel_t *sc)
 {
     px_hub_t *h = ud;
     return chan_new(h, sc->name, sc->name_len, sc->epoch, sc->last_offset) ? 0 : -ENOMEM;
@@ -1022,7 +1022,7 @@ px_hub_t *px_hub_new(px_workers_t *workers, const px_hub_opts_t *o, char *err, s
     h->opts = *o;
     h->data_dir = px__xstrdup(o->data_dir ? o->data_dir : "./var");
     h->opts.data_dir = h->data_dir;
-    px__chanmap_init(&h->channels);
+    px__hashmap_init(&h->channels);
 
     px__m_publishes = px_metric_register("plexus_hub_publishes_total",
                                          "Messages published and stored", PX_METRIC_COUNTER);
@@ -1036,12 +1036,12 @@ px_hub_t *px_hub_new(px_workers_t *workers, const px_hub_opts_t *o, char *err, s
     px__m_channels =
         px_metric_register("plexus_hub_channels", "Channels known to the hub", PX_METRIC_GAUGE);
 
-    px_store_opts_t so = {.data_dir = h->data_dir,
-                          .durability = o->durability == PX_HUB_DURABILITY_FULL
-                                            ? PX_DURABILITY_FULL
-                                            : PX_DURABILITY_NORMAL,
-                          .history_size = o->history_size,
-                          .history_ttl_ms = o->history_ttl_ms};
+    px__store_opts_t so = {.data_dir = h->data_dir,
+                           .durability = o->durability == PX_HUB_DURABILITY_FULL
+                                             ? PX_DURABILITY_FULL
+                                             : PX_DURABILITY_NORMAL,
+                           .history_size = o->history_size,
+                           .history_ttl_ms = o->history_ttl_ms};
     int r = px__store_open(NULL, &so, &h->store, err, errlen);
     if (r) {
         px_hub_free(h);
@@ -1095,11 +1095,11 @@ void px_hub_free(px_hub_t *h)
     px__hub_api_free(h);
     px__hub_locals_free(h);
     px_workers_free(h->actor);
-    for (px__centry_t *e = px__chanmap_next(&h->channels, NULL), *next; e; e = next) {
-        next = px__chanmap_next(&h->channels, e);
+    for (px__hentry_t *e = px__hashmap_next(&h->channels, NULL), *next; e; e = next) {
+        next = px__hashmap_next(&h->channels, e);
         chan_free(PX_CONTAINER_OF(e, hchan_t, e));
     }
-    px__chanmap_dispose(&h->channels);
+    px__hashmap_dispose(&h->channels);
     px__broker_close(h->broker);
     px__store_close(h->store);
     px__free(h->data_dir);

@@ -12,12 +12,12 @@ struct px_hub {
     unsigned nworkers;
     px_hub_opts_t opts;
     char *data_dir;
-    px_store_t *store;
-    px_broker_t *broker; /* fan-out to other nodes (the local one: nobody) */
-    px_workers_t *actor; /* one worker: the hub thread */
+    px__store_t *store;
+    px__broker_t *broker; /* fan-out to other nodes (the local one: nobody) */
+    px_workers_t *actor;  /* one worker: the hub thread */
     const px__hformat_t *formats[PX__FORMATS_MAX];
     unsigned nformats;
-    px__chanmap_t channels;       /* hub thread only */
+    px__hashmap_t channels;       /* hub thread only */
     struct px__hlocal *locals;    /* per worker: that worker only */
     struct px_hub_sub **api_subs; /* per worker: the C API's subscriptions (api.c) */
     px_defer_t commit_defer;

@@ -6,11 +6,11 @@
 
 /* First entry is the default. A backend behind a build option adds itself here under
  * its #ifdef; nothing else in the hub needs to know it exists. */
-static const px_store_ops_t *const backends[] = {
+static const px__store_ops_t *const backends[] = {
     &px__store_sqlite,
 };
 
-const px_store_ops_t *px__store_backend(const char *name)
+const px__store_ops_t *px__store_backend(const char *name)
 {
     if (!name || !*name)
         return backends[0];
@@ -20,10 +20,10 @@ const px_store_ops_t *px__store_backend(const char *name)
     return NULL;
 }
 
-int px__store_open(const char *backend, const px_store_opts_t *o, px_store_t **out, char *err,
+int px__store_open(const char *backend, const px__store_opts_t *o, px__store_t **out, char *err,
                    size_t errlen)
 {
-    const px_store_ops_t *ops = px__store_backend(backend);
+    const px__store_ops_t *ops = px__store_backend(backend);
     *out = NULL;
     if (!ops) {
         if (errlen)

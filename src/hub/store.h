@@ -1,12 +1,12 @@
 /* Durable channel history: the storage backend interface.
  *
- * One storage thread owns a px_store_t and is the only caller of everything in this
+ * One storage thread owns a px__store_t and is the only caller of everything in this
  * header (the API is synchronous and not thread-safe). It group-commits publishes
  * that arrive together with one append() call, then acknowledges them.
  *
- * Backends implement px_store_ops_t (a `static const` table with designated
+ * Backends implement px__store_ops_t (a `static const` table with designated
  * initializers, like nginx ngx_event_actions_t or Redis ConnectionType) and embed
- * px_store_t as the first member of their own handle. SQLite is the default and
+ * px__store_t as the first member of their own handle. SQLite is the default and
  * the only backend compiled today; see docs/storage.md for how another plugs in. */
 #ifndef PX_HUB_STORE_H
 #define PX_HUB_STORE_H
@@ -39,17 +39,17 @@
 /** PX_STORE_CHECK_AUTO switches to the quick check above this database size. */
 #define PX_STORE_CHECK_FULL_MAX ((uint64_t)256 << 20)
 
-typedef struct px_store px_store_t;
-typedef struct px_store_ops px_store_ops_t;
+typedef struct px__store px__store_t;
+typedef struct px__store_ops px__store_ops_t;
 
 /** Base of every backend handle; backends put it first and cast (PX_CONTAINER_OF). */
-struct px_store {
-    const px_store_ops_t *ops; /* never NULL while the store is open */
+struct px__store {
+    const px__store_ops_t *ops; /* never NULL while the store is open */
 };
 
 /** One message. For append() every span is borrowed for the duration of the call; for
  *  read() callbacks they point into the backend and are valid only during the callback. */
-typedef struct px_store_msg {
+typedef struct px__store_msg {
     px_str_t channel; /* 1..PX_STORE_CHANNEL_MAX bytes, any values */
     px_str_t epoch;   /* append: the channel's epoch, or empty for "the stored one" (a new
                        * channel: its fresh epoch). read: the channel's current epoch. */
@@ -57,37 +57,37 @@ typedef struct px_store_msg {
                        * append: 0 = the store chooses */
     int64_t time_ms;  /* unix ms, assigned by the hub; TTL retention compares it */
     px_str_t data;    /* raw bytes (JSON); may be empty; ptr may be NULL only if len is 0 */
-} px_store_msg_t;
+} px__store_msg_t;
 
 /** What append() committed for one message: its offset, and the channel's epoch (points
  *  into the store, valid until its next call). */
-typedef struct px_store_assigned {
+typedef struct px__store_assigned {
     uint64_t offset;
     px_str_t epoch;
-} px_store_assigned_t;
+} px__store_assigned_t;
 
 /** A channel as loaded at startup. */
-typedef struct px_store_channel {
+typedef struct px__store_channel {
     char name[PX_STORE_CHANNEL_MAX + 1]; /* name_len bytes then NUL; may contain NULs itself */
     size_t name_len;                     /* 1..PX_STORE_CHANNEL_MAX */
     char epoch[PX_STORE_EPOCH_MAX + 1];  /* NUL-terminated */
     uint64_t last_offset; /* highest offset ever appended in this epoch (0 = none), kept even
                            * after retention deleted every message */
-} px_store_channel_t;
+} px__store_channel_t;
 
-typedef struct px_store_opts {
+typedef struct px__store_opts {
     const char *data_dir;    /* SQLite: directory, created 0700 if missing; holds plexus.db */
     const char *conninfo;    /* network backends (PostgreSQL); SQLite ignores it */
     int durability;          /* PX_DURABILITY_NORMAL or PX_DURABILITY_FULL */
     int check;               /* PX_STORE_CHECK_* (0 = AUTO) */
     uint64_t history_size;   /* keep at most this many messages per channel; 0 = unlimited */
     uint64_t history_ttl_ms; /* delete messages older than this (by trim()); 0 = forever */
-} px_store_opts_t;
+} px__store_opts_t;
 
 /* Callbacks return 0 to continue, > 0 to stop early (the call then returns 0), or a
  * negative errno to stop and make the call return it. They must not call the store. */
-typedef int (*px_store_channel_cb)(void *ud, const px_store_channel_t *c);
-typedef int (*px_store_msg_cb)(void *ud, const px_store_msg_t *m);
+typedef int (*px__store_channel_cb)(void *ud, const px__store_channel_t *c);
+typedef int (*px__store_msg_cb)(void *ud, const px__store_msg_t *m);
 
 /**
  * A storage backend. Every function returns 0 or a negative errno (documented
@@ -95,26 +95,26 @@ typedef int (*px_store_msg_cb)(void *ud, const px_store_msg_t *m);
  * Common codes: -EINVAL bad argument (nothing touched), -ENOENT unknown channel, -EIO
  * I/O error, -ENOSPC disk full, -EBUSY locked by another process, -EUCLEAN corruption.
  */
-struct px_store_ops {
+struct px__store_ops {
     const char *name; /* "sqlite" */
 
     /** Open (creating if needed) and verify the store: schema version, integrity check,
      *  pragmas. On failure *out is NULL and `err` holds one line naming the path and the
      *  cause; a failed integrity check is an error (the data is never silently recreated). */
-    int (*open)(const px_store_opts_t *o, px_store_t **out, char *err, size_t errlen);
+    int (*open)(const px__store_opts_t *o, px__store_t **out, char *err, size_t errlen);
     /** Close and free; accepts NULL. Nothing is pending (every call is synchronous). */
-    void (*close)(px_store_t *s);
+    void (*close)(px__store_t *s);
     /** Text of the last failure on this store ("" if none); valid until the next call. */
-    const char *(*errmsg)(px_store_t *s);
+    const char *(*errmsg)(px__store_t *s);
 
     /** Call cb once per stored channel (order unspecified). For startup: restores epochs
      *  and last offsets, which survive restarts and retention. */
-    int (*load_channels)(px_store_t *s, px_store_channel_cb cb, void *ud);
+    int (*load_channels)(px__store_t *s, px__store_channel_cb cb, void *ud);
     /** Persist that `channel` lives in `epoch`, in its own transaction. New channel: stored
      *  with last_offset 0. Same epoch: no-op. Different epoch: the hub started a new
      *  history, so the old messages are deleted and last_offset restarts at 0. append()
      *  does the same implicitly; this is for making an epoch durable before any message. */
-    int (*create_channel)(px_store_t *s, px_str_t channel, px_str_t epoch);
+    int (*create_channel)(px__store_t *s, px_str_t channel, px_str_t epoch);
     /** Store msgs[0..n) in ONE transaction and return only after it committed (for
      *  PX_DURABILITY_FULL: fsync'ed). On any error nothing of the batch is committed and
      *  the store stays usable. The store chooses offsets and epochs: a message with offset
@@ -126,35 +126,35 @@ struct px_store_ops {
      *  msgs is never modified. history_size is
      *  applied to every channel touched (bounded work; leftovers go to trim()). n == 0 is a
      *  no-op. */
-    int (*append)(px_store_t *s, const px_store_msg_t *msgs, size_t n, px_store_assigned_t *out);
+    int (*append)(px__store_t *s, const px__store_msg_t *msgs, size_t n, px__store_assigned_t *out);
     /** Call cb for the messages of `channel` with offset > since, in offset order, at most
      *  `limit` of them (0 = no limit). -ENOENT if the channel is unknown. */
-    int (*read)(px_store_t *s, px_str_t channel, uint64_t since, size_t limit, px_store_msg_cb cb,
+    int (*read)(px__store_t *s, px_str_t channel, uint64_t since, size_t limit, px__store_msg_cb cb,
                 void *ud);
     /** Apply retention: history_ttl_ms against now_ms (unix ms), and history_size for
      *  channels append() could not finish. Does a bounded amount of work per call: returns
      *  1 if it stopped with more to do (call again soon), 0 when done. Cheap when there is
      *  nothing to delete, so call it periodically (e.g. every second). */
-    int (*trim)(px_store_t *s, int64_t now_ms);
+    int (*trim)(px__store_t *s, int64_t now_ms);
     /** *first_offset = the lowest stored offset of `channel`, or last_offset + 1 when none
      *  is stored. History is complete after `since` iff since + 1 >= *first_offset.
      *  -ENOENT if the channel is unknown. */
-    int (*earliest)(px_store_t *s, px_str_t channel, uint64_t *first_offset);
+    int (*earliest)(px__store_t *s, px_str_t channel, uint64_t *first_offset);
     /** The epoch of a channel the store does not hold (yet), written NUL-terminated into
      *  out: the same for every call, after restarts and in every process sharing the
      *  store, and different in a store created anew (where history was lost). So a
      *  channel may leave the hub's memory while it has no message and keep its epoch. */
-    int (*fresh_epoch)(px_store_t *s, px_str_t channel, char out[PX_STORE_EPOCH_MAX + 1]);
+    int (*fresh_epoch)(px__store_t *s, px_str_t channel, char out[PX_STORE_EPOCH_MAX + 1]);
 };
 
 /** The SQLite backend (store_sqlite.c). */
-extern const px_store_ops_t px__store_sqlite;
+extern const px__store_ops_t px__store_sqlite;
 
 /** Backend by name ("sqlite"); NULL or "" selects the default. NULL if unknown. */
-const px_store_ops_t *px__store_backend(const char *name);
+const px__store_ops_t *px__store_backend(const char *name);
 /** Open a store with the named backend (see px__store_backend); -ENOENT + err text if the
  *  backend is unknown or not compiled in. */
-int px__store_open(const char *backend, const px_store_opts_t *o, px_store_t **out, char *err,
+int px__store_open(const char *backend, const px__store_opts_t *o, px__store_t **out, char *err,
                    size_t errlen);
 /** Write a fresh random epoch (16 lowercase hex chars + NUL) into out. 0 or -errno. */
 int px__store_epoch_new(char out[PX_STORE_EPOCH_MAX + 1]);
@@ -164,46 +164,46 @@ bool px__store_channel_ok(px_str_t channel);
 bool px__store_epoch_ok(px_str_t epoch);
 
 /* Dispatch (Redis connection.h style): the storage thread calls these, never the table. */
-static inline void px__store_close(px_store_t *s)
+static inline void px__store_close(px__store_t *s)
 {
     if (s)
         s->ops->close(s);
 }
-static inline const char *px__store_errmsg(px_store_t *s)
+static inline const char *px__store_errmsg(px__store_t *s)
 {
     return s->ops->errmsg(s);
 }
-static inline int px__store_load_channels(px_store_t *s, px_store_channel_cb cb, void *ud)
+static inline int px__store_load_channels(px__store_t *s, px__store_channel_cb cb, void *ud)
 {
     return s->ops->load_channels(s, cb, ud);
 }
-static inline int px__store_create_channel(px_store_t *s, px_str_t channel, px_str_t epoch)
+static inline int px__store_create_channel(px__store_t *s, px_str_t channel, px_str_t epoch)
 {
     return s->ops->create_channel(s, channel, epoch);
 }
-static inline int px__store_append(px_store_t *s, const px_store_msg_t *msgs, size_t n)
+static inline int px__store_append(px__store_t *s, const px__store_msg_t *msgs, size_t n)
 {
     return s->ops->append(s, msgs, n, NULL);
 }
-static inline int px__store_append_assigned(px_store_t *s, const px_store_msg_t *msgs, size_t n,
-                                            px_store_assigned_t *out)
+static inline int px__store_append_assigned(px__store_t *s, const px__store_msg_t *msgs, size_t n,
+                                            px__store_assigned_t *out)
 {
     return s->ops->append(s, msgs, n, out);
 }
-static inline int px__store_read(px_store_t *s, px_str_t channel, uint64_t since, size_t limit,
-                                 px_store_msg_cb cb, void *ud)
+static inline int px__store_read(px__store_t *s, px_str_t channel, uint64_t since, size_t limit,
+                                 px__store_msg_cb cb, void *ud)
 {
     return s->ops->read(s, channel, since, limit, cb, ud);
 }
-static inline int px__store_trim(px_store_t *s, int64_t now_ms)
+static inline int px__store_trim(px__store_t *s, int64_t now_ms)
 {
     return s->ops->trim(s, now_ms);
 }
-static inline int px__store_earliest(px_store_t *s, px_str_t channel, uint64_t *first_offset)
+static inline int px__store_earliest(px__store_t *s, px_str_t channel, uint64_t *first_offset)
 {
     return s->ops->earliest(s, channel, first_offset);
 }
-static inline int px__store_fresh_epoch(px_store_t *s, px_str_t channel,
+static inline int px__store_fresh_epoch(px__store_t *s, px_str_t channel,
                                         char out[PX_STORE_EPOCH_MAX + 1])
 {
     return s->ops->fresh_epoch(s, channel, out);
@@ -214,7 +214,7 @@ static inline int px__store_fresh_epoch(px_store_t *s, px_str_t channel,
 struct sqlite3;
 /** The connection of a SQLite store, for tests and diagnostics (pragmas, stats). Do not
  *  write through it: the store caches channel state. */
-struct sqlite3 *px__store_sqlite_handle(px_store_t *s);
+struct sqlite3 *px__store_sqlite_handle(px__store_t *s);
 
 /* I/O fault kinds (bit mask) for px__store_sqlite_fault. */
 #define PX_STORE_FAULT_READ  0x01u /* xRead fails with SQLITE_IOERR_READ */

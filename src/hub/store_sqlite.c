@@ -153,7 +153,7 @@ _Static_assert(PX_ARRAY_SIZE(migrations) == SCHEMA_VERSION, "one migration per v
 _Static_assert(APPLICATION_ID == 1886156915, "keep the migration literal in sync");
 
 typedef struct sqlite_store {
-    px_store_t base; /* first: px_store_t * <-> sqlite_store_t * */
+    px__store_t base; /* first: px__store_t * <-> sqlite_store_t * */
     sqlite3 *db;
     sqlite3_stmt *q[Q_COUNT];
     int lock_fd; /* flock'ed plexus.lock, -1 if not open */
@@ -177,7 +177,7 @@ typedef struct sqlite_store {
     char err[768];       /* last failure, see errmsg() */
 } sqlite_store_t;
 
-static sqlite_store_t *from_base(px_store_t *b)
+static sqlite_store_t *from_base(px__store_t *b)
 {
     assert(b && b->ops == &px__store_sqlite);
     return PX_CONTAINER_OF(b, sqlite_store_t, base);
@@ -589,10 +589,10 @@ static chan_t *lookup(sqlite_store_t *s, px_str_t name)
     return chan_find(s, name, siphash13(s->hash_key, name.ptr, name.len));
 }
 
-static int sq_fresh_epoch(px_store_t *base, px_str_t channel, char out[PX_STORE_EPOCH_MAX + 1]);
+static int sq_fresh_epoch(px__store_t *base, px_str_t channel, char out[PX_STORE_EPOCH_MAX + 1]);
 
-static int sq_append(px_store_t *base, const px_store_msg_t *msgs, size_t n,
-                     px_store_assigned_t *out)
+static int sq_append(px__store_t *base, const px__store_msg_t *msgs, size_t n,
+                     px__store_assigned_t *out)
 {
     sqlite_store_t *s = from_base(base);
     s->err[0] = '\0';
@@ -600,7 +600,7 @@ static int sq_append(px_store_t *base, const px_store_msg_t *msgs, size_t n,
         return 0;
     /* Validate everything first: a bad message must not cost a transaction. */
     for (size_t i = 0; i < n; i++) {
-        const px_store_msg_t *m = &msgs[i];
+        const px__store_msg_t *m = &msgs[i];
         if (!px__store_channel_ok(m->channel))
             return errf(s, -EINVAL, "append: message %zu: channel name must be 1..%d bytes", i,
                         PX_STORE_CHANNEL_MAX);
@@ -620,7 +620,7 @@ static int sq_append(px_store_t *base, const px_store_msg_t *msgs, size_t n,
     sqlite3_stmt *ins = s->q[Q_INS_MSG];
     chan_t *c = NULL;
     for (size_t i = 0; i < n; i++) {
-        const px_store_msg_t *m = &msgs[i];
+        const px__store_msg_t *m = &msgs[i];
         /* Group commits often carry runs of one channel: skip the hash for those. */
         if (!c || c->name_len != m->channel.len ||
             memcmp(c->name, m->channel.ptr, m->channel.len) != 0) {
@@ -661,7 +661,7 @@ static int sq_append(px_store_t *base, const px_store_msg_t *msgs, size_t n,
         c->st.last_offset = off;
         c->added++;
         if (out) /* valid until the next call (the cache entry lives on after a commit) */
-            out[i] = (px_store_assigned_t){off, {c->st.epoch, c->st.epoch_len}};
+            out[i] = (px__store_assigned_t){off, {c->st.epoch, c->st.epoch_len}};
     }
     /* undo lists exactly the channels this batch touched (trim_size adds none). Rows of
      * new or re-epoched channels are written; the others are described by their newest
@@ -686,7 +686,7 @@ fail:
     return r;
 }
 
-static int sq_create_channel(px_store_t *base, px_str_t channel, px_str_t epoch)
+static int sq_create_channel(px__store_t *base, px_str_t channel, px_str_t epoch)
 {
     sqlite_store_t *s = from_base(base);
     s->err[0] = '\0';
@@ -714,8 +714,8 @@ static int sq_create_channel(px_store_t *base, px_str_t channel, px_str_t epoch)
     return txn_commit(s);
 }
 
-static int sq_read(px_store_t *base, px_str_t channel, uint64_t since, size_t limit,
-                   px_store_msg_cb cb, void *ud)
+static int sq_read(px__store_t *base, px_str_t channel, uint64_t since, size_t limit,
+                   px__store_msg_cb cb, void *ud)
 {
     sqlite_store_t *s = from_base(base);
     s->err[0] = '\0';
@@ -731,7 +731,7 @@ static int sq_read(px_store_t *base, px_str_t channel, uint64_t since, size_t li
     bind_u64(st, 2, since);
     /* LIMIT -1 is SQLite's "no limit". */
     sqlite3_bind_int64(st, 3, limit == 0 || limit > INT64_MAX ? -1 : (sqlite3_int64)limit);
-    px_store_msg_t m = {
+    px__store_msg_t m = {
         .channel = {c->name, c->name_len},
         .epoch = {c->st.epoch, c->st.epoch_len},
     };
@@ -754,7 +754,7 @@ static int sq_read(px_store_t *base, px_str_t channel, uint64_t since, size_t li
     return r < 0 ? r : 0;
 }
 
-static int sq_earliest(px_store_t *base, px_str_t channel, uint64_t *first_offset)
+static int sq_earliest(px__store_t *base, px_str_t channel, uint64_t *first_offset)
 {
     sqlite_store_t *s = from_base(base);
     s->err[0] = '\0';
@@ -771,12 +771,12 @@ static int sq_earliest(px_store_t *base, px_str_t channel, uint64_t *first_offse
     return 0;
 }
 
-static int sq_load_channels(px_store_t *base, px_store_channel_cb cb, void *ud)
+static int sq_load_channels(px__store_t *base, px__store_channel_cb cb, void *ud)
 {
     sqlite_store_t *s = from_base(base);
     s->err[0] = '\0';
     /* The cache holds exactly the committed rows, so no I/O is needed. */
-    px_store_channel_t out;
+    px__store_channel_t out;
     for (size_t i = 0; i < s->nbuckets; i++) {
         for (chan_t *c = s->buckets[i]; c; c = c->next) {
             memcpy(out.name, c->name, c->name_len + 1);
@@ -824,7 +824,7 @@ static int trim_ttl(sqlite_store_t *s, int64_t cutoff, uint64_t *budget, bool *m
     return rc == SQLITE_DONE ? 0 : fail(s, rc, "delete expired messages");
 }
 
-static int sq_trim(px_store_t *base, int64_t now_ms)
+static int sq_trim(px__store_t *base, int64_t now_ms)
 {
     sqlite_store_t *s = from_base(base);
     s->err[0] = '\0';
@@ -859,14 +859,14 @@ fail:
     return r;
 }
 
-static const char *sq_errmsg(px_store_t *base)
+static const char *sq_errmsg(px__store_t *base)
 {
     return from_base(base)->err;
 }
 
 /* ---- open / close ------------------------------------------------------------------ */
 
-static void sq_close(px_store_t *base)
+static void sq_close(px__store_t *base)
 {
     if (!base)
         return;
@@ -1132,7 +1132,7 @@ static int load_instance(sqlite_store_t *s)
     return ok ? 0 : errf(s, -EUCLEAN, "%s: the store's instance id is missing or invalid", s->path);
 }
 
-static int do_open(sqlite_store_t *s, const px_store_opts_t *o)
+static int do_open(sqlite_store_t *s, const px__store_opts_t *o)
 {
     int r = open_dir_and_lock(s, o->data_dir);
     if (r < 0)
@@ -1183,7 +1183,7 @@ static int do_open(sqlite_store_t *s, const px_store_opts_t *o)
  * same name gets the same epoch in every process on this database and after restarts,
  * so a channel that leaves memory while empty keeps its epoch; a new database (history
  * lost) has a new instance and so new epochs. */
-static int sq_fresh_epoch(px_store_t *base, px_str_t channel, char out[PX_STORE_EPOCH_MAX + 1])
+static int sq_fresh_epoch(px__store_t *base, px_str_t channel, char out[PX_STORE_EPOCH_MAX + 1])
 {
     sqlite_store_t *s = from_base(base);
     if (!px__store_channel_ok(channel))
@@ -1202,7 +1202,7 @@ static int sq_fresh_epoch(px_store_t *base, px_str_t channel, char out[PX_STORE_
     return 0;
 }
 
-static int sq_open(const px_store_opts_t *o, px_store_t **out, char *err, size_t errlen)
+static int sq_open(const px__store_opts_t *o, px__store_t **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (errlen)
@@ -1240,12 +1240,12 @@ static int sq_open(const px_store_opts_t *o, px_store_t **out, char *err, size_t
     return 0;
 }
 
-struct sqlite3 *px__store_sqlite_handle(px_store_t *base)
+struct sqlite3 *px__store_sqlite_handle(px__store_t *base)
 {
     return from_base(base)->db;
 }
 
-const px_store_ops_t px__store_sqlite = {
+const px__store_ops_t px__store_sqlite = {
     .name = "sqlite",
     .open = sq_open,
     .close = sq_close,

@@ -175,11 +175,6 @@ int px_conn_write(px_conn_t *c, const void *p, size_t len)
     return write_copy(c, p, len, 0);
 }
 
-int px__conn_write_over_cap(px_conn_t *c, const void *p, size_t len)
-{
-    return write_copy(c, p, len, 1);
-}
-
 int px_conn_write_nocap(px_conn_t *c, const void *p, size_t len)
 {
     return write_copy(c, p, len, 1);

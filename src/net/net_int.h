@@ -89,7 +89,7 @@ typedef struct px__transport px__transport_t;
  * - in holds bytes the protocol did not consume, never more than read_limit
  *   (over it the connection is aborted); its memory is released when empty.
  * - out_bytes = sum of len over queued SLICE/SCRATCH entries (files do not
- *   count) <= output_cap, except px__conn_write_over_cap's last words.
+ *   count) <= output_cap, except what px_conn_write_nocap queued (a whole response, a close).
  * - phase != OPEN: the protocol gets no bytes and nothing is flushed (output
  *   queued meanwhile waits); proto is NULL only for an accepted connection
  *   whose transport handshake has not finished.
@@ -209,10 +209,6 @@ px_conn_t *px__conn_outbound(px__netw_t *nw, int fd, int err, const px_connect_o
 /* Start the outbound connection of px_conn_connect on worker nw. */
 int px__conn_connect(px__netw_t *nw, const char *addr, const px_connect_opts_t *o,
                      const px_protocol_t *p, void *state, px_conn_t **out);
-
-/* Queue bytes even past output_cap: a close frame for a slow consumer, tiny
- * and the connection's last words. */
-int px__conn_write_over_cap(px_conn_t *c, const void *p, size_t len);
 
 /* server.c */
 void px__netw_conn_gone(px__netw_t *nw);

@@ -1,4 +1,4 @@
-/* libFuzzer harness for px_http1_decode_chunked.
+/* libFuzzer harness for px__http1_decode_chunked.
  *
  * The input is decoded whole, in 2-4 pieces cut where a hash of the input says,
  * and (when short) one byte per call, each piece in its own exact-size heap
@@ -24,10 +24,10 @@ typedef struct outcome {
 } outcome_t;
 
 static void decode(const uint8_t *data, size_t size, const size_t *cuts, size_t ncuts,
-                   const px_http1_chunked_t *lim, outcome_t *o)
+                   const px__http1_chunked_t *lim, outcome_t *o)
 {
-    px_http1_chunked_t d;
-    px_http1_chunked_init(&d);
+    px__http1_chunked_t d;
+    px__http1_chunked_init(&d);
     d.max_line = lim->max_line;
     d.max_trailer = lim->max_trailer;
     o->rc = PX_PARSE_INCOMPLETE;
@@ -40,7 +40,7 @@ static void decode(const uint8_t *data, size_t size, const size_t *cuts, size_t 
         CHECK(b);
         memcpy(b, data + start, n);
         size_t len = n;
-        o->rc = px_http1_decode_chunked(&d, b, &len);
+        o->rc = px__http1_decode_chunked(&d, b, &len);
         CHECK(len <= n);
         memcpy(o->out + o->dlen, b, len);
         o->dlen += len;
@@ -91,8 +91,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     uint64_t h = hash(data, size);
-    px_http1_chunked_t lim;
-    px_http1_chunked_init(&lim);
+    px__http1_chunked_t lim;
+    px__http1_chunked_init(&lim);
     if ((h & 7) == 0) {
         lim.max_line = (h >> 8) % 32;
         lim.max_trailer = (h >> 16) % 64;

@@ -1,4 +1,4 @@
-/* libFuzzer harness for px_http1_parse_request.
+/* libFuzzer harness for px__http1_parse_request.
  *
  * Each input is parsed whole, split in two at a position derived from the
  * input, and (when short) one byte more per call, every call on a fresh heap
@@ -60,7 +60,7 @@ static void record_span(long out[2], px_str_t s, const char *buf, size_t head)
 }
 
 /* Check what the header promises about a successful result, then record it. */
-static void record(result_t *r, int rc, const px_http1_request_t *req, const char *buf, size_t len)
+static void record(result_t *r, int rc, const px__http1_request_t *req, const char *buf, size_t len)
 {
     memset(r, 0, sizeof *r);
     r->rc = rc;
@@ -106,7 +106,7 @@ static void record(result_t *r, int rc, const px_http1_request_t *req, const cha
                   v.ptr[v.len - 1] != '\t');
     }
     if (req->minor_version == 1)
-        CHECK(px_http1_find_header(req, "host") != NULL);
+        CHECK(px__http1_find_header(req, "host") != NULL);
     CHECK(req->content_length >= -1);
     CHECK(!(req->chunked && req->content_length != -1));
     CHECK(!req->upgrade || (req->minor_version == 1 && req->upgrade_proto.len > 0));
@@ -121,18 +121,18 @@ static void record(result_t *r, int rc, const px_http1_request_t *req, const cha
  * allocated before the previous one is freed (so it moves). Between calls the
  * finished header entries move to the other array, as the server does. */
 static void feed(const uint8_t *data, const size_t *ends, size_t nends,
-                 const px_http1_limits_t *lim, result_t *out)
+                 const px__http1_limits_t *lim, result_t *out)
 {
-    px_http1_parser_t p;
-    static px_http_header_t hdrs[2][NHDR];
-    px_http1_request_t req;
+    px__http1_parser_t p;
+    static px__http_header_t hdrs[2][NHDR];
+    px__http1_request_t req;
     char *prev = NULL;
     int rc = PX_PARSE_INCOMPLETE;
-    px_http1_parser_init(&p);
+    px__http1_parser_init(&p);
     req.headers = hdrs[0];
     for (size_t i = 0; i < nends && rc == PX_PARSE_INCOMPLETE; i++) {
         if (i) {
-            px_http_header_t *next = hdrs[i & 1];
+            px__http_header_t *next = hdrs[i & 1];
             memset(next, 0xa5, sizeof hdrs[0]);
             memcpy(next, req.headers, req.num_headers * sizeof *next);
             req.headers = next;
@@ -142,7 +142,7 @@ static void feed(const uint8_t *data, const size_t *ends, size_t nends,
         memcpy(b, data, ends[i]);
         free(prev);
         prev = b;
-        rc = px_http1_parse_request(&p, b, ends[i], &req, NHDR, lim);
+        rc = px__http1_parse_request(&p, b, ends[i], &req, NHDR, lim);
         record(out, rc, &req, b, ends[i]);
     }
     free(prev);
@@ -162,7 +162,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static result_t whole, other; /* large: keep them off the stack */
     uint64_t h = hash(data, size);
-    px_http1_limits_t lim = PX_HTTP1_LIMITS_DEFAULT;
+    px__http1_limits_t lim = PX_HTTP1_LIMITS_DEFAULT;
     if ((h & 7) == 0) { /* tight limits, one time in eight */
         lim.max_request_line = 16 + (h >> 8) % 64;
         lim.max_header_bytes = 32 + (h >> 16) % 256;

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http/ws_deflate.h"
+#include "ws/ws_deflate.h"
 #include "plexus/buf.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -33,7 +33,7 @@ static uint32_t lcg(uint32_t *x)
 }
 
 /* Feed one message in pieces; cuts come from the LCG. */
-static int feed_message(px_ws_deflate_t *c, const uint8_t *m, size_t n, uint32_t *seed, int pieces,
+static int feed_message(px__ws_deflate_t *c, const uint8_t *m, size_t n, uint32_t *seed, int pieces,
                         px_buf_t *out, size_t max_out)
 {
     size_t pos = 0;
@@ -42,7 +42,7 @@ static int feed_message(px_ws_deflate_t *c, const uint8_t *m, size_t n, uint32_t
         if (pieces && piece > 0 && lcg(seed) % 4 != 0)
             piece = lcg(seed) % (piece + 1);
         int fin = pos + piece == n;
-        int r = px_ws_inflate(c, m + pos, piece, fin, out, max_out);
+        int r = px__ws_inflate(c, m + pos, piece, fin, out, max_out);
         CHECK(px_buf_size(out) <= max_out);
         if (r != 0 || fin)
             return r;
@@ -50,9 +50,9 @@ static int feed_message(px_ws_deflate_t *c, const uint8_t *m, size_t n, uint32_t
     }
 }
 
-static px_ws_deflate_params_t make_params(int snct, int cnct, unsigned sbits, unsigned cbits)
+static px__ws_deflate_params_t make_params(int snct, int cnct, unsigned sbits, unsigned cbits)
 {
-    px_ws_deflate_params_t p = {0};
+    px__ws_deflate_params_t p = {0};
     p.server_no_context_takeover = snct ? 1u : 0u;
     p.client_no_context_takeover = cnct ? 1u : 0u;
     p.server_max_window_bits = (uint8_t)sbits;
@@ -65,8 +65,8 @@ static px_ws_deflate_params_t make_params(int snct, int cnct, unsigned sbits, un
 static void inflate_mode(const uint8_t *d, size_t n, unsigned bits, int cnct, size_t max_out,
                          uint32_t seed)
 {
-    px_ws_deflate_params_t p = make_params(0, cnct, 15, bits);
-    px_ws_deflate_t *a = px_ws_deflate_new(&p, 0), *b = px_ws_deflate_new(&p, 0);
+    px__ws_deflate_params_t p = make_params(0, cnct, 15, bits);
+    px__ws_deflate_t *a = px__ws_deflate_new(&p, 0), *b = px__ws_deflate_new(&p, 0);
     CHECK(a && b);
     px_buf_t oa, ob;
     px_buf_init(&oa, 0);
@@ -90,22 +90,22 @@ static void inflate_mode(const uint8_t *d, size_t n, unsigned bits, int cnct, si
         pos += len;
         if (cnct) {
             /* Nothing is carried between messages: trimming must be harmless. */
-            px_ws_deflate_trim(a);
-            CHECK(px_ws_deflate_mem_used(a) == 0);
+            px__ws_deflate_trim(a);
+            CHECK(px__ws_deflate_mem_used(a) == 0);
         }
     }
     px_buf_dispose(&oa);
     px_buf_dispose(&ob);
-    px_ws_deflate_free(a);
-    px_ws_deflate_free(b);
+    px__ws_deflate_free(a);
+    px__ws_deflate_free(b);
 }
 
 static void roundtrip_mode(const uint8_t *d, size_t n, unsigned bits, int snct, uint32_t seed)
 {
-    px_ws_deflate_params_t sp = make_params(snct, 0, bits, 15);
-    px_ws_deflate_params_t cp = make_params(0, snct, 15, bits);
-    size_t budget = px_ws_deflate_mem_estimate(&sp);
-    px_ws_deflate_t *srv = px_ws_deflate_new(&sp, budget), *peer = px_ws_deflate_new(&cp, 0);
+    px__ws_deflate_params_t sp = make_params(snct, 0, bits, 15);
+    px__ws_deflate_params_t cp = make_params(0, snct, 15, bits);
+    size_t budget = px__ws_deflate_mem_estimate(&sp);
+    px__ws_deflate_t *srv = px__ws_deflate_new(&sp, budget), *peer = px__ws_deflate_new(&cp, 0);
     CHECK(srv && peer);
     px_buf_t z, out;
     px_buf_init(&z, 0);
@@ -119,9 +119,9 @@ static void roundtrip_mode(const uint8_t *d, size_t n, unsigned bits, int snct, 
         /* Sometimes demand that compression pays; a refusal must keep both sides
          * in step (the message would go out uncompressed). */
         size_t max_z = lcg(&cuts) % 3 == 0 ? len / 2 : SIZE_MAX;
-        int r = px_ws_deflate_message(srv, d + pos, len, &z, max_z);
+        int r = px__ws_deflate_message(srv, d + pos, len, &z, max_z);
         CHECK(r == 0 || (r == -EMSGSIZE && max_z != SIZE_MAX));
-        CHECK(px_ws_deflate_mem_used(srv) <= budget);
+        CHECK(px__ws_deflate_mem_used(srv) <= budget);
         if (r == 0) {
             CHECK(px_buf_size(&z) <= max_z);
             r = feed_message(peer, (const uint8_t *)px_buf_head(&z), px_buf_size(&z), &cuts, 1,
@@ -134,8 +134,8 @@ static void roundtrip_mode(const uint8_t *d, size_t n, unsigned bits, int snct, 
     }
     px_buf_dispose(&z);
     px_buf_dispose(&out);
-    px_ws_deflate_free(srv);
-    px_ws_deflate_free(peer);
+    px__ws_deflate_free(srv);
+    px__ws_deflate_free(peer);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

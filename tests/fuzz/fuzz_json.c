@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hub/json.h"
+#include "plexus/json.h"
 
 #define CAP 4096
 

@@ -1,9 +1,9 @@
 /* libFuzzer harness for src/hub/jwt.c. The first byte selects what the rest is:
  *   0: a compact token, verified with a fixed secret (must never crash);
- *   1: a claims payload, signed with px_jwt_sign_hs256 then verified, so the claims code
+ *   1: a claims payload, signed with px__jwt_sign_hs256 then verified, so the claims code
  *      is reached behind a valid signature;
  *   2: a header, signed here with HMAC-SHA256 over a fixed payload (alg/typ/crit logic);
- *   3: "pattern\0subject": px_glob_match against a dynamic-programming reference.
+ *   3: "pattern\0subject": px__glob_match against a dynamic-programming reference.
  * Successful verifications must leave the claims struct within its documented bounds. */
 #include <stdint.h>
 #include <stdio.h>
@@ -13,8 +13,8 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include "hub/json.h"
-#include "hub/jwt.h"
+#include "plexus/json.h"
+#include "util/jwt.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -29,19 +29,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static const uint8_t secret[] = "fuzz-secret";
 #define NOW ((int64_t)1750000000)
 
-static void check_claims(const px_jwt_claims_t *c)
+static void check_claims(const px__jwt_claims_t *c)
 {
     CHECK(c->sub_len < PX_JWT_MAX_SUB && strlen(c->sub) == c->sub_len);
     CHECK(c->npatterns <= PX_JWT_MAX_PATTERNS);
     CHECK(c->has_channels || c->npatterns == 0);
     for (uint32_t i = 0; i < c->npatterns; i++) {
-        const px_jwt_pattern_t *p = &c->patterns[i];
+        const px__jwt_pattern_t *p = &c->patterns[i];
         CHECK((size_t)p->off + p->len <= PX_JWT_PATTERN_BUF);
         CHECK(p->actions >= 1 && p->actions <= 3);
         /* a pattern without wildcards matches itself */
         if (!memchr(c->pattern_buf + p->off, '*', p->len) &&
             !memchr(c->pattern_buf + p->off, '?', p->len))
-            CHECK(px_jwt_channel_allowed(c, p->actions, c->pattern_buf + p->off, p->len));
+            CHECK(px__jwt_channel_allowed(c, p->actions, c->pattern_buf + p->off, p->len));
     }
     if (c->info.ptr) {
         CHECK(c->info.ptr == c->info_buf && c->info.len <= PX_JWT_MAX_INFO);
@@ -50,8 +50,8 @@ static void check_claims(const px_jwt_claims_t *c)
     } else {
         CHECK(c->info.len == 0);
     }
-    (void)px_jwt_channel_allowed(c, PX_JWT_SUBSCRIBE, "room:1", 6);
-    (void)px_jwt_channel_allowed(c, PX_JWT_PUBLISH, "", 0);
+    (void)px__jwt_channel_allowed(c, PX_JWT_SUBSCRIBE, "room:1", 6);
+    (void)px__jwt_channel_allowed(c, PX_JWT_PUBLISH, "", 0);
 }
 
 static size_t b64url(const void *in, size_t n, char *out)
@@ -85,7 +85,7 @@ static int ref_glob(const uint8_t *p, size_t pn, const uint8_t *s, size_t sn)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static px_jwt_claims_t claims;
+    static px__jwt_claims_t claims;
     static char tok[3 * PX_JWT_MAX_TOKEN];
     const char *err = NULL;
     if (size < 1)
@@ -97,17 +97,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     switch (mode) {
     case 0:
-        rc = px_jwt_verify_hs256(in, n, secret, sizeof secret - 1, NOW, &claims, &err);
+        rc = px__jwt_verify_hs256(in, n, secret, sizeof secret - 1, NOW, &claims, &err);
         CHECK(rc == 0 ? err == NULL : err != NULL);
         if (rc == 0)
             check_claims(&claims);
         break;
     case 1:
-        rc = px_jwt_sign_hs256(in, n, secret, sizeof secret - 1, tok, sizeof tok);
+        rc = px__jwt_sign_hs256(in, n, secret, sizeof secret - 1, tok, sizeof tok);
         if (rc < 0)
             break;
         CHECK((size_t)rc == strlen(tok) && rc <= PX_JWT_MAX_TOKEN);
-        rc = px_jwt_verify_hs256(tok, (size_t)rc, secret, sizeof secret - 1, NOW, &claims, &err);
+        rc = px__jwt_verify_hs256(tok, (size_t)rc, secret, sizeof secret - 1, NOW, &claims, &err);
         /* the signer only emits well-formed HS256 tokens */
         CHECK(rc != PX_JWT_ESIGNATURE && rc != PX_JWT_EALG && rc != PX_JWT_ETOOLONG);
         if (rc == 0)
@@ -115,7 +115,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         else
             CHECK(err != NULL);
         /* the same token under another secret never verifies */
-        rc = px_jwt_verify_hs256(tok, strlen(tok), (const uint8_t *)"x", 1, NOW, &claims, &err);
+        rc = px__jwt_verify_hs256(tok, strlen(tok), (const uint8_t *)"x", 1, NOW, &claims, &err);
         CHECK(rc != 0);
         break;
     case 2: {
@@ -130,7 +130,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(HMAC(EVP_sha256(), secret, sizeof secret - 1, (unsigned char *)tok, o, mac, &mlen));
         tok[o++] = '.';
         o += b64url(mac, mlen, tok + o);
-        rc = px_jwt_verify_hs256(tok, o, secret, sizeof secret - 1, NOW, &claims, &err);
+        rc = px__jwt_verify_hs256(tok, o, secret, sizeof secret - 1, NOW, &claims, &err);
         if (rc == 0) {
             /* only a header that really says HS256 can pass */
             px_json_tok_t t[64];
@@ -149,7 +149,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t pn = (size_t)(z - p), sn = n - pn - 1;
         if (pn > 256 || sn > 256)
             break;
-        int got = px_glob_match((const char *)p, pn, (const char *)z + 1, sn);
+        int got = px__glob_match((const char *)p, pn, (const char *)z + 1, sn);
         CHECK(got == ref_glob(p, pn, z + 1, sn));
         break;
     }

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http/utf8.h"
+#include "util/utf8.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -87,24 +87,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     int complete;
     size_t bad = ref_first_bad(s, size, &complete);
-    px_utf8_state_t whole = px_utf8_feed(PX_UTF8_ACCEPT, s, size);
+    px__utf8_state_t whole = px__utf8_feed(PX_UTF8_ACCEPT, s, size);
     CHECK(px__utf8_feed_dfa(PX_UTF8_ACCEPT, s, size) == whole);
     if (bad < size) {
         CHECK(whole == PX_UTF8_REJECT);
-        CHECK(px_utf8_feed(PX_UTF8_ACCEPT, s, bad) != PX_UTF8_REJECT);
-        CHECK(px_utf8_feed(PX_UTF8_ACCEPT, s, bad + 1) == PX_UTF8_REJECT);
-        CHECK(!px_utf8_valid(s, size));
+        CHECK(px__utf8_feed(PX_UTF8_ACCEPT, s, bad) != PX_UTF8_REJECT);
+        CHECK(px__utf8_feed(PX_UTF8_ACCEPT, s, bad + 1) == PX_UTF8_REJECT);
+        CHECK(!px__utf8_valid(s, size));
     } else {
         CHECK(whole != PX_UTF8_REJECT);
-        CHECK(px_utf8_complete(whole) == complete);
-        CHECK(px_utf8_valid(s, size) == complete);
+        CHECK(px__utf8_complete(whole) == complete);
+        CHECK(px__utf8_valid(s, size) == complete);
     }
 
     /* Split feeding: piece lengths from a tiny LCG seeded by the input. */
     uint32_t x = 2166136261u;
     for (size_t i = 0; i < size && i < 16; i++)
         x = (x ^ s[i]) * 16777619u;
-    px_utf8_state_t st = PX_UTF8_ACCEPT;
+    px__utf8_state_t st = PX_UTF8_ACCEPT;
     size_t pos = 0;
     while (pos < size) {
         x = x * 1103515245u + 12345u;
@@ -114,7 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint8_t *c = malloc(piece ? piece : 1);
         CHECK(c);
         memcpy(c, s + pos, piece);
-        px_utf8_state_t nx = px_utf8_feed(st, c, piece);
+        px__utf8_state_t nx = px__utf8_feed(st, c, piece);
         free(c);
         if (nx == PX_UTF8_REJECT) {
             /* It must be this piece that holds the first bad byte. */
@@ -129,7 +129,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (st != PX_UTF8_REJECT)
         CHECK(st == whole);
-    CHECK(px_utf8_feed(PX_UTF8_REJECT, s, size) == PX_UTF8_REJECT);
+    CHECK(px__utf8_feed(PX_UTF8_REJECT, s, size) == PX_UTF8_REJECT);
     free(s);
     return 0;
 }

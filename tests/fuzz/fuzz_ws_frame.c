@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http/ws_frame.h"
+#include "ws/ws_frame.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -28,18 +28,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static const uint64_t limits[] = {
     0, 1, 125, 126, 127, 65535, 65536, 1u << 20, UINT32_MAX, UINT64_MAX >> 1, UINT64_MAX};
 
-static int parse_copy(const uint8_t *p, size_t n, px_ws_frame_t *f, unsigned flags, uint64_t lim)
+static int parse_copy(const uint8_t *p, size_t n, px__ws_frame_t *f, unsigned flags, uint64_t lim)
 {
     uint8_t *c = malloc(n ? n : 1);
     CHECK(c);
     if (n)
         memcpy(c, p, n);
-    int r = px_ws_parse_frame(c, n, f, flags, lim);
+    int r = px__ws_parse_frame(c, n, f, flags, lim);
     free(c);
     return r;
 }
 
-static void same_result(int r, const px_ws_frame_t *a, int r2, const px_ws_frame_t *b)
+static void same_result(int r, const px__ws_frame_t *a, int r2, const px__ws_frame_t *b)
 {
     CHECK(r == r2);
     if (r == PX_PARSE_ERROR) {
@@ -54,7 +54,7 @@ static void same_result(int r, const px_ws_frame_t *a, int r2, const px_ws_frame
 
 static void check_frame(const uint8_t *wire, size_t n, unsigned flags, uint64_t lim)
 {
-    px_ws_frame_t f;
+    px__ws_frame_t f;
     memset(&f, 0xAA, sizeof f);
     int r = parse_copy(wire, n, &f, flags, lim);
     CHECK(r == PX_PARSE_INCOMPLETE || r == PX_PARSE_ERROR || (r >= 2 && r <= PX_WS_MAX_HEADER));
@@ -67,7 +67,7 @@ static void check_frame(const uint8_t *wire, size_t n, unsigned flags, uint64_t 
         unsigned op = f.opcode;
         CHECK(op <= 2 || (op >= 8 && op <= 10));
         CHECK(f.payload_len <= lim && f.payload_len < (UINT64_C(1) << 63));
-        if (px_ws_opcode_is_control(op))
+        if (px__ws_opcode_is_control(op))
             CHECK(f.fin && f.payload_len <= PX_WS_MAX_CONTROL_PAYLOAD);
         if (f.rsv1 || f.rsv2 || f.rsv3)
             CHECK(op == PX_WS_OP_TEXT || op == PX_WS_OP_BINARY);
@@ -78,18 +78,18 @@ static void check_frame(const uint8_t *wire, size_t n, unsigned flags, uint64_t 
             CHECK(f.masked);
         if (flags & PX_WS_PARSE_CLIENT)
             CHECK(!f.masked);
-        CHECK((size_t)r == px_ws_header_size(f.payload_len, f.masked));
+        CHECK((size_t)r == px__ws_header_size(f.payload_len, f.masked));
         if (!f.rsv2 && !f.rsv3) {
             uint8_t enc[PX_WS_MAX_HEADER];
-            size_t el = px_ws_encode_header(enc, op, f.fin, f.rsv1, f.payload_len,
-                                            f.masked ? f.mask : NULL);
+            size_t el = px__ws_encode_header(enc, op, f.fin, f.rsv1, f.payload_len,
+                                             f.masked ? f.mask : NULL);
             CHECK(el == (size_t)r && memcmp(enc, wire, el) == 0);
         }
     }
     /* Prefixes: only the first 15 bytes can matter. */
     size_t upto = n < PX_WS_MAX_HEADER + 1 ? n : PX_WS_MAX_HEADER + 1;
     for (size_t k = 0; k < upto; k++) {
-        px_ws_frame_t g;
+        px__ws_frame_t g;
         int r2 = parse_copy(wire, k, &g, flags, lim);
         if (r >= 0 && k < (size_t)r)
             CHECK(r2 == PX_PARSE_INCOMPLETE);
@@ -105,7 +105,7 @@ static void check_unmask(const uint8_t *p, size_t n, const uint8_t key[4], uint6
     memcpy(ref, p, n);
     px__ws_unmask_scalar(ref, n, key, off);
     void (*fns[])(uint8_t *, size_t, const uint8_t *, uint64_t) = {
-        px_ws_unmask,
+        px__ws_unmask,
         px__ws_unmask_word,
 #ifdef PX_WS_HAVE_X86_SIMD
         px__ws_unmask_sse2,
@@ -129,8 +129,8 @@ static void check_unmask(const uint8_t *p, size_t n, const uint8_t key[4], uint6
     /* Piecewise, split where the key says. */
     memcpy(b, p, n);
     size_t cut = n ? key[0] % (n + 1) : 0;
-    px_ws_unmask(b, cut, key, off);
-    px_ws_unmask(b + cut, n - cut, key, off + cut);
+    px__ws_unmask(b, cut, key, off);
+    px__ws_unmask(b + cut, n - cut, key, off + cut);
     CHECK(memcmp(b, ref, n) == 0);
     free(ref);
     free(a);
@@ -164,16 +164,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t cl = n > PX_WS_MAX_CONTROL_PAYLOAD ? PX_WS_MAX_CONTROL_PAYLOAD : n;
         unsigned cc = 0;
         px_str_t why;
-        unsigned fail = px_ws_parse_close(wire, cl, &cc, &why);
+        unsigned fail = px__ws_parse_close(wire, cl, &cc, &why);
         CHECK(fail == 0 || fail == PX_WS_CLOSE_PROTOCOL || fail == PX_WS_CLOSE_INVALID_DATA);
         if (fail == 0 && cl >= 2) {
             uint8_t again[PX_WS_MAX_CONTROL_PAYLOAD];
-            size_t al = px_ws_encode_close(again, cc, why.ptr, why.len);
+            size_t al = px__ws_encode_close(again, cc, why.ptr, why.len);
             CHECK(al == cl && memcmp(again, wire, cl) == 0);
         }
     }
     unsigned code = n >= 2 ? (unsigned)wire[0] << 8 | wire[1] : 0;
-    int v = px_ws_close_code_valid(code);
+    int v = px__ws_close_code_valid(code);
     CHECK(v == ((code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
                 (code >= 3000 && code <= 4999)));
     return 0;

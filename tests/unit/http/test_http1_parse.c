@@ -442,7 +442,7 @@ static void check_span(px_str_t s, const char *want)
 }
 
 /* `head`: the expected head length; buf[0..len) was the parsed input. */
-static void check_request(const rcase_t *c, int rc, const px_http1_request_t *r, const char *buf,
+static void check_request(const rcase_t *c, int rc, const px__http1_request_t *r, const char *buf,
                           size_t len, size_t head)
 {
     if (c->status == INCOMPLETE) {
@@ -483,7 +483,7 @@ static void check_request(const rcase_t *c, int rc, const px_http1_request_t *r,
     CHECK(!r->query.ptr || in_buf(r->query.ptr, r->query.len, buf, head));
     CHECK(!r->host.ptr || in_buf(r->host.ptr, r->host.len, buf, head));
     for (size_t i = 0; i < r->num_headers; i++) {
-        const px_http_header_t *h = &r->headers[i];
+        const px__http_header_t *h = &r->headers[i];
         CHECK(h->name.len > 0 && in_buf(h->name.ptr, h->name.len, buf, head));
         CHECK(in_buf(h->value.ptr, h->value.len, buf, head));
         CHECK(h->name.ptr[h->name.len] == ':');
@@ -501,18 +501,18 @@ static void check_request(const rcase_t *c, int rc, const px_http1_request_t *r,
  * others ending right before one, alternating between the two guard areas so
  * the buffer moves every call. Stops at the first final
  * result. Returns it; *last_len is the length of the prefix that produced it. */
-static outcome_t feed(const char *in, const size_t *ends, size_t nends, px_http1_request_t *req,
-                      px_http_header_t *hdrs, size_t cap, const px_http1_limits_t *lim,
+static outcome_t feed(const char *in, const size_t *ends, size_t nends, px__http1_request_t *req,
+                      px__http_header_t *hdrs, size_t cap, const px__http1_limits_t *lim,
                       const char **last_buf, size_t *last_len)
 {
-    px_http1_parser_t p;
-    px_http1_parser_init(&p);
+    px__http1_parser_t p;
+    px__http1_parser_init(&p);
     req->headers = hdrs;
     outcome_t o = {PX_PARSE_INCOMPLETE, 0};
     for (size_t i = 0; i < nends; i++) {
         /* the first call's data starts at a guard page, later ones end at one */
         const char *b = i ? guard_put((int)(i & 1), in, ends[i]) : guard_put_front(0, in, ends[i]);
-        o.rc = px_http1_parse_request(&p, b, ends[i], req, cap, lim);
+        o.rc = px__http1_parse_request(&p, b, ends[i], req, cap, lim);
         *last_buf = b;
         *last_len = ends[i];
         if (o.rc != PX_PARSE_INCOMPLETE) {
@@ -525,10 +525,10 @@ static outcome_t feed(const char *in, const size_t *ends, size_t nends, px_http1
 
 /* Run one case in all three feeding modes on the current implementation. */
 static void run_request(const rcase_t *c, const char *in, size_t n, size_t cap,
-                        const px_http1_limits_t *lim)
+                        const px__http1_limits_t *lim)
 {
-    px_http_header_t hdrs[NHDR];
-    px_http1_request_t req;
+    px__http_header_t hdrs[NHDR];
+    px__http1_request_t req;
     const char *b;
     size_t blen, ends[2];
     g_case = c->name;
@@ -545,20 +545,20 @@ static void run_request(const rcase_t *c, const char *in, size_t n, size_t cap,
      * between calls; the entries past them are garbage. */
     g_mode = "byte by byte";
     {
-        static px_http_header_t other[NHDR];
-        px_http_header_t *arrays[2] = {hdrs, other};
-        px_http1_parser_t p;
-        px_http1_parser_init(&p);
+        static px__http_header_t other[NHDR];
+        px__http_header_t *arrays[2] = {hdrs, other};
+        px__http1_parser_t p;
+        px__http1_parser_init(&p);
         req.headers = hdrs;
         int rc = PX_PARSE_INCOMPLETE;
         size_t i;
         for (i = 0; i <= n; i++) {
             b = guard_put((int)(i & 1), in, i);
-            rc = px_http1_parse_request(&p, b, i, &req, cap, lim);
+            rc = px__http1_parse_request(&p, b, i, &req, cap, lim);
             if (rc != PX_PARSE_INCOMPLETE)
                 break;
-            px_http_header_t *next = arrays[(i + 1) & 1];
-            memset(next, 0xa5, sizeof(px_http_header_t) * NHDR);
+            px__http_header_t *next = arrays[(i + 1) & 1];
+            memset(next, 0xa5, sizeof(px__http_header_t) * NHDR);
             memcpy(next, req.headers, req.num_headers * sizeof *next);
             req.headers = next;
         }
@@ -600,13 +600,13 @@ static void test_request_table(void **state)
 
 /* ---- field contents and lookup -------------------------------------------------------- */
 
-static int parse_whole(const char *s, size_t n, px_http1_request_t *req, px_http_header_t *hdrs,
-                       size_t cap, const px_http1_limits_t *lim)
+static int parse_whole(const char *s, size_t n, px__http1_request_t *req, px__http_header_t *hdrs,
+                       size_t cap, const px__http1_limits_t *lim)
 {
-    px_http1_parser_t p;
-    px_http1_parser_init(&p);
+    px__http1_parser_t p;
+    px__http1_parser_init(&p);
     req->headers = hdrs;
-    return px_http1_parse_request(&p, guard_put(0, s, n), n, req, cap, lim);
+    return px__http1_parse_request(&p, guard_put(0, s, n), n, req, cap, lim);
 }
 
 static void assert_span(px_str_t s, const char *want)
@@ -620,8 +620,8 @@ static void test_fields(void **state)
     (void)state;
     static const char in[] = "GET / HTTP/1.1\r\nHost: a\r\nX-A: \t a b \t\r\nx-a:\r\nX-C:    \r\n"
                              "X-Forwarded-For: 1.2.3.4\r\nx-forwarded-for: 5.6.7.8\r\n\r\n";
-    px_http_header_t hdrs[16];
-    px_http1_request_t req;
+    px__http_header_t hdrs[16];
+    px__http1_request_t req;
     assert_int_equal(parse_whole(in, sizeof in - 1, &req, hdrs, 16, NULL), (int)sizeof in - 1);
     assert_int_equal(req.num_headers, 6);
     assert_span(req.headers[1].name, "X-A");
@@ -629,19 +629,19 @@ static void test_fields(void **state)
     assert_span(req.headers[2].name, "x-a");
     assert_span(req.headers[2].value, "");
     assert_span(req.headers[3].value, "");
-    const px_http_header_t *h = px_http1_find_header(&req, "x-forwarded-for");
+    const px__http_header_t *h = px__http1_find_header(&req, "x-forwarded-for");
     assert_non_null(h);
     assert_span(h->value, "1.2.3.4");
-    h = px_http1_find_next(&req, "x-forwarded-for", h);
+    h = px__http1_find_next(&req, "x-forwarded-for", h);
     assert_non_null(h);
     assert_span(h->value, "5.6.7.8");
-    assert_null(px_http1_find_next(&req, "x-forwarded-for", h));
-    assert_null(px_http1_find_header(&req, "x-missing"));
-    assert_ptr_equal(px_http1_find_header(&req, "host"), &req.headers[0]);
-    assert_true(px_http1_header_eq(PX_STR_LIT("Content-TYPE"), "content-type", 12));
-    assert_false(px_http1_header_eq(PX_STR_LIT("Content-TYP"), "content-type", 12));
-    assert_false(px_http1_header_eq(PX_STR_LIT("Content_Type"), "content-type", 12));
-    assert_false(px_http1_header_eq(PX_STR_LIT("@"), "`", 1)); /* '@' | 0x20 == '`' */
+    assert_null(px__http1_find_next(&req, "x-forwarded-for", h));
+    assert_null(px__http1_find_header(&req, "x-missing"));
+    assert_ptr_equal(px__http1_find_header(&req, "host"), &req.headers[0]);
+    assert_true(px__http1_header_eq(PX_STR_LIT("Content-TYPE"), "content-type", 12));
+    assert_false(px__http1_header_eq(PX_STR_LIT("Content-TYP"), "content-type", 12));
+    assert_false(px__http1_header_eq(PX_STR_LIT("Content_Type"), "content-type", 12));
+    assert_false(px__http1_header_eq(PX_STR_LIT("@"), "`", 1)); /* '@' | 0x20 == '`' */
 }
 
 /* Pipelined: the second request starts where the first head ended. */
@@ -649,17 +649,17 @@ static void test_pipelined(void **state)
 {
     (void)state;
     static const char in[] = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: b\r\n\r\n";
-    px_http_header_t hdrs[4];
-    px_http1_request_t req;
-    px_http1_parser_t p;
+    px__http_header_t hdrs[4];
+    px__http1_request_t req;
+    px__http1_parser_t p;
     const char *b = guard_put(0, in, sizeof in - 1);
     req.headers = hdrs;
-    px_http1_parser_init(&p);
-    int n1 = px_http1_parse_request(&p, b, sizeof in - 1, &req, 4, NULL);
+    px__http1_parser_init(&p);
+    int n1 = px__http1_parse_request(&p, b, sizeof in - 1, &req, 4, NULL);
     assert_int_equal(n1, 28);
     assert_span(req.path, "/1");
-    px_http1_parser_init(&p);
-    int n2 = px_http1_parse_request(&p, b + n1, sizeof in - 1 - (size_t)n1, &req, 4, NULL);
+    px__http1_parser_init(&p);
+    int n2 = px__http1_parse_request(&p, b + n1, sizeof in - 1 - (size_t)n1, &req, 4, NULL);
     assert_int_equal(n2, 28);
     assert_span(req.path, "/2");
     assert_span(req.host, "b");
@@ -703,8 +703,8 @@ static void test_request_line_limit(void **state)
          * 8192 bytes the CR may still come, with 8193 it cannot. */
         memset(g_big, 'a', sizeof g_big);
         memcpy(g_big, "GET /", 5);
-        px_http_header_t hdrs[4];
-        px_http1_request_t req;
+        px__http_header_t hdrs[4];
+        px__http1_request_t req;
         assert_int_equal(parse_whole(g_big, 8192, &req, hdrs, 4, NULL), PX_PARSE_INCOMPLETE);
         assert_int_equal(parse_whole(g_big, 8193, &req, hdrs, 4, NULL), PX_PARSE_ERROR);
         assert_int_equal(req.status, 414);
@@ -743,7 +743,7 @@ static size_t build_block(size_t total, size_t nfields)
     return total;
 }
 
-static void run_request_str(const rcase_t *c, const char *in, const px_http1_limits_t *lim)
+static void run_request_str(const rcase_t *c, const char *in, const px__http1_limits_t *lim)
 {
     run_request(c, in, strlen(in), NHDR, lim);
 }
@@ -751,8 +751,8 @@ static void run_request_str(const rcase_t *c, const char *in, const px_http1_lim
 static void test_header_limits(void **state)
 {
     (void)state;
-    px_http_header_t hdrs[NHDR];
-    px_http1_request_t req;
+    px__http_header_t hdrs[NHDR];
+    px__http1_request_t req;
     for (size_t i = 0; i < PX_ARRAY_SIZE(all_impls); i++) {
         if (!use_impl(i))
             continue;
@@ -773,7 +773,7 @@ static void test_header_limits(void **state)
         run_request(&big5, g_big, build_block(200, 5), 4, NULL);
 
         /* custom limits */
-        px_http1_limits_t lim = {.max_request_line = 20, .max_header_bytes = 64, .max_headers = 2};
+        px__http1_limits_t lim = {.max_request_line = 20, .max_header_bytes = 64, .max_headers = 2};
         rcase_t small = V(.name = "custom limits ok", .nhdr = 2);
         run_request_str(&small, "GET /012345 HTTP/1.1\r\nHost: a\r\nX: 0123456789012\r\n\r\n",
                         &lim);
@@ -801,15 +801,15 @@ static void test_header_limits(void **state)
 /* Feed `n` bytes one more per call; return bytes scanned overall. */
 static size_t scanned_byte_by_byte(const char *in, size_t n, int expect)
 {
-    px_http_header_t hdrs[NHDR];
-    px_http1_request_t req;
-    px_http1_parser_t p;
-    px_http1_parser_init(&p);
+    px__http_header_t hdrs[NHDR];
+    px__http1_request_t req;
+    px__http1_parser_t p;
+    px__http1_parser_init(&p);
     req.headers = hdrs;
     px__http1_scanned = 0;
     int rc = PX_PARSE_INCOMPLETE;
     for (size_t i = 1; i <= n && rc == PX_PARSE_INCOMPLETE; i++)
-        rc = px_http1_parse_request(&p, guard_put((int)(i & 1), in, i), i, &req, NHDR, NULL);
+        rc = px__http1_parse_request(&p, guard_put((int)(i & 1), in, i), i, &req, NHDR, NULL);
     assert_int_equal(rc, expect);
     return px__http1_scanned;
 }
@@ -1031,11 +1031,11 @@ static const ccase_t chunk_cases[] = {
 /* Decode `in` split at the given cut points (each piece in its own buffer at a
  * guard page). Checks the decoded data and what follows the body. */
 static void run_chunked(const ccase_t *c, const char *in, size_t n, const size_t *cuts,
-                        size_t ncuts, const px_http1_chunked_t *limits)
+                        size_t ncuts, const px__http1_chunked_t *limits)
 {
     static char out[GUARD_ROOM];
-    px_http1_chunked_t d;
-    px_http1_chunked_init(&d);
+    px__http1_chunked_t d;
+    px__http1_chunked_init(&d);
     if (limits) {
         d.max_line = limits->max_line;
         d.max_trailer = limits->max_trailer;
@@ -1049,7 +1049,7 @@ static void run_chunked(const ccase_t *c, const char *in, size_t n, const size_t
         size_t piece = end - start;
         char *b = guard_put((int)(i & 1), in + start, piece);
         size_t len = piece;
-        rc = px_http1_decode_chunked(&d, b, &len);
+        rc = px__http1_decode_chunked(&d, b, &len);
         CHECK(len <= piece);
         memcpy(out + olen, b, len);
         olen += len;
@@ -1082,7 +1082,7 @@ static void run_chunked(const ccase_t *c, const char *in, size_t n, const size_t
 }
 
 static void run_chunked_all(const ccase_t *c, const char *in, size_t n,
-                            const px_http1_chunked_t *limits)
+                            const px__http1_chunked_t *limits)
 {
     static size_t cuts[GUARD_ROOM];
     g_case = c->name;
@@ -1097,7 +1097,7 @@ static void run_chunked_all(const ccase_t *c, const char *in, size_t n,
     run_chunked(c, in, n, cuts, n, limits);
 }
 
-static void run_chunked_str(const ccase_t *c, const char *in, const px_http1_chunked_t *limits)
+static void run_chunked_str(const ccase_t *c, const char *in, const px__http1_chunked_t *limits)
 {
     run_chunked_all(c, in, strlen(in), limits);
 }
@@ -1115,8 +1115,8 @@ static void test_chunked_limits(void **state)
 {
     (void)state;
     static char in[16384];
-    px_http1_chunked_t lim;
-    px_http1_chunked_init(&lim);
+    px__http1_chunked_t lim;
+    px__http1_chunked_init(&lim);
     lim.max_line = 16;
     lim.max_trailer = 16;
     ccase_t ok = CV("size line at limit", NULL, "a", 0);
@@ -1147,17 +1147,17 @@ static void test_chunked_limits(void **state)
     for (size_t i = 0; i < 12000; i++)
         in[n++] = (char)('a' + i % 26);
     memcpy(in + n, "\r\n0\r\n\r\n", 7);
-    px_http1_chunked_t d;
-    px_http1_chunked_init(&d);
+    px__http1_chunked_t d;
+    px__http1_chunked_init(&d);
     size_t len = n + 7;
     char *b = guard_put(0, in, len);
-    assert_int_equal(px_http1_decode_chunked(&d, b, &len), 0);
+    assert_int_equal(px__http1_decode_chunked(&d, b, &len), 0);
     assert_int_equal(len, 12000);
     for (size_t i = 0; i < 12000; i++)
         assert_int_equal(b[i], 'a' + i % 26);
     /* used after the end */
     len = 1;
-    assert_int_equal(px_http1_decode_chunked(&d, b, &len), PX_PARSE_ERROR);
+    assert_int_equal(px__http1_decode_chunked(&d, b, &len), PX_PARSE_ERROR);
 }
 
 int main(void)

@@ -29,7 +29,7 @@ static px__http_t *http;
 
 typedef struct fake {
     px_req_t req;
-    px_http_header_t hdrs[8];
+    px__http_header_t hdrs[8];
     int heads, status;
     int64_t clen;
     char ctype[64];
@@ -141,7 +141,7 @@ static px_req_t *fake_request(const char *method, const char *target, ...)
     px__req_dispose(&F.req);
     memset(&F, 0, sizeof F);
     px__req_init(&F.req, &fake_ops, &F, http, &http->workers[0]);
-    px_http1_request_t *h = &F.req.h;
+    px__http1_request_t *h = &F.req.h;
     h->method = S(method);
     h->target = S(target);
     const char *q = strchr(target, '?');

@@ -32,8 +32,8 @@ static px_str_t S(const char *s)
 
 typedef struct fx {
     char dir[256]; /* fresh temp directory, removed afterwards */
-    px_store_opts_t opts;
-    px_store_t *s;
+    px__store_opts_t opts;
+    px__store_t *s;
     char err[512];
 } fx_t;
 
@@ -98,20 +98,20 @@ static int fx_open_err(fx_t *f)
     return r;
 }
 
-static px_store_msg_t M(const char *ch, const char *epoch, uint64_t off, int64_t t, const char *d)
+static px__store_msg_t M(const char *ch, const char *epoch, uint64_t off, int64_t t, const char *d)
 {
-    return (px_store_msg_t){.channel = S(ch),
-                            .epoch = epoch ? S(epoch) : (px_str_t){NULL, 0},
-                            .offset = off,
-                            .time_ms = t,
-                            .data = S(d)};
+    return (px__store_msg_t){.channel = S(ch),
+                             .epoch = epoch ? S(epoch) : (px_str_t){NULL, 0},
+                             .offset = off,
+                             .time_ms = t,
+                             .data = S(d)};
 }
 
 /* Append offsets [from, to] to one channel, `per` messages per call. */
-static void append_range(px_store_t *s, const char *ch, uint64_t from, uint64_t to, size_t per,
+static void append_range(px__store_t *s, const char *ch, uint64_t from, uint64_t to, size_t per,
                          int64_t t0)
 {
-    px_store_msg_t *b = calloc(per, sizeof(*b));
+    px__store_msg_t *b = calloc(per, sizeof(*b));
     static const char payload[] = "{\"v\":\"0123456789012345678901234567890123456789\"}";
     for (uint64_t o = from; o <= to;) {
         size_t n = 0;
@@ -135,7 +135,7 @@ typedef struct got {
     int stop_after; /* > 0: return 1 after this many; < 0: return that errno */
 } got_t;
 
-static int collect(void *ud, const px_store_msg_t *m)
+static int collect(void *ud, const px__store_msg_t *m)
 {
     got_t *g = ud;
     if (g->n == g->cap) {
@@ -161,7 +161,7 @@ static void got_free(got_t *g)
     memset(g, 0, sizeof(*g));
 }
 
-static got_t read_all(px_store_t *s, const char *ch, uint64_t since, size_t limit)
+static got_t read_all(px__store_t *s, const char *ch, uint64_t since, size_t limit)
 {
     got_t g = {0};
     int r = px__store_read(s, S(ch), since, limit, collect, &g);
@@ -172,10 +172,10 @@ static got_t read_all(px_store_t *s, const char *ch, uint64_t since, size_t limi
 
 typedef struct chans {
     size_t n;
-    px_store_channel_t c[512];
+    px__store_channel_t c[512];
 } chans_t;
 
-static int collect_chan(void *ud, const px_store_channel_t *c)
+static int collect_chan(void *ud, const px__store_channel_t *c)
 {
     chans_t *cs = ud;
     if (cs->n == PX_ARRAY_SIZE(cs->c))
@@ -184,7 +184,7 @@ static int collect_chan(void *ud, const px_store_channel_t *c)
     return 0;
 }
 
-static chans_t *load(px_store_t *s)
+static chans_t *load(px__store_t *s)
 {
     static chans_t cs;
     cs.n = 0;
@@ -192,7 +192,7 @@ static chans_t *load(px_store_t *s)
     return &cs;
 }
 
-static const px_store_channel_t *find_chan(chans_t *cs, const void *name, size_t len)
+static const px__store_channel_t *find_chan(chans_t *cs, const void *name, size_t len)
 {
     for (size_t i = 0; i < cs->n; i++)
         if (cs->c[i].name_len == len && memcmp(cs->c[i].name, name, len) == 0)
@@ -200,15 +200,15 @@ static const px_store_channel_t *find_chan(chans_t *cs, const void *name, size_t
     return NULL;
 }
 
-static uint64_t last_offset(px_store_t *s, const char *ch)
+static uint64_t last_offset(px__store_t *s, const char *ch)
 {
-    const px_store_channel_t *c = find_chan(load(s), ch, strlen(ch));
+    const px__store_channel_t *c = find_chan(load(s), ch, strlen(ch));
     if (!c)
         fail_msg("channel %s not found", ch);
     return c->last_offset;
 }
 
-static uint64_t earliest(px_store_t *s, const char *ch)
+static uint64_t earliest(px__store_t *s, const char *ch)
 {
     uint64_t first = 0;
     int r = px__store_earliest(s, S(ch), &first);
@@ -223,7 +223,7 @@ static int count_commits(void *ud)
     return 0;
 }
 
-static int64_t pragma_int(px_store_t *s, const char *sql)
+static int64_t pragma_int(px__store_t *s, const char *sql)
 {
     sqlite3_stmt *st;
     assert_int_equal(sqlite3_prepare_v2(px__store_sqlite_handle(s), sql, -1, &st, NULL), SQLITE_OK);
@@ -265,13 +265,13 @@ static void test_reopen_keeps_channels(void **state)
 
     assert_int_equal(px__store_create_channel(f->s, S("empty"), S(EPOCH_A)), 0);
     append_range(f->s, "news", 1, 3, 2, 1000);
-    px_store_msg_t m = M("other", EPOCH_B, 41, 5, "x");
+    px__store_msg_t m = M("other", EPOCH_B, 41, 5, "x");
     assert_int_equal(px__store_append(f->s, &m, 1), 0);
     fx_reopen(f);
 
     chans_t *cs = load(f->s);
     assert_int_equal(cs->n, 3);
-    const px_store_channel_t *c = find_chan(cs, "empty", 5);
+    const px__store_channel_t *c = find_chan(cs, "empty", 5);
     assert_non_null(c);
     assert_string_equal(c->epoch, EPOCH_A);
     assert_int_equal(c->last_offset, 0);
@@ -303,7 +303,7 @@ static void test_second_open_is_busy(void **state)
 {
     fx_t *f = *state;
     fx_open(f);
-    px_store_t *s2 = (px_store_t *)1;
+    px__store_t *s2 = (px__store_t *)1;
     char err[256];
     assert_int_equal(px__store_sqlite.open(&f->opts, &s2, err, sizeof(err)), -EBUSY);
     assert_null(s2);
@@ -313,8 +313,8 @@ static void test_second_open_is_busy(void **state)
 static void test_bad_options(void **state)
 {
     fx_t *f = *state;
-    px_store_opts_t o = {0};
-    px_store_t *s = NULL;
+    px__store_opts_t o = {0};
+    px__store_t *s = NULL;
     char err[128];
     assert_int_equal(px__store_sqlite.open(&o, &s, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "data_dir"));
@@ -377,7 +377,7 @@ static void test_append_batches_one_transaction(void **state)
         next += sizes[k];
     }
     /* A batch spanning channels is one transaction too. */
-    px_store_msg_t b[300];
+    px__store_msg_t b[300];
     char names[3][8] = {"c0", "c1", "c2"};
     for (size_t i = 0; i < 300; i++)
         b[i] = M(names[i % 3], EPOCH_A, i / 3 + 1, 7, "{}");
@@ -407,8 +407,8 @@ static void test_append_rejects_and_commits_nothing(void **state)
     sqlite3_commit_hook(px__store_sqlite_handle(f->s), count_commits, &commits);
 
     /* Valid messages (incl. a new channel) followed by a stale offset: all or nothing. */
-    px_store_msg_t b[4] = {M("a", EPOCH_A, 6, 0, "ok"), M("new", EPOCH_A, 1, 0, "ok"),
-                           M("a", EPOCH_A, 7, 0, "ok"), M("a", EPOCH_A, 7, 0, "dup")};
+    px__store_msg_t b[4] = {M("a", EPOCH_A, 6, 0, "ok"), M("new", EPOCH_A, 1, 0, "ok"),
+                            M("a", EPOCH_A, 7, 0, "ok"), M("a", EPOCH_A, 7, 0, "dup")};
     assert_int_equal(px__store_append(f->s, b, 4), -EINVAL);
     assert_non_null(strstr(px__store_errmsg(f->s), "message 3"));
     assert_int_equal(commits, 0);
@@ -422,7 +422,7 @@ static void test_append_rejects_and_commits_nothing(void **state)
     assert_int_equal(last_offset(f->s, "new"), 1);
 
     /* Gaps are fine, going back is not. */
-    px_store_msg_t m = M("a", NULL, 100, 0, "gap");
+    px__store_msg_t m = M("a", NULL, 100, 0, "gap");
     assert_int_equal(px__store_append(f->s, &m, 1), 0);
     m.offset = 99;
     assert_int_equal(px__store_append(f->s, &m, 1), -EINVAL);
@@ -459,14 +459,14 @@ static void test_epoch_change_resets_history(void **state)
     assert_int_equal(last_offset(f->s, "ch"), 5);
 
     /* A message in a new epoch starts a new history in the same transaction. */
-    px_store_msg_t b[2] = {M("ch", EPOCH_B, 1, 0, "n1"), M("ch", NULL, 2, 0, "n2")};
+    px__store_msg_t b[2] = {M("ch", EPOCH_B, 1, 0, "n1"), M("ch", NULL, 2, 0, "n2")};
     assert_int_equal(px__store_append(f->s, b, 2), 0);
     got_t g = read_all(f->s, "ch", 0, 0);
     assert_int_equal(g.n, 2);
     assert_memory_equal(g.m[0].data, "n1", 2);
     got_free(&g);
     fx_reopen(f);
-    const px_store_channel_t *c = find_chan(load(f->s), "ch", 2);
+    const px__store_channel_t *c = find_chan(load(f->s), "ch", 2);
     assert_string_equal(c->epoch, EPOCH_B);
     assert_int_equal(c->last_offset, 2);
 
@@ -559,7 +559,7 @@ static void test_trim_by_size(void **state)
     assert_int_equal(earliest(f->s, "s"), 16);
     assert_int_equal(last_offset(f->s, "s"), 25);
     /* With gaps, everything at or below last_offset - history_size goes. */
-    px_store_msg_t m = M("s", NULL, 1000, 0, "far");
+    px__store_msg_t m = M("s", NULL, 1000, 0, "far");
     assert_int_equal(px__store_append(f->s, &m, 1), 0);
     g = read_all(f->s, "s", 0, 0);
     assert_int_equal(g.n, 1);
@@ -577,7 +577,7 @@ static void test_trim_size_backlog_is_bounded(void **state)
     /* Restart with a much smaller history: an append deletes a bounded amount... */
     f->opts.history_size = 10;
     fx_reopen(f);
-    px_store_msg_t m = M("big", NULL, 15001, 0, "x");
+    px__store_msg_t m = M("big", NULL, 15001, 0, "x");
     assert_int_equal(px__store_append(f->s, &m, 1), 0);
     uint64_t first = earliest(f->s, "big");
     assert_true(first > 1 && first < 14992);
@@ -602,8 +602,8 @@ static void test_trim_by_ttl(void **state)
     fx_open(f);
     /* Interleave two channels; time_ms = 1000 + offset. */
     for (uint64_t o = 1; o <= 100; o++) {
-        px_store_msg_t b[2] = {M("x", EPOCH_A, o, 1000 + (int64_t)o, "x"),
-                               M("y", EPOCH_B, o, 1000 + (int64_t)o, "y")};
+        px__store_msg_t b[2] = {M("x", EPOCH_A, o, 1000 + (int64_t)o, "x"),
+                                M("y", EPOCH_B, o, 1000 + (int64_t)o, "y")};
         assert_int_equal(px__store_append(f->s, b, 2), 0);
     }
     assert_int_equal(px__store_trim(f->s, 1500), 0); /* nothing older than 500 */
@@ -618,7 +618,7 @@ static void test_trim_by_ttl(void **state)
     /* x and y expire entirely, z (newer) only partly: last offsets and epochs stay,
      * across a restart too (x/y from their rows, z from its newest message). */
     for (uint64_t o = 1; o <= 20; o++) {
-        px_store_msg_t m = M("z", EPOCH_A, o, o <= 5 ? 5000000 : 10, "z");
+        px__store_msg_t m = M("z", EPOCH_A, o, o <= 5 ? 5000000 : 10, "z");
         assert_int_equal(px__store_append(f->s, &m, 1), 0);
     }
     assert_int_equal(px__store_trim(f->s, 1000000), 0);
@@ -636,7 +636,7 @@ static void test_trim_by_ttl(void **state)
     assert_int_equal(last_offset(f->s, "x"), 100);
     assert_string_equal(find_chan(load(f->s), "y", 1)->epoch, EPOCH_B);
     assert_int_equal(earliest(f->s, "x"), 101);
-    px_store_msg_t m = M("x", NULL, 100, 2000000, "old");
+    px__store_msg_t m = M("x", NULL, 100, 2000000, "old");
     assert_int_equal(px__store_append(f->s, &m, 1), -EINVAL);
     m.offset = 101;
     assert_int_equal(px__store_append(f->s, &m, 1), 0);
@@ -673,27 +673,27 @@ static void test_binary_roundtrip(void **state)
         big[i] = (char)(255 - i);
     for (size_t i = 0; i < sizeof(data); i++)
         data[i] = (char)(i * 7);
-    px_store_msg_t b[258];
+    px__store_msg_t b[258];
     for (int i = 0; i < 256; i++)
-        b[i] = (px_store_msg_t){.channel = {one[i], 1},
-                                .epoch = S(EPOCH_A),
-                                .offset = 1,
-                                .data = {data, (size_t)i * 4}};
-    b[256] = (px_store_msg_t){.channel = {big, sizeof(big)},
-                              .epoch = S("~!#$%&'()*+,-./:;<=>?@[]^_`{|}"),
-                              .offset = 1,
-                              .data = {data, sizeof(data)}};
-    b[257] = (px_store_msg_t){.channel = {big, sizeof(big)}, .offset = 2, .data = {NULL, 0}};
+        b[i] = (px__store_msg_t){.channel = {one[i], 1},
+                                 .epoch = S(EPOCH_A),
+                                 .offset = 1,
+                                 .data = {data, (size_t)i * 4}};
+    b[256] = (px__store_msg_t){.channel = {big, sizeof(big)},
+                               .epoch = S("~!#$%&'()*+,-./:;<=>?@[]^_`{|}"),
+                               .offset = 1,
+                               .data = {data, sizeof(data)}};
+    b[257] = (px__store_msg_t){.channel = {big, sizeof(big)}, .offset = 2, .data = {NULL, 0}};
     assert_int_equal(px__store_append(f->s, b, 258), 0);
     char toolong[PX_STORE_CHANNEL_MAX + 1] = {0};
-    px_store_msg_t bad = {.channel = {toolong, sizeof(toolong)}, .epoch = S(EPOCH_A), .offset = 1};
+    px__store_msg_t bad = {.channel = {toolong, sizeof(toolong)}, .epoch = S(EPOCH_A), .offset = 1};
     assert_int_equal(px__store_append(f->s, &bad, 1), -EINVAL);
     fx_reopen(f);
 
     chans_t *cs = load(f->s);
     assert_int_equal(cs->n, 257);
     for (int i = 0; i < 256; i++) {
-        const px_store_channel_t *c = find_chan(cs, one[i], 1);
+        const px__store_channel_t *c = find_chan(cs, one[i], 1);
         assert_non_null(c);
         assert_int_equal(c->name[1], '\0');
         got_t g = {0};
@@ -704,7 +704,7 @@ static void test_binary_roundtrip(void **state)
             assert_memory_equal(g.m[0].data, data, (size_t)i * 4);
         got_free(&g);
     }
-    const px_store_channel_t *c = find_chan(cs, big, sizeof(big));
+    const px__store_channel_t *c = find_chan(cs, big, sizeof(big));
     assert_non_null(c);
     assert_string_equal(c->epoch, "~!#$%&'()*+,-./:;<=>?@[]^_`{|}");
     got_t g = {0};
@@ -753,12 +753,12 @@ static void test_kill9_keeps_acknowledged(void **state)
     assert_true(pid >= 0);
     if (pid == 0) {
         close(fds[0]);
-        px_store_t *s;
+        px__store_t *s;
         char err[256];
         if (px__store_sqlite.open(&f->opts, &s, err, sizeof(err)) != 0)
             _exit(2);
         for (uint64_t o = 1; o <= 2000; o += 100) {
-            px_store_msg_t b[100];
+            px__store_msg_t b[100];
             for (int i = 0; i < 100; i++)
                 b[i] = M("k", EPOCH_A, o + (uint64_t)i, 1, "{\"acked\":true}");
             if (px__store_append(s, b, 100) != 0)
@@ -885,7 +885,7 @@ static void test_fresh_epoch(void **state)
     assert_int_equal(px__store_fresh_epoch(f->s, (px_str_t){"room", 4}, c), 0);
     assert_string_not_equal(a, c);
     /* Migration from version 1: the instance appears, stored channels are kept. */
-    px_store_msg_t m = M("old", "0123456789abcdef", 1, 1, "1");
+    px__store_msg_t m = M("old", "0123456789abcdef", 1, 1, "1");
     assert_int_equal(px__store_append(f->s, &m, 1), 0);
     px__store_close(f->s);
     f->s = NULL;
@@ -906,9 +906,9 @@ static void test_store_assigns(void **state)
     fx_open(f);
     char fresh[PX_STORE_EPOCH_MAX + 1];
     assert_int_equal(px__store_fresh_epoch(f->s, S("n"), fresh), 0);
-    px_store_msg_t b[3] = {M("n", NULL, 0, 1, "1"), M("n", NULL, 0, 1, "2"),
-                           M("m", NULL, 7, 1, "3")};
-    px_store_assigned_t got[3];
+    px__store_msg_t b[3] = {M("n", NULL, 0, 1, "1"), M("n", NULL, 0, 1, "2"),
+                            M("m", NULL, 7, 1, "3")};
+    px__store_assigned_t got[3];
     assert_int_equal(px__store_append_assigned(f->s, b, 3, got), 0);
     assert_int_equal(got[0].offset, 1);
     assert_int_equal(got[1].offset, 2);
@@ -917,7 +917,7 @@ static void test_store_assigns(void **state)
     assert_int_equal(got[0].epoch.len, strlen(fresh));
     assert_memory_equal(got[0].epoch.ptr, fresh, got[0].epoch.len);
     /* A batch that fails validation assigns nothing: the next one continues. */
-    px_store_msg_t c[2] = {M("n", NULL, 0, 1, "x"), M("n", NULL, 1, 1, "going back")};
+    px__store_msg_t c[2] = {M("n", NULL, 0, 1, "x"), M("n", NULL, 1, 1, "going back")};
     assert_int_equal(px__store_append_assigned(f->s, c, 2, got), -EINVAL);
     assert_int_equal(px__store_append_assigned(f->s, c, 1, got), 0);
     assert_int_equal(got[0].offset, 3);
@@ -976,7 +976,7 @@ static int as_nobody(fx_t *f, int (*fn)(fx_t *))
 
 static int try_open(fx_t *f)
 {
-    px_store_t *s = NULL;
+    px__store_t *s = NULL;
     f->err[0] = '\0';
     int r = px__store_sqlite.open(&f->opts, &s, f->err, sizeof(f->err));
     px__store_close(s);
@@ -1027,7 +1027,7 @@ static void test_readonly_db_file(void **state)
 
 /* ---- I/O failure injection ---------------------------------------------------------- */
 
-static void check_state(px_store_t *s, uint64_t a_last, uint64_t b_last, bool have_new)
+static void check_state(px__store_t *s, uint64_t a_last, uint64_t b_last, bool have_new)
 {
     assert_int_equal(last_offset(s, "fa"), a_last);
     assert_int_equal(last_offset(s, "fb"), b_last);
@@ -1055,13 +1055,13 @@ static void fault_loop(fx_t *f, unsigned kinds, long fail_n)
     append_range(f->s, "fb", 1, 10, 10, 0);
     char big[3000];
     memset(big, 'z', sizeof(big));
-    px_store_msg_t b[60];
+    px__store_msg_t b[60];
     for (int i = 0; i < 60; i++) {
         const char *ch = i % 3 == 0 ? "fa" : i % 3 == 1 ? "fb" : "fnew";
-        b[i] = (px_store_msg_t){.channel = S(ch),
-                                .epoch = S(EPOCH_A),
-                                .offset = 11 + (uint64_t)i / 3,
-                                .data = {big, sizeof(big)}};
+        b[i] = (px__store_msg_t){.channel = S(ch),
+                                 .epoch = S(EPOCH_A),
+                                 .offset = 11 + (uint64_t)i / 3,
+                                 .data = {big, sizeof(big)}};
     }
     int failures = 0;
     for (long skip = 0;; skip++) {
@@ -1215,7 +1215,7 @@ static void test_oom_loop(void **state)
     for (long n = 0;; n++) {
         oom.countdown = n;
         oom.live = 0;
-        px_store_t *s = NULL;
+        px__store_t *s = NULL;
         char err[256];
         int r = px__store_sqlite.open(&f->opts, &s, err, sizeof(err));
         oom.countdown = -1;
@@ -1227,7 +1227,7 @@ static void test_oom_loop(void **state)
         assert_true(n < 100);
     }
     /* append creating many channels (cache growth, undo log growth). */
-    px_store_msg_t b[200];
+    px__store_msg_t b[200];
     char names[200][16];
     for (int i = 0; i < 200; i++) {
         snprintf(names[i], sizeof(names[i]), "m%d", i);

@@ -34,11 +34,11 @@ extern "C" {
 #define PX_JWT_PATTERN_BUF  1024 /* total bytes of all channel patterns */
 #define PX_JWT_MAX_INFO     1024 /* bytes of the raw "info" JSON */
 
-/* Actions, also bits of px_jwt_pattern_t.actions. */
+/* Actions, also bits of px__jwt_pattern_t.actions. */
 #define PX_JWT_SUBSCRIBE 1
 #define PX_JWT_PUBLISH   2
 
-/* Distinct failures of px_jwt_verify_hs256 (each also gets a specific message). */
+/* Distinct failures of px__jwt_verify_hs256 (each also gets a specific message). */
 #define PX_JWT_EMALFORMED (-EINVAL)       /* not a JWT, bad base64url/JSON, bad claim type */
 #define PX_JWT_ETOOLONG   (-EMSGSIZE)     /* token longer than PX_JWT_MAX_TOKEN */
 #define PX_JWT_EALG       (-ENOTSUP)      /* alg is not HS256 (none, HS512, RS256...) or crit */
@@ -47,29 +47,29 @@ extern "C" {
 #define PX_JWT_ENOTYET    (-EKEYREJECTED) /* now < nbf */
 #define PX_JWT_EBOUNDS    (-E2BIG)        /* a claim exceeds the fixed storage below */
 
-typedef struct px_jwt_pattern {
-    uint16_t off;    /* into px_jwt_claims_t.pattern_buf; off + len <= PX_JWT_PATTERN_BUF */
-    uint16_t len;    /* bytes, not NUL-terminated; glob syntax of px_glob_match */
+typedef struct px__jwt_pattern {
+    uint16_t off;    /* into px__jwt_claims_t.pattern_buf; off + len <= PX_JWT_PATTERN_BUF */
+    uint16_t len;    /* bytes, not NUL-terminated; glob syntax of px__glob_match */
     uint8_t actions; /* PX_JWT_SUBSCRIBE | PX_JWT_PUBLISH, never 0 */
-} px_jwt_pattern_t;
+} px__jwt_pattern_t;
 
-typedef struct px_jwt_claims {
+typedef struct px__jwt_claims {
     char sub[PX_JWT_MAX_SUB]; /* subject (user id), NUL-terminated, "" if absent */
     size_t sub_len;           /* strlen(sub) */
     int64_t exp;              /* 0 if absent (then the token never expires) */
     int64_t nbf, iat;         /* 0 if absent */
-    /* False when the token has no "channels" claim: px_jwt_channel_allowed then denies
+    /* False when the token has no "channels" claim: px__jwt_channel_allowed then denies
      * everything and the hub applies its own policy. */
     bool has_channels;
     uint32_t npatterns; /* <= PX_JWT_MAX_PATTERNS */
-    px_jwt_pattern_t patterns[PX_JWT_MAX_PATTERNS];
+    px__jwt_pattern_t patterns[PX_JWT_MAX_PATTERNS];
     /* +1: px_json_unescape NUL-terminates, so the last pattern needs one spare byte. */
     char pattern_buf[PX_JWT_PATTERN_BUF + 1];
     /* Raw JSON text of "info" (validated), pointing into info_buf; {NULL, 0} if absent.
-     * Points into this struct: re-point it (or call px_jwt_claims_fixup) after copying. */
+     * Points into this struct: re-point it (or call px__jwt_claims_fixup) after copying. */
     px_str_t info;
     char info_buf[PX_JWT_MAX_INFO];
-} px_jwt_claims_t;
+} px__jwt_claims_t;
 
 /**
  * Verify an HS256 token and extract its claims into *out (overwritten; its content is
@@ -81,8 +81,8 @@ typedef struct px_jwt_claims {
  * message such as "alg none is not allowed" or "token expired" (NULL on success).
  * Does not allocate; uses about 12 KiB of stack.
  */
-int px_jwt_verify_hs256(const char *token, size_t len, const uint8_t *secret, size_t secret_len,
-                        int64_t now_unix, px_jwt_claims_t *out, const char **error);
+int px__jwt_verify_hs256(const char *token, size_t len, const uint8_t *secret, size_t secret_len,
+                         int64_t now_unix, px__jwt_claims_t *out, const char **error);
 
 /**
  * Mint a token with header {"alg":"HS256","typ":"JWT"} over `payload` (which must be a JSON
@@ -90,14 +90,14 @@ int px_jwt_verify_hs256(const char *token, size_t len, const uint8_t *secret, si
  * Returns the token length, -EINVAL (payload not a JSON object, empty secret), -EMSGSIZE
  * (token would exceed PX_JWT_MAX_TOKEN) or -ENOSPC (cap too small).
  */
-int px_jwt_sign_hs256(const char *payload, size_t payload_len, const uint8_t *secret,
-                      size_t secret_len, char *out, size_t cap);
+int px__jwt_sign_hs256(const char *payload, size_t payload_len, const uint8_t *secret,
+                       size_t secret_len, char *out, size_t cap);
 
 /** 1 if a channels pattern carrying `action` matches channel[0..len), else 0. */
-int px_jwt_channel_allowed(const px_jwt_claims_t *c, int action, const char *channel, size_t len);
+int px__jwt_channel_allowed(const px__jwt_claims_t *c, int action, const char *channel, size_t len);
 
 /** Re-point c->info at c->info_buf after the struct was copied by value. */
-static inline void px_jwt_claims_fixup(px_jwt_claims_t *c)
+static inline void px__jwt_claims_fixup(px__jwt_claims_t *c)
 {
     if (c->info.ptr)
         c->info.ptr = c->info_buf;
@@ -108,7 +108,7 @@ static inline void px_jwt_claims_fixup(px_jwt_claims_t *c)
  * '?' exactly one byte, everything else itself; no escapes. Iterative with one backtrack
  * point: O(plen * slen) worst case, linear for patterns with a single '*'. Returns 1 or 0.
  */
-int px_glob_match(const char *pattern, size_t plen, const char *s, size_t slen);
+int px__glob_match(const char *pattern, size_t plen, const char *s, size_t slen);
 
 #ifdef __cplusplus
 }

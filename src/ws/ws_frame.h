@@ -11,7 +11,7 @@
 #include "plexus/common.h"
 
 /** Frame opcodes (RFC 6455 5.2). 3-7 and 0xB-0xF are reserved and rejected. */
-enum px_ws_opcode {
+enum px__ws_opcode {
     PX_WS_OP_CONT = 0x0,
     PX_WS_OP_TEXT = 0x1,
     PX_WS_OP_BINARY = 0x2,
@@ -21,7 +21,7 @@ enum px_ws_opcode {
 };
 
 /** Control frames (close, ping, pong) have the top opcode bit set. */
-static inline int px_ws_opcode_is_control(unsigned opcode)
+static inline int px__ws_opcode_is_control(unsigned opcode)
 {
     return (opcode & 0x8u) != 0;
 }
@@ -38,7 +38,7 @@ static inline int px_ws_opcode_is_control(unsigned opcode)
 #define PX_WS_CLOSE_TOO_BIG      1009
 #define PX_WS_CLOSE_INTERNAL     1011
 
-/* Flags for px_ws_parse_frame.
+/* Flags for px__ws_parse_frame.
  *
  * PX_WS_RSV1..3 are the header bits themselves (byte 0, 0x40/0x20/0x10): pass the
  * ones an extension negotiated. They are accepted only on the frame that starts a
@@ -62,21 +62,21 @@ static inline int px_ws_opcode_is_control(unsigned opcode)
 /** Largest payload of a control frame (RFC 6455 5.5). */
 #define PX_WS_MAX_CONTROL_PAYLOAD 125
 
-/** A parsed frame header. Filled in completely when px_ws_parse_frame returns a
+/** A parsed frame header. Filled in completely when px__ws_parse_frame returns a
  * header length; on PX_PARSE_ERROR only close_code and error are meaningful; on
  * PX_PARSE_INCOMPLETE nothing is. No pointers into the input are kept. */
-typedef struct px_ws_frame {
+typedef struct px__ws_frame {
     unsigned fin : 1;     /* last frame of its message; always 1 for control frames */
     unsigned rsv1 : 1;    /* only ever 1 if PX_WS_RSV1 was passed and opcode is TEXT/BINARY */
     unsigned rsv2 : 1;    /* likewise for PX_WS_RSV2 */
     unsigned rsv3 : 1;    /* likewise for PX_WS_RSV3 */
     unsigned masked : 1;  /* mask[] is valid; 1 under PX_WS_PARSE_SERVER, 0 under _CLIENT */
-    unsigned opcode : 4;  /* one of enum px_ws_opcode (reserved ones are rejected) */
+    unsigned opcode : 4;  /* one of enum px__ws_opcode (reserved ones are rejected) */
     uint8_t mask[4];      /* masking key; zero when !masked */
     uint64_t payload_len; /* < 2^63, <= max_payload, <= 125 for control frames */
     uint16_t close_code;  /* on PX_PARSE_ERROR: 1002 (protocol error) or 1009 (too big) */
     const char *error;    /* on PX_PARSE_ERROR: static human-readable reason, else NULL */
-} px_ws_frame_t;
+} px__ws_frame_t;
 
 /**
  * Parse a frame header from buf[0..len).
@@ -101,21 +101,21 @@ typedef struct px_ws_frame {
  *  - payload_len > max_payload                           -> 1009
  * Pass UINT64_MAX as max_payload for "no limit".
  */
-PX_MUST_CHECK int px_ws_parse_frame(const uint8_t *buf, size_t len, px_ws_frame_t *f,
-                                    unsigned flags, uint64_t max_payload);
+PX_MUST_CHECK int px__ws_parse_frame(const uint8_t *buf, size_t len, px__ws_frame_t *f,
+                                     unsigned flags, uint64_t max_payload);
 
 /**
  * Encode a header into out (room for PX_WS_MAX_HEADER bytes). `mask` NULL for a
  * server-to-client frame; otherwise the 4-byte key is written and the mask bit set
- * (the caller masks the payload with px_ws_unmask, which is its own inverse).
- * opcode must be one of enum px_ws_opcode and payload_len < 2^63. Uses the
+ * (the caller masks the payload with px__ws_unmask, which is its own inverse).
+ * opcode must be one of enum px__ws_opcode and payload_len < 2^63. Uses the
  * shortest length encoding. Returns the header length (2..14).
  */
-size_t px_ws_encode_header(uint8_t *out, unsigned opcode, int fin, int rsv1, uint64_t payload_len,
-                           const uint8_t *mask);
+size_t px__ws_encode_header(uint8_t *out, unsigned opcode, int fin, int rsv1, uint64_t payload_len,
+                            const uint8_t *mask);
 
-/** Length px_ws_encode_header would produce. */
-static inline size_t px_ws_header_size(uint64_t payload_len, int masked)
+/** Length px__ws_encode_header would produce. */
+static inline size_t px__ws_header_size(uint64_t payload_len, int masked)
 {
     size_t n = payload_len < 126 ? 2 : payload_len <= 0xFFFF ? 4 : 10;
     return masked ? n + 4 : n;
@@ -127,10 +127,10 @@ static inline size_t px_ws_header_size(uint64_t payload_len, int masked)
  * (only offset % 4 matters). Any alignment and length. Uses AVX2 when the CPU has
  * it, otherwise SSE2 on x86-64, 64-bit words elsewhere.
  */
-void px_ws_unmask(uint8_t *p, size_t len, const uint8_t mask[4], uint64_t offset);
+void px__ws_unmask(uint8_t *p, size_t len, const uint8_t mask[4], uint64_t offset);
 
 /* The individual strategies, for tests and bench/micro/bench_ws.c. Same contract as
- * px_ws_unmask. _sse2/_avx2 exist only on x86; _avx2 must only be called when
+ * px__ws_unmask. _sse2/_avx2 exist only on x86; _avx2 must only be called when
  * px__ws_have_avx2() is true. */
 void px__ws_unmask_scalar(uint8_t *p, size_t len, const uint8_t mask[4], uint64_t offset);
 void px__ws_unmask_word(uint8_t *p, size_t len, const uint8_t mask[4], uint64_t offset);
@@ -148,25 +148,25 @@ int px__ws_have_avx2(void);
  * anything below 1000, 1016-2999 (unassigned protocol range) and >= 5000 are not.
  * Returns 1 or 0.
  */
-int px_ws_close_code_valid(unsigned code);
+int px__ws_close_code_valid(unsigned code);
 
 /**
  * Check a received close frame's payload (RFC 6455 5.5.1, 7.1.5-7.1.6). An empty
  * payload means "no status" (*code = 1005, empty reason). Otherwise the first
  * two bytes are the code in network order, which must pass
- * px_ws_close_code_valid, and the rest is a UTF-8 reason; *reason points into
+ * px__ws_close_code_valid, and the rest is a UTF-8 reason; *reason points into
  * `p`. Payloads are at most 125 bytes (the parser enforces it).
  * Returns 0, or the close code to fail the connection with: 1002 for a 1-byte
  * payload or an invalid code, 1007 for a reason that is not UTF-8.
  */
-PX_MUST_CHECK unsigned px_ws_parse_close(const uint8_t *p, size_t len, unsigned *code,
-                                         px_str_t *reason);
+PX_MUST_CHECK unsigned px__ws_parse_close(const uint8_t *p, size_t len, unsigned *code,
+                                          px_str_t *reason);
 
 /**
- * Build a close payload: `code` (px_ws_close_code_valid, or 0 for an empty
+ * Build a close payload: `code` (px__ws_close_code_valid, or 0 for an empty
  * payload) and `reason`, cut to the 123 bytes that fit, at a UTF-8 character
  * boundary. `out` needs PX_WS_MAX_CONTROL_PAYLOAD bytes. Returns the length.
  */
-size_t px_ws_encode_close(uint8_t *out, unsigned code, const char *reason, size_t reason_len);
+size_t px__ws_encode_close(uint8_t *out, unsigned code, const char *reason, size_t reason_len);
 
 #endif

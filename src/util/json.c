@@ -1,7 +1,7 @@
 /* JSON tokenizer, lookups and writer (see json.h). The tokenizer is a flat state machine
  * with an explicit bit stack instead of recursion, so nesting depth costs no C stack and
  * the depth bound is the caller's choice. */
-#include "hub/json.h"
+#include "plexus/json.h"
 
 #include <assert.h>
 #include <limits.h>

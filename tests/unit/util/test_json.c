@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "hub/json.h"
+#include "plexus/json.h"
 
 /* ---- guard-page input ----------------------------------------------------------- */
 

@@ -1,6 +1,6 @@
 /* HS256 JWT verification and signing (see jwt.h). Everything lives on the stack with
  * fixed bounds; OpenSSL provides HMAC-SHA256 and the constant-time compare. */
-#include "hub/jwt.h"
+#include "util/jwt.h"
 
 #include <limits.h>
 #include <string.h>
@@ -10,7 +10,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include "hub/json.h"
+#include "plexus/json.h"
 
 #define SIG_LEN     32  /* HMAC-SHA256 output */
 #define SIG_B64_LEN 43  /* its unpadded base64url length */
@@ -123,7 +123,7 @@ static int bad(const char **error, const char *msg, int rc)
 
 /* ---- glob and channel permissions ------------------------------------------------- */
 
-int px_glob_match(const char *pattern, size_t plen, const char *s, size_t slen)
+int px__glob_match(const char *pattern, size_t plen, const char *s, size_t slen)
 {
     /* Greedy with one backtrack point: on mismatch, let the most recent '*' swallow one
      * more byte. Earlier stars never need revisiting, so no recursion and no blowup. */
@@ -147,13 +147,13 @@ int px_glob_match(const char *pattern, size_t plen, const char *s, size_t slen)
     return pi == plen;
 }
 
-int px_jwt_channel_allowed(const px_jwt_claims_t *c, int action, const char *channel, size_t len)
+int px__jwt_channel_allowed(const px__jwt_claims_t *c, int action, const char *channel, size_t len)
 {
     if (!c || !c->has_channels)
         return 0;
     for (uint32_t i = 0; i < c->npatterns; i++) {
-        const px_jwt_pattern_t *p = &c->patterns[i];
-        if ((p->actions & action) && px_glob_match(c->pattern_buf + p->off, p->len, channel, len))
+        const px__jwt_pattern_t *p = &c->patterns[i];
+        if ((p->actions & action) && px__glob_match(c->pattern_buf + p->off, p->len, channel, len))
             return 1;
     }
     return 0;
@@ -162,7 +162,7 @@ int px_jwt_channel_allowed(const px_jwt_claims_t *c, int action, const char *cha
 /* ---- claims ----------------------------------------------------------------------- */
 
 /* Appends every string of array token `arr` as a pattern with `actions`. */
-static int add_patterns(const px_json_doc_t *doc, int arr, uint8_t actions, px_jwt_claims_t *c,
+static int add_patterns(const px_json_doc_t *doc, int arr, uint8_t actions, px__jwt_claims_t *c,
                         size_t *used, const char **error)
 {
     const px_json_tok_t *t = doc->toks;
@@ -180,13 +180,13 @@ static int add_patterns(const px_json_doc_t *doc, int arr, uint8_t actions, px_j
         if (memchr(c->pattern_buf + *used, '\0', (size_t)n))
             return bad(error, "NUL in channel pattern", PX_JWT_EMALFORMED);
         c->patterns[c->npatterns++] =
-            (px_jwt_pattern_t){.off = (uint16_t)*used, .len = (uint16_t)n, .actions = actions};
+            (px__jwt_pattern_t){.off = (uint16_t)*used, .len = (uint16_t)n, .actions = actions};
         *used += (size_t)n; /* the NUL px_json_unescape wrote is overwritten by the next */
     }
     return 0;
 }
 
-static int parse_channels(const px_json_doc_t *doc, int v, px_jwt_claims_t *c, const char **error)
+static int parse_channels(const px_json_doc_t *doc, int v, px__jwt_claims_t *c, const char **error)
 {
     size_t used = 0;
     int rc;
@@ -214,7 +214,7 @@ static int numeric_date(const px_json_doc_t *doc, int v, int64_t *out, const cha
     return 0;
 }
 
-static int parse_claims(const char *payload, size_t len, int64_t now, px_jwt_claims_t *c,
+static int parse_claims(const char *payload, size_t len, int64_t now, px__jwt_claims_t *c,
                         const char **error)
 {
     px_json_tok_t toks[CLAIM_TOKS];
@@ -306,8 +306,8 @@ static int check_header(const char *hdr, size_t len, const char **error)
     return 0;
 }
 
-int px_jwt_verify_hs256(const char *token, size_t len, const uint8_t *secret, size_t secret_len,
-                        int64_t now_unix, px_jwt_claims_t *out, const char **error)
+int px__jwt_verify_hs256(const char *token, size_t len, const uint8_t *secret, size_t secret_len,
+                         int64_t now_unix, px__jwt_claims_t *out, const char **error)
 {
     uint8_t header[HEADER_MAX];
     uint8_t payload[PAYLOAD_MAX];
@@ -318,7 +318,7 @@ int px_jwt_verify_hs256(const char *token, size_t len, const uint8_t *secret, si
         *error = NULL;
     if (!out)
         return bad(error, "no claims output", -EINVAL);
-    memset(out, 0, offsetof(px_jwt_claims_t, patterns));
+    memset(out, 0, offsetof(px__jwt_claims_t, patterns));
     out->info = (px_str_t){NULL, 0};
     if (!secret || secret_len == 0 || secret_len > INT_MAX)
         return bad(error, "invalid secret", -EINVAL);
@@ -356,8 +356,8 @@ int px_jwt_verify_hs256(const char *token, size_t len, const uint8_t *secret, si
     return parse_claims((const char *)payload, (size_t)n, now_unix, out, error);
 }
 
-int px_jwt_sign_hs256(const char *payload, size_t payload_len, const uint8_t *secret,
-                      size_t secret_len, char *out, size_t cap)
+int px__jwt_sign_hs256(const char *payload, size_t payload_len, const uint8_t *secret,
+                       size_t secret_len, char *out, size_t cap)
 {
     /* base64url of {"alg":"HS256","typ":"JWT"} */
     static const char hdr[] = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";

@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "http/ws_frame.h"
+#include "ws/ws_frame.h"
 
 /* ---- guard page ------------------------------------------------------------------- */
 
@@ -46,9 +46,9 @@ static const uint8_t *at_guard(const uint8_t *p, size_t n)
     return dst;
 }
 
-static int parse_g(const uint8_t *p, size_t n, px_ws_frame_t *f, unsigned flags, uint64_t max)
+static int parse_g(const uint8_t *p, size_t n, px__ws_frame_t *f, unsigned flags, uint64_t max)
 {
-    return px_ws_parse_frame(at_guard(p, n), n, f, flags, max);
+    return px__ws_parse_frame(at_guard(p, n), n, f, flags, max);
 }
 
 /* ---- length boundaries ---------------------------------------------------------------- */
@@ -80,12 +80,12 @@ static void test_length_boundaries(void **state)
         uint64_t len = boundaries[i];
         for (int masked = 0; masked <= 1; masked++) {
             uint8_t h[PX_WS_MAX_HEADER];
-            size_t hl = px_ws_encode_header(h, PX_WS_OP_BINARY, 1, 0, len, masked ? key : NULL);
+            size_t hl = px__ws_encode_header(h, PX_WS_OP_BINARY, 1, 0, len, masked ? key : NULL);
             size_t want = (len < 126 ? 2 : len < 65536 ? 4 : 10) + (masked ? 4 : 0);
             assert_int_equal(hl, want);
-            assert_int_equal(px_ws_header_size(len, masked), want);
+            assert_int_equal(px__ws_header_size(len, masked), want);
             unsigned role = masked ? PX_WS_PARSE_SERVER : PX_WS_PARSE_CLIENT;
-            px_ws_frame_t f;
+            px__ws_frame_t f;
             /* Every split: shorter prefixes are incomplete, the full one parses. */
             for (size_t k = 0; k < hl; k++)
                 assert_int_equal(parse_g(h, k, &f, role, UINT64_MAX), PX_PARSE_INCOMPLETE);
@@ -195,7 +195,7 @@ static void test_errors(void **state)
     for (size_t i = 0; i < PX_ARRAY_SIZE(bad_cases); i++) {
         const bad_case_t *t = &bad_cases[i];
         print_message("  %s\n", t->name);
-        px_ws_frame_t f;
+        px__ws_frame_t f;
         for (size_t k = 0; k <= t->len; k++) {
             memset(&f, 0, sizeof f);
             int r = parse_g(t->bytes, k, &f, t->flags, t->max);
@@ -213,7 +213,7 @@ static void test_errors(void **state)
 static void test_flags_accept(void **state)
 {
     (void)state;
-    px_ws_frame_t f;
+    px__ws_frame_t f;
     static const uint8_t text_rsv1[] = {0xC1, 0x80, 1, 2, 3, 4};
     assert_int_equal(parse_g(text_rsv1, 6, &f, S | PX_WS_RSV1, UINT64_MAX), 6);
     assert_true(f.rsv1 && f.fin && !f.rsv2 && !f.rsv3);
@@ -252,7 +252,7 @@ static void test_roundtrip(void **state)
                                    PX_WS_OP_CLOSE, PX_WS_OP_PING, PX_WS_OP_PONG};
     static const uint8_t key[4] = {0xde, 0xad, 0xbe, 0xef};
     for (size_t o = 0; o < PX_ARRAY_SIZE(ops); o++) {
-        int control = px_ws_opcode_is_control(ops[o]);
+        int control = px__ws_opcode_is_control(ops[o]);
         for (size_t b = 0; b < PX_ARRAY_SIZE(boundaries); b++) {
             uint64_t len = boundaries[b];
             if (control && len > 125)
@@ -264,8 +264,8 @@ static void test_roundtrip(void **state)
                 if (rsv1 && ops[o] != PX_WS_OP_TEXT && ops[o] != PX_WS_OP_BINARY)
                     continue;
                 uint8_t h[PX_WS_MAX_HEADER];
-                size_t hl = px_ws_encode_header(h, ops[o], fin, rsv1, len, masked ? key : NULL);
-                px_ws_frame_t f;
+                size_t hl = px__ws_encode_header(h, ops[o], fin, rsv1, len, masked ? key : NULL);
+                px__ws_frame_t f;
                 int r = parse_g(h, hl, &f, PX_WS_RSV1, UINT64_MAX);
                 assert_int_equal(r, (int)hl);
                 assert_int_equal(f.opcode, ops[o]);
@@ -280,23 +280,23 @@ static void test_roundtrip(void **state)
     static const uint8_t hello_unmasked[] = {0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f};
     static const uint8_t hello_masked[] = {0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d,
                                            0x7f, 0x9f, 0x4d, 0x51, 0x58};
-    px_ws_frame_t f;
+    px__ws_frame_t f;
     assert_int_equal(parse_g(hello_unmasked, sizeof hello_unmasked, &f, PX_WS_PARSE_CLIENT, 125),
                      2);
     assert_true(f.payload_len == 5);
     assert_int_equal(parse_g(hello_masked, sizeof hello_masked, &f, PX_WS_PARSE_SERVER, 125), 6);
     uint8_t pl[5];
     memcpy(pl, hello_masked + 6, 5);
-    px_ws_unmask(pl, 5, f.mask, 0);
+    px__ws_unmask(pl, 5, f.mask, 0);
     assert_memory_equal(pl, "Hello", 5);
     uint8_t h[PX_WS_MAX_HEADER];
-    assert_int_equal(px_ws_encode_header(h, PX_WS_OP_TEXT, 1, 0, 5, f.mask), 6);
+    assert_int_equal(px__ws_encode_header(h, PX_WS_OP_TEXT, 1, 0, 5, f.mask), 6);
     assert_memory_equal(h, hello_masked, 6);
     static const uint8_t big[] = {0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0};
-    assert_int_equal(px_ws_encode_header(h, PX_WS_OP_BINARY, 1, 0, 65536, NULL), 10);
+    assert_int_equal(px__ws_encode_header(h, PX_WS_OP_BINARY, 1, 0, 65536, NULL), 10);
     assert_memory_equal(h, big, 10);
     static const uint8_t mid[] = {0x82, 0x7E, 0x01, 0x00};
-    assert_int_equal(px_ws_encode_header(h, PX_WS_OP_BINARY, 1, 0, 256, NULL), 4);
+    assert_int_equal(px__ws_encode_header(h, PX_WS_OP_BINARY, 1, 0, 256, NULL), 4);
     assert_memory_equal(h, mid, 4);
 }
 
@@ -355,7 +355,7 @@ static void test_unmask_strategies(void **state)
     (void)state;
     check_fn(px__ws_unmask_scalar, "scalar", 300, 1);
     check_fn(px__ws_unmask_word, "word", 300, 1);
-    check_fn(px_ws_unmask, "dispatch", 4200, 517);
+    check_fn(px__ws_unmask, "dispatch", 4200, 517);
 #ifdef PX_WS_HAVE_X86_SIMD
     check_fn(px__ws_unmask_sse2, "sse2", 4200, 517);
     if (px__ws_have_avx2())
@@ -379,7 +379,7 @@ static void test_unmask_big_and_piecewise(void **state)
     memcpy(ref, orig, n);
     reference_unmask(ref, n, key, 0);
     memcpy(buf, orig, n);
-    px_ws_unmask(buf, n, key, 0);
+    px__ws_unmask(buf, n, key, 0);
     assert_memory_equal(buf, ref, n);
     /* As it would arrive from the socket: random piece sizes, running offset. */
     for (int round = 0; round < 20; round++) {
@@ -389,14 +389,14 @@ static void test_unmask_big_and_piecewise(void **state)
             size_t piece = (size_t)(next_rand() % (round < 10 ? 100 : 70000));
             if (piece > n - pos)
                 piece = n - pos;
-            px_ws_unmask(buf + pos, piece, key, pos);
+            px__ws_unmask(buf + pos, piece, key, pos);
             pos += piece;
         }
         assert_memory_equal(buf, ref, n);
     }
     /* Only offset % 4 matters, even for huge offsets. */
     memcpy(buf, orig, 1000);
-    px_ws_unmask(buf, 1000, key, (UINT64_C(1) << 62) + 2);
+    px__ws_unmask(buf, 1000, key, (UINT64_C(1) << 62) + 2);
     memcpy(ref, orig, 1000);
     reference_unmask(ref, 1000, key, 2);
     assert_memory_equal(buf, ref, 1000);
@@ -411,18 +411,18 @@ static void test_close_codes(void **state)
     for (unsigned code = 0; code < 70000; code++) {
         int want = (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
                    (code >= 3000 && code <= 4999);
-        assert_int_equal(px_ws_close_code_valid(code), want);
+        assert_int_equal(px__ws_close_code_valid(code), want);
     }
-    assert_false(px_ws_close_code_valid(1004));
-    assert_false(px_ws_close_code_valid(1005));
-    assert_false(px_ws_close_code_valid(1006));
-    assert_false(px_ws_close_code_valid(1015));
-    assert_true(px_ws_close_code_valid(1014));
-    assert_false(px_ws_close_code_valid(2999));
-    assert_true(px_ws_close_code_valid(3000));
-    assert_true(px_ws_close_code_valid(4999));
-    assert_false(px_ws_close_code_valid(5000));
-    assert_false(px_ws_close_code_valid(UINT32_MAX));
+    assert_false(px__ws_close_code_valid(1004));
+    assert_false(px__ws_close_code_valid(1005));
+    assert_false(px__ws_close_code_valid(1006));
+    assert_false(px__ws_close_code_valid(1015));
+    assert_true(px__ws_close_code_valid(1014));
+    assert_false(px__ws_close_code_valid(2999));
+    assert_true(px__ws_close_code_valid(3000));
+    assert_true(px__ws_close_code_valid(4999));
+    assert_false(px__ws_close_code_valid(5000));
+    assert_false(px__ws_close_code_valid(UINT32_MAX));
 }
 
 static void test_close_payload(void **state)
@@ -430,16 +430,16 @@ static void test_close_payload(void **state)
     (void)state;
     unsigned code = 0;
     px_str_t reason;
-    assert_int_equal(px_ws_parse_close(NULL, 0, &code, &reason), 0);
+    assert_int_equal(px__ws_parse_close(NULL, 0, &code, &reason), 0);
     assert_int_equal(code, 1005);
     assert_int_equal(reason.len, 0);
-    assert_int_equal(px_ws_parse_close((const uint8_t *)"\x03", 1, &code, &reason), 1002);
-    assert_int_equal(px_ws_parse_close((const uint8_t *)"\x03\xe8", 2, &code, &reason), 0);
+    assert_int_equal(px__ws_parse_close((const uint8_t *)"\x03", 1, &code, &reason), 1002);
+    assert_int_equal(px__ws_parse_close((const uint8_t *)"\x03\xe8", 2, &code, &reason), 0);
     assert_int_equal(code, 1000);
     assert_int_equal(reason.len, 0);
-    assert_int_equal(px_ws_parse_close((const uint8_t *)"\x03\xe9"
-                                                        "bye \xE2\x82\xAC",
-                                       9, &code, &reason),
+    assert_int_equal(px__ws_parse_close((const uint8_t *)"\x03\xe9"
+                                                         "bye \xE2\x82\xAC",
+                                        9, &code, &reason),
                      0);
     assert_int_equal(code, 1001);
     assert_int_equal(reason.len, 7);
@@ -448,15 +448,15 @@ static void test_close_payload(void **state)
     static const unsigned bad_codes[] = {0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535};
     for (size_t i = 0; i < PX_ARRAY_SIZE(bad_codes); i++) {
         uint8_t b[2] = {(uint8_t)(bad_codes[i] >> 8), (uint8_t)bad_codes[i]};
-        assert_int_equal(px_ws_parse_close(b, 2, &code, &reason), 1002);
+        assert_int_equal(px__ws_parse_close(b, 2, &code, &reason), 1002);
     }
-    assert_int_equal(px_ws_parse_close((const uint8_t *)"\x0f\xa0\xff", 3, &code, &reason), 1007);
-    assert_int_equal(px_ws_parse_close((const uint8_t *)"\x0f\xa0\xE2\x82", 4, &code, &reason),
+    assert_int_equal(px__ws_parse_close((const uint8_t *)"\x0f\xa0\xff", 3, &code, &reason), 1007);
+    assert_int_equal(px__ws_parse_close((const uint8_t *)"\x0f\xa0\xE2\x82", 4, &code, &reason),
                      1007);
 
     uint8_t out[PX_WS_MAX_CONTROL_PAYLOAD];
-    assert_int_equal(px_ws_encode_close(out, 0, "ignored", 7), 0);
-    assert_int_equal(px_ws_encode_close(out, 4000, "ok", 2), 4);
+    assert_int_equal(px__ws_encode_close(out, 0, "ignored", 7), 0);
+    assert_int_equal(px__ws_encode_close(out, 4000, "ok", 2), 4);
     assert_memory_equal(out, "\x0f\xa0ok", 4);
     /* Long reasons are cut to 123 bytes, never inside a character. */
     char lng[300];
@@ -468,9 +468,9 @@ static void test_close_payload(void **state)
             memcpy(lng + n, "\xF0\x9F\x98\x80", 4);
             n += 4;
         }
-        size_t len = px_ws_encode_close(out, 1000, lng, n);
+        size_t len = px__ws_encode_close(out, 1000, lng, n);
         assert_true(len <= PX_WS_MAX_CONTROL_PAYLOAD && len >= PX_WS_MAX_CONTROL_PAYLOAD - 3);
-        assert_int_equal(px_ws_parse_close(out, len, &code, &reason), 0);
+        assert_int_equal(px__ws_parse_close(out, len, &code, &reason), 0);
         assert_int_equal(code, 1000);
     }
 }

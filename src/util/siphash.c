@@ -1,5 +1,5 @@
 /* SipHash-c-d over bytes, little-endian as the reference implementation. */
-#include "core/siphash.h"
+#include "util/siphash.h"
 
 #include <string.h>
 #include <unistd.h>

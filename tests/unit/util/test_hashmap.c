@@ -15,20 +15,20 @@
 
 #include <cmocka.h>
 
-#include "hub/chanmap.h"
+#include "util/hashmap.h"
 
 typedef struct chan {
-    px__centry_t e;
+    px__hentry_t e;
     char name[256];
     int seen;
 } chan_t;
 
-static size_t longest_chain(const px__chanmap_t *m)
+static size_t longest_chain(const px__hashmap_t *m)
 {
     size_t worst = 0;
     for (size_t b = 0; b < m->nbuckets; b++) {
         size_t n = 0;
-        for (px__centry_t *e = m->buckets[b]; e; e = e->next)
+        for (px__hentry_t *e = m->buckets[b]; e; e = e->next)
             n++;
         if (n > worst)
             worst = n;
@@ -45,30 +45,30 @@ static void test_long_common_prefix(void **state)
     char prefix[201];
     memset(prefix, 'x', 200);
     prefix[200] = '\0';
-    px__chanmap_t m;
-    px__chanmap_init(&m);
+    px__hashmap_t m;
+    px__hashmap_init(&m);
     for (int i = 0; i < N; i++) {
         snprintf(c[i].name, sizeof c[i].name, "org/acme/%s/%d", prefix, i);
         c[i].e.key = c[i].name;
         c[i].e.key_len = strlen(c[i].name);
-        assert_null(px__chanmap_get(&m, c[i].name, c[i].e.key_len));
-        assert_int_equal(px__chanmap_put(&m, &c[i].e), 0);
+        assert_null(px__hashmap_get(&m, c[i].name, c[i].e.key_len));
+        assert_int_equal(px__hashmap_put(&m, &c[i].e), 0);
     }
     assert_int_equal(m.count, N);
     for (int i = 0; i < N; i++)
-        assert_ptr_equal(px__chanmap_get(&m, c[i].name, c[i].e.key_len), &c[i].e);
+        assert_ptr_equal(px__hashmap_get(&m, c[i].name, c[i].e.key_len), &c[i].e);
     /* A name that differs only in its last byte, or is a prefix of one. */
-    assert_null(px__chanmap_get(&m, c[5].name, c[5].e.key_len - 1));
+    assert_null(px__hashmap_get(&m, c[5].name, c[5].e.key_len - 1));
     char other[256];
     memcpy(other, c[7].name, c[7].e.key_len + 1);
     other[c[7].e.key_len - 1] ^= 1;
-    px__centry_t *e = px__chanmap_get(&m, other, c[7].e.key_len);
+    px__hentry_t *e = px__hashmap_get(&m, other, c[7].e.key_len);
     assert_true(e == NULL || e != &c[7].e);
     print_message("  %d names, %zu buckets, longest chain %zu\n", N, m.nbuckets, longest_chain(&m));
     assert_true(longest_chain(&m) <= 16);
     /* Iterate: every entry once. */
     size_t n = 0;
-    for (px__centry_t *it = px__chanmap_next(&m, NULL); it; it = px__chanmap_next(&m, it)) {
+    for (px__hentry_t *it = px__hashmap_next(&m, NULL); it; it = px__hashmap_next(&m, it)) {
         chan_t *ch = (chan_t *)it;
         assert_int_equal(ch->seen, 0);
         ch->seen = 1;
@@ -77,11 +77,11 @@ static void test_long_common_prefix(void **state)
     assert_int_equal(n, N);
     /* Delete every other one. */
     for (int i = 0; i < N; i += 2)
-        px__chanmap_del(&m, &c[i].e);
+        px__hashmap_del(&m, &c[i].e);
     assert_int_equal(m.count, N / 2);
     for (int i = 0; i < N; i++)
-        assert_ptr_equal(px__chanmap_get(&m, c[i].name, c[i].e.key_len), i % 2 ? &c[i].e : NULL);
-    px__chanmap_dispose(&m);
+        assert_ptr_equal(px__hashmap_get(&m, c[i].name, c[i].e.key_len), i % 2 ? &c[i].e : NULL);
+    px__hashmap_dispose(&m);
     free(c);
 }
 
@@ -115,35 +115,35 @@ static void test_flooding_names(void **state)
         c[i].e.key = c[i].name;
         c[i].e.key_len = strlen(c[i].name);
     }
-    px__chanmap_t m;
-    px__chanmap_init(&m);
+    px__hashmap_t m;
+    px__hashmap_init(&m);
     for (int i = 0; i < N; i++)
-        assert_int_equal(px__chanmap_put(&m, &c[i].e), 0);
+        assert_int_equal(px__hashmap_put(&m, &c[i].e), 0);
     for (int i = 0; i < N; i++)
-        assert_ptr_equal(px__chanmap_get(&m, c[i].name, c[i].e.key_len), &c[i].e);
+        assert_ptr_equal(px__hashmap_get(&m, c[i].name, c[i].e.key_len), &c[i].e);
     size_t worst = longest_chain(&m);
     print_message("  %d FNV-colliding names in %zu buckets: longest chain %zu\n", N, m.nbuckets,
                   worst);
     assert_true(worst <= 16);
-    px__chanmap_dispose(&m);
+    px__hashmap_dispose(&m);
     free(c);
 }
 
 static void test_keys_differ_per_table(void **state)
 {
     (void)state;
-    px__chanmap_t a, b;
-    px__chanmap_init(&a);
-    px__chanmap_init(&b);
+    px__hashmap_t a, b;
+    px__hashmap_init(&a);
+    px__hashmap_init(&b);
     int differ = 0;
     for (int i = 0; i < 8; i++) {
         char name[16];
         int n = snprintf(name, sizeof name, "room:%d", i);
-        differ += px__chanmap_hash(&a, name, (size_t)n) != px__chanmap_hash(&b, name, (size_t)n);
+        differ += px__hashmap_hash(&a, name, (size_t)n) != px__hashmap_hash(&b, name, (size_t)n);
     }
     assert_true(differ >= 7);
-    px__chanmap_dispose(&a);
-    px__chanmap_dispose(&b);
+    px__hashmap_dispose(&a);
+    px__hashmap_dispose(&b);
 }
 
 int main(void)

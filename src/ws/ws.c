@@ -25,33 +25,71 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "core/metrics.h"
-#include "http/http_int.h"
-#include "http/utf8.h"
-#include "http/ws_deflate.h"
-#include "http/ws_frame.h"
-#include "net/net_int.h"
+#include "http/upgrade.h"
+#include "plexus/ws.h"
+#include "util/utf8.h"
+#include "ws/ws_deflate.h"
+#include "ws/ws_frame.h"
 
 static int m_ws_open = -1, m_ws_in = -1, m_ws_out = -1, m_ws_slow = -1;
 
 typedef struct ws_route {
     const px_ws_callbacks_t *cb;
     void *ud;
-    px__http_t *http;
+    const px_ws_opts_t *opts; /* the module's: px_ws_configure changes them in place */
+    struct ws_route *next;
 } ws_route_t;
+
+/* The WebSocket module's state on a server (px_server_module): its options and its routes
+ * (freed with the server). Made by the first px_ws_configure or px_ws_route, so a server
+ * without WebSocket links none of this file (nor SHA-1 and zlib with it). */
+typedef struct ws_module {
+    px_ws_opts_t opts;
+    ws_route_t *routes;
+} ws_module_t;
+
+static char ws_module_key;
+
+static void ws_module_free(void *p)
+{
+    ws_module_t *m = p;
+    while (m->routes) {
+        ws_route_t *r = m->routes;
+        m->routes = r->next;
+        px__free(r);
+    }
+    px__free(m);
+}
+
+static ws_module_t *ws_module(px_server_t *s)
+{
+    ws_module_t *m = px_server_module(s, &ws_module_key);
+    if (m)
+        return m;
+    m = px__calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    px_ws_opts_init(&m->opts);
+    if (px_server_module_set(s, &ws_module_key, m, ws_module_free) != 0) {
+        px__free(m);
+        return NULL;
+    }
+    return m;
+}
 
 struct px_ws {
     px_conn_t *c;
     const ws_route_t *route;
     const px_ws_opts_t *opts;
     void *data;
-    px_ws_deflate_t *deflate; /* NULL unless negotiated */
-    px_buf_t msg;             /* fragments of the message being received */
-    uint64_t done;            /* payload bytes of the current frame already unmasked/checked */
-    uint64_t fed;             /* compressed payload bytes of the current frame already inflated
-                                 (the frame is complete; 0 unless a slice ran out of budget) */
-    uint64_t skip;            /* payload bytes still to drop of a data frame after close_sent */
-    px_defer_t resume;        /* ends a yield: resumes reading on the next loop iteration */
-    px_utf8_state_t utf8;     /* across the text message being received */
+    px__ws_deflate_t *deflate; /* NULL unless negotiated */
+    px_buf_t msg;              /* fragments of the message being received */
+    uint64_t done;             /* payload bytes of the current frame already unmasked/checked */
+    uint64_t fed;              /* compressed payload bytes of the current frame already inflated
+                                  (the frame is complete; 0 unless a slice ran out of budget) */
+    uint64_t skip;             /* payload bytes still to drop of a data frame after close_sent */
+    px_defer_t resume;         /* ends a yield: resumes reading on the next loop iteration */
+    px__utf8_state_t utf8;     /* across the text message being received */
     px_ws_topic_t *topic;
     px_ws_t *tprev, *tnext; /* links in the topic's per-worker list */
     char *subprotocol;
@@ -109,13 +147,12 @@ static void register_metrics(void)
 
 int px_ws_configure(px_server_t *s, const px_ws_opts_t *o)
 {
-    px__http_t *h = px__http_get(s);
-    if (!h)
-        return -ENOMEM;
     if (o->max_message == 0)
         return -EINVAL;
-    h->ws_opts = *o;
-    h->ws_opts_set = 1;
+    ws_module_t *m = ws_module(s);
+    if (!m)
+        return -ENOMEM;
+    m->opts = *o;
     return 0;
 }
 
@@ -133,7 +170,7 @@ static int slow_consumer(px_ws_t *ws)
                (unsigned long long)px_conn_id(ws->c), px_conn_pending(ws->c));
         uint8_t frame[2 + 2 + 13] = {0x88, 2 + 13, 1008 >> 8, 1008 & 0xff};
         memcpy(frame + 4, "slow consumer", 13);
-        px__conn_write_over_cap(ws->c, frame, sizeof frame);
+        px_conn_write_nocap(ws->c, frame, sizeof frame);
         ws->close_sent = 1;
         px_conn_close(ws->c);
     }
@@ -145,7 +182,7 @@ static int send_raw(px_ws_t *ws, unsigned opcode, int rsv1, const void *data, si
     if (ws->close_sent || px_conn_is_closing(ws->c))
         return -EPIPE;
     uint8_t hdr[PX_WS_MAX_HEADER];
-    size_t hl = px_ws_encode_header(hdr, opcode, 1, rsv1, len, NULL);
+    size_t hl = px__ws_encode_header(hdr, opcode, 1, rsv1, len, NULL);
     size_t pending = px_conn_pending(ws->c);
     int over = 0;
     if (pending + hl + len > px_server_opts(px_conn_server(ws->c))->output_cap) {
@@ -156,12 +193,12 @@ static int send_raw(px_ws_t *ws, unsigned opcode, int rsv1, const void *data, si
             return slow_consumer(ws);
         over = 1;
     }
-    int r = over ? px__conn_write_over_cap(ws->c, hdr, hl) : px_conn_write(ws->c, hdr, hl);
+    int r = over ? px_conn_write_nocap(ws->c, hdr, hl) : px_conn_write(ws->c, hdr, hl);
     if (r == 0 && len)
-        r = over ? px__conn_write_over_cap(ws->c, data, len) : px_conn_write(ws->c, data, len);
+        r = over ? px_conn_write_nocap(ws->c, data, len) : px_conn_write(ws->c, data, len);
     if (r == -ENOBUFS)
         return slow_consumer(ws);
-    if (r == 0 && !px_ws_opcode_is_control(opcode))
+    if (r == 0 && !px__ws_opcode_is_control(opcode))
         px_metric_add(m_ws_out, 1);
     return r;
 }
@@ -171,13 +208,13 @@ int px_ws_send(px_ws_t *ws, int opcode, const void *data, size_t len)
     if (opcode != PX_WS_TEXT && opcode != PX_WS_BINARY && opcode != PX_WS_PING &&
         opcode != PX_WS_PONG)
         return -EINVAL;
-    if (px_ws_opcode_is_control((unsigned)opcode) && len > PX_WS_MAX_CONTROL_PAYLOAD)
+    if (px__ws_opcode_is_control((unsigned)opcode) && len > PX_WS_MAX_CONTROL_PAYLOAD)
         return -EMSGSIZE;
-    if (ws->deflate && !px_ws_opcode_is_control((unsigned)opcode) &&
+    if (ws->deflate && !px__ws_opcode_is_control((unsigned)opcode) &&
         len >= ws->opts->deflate_threshold) {
         px_buf_t out;
         px_buf_init(&out, 0);
-        int r = px_ws_deflate_message(ws->deflate, data, len, &out, len);
+        int r = px__ws_deflate_message(ws->deflate, data, len, &out, len);
         if (r == 0) {
             r = send_raw(ws, (unsigned)opcode, 1, px_buf_head(&out), px_buf_size(&out));
             px_buf_dispose(&out);
@@ -191,7 +228,7 @@ int px_ws_send(px_ws_t *ws, int opcode, const void *data, size_t len)
 px_slice_t *px_ws_frame_new(int opcode, const void *data, size_t len)
 {
     uint8_t hdr[PX_WS_MAX_HEADER];
-    size_t hl = px_ws_encode_header(hdr, (unsigned)opcode, 1, 0, len, NULL);
+    size_t hl = px__ws_encode_header(hdr, (unsigned)opcode, 1, 0, len, NULL);
     px_slice_t *s = px_slice_new(hl + len);
     if (!s)
         return NULL;
@@ -207,7 +244,7 @@ int px_ws_send_frame(px_ws_t *ws, px_slice_t *frame)
         return -EPIPE;
     int r = px_conn_write_slice(ws->c, frame, 0, frame->len);
     if (r == -ENOBUFS && px_conn_pending(ws->c) == 0)
-        r = px__conn_write_over_cap(ws->c, frame->data, frame->len); /* as in send_raw */
+        r = px_conn_write_nocap(ws->c, frame->data, frame->len); /* as in send_raw */
     if (r == -ENOBUFS)
         return slow_consumer(ws);
     if (r == 0)
@@ -231,18 +268,18 @@ static void send_close(px_ws_t *ws, unsigned code, const char *reason, size_t rl
         n = 2 + rlen;
     }
     uint8_t hdr[PX_WS_MAX_HEADER];
-    size_t hl = px_ws_encode_header(hdr, PX_WS_OP_CLOSE, 1, 0, n, NULL);
-    px__conn_write_over_cap(ws->c, hdr, hl);
-    px__conn_write_over_cap(ws->c, payload, n);
+    size_t hl = px__ws_encode_header(hdr, PX_WS_OP_CLOSE, 1, 0, n, NULL);
+    px_conn_write_nocap(ws->c, hdr, hl);
+    px_conn_write_nocap(ws->c, payload, n);
     ws->close_sent = 1;
 }
 
 int px_ws_close(px_ws_t *ws, int code, const char *reason)
 {
-    if (code != 0 && !px_ws_close_code_valid((unsigned)code))
+    if (code != 0 && !px__ws_close_code_valid((unsigned)code))
         return -EINVAL;
     size_t rl = reason ? strlen(reason) : 0;
-    if (rl > 123 || (rl && !px_utf8_valid((const uint8_t *)reason, rl)))
+    if (rl > 123 || (rl && !px__utf8_valid((const uint8_t *)reason, rl)))
         return -EINVAL;
     if (ws->close_sent)
         return -EALREADY;
@@ -273,7 +310,7 @@ static void deliver(px_ws_t *ws, int opcode, const char *data, size_t len)
         ws->route->cb->on_message(ws, opcode, data, len, ws->route->ud);
 }
 
-static void on_control(px_ws_t *ws, const px_ws_frame_t *f, const uint8_t *p)
+static void on_control(px_ws_t *ws, const px__ws_frame_t *f, const uint8_t *p)
 {
     size_t len = (size_t)f->payload_len;
     switch (f->opcode) {
@@ -290,11 +327,11 @@ static void on_control(px_ws_t *ws, const px_ws_frame_t *f, const uint8_t *p)
         }
         if (len >= 2) {
             code = (unsigned)p[0] << 8 | p[1];
-            if (!px_ws_close_code_valid(code)) {
+            if (!px__ws_close_code_valid(code)) {
                 fail(ws, PX_WS_CLOSE_PROTOCOL, "invalid close code");
                 return;
             }
-            if (!px_utf8_valid(p + 2, len - 2)) {
+            if (!px__utf8_valid(p + 2, len - 2)) {
                 fail(ws, PX_WS_CLOSE_INVALID_DATA, "close reason is not valid UTF-8");
                 return;
             }
@@ -315,7 +352,7 @@ static void on_control(px_ws_t *ws, const px_ws_frame_t *f, const uint8_t *p)
 /* Inflate the rest of a complete compressed frame (from ws->fed) into msg,
  * within the budget. 0: frame done; 1: budget spent, call again later; -1:
  * failed. */
-static int inflate_frame(px_ws_t *ws, const px_ws_frame_t *f, const uint8_t *p, budget_t *b)
+static int inflate_frame(px_ws_t *ws, const px__ws_frame_t *f, const uint8_t *p, budget_t *b)
 {
     size_t len = (size_t)f->payload_len;
     size_t max = ws->opts->max_message;
@@ -325,9 +362,9 @@ static int inflate_frame(px_ws_t *ws, const px_ws_frame_t *f, const uint8_t *p, 
             n = INFLATE_CHUNK;
         int last = ws->fed + n == len;
         size_t before = px_buf_size(&ws->msg);
-        int r = px_ws_inflate(ws->deflate, p + ws->fed, n, last && f->fin, &ws->msg, max);
+        int r = px__ws_inflate(ws->deflate, p + ws->fed, n, last && f->fin, &ws->msg, max);
         if (r) {
-            fail(ws, (unsigned)px_ws_deflate_close_code(r),
+            fail(ws, (unsigned)px__ws_deflate_close_code(r),
                  r == -EMSGSIZE ? "message too big" : "invalid compressed data");
             return -1;
         }
@@ -335,7 +372,8 @@ static int inflate_frame(px_ws_t *ws, const px_ws_frame_t *f, const uint8_t *p, 
         size_t got = px_buf_size(&ws->msg) - before;
         /* (nothing inflated yet may mean no buffer: no NULL + 0, which is UB) */
         if (ws->msg_opcode == PX_WS_OP_TEXT && got) {
-            ws->utf8 = px_utf8_feed(ws->utf8, (const uint8_t *)px_buf_head(&ws->msg) + before, got);
+            ws->utf8 =
+                px__utf8_feed(ws->utf8, (const uint8_t *)px_buf_head(&ws->msg) + before, got);
             if (ws->utf8 == PX_UTF8_REJECT) {
                 fail(ws, PX_WS_CLOSE_INVALID_DATA, "text message is not valid UTF-8");
                 return -1;
@@ -355,7 +393,7 @@ static int inflate_frame(px_ws_t *ws, const px_ws_frame_t *f, const uint8_t *p, 
 /* A complete data frame (payload unmasked, text checked unless compressed).
  * 0: done; 1: a compressed frame is not fully inflated yet (budget spent, call
  * again with the same frame); -1: failed. */
-static int on_data_frame(px_ws_t *ws, const px_ws_frame_t *f, uint8_t *p, budget_t *b)
+static int on_data_frame(px_ws_t *ws, const px__ws_frame_t *f, uint8_t *p, budget_t *b)
 {
     size_t len = (size_t)f->payload_len;
     size_t max = ws->opts->max_message;
@@ -371,7 +409,7 @@ static int on_data_frame(px_ws_t *ws, const px_ws_frame_t *f, uint8_t *p, budget
             return -1;
         }
         if (f->fin && !f->rsv1) { /* the common case: zero-copy delivery */
-            if (f->opcode == PX_WS_OP_TEXT && !px_utf8_complete(ws->utf8)) {
+            if (f->opcode == PX_WS_OP_TEXT && !px__utf8_complete(ws->utf8)) {
                 fail(ws, PX_WS_CLOSE_INVALID_DATA, "text message ends inside a UTF-8 sequence");
                 return -1;
             }
@@ -398,7 +436,7 @@ static int on_data_frame(px_ws_t *ws, const px_ws_frame_t *f, uint8_t *p, budget
     }
     if (!f->fin)
         return 0;
-    if (ws->msg_opcode == PX_WS_OP_TEXT && !px_utf8_complete(ws->utf8)) {
+    if (ws->msg_opcode == PX_WS_OP_TEXT && !px__utf8_complete(ws->utf8)) {
         fail(ws, PX_WS_CLOSE_INVALID_DATA, "text message ends inside a UTF-8 sequence");
         return -1;
     }
@@ -448,16 +486,16 @@ static ssize_t ws_on_read(px_conn_t *c, char *data, size_t len)
             ws->skip -= n;
             continue;
         }
-        px_ws_frame_t f;
-        int hl = px_ws_parse_frame((const uint8_t *)data + pos, len - pos, &f, flags,
-                                   ws->opts->max_message);
+        px__ws_frame_t f;
+        int hl = px__ws_parse_frame((const uint8_t *)data + pos, len - pos, &f, flags,
+                                    ws->opts->max_message);
         if (hl == PX_PARSE_INCOMPLETE)
             break;
         if (hl < 0) {
             fail(ws, f.close_code, f.error ? f.error : "bad frame");
             return -1;
         }
-        if (ws->close_sent && !px_ws_opcode_is_control(f.opcode)) {
+        if (ws->close_sent && !px__ws_opcode_is_control(f.opcode)) {
             /* We closed: data frames are dropped unread, without the work of
              * unmasking, checking or inflating them (RFC 6455 1.4: after
              * sending a close, an endpoint only waits for the peer's). */
@@ -472,7 +510,7 @@ static ssize_t ws_on_read(px_conn_t *c, char *data, size_t len)
          * close code however the bytes were split into reads (a new text frame
          * inside an open message is 1002 even if its payload is not UTF-8). A
          * frame being resumed (fed) has passed them already. */
-        if (!px_ws_opcode_is_control(f.opcode) && !ws->fed &&
+        if (!px__ws_opcode_is_control(f.opcode) && !ws->fed &&
             (f.opcode == PX_WS_OP_CONT) != (ws->msg_opcode != 0)) {
             fail(ws, PX_WS_CLOSE_PROTOCOL,
                  ws->msg_opcode ? "new message before the previous one ended"
@@ -494,12 +532,12 @@ static ssize_t ws_on_read(px_conn_t *c, char *data, size_t len)
             /* Work on the bytes that arrived since the last call only. */
             size_t n = avail - (size_t)ws->done;
             uint8_t *fresh = payload + ws->done;
-            px_ws_unmask(fresh, n, f.mask, ws->done);
+            px__ws_unmask(fresh, n, f.mask, ws->done);
             int text = f.opcode == PX_WS_OP_TEXT ||
                        (f.opcode == PX_WS_OP_CONT && ws->msg_opcode == PX_WS_OP_TEXT);
             int compressed = f.opcode == PX_WS_OP_CONT ? ws->msg_compressed : f.rsv1;
             if (text && !compressed) {
-                ws->utf8 = px_utf8_feed(ws->utf8, fresh, n);
+                ws->utf8 = px__utf8_feed(ws->utf8, fresh, n);
                 if (ws->utf8 == PX_UTF8_REJECT) {
                     fail(ws, PX_WS_CLOSE_INVALID_DATA, "text message is not valid UTF-8");
                     return -1;
@@ -512,7 +550,7 @@ static ssize_t ws_on_read(px_conn_t *c, char *data, size_t len)
              * bounds what is kept. */
             break;
         }
-        if (px_ws_opcode_is_control(f.opcode)) {
+        if (px__ws_opcode_is_control(f.opcode)) {
             ws->done = 0;
             pos += (size_t)hl + (size_t)f.payload_len;
             on_control(ws, &f, payload);
@@ -578,7 +616,7 @@ static void ws_on_close(px_conn_t *c)
         ws->route->cb->on_close(ws, ws->close_received ? ws->close_code : 1006,
                                 (px_str_t){ws->close_reason, ws->close_reason_len}, ws->route->ud);
     px_metric_add(m_ws_open, -1);
-    px_ws_deflate_free(ws->deflate);
+    px__ws_deflate_free(ws->deflate);
     px_buf_dispose(&ws->msg);
     px__free(ws->subprotocol);
     if (ws->resume._queued)
@@ -723,7 +761,7 @@ static void hb_str(hbuf_t *b, const char *s)
 static void ws_handshake(px_req_t *req, void *ud)
 {
     const ws_route_t *route = ud;
-    const px_ws_opts_t *opts = &route->http->ws_opts;
+    const px_ws_opts_t *opts = route->opts;
     px_str_t upgrade = px_req_header(req, "upgrade");
     px_str_t connection = px_req_header(req, "connection");
     if (!upgrade.ptr || !has_token(upgrade, "websocket")) {
@@ -780,7 +818,7 @@ static void ws_handshake(px_req_t *req, void *ud)
     /* permessage-deflate */
     char ext[PX_WS_DEFLATE_RESPONSE_MAX];
     size_t ext_len = 0;
-    px_ws_deflate_params_t dp;
+    px__ws_deflate_params_t dp;
     int use_deflate = 0;
     if (opts->deflate) {
         px_str_t values[8];
@@ -792,10 +830,10 @@ static void ws_handshake(px_req_t *req, void *ud)
                 values[nv++] = value;
         }
         if (nv) {
-            px_ws_deflate_config_t cfg = PX_WS_DEFLATE_CONFIG_DEFAULT;
+            px__ws_deflate_config_t cfg = PX_WS_DEFLATE_CONFIG_DEFAULT;
             cfg.server_no_context_takeover = 1; /* less memory; messages compress independently */
             use_deflate =
-                px_ws_deflate_negotiate(&cfg, values, nv, ext, sizeof ext, &ext_len, &dp) == 1;
+                px__ws_deflate_negotiate(&cfg, values, nv, ext, sizeof ext, &ext_len, &dp) == 1;
         }
     }
 
@@ -811,14 +849,14 @@ static void ws_handshake(px_req_t *req, void *ud)
     px_buf_init(&ws->msg, 0);
     px_defer_init(&ws->resume, on_resume, ws);
     if (use_deflate) {
-        ws->deflate = px_ws_deflate_new(&dp, opts->deflate_memory);
+        ws->deflate = px__ws_deflate_new(&dp, opts->deflate_memory);
         if (!ws->deflate)
             use_deflate = 0;
     }
     if (chosen >= 0) {
         ws->subprotocol = px__malloc(offered[chosen].len + 1);
         if (!ws->subprotocol) {
-            px_ws_deflate_free(ws->deflate);
+            px__ws_deflate_free(ws->deflate);
             px__free(ws);
             px_respond_error(req, 503, NULL, "out of memory");
             return;
@@ -850,7 +888,7 @@ static void ws_handshake(px_req_t *req, void *ud)
     }
     hb_str(&hb, "\r\n");
     if (hb.over) {
-        px_ws_deflate_free(ws->deflate);
+        px__ws_deflate_free(ws->deflate);
         px__free(ws->subprotocol);
         px__free(ws);
         px_respond_error(req, 500, NULL, "the handshake response does not fit");
@@ -860,7 +898,7 @@ static void ws_handshake(px_req_t *req, void *ud)
     if (px__req_upgrade(req, &ws_protocol, ws, &c) != 0) {
         /* Not in a state to switch (cannot be, after the checks above): answer, so
          * the request is never left unanswered. */
-        px_ws_deflate_free(ws->deflate);
+        px__ws_deflate_free(ws->deflate);
         px__free(ws->subprotocol);
         px__free(ws);
         px_respond_error(req, 500, NULL, "the connection cannot switch protocols");
@@ -878,33 +916,26 @@ static void ws_handshake(px_req_t *req, void *ud)
         route->cb->on_open(ws, req, route->ud);
 }
 
-static void route_free(void *p)
-{
-    px__free(p);
-}
-
 int px_ws_route(px_server_t *s, const char *pattern, const px_ws_callbacks_t *cb, void *ud)
 {
-    px__http_t *h = px__http_get(s);
-    if (!h || !cb)
-        return h ? -EINVAL : -ENOMEM;
-    register_metrics();
-    /* Set here, not when HTTP is set up, so a server without WebSocket routes
-     * links none of this file (nor SHA-1 and zlib with it). */
-    if (!h->ws_opts_set) {
-        px_ws_opts_init(&h->ws_opts);
-        h->ws_opts_set = 1;
-    }
-    ws_route_t *r = px__malloc(sizeof *r);
+    if (!cb)
+        return -EINVAL;
+    ws_module_t *m = ws_module(s);
+    ws_route_t *r = m ? px__malloc(sizeof *r) : NULL;
     if (!r)
         return -ENOMEM;
+    register_metrics();
     r->cb = cb;
     r->ud = ud;
-    r->http = h;
-    int e = px__router_add(h, "GET", pattern, ws_handshake, r, route_free);
-    if (e)
+    r->opts = &m->opts;
+    int e = px_route(s, "GET", pattern, ws_handshake, r);
+    if (e) {
         px__free(r);
-    return e;
+        return e;
+    }
+    r->next = m->routes;
+    m->routes = r;
+    return 0;
 }
 
 void px_ws_set_data(px_ws_t *ws, void *data)

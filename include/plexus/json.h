@@ -1,4 +1,4 @@
-/* Strict RFC 8259 JSON tokenizer, lookup helpers and a tiny writer for the hub.
+/* plexus — strict RFC 8259 JSON: a tokenizer, lookup helpers and a small writer.
  *
  * The tokenizer validates a complete document and fills a caller-provided token
  * array (no allocation, no I/O). Tokens point into the input by offset, so the
@@ -14,8 +14,8 @@
  *   - iterate an object: for (k = obj + 1, m = 0; m < size; m++, k = toks[k + 1].next)
  *     where toks[k] is the key and toks[k + 1] its value.
  */
-#ifndef PX_HUB_JSON_H
-#define PX_HUB_JSON_H
+#ifndef PLEXUS_JSON_H
+#define PLEXUS_JSON_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -98,19 +98,19 @@ typedef struct px_json_doc {
  * PX_PARSE_INCOMPLETE: a truncated document is a syntax error. Tokens stay valid as long
  * as `src` and `toks` do.
  */
-int px_json_parse(px_json_doc_t *doc, const char *src, size_t len, px_json_tok_t *toks,
-                  uint32_t cap, uint32_t max_depth);
+PX_EXTERN int px_json_parse(px_json_doc_t *doc, const char *src, size_t len, px_json_tok_t *toks,
+                            uint32_t cap, uint32_t max_depth);
 
 /** Format the parse error as "unterminated string at byte 17" into buf (always NUL-terminated
  *  when cap > 0). Returns what snprintf returns. */
-int px_json_format_error(const px_json_doc_t *doc, char *buf, size_t cap);
+PX_EXTERN int px_json_format_error(const px_json_doc_t *doc, char *buf, size_t cap);
 
 /**
  * Value token of `key` in object token `obj`. Keys are compared after unescaping.
  * Returns the value's token index, -ENOENT if absent, -EEXIST if the key occurs more than
  * once (the hub rejects duplicated control fields), -EINVAL if obj is not an object.
  */
-int px_json_get(const px_json_doc_t *doc, int obj, const char *key);
+PX_EXTERN int px_json_get(const px_json_doc_t *doc, int obj, const char *key);
 
 /**
  * One pass over object `obj` looking up `nkeys` keys at once: out[i] receives the value
@@ -118,21 +118,22 @@ int px_json_get(const px_json_doc_t *doc, int obj, const char *key);
  * `keys` occurs twice (*dup, if not NULL, receives its index into keys), or -EINVAL if
  * obj is not an object.
  */
-int px_json_get_keys(const px_json_doc_t *doc, int obj, const char *const *keys, size_t nkeys,
-                     int *out, size_t *dup);
+PX_EXTERN int px_json_get_keys(const px_json_doc_t *doc, int obj, const char *const *keys,
+                               size_t nkeys, int *out, size_t *dup);
 
 /** 1 if string token `tok` decodes to exactly s[0..n), else 0 (also for non-strings). */
-int px_json_streq(const px_json_doc_t *doc, int tok, const char *s, size_t n);
+PX_EXTERN int px_json_streq(const px_json_doc_t *doc, int tok, const char *s, size_t n);
 
 /**
  * Integer value of number token `tok`. Returns 0, -EINVAL if not a number or if it has a
  * fraction or an exponent (even "1.0" or "1e2"), -ERANGE if out of range.
  */
-int px_json_get_i64(const px_json_doc_t *doc, int tok, int64_t *out);
-int px_json_get_u64(const px_json_doc_t *doc, int tok, uint64_t *out); /* also -ERANGE if < 0 */
+PX_EXTERN int px_json_get_i64(const px_json_doc_t *doc, int tok, int64_t *out);
+PX_EXTERN int px_json_get_u64(const px_json_doc_t *doc, int tok,
+                              uint64_t *out); /* also -ERANGE if < 0 */
 
 /** Value of a true/false token. Returns 0 or -EINVAL. */
-int px_json_get_bool(const px_json_doc_t *doc, int tok, bool *out);
+PX_EXTERN int px_json_get_bool(const px_json_doc_t *doc, int tok, bool *out);
 
 /**
  * Decode string token `tok` (escapes resolved, UTF-8) into buf and NUL-terminate it.
@@ -140,7 +141,7 @@ int px_json_get_bool(const px_json_doc_t *doc, int tok, bool *out);
  * with strlen if that matters), -ENOSPC if buf cannot hold length + 1 bytes, -EINVAL if
  * tok is not a string.
  */
-int px_json_unescape(const px_json_doc_t *doc, int tok, char *buf, size_t cap);
+PX_EXTERN int px_json_unescape(const px_json_doc_t *doc, int tok, char *buf, size_t cap);
 
 /** Exact input text of any value: strings include their quotes, containers their brackets. */
 static inline px_str_t px_json_raw(const px_json_doc_t *doc, int tok)
@@ -165,10 +166,10 @@ typedef struct px_json_writer {
     int err;      /* 0, -ENOSPC (fixed buffer full / limit reached) or -ENOMEM */
 } px_json_writer_t;
 
-void px_json_writer_init(px_json_writer_t *w, char *buf, size_t cap);
-void px_json_writer_init_growable(px_json_writer_t *w, size_t limit);
+PX_EXTERN void px_json_writer_init(px_json_writer_t *w, char *buf, size_t cap);
+PX_EXTERN void px_json_writer_init_growable(px_json_writer_t *w, size_t limit);
 /** Frees a growable writer's buffer; accepts NULL and fixed writers. */
-void px_json_writer_dispose(px_json_writer_t *w);
+PX_EXTERN void px_json_writer_dispose(px_json_writer_t *w);
 /** Forget the content, keep the buffer and clear the error. */
 static inline void px_json_writer_reset(px_json_writer_t *w)
 {
@@ -176,12 +177,12 @@ static inline void px_json_writer_reset(px_json_writer_t *w)
     w->err = 0;
 }
 
-void px_json_put_raw(px_json_writer_t *w, const void *p, size_t n);
+PX_EXTERN void px_json_put_raw(px_json_writer_t *w, const void *p, size_t n);
 /** A quoted JSON string: escapes '"', '\\' and bytes < 0x20; valid UTF-8 is copied as is,
  *  each byte of an invalid sequence becomes U+FFFD so the output is always valid JSON. */
-void px_json_put_str(px_json_writer_t *w, const char *s, size_t n);
-void px_json_put_i64(px_json_writer_t *w, int64_t v);
-void px_json_put_u64(px_json_writer_t *w, uint64_t v);
+PX_EXTERN void px_json_put_str(px_json_writer_t *w, const char *s, size_t n);
+PX_EXTERN void px_json_put_i64(px_json_writer_t *w, int64_t v);
+PX_EXTERN void px_json_put_u64(px_json_writer_t *w, uint64_t v);
 /** Append a string literal: PX_JSON_PUT_LIT(w, "{\"op\":\"ack\",\"id\":"). */
 #define PX_JSON_PUT_LIT(w, lit) px_json_put_raw((w), "" lit, sizeof(lit) - 1)
 

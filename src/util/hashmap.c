@@ -2,46 +2,46 @@
 #include <string.h>
 
 #include "core/alloc.h"
-#include "hub/chanmap.h"
+#include "util/hashmap.h"
 
-uint64_t px__chanmap_hash(const px__chanmap_t *m, const char *key, size_t len)
+uint64_t px__hashmap_hash(const px__hashmap_t *m, const char *key, size_t len)
 {
     return px__siphash13(&m->key, key, len);
 }
 
-void px__chanmap_init(px__chanmap_t *m)
+void px__hashmap_init(px__hashmap_t *m)
 {
     memset(m, 0, sizeof *m);
     px__sipkey_random(&m->key);
 }
 
-void px__chanmap_dispose(px__chanmap_t *m)
+void px__hashmap_dispose(px__hashmap_t *m)
 {
     px__free(m->buckets);
     memset(m, 0, sizeof *m); /* (the key too: init again before reuse) */
 }
 
-px__centry_t *px__chanmap_get(const px__chanmap_t *m, const char *key, size_t len)
+px__hentry_t *px__hashmap_get(const px__hashmap_t *m, const char *key, size_t len)
 {
     if (!m->nbuckets)
         return NULL;
-    uint64_t h = px__chanmap_hash(m, key, len);
-    for (px__centry_t *e = m->buckets[h & (m->nbuckets - 1)]; e; e = e->next)
+    uint64_t h = px__hashmap_hash(m, key, len);
+    for (px__hentry_t *e = m->buckets[h & (m->nbuckets - 1)]; e; e = e->next)
         if (e->hash == h && e->key_len == len && memcmp(e->key, key, len) == 0)
             return e;
     return NULL;
 }
 
-static int grow(px__chanmap_t *m)
+static int grow(px__hashmap_t *m)
 {
     size_t n = m->nbuckets ? m->nbuckets * 2 : 16;
-    px__centry_t **b = px__calloc(n, sizeof *b);
+    px__hentry_t **b = px__calloc(n, sizeof *b);
     if (!b)
         return -ENOMEM;
     for (size_t i = 0; i < m->nbuckets; i++) {
-        px__centry_t *e = m->buckets[i];
+        px__hentry_t *e = m->buckets[i];
         while (e) {
-            px__centry_t *next = e->next;
+            px__hentry_t *next = e->next;
             size_t k = e->hash & (n - 1);
             e->next = b[k];
             b[k] = e;
@@ -54,11 +54,11 @@ static int grow(px__chanmap_t *m)
     return 0;
 }
 
-int px__chanmap_put(px__chanmap_t *m, px__centry_t *e)
+int px__hashmap_put(px__hashmap_t *m, px__hentry_t *e)
 {
     if (m->count >= m->nbuckets && grow(m) != 0)
         return -ENOMEM;
-    e->hash = px__chanmap_hash(m, e->key, e->key_len);
+    e->hash = px__hashmap_hash(m, e->key, e->key_len);
     size_t k = e->hash & (m->nbuckets - 1);
     e->next = m->buckets[k];
     m->buckets[k] = e;
@@ -66,9 +66,9 @@ int px__chanmap_put(px__chanmap_t *m, px__centry_t *e)
     return 0;
 }
 
-void px__chanmap_del(px__chanmap_t *m, px__centry_t *e)
+void px__hashmap_del(px__hashmap_t *m, px__hentry_t *e)
 {
-    px__centry_t **pp = &m->buckets[e->hash & (m->nbuckets - 1)];
+    px__hentry_t **pp = &m->buckets[e->hash & (m->nbuckets - 1)];
     while (*pp && *pp != e)
         pp = &(*pp)->next;
     if (*pp) {
@@ -77,7 +77,7 @@ void px__chanmap_del(px__chanmap_t *m, px__centry_t *e)
     }
 }
 
-px__centry_t *px__chanmap_next(const px__chanmap_t *m, px__centry_t *prev)
+px__hentry_t *px__hashmap_next(const px__hashmap_t *m, px__hentry_t *prev)
 {
     size_t i = 0;
     if (prev) {

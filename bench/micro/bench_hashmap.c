@@ -11,12 +11,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "hub/chanmap.h"
+#include "util/hashmap.h"
 
 #define N 10000
 
 typedef struct chan {
-    px__centry_t e;
+    px__hentry_t e;
     char name[48];
 } chan_t;
 
@@ -34,8 +34,8 @@ static double now_s(void)
 int main(int argc, char **argv)
 {
     double secs = argc > 1 ? atof(argv[1]) : 0.5;
-    px__chanmap_t m;
-    px__chanmap_init(&m);
+    px__hashmap_t m;
+    px__hashmap_init(&m);
     for (int i = 0; i < N; i++) {
         /* a mix of short and long names, as clients use */
         snprintf(chans[i].name, sizeof chans[i].name,
@@ -44,7 +44,7 @@ int main(int argc, char **argv)
                  i);
         chans[i].e.key = chans[i].name;
         chans[i].e.key_len = strlen(chans[i].name);
-        if (px__chanmap_put(&m, &chans[i].e) != 0)
+        if (px__hashmap_put(&m, &chans[i].e) != 0)
             return 1;
     }
     const char *names[] = {"get (hit)", "get (miss)", "hash only"};
@@ -54,17 +54,17 @@ int main(int argc, char **argv)
         do {
             for (int i = 0; i < N; i++) {
                 if (c == 0)
-                    sink += (uintptr_t)px__chanmap_get(&m, chans[i].name, chans[i].e.key_len);
+                    sink += (uintptr_t)px__hashmap_get(&m, chans[i].name, chans[i].e.key_len);
                 else if (c == 1)
-                    sink += (uintptr_t)px__chanmap_get(&m, misses[i], strlen(misses[i]));
+                    sink += (uintptr_t)px__hashmap_get(&m, misses[i], strlen(misses[i]));
                 else
-                    sink += px__chanmap_hash(&m, chans[i].name, chans[i].e.key_len);
+                    sink += px__hashmap_hash(&m, chans[i].name, chans[i].e.key_len);
             }
             ops += N;
             t = now_s() - t0;
         } while (t < secs);
         printf("%-12s %6.1f ns/op\n", names[c], t * 1e9 / (double)ops);
     }
-    px__chanmap_dispose(&m);
+    px__hashmap_dispose(&m);
     return 0;
 }

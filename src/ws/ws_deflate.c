@@ -1,5 +1,5 @@
 /* permessage-deflate (RFC 7692): offer negotiation and per-connection zlib streams. */
-#include "http/ws_deflate.h"
+#include "ws/ws_deflate.h"
 
 #include <limits.h>
 #include <stdalign.h>
@@ -189,9 +189,9 @@ static unsigned min_u(unsigned a, unsigned b)
     return a < b ? a : b;
 }
 
-int px_ws_deflate_negotiate(const px_ws_deflate_config_t *cfg, const px_str_t *values, size_t n,
-                            char *out, size_t out_cap, size_t *out_len,
-                            px_ws_deflate_params_t *params)
+int px__ws_deflate_negotiate(const px__ws_deflate_config_t *cfg, const px_str_t *values, size_t n,
+                             char *out, size_t out_cap, size_t *out_len,
+                             px__ws_deflate_params_t *params)
 {
     unsigned cfg_s = cfg->server_max_window_bits ? cfg->server_max_window_bits : 15;
     unsigned cfg_c = cfg->client_max_window_bits ? cfg->client_max_window_bits : 15;
@@ -209,7 +209,7 @@ int px_ws_deflate_negotiate(const px_ws_deflate_config_t *cfg, const px_str_t *v
     if (!have)
         return 0;
 
-    px_ws_deflate_params_t p = {0};
+    px__ws_deflate_params_t p = {0};
     /* An offered server_no_context_takeover binds us; we may add it anyway. */
     p.server_no_context_takeover = o.seen_snct || cfg->server_no_context_takeover;
     p.client_no_context_takeover = cfg->request_client_no_context_takeover ||
@@ -248,8 +248,8 @@ int px_ws_deflate_negotiate(const px_ws_deflate_config_t *cfg, const px_str_t *v
 /* ---- zlib memory ---------------------------------------------------------------------
  * Each zlib block carries a header with its size so zfree can refund the budget. */
 
-struct px_ws_deflate {
-    px_ws_deflate_params_t params;
+struct px__ws_deflate {
+    px__ws_deflate_params_t params;
     size_t budget; /* bytes zlib may hold; SIZE_MAX when unlimited */
     size_t used;   /* bytes zlib holds now, headers included; <= budget */
     z_stream def;  /* initialised iff def_live */
@@ -265,7 +265,7 @@ struct px_ws_deflate {
 
 static voidpf zalloc_cb(voidpf opaque, uInt items, uInt size)
 {
-    px_ws_deflate_t *c = opaque;
+    px__ws_deflate_t *c = opaque;
     size_t n;
     if (__builtin_mul_overflow((size_t)items, (size_t)size, &n) || n > SIZE_MAX - ZHDR)
         return Z_NULL;
@@ -282,7 +282,7 @@ static voidpf zalloc_cb(voidpf opaque, uInt items, uInt size)
 
 static void zfree_cb(voidpf opaque, voidpf ptr)
 {
-    px_ws_deflate_t *c = opaque;
+    px__ws_deflate_t *c = opaque;
     if (!ptr)
         return;
     unsigned char *p = (unsigned char *)ptr - ZHDR;
@@ -293,13 +293,13 @@ static void zfree_cb(voidpf opaque, voidpf ptr)
 }
 
 /* zlib cannot deflate raw data with a 256-byte window; 9 bits is equivalent for
- * the peer (see px_ws_deflate_params_t). */
-static int deflate_bits(const px_ws_deflate_params_t *p)
+ * the peer (see px__ws_deflate_params_t). */
+static int deflate_bits(const px__ws_deflate_params_t *p)
 {
     return p->server_max_window_bits < 9 ? 9 : p->server_max_window_bits;
 }
 
-size_t px_ws_deflate_mem_estimate(const px_ws_deflate_params_t *p)
+size_t px__ws_deflate_mem_estimate(const px__ws_deflate_params_t *p)
 {
     unsigned wb = (unsigned)deflate_bits(p);
     unsigned ml = p->mem_level ? p->mem_level : 8;
@@ -312,9 +312,9 @@ size_t px_ws_deflate_mem_estimate(const px_ws_deflate_params_t *p)
     return def + inf;
 }
 
-px_ws_deflate_t *px_ws_deflate_new(const px_ws_deflate_params_t *params, size_t mem_budget)
+px__ws_deflate_t *px__ws_deflate_new(const px__ws_deflate_params_t *params, size_t mem_budget)
 {
-    px_ws_deflate_t *c = px__calloc(1, sizeof *c);
+    px__ws_deflate_t *c = px__calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->params = *params;
@@ -330,7 +330,7 @@ px_ws_deflate_t *px_ws_deflate_new(const px_ws_deflate_params_t *params, size_t 
     return c;
 }
 
-void px_ws_deflate_free(px_ws_deflate_t *c)
+void px__ws_deflate_free(px__ws_deflate_t *c)
 {
     if (!c)
         return;
@@ -341,12 +341,12 @@ void px_ws_deflate_free(px_ws_deflate_t *c)
     px__free(c);
 }
 
-size_t px_ws_deflate_mem_used(const px_ws_deflate_t *c)
+size_t px__ws_deflate_mem_used(const px__ws_deflate_t *c)
 {
     return c->used;
 }
 
-uint16_t px_ws_deflate_close_code(int err)
+uint16_t px__ws_deflate_close_code(int err)
 {
     switch (err) {
     case -EMSGSIZE: return 1009; /* message too big */
@@ -360,7 +360,7 @@ static int zerr(int zret)
     return zret == Z_MEM_ERROR ? -ENOMEM : zret == Z_DATA_ERROR ? -EBADMSG : -EINVAL;
 }
 
-static void z_setup(px_ws_deflate_t *c, z_stream *z)
+static void z_setup(px__ws_deflate_t *c, z_stream *z)
 {
     memset(z, 0, sizeof *z);
     z->zalloc = zalloc_cb;
@@ -370,7 +370,7 @@ static void z_setup(px_ws_deflate_t *c, z_stream *z)
 
 /* ---- deflate ------------------------------------------------------------------- */
 
-static int def_open(px_ws_deflate_t *c)
+static int def_open(px__ws_deflate_t *c)
 {
     if (c->def_live)
         return 0;
@@ -383,8 +383,8 @@ static int def_open(px_ws_deflate_t *c)
     return 0;
 }
 
-int px_ws_deflate_message(px_ws_deflate_t *c, const uint8_t *in, size_t len, px_buf_t *out,
-                          size_t max_out)
+int px__ws_deflate_message(px__ws_deflate_t *c, const uint8_t *in, size_t len, px_buf_t *out,
+                           size_t max_out)
 {
     if (len == 0) {
         /* zlib emits nothing for a flush right after a flush, and an empty
@@ -465,7 +465,7 @@ int px_ws_deflate_message(px_ws_deflate_t *c, const uint8_t *in, size_t len, px_
     return 0;
 }
 
-void px_ws_deflate_reset_context(px_ws_deflate_t *c)
+void px__ws_deflate_reset_context(px__ws_deflate_t *c)
 {
     if (c->def_live)
         deflateReset(&c->def);
@@ -473,7 +473,7 @@ void px_ws_deflate_reset_context(px_ws_deflate_t *c)
 
 /* ---- inflate -------------------------------------------------------------------- */
 
-static int inf_open(px_ws_deflate_t *c)
+static int inf_open(px__ws_deflate_t *c)
 {
     if (c->inf_live)
         return 0;
@@ -496,7 +496,7 @@ static int inf_open(px_ws_deflate_t *c)
  * inflateReset + inflateSetDictionary, copies the 32 KiB window out and back on
  * every final block: a message of 2-byte empty final blocks (03 00) cost 16 KiB
  * of copying per input byte, 1.4 s of a worker for a 1 MB frame. */
-static int inf_restart(px_ws_deflate_t *c, int keep)
+static int inf_restart(px__ws_deflate_t *c, int keep)
 {
     z_stream *z = &c->inf;
     c->inf_ended = 0;
@@ -511,7 +511,7 @@ static int inf_restart(px_ws_deflate_t *c, int keep)
  * may go on: the RFC's own example follows it with 0x00, which together with the
  * tail is an empty stored block. So bytes after a final block start a new stream
  * that keeps the window, and only the tail right after a final block is dropped. */
-static int inf_feed(px_ws_deflate_t *c, const uint8_t *in, size_t len, int tail, px_buf_t *out,
+static int inf_feed(px__ws_deflate_t *c, const uint8_t *in, size_t len, int tail, px_buf_t *out,
                     size_t max_out)
 {
     z_stream *z = &c->inf;
@@ -582,7 +582,7 @@ static int inf_feed(px_ws_deflate_t *c, const uint8_t *in, size_t len, int tail,
 }
 
 /* The message is over: keep or drop the window for the next one. */
-static int inf_end_message(px_ws_deflate_t *c)
+static int inf_end_message(px__ws_deflate_t *c)
 {
     int keep = !c->params.client_no_context_takeover;
     if (c->inf_ended)
@@ -597,8 +597,8 @@ static int inf_end_message(px_ws_deflate_t *c)
     return 0;
 }
 
-int px_ws_inflate(px_ws_deflate_t *c, const uint8_t *in, size_t len, int fin, px_buf_t *out,
-                  size_t max_out)
+int px__ws_inflate(px__ws_deflate_t *c, const uint8_t *in, size_t len, int fin, px_buf_t *out,
+                   size_t max_out)
 {
     if (c->inf_err)
         return c->inf_err;
@@ -619,7 +619,7 @@ int px_ws_inflate(px_ws_deflate_t *c, const uint8_t *in, size_t len, int fin, px
     return r;
 }
 
-void px_ws_deflate_trim(px_ws_deflate_t *c)
+void px__ws_deflate_trim(px__ws_deflate_t *c)
 {
     if (c->def_live && c->params.server_no_context_takeover) {
         deflateEnd(&c->def);

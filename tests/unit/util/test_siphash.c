@@ -16,7 +16,7 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
-#include "core/siphash.h"
+#include "util/siphash.h"
 
 static const px__sipkey_t ref_key = {0x0706050403020100ull, 0x0f0e0d0c0b0a0908ull};
 

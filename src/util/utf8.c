@@ -23,7 +23,7 @@
  * the row for byte b holds, at offset s, the state reached from s on b. One step
  * is then `s = row[b] >> (s & 63)`: a load that does not depend on the previous
  * step plus one shift, so the loop-carried chain is a single cycle. */
-#include "http/utf8.h"
+#include "util/utf8.h"
 
 #include <string.h>
 
@@ -92,11 +92,11 @@ static ALWAYS_INLINE uint64_t run(uint64_t s, const uint8_t *p, const uint8_t *e
     return s & 63;
 }
 
-px_utf8_state_t px__utf8_feed_dfa(px_utf8_state_t state, const uint8_t *p, size_t len)
+px__utf8_state_t px__utf8_feed_dfa(px__utf8_state_t state, const uint8_t *p, size_t len)
 {
     uint64_t s = state & 63u;
     if (len == 0)
-        return (px_utf8_state_t)s;
+        return (px__utf8_state_t)s;
     const uint8_t *end = p + len;
     /* Check for REJ every 64 bytes so invalid input stops early. */
     while (end - p > 64) {
@@ -105,7 +105,7 @@ px_utf8_state_t px__utf8_feed_dfa(px_utf8_state_t state, const uint8_t *p, size_
         if (s == REJ)
             return REJ;
     }
-    return (px_utf8_state_t)run(s, p, end);
+    return (px__utf8_state_t)run(s, p, end);
 }
 
 /* First byte at or after p with the top bit set, or a position within 8 bytes of
@@ -192,15 +192,15 @@ static ALWAYS_INLINE uint64_t feed_body(uint64_t s, const uint8_t *p, const uint
     return run(s, p, end);
 }
 
-px_utf8_state_t px_utf8_feed(px_utf8_state_t state, const uint8_t *p, size_t len)
+px__utf8_state_t px__utf8_feed(px__utf8_state_t state, const uint8_t *p, size_t len)
 {
     uint64_t s = state & 63u;
     if (s == REJ || len == 0) /* (p may be NULL when len is 0) */
-        return (px_utf8_state_t)s;
-    return (px_utf8_state_t)feed_body(s, p, p + len);
+        return (px__utf8_state_t)s;
+    return (px__utf8_state_t)feed_body(s, p, p + len);
 }
 
-int px_utf8_valid(const uint8_t *p, size_t len)
+int px__utf8_valid(const uint8_t *p, size_t len)
 {
-    return px_utf8_feed(PX_UTF8_ACCEPT, p, len) == PX_UTF8_ACCEPT;
+    return px__utf8_feed(PX_UTF8_ACCEPT, p, len) == PX_UTF8_ACCEPT;
 }

@@ -14,8 +14,8 @@
 /** Validator state: PX_UTF8_ACCEPT between code points, PX_UTF8_REJECT once an
  * invalid byte was seen (absorbing: feeding more never leaves it), any other value
  * means "inside a multi-byte sequence". Start every message with PX_UTF8_ACCEPT.
- * Values other than those returned by px_utf8_feed must not be passed in. */
-typedef uint32_t px_utf8_state_t;
+ * Values other than those returned by px__utf8_feed must not be passed in. */
+typedef uint32_t px__utf8_state_t;
 #define PX_UTF8_ACCEPT 0u
 #define PX_UTF8_REJECT 6u
 
@@ -27,20 +27,20 @@ typedef uint32_t px_utf8_state_t;
  * ASCII are skipped 32 bytes at a time with SSE2; other text goes through a
  * table-driven DFA at about one byte per cycle.
  */
-px_utf8_state_t px_utf8_feed(px_utf8_state_t state, const uint8_t *p, size_t len);
+px__utf8_state_t px__utf8_feed(px__utf8_state_t state, const uint8_t *p, size_t len);
 
 /** True when `state` ends a valid message: not rejected and not mid-sequence. Check
  * this at the end of a text message (fin); a mid-sequence state there means the
  * message was truncated (close with 1007). */
-static inline int px_utf8_complete(px_utf8_state_t state)
+static inline int px__utf8_complete(px__utf8_state_t state)
 {
     return state == PX_UTF8_ACCEPT;
 }
 
 /** One-shot: is p[0..len) entirely valid UTF-8? (Close-frame reasons.) 1 or 0. */
-int px_utf8_valid(const uint8_t *p, size_t len);
+int px__utf8_valid(const uint8_t *p, size_t len);
 
 /** The byte-at-a-time DFA without the ASCII fast path (tests, benchmarks). */
-px_utf8_state_t px__utf8_feed_dfa(px_utf8_state_t state, const uint8_t *p, size_t len);
+px__utf8_state_t px__utf8_feed_dfa(px__utf8_state_t state, const uint8_t *p, size_t len);
 
 #endif

@@ -1,5 +1,5 @@
 /* Unit tests for src/hub/jwt.c. Tokens come from three independent sources: constants
- * computed with Python's hmac/base64 when the test was written, px_jwt_sign_hs256, and
+ * computed with Python's hmac/base64 when the test was written, px__jwt_sign_hs256, and
  * mint() below (OpenSSL EVP_EncodeBlock + HMAC), which can also forge arbitrary headers,
  * algorithms and payloads that the library's signer refuses to produce. */
 #include <setjmp.h>
@@ -14,7 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include "hub/jwt.h"
+#include "util/jwt.h"
 
 #define SECRET     "plexus-test-secret-0123456789abcdef"
 #define SECRET_LEN (sizeof SECRET - 1)
@@ -39,13 +39,13 @@ static const char known_token2[] =
     "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IiLCJjaGFubmVscyI6WyJjaGF0Oj8iLCJsb2JieSJdfQ."
     "f9WqlmykA7iabW-kmHnVJ8On8YjtmeD9k3S3j-8p_sE";
 
-static px_jwt_claims_t claims;
+static px__jwt_claims_t claims;
 static const char *err;
 
 static int verify(const char *tok, size_t len, int64_t now)
 {
     err = "unset";
-    return px_jwt_verify_hs256(tok, len, (const uint8_t *)SECRET, SECRET_LEN, now, &claims, &err);
+    return px__jwt_verify_hs256(tok, len, (const uint8_t *)SECRET, SECRET_LEN, now, &claims, &err);
 }
 #define VERIFY(tok) verify((tok), strlen(tok), NOW)
 
@@ -97,17 +97,17 @@ static void test_known_good(void **state)
     assert_int_equal(claims.info.len, sizeof info - 1);
     assert_memory_equal(claims.info.ptr, info, claims.info.len);
     assert_ptr_equal(claims.info.ptr, claims.info_buf);
-    assert_true(px_jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "room:42", 7));
-    assert_true(px_jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "room:42", 7));
-    assert_true(px_jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "news", 4));
-    assert_false(px_jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "news", 4));
-    assert_false(px_jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "newsx", 5));
-    assert_false(px_jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "room", 4));
+    assert_true(px__jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "room:42", 7));
+    assert_true(px__jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "room:42", 7));
+    assert_true(px__jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "news", 4));
+    assert_false(px__jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "news", 4));
+    assert_false(px__jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "newsx", 5));
+    assert_false(px__jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "room", 4));
 
     /* the library signer reproduces the Python-computed token exactly */
     char out[1024];
-    int n = px_jwt_sign_hs256(KNOWN_PAYLOAD, strlen(KNOWN_PAYLOAD), (const uint8_t *)SECRET,
-                              SECRET_LEN, out, sizeof out);
+    int n = px__jwt_sign_hs256(KNOWN_PAYLOAD, strlen(KNOWN_PAYLOAD), (const uint8_t *)SECRET,
+                               SECRET_LEN, out, sizeof out);
     assert_int_equal(n, (int)strlen(known_token));
     assert_string_equal(out, known_token);
 
@@ -117,10 +117,10 @@ static void test_known_good(void **state)
     assert_int_equal(claims.exp, 0);
     assert_null(claims.info.ptr);
     assert_int_equal(claims.npatterns, 2);
-    assert_true(px_jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "chat:1", 6));
-    assert_true(px_jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "chat:1", 6));
-    assert_false(px_jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "chat:12", 7));
-    assert_true(px_jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "lobby", 5));
+    assert_true(px__jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "chat:1", 6));
+    assert_true(px__jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "chat:1", 6));
+    assert_false(px__jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "chat:12", 7));
+    assert_true(px__jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "lobby", 5));
 }
 
 static void test_sign_roundtrip(void **state)
@@ -128,8 +128,8 @@ static void test_sign_roundtrip(void **state)
     (void)state;
     char out[PX_JWT_MAX_TOKEN + 1];
     const char payload[] = " {\"sub\":\"c\\u00e9\",\"exp\":1750000001} ";
-    int n = px_jwt_sign_hs256(payload, sizeof payload - 1, (const uint8_t *)SECRET, SECRET_LEN, out,
-                              sizeof out);
+    int n = px__jwt_sign_hs256(payload, sizeof payload - 1, (const uint8_t *)SECRET, SECRET_LEN,
+                               out, sizeof out);
     assert_true(n > 0);
     assert_int_equal(verify(out, (size_t)n, NOW), 0);
     assert_string_equal(claims.sub, "c\xc3\xa9");
@@ -138,21 +138,22 @@ static void test_sign_roundtrip(void **state)
 
     /* signer errors */
     assert_int_equal(
-        px_jwt_sign_hs256("[1]", 3, (const uint8_t *)SECRET, SECRET_LEN, out, sizeof out), -EINVAL);
+        px__jwt_sign_hs256("[1]", 3, (const uint8_t *)SECRET, SECRET_LEN, out, sizeof out),
+        -EINVAL);
     assert_int_equal(
-        px_jwt_sign_hs256("{", 1, (const uint8_t *)SECRET, SECRET_LEN, out, sizeof out), -EINVAL);
-    assert_int_equal(px_jwt_sign_hs256("{}", 2, (const uint8_t *)SECRET, 0, out, sizeof out),
+        px__jwt_sign_hs256("{", 1, (const uint8_t *)SECRET, SECRET_LEN, out, sizeof out), -EINVAL);
+    assert_int_equal(px__jwt_sign_hs256("{}", 2, (const uint8_t *)SECRET, 0, out, sizeof out),
                      -EINVAL);
     /* "{}" signs to 36 + 1 + 3 + 1 + 43 = 84 bytes; 84 needs 85 with the NUL */
-    assert_int_equal(px_jwt_sign_hs256("{}", 2, (const uint8_t *)SECRET, SECRET_LEN, out, 84),
+    assert_int_equal(px__jwt_sign_hs256("{}", 2, (const uint8_t *)SECRET, SECRET_LEN, out, 84),
                      -ENOSPC);
-    assert_int_equal(px_jwt_sign_hs256("{}", 2, (const uint8_t *)SECRET, SECRET_LEN, out, 85), 84);
+    assert_int_equal(px__jwt_sign_hs256("{}", 2, (const uint8_t *)SECRET, SECRET_LEN, out, 85), 84);
     static char huge[7000];
     memset(huge, ' ', sizeof huge);
     huge[0] = '{';
     huge[sizeof huge - 1] = '}';
     assert_int_equal(
-        px_jwt_sign_hs256(huge, sizeof huge, (const uint8_t *)SECRET, SECRET_LEN, out, sizeof out),
+        px__jwt_sign_hs256(huge, sizeof huge, (const uint8_t *)SECRET, SECRET_LEN, out, sizeof out),
         -EMSGSIZE);
 }
 
@@ -161,12 +162,12 @@ static void test_signature_failures(void **state)
     (void)state;
     char tok[sizeof known_token];
     /* wrong secret */
-    assert_int_equal(px_jwt_verify_hs256(known_token, strlen(known_token), (const uint8_t *)"other",
-                                         5, NOW, &claims, &err),
+    assert_int_equal(px__jwt_verify_hs256(known_token, strlen(known_token),
+                                          (const uint8_t *)"other", 5, NOW, &claims, &err),
                      PX_JWT_ESIGNATURE);
     assert_string_equal(err, "invalid signature");
-    assert_int_equal(px_jwt_verify_hs256(known_token, strlen(known_token), (const uint8_t *)SECRET,
-                                         SECRET_LEN - 1, NOW, &claims, &err),
+    assert_int_equal(px__jwt_verify_hs256(known_token, strlen(known_token), (const uint8_t *)SECRET,
+                                          SECRET_LEN - 1, NOW, &claims, &err),
                      PX_JWT_ESIGNATURE);
     /* every single-character change of the payload part breaks the signature (or the
      * encoding), never verifies */
@@ -355,13 +356,13 @@ static void test_malformed(void **state)
     }
     /* API misuse */
     assert_int_equal(
-        px_jwt_verify_hs256(known_token, strlen(known_token), NULL, 0, NOW, &claims, &err),
+        px__jwt_verify_hs256(known_token, strlen(known_token), NULL, 0, NOW, &claims, &err),
         -EINVAL);
-    assert_int_equal(px_jwt_verify_hs256(known_token, strlen(known_token), (const uint8_t *)SECRET,
-                                         SECRET_LEN, NOW, NULL, &err),
+    assert_int_equal(px__jwt_verify_hs256(known_token, strlen(known_token), (const uint8_t *)SECRET,
+                                          SECRET_LEN, NOW, NULL, &err),
                      -EINVAL);
     assert_int_equal(
-        px_jwt_verify_hs256(NULL, 0, (const uint8_t *)SECRET, SECRET_LEN, NOW, &claims, NULL),
+        px__jwt_verify_hs256(NULL, 0, (const uint8_t *)SECRET, SECRET_LEN, NOW, &claims, NULL),
         PX_JWT_EMALFORMED);
 }
 
@@ -413,8 +414,8 @@ static void test_bounds(void **state)
     memcpy(cut, "]}", 3);
     assert_int_equal(VERIFY(MINT(p)), 0);
     assert_int_equal(claims.npatterns, 32);
-    assert_true(px_jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "c31:x", 5));
-    assert_false(px_jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "c32:x", 5));
+    assert_true(px__jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "c31:x", 5));
+    assert_false(px__jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "c32:x", 5));
 
     /* pattern bytes: 1024 in total fit (the NUL written by unescape must not overflow) */
     snprintf(p, sizeof p, "{\"channels\":{\"subscribe\":[\"%0512d\"],\"publish\":[\"%0512d\"]}}", 1,
@@ -439,9 +440,9 @@ static void test_bounds(void **state)
 
     /* copying the claims struct and fixing up info */
     assert_int_equal(VERIFY(known_token), 0);
-    px_jwt_claims_t copy = claims;
+    px__jwt_claims_t copy = claims;
     memset(&claims, 0, sizeof claims);
-    px_jwt_claims_fixup(&copy);
+    px__jwt_claims_fixup(&copy);
     assert_ptr_equal(copy.info.ptr, copy.info_buf);
     assert_memory_equal(copy.info.ptr, "{\"name\"", 7);
 }
@@ -452,20 +453,20 @@ static void test_channels(void **state)
     /* no channels claim: deny by default */
     assert_int_equal(VERIFY(MINT("{\"sub\":\"x\"}")), 0);
     assert_false(claims.has_channels);
-    assert_false(px_jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "a", 1));
-    assert_false(px_jwt_channel_allowed(NULL, PX_JWT_SUBSCRIBE, "a", 1));
+    assert_false(px__jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "a", 1));
+    assert_false(px__jwt_channel_allowed(NULL, PX_JWT_SUBSCRIBE, "a", 1));
     /* empty list: present, denies */
     assert_int_equal(VERIFY(MINT("{\"channels\":[]}")), 0);
     assert_true(claims.has_channels);
-    assert_false(px_jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "a", 1));
+    assert_false(px__jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "a", 1));
     /* "*" alone allows everything, including the empty channel name */
     assert_int_equal(VERIFY(MINT("{\"channels\":{\"subscribe\":[\"*\"],\"x\":1}}")), 0);
-    assert_true(px_jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "", 0));
-    assert_true(px_jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "any:thing", 9));
-    assert_false(px_jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "any:thing", 9));
+    assert_true(px__jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "", 0));
+    assert_true(px__jwt_channel_allowed(&claims, PX_JWT_SUBSCRIBE, "any:thing", 9));
+    assert_false(px__jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "any:thing", 9));
     /* escaped pattern characters are decoded before matching */
     assert_int_equal(VERIFY(MINT("{\"channels\":[\"r\\u00e9union:\\u002a\"]}")), 0);
-    assert_true(px_jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "r\xc3\xa9union:1", 10));
+    assert_true(px__jwt_channel_allowed(&claims, PX_JWT_PUBLISH, "r\xc3\xa9union:1", 10));
 }
 
 static void test_glob(void **state)
@@ -509,13 +510,13 @@ static void test_glob(void **state)
         {"a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 0},
     };
     for (size_t i = 0; i < PX_ARRAY_SIZE(cases); i++) {
-        int got = px_glob_match(cases[i].p, strlen(cases[i].p), cases[i].s, strlen(cases[i].s));
+        int got = px__glob_match(cases[i].p, strlen(cases[i].p), cases[i].s, strlen(cases[i].s));
         if (got != cases[i].want)
             fail_msg("glob '%s' vs '%s': got %d", cases[i].p, cases[i].s, got);
     }
     /* embedded NUL bytes are ordinary bytes (lengths, not C strings) */
-    assert_true(px_glob_match("a\0*", 3, "a\0bc", 4));
-    assert_false(px_glob_match("a\0*", 3, "a", 1));
+    assert_true(px__glob_match("a\0*", 3, "a\0bc", 4));
+    assert_false(px__glob_match("a\0*", 3, "a", 1));
 
     /* pathological pattern: many stars against a long near-miss subject stays fast */
     static char pat[1024], subj[8192];
@@ -527,7 +528,7 @@ static void test_glob(void **state)
     memset(subj, 'a', sizeof subj);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    assert_false(px_glob_match(pat, sizeof pat, subj, sizeof subj));
+    assert_false(px__glob_match(pat, sizeof pat, subj, sizeof subj));
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
     assert_true(ms < 500); /* O(plen * slen) = 8M steps at most; exponential would never end */

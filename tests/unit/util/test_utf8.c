@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "http/utf8.h"
+#include "util/utf8.h"
 #include "plexus/common.h"
 
 /* ---- reference ----------------------------------------------------------------------
@@ -138,9 +138,9 @@ static const uint8_t *at_guard(const uint8_t *p, size_t n)
     return dst;
 }
 
-static px_utf8_state_t feed_g(px_utf8_state_t st, const uint8_t *p, size_t n)
+static px__utf8_state_t feed_g(px__utf8_state_t st, const uint8_t *p, size_t n)
 {
-    return px_utf8_feed(st, at_guard(p, n), n);
+    return px__utf8_feed(st, at_guard(p, n), n);
 }
 
 /* Check s against the reference: whole, every 2-way split, byte by byte; the
@@ -149,7 +149,7 @@ static void check_all_ways(const uint8_t *s, size_t n)
 {
     int complete;
     size_t bad = ref_first_bad(s, n, &complete);
-    px_utf8_state_t whole = feed_g(PX_UTF8_ACCEPT, s, n);
+    px__utf8_state_t whole = feed_g(PX_UTF8_ACCEPT, s, n);
     assert_int_equal(px__utf8_feed_dfa(PX_UTF8_ACCEPT, s, n), whole);
     if (bad < n) {
         assert_int_equal(whole, PX_UTF8_REJECT);
@@ -157,15 +157,15 @@ static void check_all_ways(const uint8_t *s, size_t n)
         assert_int_equal(feed_g(PX_UTF8_ACCEPT, s, bad + 1), PX_UTF8_REJECT);
     } else {
         assert_int_not_equal(whole, PX_UTF8_REJECT);
-        assert_int_equal(px_utf8_complete(whole), complete);
+        assert_int_equal(px__utf8_complete(whole), complete);
     }
     for (size_t cut = 0; cut <= n; cut++) {
-        px_utf8_state_t a = feed_g(PX_UTF8_ACCEPT, s, cut);
+        px__utf8_state_t a = feed_g(PX_UTF8_ACCEPT, s, cut);
         assert_int_equal(a == PX_UTF8_REJECT, bad < cut);
-        px_utf8_state_t b = feed_g(a, s + cut, n - cut);
+        px__utf8_state_t b = feed_g(a, s + cut, n - cut);
         assert_int_equal(b, whole);
     }
-    px_utf8_state_t st = PX_UTF8_ACCEPT;
+    px__utf8_state_t st = PX_UTF8_ACCEPT;
     for (size_t i = 0; i < n; i++) {
         st = feed_g(st, s + i, 1);
         assert_int_equal(st == PX_UTF8_REJECT, i >= bad);
@@ -181,7 +181,7 @@ static void test_every_code_point(void **state)
     uint8_t b[4];
     for (uint32_t cp = 0; cp <= 0x10FFFF; cp++) {
         size_t n = encode(cp, b);
-        px_utf8_state_t st = px_utf8_feed(PX_UTF8_ACCEPT, b, n);
+        px__utf8_state_t st = px__utf8_feed(PX_UTF8_ACCEPT, b, n);
         int surrogate = cp >= 0xD800 && cp <= 0xDFFF;
         if (surrogate)
             assert_int_equal(st, PX_UTF8_REJECT);
@@ -190,7 +190,7 @@ static void test_every_code_point(void **state)
         /* Mid-sequence states are neither accept nor reject. */
         if (!surrogate)
             for (size_t k = 1; k < n; k++) {
-                px_utf8_state_t m = px_utf8_feed(PX_UTF8_ACCEPT, b, k);
+                px__utf8_state_t m = px__utf8_feed(PX_UTF8_ACCEPT, b, k);
                 assert_int_not_equal(m, PX_UTF8_ACCEPT);
                 assert_int_not_equal(m, PX_UTF8_REJECT);
             }
@@ -198,8 +198,8 @@ static void test_every_code_point(void **state)
     /* Past U+10FFFF the 4-byte form is rejected at the second byte or the lead. */
     for (uint32_t cp = 0x110000; cp < 0x200000; cp += 0x111) {
         size_t n = encode(cp, b);
-        assert_int_equal(px_utf8_feed(PX_UTF8_ACCEPT, b, n), PX_UTF8_REJECT);
-        assert_int_equal(px_utf8_feed(PX_UTF8_ACCEPT, b, 2), PX_UTF8_REJECT);
+        assert_int_equal(px__utf8_feed(PX_UTF8_ACCEPT, b, n), PX_UTF8_REJECT);
+        assert_int_equal(px__utf8_feed(PX_UTF8_ACCEPT, b, 2), PX_UTF8_REJECT);
     }
 }
 
@@ -214,7 +214,7 @@ static void test_boundaries_split(void **state)
     for (size_t i = 0; i < PX_ARRAY_SIZE(cps); i++)
         n += encode(cps[i], s + n);
     check_all_ways(s, n);
-    assert_true(px_utf8_valid(s, n));
+    assert_true(px__utf8_valid(s, n));
     static const char *texts[] = {"",
                                   "a",
                                   "κόσμε",
@@ -224,7 +224,7 @@ static void test_boundaries_split(void **state)
                                   "mixed ascii and ü and € and 𐍈 done"};
     for (size_t i = 0; i < PX_ARRAY_SIZE(texts); i++) {
         check_all_ways((const uint8_t *)texts[i], strlen(texts[i]));
-        assert_true(px_utf8_valid((const uint8_t *)texts[i], strlen(texts[i])));
+        assert_true(px__utf8_valid((const uint8_t *)texts[i], strlen(texts[i])));
     }
 }
 
@@ -281,7 +281,7 @@ static void test_invalid_classes(void **state)
         int complete;
         assert_int_equal(ref_first_bad(s, n, &complete), t->bad);
         check_all_ways(s, n);
-        assert_false(px_utf8_valid(s, n));
+        assert_false(px__utf8_valid(s, n));
     }
 }
 
@@ -294,20 +294,20 @@ static void test_truncated_at_end(void **state)
     for (size_t i = 0; i < PX_ARRAY_SIZE(cuts); i++) {
         const uint8_t *s = (const uint8_t *)cuts[i];
         size_t n = strlen(cuts[i]);
-        px_utf8_state_t st = feed_g(PX_UTF8_ACCEPT, s, n);
+        px__utf8_state_t st = feed_g(PX_UTF8_ACCEPT, s, n);
         assert_int_not_equal(st, PX_UTF8_REJECT); /* might still complete */
-        assert_false(px_utf8_complete(st));
-        assert_false(px_utf8_valid(s, n));
+        assert_false(px__utf8_complete(st));
+        assert_false(px__utf8_valid(s, n));
         check_all_ways(s, n);
     }
     /* Completing in the next piece works, an ASCII byte rejects. */
-    px_utf8_state_t st = px_utf8_feed(PX_UTF8_ACCEPT, (const uint8_t *)"\xF0\x9F", 2);
-    assert_int_equal(px_utf8_feed(st, (const uint8_t *)"\x98\x80", 2), PX_UTF8_ACCEPT);
-    assert_int_equal(px_utf8_feed(st, (const uint8_t *)"A", 1), PX_UTF8_REJECT);
+    px__utf8_state_t st = px__utf8_feed(PX_UTF8_ACCEPT, (const uint8_t *)"\xF0\x9F", 2);
+    assert_int_equal(px__utf8_feed(st, (const uint8_t *)"\x98\x80", 2), PX_UTF8_ACCEPT);
+    assert_int_equal(px__utf8_feed(st, (const uint8_t *)"A", 1), PX_UTF8_REJECT);
     /* REJECT is absorbing. */
-    assert_int_equal(px_utf8_feed(PX_UTF8_REJECT, (const uint8_t *)"abc", 3), PX_UTF8_REJECT);
-    assert_int_equal(px_utf8_feed(PX_UTF8_REJECT, NULL, 0), PX_UTF8_REJECT);
-    assert_int_equal(px_utf8_feed(PX_UTF8_ACCEPT, NULL, 0), PX_UTF8_ACCEPT);
+    assert_int_equal(px__utf8_feed(PX_UTF8_REJECT, (const uint8_t *)"abc", 3), PX_UTF8_REJECT);
+    assert_int_equal(px__utf8_feed(PX_UTF8_REJECT, NULL, 0), PX_UTF8_REJECT);
+    assert_int_equal(px__utf8_feed(PX_UTF8_ACCEPT, NULL, 0), PX_UTF8_ACCEPT);
 }
 
 static void test_exhaustive_short(void **state)
@@ -319,18 +319,18 @@ static void test_exhaustive_short(void **state)
         s[0] = (uint8_t)a;
         int complete;
         size_t bad = ref_first_bad(s, 1, &complete);
-        px_utf8_state_t st = px_utf8_feed(PX_UTF8_ACCEPT, s, 1);
+        px__utf8_state_t st = px__utf8_feed(PX_UTF8_ACCEPT, s, 1);
         assert_int_equal(st == PX_UTF8_REJECT, bad < 1);
         assert_int_equal(st == PX_UTF8_ACCEPT, bad == 1 && complete);
         for (unsigned b = 0; b < 256; b++) {
             s[1] = (uint8_t)b;
-            px_utf8_state_t st2 = px_utf8_feed(st, s + 1, 1);
+            px__utf8_state_t st2 = px__utf8_feed(st, s + 1, 1);
             bad = ref_first_bad(s, 2, &complete);
             assert_int_equal(st2 == PX_UTF8_REJECT, bad < 2);
             assert_int_equal(st2 == PX_UTF8_ACCEPT, bad == 2 && complete);
             for (unsigned c = 0; c < 256; c++) {
                 s[2] = (uint8_t)c;
-                px_utf8_state_t st3 = px_utf8_feed(st2, s + 2, 1);
+                px__utf8_state_t st3 = px__utf8_feed(st2, s + 2, 1);
                 bad = ref_first_bad(s, 3, &complete);
                 if ((st3 == PX_UTF8_REJECT) != (bad < 3) ||
                     (st3 == PX_UTF8_ACCEPT) != (bad == 3 && complete))
@@ -348,7 +348,7 @@ static void test_exhaustive_short(void **state)
                     t[0] = (uint8_t)a, t[1] = (uint8_t)b, t[2] = (uint8_t)c, t[3] = (uint8_t)d;
                     int complete;
                     size_t bad = ref_first_bad(t, 4, &complete);
-                    px_utf8_state_t st = px_utf8_feed(PX_UTF8_ACCEPT, t, 4);
+                    px__utf8_state_t st = px__utf8_feed(PX_UTF8_ACCEPT, t, 4);
                     assert_int_equal(st == PX_UTF8_REJECT, bad < 4);
                     assert_int_equal(st == PX_UTF8_ACCEPT, bad == 4 && complete);
                 }
@@ -400,7 +400,7 @@ static void test_random_differential(void **state)
         size_t n = random_text(s, CAP);
         int complete;
         size_t bad = ref_first_bad(s, n, &complete);
-        px_utf8_state_t whole = feed_g(PX_UTF8_ACCEPT, s, n);
+        px__utf8_state_t whole = feed_g(PX_UTF8_ACCEPT, s, n);
         if (bad < n) {
             rejected++;
             assert_int_equal(whole, PX_UTF8_REJECT);
@@ -411,7 +411,7 @@ static void test_random_differential(void **state)
             assert_int_not_equal(whole, PX_UTF8_REJECT);
         }
         /* Random pieces. */
-        px_utf8_state_t st = PX_UTF8_ACCEPT;
+        px__utf8_state_t st = PX_UTF8_ACCEPT;
         size_t pos = 0;
         while (pos < n) {
             size_t piece = (size_t)(next_rand() % 40);
@@ -452,7 +452,7 @@ static void test_ascii_fast_path_positions(void **state)
     /* Long all-ASCII input with a multi-byte char at the very end. */
     uint8_t big[4096];
     memset(big, 'z', sizeof big);
-    assert_true(px_utf8_valid(big, sizeof big));
+    assert_true(px__utf8_valid(big, sizeof big));
     big[4093] = 0xE2, big[4094] = 0x82, big[4095] = 0xAC;
     assert_int_equal(feed_g(PX_UTF8_ACCEPT, big, sizeof big), PX_UTF8_ACCEPT);
     assert_int_not_equal(feed_g(PX_UTF8_ACCEPT, big, 4095), PX_UTF8_ACCEPT);

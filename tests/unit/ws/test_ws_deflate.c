@@ -14,7 +14,7 @@
 #include <cmocka.h>
 #include <zlib.h>
 
-#include "http/ws_deflate.h"
+#include "ws/ws_deflate.h"
 #include "plexus/buf.h"
 
 /* ---- counting / failing allocator ------------------------------------------------- */
@@ -106,9 +106,9 @@ static void reset_counters(void)
 
 /* ---- helpers --------------------------------------------------------------------- */
 
-static px_ws_deflate_params_t params(int snct, int cnct, unsigned sbits, unsigned cbits)
+static px__ws_deflate_params_t params(int snct, int cnct, unsigned sbits, unsigned cbits)
 {
-    px_ws_deflate_params_t p = {0};
+    px__ws_deflate_params_t p = {0};
     p.server_no_context_takeover = snct ? 1u : 0u;
     p.client_no_context_takeover = cnct ? 1u : 0u;
     p.server_max_window_bits = (uint8_t)sbits;
@@ -119,7 +119,7 @@ static px_ws_deflate_params_t params(int snct, int cnct, unsigned sbits, unsigne
 }
 
 /* The peer's view: its inflater uses our server_* parameters. */
-static px_ws_deflate_params_t mirror(const px_ws_deflate_params_t *p)
+static px__ws_deflate_params_t mirror(const px__ws_deflate_params_t *p)
 {
     return params(p->client_no_context_takeover, p->server_no_context_takeover,
                   p->client_max_window_bits, p->server_max_window_bits);
@@ -158,13 +158,13 @@ static void fill_text(uint8_t *p, size_t n)
 }
 
 /* Inflate `in` as one message, split into frames at the given cut points. */
-static int inflate_frames(px_ws_deflate_t *c, const uint8_t *in, size_t len, const size_t *cuts,
+static int inflate_frames(px__ws_deflate_t *c, const uint8_t *in, size_t len, const size_t *cuts,
                           size_t ncuts, px_buf_t *out, size_t max_out)
 {
     size_t pos = 0;
     for (size_t i = 0; i <= ncuts; i++) {
         size_t end = i < ncuts ? cuts[i] : len;
-        int r = px_ws_inflate(c, in + pos, end - pos, i == ncuts, out, max_out);
+        int r = px__ws_inflate(c, in + pos, end - pos, i == ncuts, out, max_out);
         if (r != 0)
             return r;
         pos = end;
@@ -172,7 +172,7 @@ static int inflate_frames(px_ws_deflate_t *c, const uint8_t *in, size_t len, con
     return 0;
 }
 
-static int inflate_one(px_ws_deflate_t *c, const uint8_t *in, size_t len, px_buf_t *out,
+static int inflate_one(px__ws_deflate_t *c, const uint8_t *in, size_t len, px_buf_t *out,
                        size_t max_out)
 {
     return inflate_frames(c, in, len, NULL, 0, out, max_out);
@@ -189,12 +189,12 @@ typedef struct neg_case {
     unsigned sbits, cbits;
 } neg_case_t;
 
-static px_ws_deflate_config_t cfgs[8];
+static px__ws_deflate_config_t cfgs[8];
 
 static void init_cfgs(void)
 {
     cfgs[0] = PX_WS_DEFLATE_CONFIG_DEFAULT;
-    cfgs[1] = (px_ws_deflate_config_t){0}; /* disabled */
+    cfgs[1] = (px__ws_deflate_config_t){0}; /* disabled */
     cfgs[2] = PX_WS_DEFLATE_CONFIG_DEFAULT;
     cfgs[2].server_no_context_takeover = 1;
     cfgs[2].server_max_window_bits = 10;
@@ -389,9 +389,9 @@ static void test_negotiate_table(void **state)
                       n > 1 ? t->hdr[1] : "");
         char out[PX_WS_DEFLATE_RESPONSE_MAX];
         size_t out_len = 999;
-        px_ws_deflate_params_t p;
+        px__ws_deflate_params_t p;
         memset(&p, 0x5A, sizeof p);
-        int r = px_ws_deflate_negotiate(&cfgs[t->cfg], v, n, out, sizeof out, &out_len, &p);
+        int r = px__ws_deflate_negotiate(&cfgs[t->cfg], v, n, out, sizeof out, &out_len, &p);
         assert_int_equal(r, t->ret);
         if (r != 1) {
             assert_int_equal(out_len, 999); /* untouched */
@@ -411,7 +411,7 @@ static void test_negotiate_table(void **state)
 static void test_negotiate_misc(void **state)
 {
     (void)state;
-    px_ws_deflate_config_t cfg = PX_WS_DEFLATE_CONFIG_DEFAULT;
+    px__ws_deflate_config_t cfg = PX_WS_DEFLATE_CONFIG_DEFAULT;
     cfg.server_no_context_takeover = 1;
     cfg.request_client_no_context_takeover = 1;
     cfg.server_max_window_bits = 9;
@@ -420,31 +420,31 @@ static void test_negotiate_misc(void **state)
                            "server_max_window_bits=9; client_max_window_bits=10";
     char out[PX_WS_DEFLATE_RESPONSE_MAX];
     size_t len;
-    px_ws_deflate_params_t p;
+    px__ws_deflate_params_t p;
     /* Exactly big enough, one byte short. */
     size_t need = strlen(want) + 1;
-    assert_int_equal(px_ws_deflate_negotiate(&cfg, &v, 1, out, need, &len, &p), 1);
+    assert_int_equal(px__ws_deflate_negotiate(&cfg, &v, 1, out, need, &len, &p), 1);
     assert_string_equal(out, want);
-    assert_int_equal(px_ws_deflate_negotiate(&cfg, &v, 1, out, need - 1, &len, &p), -ENOBUFS);
-    assert_int_equal(px_ws_deflate_negotiate(&cfg, &v, 1, out, 0, &len, &p), -ENOBUFS);
+    assert_int_equal(px__ws_deflate_negotiate(&cfg, &v, 1, out, need - 1, &len, &p), -ENOBUFS);
+    assert_int_equal(px__ws_deflate_negotiate(&cfg, &v, 1, out, 0, &len, &p), -ENOBUFS);
     /* Bad configuration. */
     cfg.server_max_window_bits = 7;
-    assert_int_equal(px_ws_deflate_negotiate(&cfg, &v, 1, out, sizeof out, &len, &p), -EINVAL);
+    assert_int_equal(px__ws_deflate_negotiate(&cfg, &v, 1, out, sizeof out, &len, &p), -EINVAL);
     cfg.server_max_window_bits = 16;
-    assert_int_equal(px_ws_deflate_negotiate(&cfg, &v, 1, out, sizeof out, &len, &p), -EINVAL);
+    assert_int_equal(px__ws_deflate_negotiate(&cfg, &v, 1, out, sizeof out, &len, &p), -EINVAL);
     cfg.server_max_window_bits = 0; /* = 15 */
     cfg.level = 10;
-    assert_int_equal(px_ws_deflate_negotiate(&cfg, &v, 1, out, sizeof out, &len, &p), -EINVAL);
+    assert_int_equal(px__ws_deflate_negotiate(&cfg, &v, 1, out, sizeof out, &len, &p), -EINVAL);
     cfg.level = 9;
     cfg.mem_level = 0; /* = 8 */
-    assert_int_equal(px_ws_deflate_negotiate(&cfg, &v, 1, out, sizeof out, &len, &p), 1);
+    assert_int_equal(px__ws_deflate_negotiate(&cfg, &v, 1, out, sizeof out, &len, &p), 1);
     assert_int_equal(p.mem_level, 8);
     assert_int_equal(p.level, 9);
     assert_int_equal(p.server_max_window_bits, 15);
     /* The longest possible answer fits PX_WS_DEFLATE_RESPONSE_MAX. */
     px_str_t all = PX_STR_LIT(PMD "; server_no_context_takeover; client_no_context_takeover; "
                                   "server_max_window_bits=10; client_max_window_bits=10");
-    assert_int_equal(px_ws_deflate_negotiate(&cfg, &all, 1, out, sizeof out, &len, &p), 1);
+    assert_int_equal(px__ws_deflate_negotiate(&cfg, &all, 1, out, sizeof out, &len, &p), 1);
     assert_true(len < PX_WS_DEFLATE_RESPONSE_MAX);
 }
 
@@ -514,11 +514,11 @@ static void test_negotiate_random(void **state)
                 hdr[next_rand() % n] = (char)(next_rand() % 128);
         }
         px_str_t v = {hdr, n};
-        const px_ws_deflate_config_t *cfg = &cfgs[next_rand() % PX_ARRAY_SIZE(cfgs)];
+        const px__ws_deflate_config_t *cfg = &cfgs[next_rand() % PX_ARRAY_SIZE(cfgs)];
         char out[PX_WS_DEFLATE_RESPONSE_MAX];
         size_t len = 0;
-        px_ws_deflate_params_t p;
-        int r = px_ws_deflate_negotiate(cfg, &v, 1, out, sizeof out, &len, &p);
+        px__ws_deflate_params_t p;
+        int r = px__ws_deflate_negotiate(cfg, &v, 1, out, sizeof out, &len, &p);
         assert_true(r == 1 || r == 0 || r == -EBADMSG);
         if (r == 0) {
             declined++;
@@ -535,8 +535,9 @@ static void test_negotiate_random(void **state)
         px_str_t again = {out, len};
         char out2[PX_WS_DEFLATE_RESPONSE_MAX];
         size_t len2;
-        px_ws_deflate_params_t p2;
-        assert_int_equal(px_ws_deflate_negotiate(cfg, &again, 1, out2, sizeof out2, &len2, &p2), 1);
+        px__ws_deflate_params_t p2;
+        assert_int_equal(px__ws_deflate_negotiate(cfg, &again, 1, out2, sizeof out2, &len2, &p2),
+                         1);
         assert_string_equal(out, out2);
         assert_memory_equal(&p, &p2, sizeof p);
     }
@@ -549,8 +550,8 @@ static void test_negotiate_random(void **state)
 static void test_rfc_examples(void **state)
 {
     (void)state;
-    px_ws_deflate_params_t p = params(0, 0, 15, 15);
-    px_ws_deflate_t *c = px_ws_deflate_new(&p, 0);
+    px__ws_deflate_params_t p = params(0, 0, 15, 15);
+    px__ws_deflate_t *c = px__ws_deflate_new(&p, 0);
     assert_non_null(c);
     px_buf_t out;
     px_buf_init(&out, 0);
@@ -566,9 +567,9 @@ static void test_rfc_examples(void **state)
     assert_int_equal(inflate_one(c, hello2, sizeof hello2, &out, 100), 0);
     assert_memory_equal(px_buf_head(&out), "Hello", 5);
     px_buf_reset(&out);
-    px_ws_deflate_free(c);
+    px__ws_deflate_free(c);
 
-    c = px_ws_deflate_new(&p, 0);
+    c = px__ws_deflate_new(&p, 0);
     size_t cut[] = {3};
     assert_int_equal(inflate_frames(c, hello, sizeof hello, cut, 1, &out, 100), 0);
     assert_memory_equal(px_buf_head(&out), "Hello", 5);
@@ -593,16 +594,16 @@ static void test_rfc_examples(void **state)
     assert_int_equal(inflate_one(c, empty1, 1, &out, 100), 0);
     assert_int_equal(inflate_one(c, empty2, 2, &out, 100), 0);
     assert_int_equal(px_buf_size(&out), 0);
-    assert_int_equal(px_ws_inflate(c, hello, 4, 0, &out, 100), 0);
-    assert_int_equal(px_ws_inflate(c, hello, 0, 0, &out, 100), 0);
-    assert_int_equal(px_ws_inflate(c, hello + 4, 3, 1, &out, 100), 0);
+    assert_int_equal(px__ws_inflate(c, hello, 4, 0, &out, 100), 0);
+    assert_int_equal(px__ws_inflate(c, hello, 0, 0, &out, 100), 0);
+    assert_int_equal(px__ws_inflate(c, hello + 4, 3, 1, &out, 100), 0);
     assert_memory_equal(px_buf_head(&out), "Hello", 5);
     px_buf_reset(&out);
-    px_ws_deflate_free(c);
+    px__ws_deflate_free(c);
 
     /* 7.2.3.4: BFINAL set. The context continues: a next message compressed
      * against "Hello" as its dictionary must decode. */
-    c = px_ws_deflate_new(&p, 0);
+    c = px__ws_deflate_new(&p, 0);
     static const uint8_t final[] = {0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00};
     assert_int_equal(inflate_one(c, final, sizeof final, &out, 100), 0);
     assert_int_equal(px_buf_size(&out), 5);
@@ -624,20 +625,20 @@ static void test_rfc_examples(void **state)
     px_buf_reset(&out);
 
     /* Our deflater reproduces 7.2.3.1 and 7.2.3.2 byte for byte. */
-    assert_int_equal(px_ws_deflate_message(c, (const uint8_t *)"Hello", 5, &out, SIZE_MAX), 0);
+    assert_int_equal(px__ws_deflate_message(c, (const uint8_t *)"Hello", 5, &out, SIZE_MAX), 0);
     assert_int_equal(px_buf_size(&out), sizeof hello);
     assert_memory_equal(px_buf_head(&out), hello, sizeof hello);
     px_buf_reset(&out);
-    assert_int_equal(px_ws_deflate_message(c, (const uint8_t *)"Hello", 5, &out, SIZE_MAX), 0);
+    assert_int_equal(px__ws_deflate_message(c, (const uint8_t *)"Hello", 5, &out, SIZE_MAX), 0);
     assert_int_equal(px_buf_size(&out), sizeof hello2);
     assert_memory_equal(px_buf_head(&out), hello2, sizeof hello2);
     px_buf_reset(&out);
     /* An empty message compresses to a single 0x00 (7.2.3.6). */
-    assert_int_equal(px_ws_deflate_message(c, NULL, 0, &out, SIZE_MAX), 0);
+    assert_int_equal(px__ws_deflate_message(c, NULL, 0, &out, SIZE_MAX), 0);
     assert_int_equal(px_buf_size(&out), 1);
     assert_int_equal((uint8_t)px_buf_head(&out)[0], 0x00);
     px_buf_dispose(&out);
-    px_ws_deflate_free(c);
+    px__ws_deflate_free(c);
     assert_int_equal(mem_cur, 0);
 }
 
@@ -645,9 +646,9 @@ static void test_rfc_examples(void **state)
 
 static void roundtrip(int snct, unsigned bits, size_t msgs, size_t maxlen)
 {
-    px_ws_deflate_params_t sp = params(snct, 0, bits, 15);
-    px_ws_deflate_params_t cp = mirror(&sp); /* the peer inflates with our server params */
-    px_ws_deflate_t *srv = px_ws_deflate_new(&sp, 0), *peer = px_ws_deflate_new(&cp, 0);
+    px__ws_deflate_params_t sp = params(snct, 0, bits, 15);
+    px__ws_deflate_params_t cp = mirror(&sp); /* the peer inflates with our server params */
+    px__ws_deflate_t *srv = px__ws_deflate_new(&sp, 0), *peer = px__ws_deflate_new(&cp, 0);
     assert_non_null(srv);
     assert_non_null(peer);
     uint8_t *msg = malloc(maxlen + 1);
@@ -660,7 +661,7 @@ static void roundtrip(int snct, unsigned bits, size_t msgs, size_t maxlen)
         size_t len = (size_t)(next_rand() % (maxlen + 1));
         fill_text(msg, len);
         px_buf_reset(&z);
-        assert_int_equal(px_ws_deflate_message(srv, msg, len, &z, SIZE_MAX), 0);
+        assert_int_equal(px__ws_deflate_message(srv, msg, len, &z, SIZE_MAX), 0);
         total_in += len;
         total_z += px_buf_size(&z);
         /* Random frame split. */
@@ -682,8 +683,8 @@ static void roundtrip(int snct, unsigned bits, size_t msgs, size_t maxlen)
     print_message("  snct=%d bits=%u: %zu -> %zu bytes\n", snct, bits, total_in, total_z);
     px_buf_dispose(&z);
     px_buf_dispose(&out);
-    px_ws_deflate_free(srv);
-    px_ws_deflate_free(peer);
+    px__ws_deflate_free(srv);
+    px__ws_deflate_free(peer);
     free(msg);
 }
 
@@ -696,15 +697,15 @@ static void test_roundtrip_context(void **state)
     }
     /* Context takeover pays: a repeated message shrinks; without it, it does not. */
     for (int snct = 0; snct <= 1; snct++) {
-        px_ws_deflate_params_t p = params(snct, 0, 15, 15);
-        px_ws_deflate_t *c = px_ws_deflate_new(&p, 0);
+        px__ws_deflate_params_t p = params(snct, 0, 15, 15);
+        px__ws_deflate_t *c = px__ws_deflate_new(&p, 0);
         uint8_t msg[2000];
         fill_text(msg, sizeof msg);
         px_buf_t a, b;
         px_buf_init(&a, 0);
         px_buf_init(&b, 0);
-        assert_int_equal(px_ws_deflate_message(c, msg, sizeof msg, &a, SIZE_MAX), 0);
-        assert_int_equal(px_ws_deflate_message(c, msg, sizeof msg, &b, SIZE_MAX), 0);
+        assert_int_equal(px__ws_deflate_message(c, msg, sizeof msg, &a, SIZE_MAX), 0);
+        assert_int_equal(px__ws_deflate_message(c, msg, sizeof msg, &b, SIZE_MAX), 0);
         if (snct) {
             assert_int_equal(px_buf_size(&a), px_buf_size(&b));
             assert_memory_equal(px_buf_head(&a), px_buf_head(&b), px_buf_size(&a));
@@ -713,7 +714,7 @@ static void test_roundtrip_context(void **state)
         }
         px_buf_dispose(&a);
         px_buf_dispose(&b);
-        px_ws_deflate_free(c);
+        px__ws_deflate_free(c);
     }
     assert_int_equal(mem_cur, 0);
 }
@@ -727,39 +728,39 @@ static void test_window_bits(void **state)
     }
     /* The limit is real: data compressed with a 32 KiB window does not inflate
      * with a 512-byte one. */
-    px_ws_deflate_params_t big = params(0, 0, 15, 15), small = params(0, 0, 15, 9);
-    px_ws_deflate_t *d = px_ws_deflate_new(&big, 0), *i = px_ws_deflate_new(&small, 0);
+    px__ws_deflate_params_t big = params(0, 0, 15, 15), small = params(0, 0, 15, 9);
+    px__ws_deflate_t *d = px__ws_deflate_new(&big, 0), *i = px__ws_deflate_new(&small, 0);
     uint8_t msg[20000];
     fill_text(msg, 10000);
     memcpy(msg + 10000, msg, 10000); /* a 10000-byte-back repeat */
     px_buf_t z, out;
     px_buf_init(&z, 0);
     px_buf_init(&out, 0);
-    assert_int_equal(px_ws_deflate_message(d, msg, sizeof msg, &z, SIZE_MAX), 0);
+    assert_int_equal(px__ws_deflate_message(d, msg, sizeof msg, &z, SIZE_MAX), 0);
     int r = inflate_one(i, (const uint8_t *)px_buf_head(&z), px_buf_size(&z), &out, SIZE_MAX);
     assert_int_equal(r, -EBADMSG);
-    assert_int_equal(px_ws_deflate_close_code(r), 1007);
+    assert_int_equal(px__ws_deflate_close_code(r), 1007);
     px_buf_dispose(&z);
     px_buf_dispose(&out);
-    px_ws_deflate_free(d);
-    px_ws_deflate_free(i);
+    px__ws_deflate_free(d);
+    px__ws_deflate_free(i);
     assert_int_equal(mem_cur, 0);
 }
 
 static void test_split_every_position(void **state)
 {
     (void)state;
-    px_ws_deflate_params_t p = params(1, 1, 15, 15);
-    px_ws_deflate_t *d = px_ws_deflate_new(&p, 0);
+    px__ws_deflate_params_t p = params(1, 1, 15, 15);
+    px__ws_deflate_t *d = px__ws_deflate_new(&p, 0);
     uint8_t msg[3000];
     fill_text(msg, sizeof msg);
     px_buf_t z, out;
     px_buf_init(&z, 0);
     px_buf_init(&out, 0);
-    assert_int_equal(px_ws_deflate_message(d, msg, sizeof msg, &z, SIZE_MAX), 0);
+    assert_int_equal(px__ws_deflate_message(d, msg, sizeof msg, &z, SIZE_MAX), 0);
     size_t zl = px_buf_size(&z);
     const uint8_t *zp = (const uint8_t *)px_buf_head(&z);
-    px_ws_deflate_t *in = px_ws_deflate_new(&p, 0); /* client_no_context_takeover: resets */
+    px__ws_deflate_t *in = px__ws_deflate_new(&p, 0); /* client_no_context_takeover: resets */
     for (size_t a = 0; a <= zl; a++) {
         size_t cuts[2] = {a, a + (zl - a) / 2};
         for (size_t nc = 1; nc <= 2; nc++) {
@@ -772,13 +773,13 @@ static void test_split_every_position(void **state)
     /* Byte-sized frames, as a hostile client might send. */
     px_buf_reset(&out);
     for (size_t k = 0; k < zl; k++)
-        assert_int_equal(px_ws_inflate(in, zp + k, 1, 0, &out, sizeof msg), 0);
-    assert_int_equal(px_ws_inflate(in, NULL, 0, 1, &out, sizeof msg), 0);
+        assert_int_equal(px__ws_inflate(in, zp + k, 1, 0, &out, sizeof msg), 0);
+    assert_int_equal(px__ws_inflate(in, NULL, 0, 1, &out, sizeof msg), 0);
     assert_memory_equal(px_buf_head(&out), msg, sizeof msg);
     px_buf_dispose(&z);
     px_buf_dispose(&out);
-    px_ws_deflate_free(d);
-    px_ws_deflate_free(in);
+    px__ws_deflate_free(d);
+    px__ws_deflate_free(in);
     assert_int_equal(mem_cur, 0);
 }
 
@@ -787,60 +788,60 @@ static void test_split_every_position(void **state)
 static void test_max_out_exact(void **state)
 {
     (void)state;
-    px_ws_deflate_params_t p = params(1, 1, 15, 15);
-    px_ws_deflate_t *c = px_ws_deflate_new(&p, 0);
+    px__ws_deflate_params_t p = params(1, 1, 15, 15);
+    px__ws_deflate_t *c = px__ws_deflate_new(&p, 0);
     uint8_t msg[5000];
     fill_text(msg, sizeof msg);
     px_buf_t z, out;
     px_buf_init(&z, 0);
     px_buf_init(&out, 0);
-    assert_int_equal(px_ws_deflate_message(c, msg, sizeof msg, &z, SIZE_MAX), 0);
+    assert_int_equal(px__ws_deflate_message(c, msg, sizeof msg, &z, SIZE_MAX), 0);
     /* Exactly max_out is fine, one less is too big. */
     assert_int_equal(
         inflate_one(c, (const uint8_t *)px_buf_head(&z), px_buf_size(&z), &out, sizeof msg), 0);
-    px_ws_deflate_free(c);
-    c = px_ws_deflate_new(&p, 0);
+    px__ws_deflate_free(c);
+    c = px__ws_deflate_new(&p, 0);
     px_buf_reset(&out);
     int r = inflate_one(c, (const uint8_t *)px_buf_head(&z), px_buf_size(&z), &out, sizeof msg - 1);
     assert_int_equal(r, -EMSGSIZE);
-    assert_int_equal(px_ws_deflate_close_code(r), 1009);
+    assert_int_equal(px__ws_deflate_close_code(r), 1009);
     /* Sticky. */
-    assert_int_equal(px_ws_inflate(c, (const uint8_t *)"\x00", 1, 1, &out, 100), -EMSGSIZE);
-    px_ws_deflate_free(c);
+    assert_int_equal(px__ws_inflate(c, (const uint8_t *)"\x00", 1, 1, &out, 100), -EMSGSIZE);
+    px__ws_deflate_free(c);
 
     /* Deflate side: a payload that does not fit max_out leaves `out` alone, and
      * the stream stays consistent with a peer that never saw that message. */
-    px_ws_deflate_params_t sp = params(0, 0, 15, 15), cp = mirror(&sp);
-    px_ws_deflate_t *srv = px_ws_deflate_new(&sp, 0), *peer = px_ws_deflate_new(&cp, 0);
+    px__ws_deflate_params_t sp = params(0, 0, 15, 15), cp = mirror(&sp);
+    px__ws_deflate_t *srv = px__ws_deflate_new(&sp, 0), *peer = px__ws_deflate_new(&cp, 0);
     for (int m = 0; m < 6; m++) {
         px_buf_reset(&z);
         px_buf_reset(&out);
         assert_int_equal(px_buf_append(&z, "HDR", 3), 0);
         if (m % 2) {
-            assert_int_equal(px_ws_deflate_message(srv, msg, sizeof msg, &z, 10), -EMSGSIZE);
+            assert_int_equal(px__ws_deflate_message(srv, msg, sizeof msg, &z, 10), -EMSGSIZE);
             assert_int_equal(px_buf_size(&z), 3);
             continue;
         }
-        assert_int_equal(px_ws_deflate_message(srv, msg, sizeof msg, &z, sizeof msg), 0);
+        assert_int_equal(px__ws_deflate_message(srv, msg, sizeof msg, &z, sizeof msg), 0);
         size_t zl = px_buf_size(&z) - 3;
         /* max_out equal to the compressed size is accepted. */
-        px_ws_deflate_t *probe = px_ws_deflate_new(&sp, 0);
+        px__ws_deflate_t *probe = px__ws_deflate_new(&sp, 0);
         px_buf_t z2;
         px_buf_init(&z2, 0);
-        assert_int_equal(px_ws_deflate_message(probe, msg, sizeof msg, &z2, zl), 0);
+        assert_int_equal(px__ws_deflate_message(probe, msg, sizeof msg, &z2, zl), 0);
         px_buf_reset(&z2);
-        px_ws_deflate_reset_context(probe);
-        assert_int_equal(px_ws_deflate_message(probe, msg, sizeof msg, &z2, zl - 1), -EMSGSIZE);
+        px__ws_deflate_reset_context(probe);
+        assert_int_equal(px__ws_deflate_message(probe, msg, sizeof msg, &z2, zl - 1), -EMSGSIZE);
         px_buf_dispose(&z2);
-        px_ws_deflate_free(probe);
+        px__ws_deflate_free(probe);
         assert_int_equal(inflate_one(peer, (const uint8_t *)px_buf_head(&z) + 3, zl, &out, 1 << 20),
                          0);
         assert_memory_equal(px_buf_head(&out), msg, sizeof msg);
     }
     px_buf_dispose(&z);
     px_buf_dispose(&out);
-    px_ws_deflate_free(srv);
-    px_ws_deflate_free(peer);
+    px__ws_deflate_free(srv);
+    px__ws_deflate_free(peer);
     assert_int_equal(mem_cur, 0);
 }
 
@@ -870,8 +871,8 @@ static void test_bomb(void **state)
     size_t max_out = 1 << 20;
     for (int exact = 0; exact <= 1; exact++) {
         reset_counters();
-        px_ws_deflate_params_t p = params(0, 0, 15, 15);
-        px_ws_deflate_t *c = px_ws_deflate_new(&p, 0);
+        px__ws_deflate_params_t p = params(0, 0, 15, 15);
+        px__ws_deflate_t *c = px__ws_deflate_new(&p, 0);
         px_buf_t out;
         px_buf_init(&out, exact ? max_out : 0);
         /* In 4 KiB frames; the error must come long before the input ends. */
@@ -879,13 +880,13 @@ static void test_bomb(void **state)
         int r = 0;
         while (pos < clen && r == 0) {
             size_t n = clen - pos < 4096 ? clen - pos : 4096;
-            r = px_ws_inflate(c, comp + pos, n, pos + n == clen, &out, max_out);
+            r = px__ws_inflate(c, comp + pos, n, pos + n == clen, &out, max_out);
             pos += n;
         }
         assert_int_equal(r, -EMSGSIZE);
         assert_true(pos <= 2 * 4096); /* 1 MiB out needs ~1 KiB in */
         assert_true(px_buf_size(&out) <= max_out);
-        size_t zmem = px_ws_deflate_mem_used(c);
+        size_t zmem = px__ws_deflate_mem_used(c);
         print_message("  stopped after %zu input bytes, out %zu, peak heap %zu (zlib %zu)%s\n", pos,
                       px_buf_size(&out), mem_peak, zmem, exact ? ", out.max set" : "");
         if (exact)
@@ -893,7 +894,7 @@ static void test_bomb(void **state)
         else
             assert_true(mem_peak <= 2 * max_out + zmem + 1024);
         px_buf_dispose(&out);
-        px_ws_deflate_free(c);
+        px__ws_deflate_free(c);
     }
     free(comp);
     free(zeros);
@@ -906,57 +907,57 @@ static void test_budget(void **state)
     uint8_t msg[4000];
     fill_text(msg, sizeof msg);
     for (unsigned bits = 8; bits <= 15; bits++) {
-        px_ws_deflate_params_t p = params(0, 0, bits, bits), peer_p = mirror(&p);
-        size_t est = px_ws_deflate_mem_estimate(&p);
+        px__ws_deflate_params_t p = params(0, 0, bits, bits), peer_p = mirror(&p);
+        size_t est = px__ws_deflate_mem_estimate(&p);
         /* Exactly the estimate: both directions work and stay within it. */
-        px_ws_deflate_t *c = px_ws_deflate_new(&p, est);
-        px_ws_deflate_t *peer = px_ws_deflate_new(&peer_p, 0);
+        px__ws_deflate_t *c = px__ws_deflate_new(&p, est);
+        px__ws_deflate_t *peer = px__ws_deflate_new(&peer_p, 0);
         px_buf_t z, out;
         px_buf_init(&z, 0);
         px_buf_init(&out, 0);
-        assert_int_equal(px_ws_deflate_message(c, msg, sizeof msg, &z, SIZE_MAX), 0);
-        assert_int_equal(px_ws_deflate_message(peer, msg, sizeof msg, &out, SIZE_MAX), 0);
+        assert_int_equal(px__ws_deflate_message(c, msg, sizeof msg, &z, SIZE_MAX), 0);
+        assert_int_equal(px__ws_deflate_message(peer, msg, sizeof msg, &out, SIZE_MAX), 0);
         px_buf_t back;
         px_buf_init(&back, 0);
         assert_int_equal(
             inflate_one(c, (const uint8_t *)px_buf_head(&out), px_buf_size(&out), &back, 1 << 20),
             0);
         assert_int_equal(px_buf_size(&back), sizeof msg);
-        size_t used = px_ws_deflate_mem_used(c);
+        size_t used = px__ws_deflate_mem_used(c);
         print_message("  bits %2u: estimate %zu, used %zu\n", bits, est, used);
         assert_true(used <= est && used > est / 2);
         px_buf_dispose(&back);
-        px_ws_deflate_free(c);
-        px_ws_deflate_free(peer);
+        px__ws_deflate_free(c);
+        px__ws_deflate_free(peer);
 
         /* Budget for the inflater only: sending compressed fails cleanly (send
          * uncompressed instead), receiving still works. */
         size_t inf_only = ((size_t)1 << bits) + 9000;
-        c = px_ws_deflate_new(&p, inf_only);
+        c = px__ws_deflate_new(&p, inf_only);
         px_buf_reset(&z);
         assert_int_equal(px_buf_append(&z, "x", 1), 0);
-        int r = px_ws_deflate_message(c, msg, sizeof msg, &z, SIZE_MAX);
+        int r = px__ws_deflate_message(c, msg, sizeof msg, &z, SIZE_MAX);
         assert_int_equal(r, -ENOMEM);
-        assert_int_equal(px_ws_deflate_close_code(r), 1011);
+        assert_int_equal(px__ws_deflate_close_code(r), 1011);
         assert_int_equal(px_buf_size(&z), 1);
-        assert_true(px_ws_deflate_mem_used(c) <= inf_only);
+        assert_true(px__ws_deflate_mem_used(c) <= inf_only);
         px_buf_init(&back, 0);
         assert_int_equal(
             inflate_one(c, (const uint8_t *)px_buf_head(&out), px_buf_size(&out), &back, 1 << 20),
             0);
         assert_int_equal(px_buf_size(&back), sizeof msg);
         px_buf_dispose(&back);
-        px_ws_deflate_free(c);
+        px__ws_deflate_free(c);
 
         /* Too small for anything: inflate fails with -ENOMEM, then stays failed. */
-        c = px_ws_deflate_new(&p, 3000);
+        c = px__ws_deflate_new(&p, 3000);
         px_buf_init(&back, 0);
         r = inflate_one(c, (const uint8_t *)px_buf_head(&out), px_buf_size(&out), &back, 1 << 20);
         assert_int_equal(r, -ENOMEM);
-        assert_int_equal(px_ws_inflate(c, (const uint8_t *)"\x00", 1, 1, &back, 10), -ENOMEM);
-        assert_true(px_ws_deflate_mem_used(c) <= 3000);
+        assert_int_equal(px__ws_inflate(c, (const uint8_t *)"\x00", 1, 1, &back, 10), -ENOMEM);
+        assert_true(px__ws_deflate_mem_used(c) <= 3000);
         px_buf_dispose(&back);
-        px_ws_deflate_free(c);
+        px__ws_deflate_free(c);
         px_buf_dispose(&z);
         px_buf_dispose(&out);
     }
@@ -1004,8 +1005,8 @@ static void test_final_blocks_keep_window(void **state)
     n = cap - z2.avail_out - 4; /* without the 00 00 ff ff tail */
     deflateEnd(&z2);
 
-    px_ws_deflate_params_t p = params(0, 0, 15, 15);
-    px_ws_deflate_t *c = px_ws_deflate_new(&p, 0);
+    px__ws_deflate_params_t p = params(0, 0, 15, 15);
+    px__ws_deflate_t *c = px__ws_deflate_new(&p, 0);
     px_buf_t out;
     px_buf_init(&out, 0);
     uint64_t t0 = px_now_ns();
@@ -1028,7 +1029,7 @@ static void test_final_blocks_keep_window(void **state)
 #endif
     assert_true(ns < limit_ms * 1000 * 1000);
     px_buf_dispose(&out);
-    px_ws_deflate_free(c);
+    px__ws_deflate_free(c);
     free(msg);
     free(text);
     assert_int_equal(mem_cur, 0);
@@ -1037,7 +1038,7 @@ static void test_final_blocks_keep_window(void **state)
 static void test_corrupt(void **state)
 {
     (void)state;
-    px_ws_deflate_params_t p = params(0, 0, 15, 15);
+    px__ws_deflate_params_t p = params(0, 0, 15, 15);
     px_buf_t out;
     px_buf_init(&out, 0);
     static const struct {
@@ -1055,14 +1056,14 @@ static void test_corrupt(void **state)
     };
     for (size_t i = 0; i < PX_ARRAY_SIZE(bad); i++) {
         print_message("  %s\n", bad[i].name);
-        px_ws_deflate_t *c = px_ws_deflate_new(&p, 0);
+        px__ws_deflate_t *c = px__ws_deflate_new(&p, 0);
         px_buf_reset(&out);
         size_t cut = bad[i].split;
         int r = inflate_frames(c, (const uint8_t *)bad[i].data, bad[i].len, &cut, cut ? 1 : 0, &out,
                                1000);
         assert_int_equal(r, -EBADMSG);
-        assert_int_equal(px_ws_inflate(c, (const uint8_t *)"\x00", 1, 1, &out, 1000), -EBADMSG);
-        px_ws_deflate_free(c);
+        assert_int_equal(px__ws_inflate(c, (const uint8_t *)"\x00", 1, 1, &out, 1000), -EBADMSG);
+        px__ws_deflate_free(c);
     }
     /* A back-reference into a dictionary the inflater never saw. */
     {
@@ -1077,22 +1078,22 @@ static void test_corrupt(void **state)
         assert_int_equal(deflate(&zs, Z_SYNC_FLUSH), Z_OK);
         size_t clen = sizeof comp - zs.avail_out - 4;
         deflateEnd(&zs);
-        px_ws_deflate_t *c = px_ws_deflate_new(&p, 0);
+        px__ws_deflate_t *c = px__ws_deflate_new(&p, 0);
         px_buf_reset(&out);
         assert_int_equal(inflate_one(c, comp, clen, &out, 1000), -EBADMSG);
-        px_ws_deflate_free(c);
+        px__ws_deflate_free(c);
     }
     /* Random garbage never crashes and never returns more than max_out. */
     for (int i = 0; i < 2000; i++) {
         uint8_t junk[64];
         for (size_t k = 0; k < sizeof junk; k++)
             junk[k] = (uint8_t)next_rand();
-        px_ws_deflate_t *c = px_ws_deflate_new(&p, 0);
+        px__ws_deflate_t *c = px__ws_deflate_new(&p, 0);
         px_buf_reset(&out);
         int r = inflate_one(c, junk, 1 + (size_t)(next_rand() % 64), &out, 500);
         assert_true(r == 0 || r == -EBADMSG || r == -EMSGSIZE);
         assert_true(px_buf_size(&out) <= 500);
-        px_ws_deflate_free(c);
+        px__ws_deflate_free(c);
     }
     px_buf_dispose(&out);
     assert_int_equal(mem_cur, 0);
@@ -1103,66 +1104,66 @@ static void test_trim_and_reset_context(void **state)
     (void)state;
     uint8_t msg[3000];
     fill_text(msg, sizeof msg);
-    px_ws_deflate_params_t p = params(1, 1, 15, 15), peer_p = mirror(&p);
-    px_ws_deflate_t *c = px_ws_deflate_new(&p, 0), *peer = px_ws_deflate_new(&peer_p, 0);
+    px__ws_deflate_params_t p = params(1, 1, 15, 15), peer_p = mirror(&p);
+    px__ws_deflate_t *c = px__ws_deflate_new(&p, 0), *peer = px__ws_deflate_new(&peer_p, 0);
     px_buf_t z, out;
     px_buf_init(&z, 0);
     px_buf_init(&out, 0);
     for (int round = 0; round < 3; round++) {
         px_buf_reset(&z);
         px_buf_reset(&out);
-        assert_int_equal(px_ws_deflate_message(c, msg, sizeof msg, &z, SIZE_MAX), 0);
-        assert_int_equal(px_ws_deflate_message(peer, msg, sizeof msg, &out, SIZE_MAX), 0);
+        assert_int_equal(px__ws_deflate_message(c, msg, sizeof msg, &z, SIZE_MAX), 0);
+        assert_int_equal(px__ws_deflate_message(peer, msg, sizeof msg, &out, SIZE_MAX), 0);
         px_buf_t back;
         px_buf_init(&back, 0);
         /* Mid-message the inflater holds state that trim must keep. */
         size_t half = px_buf_size(&out) / 2;
         assert_int_equal(
-            px_ws_inflate(c, (const uint8_t *)px_buf_head(&out), half, 0, &back, 1 << 20), 0);
-        px_ws_deflate_trim(c);
-        assert_int_equal(px_ws_inflate(c, (const uint8_t *)px_buf_head(&out) + half,
-                                       px_buf_size(&out) - half, 1, &back, 1 << 20),
+            px__ws_inflate(c, (const uint8_t *)px_buf_head(&out), half, 0, &back, 1 << 20), 0);
+        px__ws_deflate_trim(c);
+        assert_int_equal(px__ws_inflate(c, (const uint8_t *)px_buf_head(&out) + half,
+                                        px_buf_size(&out) - half, 1, &back, 1 << 20),
                          0);
         assert_int_equal(px_buf_size(&back), sizeof msg);
-        assert_true(px_ws_deflate_mem_used(c) >
+        assert_true(px__ws_deflate_mem_used(c) >
                     30000); /* the inflater; trim dropped the deflater */
-        px_ws_deflate_trim(c);
-        assert_int_equal(px_ws_deflate_mem_used(c), 0);
+        px__ws_deflate_trim(c);
+        assert_int_equal(px__ws_deflate_mem_used(c), 0);
         px_buf_dispose(&back);
     }
     /* With context takeover trim keeps everything. */
-    px_ws_deflate_params_t q = params(0, 0, 15, 15), peer_q = mirror(&q);
-    px_ws_deflate_t *d = px_ws_deflate_new(&q, 0), *e = px_ws_deflate_new(&peer_q, 0);
+    px__ws_deflate_params_t q = params(0, 0, 15, 15), peer_q = mirror(&q);
+    px__ws_deflate_t *d = px__ws_deflate_new(&q, 0), *e = px__ws_deflate_new(&peer_q, 0);
     px_buf_reset(&z);
-    assert_int_equal(px_ws_deflate_message(d, msg, sizeof msg, &z, SIZE_MAX), 0);
-    size_t used = px_ws_deflate_mem_used(d);
-    px_ws_deflate_trim(d);
-    assert_int_equal(px_ws_deflate_mem_used(d), used);
+    assert_int_equal(px__ws_deflate_message(d, msg, sizeof msg, &z, SIZE_MAX), 0);
+    size_t used = px__ws_deflate_mem_used(d);
+    px__ws_deflate_trim(d);
+    assert_int_equal(px__ws_deflate_mem_used(d), used);
     px_buf_reset(&out);
     assert_int_equal(
         inflate_one(e, (const uint8_t *)px_buf_head(&z), px_buf_size(&z), &out, 1 << 20), 0);
     /* A broadcast compressed by a no-context deflater (c) goes to e's peer; d
      * forgets its history and its next message still decodes there. */
     px_buf_reset(&z);
-    assert_int_equal(px_ws_deflate_message(c, msg + 100, 2000, &z, SIZE_MAX), 0);
+    assert_int_equal(px__ws_deflate_message(c, msg + 100, 2000, &z, SIZE_MAX), 0);
     px_buf_reset(&out);
     assert_int_equal(
         inflate_one(e, (const uint8_t *)px_buf_head(&z), px_buf_size(&z), &out, 1 << 20), 0);
     assert_memory_equal(px_buf_head(&out), msg + 100, 2000);
-    px_ws_deflate_reset_context(d);
+    px__ws_deflate_reset_context(d);
     px_buf_reset(&z);
-    assert_int_equal(px_ws_deflate_message(d, msg, sizeof msg, &z, SIZE_MAX), 0);
+    assert_int_equal(px__ws_deflate_message(d, msg, sizeof msg, &z, SIZE_MAX), 0);
     px_buf_reset(&out);
     assert_int_equal(
         inflate_one(e, (const uint8_t *)px_buf_head(&z), px_buf_size(&z), &out, 1 << 20), 0);
     assert_memory_equal(px_buf_head(&out), msg, sizeof msg);
     px_buf_dispose(&z);
     px_buf_dispose(&out);
-    px_ws_deflate_free(c);
-    px_ws_deflate_free(peer);
-    px_ws_deflate_free(d);
-    px_ws_deflate_free(e);
-    px_ws_deflate_free(NULL);
+    px__ws_deflate_free(c);
+    px__ws_deflate_free(peer);
+    px__ws_deflate_free(d);
+    px__ws_deflate_free(e);
+    px__ws_deflate_free(NULL);
     assert_int_equal(mem_cur, 0);
 }
 
@@ -1174,12 +1175,12 @@ static void test_alloc_failures(void **state)
     uint8_t msg[6000];
     fill_text(msg, sizeof msg);
     /* Precompute a client message with plain zlib. */
-    px_ws_deflate_params_t p = params(0, 0, 12, 12), peer_p = mirror(&p);
-    px_ws_deflate_t *peer = px_ws_deflate_new(&peer_p, 0);
+    px__ws_deflate_params_t p = params(0, 0, 12, 12), peer_p = mirror(&p);
+    px__ws_deflate_t *peer = px__ws_deflate_new(&peer_p, 0);
     px_buf_t cm;
     px_buf_init(&cm, 0);
-    assert_int_equal(px_ws_deflate_message(peer, msg, sizeof msg, &cm, SIZE_MAX), 0);
-    px_ws_deflate_free(peer);
+    assert_int_equal(px__ws_deflate_message(peer, msg, sizeof msg, &cm, SIZE_MAX), 0);
+    px__ws_deflate_free(peer);
     size_t base = mem_cur; /* cm's buffer */
 
     long n;
@@ -1187,12 +1188,12 @@ static void test_alloc_failures(void **state)
         reset_counters();
         fail_at = n;
         int r1 = 1, r2 = 1, r3 = 1;
-        px_ws_deflate_t *c = px_ws_deflate_new(&p, 0);
+        px__ws_deflate_t *c = px__ws_deflate_new(&p, 0);
         if (c) {
             px_buf_t z, out;
             px_buf_init(&z, 0);
             px_buf_init(&out, 0);
-            r1 = px_ws_deflate_message(c, msg, sizeof msg, &z, SIZE_MAX);
+            r1 = px__ws_deflate_message(c, msg, sizeof msg, &z, SIZE_MAX);
             assert_true(r1 == 0 || r1 == -ENOMEM);
             if (r1 != 0)
                 assert_int_equal(px_buf_size(&z), 0);
@@ -1205,11 +1206,11 @@ static void test_alloc_failures(void **state)
             }
             /* A second message on the same context (deflate retries after -ENOMEM). */
             px_buf_reset(&z);
-            r3 = px_ws_deflate_message(c, msg, 1000, &z, SIZE_MAX);
+            r3 = px__ws_deflate_message(c, msg, 1000, &z, SIZE_MAX);
             assert_true(r3 == 0 || r3 == -ENOMEM);
             px_buf_dispose(&z);
             px_buf_dispose(&out);
-            px_ws_deflate_free(c);
+            px__ws_deflate_free(c);
         }
         fail_at = -1;
         assert_int_equal(mem_cur, base); /* nothing leaked */
@@ -1229,10 +1230,10 @@ static void test_alloc_failures(void **state)
 static void test_close_codes(void **state)
 {
     (void)state;
-    assert_int_equal(px_ws_deflate_close_code(-EMSGSIZE), 1009);
-    assert_int_equal(px_ws_deflate_close_code(-EBADMSG), 1007);
-    assert_int_equal(px_ws_deflate_close_code(-ENOMEM), 1011);
-    assert_int_equal(px_ws_deflate_close_code(-EINVAL), 1011);
+    assert_int_equal(px__ws_deflate_close_code(-EMSGSIZE), 1009);
+    assert_int_equal(px__ws_deflate_close_code(-EBADMSG), 1007);
+    assert_int_equal(px__ws_deflate_close_code(-ENOMEM), 1011);
+    assert_int_equal(px__ws_deflate_close_code(-EINVAL), 1011);
 }
 
 int main(void)

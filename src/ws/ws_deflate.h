@@ -6,7 +6,7 @@
  * injection reaches it) and is charged to the context's memory budget; a stream
  * that does not fit fails with -ENOMEM instead of allocating.
  *
- * Errors are negative errno values; px_ws_deflate_close_code() maps each to the
+ * Errors are negative errno values; px__ws_deflate_close_code() maps each to the
  * close code the connection should be failed with. */
 #ifndef PX_HTTP_WS_DEFLATE_H
 #define PX_HTTP_WS_DEFLATE_H
@@ -21,7 +21,7 @@
 
 /** Server preferences. Zero-initialised means "disabled"; start from
  * PX_WS_DEFLATE_CONFIG_DEFAULT. */
-typedef struct px_ws_deflate_config {
+typedef struct px__ws_deflate_config {
     unsigned enabled : 1;
     /* Always answer server_no_context_takeover (even when not offered): our
      * deflater resets per message, which also makes the compressed bytes of a
@@ -29,7 +29,7 @@ typedef struct px_ws_deflate_config {
     unsigned server_no_context_takeover : 1;
     /* Echo client_no_context_takeover when the client offers it. The client then
      * promises fresh windows, so our inflater resets per message and holds no
-     * history between messages (px_ws_deflate_trim can free it). */
+     * history between messages (px__ws_deflate_trim can free it). */
     unsigned accept_client_no_context_takeover : 1;
     /* Answer client_no_context_takeover even when not offered (RFC 7692 7.1.1.2
      * lets the server demand it; every client must support it). */
@@ -43,19 +43,19 @@ typedef struct px_ws_deflate_config {
     uint8_t client_max_window_bits;
     int8_t level;      /* zlib compression level 0..9, or -1 for zlib's default (6) */
     uint8_t mem_level; /* zlib memLevel 1..9 (0 = 8): deflate hash memory */
-} px_ws_deflate_config_t;
+} px__ws_deflate_config_t;
 
 #define PX_WS_DEFLATE_CONFIG_DEFAULT                                                               \
-    ((px_ws_deflate_config_t){.enabled = 1,                                                        \
-                              .accept_client_no_context_takeover = 1,                              \
-                              .server_max_window_bits = 15,                                        \
-                              .client_max_window_bits = 15,                                        \
-                              .level = -1,                                                         \
-                              .mem_level = 8})
+    ((px__ws_deflate_config_t){.enabled = 1,                                                       \
+                               .accept_client_no_context_takeover = 1,                             \
+                               .server_max_window_bits = 15,                                       \
+                               .client_max_window_bits = 15,                                       \
+                               .level = -1,                                                        \
+                               .mem_level = 8})
 
 /** What was agreed (RFC 7692 "agreed parameters"), plus our local zlib tuning.
  * Window bits are always 8..15 here; absent parameters mean 15. */
-typedef struct px_ws_deflate_params {
+typedef struct px__ws_deflate_params {
     unsigned server_no_context_takeover : 1; /* we reset our deflater after each message */
     unsigned client_no_context_takeover : 1; /* client resets; we may reset our inflater */
     uint8_t server_max_window_bits; /* our compression window; 8 is compressed with 9, whose
@@ -65,9 +65,9 @@ typedef struct px_ws_deflate_params {
     uint8_t client_max_window_bits; /* the client's window = our inflate window */
     int8_t level;                   /* from the config */
     uint8_t mem_level;              /* from the config, 1..9 */
-} px_ws_deflate_params_t;
+} px__ws_deflate_params_t;
 
-/** Room px_ws_deflate_negotiate may need for the response value (every parameter
+/** Room px__ws_deflate_negotiate may need for the response value (every parameter
  * present): fits in this many bytes including the NUL. */
 #define PX_WS_DEFLATE_RESPONSE_MAX 160
 
@@ -86,7 +86,7 @@ typedef struct px_ws_deflate_params {
  * are matched case-insensitively.
  *
  * Every valid offer is acceptable with this implementation: requested windows are
- * honoured (8 via 9, see px_ws_deflate_params_t) and no_context_takeover is always
+ * honoured (8 via 9, see px__ws_deflate_params_t) and no_context_takeover is always
  * possible.
  *
  * Returns 1 with `params` filled and out[0..*out_len) holding the NUL-terminated
@@ -98,25 +98,26 @@ typedef struct px_ws_deflate_params {
  * (PX_WS_DEFLATE_RESPONSE_MAX always suffices); -EINVAL for a config value out of
  * range. `params` and `out` are only written on 1.
  */
-PX_MUST_CHECK int px_ws_deflate_negotiate(const px_ws_deflate_config_t *cfg, const px_str_t *values,
-                                          size_t n, char *out, size_t out_cap, size_t *out_len,
-                                          px_ws_deflate_params_t *params);
+PX_MUST_CHECK int px__ws_deflate_negotiate(const px__ws_deflate_config_t *cfg,
+                                           const px_str_t *values, size_t n, char *out,
+                                           size_t out_cap, size_t *out_len,
+                                           px__ws_deflate_params_t *params);
 
 /* ---- per-connection context ------------------------------------------------------ */
 
-typedef struct px_ws_deflate px_ws_deflate_t;
+typedef struct px__ws_deflate px__ws_deflate_t;
 
 /**
  * New context for one connection (server role: it deflates with the server_*
  * parameters and inflates with the client_* ones). The zlib streams are created
  * on first use and charged to `mem_budget` bytes (0 = unlimited);
- * px_ws_deflate_mem_estimate tells what they need. Returns NULL on allocation
- * failure. Free with px_ws_deflate_free.
+ * px__ws_deflate_mem_estimate tells what they need. Returns NULL on allocation
+ * failure. Free with px__ws_deflate_free.
  */
-px_ws_deflate_t *px_ws_deflate_new(const px_ws_deflate_params_t *params, size_t mem_budget);
+px__ws_deflate_t *px__ws_deflate_new(const px__ws_deflate_params_t *params, size_t mem_budget);
 
 /** Free the context and its streams. Accepts NULL. */
-void px_ws_deflate_free(px_ws_deflate_t *ctx);
+void px__ws_deflate_free(px__ws_deflate_t *ctx);
 
 /** Bytes zlib will ask for with these params, deflater + inflater, bookkeeping
  * included: an upper bound, about 20 KB above what zlib 1.2.13 takes (e.g.
@@ -124,10 +125,10 @@ void px_ws_deflate_free(px_ws_deflate_t *ctx);
  * lower mem_level or server window shrinks that). Use it to size mem_budget; a
  * budget that covers only the inflater (2^client_max_window_bits + ~9 KB) still
  * lets the connection receive compressed messages and send uncompressed ones. */
-size_t px_ws_deflate_mem_estimate(const px_ws_deflate_params_t *params);
+size_t px__ws_deflate_mem_estimate(const px__ws_deflate_params_t *params);
 
 /** zlib bytes currently held by the context. */
-size_t px_ws_deflate_mem_used(const px_ws_deflate_t *ctx);
+size_t px__ws_deflate_mem_used(const px__ws_deflate_t *ctx);
 
 /**
  * Inflate one frame's payload of a compressed message (RSV1 was set on its first
@@ -154,8 +155,8 @@ size_t px_ws_deflate_mem_used(const px_ws_deflate_t *ctx);
  * partial output and the context's inflater is dead: every later call returns
  * the same error (the connection must be failed anyway).
  */
-PX_MUST_CHECK int px_ws_inflate(px_ws_deflate_t *ctx, const uint8_t *in, size_t len, int fin,
-                                px_buf_t *out, size_t max_out);
+PX_MUST_CHECK int px__ws_inflate(px__ws_deflate_t *ctx, const uint8_t *in, size_t len, int fin,
+                                 px_buf_t *out, size_t max_out);
 
 /**
  * Compress one whole message and append the frame payload to `out` (sync flush,
@@ -177,8 +178,8 @@ PX_MUST_CHECK int px_ws_inflate(px_ws_deflate_t *ctx, const uint8_t *in, size_t 
  * or `out` cannot grow (the deflater is reset or absent: the message can still be
  * sent uncompressed and later ones compressed).
  */
-PX_MUST_CHECK int px_ws_deflate_message(px_ws_deflate_t *ctx, const uint8_t *in, size_t len,
-                                        px_buf_t *out, size_t max_out);
+PX_MUST_CHECK int px__ws_deflate_message(px__ws_deflate_t *ctx, const uint8_t *in, size_t len,
+                                         px_buf_t *out, size_t max_out);
 
 /**
  * Forget the deflater's history. Needed when a message compressed elsewhere (a
@@ -186,7 +187,7 @@ PX_MUST_CHECK int px_ws_deflate_message(px_ws_deflate_t *ctx, const uint8_t *in,
  * is sent on a connection with context takeover: the peer's window now includes
  * that message and ours does not, so our next message must not refer back.
  */
-void px_ws_deflate_reset_context(px_ws_deflate_t *ctx);
+void px__ws_deflate_reset_context(px__ws_deflate_t *ctx);
 
 /**
  * Free the streams that hold no history between messages (the deflater under
@@ -194,10 +195,10 @@ void px_ws_deflate_reset_context(px_ws_deflate_t *ctx);
  * no message is in progress). They are recreated on next use. Call it when a
  * connection goes idle to drop ~300 KB of zlib state.
  */
-void px_ws_deflate_trim(px_ws_deflate_t *ctx);
+void px__ws_deflate_trim(px__ws_deflate_t *ctx);
 
 /** Close code for an error returned above: -EMSGSIZE 1009, -EBADMSG 1007,
  * anything else 1011. */
-uint16_t px_ws_deflate_close_code(int err);
+uint16_t px__ws_deflate_close_code(int err);
 
 #endif

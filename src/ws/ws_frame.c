@@ -1,23 +1,23 @@
 /* WebSocket frame header parser/encoder and payload unmasking (RFC 6455 5.2-5.3). */
-#include "http/ws_frame.h"
+#include "ws/ws_frame.h"
 
 #include <string.h>
 
-#include "http/utf8.h"
+#include "util/utf8.h"
 
 #ifdef PX_WS_HAVE_X86_SIMD
 #include <immintrin.h>
 #endif
 
-static int fail(px_ws_frame_t *f, uint16_t code, const char *why)
+static int fail(px__ws_frame_t *f, uint16_t code, const char *why)
 {
     f->close_code = code;
     f->error = why;
     return PX_PARSE_ERROR;
 }
 
-int px_ws_parse_frame(const uint8_t *buf, size_t len, px_ws_frame_t *f, unsigned flags,
-                      uint64_t max_payload)
+int px__ws_parse_frame(const uint8_t *buf, size_t len, px__ws_frame_t *f, unsigned flags,
+                       uint64_t max_payload)
 {
     if (len < 1)
         return PX_PARSE_INCOMPLETE;
@@ -28,7 +28,7 @@ int px_ws_parse_frame(const uint8_t *buf, size_t len, px_ws_frame_t *f, unsigned
     unsigned opcode = b0 & 0x0Fu;
     if ((opcode >= 3 && opcode <= 7) || opcode >= 0xB)
         return fail(f, PX_WS_CLOSE_PROTOCOL, "reserved opcode");
-    int control = px_ws_opcode_is_control(opcode);
+    int control = px__ws_opcode_is_control(opcode);
     unsigned rsv = b0 & 0x70u;
     if (rsv) {
         if (rsv & ~flags)
@@ -99,8 +99,8 @@ int px_ws_parse_frame(const uint8_t *buf, size_t len, px_ws_frame_t *f, unsigned
     return (int)hlen;
 }
 
-size_t px_ws_encode_header(uint8_t *out, unsigned opcode, int fin, int rsv1, uint64_t payload_len,
-                           const uint8_t *mask)
+size_t px__ws_encode_header(uint8_t *out, unsigned opcode, int fin, int rsv1, uint64_t payload_len,
+                            const uint8_t *mask)
 {
     size_t n;
     out[0] = (uint8_t)((fin ? 0x80u : 0) | (rsv1 ? 0x40u : 0) | (opcode & 0x0Fu));
@@ -257,7 +257,7 @@ int px__ws_have_avx2(void)
 }
 #endif
 
-void px_ws_unmask(uint8_t *p, size_t len, const uint8_t mask[4], uint64_t offset)
+void px__ws_unmask(uint8_t *p, size_t len, const uint8_t mask[4], uint64_t offset)
 {
     /* Below ~64 bytes alignment and dispatch cost more than they save. */
     if (len < 64) {
@@ -274,7 +274,7 @@ void px_ws_unmask(uint8_t *p, size_t len, const uint8_t mask[4], uint64_t offset
 #endif
 }
 
-int px_ws_close_code_valid(unsigned code)
+int px__ws_close_code_valid(unsigned code)
 {
     if (code >= 3000 && code <= 4999)
         return 1; /* 3000-3999 IANA-registered libraries/frameworks, 4000-4999 private */
@@ -284,7 +284,7 @@ int px_ws_close_code_valid(unsigned code)
     return code != 1004 && code != 1005 && code != 1006;
 }
 
-unsigned px_ws_parse_close(const uint8_t *p, size_t len, unsigned *code, px_str_t *reason)
+unsigned px__ws_parse_close(const uint8_t *p, size_t len, unsigned *code, px_str_t *reason)
 {
     reason->ptr = "";
     reason->len = 0;
@@ -295,9 +295,9 @@ unsigned px_ws_parse_close(const uint8_t *p, size_t len, unsigned *code, px_str_
     if (len == 1)
         return PX_WS_CLOSE_PROTOCOL;
     unsigned c = (unsigned)p[0] << 8 | p[1];
-    if (!px_ws_close_code_valid(c))
+    if (!px__ws_close_code_valid(c))
         return PX_WS_CLOSE_PROTOCOL;
-    if (!px_utf8_valid(p + 2, len - 2))
+    if (!px__utf8_valid(p + 2, len - 2))
         return PX_WS_CLOSE_INVALID_DATA;
     *code = c;
     reason->ptr = (const char *)p + 2;
@@ -305,7 +305,7 @@ unsigned px_ws_parse_close(const uint8_t *p, size_t len, unsigned *code, px_str_
     return 0;
 }
 
-size_t px_ws_encode_close(uint8_t *out, unsigned code, const char *reason, size_t reason_len)
+size_t px__ws_encode_close(uint8_t *out, unsigned code, const char *reason, size_t reason_len)
 {
     if (code == 0)
         return 0;
