@@ -144,7 +144,7 @@ static px_slice_t *sse_encode(const px_hub_msg_t *m, void *ctx)
 static px_slice_t *sse_encode_gap(px_str_t channel, const char *epoch, uint64_t offset, void *ctx)
 {
     PX_UNUSED(ctx);
-    char buf[PX__CHANNEL_MAX + PX_STORE_EPOCH_MAX + 128];
+    char buf[PX__CHANNEL_MAX + PX__EPOCH_MAX + 128];
     px_json_writer_t w;
     px_json_writer_init(&w, buf, sizeof buf);
     PX_JSON_PUT_LIT(&w, "{\"channel\":");

@@ -128,7 +128,7 @@ static void publish_done(px__hreq_t *r)
 {
     px_req_t *req = r->ud;
     if (!answered_error(req, r)) {
-        char buf[PX__CHANNEL_MAX + PX_STORE_EPOCH_MAX + 96];
+        char buf[PX__CHANNEL_MAX + PX__EPOCH_MAX + 96];
         px_json_writer_t w;
         px_json_writer_init(&w, buf, sizeof buf);
         PX_JSON_PUT_LIT(&w, "{\"channel\":");

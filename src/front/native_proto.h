@@ -35,7 +35,7 @@ typedef struct px__nop {
     px_str_t data; /* publish: the raw JSON value (points into the frame) */
     int has_since; /* subscribe: {epoch, offset}; history: offset or {offset} */
     uint64_t since_offset;
-    char since_epoch[PX_STORE_EPOCH_MAX + 1];
+    char since_epoch[PX__EPOCH_MAX + 1];
     int presence;  /* subscribe: join/leave events wanted */
     int has_limit; /* history */
     uint64_t limit;

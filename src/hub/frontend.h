@@ -27,12 +27,10 @@
 #include "hub/store.h"
 #include "plexus/hub.h"
 
-#define PX__CHANNEL_MAX   200
-#define PX__CLIENT_ID_LEN 16
-#define PX__RING_MAX      256        /* recent messages per channel kept in memory */
-#define PX__PAGE_MAX      (1u << 20) /* bytes of messages per history answer or catch-up page */
-#define PX__FORMATS_MAX   6          /* wire formats registered by front-ends */
-#define PX__NO_WORKER     (~0u)      /* a request answered on the hub thread */
+#define PX__RING_MAX    256        /* recent messages per channel kept in memory */
+#define PX__PAGE_MAX    (1u << 20) /* bytes of messages per history answer or catch-up page */
+#define PX__FORMATS_MAX 6          /* wire formats registered by front-ends */
+#define PX__NO_WORKER   (~0u)      /* a request answered on the hub thread */
 
 /** The channel-name alphabet of the hub: 1..200 bytes of A-Z a-z 0-9 _ - = @ , . ; : / */
 int px__channel_name_ok(const char *s, size_t len);
@@ -48,7 +46,7 @@ struct px_hub_msg {
     uint64_t offset; /* assigned by the store at commit */
     int64_t time_ms; /* unix ms at commit */
     uint64_t publisher;
-    char epoch[PX_STORE_EPOCH_MAX + 1];
+    char epoch[PX__EPOCH_MAX + 1];
     px_slice_t *enc[PX__FORMATS_MAX]; /* encodings; hub thread only (a cache for replays) */
     char bytes[];                     /* channel, event, data: each followed by a NUL */
 };
@@ -129,7 +127,7 @@ typedef struct px__hreq px__hreq_t;
 typedef struct px__chaninfo {
     char name[PX__CHANNEL_MAX + 1];
     size_t name_len;
-    char epoch[PX_STORE_EPOCH_MAX + 1];
+    char epoch[PX__EPOCH_MAX + 1];
     uint64_t offset;
     unsigned subscribers, presence;
 } px__chaninfo_t;
@@ -163,7 +161,7 @@ struct px__hreq {
     size_t channel_len;
     char channel[PX__CHANNEL_MAX + 1];
     uint64_t since_offset;
-    char since_epoch[PX_STORE_EPOCH_MAX + 1];
+    char since_epoch[PX__EPOCH_MAX + 1];
     size_t limit;       /* history: messages (0 = none asked) */
     size_t max_bytes;   /* history, pages: encoded bytes per answer (at least one message);
                            subscribe: 0 = replay nothing now, the origin asks for pages */
@@ -174,7 +172,7 @@ struct px__hreq {
     int status;           /* 0 ok; else an HTTP-like status (400, 500, 503) */
     const char *err_code; /* machine code on error */
     char err_msg[160];
-    char epoch[PX_STORE_EPOCH_MAX + 1];
+    char epoch[PX__EPOCH_MAX + 1];
     uint64_t offset;     /* the channel's offset (subscribe, history, listing) */
     int recovered;       /* subscribe with since: 1 or 0; -1 without */
     uint64_t page_last;  /* offset of the last message in this answer (or the since asked) */

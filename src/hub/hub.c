@@ -238,7 +238,7 @@ typedef struct hchan {
     px__hentry_t e;
     char name[PX__CHANNEL_MAX + 1];
     size_t name_len;
-    char epoch[PX_STORE_EPOCH_MAX + 1];
+    char epoch[PX__EPOCH_MAX + 1];
     uint64_t last_offset; /* the latest committed offset: the one clients see */
     /* Offsets a failed commit may have used (after a failed fsync the batch may still come
      * back after a crash): never given to other messages by this process, so the next

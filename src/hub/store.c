@@ -33,7 +33,7 @@ int px__store_open(const char *backend, const px__store_opts_t *o, px__store_t *
     return ops->open(o, out, err, errlen);
 }
 
-int px__store_epoch_new(char out[PX_STORE_EPOCH_MAX + 1])
+int px__store_epoch_new(char out[PX__EPOCH_MAX + 1])
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char raw[8];
@@ -50,12 +50,12 @@ int px__store_epoch_new(char out[PX_STORE_EPOCH_MAX + 1])
 
 bool px__store_channel_ok(px_str_t channel)
 {
-    return channel.len >= 1 && channel.len <= PX_STORE_CHANNEL_MAX && channel.ptr;
+    return channel.len >= 1 && channel.len <= PX__CHANNEL_MAX && channel.ptr;
 }
 
 bool px__store_epoch_ok(px_str_t epoch)
 {
-    if (epoch.len < 1 || epoch.len > PX_STORE_EPOCH_MAX || !epoch.ptr)
+    if (epoch.len < 1 || epoch.len > PX__EPOCH_MAX || !epoch.ptr)
         return false;
     for (size_t i = 0; i < epoch.len; i++) {
         unsigned char c = (unsigned char)epoch.ptr[i];

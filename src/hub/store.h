@@ -14,15 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "hub/limits.h"
 #include "plexus/common.h"
-
-/** Channel names are 1..200 arbitrary bytes (the store never interprets them). */
-#define PX_STORE_CHANNEL_MAX 200
-/** Epochs are 1..32 printable ASCII bytes (0x21..0x7e except '"' and '\\'), e.g. 16 hex
- *  chars (px__store_epoch_new); they go into logs and JSON unescaped. */
-#define PX_STORE_EPOCH_MAX 32
-/** Offsets are 1..PX_STORE_OFFSET_MAX (they are stored as signed 64-bit SQL integers). */
-#define PX_STORE_OFFSET_MAX ((uint64_t)INT64_MAX)
 
 #ifndef PX_DURABILITY_NORMAL
 /** Survives a process crash (kill -9); a power loss may drop the last commits (WAL,
@@ -50,10 +43,10 @@ struct px__store {
 /** One message. For append() every span is borrowed for the duration of the call; for
  *  read() callbacks they point into the backend and are valid only during the callback. */
 typedef struct px__store_msg {
-    px_str_t channel; /* 1..PX_STORE_CHANNEL_MAX bytes, any values */
+    px_str_t channel; /* 1..PX__CHANNEL_MAX bytes, any values */
     px_str_t epoch;   /* append: the channel's epoch, or empty for "the stored one" (a new
                        * channel: its fresh epoch). read: the channel's current epoch. */
-    uint64_t offset;  /* 1..PX_STORE_OFFSET_MAX, strictly increasing per channel and epoch;
+    uint64_t offset;  /* 1..PX__OFFSET_MAX, strictly increasing per channel and epoch;
                        * append: 0 = the store chooses */
     int64_t time_ms;  /* unix ms, assigned by the hub; TTL retention compares it */
     px_str_t data;    /* raw bytes (JSON); may be empty; ptr may be NULL only if len is 0 */
@@ -68,9 +61,9 @@ typedef struct px__store_assigned {
 
 /** A channel as loaded at startup. */
 typedef struct px__store_channel {
-    char name[PX_STORE_CHANNEL_MAX + 1]; /* name_len bytes then NUL; may contain NULs itself */
-    size_t name_len;                     /* 1..PX_STORE_CHANNEL_MAX */
-    char epoch[PX_STORE_EPOCH_MAX + 1];  /* NUL-terminated */
+    char name[PX__CHANNEL_MAX + 1]; /* name_len bytes then NUL; may contain NULs itself */
+    size_t name_len;                /* 1..PX__CHANNEL_MAX */
+    char epoch[PX__EPOCH_MAX + 1];  /* NUL-terminated */
     uint64_t last_offset; /* highest offset ever appended in this epoch (0 = none), kept even
                            * after retention deleted every message */
 } px__store_channel_t;
@@ -144,7 +137,7 @@ struct px__store_ops {
      *  out: the same for every call, after restarts and in every process sharing the
      *  store, and different in a store created anew (where history was lost). So a
      *  channel may leave the hub's memory while it has no message and keep its epoch. */
-    int (*fresh_epoch)(px__store_t *s, px_str_t channel, char out[PX_STORE_EPOCH_MAX + 1]);
+    int (*fresh_epoch)(px__store_t *s, px_str_t channel, char out[PX__EPOCH_MAX + 1]);
 };
 
 /** The SQLite backend (store_sqlite.c). */
@@ -157,7 +150,7 @@ const px__store_ops_t *px__store_backend(const char *name);
 int px__store_open(const char *backend, const px__store_opts_t *o, px__store_t **out, char *err,
                    size_t errlen);
 /** Write a fresh random epoch (16 lowercase hex chars + NUL) into out. 0 or -errno. */
-int px__store_epoch_new(char out[PX_STORE_EPOCH_MAX + 1]);
+int px__store_epoch_new(char out[PX__EPOCH_MAX + 1]);
 
 /* Argument checks shared by backends: true if valid. */
 bool px__store_channel_ok(px_str_t channel);
@@ -204,7 +197,7 @@ static inline int px__store_earliest(px__store_t *s, px_str_t channel, uint64_t 
     return s->ops->earliest(s, channel, first_offset);
 }
 static inline int px__store_fresh_epoch(px__store_t *s, px_str_t channel,
-                                        char out[PX_STORE_EPOCH_MAX + 1])
+                                        char out[PX__EPOCH_MAX + 1])
 {
     return s->ops->fresh_epoch(s, channel, out);
 }

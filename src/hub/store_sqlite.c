@@ -53,8 +53,8 @@ typedef struct chan_state {
     uint64_t floor;       /* if floor_known: no stored message has offset <= floor */
     bool floor_known;     /* false after a partial trim (offsets may be sparse: re-seek) */
     bool pending;         /* history_size not yet enforced; counted in store.n_pending */
-    uint8_t epoch_len;    /* 1..PX_STORE_EPOCH_MAX */
-    char epoch[PX_STORE_EPOCH_MAX + 1];
+    uint8_t epoch_len;    /* 1..PX__EPOCH_MAX */
+    char epoch[PX__EPOCH_MAX + 1];
 } chan_state_t;
 
 typedef struct chan {
@@ -64,7 +64,7 @@ typedef struct chan {
     chan_state_t st;
     size_t undo;     /* 1 + index in store.undo if the current transaction touched it, else 0 */
     size_t added;    /* messages added by the current append() (trim budget) */
-    size_t name_len; /* 1..PX_STORE_CHANNEL_MAX */
+    size_t name_len; /* 1..PX__CHANNEL_MAX */
     char name[];     /* name_len bytes, then NUL */
 } chan_t;
 
@@ -247,7 +247,7 @@ static int run(sqlite3_stmt *st)
 
 static void bind_u64(sqlite3_stmt *st, int i, uint64_t v)
 {
-    assert(v <= PX_STORE_OFFSET_MAX);
+    assert(v <= PX__OFFSET_MAX);
     sqlite3_bind_int64(st, i, (sqlite3_int64)v);
 }
 
@@ -589,7 +589,7 @@ static chan_t *lookup(sqlite_store_t *s, px_str_t name)
     return chan_find(s, name, siphash13(s->hash_key, name.ptr, name.len));
 }
 
-static int sq_fresh_epoch(px__store_t *base, px_str_t channel, char out[PX_STORE_EPOCH_MAX + 1]);
+static int sq_fresh_epoch(px__store_t *base, px_str_t channel, char out[PX__EPOCH_MAX + 1]);
 
 static int sq_append(px__store_t *base, const px__store_msg_t *msgs, size_t n,
                      px__store_assigned_t *out)
@@ -603,10 +603,10 @@ static int sq_append(px__store_t *base, const px__store_msg_t *msgs, size_t n,
         const px__store_msg_t *m = &msgs[i];
         if (!px__store_channel_ok(m->channel))
             return errf(s, -EINVAL, "append: message %zu: channel name must be 1..%d bytes", i,
-                        PX_STORE_CHANNEL_MAX);
+                        PX__CHANNEL_MAX);
         if (m->epoch.len && !px__store_epoch_ok(m->epoch))
             return errf(s, -EINVAL, "append: message %zu: invalid epoch", i);
-        if (m->offset > PX_STORE_OFFSET_MAX)
+        if (m->offset > PX__OFFSET_MAX)
             return errf(s, -EINVAL, "append: message %zu: offset out of range", i);
         if (m->data.len && !m->data.ptr)
             return errf(s, -EINVAL, "append: message %zu: NULL data", i);
@@ -626,7 +626,7 @@ static int sq_append(px__store_t *base, const px__store_msg_t *msgs, size_t n,
             memcmp(c->name, m->channel.ptr, m->channel.len) != 0) {
             uint64_t h = siphash13(s->hash_key, m->channel.ptr, m->channel.len);
             if (!(c = chan_find(s, m->channel, h))) {
-                char fresh[PX_STORE_EPOCH_MAX + 1];
+                char fresh[PX__EPOCH_MAX + 1];
                 px_str_t e = m->epoch;
                 if (!e.len) { /* a new channel starts in its fresh epoch */
                     if ((r = sq_fresh_epoch(base, m->channel, fresh)) < 0)
@@ -642,7 +642,7 @@ static int sq_append(px__store_t *base, const px__store_msg_t *msgs, size_t n,
         if (m->epoch.len && !epoch_eq(c, m->epoch) && (r = chan_reset(s, c, m->epoch)) < 0)
             goto fail;
         uint64_t off = m->offset ? m->offset : c->st.last_offset + 1; /* 0: the store chooses */
-        if (off <= c->st.last_offset || off > PX_STORE_OFFSET_MAX) {
+        if (off <= c->st.last_offset || off > PX__OFFSET_MAX) {
             r = errf(s, -EINVAL,
                      "append: message %zu: offset %llu is not after the channel's last offset "
                      "%llu",
@@ -692,7 +692,7 @@ static int sq_create_channel(px__store_t *base, px_str_t channel, px_str_t epoch
     s->err[0] = '\0';
     if (!px__store_channel_ok(channel))
         return errf(s, -EINVAL, "create_channel: channel name must be 1..%d bytes",
-                    PX_STORE_CHANNEL_MAX);
+                    PX__CHANNEL_MAX);
     if (!px__store_epoch_ok(epoch))
         return errf(s, -EINVAL, "create_channel: invalid epoch");
     uint64_t h = siphash13(s->hash_key, channel.ptr, channel.len);
@@ -720,11 +720,11 @@ static int sq_read(px__store_t *base, px_str_t channel, uint64_t since, size_t l
     sqlite_store_t *s = from_base(base);
     s->err[0] = '\0';
     if (!px__store_channel_ok(channel))
-        return errf(s, -EINVAL, "read: channel name must be 1..%d bytes", PX_STORE_CHANNEL_MAX);
+        return errf(s, -EINVAL, "read: channel name must be 1..%d bytes", PX__CHANNEL_MAX);
     chan_t *c = lookup(s, channel);
     if (!c)
         return errf(s, -ENOENT, "read: unknown channel");
-    if (since >= PX_STORE_OFFSET_MAX)
+    if (since >= PX__OFFSET_MAX)
         return 0;
     sqlite3_stmt *st = s->q[Q_READ];
     sqlite3_bind_int64(st, 1, c->id);
@@ -759,7 +759,7 @@ static int sq_earliest(px__store_t *base, px_str_t channel, uint64_t *first_offs
     sqlite_store_t *s = from_base(base);
     s->err[0] = '\0';
     if (!px__store_channel_ok(channel))
-        return errf(s, -EINVAL, "earliest: channel name must be 1..%d bytes", PX_STORE_CHANNEL_MAX);
+        return errf(s, -EINVAL, "earliest: channel name must be 1..%d bytes", PX__CHANNEL_MAX);
     chan_t *c = lookup(s, channel);
     if (!c)
         return errf(s, -ENOENT, "earliest: unknown channel");
@@ -1183,7 +1183,7 @@ static int do_open(sqlite_store_t *s, const px__store_opts_t *o)
  * same name gets the same epoch in every process on this database and after restarts,
  * so a channel that leaves memory while empty keeps its epoch; a new database (history
  * lost) has a new instance and so new epochs. */
-static int sq_fresh_epoch(px__store_t *base, px_str_t channel, char out[PX_STORE_EPOCH_MAX + 1])
+static int sq_fresh_epoch(px__store_t *base, px_str_t channel, char out[PX__EPOCH_MAX + 1])
 {
     sqlite_store_t *s = from_base(base);
     if (!px__store_channel_ok(channel))
@@ -1227,7 +1227,7 @@ static int sq_open(const px__store_opts_t *o, px__store_t **out, char *err, size
     }
     s->base.ops = &px__store_sqlite;
     s->lock_fd = -1;
-    s->history_size = o->history_size > PX_STORE_OFFSET_MAX ? 0 : o->history_size;
+    s->history_size = o->history_size > PX__OFFSET_MAX ? 0 : o->history_size;
     s->ttl_ms = o->history_ttl_ms;
     int r = do_open(s, o);
     if (r < 0) {

@@ -15,8 +15,8 @@
  * The secret may be any length > 0; RFC 7518 §3.2 asks for >= 32 bytes, which is the
  * configuration loader's job to enforce.
  */
-#ifndef PX_HUB_JWT_H
-#define PX_HUB_JWT_H
+#ifndef PX_UTIL_JWT_H
+#define PX_UTIL_JWT_H
 
 #include <stdbool.h>
 #include <stddef.h>

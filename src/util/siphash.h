@@ -2,8 +2,8 @@
  * keyed 64-bit hash. Tables whose keys come from the network hash with it and
  * a random key, so a client cannot choose keys that pile up in one bucket
  * (hash flooding). */
-#ifndef PX_CORE_SIPHASH_H
-#define PX_CORE_SIPHASH_H
+#ifndef PX_UTIL_SIPHASH_H
+#define PX_UTIL_SIPHASH_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -5,8 +5,8 @@
  * U+D800-DFFF, code points above U+10FFFF, stray continuation bytes, and a
  * truncated sequence as soon as the next byte is not a continuation. Pure: no
  * allocation, no I/O, no global state. */
-#ifndef PX_HTTP_UTF8_H
-#define PX_HTTP_UTF8_H
+#ifndef PX_UTIL_UTF8_H
+#define PX_UTIL_UTF8_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -8,8 +8,8 @@
  *
  * Errors are negative errno values; px__ws_deflate_close_code() maps each to the
  * close code the connection should be failed with. */
-#ifndef PX_HTTP_WS_DEFLATE_H
-#define PX_HTTP_WS_DEFLATE_H
+#ifndef PX_WS_DEFLATE_H
+#define PX_WS_DEFLATE_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -2,8 +2,8 @@
  * unmasking and close-code validation. No I/O, no allocation, no connection state:
  * src/http/ws.c keeps the state (fragmentation, which message is compressed) and
  * calls these on its read buffer. */
-#ifndef PX_HTTP_WS_FRAME_H
-#define PX_HTTP_WS_FRAME_H
+#ifndef PX_WS_FRAME_H
+#define PX_WS_FRAME_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -56,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     CHECK(px__channel_name_ok(a.channel, a.channel_len));
     CHECK(a.channel_len == b.channel_len && memcmp(a.channel, b.channel, a.channel_len) == 0);
-    CHECK(strlen(a.since_epoch) <= PX_STORE_EPOCH_MAX);
+    CHECK(strlen(a.since_epoch) <= PX__EPOCH_MAX);
     CHECK(inside(a.data, in, size) && inside(a.info, in, size));
     CHECK(a.info.len <= PX__NATIVE_INFO_MAX);
     if (a.op == PX__NOP_PUBLISH)

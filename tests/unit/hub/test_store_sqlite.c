@@ -347,7 +347,7 @@ static void test_registry(void **state)
     assert_int_equal(px__store_open("sqlite", &f->opts, &f->s, err, sizeof(err)), 0);
     assert_string_equal(f->s->ops->name, "sqlite");
 
-    char e1[PX_STORE_EPOCH_MAX + 1], e2[PX_STORE_EPOCH_MAX + 1];
+    char e1[PX__EPOCH_MAX + 1], e2[PX__EPOCH_MAX + 1];
     assert_int_equal(px__store_epoch_new(e1), 0);
     assert_int_equal(px__store_epoch_new(e2), 0);
     assert_int_equal(strlen(e1), 16);
@@ -442,11 +442,11 @@ static void test_append_rejects_and_commits_nothing(void **state)
     assert_int_equal(commits, 0);
     sqlite3_commit_hook(px__store_sqlite_handle(f->s), NULL, NULL);
     /* The largest offset is accepted. */
-    m = M("a", NULL, PX_STORE_OFFSET_MAX, 0, "max");
+    m = M("a", NULL, PX__OFFSET_MAX, 0, "max");
     assert_int_equal(px__store_append(f->s, &m, 1), 0);
-    got_t g = read_all(f->s, "a", PX_STORE_OFFSET_MAX - 1, 0);
+    got_t g = read_all(f->s, "a", PX__OFFSET_MAX - 1, 0);
     assert_int_equal(g.n, 1);
-    assert_int_equal(g.m[0].off, PX_STORE_OFFSET_MAX);
+    assert_int_equal(g.m[0].off, PX__OFFSET_MAX);
     got_free(&g);
 }
 
@@ -666,10 +666,10 @@ static void test_binary_roundtrip(void **state)
     fx_t *f = *state;
     fx_open(f);
     /* Every byte value as a one-byte channel name, plus a maximal name with all bytes. */
-    char one[256][1], big[PX_STORE_CHANNEL_MAX], data[1024];
+    char one[256][1], big[PX__CHANNEL_MAX], data[1024];
     for (int i = 0; i < 256; i++)
         one[i][0] = (char)i;
-    for (int i = 0; i < PX_STORE_CHANNEL_MAX; i++)
+    for (int i = 0; i < PX__CHANNEL_MAX; i++)
         big[i] = (char)(255 - i);
     for (size_t i = 0; i < sizeof(data); i++)
         data[i] = (char)(i * 7);
@@ -685,7 +685,7 @@ static void test_binary_roundtrip(void **state)
                                .data = {data, sizeof(data)}};
     b[257] = (px__store_msg_t){.channel = {big, sizeof(big)}, .offset = 2, .data = {NULL, 0}};
     assert_int_equal(px__store_append(f->s, b, 258), 0);
-    char toolong[PX_STORE_CHANNEL_MAX + 1] = {0};
+    char toolong[PX__CHANNEL_MAX + 1] = {0};
     px__store_msg_t bad = {.channel = {toolong, sizeof(toolong)}, .epoch = S(EPOCH_A), .offset = 1};
     assert_int_equal(px__store_append(f->s, &bad, 1), -EINVAL);
     fx_reopen(f);
@@ -865,7 +865,7 @@ static void test_fresh_epoch(void **state)
 {
     fx_t *f = *state;
     fx_open(f);
-    char a[PX_STORE_EPOCH_MAX + 1], b[PX_STORE_EPOCH_MAX + 1], c[PX_STORE_EPOCH_MAX + 1];
+    char a[PX__EPOCH_MAX + 1], b[PX__EPOCH_MAX + 1], c[PX__EPOCH_MAX + 1];
     assert_int_equal(px__store_fresh_epoch(f->s, (px_str_t){"room", 4}, a), 0);
     assert_int_equal(strlen(a), 16);
     assert_true(px__store_epoch_ok((px_str_t){a, strlen(a)}));
@@ -904,7 +904,7 @@ static void test_store_assigns(void **state)
 {
     fx_t *f = *state;
     fx_open(f);
-    char fresh[PX_STORE_EPOCH_MAX + 1];
+    char fresh[PX__EPOCH_MAX + 1];
     assert_int_equal(px__store_fresh_epoch(f->s, S("n"), fresh), 0);
     px__store_msg_t b[3] = {M("n", NULL, 0, 1, "1"), M("n", NULL, 0, 1, "2"),
                             M("m", NULL, 7, 1, "3")};
