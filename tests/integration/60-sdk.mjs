@@ -14,6 +14,21 @@
 //     ones again; with --history-size 2 and 5 messages in the gap, 'recovery-failed'
 //     is emitted instead and nothing old is replayed.
 //
+//   - history over WebSocket follows `more` (one answer is bounded in bytes) until
+//     `limit` messages are collected;
+//   - a catch-up that history trimming overtakes: the server's `recovery-failed` op
+//     moves the subscription to the channel's end and is reported like
+//     `recovered:false` (against the real server, with a reader that stops reading,
+//     and with a fake WebSocket for the ordering of reply, replay and gap);
+//   - limits: requests beyond the SDK's maxInflight wait in order (none refused by
+//     --max-inflight); without that window the server's too_many_requests arrives as
+//     a PlexusError; subscriptions refused with rate_limited (--subscribe-rate) are
+//     retried with backoff, after a reconnect too;
+//   - tokens: a token function renews a short-lived JWT on the open connection
+//     ({"op":"auth"}); a token_expired close reconnects with a fresh one and
+//     resumes; an expired string token closes the client with token_expired; over
+//     SSE an expired stream is reopened with a fresh token.
+//
 // The WebSocket is the `ws` package's (Node 20 has none). For the reconnect tests it
 // is wrapped in a "gate": while the gate is shut the SDK's reconnect attempts go to
 // a path that answers 404, so the messages published during the gap are certainly
@@ -22,25 +37,38 @@
 //   PLEXUS_BIN=build/h-web/plexus node --test tests/integration/60-sdk.mjs
 
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
-import { Plexus, PlexusError } from '../../web/sdk/plexus.js';
+import { jwtPayload, Plexus, PlexusError } from '../../web/sdk/plexus.js';
 import { outDir, PlexusServer, scaled, sleep, stopAll, waitFor } from './plexus-server.mjs';
 
 const OUT = outDir('60-sdk');
 const clients = new Set();
 
-/** A WebSocket class whose connections fail (HTTP 404) while gate.open is false. */
+/**
+ * A WebSocket class whose connections fail (HTTP 404) while gate.open is false. It
+ * records every frame (gate.frames: from the server, gate.sent: from the SDK, with
+ * the time in `at`) and each connection's TCP socket (gate.sockets), so a test can
+ * stop reading (socket.pause()).
+ */
 function gatedWebSocket() {
-  const gate = { open: true, frames: [], attempts: 0 };
+  const gate = { open: true, frames: [], sent: [], sockets: [], attempts: 0 };
   class GatedWebSocket extends WebSocket {
     constructor(url, ...rest) {
       gate.attempts++;
       super(gate.open ? url : String(url).replace(/\/ws$/, '/ws-gate-shut'), ...rest);
+      this.on('upgrade', (res) => gate.sockets.push(res.socket));
       // Every frame the server sends, as parsed JSON (the SDK filters duplicates;
       // this lets the test see whether the server sent any).
       this.addEventListener('message', (ev) => gate.frames.push(JSON.parse(String(ev.data))));
+    }
+
+    send(data, ...rest) {
+      gate.sent.push({ ...JSON.parse(String(data)), at: Date.now() });
+      return super.send(data, ...rest);
     }
   }
   return { gate, GatedWebSocket };
@@ -51,7 +79,7 @@ async function connect(srv, opts = {}) {
   const px = new Plexus(srv.url, { WebSocket, minDelay: 100, maxDelay: 400, requestTimeout: scaled(10000), ...opts });
   clients.add(px);
   px.events = [];
-  for (const t of ['open', 'close', 'reconnecting', 'recovery-failed', 'error', 'transport']) {
+  for (const t of ['open', 'close', 'reconnecting', 'recovery-failed', 'error', 'transport', 'closed']) {
     px.on(t, (ev) => px.events.push({ type: t, ev }));
   }
   await waitFor(() => px.connected, 5000, 'the SDK to connect');
@@ -360,5 +388,550 @@ describe('reconnect and recovery', () => {
     assert.deepEqual(h.messages.map((m) => m.offset), [8, 9]);
     px.close();
     await srv.stopCleanly();
+  });
+});
+
+const range = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
+
+describe('history over WebSocket: bounded answers', () => {
+  it('follows `more` until `limit` messages are collected', async () => {
+    // --output-cap 64KiB: one WebSocket answer holds about 16 KiB of messages.
+    const srv = new PlexusServer({ dir: path.join(OUT, 'more'), args: ['--output-cap', '64KiB'] });
+    await srv.start();
+    const ch = 'sdk:more';
+    const big = 'm'.repeat(12000);
+    for (let i = 1; i <= 20; i++) assert.equal(await srv.publish(ch, { i, big }), i);
+    const { gate, GatedWebSocket } = gatedWebSocket();
+    const px = await connect(srv, { WebSocket: GatedWebSocket });
+
+    const asked = () => gate.sent.filter((m) => m.op === 'history').length;
+    const h = await px.history(ch, { limit: 15 });
+    assert.deepEqual(h.messages.map((m) => m.offset), range(1, 15));
+    assert.ok(h.messages.every((m) => m.data.big === big && typeof m.time === 'number'));
+    assert.equal(h.epoch, (await srv.http('GET', `/api/channels/${ch}/messages?limit=1`)).json.epoch);
+    assert.equal(h.offset, 20);
+    assert.equal('more' in h, false);
+    assert.equal('truncated' in h, false);
+    // It took several answers, each bounded and saying there was more.
+    const replies = gate.frames.filter((f) => f.op === 'reply' && Array.isArray(f.messages));
+    assert.ok(replies.length > 1, `${replies.length} answers`);
+    assert.ok(replies.slice(0, -1).every((r) => r.more === true));
+    assert.ok(replies.every((r) => JSON.stringify(r).length < 32 * 1024));
+    assert.equal(asked(), replies.length);
+
+    // No limit: the server's default (100) covers all 20; `since` is kept.
+    assert.deepEqual((await px.history(ch)).messages.map((m) => m.offset), range(1, 20));
+    assert.deepEqual((await px.history(ch, { since: 12, limit: 100 })).messages.map((m) => m.data.i), range(13, 20));
+    // A limit one answer can hold takes one request.
+    const n = asked();
+    assert.deepEqual((await px.history(ch, { since: 19 })).messages.map((m) => m.offset), [20]);
+    assert.equal(asked(), n + 1);
+    px.close();
+    await srv.stopCleanly();
+  });
+});
+
+/**
+ * A stand-in WebSocket the test drives: the SDK's frames land in `sent`, the test
+ * feeds server frames with recv() (several in one go, as from one read).
+ */
+function fakeWebSocket() {
+  const made = [];
+  class FakeWebSocket {
+    constructor(url) {
+      this.url = url;
+      this.sent = [];
+      made.push(this);
+    }
+
+    send(text) {
+      this.sent.push(JSON.parse(text));
+    }
+
+    close(code = 1000, reason = '') {
+      if (this.closed) return;
+      this.closed = true;
+      queueMicrotask(() => this.onclose?.({ code, reason }));
+    }
+
+    open(client = '00000000000000aa') {
+      this.onopen?.({});
+      this.recv({ op: 'welcome', client, version: 'test' });
+    }
+
+    recv(...msgs) {
+      for (const m of msgs) this.onmessage?.({ data: JSON.stringify(m) });
+    }
+
+    last(op) {
+      return this.sent.filter((m) => m.op === op).at(-1);
+    }
+  }
+  return { made, FakeWebSocket };
+}
+
+/** An SDK client on a fake WebSocket, connected (welcome received). */
+async function fakeClient(opts = {}) {
+  const { made, FakeWebSocket } = fakeWebSocket();
+  const px = new Plexus('http://127.0.0.1:9', { WebSocket: FakeWebSocket, minDelay: 20, maxDelay: 40, ...opts });
+  clients.add(px);
+  px.events = [];
+  for (const t of ['open', 'close', 'recovery-failed', 'error', 'closed']) px.on(t, (ev) => px.events.push({ type: t, ev }));
+  await waitFor(() => made.length === 1, 2000, 'the SDK to open a WebSocket');
+  made[0].open();
+  assert.equal(px.connected, true);
+  return { px, made };
+}
+
+describe('recovery-failed during a catch-up', () => {
+  it('the server trims history past a slow catch-up: the gap is reported, live messages follow', async () => {
+    // The reader stops reading while it catches up; the server sends replay pages only as
+    // its output drains, so the catch-up stalls once the kernel's buffers are full. A
+    // burst of publishes then trims history (--history-size N) past the stalled position:
+    // the next page is a `recovery-failed` op. The backlog must exceed what the socket
+    // buffers hold: the largest send buffer plus the initial receive buffer, plus margin.
+    const sysctl = (name, i) => Number(fs.readFileSync(`/proc/sys/net/ipv4/${name}`, 'utf8').trim().split(/\s+/)[i]);
+    const SIZE = 60000;
+    const buffered = sysctl('tcp_wmem', 2) + 2 * sysctl('tcp_rmem', 1);
+    const N = Math.ceil((buffered + (1 << 20)) / SIZE);
+    assert.ok(N <= 400, `socket buffers of ${buffered} bytes: a backlog of ${N} messages is too slow a test`);
+    const srv = new PlexusServer({ dir: path.join(OUT, 'gap'), args: ['--output-cap', '64KiB', '--history-size', String(N)] });
+    await srv.start();
+    const ch = 'sdk:gap';
+    const data = (i) => ({ i, pad: 'g'.repeat(SIZE) });
+    for (let i = 1; i <= N; i++) await srv.publish(ch, data(i));
+    const { gate, GatedWebSocket } = gatedWebSocket();
+    const px = await connect(srv, { WebSocket: GatedWebSocket });
+    const { epoch } = await px.history(ch, { limit: 1 });
+
+    gate.sockets.at(-1).pause(); // stop reading
+    const failed = [];
+    const sub = px.subscribe(ch, {
+      since: { epoch, offset: 0 },
+      onMessage: (d, m) => sub.got.push(m.offset),
+      onRecoveryFailed: (info) => failed.push(info),
+    });
+    sub.got = [];
+    await sleep(200); // the server fills the buffers and waits for them to drain
+    for (let i = N + 1; i <= 2 * N + 5; i++) assert.equal(await srv.publish(ch, data(i)), i);
+    const end = 2 * N + 5;
+    gate.sockets.at(-1).resume();
+
+    await waitFor(() => failed.length === 1, 10000, 'onRecoveryFailed');
+    await sub.ready;
+    const gap = gate.frames.find((f) => f.op === 'recovery-failed');
+    assert.deepEqual(gap, { op: 'recovery-failed', channel: ch, epoch, offset: end });
+    assert.deepEqual(failed, [{ channel: ch, epoch, offset: end }]);
+    assert.deepEqual(px.events.filter((e) => e.type === 'recovery-failed').map((e) => e.ev), failed);
+    const k = sub.got.length;
+    assert.ok(k >= 1 && k < N, `the catch-up stalled (${k} of ${N} replayed before the gap)`);
+    assert.deepEqual(sub.got, range(1, k), 'the replay before the gap is in order, without holes');
+    assert.equal(sub.offset, end);
+    // Live messages continue after the gap; the connection was never closed.
+    assert.equal(await px.publish(ch, { live: 1 }), end + 1);
+    await waitFor(() => sub.got.length === k + 1, 5000, 'the live message');
+    assert.equal(sub.got[k], end + 1);
+    assert.equal(px.events.filter((e) => e.type === 'open').length, 1);
+    px.close();
+    await srv.stopCleanly();
+  });
+
+  it('fake server: the op moves the position; stale replays are dropped; a reconnect resumes there', async () => {
+    const { px, made } = await fakeClient();
+    const got = [];
+    const failed = [];
+    const sub = px.subscribe('ch', {
+      since: { epoch: 'e1', offset: 0 },
+      onMessage: (d, m) => got.push(m.offset),
+      onRecoveryFailed: (info) => failed.push(info),
+    });
+    const req = made[0].last('subscribe');
+    assert.deepEqual(req.since, { epoch: 'e1', offset: 0 });
+    made[0].recv(
+      { op: 'reply', id: req.id, channel: 'ch', epoch: 'e1', offset: 40, recovered: true },
+      { op: 'message', channel: 'ch', offset: 1, data: 1 },
+      { op: 'message', channel: 'ch', offset: 2, data: 2 },
+      { op: 'recovery-failed', channel: 'ch', epoch: 'e1', offset: 50 },
+      { op: 'message', channel: 'ch', offset: 7, data: 'older than the gap' },
+      { op: 'message', channel: 'ch', offset: 51, data: 51 },
+      { op: 'recovery-failed', channel: 'not-mine', epoch: 'e1', offset: 9 },
+    );
+    await sub.ready;
+    assert.deepEqual(got, [1, 2, 51]);
+    assert.deepEqual(failed, [{ channel: 'ch', epoch: 'e1', offset: 50 }]);
+    assert.deepEqual(px.events.filter((e) => e.type === 'recovery-failed').map((e) => e.ev), failed);
+    assert.equal(sub.offset, 51);
+    made[0].close(1006);
+    await waitFor(() => made.length === 2, 2000, 'the reconnect');
+    made[1].open();
+    assert.deepEqual(made[1].last('subscribe').since, { epoch: 'e1', offset: 51 });
+    px.close();
+  });
+
+  it('fake server: a reply is applied before the messages that follow it in the same read', async () => {
+    const { px, made } = await fakeClient();
+    const got = [];
+    const sub = px.subscribe('ch', { since: { epoch: 'e1', offset: 10 }, onMessage: (d, m) => got.push(m.offset) });
+    const req = made[0].last('subscribe');
+    // History no longer covers 10..50; a live message is right behind the reply.
+    made[0].recv(
+      { op: 'reply', id: req.id, channel: 'ch', epoch: 'e1', offset: 50, recovered: false },
+      { op: 'message', channel: 'ch', offset: 51, data: 51 },
+    );
+    await sub.ready;
+    assert.deepEqual(got, [51]);
+    assert.equal(sub.offset, 51, 'the position does not go back to the reply\'s offset');
+    made[0].close(1006);
+    await waitFor(() => made.length === 2, 2000, 'the reconnect');
+    made[1].open();
+    const again = made[1].last('subscribe');
+    assert.deepEqual(again.since, { epoch: 'e1', offset: 51 });
+    made[1].recv(
+      { op: 'reply', id: again.id, channel: 'ch', epoch: 'e1', offset: 51, recovered: true },
+      { op: 'message', channel: 'ch', offset: 51, data: 51 },
+      { op: 'message', channel: 'ch', offset: 52, data: 52 },
+    );
+    assert.deepEqual(got, [51, 52], 'nothing delivered twice');
+    px.close();
+  });
+});
+
+describe('limits: in-flight requests and subscribe rate', () => {
+  let srv;
+  before(async () => {
+    srv = new PlexusServer({
+      dir: path.join(OUT, 'limits'),
+      args: ['--max-inflight', '2', '--publish-rate', '0', '--subscribe-rate', '10'],
+    });
+    await srv.start();
+  });
+  after(async () => {
+    await srv.stopCleanly();
+  });
+
+  it('requests over maxInflight wait in order; without the window the server refuses some', async () => {
+    const px = await connect(srv, { maxInflight: 2 });
+    const offs = await Promise.all(range(1, 40).map((i) => px.publish('sdk:window', { i })));
+    assert.deepEqual(offs, range(1, 40), 'none refused, in the order they were made');
+    const h = await px.history('sdk:window');
+    assert.deepEqual(h.messages.map((m) => m.data.i), range(1, 40));
+
+    const raw = await connect(srv, { maxInflight: 0 }); // no window: all sent at once
+    const res = await Promise.allSettled(range(1, 40).map((i) => raw.publish('sdk:nowindow', { i })));
+    const refused = res.filter((r) => r.status === 'rejected').map((r) => r.reason);
+    assert.ok(refused.length > 0, 'some refused by --max-inflight 2');
+    for (const e of refused) {
+      assert.ok(e instanceof PlexusError);
+      assert.equal(e.code, 'too_many_requests');
+      assert.match(e.message, /requests of this connection are still being answered/);
+    }
+    const stored = res.filter((r) => r.status === 'fulfilled').map((r) => r.value);
+    assert.deepEqual(stored, range(1, stored.length), 'the others were stored');
+    assert.equal(await raw.publish('sdk:nowindow', 'after'), stored.length + 1, 'the connection stays usable');
+    px.close();
+    raw.close();
+  });
+
+  it('subscribes refused with rate_limited are retried with backoff, after a reconnect too', async () => {
+    const { gate, GatedWebSocket } = gatedWebSocket();
+    const px = await connect(srv, { WebSocket: GatedWebSocket, minDelay: 100, maxDelay: 400 });
+    const chans = range(1, 15).map((i) => `sdk:rate${i}`);
+    const subs = await Promise.all(chans.map((c) => collect(px, c))); // 15 > the burst of 10
+    const limited = () => gate.frames.filter((f) => f.op === 'error' && f.code === 'rate_limited').length;
+    assert.ok(limited() >= 1, 'some subscribes were refused at first');
+    assert.deepEqual(px.events.filter((e) => e.type === 'error'), [], 'a retried subscribe is no error');
+
+    // The connection is lost: after the reconnect all 15 are sent again at once.
+    const before = gate.sent.length;
+    const limitedBefore = limited();
+    gate.sockets.at(-1).destroy();
+    await waitFor(() => px.events.filter((e) => e.type === 'open').length === 2, 10000, 'the reconnect');
+    await waitFor(() => subs.every((s) => s.active && s.epoch), 10000, 'every subscription back');
+    await waitFor(
+      () => chans.every((c) => gate.sent.slice(before).some((m) => m.op === 'subscribe' && m.channel === c)) &&
+        gate.frames.filter((f) => f.op === 'reply' && chans.includes(f.channel)).length >= 30,
+      10000,
+      'the 15 subscribe replies after the reconnect',
+    );
+    assert.ok(limited() > limitedBefore, 'the resubscribes met the rate limit');
+    // Backoff: the n-th retry of a channel waits at least half of min(maxDelay, minDelay * 2^(n-1)).
+    const tries = new Map();
+    for (const m of gate.sent.slice(before)) if (m.op === 'subscribe') tries.set(m.channel, [...(tries.get(m.channel) ?? []), m.at]);
+    for (const [c, at] of tries) {
+      assert.ok(at.length <= 12, `${c}: ${at.length} attempts`);
+      for (let n = 1; n < at.length; n++) {
+        const least = Math.min(400, 100 * 2 ** (n - 1)) / 2 - 5;
+        assert.ok(at[n] - at[n - 1] >= least, `${c}: retry ${n} after ${at[n] - at[n - 1]} ms (< ${least})`);
+      }
+    }
+    // Every subscription delivers again.
+    for (const c of chans) await srv.publish(c, 'x');
+    await waitFor(() => subs.every((s) => s.got.length === 1), 5000, 'a message on each channel');
+    px.close();
+  });
+
+  it('fake server: too_many_requests on a subscribe is retried too', async () => {
+    const { px, made } = await fakeClient({ minDelay: 200, maxDelay: 1000 });
+    const sub = px.subscribe('ch');
+    let state = 'pending';
+    sub.ready.then(() => { state = 'ready'; }, () => { state = 'rejected'; });
+    const t0 = Date.now();
+    made[0].recv({ op: 'error', id: made[0].last('subscribe').id, code: 'too_many_requests', message: 'busy' });
+    await sleep(50);
+    assert.equal(made[0].sent.filter((m) => m.op === 'subscribe').length, 1, 'not sent again at once');
+    await waitFor(() => made[0].sent.filter((m) => m.op === 'subscribe').length === 2, 2000, 'the retry');
+    assert.ok(Date.now() - t0 >= 100, 'after minDelay/2 at least');
+    assert.equal(state, 'pending');
+    made[0].recv({ op: 'reply', id: made[0].last('subscribe').id, channel: 'ch', epoch: 'e', offset: 3 });
+    await sub.ready;
+    assert.equal(sub.offset, 3);
+    assert.deepEqual(px.events.filter((e) => e.type === 'error'), []);
+    px.close();
+  });
+});
+
+// ---- tokens ------------------------------------------------------------------------------
+
+const SECRET = 'sdk-test-secret-0123456789abcdef';
+const nowSec = () => Math.floor(Date.now() / 1000);
+
+/** An HS256 JWT, as the server verifies it. */
+function jwt(claims, secret = SECRET) {
+  const enc = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const head = `${enc({ alg: 'HS256', typ: 'JWT' })}.${enc(claims)}`;
+  return `${head}.${crypto.createHmac('sha256', secret).update(head).digest('base64url')}`;
+}
+
+/**
+ * A minimal EventSource for Node (which has none), faithful where the SDK relies on it:
+ * named events, lastEventId, readyState, and - as in browsers - it reconnects by itself
+ * (with Last-Event-ID) when a stream ends, and gives up (CLOSED) on an HTTP error.
+ * `log` gets every response status, so a test can see whether a reconnect was refused.
+ */
+function testEventSource() {
+  const log = [];
+  class TestEventSource {
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      this.lastEventId = '';
+      this.handlers = new Map();
+      this.ctrl = new AbortController();
+      this._run();
+    }
+
+    addEventListener(type, fn) {
+      if (!this.handlers.has(type)) this.handlers.set(type, []);
+      this.handlers.get(type).push(fn);
+    }
+
+    close() {
+      this.readyState = 2;
+      this.ctrl.abort();
+    }
+
+    async _run() {
+      const headers = { accept: 'text/event-stream' };
+      if (this.lastEventId) headers['last-event-id'] = this.lastEventId;
+      let res;
+      try {
+        res = await fetch(this.url, { headers, signal: this.ctrl.signal });
+      } catch {
+        this._lost(true);
+        return;
+      }
+      log.push({ url: this.url, status: res.status });
+      if (res.status !== 200) {
+        await res.body?.cancel();
+        this._lost(false);
+        return;
+      }
+      if (this.readyState === 2) return;
+      this.readyState = 1;
+      this.onopen?.({});
+      const dec = new TextDecoder();
+      let buf = '';
+      try {
+        for await (const chunk of res.body) {
+          buf += dec.decode(chunk, { stream: true });
+          for (let i; (i = buf.indexOf('\n\n')) >= 0;) {
+            this._event(buf.slice(0, i));
+            buf = buf.slice(i + 2);
+            if (this.readyState === 2) return;
+          }
+        }
+      } catch {
+        /* aborted by close(), or the connection broke */
+      }
+      this._lost(true);
+    }
+
+    _lost(reconnect) {
+      if (this.readyState === 2) return;
+      this.readyState = reconnect ? 0 : 2;
+      this.onerror?.({});
+      if (reconnect) setTimeout(() => this.readyState === 0 && this._run(), 200);
+    }
+
+    _event(block) {
+      let type = 'message';
+      const data = [];
+      for (const line of block.split('\n')) {
+        if (!line || line[0] === ':') continue;
+        const c = line.indexOf(':');
+        const field = c < 0 ? line : line.slice(0, c);
+        const value = c < 0 ? '' : line.slice(c + 1).replace(/^ /, '');
+        if (field === 'event') type = value;
+        else if (field === 'data') data.push(value);
+        else if (field === 'id') this.lastEventId = value;
+      }
+      if (!data.length) return;
+      const ev = { type, data: data.join('\n'), lastEventId: this.lastEventId };
+      if (type === 'message') this.onmessage?.(ev);
+      for (const fn of this.handlers.get(type) ?? []) fn(ev);
+    }
+  }
+  return { log, TestEventSource };
+}
+
+describe('tokens', { concurrency: true }, () => {
+  let srv;
+  before(async () => {
+    srv = new PlexusServer({ dir: path.join(OUT, 'tokens'), args: ['--jwt-secret', SECRET] });
+    await srv.start();
+  });
+  after(async () => {
+    await srv.stopCleanly();
+  });
+
+  it('jwtPayload reads the claims without verifying', () => {
+    assert.deepEqual(jwtPayload(jwt({ sub: 'ü', exp: 12 })), { sub: 'ü', exp: 12 });
+    assert.equal(jwtPayload('not a jwt'), null);
+    assert.equal(jwtPayload('a.!!!.c'), null);
+  });
+
+  it('a token function renews a short-lived token on the open connection', async () => {
+    const issued = [];
+    const token = async () => {
+      await sleep(5); // as a call to an auth server would
+      const t = jwt({ sub: 'renew', exp: nowSec() + 3 });
+      issued.push(jwtPayload(t).exp);
+      return t;
+    };
+    const { gate, GatedWebSocket } = gatedWebSocket();
+    const px = await connect(srv, { token, WebSocket: GatedWebSocket });
+    const client = px.clientId;
+    const sub = await collect(px, 'sdk:renew');
+    const firstExp = issued[0];
+    // Well past the first token's expiry.
+    await waitFor(() => Date.now() > firstExp * 1000 + 1500, 10000, 'the first token to expire');
+    assert.equal(px.connected, true);
+    assert.equal(px.clientId, client, 'the same connection');
+    assert.deepEqual(px.events.map((e) => e.type), ['open'], 'no close, no error');
+    assert.ok(issued.length >= 2, `the function was called ${issued.length} times`);
+    const auths = gate.sent.filter((m) => m.op === 'auth');
+    assert.ok(auths.length >= 1);
+    const replies = gate.frames.filter((f) => f.op === 'reply' && auths.some((a) => a.id === f.id));
+    assert.ok(replies.length >= 1 && replies.every((r) => r.exp > firstExp), 'the server took the new tokens');
+    assert.equal(await px.publish('sdk:renew', 'still here'), 1);
+    await waitFor(() => sub.got.length === 1, 5000, 'the message');
+    px.close();
+  });
+
+  it('token_expired: reconnects with a fresh token from the function and resumes', async () => {
+    // The function hands out the same short-lived token until the connection is lost
+    // (so renewing does not help and the server closes with token_expired).
+    const first = jwt({ sub: 'expiring', exp: nowSec() + 2 });
+    let fresh = false;
+    const token = () => (fresh ? jwt({ sub: 'expiring', exp: nowSec() + 60 }) : first);
+    const { gate, GatedWebSocket } = gatedWebSocket();
+    const px = await connect(srv, { token, WebSocket: GatedWebSocket });
+    px.on('close', () => { fresh = true; });
+    const ch = 'sdk:expiring';
+    const sub = await collect(px, ch);
+    assert.equal(await px.publish(ch, 1), 1);
+    await waitFor(() => px.events.some((e) => e.type === 'close'), 8000, 'the token to expire');
+    const close = px.events.find((e) => e.type === 'close').ev;
+    assert.equal(close.code, 1008);
+    assert.ok(gate.frames.some((f) => f.op === 'error' && f.code === 'token_expired'));
+    const gapOffset = await srv.publish(ch, 2); // while reconnecting (or just after)
+    await waitFor(() => px.events.filter((e) => e.type === 'open').length === 2, 8000, 'the reconnect');
+    assert.equal(gapOffset, 2);
+    assert.equal(await px.publish(ch, 3), 3);
+    await waitFor(() => sub.got.length === 3, 5000, 'all three messages');
+    await sleep(100);
+    assert.deepEqual(offsets(sub.got), [1, 2, 3]);
+    assert.equal(px.connected, true);
+    assert.deepEqual(px.events.filter((e) => ['error', 'closed'].includes(e.type)), []);
+    px.close();
+  });
+
+  it('fake server: a refused renewal is an error event and is tried again with a new token', async () => {
+    let n = 0;
+    const token = () => jwt({ sub: 'f', n: ++n, exp: nowSec() + 3 });
+    const { px, made } = await fakeClient({ token });
+    const ws = made[0];
+    assert.equal(jwtPayload(new URL(ws.url).searchParams.get('token')).n, 1, 'opened with the first token');
+    await waitFor(() => ws.last('auth'), 5000, 'a renewal before expiry');
+    const a1 = ws.last('auth');
+    assert.equal(jwtPayload(a1.token).n, 2);
+    ws.recv({ op: 'error', id: a1.id, code: 'forbidden', message: 'the new token names another user' });
+    const err = await waitFor(() => px.events.find((e) => e.type === 'error')?.ev, 2000, "the 'error' event");
+    assert.ok(err instanceof PlexusError);
+    assert.equal(err.code, 'forbidden');
+    assert.equal(px.connected, true, 'a refused renewal does not close the client');
+    await waitFor(() => ws.sent.filter((m) => m.op === 'auth').length === 2, 5000, 'another try');
+    const a2 = ws.last('auth');
+    assert.equal(jwtPayload(a2.token).n, 3, 'with a token from a new call');
+    ws.recv({ op: 'reply', id: a2.id, exp: jwtPayload(a2.token).exp });
+    await sleep(300);
+    assert.equal(ws.sent.filter((m) => m.op === 'auth').length, 2, 'renewed: nothing more until the next margin');
+    px.close();
+  });
+
+  it('an expired string token closes the client with token_expired', async () => {
+    const px = await connect(srv, { token: jwt({ sub: 'plain', exp: nowSec() + 2 }) });
+    const sub = await collect(px, 'sdk:plain');
+    await waitFor(() => px.events.some((e) => e.type === 'closed'), 8000, 'the client to close');
+    const err = px.events.find((e) => e.type === 'error')?.ev;
+    assert.ok(err instanceof PlexusError);
+    assert.equal(err.code, 'token_expired');
+    assert.equal(px.events.find((e) => e.type === 'closed').ev.error.code, 'token_expired');
+    await assert.rejects(px.publish('sdk:plain', 1), { name: 'PlexusError', code: 'token_expired' });
+    await sleep(300);
+    assert.equal(px.events.filter((e) => e.type === 'reconnecting').length, 0, 'no reconnect');
+    assert.equal(sub.active, false);
+  });
+
+  it('SSE: an expired stream is reopened with a fresh token; nothing lost', async () => {
+    const { log, TestEventSource } = testEventSource();
+    let calls = 0;
+    const token = () => {
+      calls++;
+      return jwt({ sub: 'sse', exp: nowSec() + 2 });
+    };
+    const px = await connect(srv, { transport: 'sse', EventSource: TestEventSource, token });
+    const ch = 'sdk:sse-token';
+    const sub = await collect(px, ch);
+    assert.equal(await px.publish(ch, 1), 1);
+    await waitFor(() => sub.got.length === 1, 5000, 'the first message');
+    // The stream ends at the token's expiry; a second one opens.
+    await waitFor(() => log.filter((l) => l.status === 200 && l.url.includes('/events')).length >= 2, 8000, 'a new stream');
+    assert.equal(await px.publish(ch, 2), 2);
+    await waitFor(() => sub.got.length === 2, 5000, 'the message after the renewal');
+    assert.deepEqual(offsets(sub.got), [1, 2]);
+    assert.ok(calls >= 2);
+    assert.deepEqual(log.filter((l) => l.status !== 200), [], 'no stream reopened with the expired token');
+    assert.deepEqual(px.events.filter((e) => ['error', 'closed'].includes(e.type)), []);
+    px.close();
+  });
+
+  it('SSE: an expired string token closes the client with token_expired', async () => {
+    const { TestEventSource } = testEventSource();
+    const px = await connect(srv, { transport: 'sse', EventSource: TestEventSource, token: jwt({ sub: 'sse2', exp: nowSec() + 2 }) });
+    await collect(px, 'sdk:sse-plain');
+    await waitFor(() => px.events.some((e) => e.type === 'closed'), 8000, 'the client to close');
+    assert.equal(px.events.find((e) => e.type === 'error')?.ev.code, 'token_expired');
+    assert.equal(px.sse.size, 0, 'the stream is closed');
   });
 });

@@ -9,12 +9,21 @@
 //   const offset = await px.publish('room', { text: 'hi' });
 
 /**
+ * A token, or a function (sync or async) returning a fresh one. A function is called when a
+ * connection needs a token and the last one is about to expire, before renewing it on an open
+ * WebSocket ({"op":"auth"}), and after the server said the token expired.
+ * @typedef {string | (() => string | Promise<string>)} TokenSource
+ */
+
+/**
  * @typedef {Object} PlexusOptions
- * @property {string} [token] JWT for the server's --jwt-secret (sent as ?token= / Bearer)
+ * @property {TokenSource} [token] JWT for the server's --jwt-secret (sent as ?token= / Bearer)
  * @property {'auto'|'websocket'|'sse'} [transport] default 'auto': WebSocket, SSE if it cannot open
  * @property {number} [minDelay] first reconnect delay in ms (default 500)
  * @property {number} [maxDelay] largest reconnect delay in ms (default 10000)
  * @property {number} [requestTimeout] ms before a request is rejected (default 10000)
+ * @property {number} [maxInflight] requests sent and not yet answered at most (default 32, the
+ *   server's --max-inflight default); more wait in the SDK, in order. 0 = no bound
  * @property {any} [WebSocket] WebSocket constructor (default globalThis.WebSocket; Node: the `ws` package)
  * @property {any} [EventSource] EventSource constructor (default globalThis.EventSource)
  * @property {typeof fetch} [fetch] fetch implementation (default globalThis.fetch)
@@ -36,12 +45,30 @@
  */
 
 /**
+ * Where a subscription goes on after history could not cover what it missed: messages up to
+ * `offset` are not delivered, live ones after it are.
+ * @typedef {Object} RecoveryInfo
+ * @property {string} channel
+ * @property {string} epoch
+ * @property {number} offset
+ */
+
+/**
+ * @typedef {Object} HistoryResult
+ * @property {string|null} epoch the channel's epoch (null: the channel never had a message)
+ * @property {number} offset the channel's latest offset
+ * @property {{offset: number, time: number, data: any}[]} messages in offset order
+ * @property {true} [truncated] some messages after `since` were no longer in history
+ */
+
+/**
  * @typedef {Object} SubscribeOptions
  * @property {(data: any, msg: Message) => void} [onMessage]
  * @property {(ev: PresenceEvent) => void} [onJoin] join events (asks the server for them)
  * @property {(ev: PresenceEvent) => void} [onLeave] leave events
- * @property {(info: {channel: string, epoch: string, offset: number}) => void} [onRecoveryFailed]
- *   history no longer covers the gap after a reconnect (reload with history())
+ * @property {(info: RecoveryInfo) => void} [onRecoveryFailed]
+ *   history no longer covers the gap after a reconnect, or was trimmed during a catch-up
+ *   (reload with history())
  * @property {{epoch?: string, offset: number}} [since] start from this position (replays what follows)
  * @property {any} [info] how this client appears in presence when it has no token
  */
@@ -83,7 +110,7 @@ export class Subscription {
     return this.client._unsubscribe(this);
   }
 
-  /** @param {{since?: number, limit?: number}} [o] */
+  /** @param {{since?: number, limit?: number}} [o] @returns {Promise<HistoryResult>} */
   history(o) {
     return this.client.history(this.channel, o);
   }
@@ -105,6 +132,28 @@ export class Subscription {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Without `limit`, history() collects at most this many messages (the server's default). */
+const HISTORY_DEFAULT_LIMIT = 100;
+
+/** Errors that mean "not done, try again later" (docs/protocol.md). */
+const RETRY_LATER = new Set(['rate_limited', 'too_many_requests']);
+
+/**
+ * The payload of a JWT, decoded but not verified (the server verifies it); null if `token`
+ * is not a JWT.
+ * @param {string} token @returns {Record<string, any>|null}
+ */
+export function jwtPayload(token) {
+  try {
+    const b64 = String(token).split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const bin = atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4));
+    const json = JSON.parse(new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0))));
+    return json && typeof json === 'object' ? json : null;
+  } catch {
+    return null;
+  }
+}
+
 export class Plexus {
   /**
    * @param {string} url base URL of the server: http(s)://host:port (ws:// is derived)
@@ -114,13 +163,15 @@ export class Plexus {
     const u = new URL(url, globalThis.location?.href);
     this.httpBase = `${u.protocol === 'wss:' ? 'https:' : u.protocol === 'ws:' ? 'http:' : u.protocol}//${u.host}`;
     this.wsUrl = `${u.protocol === 'https:' || u.protocol === 'wss:' ? 'wss:' : 'ws:'}//${u.host}/ws`;
-    this.options = { minDelay: 500, maxDelay: 10000, requestTimeout: 10000, transport: 'auto', ...options };
+    this.options = { minDelay: 500, maxDelay: 10000, requestTimeout: 10000, transport: 'auto', maxInflight: 32, ...options };
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this.EventSource = options.EventSource ?? globalThis.EventSource;
     this.fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
     /** @type {Map<string, Subscription>} */
     this.subs = new Map();
-    this.pending = new Map();
+    this.pending = new Map(); // id -> request (sent, or waiting in `queue`)
+    this.queue = []; // requests not sent yet (over maxInflight), in order
+    this.inflight = 0; // sent requests that count toward the server's --max-inflight
     this.nextId = 1;
     this.listeners = new Map();
     this.ws = null;
@@ -130,15 +181,24 @@ export class Plexus {
     this.attempt = 0;
     this.sse = new Map();
     this.wsEverOpened = false;
+    this._leaving = new Map(); // channel -> promise of an unsubscribe still being retried
+    // Tokens: a string is used as is; a function is asked for a fresh one when needed.
+    this._tokenFn = typeof options.token === 'function' ? options.token : null;
+    this._token = null;
+    this._tokenExp = 0; // ms; 0 = no exp claim
+    this._tokenLife = 0; // ms from issue (or receipt) to exp
+    this._tokenP = null; // a call of the token function in progress
+    this._tokenCalls = 0;
+    if (typeof options.token === 'string' && options.token) this._setToken(options.token);
     // Connect on the next microtask, not now: without WebSocket the SSE fallback opens
     // synchronously, and its 'open' event must reach listeners added right after `new`.
     queueMicrotask(() => this._connect());
   }
 
   /**
-   * Events: 'open' ({transport, client}), 'close', 'reconnecting' ({delay, attempt}),
-   * 'recovery-failed' ({channel, epoch, offset}), 'error' (PlexusError), 'transport' ({transport}),
-   * 'closed' ({error}: closed for good, by close() or after an `unauthorized` error).
+   * Events: 'open' ({transport, client}), 'close' ({code, reason}), 'reconnecting' ({delay, attempt}),
+   * 'recovery-failed' (RecoveryInfo), 'error' (PlexusError), 'transport' ({transport}),
+   * 'closed' ({error}: closed for good, by close(), a refused token or an expired string token).
    * @param {string} type @param {(ev: any) => void} fn
    */
   on(type, fn) {
@@ -162,6 +222,99 @@ export class Plexus {
     return this.state === 'open';
   }
 
+  /** Jittered exponential backoff: base/2 + random(base/2), base = min(maxDelay, minDelay * 2^n). */
+  _backoff(n) {
+    const { minDelay, maxDelay } = this.options;
+    const base = Math.min(maxDelay, minDelay * 2 ** Math.min(n, 16));
+    return Math.round(base / 2 + Math.random() * (base / 2));
+  }
+
+  // ---- tokens -------------------------------------------------------------------------
+
+  _setToken(token) {
+    this._token = token;
+    const p = jwtPayload(token);
+    const now = Date.now();
+    this._tokenExp = typeof p?.exp === 'number' ? p.exp * 1000 : 0;
+    const iat = typeof p?.iat === 'number' && p.iat * 1000 < this._tokenExp ? p.iat * 1000 : now;
+    this._tokenLife = this._tokenExp ? Math.max(0, this._tokenExp - Math.min(iat, now)) : 0;
+  }
+
+  /**
+   * How long before `exp` a token is renewed: 30 s or a tenth of its lifetime, whichever
+   * comes first, but no earlier than halfway through its life (short-lived tokens).
+   */
+  _renewMargin() {
+    return Math.min(Math.max(30000, this._tokenLife / 10), this._tokenLife / 2);
+  }
+
+  /**
+   * The token to use now (null: none). With a token function: the last token while it is
+   * not due for renewal, else a fresh one. `stale` (a token the server refused as expired, or
+   * the one being renewed) is replaced whatever the clocks say, unless another caller already
+   * replaced it. Concurrent callers share one call of the function.
+   * Rejects with a PlexusError `token_error` if the function fails.
+   * @param {string|null} [stale]
+   * @returns {Promise<string|null>}
+   */
+  _getToken(stale = null) {
+    if (!this._tokenFn) return Promise.resolve(this._token);
+    const due = stale ? this._token === stale : !this._token || (this._tokenExp && this._tokenExp - Date.now() <= this._renewMargin());
+    if (!due && !this._tokenP) return Promise.resolve(this._token);
+    this._tokenP ??= (async () => {
+      try {
+        let t;
+        this._tokenCalls++;
+        try {
+          t = await this._tokenFn();
+        } catch (e) {
+          throw new PlexusError('token_error', `the token function failed: ${e?.message ?? e}`);
+        }
+        if (typeof t !== 'string' || !t) throw new PlexusError('token_error', 'the token function returned no token');
+        this._setToken(t);
+        return t;
+      } finally {
+        this._tokenP = null;
+      }
+    })();
+    return this._tokenP;
+  }
+
+  /** Renew the open WebSocket's token `delay` ms from now (default: its margin before exp). */
+  _scheduleRenew(delay) {
+    clearTimeout(this._renewTimer);
+    const ws = this.ws;
+    if (!this._tokenFn || !ws?.plexusExp || this.transport !== 'websocket') return;
+    const at = delay ?? ws.plexusExp - this._renewMargin() - Date.now();
+    this._renewTimer = setTimeout(() => this._renew(), Math.max(0, at));
+  }
+
+  /** Renew the token on the open WebSocket ({"op":"auth"}) before it expires. */
+  async _renew() {
+    const ws = this.ws;
+    if (this.state !== 'open' || !ws || this.transport !== 'websocket') return;
+    const exp = ws.plexusExp;
+    try {
+      const token = await this._getToken(this._token); // always a new one (the last may have been refused)
+      if (this.ws !== ws || this.state !== 'open') return; // a reconnect took it
+      const r = await this._request({ op: 'auth', token }, { bypass: true });
+      if (this.ws !== ws) return;
+      ws.plexusToken = token;
+      ws.plexusExp = typeof r.exp === 'number' ? r.exp * 1000 : 0;
+    } catch (e) {
+      if (this.ws !== ws || this.state !== 'open') return;
+      this._emit('error', e); // the function failed, or the server refused the new token
+    }
+    if (!ws.plexusExp) return; // the connection's token no longer expires
+    if (ws.plexusExp > exp) {
+      this._scheduleRenew();
+    } else if (Date.now() < exp) {
+      // Not renewed, or the function gave a token that lasts no longer: try again a little
+      // later while the current one is valid (at expiry the server closes; reconnect follows).
+      this._scheduleRenew(Math.min(Math.max(1000, this._renewMargin() / 4), 30000));
+    }
+  }
+
   // ---- connection ---------------------------------------------------------------------
 
   _connect() {
@@ -173,10 +326,32 @@ export class Plexus {
       return;
     }
     this.state = 'connecting';
+    if (!this._tokenFn) {
+      this._openWs(this._token, true);
+      return;
+    }
+    const stale = this._staleToken ?? null;
+    this._staleToken = null;
+    const calls = this._tokenCalls;
+    this._getToken(stale).then(
+      (token) => {
+        if (this.state === 'closed' || this.ws) return;
+        this._openWs(token, this._tokenCalls !== calls);
+      },
+      (e) => {
+        if (this.state === 'closed') return;
+        this._emit('error', e); // the token function failed: try again later
+        this._scheduleReconnect();
+      },
+    );
+  }
+
+  /** @param {string|null} token @param {boolean} fresh the token function was just asked */
+  _openWs(token, fresh) {
+    const want = this.options.transport;
     let ws;
     try {
-      const url = this.options.token ? `${this.wsUrl}?token=${encodeURIComponent(this.options.token)}` : this.wsUrl;
-      ws = new this.WebSocket(url);
+      ws = new this.WebSocket(token ? `${this.wsUrl}?token=${encodeURIComponent(token)}` : this.wsUrl);
     } catch (e) {
       if (want === 'auto') {
         this._wsBroken = true;
@@ -186,13 +361,16 @@ export class Plexus {
       }
       return;
     }
+    ws.plexusToken = token; // what this connection was opened with (renewals replace it)
+    ws.plexusTokenFresh = fresh;
+    ws.plexusExp = (token && jwtPayload(token)?.exp * 1000) || 0;
     this.ws = ws;
     let opened = false;
     ws.onopen = () => {
       opened = true;
       this.wsEverOpened = true;
     };
-    ws.onmessage = (ev) => this._onFrame(typeof ev.data === 'string' ? ev.data : String(ev.data));
+    ws.onmessage = (ev) => this._onFrame(typeof ev.data === 'string' ? ev.data : String(ev.data), ws);
     // A failed connection is followed by 'close', which handles it. The listener must exist:
     // Node's `ws` throws an 'error' event nobody listens to (e.g. ECONNREFUSED while the
     // server restarts) as an uncaught exception.
@@ -200,9 +378,13 @@ export class Plexus {
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
       this.ws = null;
+      clearTimeout(this._renewTimer);
       const wasOpen = this.state === 'open';
       this.state = this.state === 'closed' ? 'closed' : 'connecting';
-      for (const s of this.subs.values()) s.active = false;
+      for (const s of this.subs.values()) {
+        s.active = false;
+        clearTimeout(s._retryTimer);
+      }
       this._failPending(new PlexusError('disconnected', 'connection lost'));
       if (wasOpen) this._emit('close', { code: ev?.code, reason: ev?.reason });
       if (this.state === 'closed') return;
@@ -219,16 +401,15 @@ export class Plexus {
 
   _scheduleReconnect() {
     if (this.state === 'closed') return;
-    const { minDelay, maxDelay } = this.options;
-    const base = Math.min(maxDelay, minDelay * 2 ** Math.min(this.attempt, 16));
-    const delay = Math.round(base / 2 + Math.random() * (base / 2)); // jitter: spread reconnect storms
+    const delay = this._backoff(this.attempt); // jitter: spread reconnect storms
     this.attempt++;
     this._emit('reconnecting', { delay, attempt: this.attempt });
     clearTimeout(this._timer);
     this._timer = setTimeout(() => this._connect(), delay);
   }
 
-  _onFrame(text) {
+  _onFrame(text, ws) {
+    if (ws !== this.ws) return;
     let m;
     try {
       m = JSON.parse(text);
@@ -243,10 +424,18 @@ export class Plexus {
         this.attempt = 0;
         this._emit('open', { transport: 'websocket', client: m.client });
         for (const s of this.subs.values()) this._sendSubscribe(s);
+        this._scheduleRenew();
         break;
       case 'message': {
         const s = this.subs.get(m.channel);
         if (s?.active) s._deliver(m);
+        break;
+      }
+      case 'recovery-failed': {
+        // History was trimmed while this subscription was catching up: what came up to
+        // m.offset is lost to it; live messages after it follow.
+        const s = this.subs.get(m.channel);
+        if (s?.active) this._recoveryFailed(s, { channel: m.channel, epoch: m.epoch, offset: m.offset });
         break;
       }
       case 'join':
@@ -261,10 +450,33 @@ export class Plexus {
         break;
       case 'error': {
         const err = new PlexusError(m.code, m.message);
-        if (m.id !== undefined && this.pending.has(m.id)) this._settle(m.id, null, err);
-        else this._emit('error', err);
-        // Retrying cannot help: close for good, so that waiting calls reject instead of hanging.
-        if (m.code === 'unauthorized') this._close(err);
+        if (m.id !== undefined) {
+          if (this.pending.has(m.id)) this._settle(m.id, null, err);
+          else this._emit('error', err);
+          break;
+        }
+        if (m.code === 'token_expired') {
+          // The server closes the connection (1008) right after this.
+          if (this._tokenFn) {
+            this._staleToken = ws.plexusToken; // reconnect with a fresh one
+          } else {
+            this._emit('error', err);
+            this._close(err); // a string token cannot be renewed: retrying cannot help
+          }
+          break;
+        }
+        if (m.code === 'unauthorized') {
+          if (this._tokenFn && !ws.plexusTokenFresh) {
+            // A token kept from before, refused (expired by the server's clock?): the
+            // reconnect after the close asks the function for a fresh one.
+            this._staleToken = ws.plexusToken;
+            break;
+          }
+          this._emit('error', err);
+          this._close(err); // retrying cannot help: waiting calls reject instead of hanging
+          break;
+        }
+        this._emit('error', err);
         break;
       }
     }
@@ -275,20 +487,40 @@ export class Plexus {
     if (!p) return;
     this.pending.delete(id);
     clearTimeout(p.timer);
-    if (err) p.reject(err);
-    else p.resolve(value);
+    if (p.sent && p.counted) this.inflight--;
+    if (err) {
+      p.reject(err);
+    } else {
+      // Synchronously, before the next frame: a subscription's position must be set before
+      // the replay that follows its reply is delivered.
+      try {
+        p.onReply?.(value);
+      } catch (e) {
+        setTimeout(() => { throw e; });
+      }
+      p.resolve(value);
+    }
+    this._pump();
   }
 
   _failPending(err) {
+    this.queue = [];
+    this.inflight = 0;
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
-      p.reject(err);
       this.pending.delete(id);
+      p.reject(err);
     }
   }
 
-  /** Send a request and wait for its reply. */
-  _request(msg) {
+  /**
+   * Send a request and wait for its reply. Requests the server counts toward its
+   * --max-inflight wait in order while `maxInflight` of them are unanswered; `bypass`
+   * (auth) goes out at once.
+   * @param {Record<string, any>} msg
+   * @param {{bypass?: boolean, onReply?: (reply: any) => void}} [o]
+   */
+  _request(msg, o = {}) {
     return new Promise((resolve, reject) => {
       if (this.state !== 'open' || !this.ws) {
         reject(new PlexusError('disconnected', 'not connected'));
@@ -299,9 +531,34 @@ export class Plexus {
         () => this._settle(id, null, new PlexusError('timeout', `no reply to ${msg.op} in time`)),
         this.options.requestTimeout,
       );
-      this.pending.set(id, { resolve, reject, timer });
-      this.ws.send(JSON.stringify({ ...msg, id }));
+      const counted = !o.bypass && msg.op !== 'unsubscribe' && msg.op !== 'ping';
+      const req = { frame: JSON.stringify({ ...msg, id }), resolve, reject, timer, counted, sent: false, onReply: o.onReply };
+      this.pending.set(id, req);
+      if (o.bypass) {
+        req.sent = true;
+        this.ws.send(req.frame);
+      } else {
+        this.queue.push({ id, req });
+        this._pump();
+      }
     });
+  }
+
+  /** Send queued requests, in order, while under maxInflight. */
+  _pump() {
+    const max = this.options.maxInflight > 0 ? this.options.maxInflight : Infinity;
+    while (this.queue.length && this.ws && this.state === 'open') {
+      const { id, req } = this.queue[0];
+      if (this.pending.get(id) !== req) {
+        this.queue.shift(); // timed out while waiting
+        continue;
+      }
+      if (req.counted && this.inflight >= max) break;
+      this.queue.shift();
+      req.sent = true;
+      if (req.counted) this.inflight++;
+      this.ws.send(req.frame);
+    }
   }
 
   /** Wait until connected (or closed). */
@@ -341,7 +598,39 @@ export class Plexus {
     return s;
   }
 
+  /** @param {Subscription} s @param {RecoveryInfo} info */
+  _recoveryFailed(s, info) {
+    s.epoch = info.epoch;
+    s.offset = info.offset;
+    s.hasPosition = true;
+    s.opts.onRecoveryFailed?.(info);
+    this._emit('recovery-failed', info);
+  }
+
+  /** The server's answer to a subscribe; runs before any replayed message is delivered. */
+  _subscribed(s, r) {
+    if (s.closed) return;
+    const epochChanged = s.epoch && r.epoch !== s.epoch;
+    s.epoch = r.epoch;
+    if (!s.hasPosition) {
+      s.offset = r.offset; // live from here
+      s.hasPosition = true;
+    }
+    if (r.recovered === false || epochChanged) {
+      // history does not cover the gap: continue live
+      this._recoveryFailed(s, { channel: s.channel, epoch: r.epoch, offset: r.offset });
+    }
+  }
+
   async _sendSubscribe(s) {
+    clearTimeout(s._retryTimer);
+    const ws = this.ws;
+    const leaving = this._leaving.get(s.channel);
+    if (leaving) {
+      // An unsubscribe of the same channel is still being retried: subscribe after it.
+      await leaving.catch(() => {});
+      if (this.ws !== ws || s.closed || this.subs.get(s.channel) !== s) return; // a reconnect resubscribes
+    }
     const msg = { op: 'subscribe', channel: s.channel };
     if (s.hasPosition) msg.since = s.epoch ? { epoch: s.epoch, offset: s.offset } : { offset: s.offset };
     if (s.opts.onJoin || s.opts.onLeave) msg.presence = true;
@@ -349,24 +638,22 @@ export class Plexus {
     // Messages replayed after the reply are delivered only once active.
     s.active = true;
     try {
-      const r = await this._request(msg);
+      await this._request(msg, { onReply: (r) => this._subscribed(s, r) });
       if (s.closed) return;
-      const epochChanged = s.epoch && r.epoch !== s.epoch;
-      s.epoch = r.epoch;
-      if (!s.hasPosition) {
-        s.offset = r.offset; // live from here
-        s.hasPosition = true;
-      }
-      if (r.recovered === false || epochChanged) {
-        s.offset = r.offset; // history does not cover the gap: continue live
-        const info = { channel: s.channel, epoch: r.epoch, offset: r.offset };
-        s.opts.onRecoveryFailed?.(info);
-        this._emit('recovery-failed', info);
-      }
+      s._retries = 0;
       s._resolveReady();
     } catch (e) {
       s.active = false;
+      if (s.closed || this.state === 'closed') return;
       if (e.code === 'disconnected' || e.code === 'timeout') return; // resubscribed on reconnect
+      if (RETRY_LATER.has(e.code)) {
+        // Over the server's subscribe rate or in-flight bound (many subscriptions sent at
+        // once after a reconnect): not done; try again with backoff, `ready` still pending.
+        s._retryTimer = setTimeout(() => {
+          if (this.ws === ws && this.state === 'open' && !s.closed && this.subs.get(s.channel) === s) this._sendSubscribe(s);
+        }, this._backoff((s._retries = (s._retries ?? 0) + 1) - 1));
+        return;
+      }
       this.subs.delete(s.channel);
       s.closed = true;
       s._rejectReady(e);
@@ -377,18 +664,33 @@ export class Plexus {
   async _unsubscribe(s) {
     if (s.closed) return;
     s.closed = true;
+    clearTimeout(s._retryTimer);
     this.subs.delete(s.channel);
     if (this.transport === 'sse') {
       this.sse.get(s.channel)?.close();
       this.sse.delete(s.channel);
       return;
     }
-    if (this.state === 'open') {
-      try {
-        await this._request({ op: 'unsubscribe', channel: s.channel });
-      } catch (e) {
-        if (e.code !== 'not_subscribed' && e.code !== 'disconnected') throw e;
+    if (this.state !== 'open') return;
+    const ws = this.ws;
+    const leave = (async () => {
+      for (let n = 1; ; n++) {
+        try {
+          await this._request({ op: 'unsubscribe', channel: s.channel });
+          return;
+        } catch (e) {
+          if (e.code === 'not_subscribed' || e.code === 'disconnected' || this.state === 'closed') return;
+          if (e.code !== 'rate_limited' || this.ws !== ws) throw e;
+        }
+        await sleep(this._backoff(n - 1)); // over --subscribe-rate: not done, try again
+        if (this.ws !== ws || this.state !== 'open') return; // the server forgot it with the connection
       }
+    })();
+    this._leaving.set(s.channel, leave);
+    try {
+      await leave;
+    } finally {
+      if (this._leaving.get(s.channel) === leave) this._leaving.delete(s.channel);
     }
   }
 
@@ -410,9 +712,11 @@ export class Plexus {
   }
 
   /**
-   * Messages of `channel` after `since` (default 0: the oldest kept), at most `limit`.
+   * Messages of `channel` after `since` (default 0: the oldest kept), at most `limit`
+   * (default 100). Over WebSocket one answer is bounded in bytes: the SDK asks again from
+   * where it ended (`more`) until it has `limit` messages or there are no more.
    * @param {string} channel @param {{since?: number, limit?: number}} [o]
-   * @returns {Promise<{epoch: string|null, offset: number, messages: {offset: number, time: number, data: any}[]}>}
+   * @returns {Promise<HistoryResult>}
    */
   async history(channel, o = {}) {
     await this._whenOpen();
@@ -422,10 +726,35 @@ export class Plexus {
       if (o.limit !== undefined) q.set('limit', String(o.limit));
       return this._http('GET', `/api/channels/${encodeURIComponent(channel)}/messages?${q}`);
     }
-    const msg = { op: 'history', channel };
-    if (o.since !== undefined) msg.since = o.since;
-    if (o.limit !== undefined) msg.limit = o.limit;
-    return this._request(msg);
+    const limit = o.limit ?? HISTORY_DEFAULT_LIMIT;
+    for (let restarts = 0; ; restarts++) {
+      const messages = [];
+      let since = o.since;
+      let truncated = false;
+      let first = null;
+      let r;
+      for (;;) {
+        const msg = { op: 'history', channel };
+        if (since !== undefined) msg.since = since;
+        // Without a limit the server's default applies to every page; the total is cut below.
+        if (o.limit !== undefined) msg.limit = o.limit - messages.length;
+        r = await this._request(msg);
+        first ??= r;
+        if (r.epoch !== first.epoch) break; // history was lost meanwhile: start over
+        messages.push(...r.messages);
+        // A page that does not reach back to its `since` means messages are missing there
+        // (trimmed while this was being read): say so as for the first one.
+        truncated ||= r.truncated === true;
+        if (!r.more || r.messages.length === 0 || messages.length >= limit) break;
+        since = r.messages[r.messages.length - 1].offset;
+      }
+      if (r.epoch !== first.epoch && restarts < 2) continue;
+      const out = { ...r, messages: messages.slice(0, limit) };
+      delete out.more;
+      delete out.truncated;
+      if (truncated) out.truncated = true;
+      return out;
+    }
   }
 
   /**
@@ -450,6 +779,11 @@ export class Plexus {
     this.state = 'closed';
     this.closeError = err;
     clearTimeout(this._timer);
+    clearTimeout(this._renewTimer);
+    for (const s of this.subs.values()) {
+      s.active = false;
+      clearTimeout(s._retryTimer);
+    }
     this._failPending(err);
     if (this.ws) {
       const ws = this.ws;
@@ -488,16 +822,19 @@ export class Plexus {
     const base = `/api/channels/${encodeURIComponent(s.channel)}`;
     const since = s.hasPosition ? s.offset : Number.MAX_SAFE_INTEGER;
     let r;
+    let token;
     try {
       r = await this._http('GET', `${base}/messages?since=${since}&limit=1`);
+      token = await this._getToken();
     } catch (e) {
       if (!live()) return;
-      if (e instanceof PlexusError && e.code !== 'bad_response' && e.code !== 'http_error') {
+      if (e instanceof PlexusError && e.code !== 'bad_response' && e.code !== 'http_error' && e.code !== 'token_error') {
         this.subs.delete(s.channel);
         s.closed = true;
         s._rejectReady(e);
         this._emit('error', e);
       } else {
+        if (e.code === 'token_error') this._emit('error', e);
         this._sseRetry(s); // the server is unreachable (restarting?): try again later
       }
       return;
@@ -507,17 +844,14 @@ export class Plexus {
       s.offset = r.offset;
       s.hasPosition = true;
     } else if (r.truncated || (s.epoch && r.epoch !== s.epoch) || r.offset < s.offset) {
-      s.offset = r.offset; // history does not cover the gap: continue live
-      const info = { channel: s.channel, epoch: r.epoch, offset: r.offset };
-      s.epoch = r.epoch;
-      s.opts.onRecoveryFailed?.(info);
-      this._emit('recovery-failed', info);
+      // history does not cover the gap: continue live
+      this._recoveryFailed(s, { channel: s.channel, epoch: r.epoch, offset: r.offset });
     }
     s.epoch = r.epoch;
 
     const q = new URLSearchParams();
     q.set('since', String(s.offset));
-    if (this.options.token) q.set('token', this.options.token);
+    if (token) q.set('token', token);
     const es = new this.EventSource(`${this.httpBase}${base}/events?${q}`);
     this.sse.set(s.channel, es);
     s.active = true;
@@ -544,10 +878,30 @@ export class Plexus {
       } catch {
         return;
       }
-      s.epoch = info.epoch;
-      s.offset = info.offset;
-      s.opts.onRecoveryFailed?.(info);
-      this._emit('recovery-failed', info);
+      this._recoveryFailed(s, info);
+    });
+    // The token in the URL expired: the server ends the stream. With a token function, open
+    // it again with a fresh token from where it was; a string token cannot be renewed.
+    es.addEventListener?.('token-expired', () => {
+      if (this.sse.get(s.channel) !== es) return;
+      es.close();
+      this.sse.delete(s.channel);
+      s.active = false;
+      if (!live()) return;
+      if (!this._tokenFn) {
+        const err = new PlexusError('token_expired', 'the token expired');
+        this._emit('error', err);
+        this._close(err);
+        return;
+      }
+      this._getToken(token).then(
+        () => live() && this._sseSubscribe(s),
+        (e) => {
+          if (!live()) return;
+          this._emit('error', e);
+          this._sseRetry(s);
+        },
+      );
     });
     es.onerror = () => {
       // After an HTTP error (a 503 while the server shuts down...) EventSource gives up for
@@ -560,17 +914,16 @@ export class Plexus {
   }
 
   _sseRetry(s) {
-    const { minDelay, maxDelay } = this.options;
     s._sseAttempt = (s._sseAttempt ?? 0) + 1;
-    const base = Math.min(maxDelay, minDelay * 2 ** Math.min(s._sseAttempt - 1, 16));
     setTimeout(() => {
       if (!s.closed && this.subs.get(s.channel) === s && this.state !== 'closed') this._sseSubscribe(s);
-    }, Math.round(base / 2 + Math.random() * (base / 2)));
+    }, this._backoff(s._sseAttempt - 1));
   }
 
-  async _http(method, path, body) {
+  async _http(method, path, body, retried = false) {
+    const token = await this._getToken();
     const headers = { 'content-type': 'application/json' };
-    if (this.options.token) headers.authorization = `Bearer ${this.options.token}`;
+    if (token) headers.authorization = `Bearer ${token}`;
     const res = await this.fetch(`${this.httpBase}${path}`, {
       method,
       headers,
@@ -582,6 +935,10 @@ export class Plexus {
       json = JSON.parse(text);
     } catch {
       throw new PlexusError('bad_response', `HTTP ${res.status}`);
+    }
+    if (res.status === 401 && token && this._tokenFn && !retried) {
+      await this._getToken(token); // refused (expired?): once more with a fresh token
+      return this._http(method, path, body, true);
     }
     if (!res.ok) throw new PlexusError(json.error ?? 'http_error', json.message ?? `HTTP ${res.status}`);
     return json;
