@@ -1,6 +1,5 @@
 /* The native protocol front-end: set-up, and what its WebSocket and SSE sessions share
  * (tokens, rate limits, token expiry). */
-#include <openssl/crypto.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>

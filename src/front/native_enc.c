@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "front/native.h"
+#include "ws/ws_frame.h"
 
 /* ---- WebSocket --------------------------------------------------------------------------------
  */
@@ -20,24 +21,12 @@ static px_slice_t *ws_encode(const px_hub_msg_t *m, void *ctx)
                       (int)m->channel_len, px__msg_channel(m), (unsigned long long)m->offset);
     size_t len = m->data_len;
     size_t plen = (size_t)hn + len + 1;
-    uint8_t fh[14];
-    size_t fhl = plen < 126 ? 2 : plen <= 0xffff ? 4 : 10;
+    uint8_t fh[PX_WS_MAX_HEADER];
+    size_t fhl = px__ws_encode_header(fh, PX_WS_TEXT, 1, 0, plen, NULL);
     px_slice_t *s = px_slice_new(fhl + plen);
     if (!s)
         return NULL;
     uint8_t *p = (uint8_t *)s->data;
-    fh[0] = 0x81; /* FIN + text */
-    if (fhl == 2) {
-        fh[1] = (uint8_t)plen;
-    } else if (fhl == 4) {
-        fh[1] = 126;
-        fh[2] = (uint8_t)(plen >> 8);
-        fh[3] = (uint8_t)plen;
-    } else {
-        fh[1] = 127;
-        for (int i = 0; i < 8; i++)
-            fh[2 + i] = (uint8_t)((uint64_t)plen >> (56 - 8 * i));
-    }
     memcpy(p, fh, fhl);
     memcpy(p + fhl, head, (size_t)hn);
     memcpy(p + fhl + (size_t)hn, px__msg_data(m), len);

@@ -1,12 +1,12 @@
 /* The native protocol over HTTP: the API under /api/channels and Server-Sent Events
  * (docs/protocol.md). Every request is answered asynchronously from the hub's answer. */
-#include <openssl/crypto.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/log.h"
 #include "front/native.h"
+#include "util/crypto.h"
 
 static unsigned req_worker(px_req_t *req)
 {
@@ -37,7 +37,7 @@ static int api_auth(px__native_t *n, px_req_t *req, px__jwt_claims_t **claims)
     }
     if (n->opts.api_key) {
         size_t kl = strlen(n->opts.api_key);
-        if (tok.len == kl && CRYPTO_memcmp(tok.ptr, n->opts.api_key, kl) == 0)
+        if (tok.len == kl && px__memcmp_ct(tok.ptr, n->opts.api_key, kl) == 0)
             return 0;
     }
     if (n->opts.jwt_secret && !px__native_verify_token(n, tok, claims))

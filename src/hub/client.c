@@ -250,7 +250,7 @@ void px__hclient_request(px__hclient_t *c, px__hreq_t *r, int paced)
 
 unsigned px__hclient_inflight(const px__hclient_t *c)
 {
-    return c->pending + c->npq;
+    return c->pending + c->npq - c->npages;
 }
 
 /* Ask for the next replay page of `s`. */
@@ -261,6 +261,7 @@ static void queue_page(px__hclient_t *c, px__hsub_t *s)
     r->since_offset = s->cursor;
     r->max_bytes = c->page_bytes;
     r->tag = s;
+    c->npages++;
     paced_push(c, r);
 }
 
@@ -335,6 +336,7 @@ static void forget(px__hclient_t *c, px__hsub_t *s)
         if (c->pq_tail == r)
             c->pq_tail = prev;
         c->npq--;
+        c->npages--;
         px__hreq_free(r);
     }
     if (c->paced_sub == s)
@@ -391,6 +393,8 @@ void px__hclient_close(px__hclient_t *c)
     while (c->pq_head) {
         px__hreq_t *r = c->pq_head;
         c->pq_head = r->next;
+        if (r->type == PX__HREQ_PAGE)
+            c->npages--;
         px__hreq_free(r);
     }
     c->pq_tail = NULL;
@@ -465,11 +469,12 @@ static void client_done(px__hreq_t *r)
 {
     px__hclient_t *c = r->ud;
     int paced = r->paced;
-    if (r->type == PX__HREQ_SUBSCRIBE)
+    if (r->type == PX__HREQ_SUBSCRIBE) {
         subscribe_answer(c, r->tag, r);
-    else if (r->type == PX__HREQ_PAGE)
+    } else if (r->type == PX__HREQ_PAGE) {
+        c->npages--;
         page_answer(c, r);
-    else if (!c->closed)
+    } else if (!c->closed)
         c->ops->answer(c, r);
     px__hreq_free(r);
     if (paced && !c->closed)

@@ -230,6 +230,7 @@ struct px__hclient {
     unsigned paced : 2;            /* PX__PACED_*: the paced request in progress */
     px__hreq_t *pq_head, *pq_tail; /* paced requests waiting for their turn */
     unsigned npq;
+    unsigned npages;       /* replay pages queued or at the hub: the server's, not the client's */
     px__hsub_t *paced_sub; /* the subscription whose page is at the hub (NULL once dropped) */
     size_t page_bytes;     /* bytes per replay page for this client */
 };
@@ -282,7 +283,8 @@ int px__hclient_unsubscribe(px__hclient_t *c, px__hsub_t *s);
 /** Send a request answered through ops->answer. `paced`: one at a time, after the output
  * drained (long answers: history). */
 void px__hclient_request(px__hclient_t *c, px__hreq_t *r, int paced);
-/** Requests waiting for an answer (at the hub or queued). */
+/** Requests of the client waiting for an answer (at the hub or queued); replay pages,
+ * which the server asks for on the client's behalf, do not count. */
 unsigned px__hclient_inflight(const px__hclient_t *c);
 /** The connection's output has been written out: the next paced request may go. */
 void px__hclient_drained(px__hclient_t *c);

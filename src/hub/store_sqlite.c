@@ -10,13 +10,13 @@
  * transaction and every change is journaled in an undo log, so a failed commit restores
  * it exactly (SQLite rolls back the file, we roll back the cache). */
 #include "hub/store.h"
+#include "util/crypto.h"
+#include "util/siphash.h"
 #include "core/alloc.h"
 
 #include <assert.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -164,9 +164,9 @@ typedef struct sqlite_store {
     chan_t **buckets; /* nbuckets chains; nbuckets is a power of two */
     size_t nbuckets;
     size_t nchans;
-    uint64_t hash_key[2]; /* random per store: names come from clients (hash flooding) */
-    size_t n_pending;     /* channels with st.pending set */
-    size_t trim_cursor;   /* bucket where the next trim() resumes its history_size pass */
+    px__sipkey_t hash_key; /* random per store: names come from clients (hash flooding) */
+    size_t n_pending;      /* channels with st.pending set */
+    size_t trim_cursor;    /* bucket where the next trim() resumes its history_size pass */
 
     undo_t *undo; /* entries for the open transaction, in touch order */
     size_t undo_len;
@@ -274,48 +274,6 @@ static int query_int(sqlite_store_t *s, const char *sql, int64_t *out)
 }
 
 /* ---- channel cache ----------------------------------------------------------------- */
-
-static uint64_t rotl64(uint64_t x, int b)
-{
-    return (x << b) | (x >> (64 - b));
-}
-
-/* SipHash-1-3 (Aumasson & Bernstein; one compression, three finalization rounds), keyed
- * per store so clients cannot choose colliding channel names. */
-static uint64_t siphash13(const uint64_t key[2], const void *data, size_t len)
-{
-    uint64_t v0 = 0x736f6d6570736575ull ^ key[0], v1 = 0x646f72616e646f6dull ^ key[1];
-    uint64_t v2 = 0x6c7967656e657261ull ^ key[0], v3 = 0x7465646279746573ull ^ key[1];
-    const unsigned char *p = data;
-    size_t tail = len & 7;
-#define SIPROUND                                                                                   \
-    do {                                                                                           \
-        v0 += v1, v1 = rotl64(v1, 13), v1 ^= v0, v0 = rotl64(v0, 32);                              \
-        v2 += v3, v3 = rotl64(v3, 16), v3 ^= v2;                                                   \
-        v0 += v3, v3 = rotl64(v3, 21), v3 ^= v0;                                                   \
-        v2 += v1, v1 = rotl64(v1, 17), v1 ^= v2, v2 = rotl64(v2, 32);                              \
-    } while (0)
-    for (const unsigned char *end = p + (len - tail); p != end; p += 8) {
-        uint64_t m = 0;
-        for (int i = 0; i < 8; i++)
-            m |= (uint64_t)p[i] << (8 * i);
-        v3 ^= m;
-        SIPROUND;
-        v0 ^= m;
-    }
-    uint64_t b = (uint64_t)len << 56;
-    for (size_t i = 0; i < tail; i++)
-        b |= (uint64_t)p[i] << (8 * i);
-    v3 ^= b;
-    SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-#undef SIPROUND
-    return v0 ^ v1 ^ v2 ^ v3;
-}
 
 static chan_t *chan_find(sqlite_store_t *s, px_str_t name, uint64_t h)
 {
@@ -586,7 +544,7 @@ static int trim_size(sqlite_store_t *s, chan_t *c, uint64_t budget, uint64_t *co
 
 static chan_t *lookup(sqlite_store_t *s, px_str_t name)
 {
-    return chan_find(s, name, siphash13(s->hash_key, name.ptr, name.len));
+    return chan_find(s, name, px__siphash13(&s->hash_key, name.ptr, name.len));
 }
 
 static int sq_fresh_epoch(px__store_t *base, px_str_t channel, char out[PX__EPOCH_MAX + 1]);
@@ -624,7 +582,7 @@ static int sq_append(px__store_t *base, const px__store_msg_t *msgs, size_t n,
         /* Group commits often carry runs of one channel: skip the hash for those. */
         if (!c || c->name_len != m->channel.len ||
             memcmp(c->name, m->channel.ptr, m->channel.len) != 0) {
-            uint64_t h = siphash13(s->hash_key, m->channel.ptr, m->channel.len);
+            uint64_t h = px__siphash13(&s->hash_key, m->channel.ptr, m->channel.len);
             if (!(c = chan_find(s, m->channel, h))) {
                 char fresh[PX__EPOCH_MAX + 1];
                 px_str_t e = m->epoch;
@@ -695,7 +653,7 @@ static int sq_create_channel(px__store_t *base, px_str_t channel, px_str_t epoch
                     PX__CHANNEL_MAX);
     if (!px__store_epoch_ok(epoch))
         return errf(s, -EINVAL, "create_channel: invalid epoch");
-    uint64_t h = siphash13(s->hash_key, channel.ptr, channel.len);
+    uint64_t h = px__siphash13(&s->hash_key, channel.ptr, channel.len);
     chan_t *c = chan_find(s, channel, h);
     if (c && epoch_eq(c, epoch))
         return 0;
@@ -1094,7 +1052,7 @@ static int load_cache(sqlite_store_t *s)
                      (long long)sqlite3_column_int64(st, 0));
             break;
         }
-        uint64_t h = siphash13(s->hash_key, name.ptr, name.len);
+        uint64_t h = px__siphash13(&s->hash_key, name.ptr, name.len);
         chan_t *c = chan_alloc(name, h, sqlite3_column_int64(st, 0), epoch);
         if (!c) {
             r = errf(s, -ENOMEM, "%s: out of memory loading channels", s->path);
@@ -1137,8 +1095,7 @@ static int do_open(sqlite_store_t *s, const px__store_opts_t *o)
     int r = open_dir_and_lock(s, o->data_dir);
     if (r < 0)
         return r;
-    if ((r = px_random(s->hash_key, sizeof(s->hash_key))) < 0)
-        return errf(s, r, "getrandom: %s", px_strerror(r));
+    px__sipkey_random(&s->hash_key);
     s->buckets = px__calloc(64, sizeof(*s->buckets));
     if (!s->buckets)
         return errf(s, -ENOMEM, "out of memory");
@@ -1188,10 +1145,8 @@ static int sq_fresh_epoch(px__store_t *base, px_str_t channel, char out[PX__EPOC
     sqlite_store_t *s = from_base(base);
     if (!px__store_channel_ok(channel))
         return errf(s, -EINVAL, "invalid channel name");
-    unsigned char mac[32];
-    unsigned int mlen = 0;
-    if (!HMAC(EVP_sha256(), s->instance, (int)strlen(s->instance),
-              (const unsigned char *)channel.ptr, channel.len, mac, &mlen))
+    uint8_t mac[32];
+    if (px__hmac_sha256(s->instance, strlen(s->instance), channel.ptr, channel.len, mac) != 0)
         return errf(s, -EIO, "HMAC failed");
     static const char hex[] = "0123456789abcdef";
     for (size_t i = 0; i < 8; i++) {

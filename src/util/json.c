@@ -2,6 +2,7 @@
  * with an explicit bit stack instead of recursion, so nesting depth costs no C stack and
  * the depth bound is the caller's choice. */
 #include "plexus/json.h"
+#include "util/utf8.h"
 
 #include <assert.h>
 #include <limits.h>
@@ -37,41 +38,6 @@ static inline uint64_t swar_special(uint64_t v)
     uint64_t lt20 = (v - ones * 0x20) & ~v;
     uint64_t zq = (q - ones) & ~q, zb = (b - ones) & ~b;
     return (lt20 | zq | zb | v) & high;
-}
-
-/* Validates one UTF-8 sequence whose lead byte p[0] >= 0x80 (RFC 3629 table: no
- * overlongs, no surrogates, nothing above U+10FFFF). Returns the byte after it, or NULL. */
-static const unsigned char *utf8_seq(const unsigned char *p, const unsigned char *end)
-{
-    unsigned c = p[0], lo = 0x80, hi = 0xBF;
-    size_t need;
-    if (c < 0xC2)
-        return NULL; /* stray continuation byte, or overlong C0/C1 lead */
-    if (c < 0xE0) {
-        need = 1;
-    } else if (c < 0xF0) {
-        need = 2;
-        if (c == 0xE0)
-            lo = 0xA0; /* overlong */
-        else if (c == 0xED)
-            hi = 0x9F; /* UTF-16 surrogates */
-    } else if (c < 0xF5) {
-        need = 3;
-        if (c == 0xF0)
-            lo = 0x90; /* overlong */
-        else if (c == 0xF4)
-            hi = 0x8F; /* > U+10FFFF */
-    } else {
-        return NULL;
-    }
-    if ((size_t)(end - p) <= need)
-        return NULL;
-    if (p[1] < lo || p[1] > hi)
-        return NULL;
-    for (size_t i = 2; i <= need; i++)
-        if ((p[i] & 0xC0) != 0x80)
-            return NULL;
-    return p + need + 1;
 }
 
 static inline int hexval(unsigned c)
@@ -180,7 +146,7 @@ static const unsigned char *scan_string(const unsigned char *p, const unsigned c
             *msg = "control character in string";
             return NULL;
         }
-        const unsigned char *q = utf8_seq(p, end);
+        const unsigned char *q = px__utf8_seq(p, end);
         if (!q) {
             *errp = p;
             *msg = "invalid UTF-8 in string";
@@ -765,7 +731,7 @@ void px_json_put_str(px_json_writer_t *w, const char *str, size_t n)
             p++;
         /* Valid multi-byte sequences extend the run: they need no escaping. */
         while (p < end && *p >= 0x80) {
-            const unsigned char *q = utf8_seq(p, end);
+            const unsigned char *q = px__utf8_seq(p, end);
             if (!q)
                 break;
             p = q;

@@ -1,150 +1,31 @@
 /* HS256 JWT verification and signing (see jwt.h). Everything lives on the stack with
  * fixed bounds; OpenSSL provides HMAC-SHA256 and the constant-time compare. */
+#include "util/base64.h"
+#include "util/crypto.h"
+#include "util/glob.h"
 #include "util/jwt.h"
 
 #include <limits.h>
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
 #include "plexus/json.h"
 
 #define SIG_LEN     32  /* HMAC-SHA256 output */
 #define SIG_B64_LEN 43  /* its unpadded base64url length */
 #define HEADER_MAX  512 /* decoded header bytes; real headers are ~30 */
+/* ---- channel permissions ----------------------------------------------------------- */
+
 /* Upper bound of the decoded payload of a PX_JWT_MAX_TOKEN token. */
 #define PAYLOAD_MAX (PX_JWT_MAX_TOKEN / 4 * 3)
 #define HEADER_TOKS 32
 #define CLAIM_TOKS  256
-
-static const char b64url_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static int b64url_value(unsigned c)
-{
-    if (c - 'A' < 26)
-        return (int)(c - 'A');
-    if (c - 'a' < 26)
-        return (int)(c - 'a' + 26);
-    if (c - '0' < 10)
-        return (int)(c - '0' + 52);
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
-/* Unpadded base64url decode (RFC 7515 §2). Rejects '=', characters outside the alphabet,
- * an impossible length (4k+1) and non-zero unused trailing bits, so every byte string
- * has exactly one accepted encoding. Returns the decoded length or -1. */
-static long b64url_decode(const char *in, size_t n, uint8_t *out, size_t cap)
-{
-    if (n % 4 == 1 || n / 4 * 3 + (n % 4 ? n % 4 - 1 : 0) > cap)
-        return -1;
-    size_t o = 0, i = 0;
-    uint32_t acc = 0;
-    for (; i < n; i++) {
-        int v = b64url_value((unsigned char)in[i]);
-        if (v < 0)
-            return -1;
-        acc = acc << 6 | (uint32_t)v;
-        if (i % 4 == 3) {
-            out[o++] = (uint8_t)(acc >> 16);
-            out[o++] = (uint8_t)(acc >> 8);
-            out[o++] = (uint8_t)acc;
-            acc = 0;
-        }
-    }
-    switch (n % 4) {
-    case 2: /* 12 bits: one byte + 4 unused bits */
-        if (acc & 0xF)
-            return -1;
-        out[o++] = (uint8_t)(acc >> 4);
-        break;
-    case 3: /* 18 bits: two bytes + 2 unused bits */
-        if (acc & 0x3)
-            return -1;
-        out[o++] = (uint8_t)(acc >> 10);
-        out[o++] = (uint8_t)(acc >> 2);
-        break;
-    }
-    return (long)o;
-}
-
-static size_t b64url_encoded_len(size_t n)
-{
-    return n / 3 * 4 + (n % 3 ? n % 3 + 1 : 0);
-}
-
-/* Caller guarantees room for b64url_encoded_len(n) bytes. */
-static size_t b64url_encode(const uint8_t *in, size_t n, char *out)
-{
-    size_t o = 0, i = 0;
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-        out[o++] = b64url_alphabet[v >> 18];
-        out[o++] = b64url_alphabet[(v >> 12) & 63];
-        out[o++] = b64url_alphabet[(v >> 6) & 63];
-        out[o++] = b64url_alphabet[v & 63];
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        out[o++] = b64url_alphabet[v >> 18];
-        out[o++] = b64url_alphabet[(v >> 12) & 63];
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-        out[o++] = b64url_alphabet[v >> 18];
-        out[o++] = b64url_alphabet[(v >> 12) & 63];
-        out[o++] = b64url_alphabet[(v >> 6) & 63];
-    }
-    return o;
-}
-
-static int hmac_sha256(const uint8_t *key, size_t klen, const char *data, size_t n,
-                       uint8_t mac[SIG_LEN])
-{
-    unsigned int mlen = 0;
-    if (!HMAC(EVP_sha256(), key, (int)klen, (const unsigned char *)data, n, mac, &mlen) ||
-        mlen != SIG_LEN)
-        return -EIO;
-    return 0;
-}
 
 static int bad(const char **error, const char *msg, int rc)
 {
     if (error)
         *error = msg;
     return rc;
-}
-
-/* ---- glob and channel permissions ------------------------------------------------- */
-
-int px__glob_match(const char *pattern, size_t plen, const char *s, size_t slen)
-{
-    /* Greedy with one backtrack point: on mismatch, let the most recent '*' swallow one
-     * more byte. Earlier stars never need revisiting, so no recursion and no blowup. */
-    size_t pi = 0, si = 0, star = SIZE_MAX, star_si = 0;
-    while (si < slen) {
-        if (pi < plen && pattern[pi] == '*') {
-            star = pi++;
-            star_si = si;
-        } else if (pi < plen && (pattern[pi] == '?' || pattern[pi] == s[si])) {
-            pi++;
-            si++;
-        } else if (star != SIZE_MAX) {
-            pi = star + 1;
-            si = ++star_si;
-        } else {
-            return 0;
-        }
-    }
-    while (pi < plen && pattern[pi] == '*')
-        pi++;
-    return pi == plen;
 }
 
 int px__jwt_channel_allowed(const px__jwt_claims_t *c, int action, const char *channel, size_t len)
@@ -336,21 +217,21 @@ int px__jwt_verify_hs256(const char *token, size_t len, const uint8_t *secret, s
 
     if (hlen > HEADER_MAX / 3 * 4)
         return bad(error, "header too long", PX_JWT_EBOUNDS);
-    long n = b64url_decode(token, hlen, header, sizeof header);
+    long n = px__base64url_decode(token, hlen, header, sizeof header);
     if (n <= 0)
         return bad(error, "malformed header encoding", PX_JWT_EMALFORMED);
     if ((rc = check_header((const char *)header, (size_t)n, error)) < 0)
         return rc;
 
-    if (slen != SIG_B64_LEN || b64url_decode(dot2 + 1, slen, sig, sizeof sig) != SIG_LEN)
+    if (slen != SIG_B64_LEN || px__base64url_decode(dot2 + 1, slen, sig, sizeof sig) != SIG_LEN)
         return bad(error, "malformed signature encoding", PX_JWT_EMALFORMED);
-    if (hmac_sha256(secret, secret_len, token, (size_t)(dot2 - token), mac) < 0)
+    if (px__hmac_sha256(secret, secret_len, token, (size_t)(dot2 - token), mac) < 0)
         return bad(error, "HMAC computation failed", -EIO);
-    if (CRYPTO_memcmp(mac, sig, SIG_LEN) != 0)
+    if (px__memcmp_ct(mac, sig, SIG_LEN) != 0)
         return bad(error, "invalid signature", PX_JWT_ESIGNATURE);
 
     /* Authenticated from here on: the payload is what the secret holder wrote. */
-    n = b64url_decode(dot1 + 1, plen, payload, sizeof payload);
+    n = px__base64url_decode(dot1 + 1, plen, payload, sizeof payload);
     if (n <= 0)
         return bad(error, "malformed payload encoding", PX_JWT_EMALFORMED);
     return parse_claims((const char *)payload, (size_t)n, now_unix, out, error);
@@ -374,7 +255,7 @@ int px__jwt_sign_hs256(const char *payload, size_t payload_len, const uint8_t *s
     if (payload[i] != '{')
         return -EINVAL;
 
-    size_t plen = b64url_encoded_len(payload_len);
+    size_t plen = px__base64url_len(payload_len);
     size_t total = sizeof hdr - 1 + 1 + plen + 1 + SIG_B64_LEN;
     if (payload_len > PX_JWT_MAX_TOKEN || total > PX_JWT_MAX_TOKEN)
         return -EMSGSIZE;
@@ -383,11 +264,11 @@ int px__jwt_sign_hs256(const char *payload, size_t payload_len, const uint8_t *s
     size_t o = sizeof hdr - 1;
     memcpy(out, hdr, o);
     out[o++] = '.';
-    o += b64url_encode((const uint8_t *)payload, payload_len, out + o);
-    if (hmac_sha256(secret, secret_len, out, o, mac) < 0)
+    o += px__base64url_encode((const uint8_t *)payload, payload_len, out + o);
+    if (px__hmac_sha256(secret, secret_len, out, o, mac) < 0)
         return -EIO;
     out[o++] = '.';
-    o += b64url_encode(mac, SIG_LEN, out + o);
+    o += px__base64url_encode(mac, SIG_LEN, out + o);
     out[o] = '\0';
     return (int)o;
 }

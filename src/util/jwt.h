@@ -103,13 +103,6 @@ static inline void px__jwt_claims_fixup(px__jwt_claims_t *c)
         c->info.ptr = c->info_buf;
 }
 
-/**
- * Glob match over bytes: '*' matches any run (including empty and including ':' or '.'),
- * '?' exactly one byte, everything else itself; no escapes. Iterative with one backtrack
- * point: O(plen * slen) worst case, linear for patterns with a single '*'. Returns 1 or 0.
- */
-int px__glob_match(const char *pattern, size_t plen, const char *s, size_t slen);
-
 #ifdef __cplusplus
 }
 #endif

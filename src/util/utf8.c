@@ -204,3 +204,38 @@ int px__utf8_valid(const uint8_t *p, size_t len)
 {
     return px__utf8_feed(PX_UTF8_ACCEPT, p, len) == PX_UTF8_ACCEPT;
 }
+
+/* Validates one UTF-8 sequence whose lead byte p[0] >= 0x80 (RFC 3629 table: no
+ * overlongs, no surrogates, nothing above U+10FFFF). Returns the byte after it, or NULL. */
+const unsigned char *px__utf8_seq(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = p[0], lo = 0x80, hi = 0xBF;
+    size_t need;
+    if (c < 0xC2)
+        return NULL; /* stray continuation byte, or overlong C0/C1 lead */
+    if (c < 0xE0) {
+        need = 1;
+    } else if (c < 0xF0) {
+        need = 2;
+        if (c == 0xE0)
+            lo = 0xA0; /* overlong */
+        else if (c == 0xED)
+            hi = 0x9F; /* UTF-16 surrogates */
+    } else if (c < 0xF5) {
+        need = 3;
+        if (c == 0xF0)
+            lo = 0x90; /* overlong */
+        else if (c == 0xF4)
+            hi = 0x8F; /* > U+10FFFF */
+    } else {
+        return NULL;
+    }
+    if ((size_t)(end - p) <= need)
+        return NULL;
+    if (p[1] < lo || p[1] > hi)
+        return NULL;
+    for (size_t i = 2; i <= need; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return NULL;
+    return p + need + 1;
+}

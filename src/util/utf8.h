@@ -40,6 +40,10 @@ static inline int px__utf8_complete(px__utf8_state_t state)
 /** One-shot: is p[0..len) entirely valid UTF-8? (Close-frame reasons.) 1 or 0. */
 int px__utf8_valid(const uint8_t *p, size_t len);
 
+/** One sequence whose lead byte p[0] >= 0x80, checked by itself (the JSON tokenizer
+ * validates strings as it scans them): the same rules, the byte after it, or NULL. */
+const unsigned char *px__utf8_seq(const unsigned char *p, const unsigned char *end);
+
 /** The byte-at-a-time DFA without the ASCII fast path (tests, benchmarks). */
 px__utf8_state_t px__utf8_feed_dfa(px__utf8_state_t state, const uint8_t *p, size_t len);
 

@@ -16,8 +16,6 @@
  *
  * Once the server has sent its close, data frames are dropped unread (not
  * unmasked, inflated or delivered): only the peer's close matters then. */
-#include <openssl/evp.h>
-#include <openssl/sha.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,6 +25,8 @@
 #include "core/metrics.h"
 #include "http/upgrade.h"
 #include "plexus/ws.h"
+#include "util/base64.h"
+#include "util/crypto.h"
 #include "util/utf8.h"
 #include "ws/ws_deflate.h"
 #include "ws/ws_frame.h"
@@ -674,11 +674,11 @@ static int key_valid(px_str_t k)
 static void accept_value(px_str_t key, char out[29])
 {
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    unsigned char buf[24 + 36], md[SHA_DIGEST_LENGTH];
+    unsigned char buf[24 + 36], md[20];
     memcpy(buf, key.ptr, 24);
     memcpy(buf + 24, guid, 36);
-    SHA1(buf, sizeof buf, md);
-    EVP_EncodeBlock((unsigned char *)out, md, SHA_DIGEST_LENGTH);
+    px__sha1(buf, sizeof buf, md);
+    out[px__base64_encode(md, sizeof md, out)] = '\0';
 }
 
 /* What a client may offer as subprotocols (RFC 6455 4.1: a list of tokens).

@@ -14,6 +14,7 @@
 #include <openssl/hmac.h>
 
 #include "plexus/json.h"
+#include "util/glob.h"
 #include "util/jwt.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

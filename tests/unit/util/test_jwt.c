@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "util/glob.h"
 #include "util/jwt.h"
 
 #define SECRET     "plexus-test-secret-0123456789abcdef"
