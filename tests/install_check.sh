@@ -1,0 +1,31 @@
+#!/bin/sh
+# The public API is enough: install the build into a scratch prefix, then compile and link
+# every example with nothing but what was installed (headers from include/plexus, flags from
+# pkg-config). An example that needs a header of src/ fails here.
+#   tests/install_check.sh BUILD_DIR SOURCE_DIR
+set -eu
+build=$1
+src=$(cd "$2" && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
+export PKG_CONFIG_PATH=$(dirname "$(find "$tmp/prefix" -name libplexus.pc | head -n 1)")
+cc=$(sed -n 's/^CMAKE_C_COMPILER:[A-Z]*=//p' "$build/CMakeCache.txt")
+cflags=$(pkg-config --cflags libplexus)
+libs=$(pkg-config --static --libs libplexus)
+case "$cflags" in *"$src"*) echo "install_check: pkg-config points into the source tree: $cflags"; exit 1 ;; esac
+n=0
+for dir in "$src"/examples/*/; do
+    name=$(basename "$dir")
+    set -- "$dir"*.c
+    [ -e "$1" ] || continue
+    # -I only the installed headers; the library archive as installed.
+    if ! "$cc" -std=c11 -D_GNU_SOURCE -O1 -Wall -Werror $cflags "$@" -o "$tmp/$name" \
+        "$(pkg-config --variable=libdir libplexus)/libplexus.a" $libs -lpthread -lm; then
+        echo "install_check: examples/$name does not build against the installed headers"
+        exit 1
+    fi
+    n=$((n + 1))
+done
+[ "$n" -gt 0 ] || { echo "install_check: no example found"; exit 1; }
+echo "install_check: $n example(s) built from the installed headers and library"
