@@ -1016,12 +1016,28 @@ void px__hub_api_free(px_hub_t *h);
 
 px_hub_t *px_hub_new(px_workers_t *workers, const px_hub_opts_t *o, char *err, size_t errlen)
 {
+    px_store_opts_t so = {.data_dir = o->data_dir ? o->data_dir : "./var",
+                          .durability = o->durability == PX_HUB_DURABILITY_FULL
+                                            ? PX_DURABILITY_FULL
+                                            : PX_DURABILITY_NORMAL,
+                          .history_size = o->history_size,
+                          .history_ttl_ms = o->history_ttl_ms};
+    px_store_t *store = NULL;
+    if (px__store_open(NULL, &so, &store, err, errlen) != 0)
+        return NULL;
+    return px__hub_new_store(workers, o, store, err, errlen);
+}
+
+px_hub_t *px__hub_new_store(px_workers_t *workers, const px_hub_opts_t *o, px_store_t *store,
+                            char *err, size_t errlen)
+{
     px_hub_t *h = px__xcalloc(1, sizeof *h);
     h->workers = workers;
     h->nworkers = px_workers_count(workers);
     h->opts = *o;
     h->data_dir = px__xstrdup(o->data_dir ? o->data_dir : "./var");
     h->opts.data_dir = h->data_dir;
+    h->store = store;
     px__chanmap_init(&h->channels);
 
     px__m_publishes = px_metric_register("plexus_hub_publishes_total",
@@ -1036,27 +1052,18 @@ px_hub_t *px_hub_new(px_workers_t *workers, const px_hub_opts_t *o, char *err, s
     px__m_channels =
         px_metric_register("plexus_hub_channels", "Channels known to the hub", PX_METRIC_GAUGE);
 
-    px_store_opts_t so = {.data_dir = h->data_dir,
-                          .durability = o->durability == PX_HUB_DURABILITY_FULL
-                                            ? PX_DURABILITY_FULL
-                                            : PX_DURABILITY_NORMAL,
-                          .history_size = o->history_size,
-                          .history_ttl_ms = o->history_ttl_ms};
-    int r = px__store_open(NULL, &so, &h->store, err, errlen);
-    if (r) {
-        px_hub_free(h);
-        return NULL;
-    }
-    r = px__store_load_channels(h->store, load_channel, h);
+    int r = px__store_load_channels(h->store, load_channel, h);
     if (r) {
         snprintf(err, errlen, "%s: cannot load channels: %s", h->data_dir,
-                 px__store_errmsg(h->store));
+                 r == -ENOMEM ? "out of memory" : px__store_errmsg(h->store));
         px_hub_free(h);
         return NULL;
     }
     h->actor = px_workers_new(1);
-    if (h->actor && px__broker_local.open(NULL, px_worker_loop(px_workers_get(h->actor, 0)),
-                                          &h->broker, err, errlen) != 0) {
+    if (h->actor && (r = px__broker_local.open(NULL, px_worker_loop(px_workers_get(h->actor, 0)),
+                                               &h->broker, err, errlen)) != 0) {
+        if (r == -ENOMEM)
+            snprintf(err, errlen, "out of memory");
         px_hub_free(h);
         return NULL;
     }
