@@ -36,7 +36,8 @@ uint64_t px__chanmap_hash(const px__chanmap_t *m, const char *key, size_t len);
 void px__chanmap_init(px__chanmap_t *m);
 void px__chanmap_dispose(px__chanmap_t *m); /* frees buckets, not entries */
 px__centry_t *px__chanmap_get(const px__chanmap_t *m, const char *key, size_t len);
-/** Insert `e` (key, key_len set; not present yet). 0 or -ENOMEM. */
+/** Insert `e` (key, key_len set; not present yet). 0, or -ENOMEM only while the table has
+ *  no buckets at all (a failed growth keeps the current table: longer chains). */
 int px__chanmap_put(px__chanmap_t *m, px__centry_t *e);
 void px__chanmap_del(px__chanmap_t *m, px__centry_t *e);
 /** Iterate: pass NULL first; returns NULL at the end. Do not modify while iterating. */
