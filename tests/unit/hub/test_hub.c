@@ -11,7 +11,7 @@
  *  - The fake front registers two wire formats whose frames are short texts:
  *    "m:<channel>:<offset>", "j:<channel>:<client>" / "l:..." (presence), "g:<channel>:<offset>"
  *    (gap); format B also asks for a gap frame on subscribe (like SSE).
- *  - Every test checks for leaks with a counting allocator (px_set_allocator). The same
+ *  - Every test checks for leaks with a counting allocator (tests/unit/oom_alloc.h). The same
  *    allocator drives the OOM loops: it fails the Nth fallible allocation, never those of
  *    px__xmalloc & co. (which abort by design: fixed-size objects), recognised by the call
  *    sites inside them, learnt once at start. */
@@ -31,110 +31,9 @@
 
 #include "core/alloc.h"
 #include "hub/hub_int.h"
+#include "oom_alloc.h"
 
 #define WAIT_MS 20000 /* the longest wait for an expected event (sanitizer builds are slow) */
-
-/* ---- the allocator: counts, and fails the Nth fallible allocation on demand ---------------- */
-
-static struct {
-    atomic_long countdown; /* fallible allocations left before one fails; < 0: never */
-    atomic_long live;      /* allocated minus freed */
-    atomic_int failed;     /* the countdown fired */
-    void *xsites[32];      /* return addresses inside px__x*(): never failed */
-    int nxsites;
-    int learning; /* recording xsites */
-} al = {.countdown = -1};
-
-static int x_site(void *ra)
-{
-    for (int i = 0; i < al.nxsites; i++)
-        if (al.xsites[i] == ra)
-            return 1;
-    return 0;
-}
-
-static int al_fail(void *ra)
-{
-    if (al.learning) {
-        if (!x_site(ra) && al.nxsites < (int)PX_ARRAY_SIZE(al.xsites))
-            al.xsites[al.nxsites++] = ra;
-        return 0;
-    }
-    if (x_site(ra))
-        return 0;
-    long n = atomic_load(&al.countdown);
-    while (n >= 0) {
-        if (atomic_compare_exchange_weak(&al.countdown, &n, n - 1)) {
-            if (n != 0)
-                return 0;
-            atomic_store(&al.failed, 1);
-            return 1;
-        }
-    }
-    return 0;
-}
-
-static void *al_malloc(size_t n)
-{
-    if (al_fail(__builtin_return_address(0)))
-        return NULL;
-    void *p = malloc(n);
-    if (p)
-        atomic_fetch_add(&al.live, 1);
-    return p;
-}
-
-static void *al_calloc(size_t a, size_t b)
-{
-    if (al_fail(__builtin_return_address(0)))
-        return NULL;
-    void *p = calloc(a, b);
-    if (p)
-        atomic_fetch_add(&al.live, 1);
-    return p;
-}
-
-static void *al_realloc(void *p, size_t n)
-{
-    if (al_fail(__builtin_return_address(0)))
-        return NULL;
-    void *q = realloc(p, n);
-    if (!p && q)
-        atomic_fetch_add(&al.live, 1);
-    return q;
-}
-
-static void al_free(void *p)
-{
-    if (p)
-        atomic_fetch_sub(&al.live, 1);
-    free(p);
-}
-
-/* Learn where px__xmalloc & co. call the allocator: each has one or two call sites. */
-static void al_install(void)
-{
-    assert_int_equal(px_set_allocator(al_malloc, al_realloc, al_calloc, al_free), 0);
-    al.learning = 1;
-    for (size_t n = 0; n < 2; n++) {
-        px__free(px__xmalloc(n));
-        px__free(px__xcalloc(n, 1));
-        px__free(px__xcalloc(1, n));
-        px__free(px__xcalloc(n, n));
-        px__free(px__xmemdup("a", n));
-    }
-    px__free(px__xstrdup(""));
-    px__free(px__xstrdup("a"));
-    al.learning = 0;
-}
-
-/* Fail the nth fallible allocation from now (n < 0: none); al.failed says if it came. */
-static void al_arm(long n)
-{
-    if (n >= 0)
-        atomic_store(&al.failed, 0);
-    atomic_store(&al.countdown, n);
-}
 
 /* ---- shared state, events ---------------------------------------------------------------------
  */
@@ -1108,7 +1007,7 @@ static void publish(tclient_t *c, const char *ch, int n, size_t size)
 static void up(uint64_t history_size)
 {
     char err[256];
-    g.live0 = atomic_load(&al.live);
+    g.live0 = atomic_load(&oom.live);
     g.workers = px_workers_new(2);
     assert_non_null(g.workers);
     fstore_t *fs = fs_new(history_size);
@@ -1156,13 +1055,13 @@ static void down(void)
         WAIT_UNTIL(c->released);
     }
     down_now();
-    assert_int_equal(atomic_load(&al.live), g.live0);
+    assert_int_equal(atomic_load(&oom.live), g.live0);
 }
 
 static int teardown(void **state)
 {
     PX_UNUSED(state);
-    al_arm(-1);
+    oom_arm(-1);
     if (g.hub)
         down_now();
     return 0;
@@ -1174,13 +1073,13 @@ static void test_allocator_sites(void **state)
 {
     PX_UNUSED(state);
     /* The OOM allocator never fails px__x*() (they would abort), only the fallible calls. */
-    al_arm(0);
+    oom_arm(0);
     void *x = px__xmalloc(16);
-    assert_int_equal(atomic_load(&al.failed), 0);
+    assert_int_equal(atomic_load(&oom.failed), 0);
     void *p = px__malloc(16);
     assert_null(p);
-    assert_int_equal(atomic_load(&al.failed), 1);
-    al_arm(-1);
+    assert_int_equal(atomic_load(&oom.failed), 1);
+    oom_arm(-1);
     px__free(x);
 }
 
@@ -1979,7 +1878,7 @@ static void test_oom_new(void **state)
 {
     PX_UNUSED(state);
     for (long n = 0;; n++) {
-        long live0 = atomic_load(&al.live);
+        long live0 = atomic_load(&oom.live);
         px_workers_t *ws = px_workers_new(2);
         fstore_t *fs = fs_new(1000);
         assert_non_null(ws);
@@ -1990,16 +1889,16 @@ static void test_oom_new(void **state)
         px_hub_opts_t o;
         px_hub_opts_init(&o);
         char err[128] = "";
-        al_arm(n);
+        oom_arm(n);
         px_hub_t *h = px__hub_new_store(ws, &o, &fs->base, err, sizeof err);
-        al_arm(-1);
+        oom_arm(-1);
         int ok = h != NULL;
         if (!ok)
             assert_non_null(strstr(err, "out of memory"));
         px_hub_free(h);
         px_workers_free(ws);
-        assert_int_equal(atomic_load(&al.live), live0);
-        if (ok && !atomic_load(&al.failed))
+        assert_int_equal(atomic_load(&oom.live), live0);
+        if (ok && !atomic_load(&oom.failed))
             break;
         assert_true(n < 1000);
     }
@@ -2043,7 +1942,7 @@ static void oom_scenario(long n, int *failed)
     memset(api, 0, sizeof api);
     tclient_t *s = client(0), *q = client(0), *p = client(1), *m = client(1);
     publish(p, "o", 3, 0); /* a backlog, before the failures */
-    al_arm(n);
+    oom_arm(n);
     ev_t sub = SUBSCRIBE(.c = s, .ch = "o", .since = 1, .presence = 1, .who = "s");
     ev_t qsub = SUBSCRIBE(.c = q, .ch = "o", .since = 1, .page = 100); /* a page per message */
     CALL(w_publish, .c = p, .ch = "o", .n = 4);
@@ -2081,8 +1980,8 @@ static void oom_scenario(long n, int *failed)
     if (sub.status == 0) /* its own join, then m's join and leave */
         WAIT_UNTIL(nev(s, 'D', "o") + nev(s, 'X', "o") >= 1 + nacked + (join.status == 0 ? 2 : 0) ||
                    nev(s, 'E', "o"));
-    al_arm(-1);
-    *failed = atomic_load(&al.failed);
+    oom_arm(-1);
+    *failed = atomic_load(&oom.failed);
     assert_int_equal(api[0].wrong_thread, 0);
     down();
 }
@@ -2114,7 +2013,8 @@ int main(void)
     pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
     pthread_mutex_init(&g.mu, &ma);
     pthread_cond_init(&g.cv, NULL);
-    al_install();
+    if (oom_install() != 0)
+        return 1;
     const struct CMUnitTest tests[] = {
         T(test_allocator_sites),
         T(test_publish_acks),
