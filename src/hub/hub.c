@@ -541,6 +541,7 @@ static void commit_batch(px_defer_t *d)
         px_metric_add(px__m_publishes, 1);
         ring_push(c, m, cap);
         fan_out(h, c, m);
+        px__broker_publish(h->broker, m); /* other nodes (best effort: see broker.h) */
         snprintf(r->epoch, sizeof r->epoch, "%s", c->epoch);
         r->offset = m->offset;
         answer(h, r);

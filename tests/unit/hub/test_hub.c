@@ -72,8 +72,10 @@ static struct {
     px_hub_t *hub;
     fstore_t *fs;
     int fmt[2];
-    int fail_gap; /* the formats' encode_gap fails */
-    long live0;   /* allocations alive before the hub was made */
+    int fail_gap;   /* the formats' encode_gap fails */
+    int broker;     /* up(): a fake broker instead of the local one */
+    char blog[512]; /* what the fake broker was told: "+ch -ch m:ch:offset ..." */
+    long live0;     /* allocations alive before the hub was made */
     tclient_t *clients[64];
     int nclients;
 } g;
@@ -1001,6 +1003,62 @@ static void publish(tclient_t *c, const char *ch, int n, size_t size)
     WAIT_UNTIL(nev(c, 'A', ch) >= before + (size_t)n);
 }
 
+/* ---- the fake broker: records what the hub tells it (hub thread) ---------------------------- */
+
+__attribute__((format(printf, 1, 2))) static void blog_add(const char *fmt, ...)
+{
+    char buf[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    lock();
+    size_t n = strlen(g.blog);
+    snprintf(g.blog + n, sizeof g.blog - n, "%s%s", n ? " " : "", buf);
+    pthread_cond_broadcast(&g.cv);
+    unlock();
+}
+
+static int fb_publish(px_broker_t *b, const px_hub_msg_t *m)
+{
+    PX_UNUSED(b);
+    blog_add("m:%s:%llu", px__msg_channel(m), (unsigned long long)m->offset);
+    return 0;
+}
+
+static int fb_subscribe(px_broker_t *b, px_str_t ch)
+{
+    PX_UNUSED(b);
+    blog_add("+%.*s", (int)ch.len, ch.ptr);
+    return 0;
+}
+
+static int fb_unsubscribe(px_broker_t *b, px_str_t ch)
+{
+    PX_UNUSED(b);
+    blog_add("-%.*s", (int)ch.len, ch.ptr);
+    return 0;
+}
+
+static void fb_close(px_broker_t *b)
+{
+    px__free(b);
+}
+
+static const px_broker_ops_t fb_ops = {.name = "fake",
+                                       .close = fb_close,
+                                       .publish = fb_publish,
+                                       .subscribe = fb_subscribe,
+                                       .unsubscribe = fb_unsubscribe};
+
+static int blog_is(const char *want)
+{
+    lock();
+    int r = strcmp(g.blog, want) == 0;
+    unlock();
+    return r;
+}
+
 /* ---- the hub ------------------------------------------------------------------------------------
  */
 
@@ -1022,6 +1080,13 @@ static void up(uint64_t history_size)
     g.fmt[0] = px__hub_add_format(g.hub, &fmt_a);
     g.fmt[1] = px__hub_add_format(g.hub, &fmt_b);
     assert_true(g.fmt[0] >= 0 && g.fmt[1] >= 0);
+    g.blog[0] = '\0';
+    if (g.broker) { /* before the hub thread starts, it is the hub's to replace */
+        px__broker_close(g.hub->broker);
+        g.hub->broker = px__calloc(1, sizeof *g.hub->broker);
+        assert_non_null(g.hub->broker);
+        g.hub->broker->ops = &fb_ops;
+    }
     assert_int_equal(px_hub_start(g.hub), 0);
     assert_int_equal(px_workers_start(g.workers, NULL, NULL), 0);
 }
@@ -1044,6 +1109,7 @@ static void down_now(void)
     }
     g.nclients = 0;
     g.fail_gap = 0;
+    g.broker = 0;
 }
 
 /* Close every client, wait until the hub released them, stop, and check for leaks. */
@@ -1572,6 +1638,28 @@ static void test_store_new_epoch(void **state)
     down();
 }
 
+/* The broker (fan-out to other nodes) hears of a channel when its first subscription comes
+ * and its last goes, and of every committed message, never of a failed one. */
+static void test_broker_calls(void **state)
+{
+    PX_UNUSED(state);
+    g.broker = 1;
+    up(1000);
+    tclient_t *a = client(0), *b = client(1);
+    SUBSCRIBE(.c = a, .ch = "bk");
+    SUBSCRIBE(.c = b, .ch = "bk");
+    publish(a, "bk", 2, 0);
+    fs_inject(1, -EIO, 0, 0);
+    publish(a, "bk", 1, 0);
+    assert_int_equal(CALL(w_unsubscribe, .c = a, .ch = "bk")->rc, 1);
+    publish(b, "other", 1, 0);
+    assert_true(blog_is("+bk m:bk:1 m:bk:2 m:other:1"));
+    assert_int_equal(CALL(w_unsubscribe, .c = b, .ch = "bk")->rc, 1);
+    CALL(w_sub_unsub, .c = a, .ch = "cx"); /* cancelled: counted, then not */
+    WAIT_UNTIL(blog_is("+bk m:bk:1 m:bk:2 m:other:1 -bk +cx -cx"));
+    down();
+}
+
 /* 100 slow history reads queued, then, once the hub thread is busy with them, a publish: it
  * is committed and acknowledged after the slice of reads in progress, not behind all of
  * them. */
@@ -2031,6 +2119,7 @@ int main(void)
         T(test_presence),
         T(test_channel_freed),
         T(test_store_new_epoch),
+        T(test_broker_calls),
         T(test_reads_do_not_delay_publish),
         T(test_api),
         T(test_front_closes_in_callbacks),
