@@ -455,14 +455,16 @@ size_t px__native_sse_deliver(px__hsub_t *list, int kind, px_slice_t *frame, con
 {
     PX_UNUSED(item);
     size_t n = 0;
-    if (kind != PX__DELIVER_MESSAGE || !frame)
+    if (kind != PX__DELIVER_MESSAGE)
         return 0;
     for (px__hsub_t *u = list, *next; u; u = next) {
         next = u->next;
         nsession_t *s = session_of(u->client);
         if (!s->req)
             continue;
-        if (px_stream_write_slice(s->req, frame, 0, frame->len) != 0) {
+        if (!frame) { /* not encoded (out of memory): end, the client resumes from its id */
+            sse_end(s);
+        } else if (px_stream_write_slice(s->req, frame, 0, frame->len) != 0) {
             px_log(PX_LOG_WARN, "SSE client over its output budget: closing");
             sse_end(s);
         } else {

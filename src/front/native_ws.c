@@ -88,15 +88,19 @@ size_t px__native_ws_deliver(px__hsub_t *list, int kind, px_slice_t *frame, cons
 {
     PX_UNUSED(item);
     size_t n = 0;
-    if (!frame)
-        return 0;
     for (px__hsub_t *u = list, *next; u; u = next) {
         next = u->next;
         if (kind == PX__DELIVER_PRESENCE && !u->presence)
             continue;
         nsession_t *s = session_of(u->client);
-        if (s->ws && px_ws_send_frame(s->ws, frame) == 0)
+        if (!frame) {
+            /* The hub could not encode it (out of memory): never skip a message silently;
+             * the client reconnects and resumes with since. */
+            if (s->ws)
+                px_ws_close(s->ws, 1011, "a message could not be delivered");
+        } else if (s->ws && px_ws_send_frame(s->ws, frame) == 0) {
             n++;
+        }
     }
     return n;
 }
