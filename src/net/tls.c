@@ -146,28 +146,30 @@ static void fmt(char *err, size_t errlen, const char *f, ...)
     va_end(ap);
 }
 
-/* What OpenSSL said about the last failure, in words a user can act on. */
+/* What OpenSSL said about the last failure, in words a user can act on (the
+ * queue holds the whole story; the most telling entry wins). */
 static const char *ssl_reason(char *buf, size_t len)
 {
-    unsigned long e = ERR_peek_last_error();
-    int lib = ERR_GET_LIB(e), why = ERR_GET_REASON(e);
-    const char *s;
-    if (e == 0)
-        s = "unknown error";
-    else if (lib == ERR_LIB_PEM && why == PEM_R_NO_START_LINE)
-        s = "no PEM data of the expected kind found";
-    else if ((lib == ERR_LIB_PEM &&
-              (why == PEM_R_BAD_PASSWORD_READ || why == PEM_R_PROBLEMS_GETTING_PASSWORD)) ||
-             (lib == ERR_LIB_EVP && why == EVP_R_BAD_DECRYPT))
-        s = "the key is encrypted (plexus needs it unencrypted: it cannot ask for a passphrase)";
-    else if (lib == ERR_LIB_SSL && why == SSL_R_EE_KEY_TOO_SMALL)
-        s = "the key is too small (RSA needs at least 2048 bits)";
-    else if (lib == ERR_LIB_SSL && why == SSL_R_CA_MD_TOO_WEAK)
-        s = "the certificate is signed with a digest too weak (SHA-1 or MD5)";
-    else
-        s = ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "unknown error";
-    snprintf(buf, len, "%s", s);
-    ERR_clear_error();
+    const char *s = NULL, *first = NULL;
+    unsigned long e;
+    while ((e = ERR_get_error()) != 0) {
+        int lib = ERR_GET_LIB(e), why = ERR_GET_REASON(e);
+        if (lib == ERR_LIB_PEM && why == PEM_R_NO_START_LINE)
+            s = "no PEM data of the expected kind found";
+        else if ((lib == ERR_LIB_PEM &&
+                  (why == PEM_R_BAD_PASSWORD_READ || why == PEM_R_PROBLEMS_GETTING_PASSWORD)) ||
+                 (ERR_reason_error_string(e) &&
+                  strcmp(ERR_reason_error_string(e), "bad decrypt") == 0)) /* EVP or provider */
+            s = "the key is encrypted (plexus needs it unencrypted: it cannot ask for a "
+                "passphrase)";
+        else if (lib == ERR_LIB_SSL && why == SSL_R_EE_KEY_TOO_SMALL)
+            s = "the key is too small (RSA needs at least 2048 bits)";
+        else if (lib == ERR_LIB_SSL && why == SSL_R_CA_MD_TOO_WEAK)
+            s = "the certificate is signed with a digest too weak (SHA-1 or MD5)";
+        else if (!first && ERR_reason_error_string(e))
+            first = ERR_reason_error_string(e);
+    }
+    snprintf(buf, len, "%s", s ? s : first ? first : "unknown error");
     return buf;
 }
 
