@@ -553,11 +553,16 @@ static int add_cert(px_tls_t *tls, conf_t *cf, const char *certf, const char *ke
         fmt(err, errlen, "certificate file %s: %s", certf, ssl_reason(why, sizeof why));
         return -EINVAL;
     }
-    if (SSL_CTX_use_PrivateKey_file(ct->ctx, keyf, SSL_FILETYPE_PEM) != 1) {
+    int loaded = SSL_CTX_use_PrivateKey_file(ct->ctx, keyf, SSL_FILETYPE_PEM) == 1;
+    unsigned long e = loaded ? 0 : ERR_peek_last_error();
+    int mismatch =
+        ERR_GET_LIB(e) == ERR_LIB_X509 && (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
+                                           ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH);
+    if (!loaded && !mismatch) {
         fmt(err, errlen, "key file %s: %s", keyf, ssl_reason(why, sizeof why));
         return -EINVAL;
     }
-    if (SSL_CTX_check_private_key(ct->ctx) != 1) {
+    if (mismatch || SSL_CTX_check_private_key(ct->ctx) != 1) {
         ERR_clear_error();
         fmt(err, errlen, "key file %s: does not match certificate file %s", keyf, certf);
         return -EINVAL;
