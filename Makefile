@@ -8,7 +8,7 @@ ASAN    := $(BUILD)/asan
 CMAKE_FLAGS ?=
 
 .PHONY: all run test deps build build-asan unit integration fuzz-replay fuzz format lint clean \
-        bench-http bench-ws bench-hub bench-micro npm-deps soak
+        bench-http bench-ws bench-hub bench-tls bench-micro npm-deps soak
 
 all: build
 
@@ -66,6 +66,12 @@ bench-micro: build
 bench-http: build
 	@sh deps/install.sh deps/bench.txt
 	sh bench/http.sh $(RELEASE)
+
+# TLS handshakes, HTTPS keep-alive, static files with kTLS on/off and idle memory,
+# vs nginx and h2o with the same certificates (bench/tls.sh; docs/benchmarks.md).
+bench-tls: build
+	@sh deps/install.sh deps/bench.txt
+	bash bench/tls.sh $(RELEASE)
 
 bench-ws: build
 	@sh deps/install.sh deps/bench.txt
