@@ -177,6 +177,37 @@ class Handshake(TlsCase):
         pxtest.wait_for(lambda: failures(self.plain, "bad_sni") == 1, 5)
 
 
+class OnePort(TlsCase):
+    """TLS and plain HTTP on one --tls listener: needs the sniffer (issue 12,
+    branch i12sniff), found by its --sniff-timeout flag; the tls-redirect
+    protocol itself is unit-tested (tests/unit/net/test_tls.c)."""
+
+    def setUp(self):
+        super().setUp()
+        if "--sniff-timeout" not in pxtest.run_plexus(["--help"]).stdout:
+            self.skipTest("no sniffer in this build: a --tls listener speaks TLS from the first "
+                          "byte (plain HTTP is counted as http_request, test above)")
+
+    def test_plain_http_and_tls_share_the_port(self):
+        self.start()
+        st, _, body, _ = https(self.tls_addr, "GET", "/healthz", ca=self.pki.ca_crt)
+        self.assertEqual(st, 200)
+        r = pxtest.http_request(self.tls_addr, "GET", "/healthz")
+        self.assertEqual(r.status, 200)
+
+    def test_tls_only_redirects(self):
+        self.start("--tls-only")
+        port = self.tls_addr[1]
+        r = pxtest.http_request(self.tls_addr, "GET", "/a?b=1", headers={"Host": "a.test:%d" % port})
+        self.assertEqual(r.status, 301)
+        self.assertEqual(r.header("location"), "https://a.test:%d/a?b=1" % port)
+        r = pxtest.http_request(self.tls_addr, "POST", "/api", headers={"Host": "a.test"}, body=b"{}")
+        self.assertEqual(r.status, 400)
+        self.assertEqual(json.loads(r.body)["error"], "tls_required")
+        st, _, _, _ = https(self.tls_addr, "GET", "/healthz", ca=self.pki.ca_crt)
+        self.assertEqual(st, 200)
+
+
 class Timeout(TlsCase):
     def test_silent_and_half_hello(self):
         self.start("--tls-handshake-timeout", "500ms", "--log-level", "debug")
