@@ -113,6 +113,34 @@ static const opt_t options[] = {
      "text|json, one line per event on stderr", "text|json", "Logs"},
     {"log-file", T_STR, O(log_file), NULL, "PATH",
      "log to PATH instead of stderr (re-opened on SIGHUP)", NULL, "Logs"},
+    {"tls", T_BOOL, O(tls), "false", "",
+     "the --listen addresses speak TLS (HTTPS, WSS); needs --tls-cert and --tls-key, or --tls-dir",
+     NULL, "TLS"},
+    {"tls-cert", T_LIST, O(tls_cert), NULL, "FILE",
+     "certificate chain (PEM, leaf first), repeatable: the first is the default, the others are "
+     "chosen by SNI",
+     NULL, "TLS"},
+    {"tls-key", T_LIST, O(tls_key), NULL, "FILE",
+     "private key (PEM, unencrypted) of the --tls-cert given at the same position, repeatable",
+     NULL, "TLS"},
+    {"tls-dir", T_STR, O(tls_dir), NULL, "DIR",
+     "more certificates: NAME.crt + NAME.key, NAME.pem (both), or SUB/fullchain.pem + "
+     "SUB/privkey.pem (certbot's live/); NAME.ocsp is a staple",
+     NULL, "TLS"},
+    {"tls-ocsp", T_LIST, O(tls_ocsp), NULL, "FILE",
+     "OCSP response (DER) to staple, repeatable; each goes with the certificate it is about", NULL,
+     "TLS"},
+    {"tls-only", T_BOOL, O(tls_only), "false", "",
+     "plain HTTP on a TLS listener gets a 301 to https:// (GET, HEAD) or a 400", NULL, "TLS"},
+    {"tls-ticket-rotation", T_DURATION, O(tls_ticket_rotation_ms), "1h", "DURATION",
+     "replace the session ticket key this often; a ticket lasts one interval (0 = no tickets)",
+     NULL, "TLS", "0", "7d"},
+    {"tls-session-cache", T_UINT, O(tls_session_cache), "20480", "N",
+     "TLS sessions kept for resumption by session id (0 = none)", NULL, "TLS", "0", "10000000"},
+    {"tls-ktls", T_STR, O(tls_ktls), "on", "on|off",
+     "kernel TLS when the kernel offers it (static files keep sendfile over TLS)", "on|off", "TLS"},
+    {"tls-handshake-timeout", T_DURATION, O(tls_handshake_timeout_ms), "10s", "DURATION",
+     "time allowed for a TLS handshake", NULL, "TLS", "100ms", "1h"},
     {"config", T_STR, O(config_file), NULL, "FILE",
      "read options from a JSON file: {\"listen\": [\"127.0.0.1:8080\"], \"workers\": 2}", NULL,
      "General"},
@@ -213,6 +241,20 @@ static void check_relations(const px_config_t *cfg)
             (unsigned long long)cfg->max_payload, (unsigned long long)cfg->ws_max_message);
 }
 
+/* The list options: where their count lives, and how many entries they take. */
+static unsigned *list_count(px_config_t *cfg, const opt_t *o, unsigned *max)
+{
+    *max = PX_CONFIG_MAX_CERTS;
+    if (o->off == O(tls_cert))
+        return &cfg->ntls_cert;
+    if (o->off == O(tls_key))
+        return &cfg->ntls_key;
+    if (o->off == O(tls_ocsp))
+        return &cfg->ntls_ocsp;
+    *max = PX_CONFIG_MAX_LISTEN;
+    return &cfg->nlisten;
+}
+
 static void set_value(px_config_t *cfg, const opt_t *o, const char *val, const char *origin)
 {
     char *base = (char *)cfg + o->off;
@@ -238,9 +280,13 @@ static void set_value(px_config_t *cfg, const opt_t *o, const char *val, const c
         break;
     case T_LIST: {
         char **list = (char **)base;
-        unsigned *count = &cfg->nlisten; /* the only list option */
-        if (*count == PX_CONFIG_MAX_LISTEN)
-            die("%s %s: at most %d addresses", origin, o->name, PX_CONFIG_MAX_LISTEN);
+        unsigned max, *count = list_count(cfg, o, &max);
+        if (*count == max)
+            die("%s %s: at most %u values", origin, o->name, max);
+        if (count == &cfg->nlisten) {
+            cfg->listen_tls[*count] = -1;
+            cfg->listen_tls_only[*count] = -1;
+        }
         list[(*count)++] = strdup(val);
         break;
     }
@@ -279,11 +325,13 @@ static void set_value(px_config_t *cfg, const opt_t *o, const char *val, const c
     }
 }
 
-static void clear_list(px_config_t *cfg)
+static void clear_list(px_config_t *cfg, const opt_t *o)
 {
-    for (unsigned i = 0; i < cfg->nlisten; i++)
-        free(cfg->listen[i]);
-    cfg->nlisten = 0;
+    unsigned max, *count = list_count(cfg, o, &max);
+    char **list = (char **)((char *)cfg + o->off);
+    for (unsigned i = 0; i < *count; i++)
+        free(list[i]);
+    *count = 0;
 }
 
 static void usage(void)
@@ -316,6 +364,71 @@ static void usage(void)
     }
     printf("\n  %-28s %s\n  %-28s %s\n", "-h, --help", "show this help and exit", "-V, --version",
            "print the version and exit");
+}
+
+/* One element of the config file's "listen" array given as an object:
+ * {"addr": "0.0.0.0:443", "tls": true, "tls-only": true}. */
+static void listen_object(px_config_t *cfg, const opt_t *o, px_json_doc_t *doc,
+                          const px_json_tok_t *toks, int obj, unsigned idx, const char *origin)
+{
+    char addr[1024] = "";
+    int tls = -1, only = -1;
+    int k = obj + 1;
+    for (uint32_t m = 0; m < toks[obj].size; m++, k = (int)toks[k + 1].next) {
+        char key[64];
+        if (px_json_unescape(doc, k, key, sizeof key) < 0)
+            die("%s listen[%u]: unknown key (too long)", origin, idx);
+        int v = k + 1;
+        if (strcmp(key, "addr") == 0) {
+            if (toks[v].type != PX_JSON_STRING || px_json_unescape(doc, v, addr, sizeof addr) < 0)
+                die("%s listen[%u].addr: expected a string (HOST:PORT, [V6]:PORT, unix:PATH or "
+                    "fd:N)",
+                    origin, idx);
+        } else if (strcmp(key, "tls") == 0 || strcmp(key, "tls-only") == 0) {
+            if (toks[v].type != PX_JSON_TRUE && toks[v].type != PX_JSON_FALSE)
+                die("%s listen[%u].%s: expected true or false", origin, idx, key);
+            *(key[3] ? &only : &tls) = toks[v].type == PX_JSON_TRUE;
+        } else {
+            die("%s listen[%u]: unknown key \"%s\" (a listener has addr, tls, tls-only)", origin,
+                idx, key);
+        }
+    }
+    if (!addr[0])
+        die("%s listen[%u]: \"addr\" is missing", origin, idx);
+    set_value(cfg, o, addr, origin);
+    cfg->listen_tls[cfg->nlisten - 1] = (signed char)tls;
+    cfg->listen_tls_only[cfg->nlisten - 1] = (signed char)only;
+}
+
+int px_config_listen_tls(const px_config_t *cfg, unsigned i)
+{
+    return cfg->listen_tls[i] < 0 ? cfg->tls : cfg->listen_tls[i];
+}
+
+int px_config_listen_tls_only(const px_config_t *cfg, unsigned i)
+{
+    return cfg->listen_tls_only[i] < 0 ? cfg->tls_only : cfg->listen_tls_only[i];
+}
+
+/* TLS options that depend on each other and on the listeners. */
+static void check_tls(const px_config_t *cfg)
+{
+    if (cfg->ntls_cert != cfg->ntls_key)
+        die("options --tls-cert and --tls-key come in pairs: %u certificate(s), %u key(s)",
+            cfg->ntls_cert, cfg->ntls_key);
+    int any = 0;
+    for (unsigned i = 0; i < cfg->nlisten; i++) {
+        int tls = px_config_listen_tls(cfg, i);
+        any |= tls;
+        if (!tls && cfg->listen_tls_only[i] > 0)
+            die("option tls-only of listener %s: the listener does not use TLS (\"tls\": true)",
+                cfg->listen[i]);
+    }
+    if (any && !cfg->ntls_cert && !cfg->tls_dir)
+        die("option --tls: a TLS listener needs a certificate: --tls-cert FILE --tls-key FILE, or "
+            "--tls-dir DIR");
+    if (cfg->tls_only && !any)
+        die("option --tls-only: no listener uses TLS (add --tls)");
 }
 
 static void load_file(px_config_t *cfg, const char *path)
@@ -353,7 +466,7 @@ static void load_file(px_config_t *cfg, const char *path)
         char origin[300];
         snprintf(origin, sizeof origin, "--config %s: key", path);
         if (o->type == T_LIST) {
-            clear_list(cfg);
+            clear_list(cfg, o);
             if (toks[v].type == PX_JSON_STRING) {
                 char val[1024];
                 if (px_json_unescape(&doc, v, val, sizeof val) < 0)
@@ -366,6 +479,10 @@ static void load_file(px_config_t *cfg, const char *path)
             int e = v + 1;
             for (uint32_t j = 0; j < toks[v].size; j++, e = (int)toks[e].next) {
                 char val[1024];
+                if (toks[e].type == PX_JSON_OBJECT && o->off == O(listen)) {
+                    listen_object(cfg, o, &doc, toks, e, j, origin);
+                    continue;
+                }
                 if (toks[e].type != PX_JSON_STRING ||
                     px_json_unescape(&doc, e, val, sizeof val) < 0)
                     die("%s %s: expected an array of strings", origin, key);
@@ -398,7 +515,7 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
     for (size_t i = 0; i < NOPTS; i++)
         if (options[i].def)
             set_value(cfg, &options[i], options[i].def, "default");
-    int listen_from_flags = 0;
+    unsigned char list_from_flags[NOPTS] = {0};
 
     /* --help/--version and --config first: the file is the lowest user source. */
     const char *config = getenv("PLEXUS_CONFIG");
@@ -417,7 +534,7 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
             config = argv[i] + 9;
     }
     if (config) {
-        clear_list(cfg);
+        clear_list(cfg, find("listen", 6));
         load_file(cfg, config);
         if (!cfg->nlisten)
             set_value(cfg, find("listen", 6), "127.0.0.1:8080", "default");
@@ -438,8 +555,8 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
         char origin[100];
         snprintf(origin, sizeof origin, "environment variable %s, option", env);
         if (o->type == T_LIST) {
-            /* Several addresses: comma- or space-separated. */
-            clear_list(cfg);
+            /* Several values: comma- or space-separated. */
+            clear_list(cfg, o);
             char *copy = strdup(val), *save = NULL;
             for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
                 set_value(cfg, o, t, origin);
@@ -471,10 +588,11 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
         }
         if (strcmp(o->name, "config") == 0)
             continue; /* loaded above */
-        if (o->type == T_LIST && !listen_from_flags) {
-            /* The first --listen flag replaces addresses from defaults, file or env. */
-            clear_list(cfg);
-            listen_from_flags = 1;
+        if (o->type == T_LIST && !list_from_flags[o - options]) {
+            /* The first --listen (--tls-cert, ...) flag replaces the values from
+             * defaults, file or env. */
+            clear_list(cfg, o);
+            list_from_flags[o - options] = 1;
         }
         char oname[80];
         snprintf(oname, sizeof oname, "--%s", o->name);
@@ -483,11 +601,14 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
         set_value(cfg, &named, val, "flag");
     }
     check_relations(cfg);
+    check_tls(cfg);
 }
 
 void px_config_free(px_config_t *cfg)
 {
-    clear_list(cfg);
+    for (size_t i = 0; i < NOPTS; i++)
+        if (options[i].type == T_LIST)
+            clear_list(cfg, &options[i]);
     for (size_t i = 0; i < NOPTS; i++)
         if (options[i].type == T_STR) {
             char **p = (char **)((char *)cfg + options[i].off);

@@ -21,7 +21,10 @@ enum px_metric_type {
 #define PX_METRICS_MAX 128
 
 /** Register (or look up, if the name exists) a metric. Returns its id >= 0, or
- * -ENOSPC / -EINVAL. Not thread-safe: call at start-up. */
+ * -ENOSPC / -EINVAL. Not thread-safe: call at start-up. A name may carry
+ * labels, `family_total{reason="x"}`: register a family's samples one after
+ * the other (HELP and TYPE are written once, before the first); not with
+ * PX_METRIC_PER_WORKER. */
 PX_EXTERN int px_metric_register(const char *name, const char *help, int type);
 /** Add `v` (may be negative for gauges) in the calling thread's slot. */
 PX_EXTERN void px_metric_add(int id, int64_t v);

@@ -82,11 +82,16 @@ int px_metrics_render(px_buf_t *out, unsigned nworkers)
     for (int i = 0; i < ndefs; i++) {
         const metric_def_t *d = &defs[i];
         int base = d->type & 0xf;
-        int n = snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n", d->name, d->help,
-                         d->name, base == PX_METRIC_COUNTER ? "counter" : "gauge");
-        int r = px_buf_append(out, line, (size_t)n);
-        if (r)
-            return r;
+        /* A name with labels ("x_total{reason=\"a\"}") is one sample of the
+         * family "x_total": HELP and TYPE once, before its first sample. */
+        int blen = (int)strcspn(d->name, "{"), n, r;
+        if (i == 0 || (int)strcspn(defs[i - 1].name, "{") != blen ||
+            memcmp(defs[i - 1].name, d->name, (size_t)blen) != 0) {
+            n = snprintf(line, sizeof line, "# HELP %.*s %s\n# TYPE %.*s %s\n", blen, d->name,
+                         d->help, blen, d->name, base == PX_METRIC_COUNTER ? "counter" : "gauge");
+            if ((r = px_buf_append(out, line, (size_t)n)))
+                return r;
+        }
         if (d->type & PX_METRIC_PER_WORKER) {
             for (unsigned w = 0; w < nworkers; w++) {
                 n = snprintf(line, sizeof line, "%s{worker=\"%u\"} %lld\n", d->name, w,

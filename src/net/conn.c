@@ -703,6 +703,7 @@ static void handshake_step(px_conn_t *c)
 static void connect_failed(px_conn_t *c, int err)
 {
     int tell = c->proto && c->proto->on_connect && !c->closing;
+    c->err = err; /* why, for the layers' close (a TLS layer counts handshake timeouts) */
     px_conn_abort(c);
     if (tell)
         c->proto->on_connect(c, err);

@@ -123,7 +123,8 @@ struct px_conn {
     unsigned redispatch : 1; /* input kept while paused must be handed over on resume */
     unsigned finalized : 1;
     unsigned outbound : 1; /* made by px_conn_connect */
-    int err;               /* CONNECTING: connect(2) failed at once with this -errno */
+    int err; /* CONNECTING: connect(2) failed at once with this -errno; after a failed connect
+                or handshake (connect_failed): why, e.g. -ETIMEDOUT */
 };
 
 struct px__netw {

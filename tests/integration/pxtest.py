@@ -682,6 +682,13 @@ class PxTestCase(unittest.TestCase):
         srv.start()
         return srv
 
+    @staticmethod
+    def require_local_class(what="needs its own server process"):
+        """In setUpClass: skip the class in external-server mode (the allowed
+        [external] reason)."""
+        if EXTERNAL:
+            raise unittest.SkipTest("[external] %s (PX_TEST_EXTERNAL is set)" % what)
+
     def require_local(self):
         if EXTERNAL:
             self.skip_allowed("external", "needs its own server process")
