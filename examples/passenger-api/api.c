@@ -38,8 +38,8 @@ static void plaintext(px_req_t *req, void *ud)
     px_respond(req, 200, "text/plain", "Hello, World!", 13);
 }
 
-/* POST /api/counter/{name}: publish the request body (a JSON value) on channel
- * "counter-{name}" through the hub; subscribers of every process get it. */
+/* POST /api/counter/:name: publish the request body (a JSON value) on channel
+ * "counter-NAME" through the hub; subscribers of every process get it. */
 
 static void published(const px_hub_ack_t *ack, void *ud)
 {
@@ -57,6 +57,8 @@ static void counter(px_req_t *req, void *ud)
     px_str_t name = px_req_param(req, "name");
     char channel[80];
     int n = snprintf(channel, sizeof channel, "counter-%.*s", (int)name.len, name.ptr);
+    if (n < 0 || (size_t)n >= sizeof channel)
+        return (void)px_respond_error(req, 400, "invalid_name", "name: at most 64 bytes");
     px_str_t body = px_req_body(req);
     if (!body.len)
         body = PX_STR_LIT("null");
@@ -72,6 +74,6 @@ int plexus_routes(px_server_t *s, px_hub_t *hub)
     if (!r)
         r = px_route(s, "GET", "/api/plaintext", plaintext, NULL);
     if (!r)
-        r = px_route(s, "POST", "/api/counter/{name}", counter, hub);
+        r = px_route(s, "POST", "/api/counter/:name", counter, hub);
     return r;
 }

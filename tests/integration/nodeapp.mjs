@@ -185,3 +185,96 @@ export async function freePort() {
 }
 
 export { sleep, waitFor, scaled };
+
+/** Make an app folder: `files` (name -> text or a path to copy) and node_modules/plexus
+ *  linked to this tree's package (its addon comes from PLEXUS_ADDON). */
+export function makeApp(dir, files) {
+  fs.mkdirSync(path.join(dir, 'node_modules'), { recursive: true });
+  for (const [name, src] of Object.entries(files)) {
+    const text = src.startsWith('/') ? fs.readFileSync(src, 'utf8') : src;
+    fs.writeFileSync(path.join(dir, name), text);
+  }
+  const link = path.join(dir, 'node_modules', 'plexus');
+  if (!fs.existsSync(link)) fs.symlinkSync(path.join(SOURCE_DIR, 'bindings', 'node'), link);
+  return dir;
+}
+
+/**
+ * Phusion Passenger Standalone (Debian's `passenger`) with the builtin engine (the nginx
+ * engine needs a download), serving `appDir` on 127.0.0.1:port; its files (registry,
+ * logs) under `dir`, which must be short (Unix socket paths).
+ */
+export class Passenger {
+  constructor({ dir, appDir, port, minInstances = 1, env = {}, startupFile = 'app.js' }) {
+    Object.assign(this, { dir, appDir, port, minInstances, env, startupFile });
+    this.reg = path.join(dir, 'reg');
+    this.pidFile = path.join(dir, 'passenger.pid');
+    this.logFile = path.join(dir, 'passenger.log');
+  }
+
+  get env2() {
+    return { ...process.env, PLEXUS_ADDON: ADDON, PASSENGER_INSTANCE_REGISTRY_DIR: this.reg, ...this.env };
+  }
+
+  async start() {
+    fs.mkdirSync(this.reg, { recursive: true });
+    const args = ['start', '--engine=builtin', '--address', '127.0.0.1', '--port', String(this.port),
+      '--app-type', 'node', '--startup-file', this.startupFile, '--environment', 'production',
+      '--min-instances', String(this.minInstances), '--max-pool-size', String(Math.max(this.minInstances, 2)),
+      '--log-file', this.logFile, '--pid-file', this.pidFile, '--instance-registry-dir', this.reg,
+      // Offline: no security-update check, no telemetry (both would reach the Internet).
+      '--disable-security-update-check', '--disable-anonymous-telemetry'];
+    const out = fs.openSync(path.join(this.dir, 'passenger-start.log'), 'w');
+    this.proc = spawn('passenger', args, { cwd: this.appDir, env: this.env2, stdio: ['ignore', out, out] });
+    children.add(this.proc);
+    this.exited = new Promise((resolve) => this.proc.on('exit', (code) => {
+      children.delete(this.proc);
+      this.exitCode = code;
+      resolve(code);
+    }));
+    await waitFor(async () => {
+      if (this.exitCode !== undefined) throw new Error(`passenger exited with ${this.exitCode}:\n${this.log()}`);
+      try {
+        return (await request({ port: this.port, path: '/healthz' })).status === 200;
+      } catch {
+        return false;
+      }
+    }, 60000, `passenger on port ${this.port}`, 200);
+    return this;
+  }
+
+  log() {
+    const read = (f) => (fs.existsSync(f) ? fs.readFileSync(f, 'utf8') : '');
+    return read(path.join(this.dir, 'passenger-start.log')) + read(this.logFile);
+  }
+
+  /** passenger-status as {processes: [{pid, processed, sessions}]} */
+  status() {
+    const xml = execFileSync('passenger-status', ['--show=xml'], { env: this.env2, encoding: 'utf8' });
+    const processes = [];
+    for (const m of xml.matchAll(/<process>([\s\S]*?)<\/process>/g)) {
+      const get = (tag) => Number((new RegExp(`<${tag}>(\\d+)</${tag}>`).exec(m[1]) || [])[1]);
+      processes.push({ pid: get('pid'), processed: get('processed'), sessions: get('sessions') });
+    }
+    return { processes };
+  }
+
+  async stop() {
+    if (this.exitCode !== undefined) return this.exitCode;
+    execFileSync('passenger', ['stop', '--pid-file', this.pidFile], { env: this.env2, stdio: 'ignore' });
+    const t = setTimeout(() => this.proc.kill('SIGKILL'), scaled(30000));
+    const code = await this.exited;
+    clearTimeout(t);
+    return code;
+  }
+}
+
+/** Is process `pid` alive? */
+export function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
