@@ -278,3 +278,89 @@ export function alive(pid) {
     return false;
   }
 }
+
+/**
+ * A private Apache 2.4 with libapache2-mod-passenger (never the system's: its own
+ * ServerRoot, config, pid and logs under `dir`, one loopback port) serving the Node app in
+ * `appDir` the way hosting panels configure it.
+ */
+export class Apache {
+  constructor({ dir, appDir, port, env = {} }) {
+    Object.assign(this, { dir, appDir, port, env });
+    this.conf = path.join(dir, 'httpd.conf');
+    this.reg = path.join(dir, 'reg');
+  }
+
+  async start() {
+    for (const d of ['run', 'reg', 'public_html']) fs.mkdirSync(path.join(this.dir, d), { recursive: true });
+    const mod = (name, file) => `LoadModule ${name} /usr/lib/apache2/modules/${file}`;
+    const setenv = Object.entries({ PLEXUS_ADDON: ADDON, ...this.env }).map(([k, v]) => `  SetEnv ${k} "${v}"`).join('\n');
+    fs.writeFileSync(this.conf, `ServerRoot "${this.dir}"
+Listen 127.0.0.1:${this.port}
+PidFile "${this.dir}/run/httpd.pid"
+DefaultRuntimeDir "${this.dir}/run"
+ErrorLog "${this.dir}/error.log"
+LogLevel warn
+ServerName 127.0.0.1
+User nobody
+Group nogroup
+${mod('mpm_event_module', 'mod_mpm_event.so')}
+${mod('authz_core_module', 'mod_authz_core.so')}
+${mod('env_module', 'mod_env.so')}
+${mod('passenger_module', 'mod_passenger.so')}
+PassengerRoot /usr/lib/ruby/vendor_ruby/phusion_passenger/locations.ini
+PassengerDefaultRuby /usr/bin/ruby
+PassengerInstanceRegistryDir "${this.reg}"
+PassengerLogFile "${this.dir}/passenger.log"
+PassengerDisableSecurityUpdateCheck on
+PassengerDisableAnonymousTelemetry on
+PassengerDefaultUser root
+<VirtualHost 127.0.0.1:${this.port}>
+  DocumentRoot "${this.dir}/public_html"
+  <Directory "${this.dir}/public_html">
+    Require all granted
+    AllowOverride All
+  </Directory>
+  # What a panel's "Setup Node.js App" writes (CloudLinux writes it into .htaccess).
+  PassengerAppRoot "${this.appDir}"
+  PassengerBaseURI "/"
+  PassengerNodejs "${process.execPath}"
+  PassengerAppType node
+  PassengerStartupFile app.js
+${setenv}
+</VirtualHost>
+`);
+    const out = fs.openSync(path.join(this.dir, 'apache.out'), 'w');
+    this.proc = spawn('/usr/sbin/apache2', ['-f', this.conf, '-DFOREGROUND'], { stdio: ['ignore', out, out],
+      env: { ...process.env, APACHE_RUN_DIR: path.join(this.dir, 'run'), APACHE_LOG_DIR: this.dir } });
+    children.add(this.proc);
+    this.exited = new Promise((resolve) => this.proc.on('exit', (code) => {
+      children.delete(this.proc);
+      this.exitCode = code;
+      resolve(code);
+    }));
+    await waitFor(async () => {
+      if (this.exitCode !== undefined) throw new Error(`apache exited with ${this.exitCode}:\n${this.log()}`);
+      try {
+        return (await request({ port: this.port, path: '/healthz' })).status === 200;
+      } catch {
+        return false;
+      }
+    }, 60000, `apache on port ${this.port}`, 200);
+    return this;
+  }
+
+  log() {
+    const read = (f) => (fs.existsSync(f) ? fs.readFileSync(f, 'utf8') : '');
+    return ['apache.out', 'error.log', 'passenger.log'].map((f) => read(path.join(this.dir, f))).join('\n');
+  }
+
+  async stop() {
+    if (this.exitCode !== undefined) return this.exitCode;
+    this.proc.kill('SIGTERM');
+    const t = setTimeout(() => this.proc.kill('SIGKILL'), scaled(30000));
+    const code = await this.exited;
+    clearTimeout(t);
+    return code;
+  }
+}
