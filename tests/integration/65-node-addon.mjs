@@ -9,6 +9,9 @@
 //   - a Unix socket: the path survives the hand-off (Node unlinks it when its server
 //     closes: the addon moves it aside meanwhile), requests over it work; stop() resolves
 //     and the state is 'stopped';
+//   - the client address in logs (px_req_peer): on the Unix socket (Passenger's) the front
+//     server's !~Passenger-Client-Address, else the last X-Forwarded-For entry; on TCP
+//     the socket's peer, whatever the headers say;
 //   - process.exit() (which skips N-API cleanup hooks): the 'exit' hook still stops plexus;
 //   - Node's main thread stays idle under load: 5000 requests, its CPU time barely moves;
 //   - options are the CLI's: a value out of range rejects naming it (exitCode 2), and
@@ -29,14 +32,14 @@ after(async () => {
 });
 
 function app(name, o = {}) {
-  const a = new AddonApp({ dir: path.join(OUT, name), name, options: { workers: 2, 'allow-anonymous': true, ...o.options }, ...o });
+  const a = new AddonApp({ ...o, dir: path.join(OUT, name), name, options: { workers: 2, 'allow-anonymous': true, ...o.options } });
   apps.push(a);
   return a;
 }
 
 describe('node addon', () => {
   it('serves a TCP port taken from Node, publishes from JavaScript, stops on SIGTERM', async () => {
-    const a = app('tcp');
+    const a = app('tcp', { options: { 'access-log': 'json' } });
     const r = await a.start();
     assert.equal(r.event, 'running', a.out + a.err);
     assert.match(r.listeners[0], /^fd:\d+$/);
@@ -70,6 +73,11 @@ describe('node addon', () => {
     assert.equal(bad.event, 'nack');
     assert.equal(bad.code, 'invalid_channel');
 
+    // On TCP the forwarding headers are not believed.
+    await request({ port, path: '/healthz?spoof', headers: { 'X-Forwarded-For': '192.0.2.7', '!~Passenger-Client-Address': '192.0.2.8' } });
+    const line = await waitFor(() => a.out.split('\n').find((l) => l.includes('?spoof')), 5000, 'the access log line');
+    assert.match(JSON.parse(line.slice(line.indexOf('{'))).peer, /^127\.0\.0\.1:\d+$/);
+
     // C logs reach Node's stdout, not stderr.
     assert.match(a.out, /listening on fd:\d+/);
     assert.doesNotMatch(a.err, /listening on/);
@@ -82,7 +90,7 @@ describe('node addon', () => {
   it('keeps the path of a Unix socket through the hand-off', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'px65-'));
     const sock = path.join(dir, 'app.sock');
-    const a = app('unix', { listen: sock });
+    const a = app('unix', { listen: sock, options: { 'access-log': 'json' } });
     const r = await a.start();
     assert.equal(r.event, 'running', a.out + a.err);
     assert.equal(r.address, sock);
@@ -92,6 +100,15 @@ describe('node addon', () => {
     assert.equal(res.status, 200);
     const hist = await request({ socketPath: sock, path: '/api/channels/none/messages?since=0' });
     assert.equal(hist.status, 200);
+    const peers = async (headers, tag) => {
+      await request({ socketPath: sock, path: `/healthz?${tag}`, headers });
+      const line = await waitFor(() => a.out.split('\n').find((l) => l.includes(`?${tag}`)), 5000, 'the access log line');
+      return JSON.parse(line.slice(line.indexOf('{'))).peer;
+    };
+    assert.equal(await peers({}, 'none'), 'unix');
+    assert.equal(await peers({ 'X-Forwarded-For': '10.1.2.3, 192.0.2.7' }, 'xff'), '192.0.2.7');
+    assert.equal(await peers({ 'X-Forwarded-For': '10.1.2.3', '!~Passenger-Client-Address': '203.0.113.9' }, 'psg'), '203.0.113.9');
+    assert.equal(await peers({ 'X-Forwarded-For': '<script>' }, 'junk'), 'unix');
 
     a.send('stop');
     const st = await a.waitEvent((e) => e.event === 'stopped');
