@@ -5,7 +5,8 @@
 // px-test: serial (Apache, Passenger, Chromium)
 //
 //   - HTTP works through Apache: the demo page, the HTTP API (publish, history), SetEnv'd
-//     PLEXUS_* variables reach the app's options;
+//     PLEXUS_* variables reach the app's options; the access log names the client by
+//     !~Passenger-Client-Address (not by an X-Forwarded-For the client sent);
 //   - the WebSocket upgrade fails through Apache (passenger issue 1202: the 101 goes out
 //     chunked, without `Connection: Upgrade`): a client sees no WebSocket;
 //   - the browser SDK in Chromium detects the failed upgrade at once and falls back to SSE
@@ -35,7 +36,7 @@ before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'px67-'));
   fs.chmodSync(dir, 0o755);
   const appDir = makeApp(path.join(dir, 'app'), { 'app.js': path.join(SOURCE_DIR, 'examples', 'passenger', 'app.js') });
-  apache = new Apache({ dir, appDir, port: await freePort(), env: { PLEXUS_MAX_PAYLOAD: '1KiB' } });
+  apache = new Apache({ dir, appDir, port: await freePort(), env: { PLEXUS_MAX_PAYLOAD: '1KiB', PLEXUS_ACCESS_LOG: 'json', PLEXUS_LOG_FILE: 'plexus.log' } });
   await apache.start();
 });
 
@@ -62,6 +63,11 @@ describe('apache + mod_passenger', () => {
     // PLEXUS_MAX_PAYLOAD=1KiB from SetEnv: a bigger message is refused.
     const big = await request({ port, method: 'POST', path: '/api/channels/a/messages', body: { s: 'x'.repeat(2000) } });
     assert.equal(big.status, 413, big.body);
+    // The access log names the client Apache saw, not a forwarding header it sent.
+    await request({ port, path: '/healthz?who', headers: { 'X-Forwarded-For': '192.0.2.7' } });
+    const logFile = path.join(apache.appDir, 'plexus.log');
+    const line = await waitFor(() => fs.existsSync(logFile) && fs.readFileSync(logFile, 'utf8').split('\n').find((l) => l.includes('?who')), 5000, 'the access log line');
+    assert.equal(JSON.parse(line.slice(line.indexOf('{'))).peer, '127.0.0.1');
   });
 
   it('fails the WebSocket upgrade (passenger issue 1202)', async () => {
