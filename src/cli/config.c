@@ -156,7 +156,8 @@ typedef struct load_ctx {
     jmp_buf jb;
     char *err;
     size_t errlen;
-    char *text; /* the config file being parsed, freed on the way out */
+    char *text;    /* the config file being parsed, freed on the way out */
+    char *scratch; /* a copy being split, freed on the way out */
     px_json_tok_t *toks;
 } load_ctx_t;
 
@@ -550,6 +551,7 @@ static int guarded(px_config_t *cfg, int argc, char **argv, const char *json, in
     else
         r = -EINVAL;
     free(ctx.text);
+    free(ctx.scratch);
     free(ctx.toks);
     load_ctx = saved;
     return r;
@@ -638,10 +640,13 @@ static void load_all(px_config_t *cfg, int argc, char **argv, const char *json, 
         if (o->type == T_LIST) {
             /* Several values: comma- or space-separated. */
             clear_list(cfg, o);
-            char *copy = strdup(val), *save = NULL;
+            char *copy = load_ctx->scratch = strdup(val), *save = NULL;
+            if (!copy)
+                die("%s %s: out of memory", origin, o->name);
             for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
                 set_value(cfg, o, t, origin);
             free(copy);
+            load_ctx->scratch = NULL;
         } else {
             set_value(cfg, o, val, origin);
         }
