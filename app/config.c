@@ -10,9 +10,10 @@
 
 #include "app/config.h"
 #include "hub/json.h"
+#include "plexus/sniff.h"
 #include "plexus/version.h"
 
-enum opt_type { T_STR, T_LIST, T_UINT, T_UINT64, T_SIZE, T_DURATION, T_BOOL };
+enum opt_type { T_STR, T_LIST, T_UINT, T_UINT64, T_SIZE, T_DURATION, T_BOOL, T_MULTI };
 
 typedef struct opt {
     const char *name; /* flag without dashes; env PLEXUS_<NAME>; config-file key */
@@ -107,6 +108,22 @@ static const opt_t options[] = {
     {"max-inflight", T_UINT, O(max_inflight), "32", "N",
      "requests of one WebSocket connection waiting for an answer; over it: too_many_requests", NULL,
      "Hub", "1", "100000"},
+    /* One port (i12sniff): the sniffer, pass-through rules, PROXY protocol. */
+    {"forward", T_MULTI, O(forward), NULL, "NAME=TARGET[,OPT=VAL]",
+     "pass connections whose first bytes match probe NAME (ssh, openvpn, xmpp, tls-sni:HOST, "
+     "http-host:HOST, regex:ERE, default) to TARGET (HOST:PORT or unix:PATH), repeatable, tried "
+     "in order; options proxy=v1|v2, max-conns=N, idle=DURATION, connect-timeout=DURATION, "
+     "window=BYTES, probe=PROBE (docs/one-port.md)",
+     NULL, "One port"},
+    {"sniff-timeout", T_DURATION, O(sniff_timeout_ms), "3s", "DURATION",
+     "time a client has to send enough bytes to be recognised; then the default rule, or close",
+     NULL, "One port", "100ms", "1h"},
+    {"sniff-max", T_SIZE, O(sniff_max), "16KiB", "SIZE",
+     "bytes the sniffer looks at before it decides", NULL, "One port", "64", "1MiB"},
+    {"proxy-protocol-from", T_MULTI, O(proxy_protocol_from), NULL, "CIDR",
+     "accept a PROXY protocol v1/v2 header from these sources (CIDR, address or unix), "
+     "repeatable; from anyone else it closes the connection",
+     NULL, "One port"},
     {"log-level", T_STR, O(log_level), "info", "LEVEL", "debug|info|warn|error",
      "debug|info|warn|error|off", "Logs"},
     {"log-format", T_STR, O(log_format), "text", "FORMAT",
@@ -244,6 +261,17 @@ static void set_value(px_config_t *cfg, const opt_t *o, const char *val, const c
         list[(*count)++] = strdup(val);
         break;
     }
+    case T_MULTI: { /* i12sniff: repeatable values, each checked now */
+        px_config_list_t *l = (px_config_list_t *)base;
+        char why[512] = "";
+        if (l->n == PX_CONFIG_MAX_MULTI)
+            die("%s %s: at most %d values", origin, o->name, PX_CONFIG_MAX_MULTI);
+        if (strstr(o->name, "forward") ? px_forward_check(val, why, sizeof why)
+                                       : px_proxy_from_check(val, why, sizeof why))
+            die("%s %s: %s", origin, o->name, why);
+        l->v[l->n++] = strdup(val);
+        break;
+    }
     case T_UINT:
         if (parse_scaled(val, &v, T_UINT) || v > 0xffffffffu)
             die("%s %s: '%s' is not a non-negative integer", origin, o->name, val);
@@ -284,6 +312,22 @@ static void clear_list(px_config_t *cfg)
     for (unsigned i = 0; i < cfg->nlisten; i++)
         free(cfg->listen[i]);
     cfg->nlisten = 0;
+}
+
+static void clear_multi(px_config_t *cfg, const opt_t *o)
+{
+    px_config_list_t *l = (px_config_list_t *)((char *)cfg + o->off);
+    for (unsigned i = 0; i < l->n; i++)
+        free(l->v[i]);
+    l->n = 0;
+}
+
+/* Values of a repeatable option in one environment variable: rules hold
+ * commas, so they are separated by ';' (or newlines); addresses by commas,
+ * spaces or ';'. */
+static const char *multi_separators(const opt_t *o)
+{
+    return strcmp(o->name, "forward") == 0 ? ";\n" : ",; \n";
 }
 
 static void usage(void)
@@ -352,8 +396,11 @@ static void load_file(px_config_t *cfg, const char *path)
         int v = k + 1;
         char origin[300];
         snprintf(origin, sizeof origin, "--config %s: key", path);
-        if (o->type == T_LIST) {
-            clear_list(cfg);
+        if (o->type == T_LIST || o->type == T_MULTI) {
+            if (o->type == T_LIST)
+                clear_list(cfg);
+            else
+                clear_multi(cfg, o);
             if (toks[v].type == PX_JSON_STRING) {
                 char val[1024];
                 if (px_json_unescape(&doc, v, val, sizeof val) < 0)
@@ -399,6 +446,7 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
         if (options[i].def)
             set_value(cfg, &options[i], options[i].def, "default");
     int listen_from_flags = 0;
+    unsigned char multi_from_flags[NOPTS] = {0}; /* T_MULTI: the first flag replaces */
 
     /* --help/--version and --config first: the file is the lowest user source. */
     const char *config = getenv("PLEXUS_CONFIG");
@@ -437,7 +485,14 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
             continue;
         char origin[100];
         snprintf(origin, sizeof origin, "environment variable %s, option", env);
-        if (o->type == T_LIST) {
+        if (o->type == T_MULTI) {
+            clear_multi(cfg, o);
+            char *copy = strdup(val), *save = NULL;
+            for (char *t = strtok_r(copy, multi_separators(o), &save); t;
+                 t = strtok_r(NULL, multi_separators(o), &save))
+                set_value(cfg, o, t, origin);
+            free(copy);
+        } else if (o->type == T_LIST) {
             /* Several addresses: comma- or space-separated. */
             clear_list(cfg);
             char *copy = strdup(val), *save = NULL;
@@ -476,6 +531,10 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
             clear_list(cfg);
             listen_from_flags = 1;
         }
+        if (o->type == T_MULTI && !multi_from_flags[o - options]) {
+            clear_multi(cfg, o);
+            multi_from_flags[o - options] = 1;
+        }
         char oname[80];
         snprintf(oname, sizeof oname, "--%s", o->name);
         opt_t named = *o;
@@ -488,6 +547,9 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
 void px_config_free(px_config_t *cfg)
 {
     clear_list(cfg);
+    for (size_t i = 0; i < NOPTS; i++)
+        if (options[i].type == T_MULTI)
+            clear_multi(cfg, &options[i]);
     for (size_t i = 0; i < NOPTS; i++)
         if (options[i].type == T_STR) {
             char **p = (char **)((char *)cfg + options[i].off);

@@ -8,6 +8,13 @@
 #include <stdint.h>
 
 #define PX_CONFIG_MAX_LISTEN 16
+#define PX_CONFIG_MAX_MULTI  64 /* values of one repeatable option (T_MULTI) */
+
+/* A repeatable option's values, in the order given. */
+typedef struct px_config_list {
+    char *v[PX_CONFIG_MAX_MULTI];
+    unsigned n;
+} px_config_list_t;
 
 typedef struct px_config {
     /* server */
@@ -51,6 +58,11 @@ typedef struct px_config {
     unsigned history_limit_max;
     unsigned subscribe_rate;
     unsigned max_inflight;
+    /* one port: sniffer, pass-through, PROXY protocol (docs/one-port.md) */
+    px_config_list_t forward;
+    uint64_t sniff_timeout_ms;
+    uint64_t sniff_max;
+    px_config_list_t proxy_protocol_from;
     /* meta */
     char *config_file;
 } px_config_t;

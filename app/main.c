@@ -12,6 +12,7 @@
 #include "plexus/ws.h"
 #include "plexus/log.h"
 #include "plexus/net.h"
+#include "plexus/sniff.h"
 #include "plexus/version.h"
 
 static void metrics(px_req_t *req, void *ud)
@@ -70,8 +71,32 @@ static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp)
         fprintf(stderr, "plexus: --workers %u: cannot start that many workers\n", cfg.workers);
         return 2;
     }
+    /* i12sniff: one port for several protocols (docs/one-port.md). A listener
+     * sniffs when pass-through rules (--forward) or trusted PROXY sources
+     * (--proxy-protocol-from) are configured, or when it has TLS; otherwise
+     * it keeps the plain fast path (HTTP from the first byte). */
+    int sniffing = cfg.forward.n > 0 || cfg.proxy_protocol_from.n > 0;
+    if (sniffing) {
+        px_sniff_opts_t sn;
+        px_sniff_opts_init(&sn);
+        sn.forward = (const char *const *)cfg.forward.v;
+        sn.nforward = cfg.forward.n;
+        sn.timeout_ms = cfg.sniff_timeout_ms;
+        sn.max_bytes = (size_t)cfg.sniff_max;
+        sn.proxy_from = (const char *const *)cfg.proxy_protocol_from.v;
+        sn.nproxy_from = cfg.proxy_protocol_from.n;
+        char serr[512];
+        if (px_sniff_register(server, "sniff", &sn, serr, sizeof serr) != 0) {
+            fprintf(stderr, "plexus: --forward: %s\n", serr);
+            return 2;
+        }
+    }
     for (unsigned i = 0; i < cfg.nlisten; i++) {
-        int r = px_server_listen(server, cfg.listen[i]);
+        px_listen_opts_t lo;
+        px_listen_opts_init(&lo);
+        lo.addr = cfg.listen[i];
+        lo.protocol = sniffing ? "sniff" : NULL; /* i12sniff */
+        int r = px_server_listen_opts(server, &lo);
         if (r) {
             fprintf(stderr, "plexus: --listen %s: %s\n", cfg.listen[i],
                     r == -EINVAL ? "invalid address (HOST:PORT, [V6]:PORT, unix:PATH or fd:N)"

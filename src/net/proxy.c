@@ -630,8 +630,10 @@ int px__proxy_start(px_conn_t *c, px__fwd_rule_t *r, const void *first, size_t l
         if (hn > 0)
             px_conn_write_nocap(b, hdr, (size_t)hn);
     }
-    if (len)
+    if (len) {
         px_conn_write_nocap(b, first, len);
+        px_metric_add(r->m_in, (int64_t)len); /* the sniffed bytes count as passed */
+    }
     /* The front now belongs to the proxy: the sniffer's limits are gone. */
     px_conn_set_protocol(c, &front_proto, p);
     px_conn_set_read_limit(c, PX__READ_CHUNK);
