@@ -68,7 +68,7 @@ PX_EXTERN int px_sniff_register(px_server_t *s, const char *name, const px_sniff
  *            max-conns=N        open connections through the rule (0 = no limit)
  *            idle=DURATION      no byte either way this long closes both (10m; 0 = never)
  *            connect-timeout=DURATION   bound on reaching the backend (10s)
- *            window=BYTES       bytes a regex probe looks at (256)
+ *            window=BYTES       bytes a regex probe looks at (256; 1..4096)
  *            probe=PROBE        the probe, if NAME is a label; last option (a
  *                               regex may contain commas)
  * 0, or -EINVAL with the reason in err.

@@ -160,8 +160,9 @@ int px__fwd_rule_parse(px__fwd_rule_t *r, const char *spec, char *err, size_t er
                 FAIL("'%s': connect-timeout=%.*s: expected a duration above 0 (e.g. 500ms, 5s)",
                      spec, (int)vlen, v);
         } else if (KEY("window")) {
-            if (parse_uint(v, vlen, 1 << 20, &n) || n == 0)
-                FAIL("'%s': window=%.*s: expected 1..1048576 bytes", spec, (int)vlen, v);
+            if (parse_uint(v, vlen, PX__REGEX_WINDOW_MAX, &n) || n == 0)
+                FAIL("'%s': window=%.*s: expected 1..%d bytes", spec, (int)vlen, v,
+                     PX__REGEX_WINDOW_MAX);
             window = (size_t)n;
         } else {
             FAIL("'%s': unknown option '%.*s' (probe, proxy, max-conns, idle, connect-timeout, "

@@ -54,6 +54,8 @@ int px__probe_compile(px__probe_t *p, const char *text, size_t window, char *err
 {
     memset(p, 0, sizeof *p);
     p->window = window ? window : PX__REGEX_WINDOW;
+    if (p->window > PX__REGEX_WINDOW_MAX)
+        p->window = PX__REGEX_WINDOW_MAX;
     if (strcmp(text, "ssh") == 0) {
         p->kind = PX__PROBE_SSH;
     } else if (strcmp(text, "openvpn") == 0) {
@@ -449,10 +451,17 @@ static int probe_xmpp(sniff_ctx_t *x)
 
 static int probe_regex(const px__probe_t *pr, sniff_ctx_t *x)
 {
+    /* The bytes are not NUL-terminated: regexec gets a terminated copy (a
+     * libc without REG_STARTEND, or a sanitizer's interceptor, reads up to a
+     * NUL), and REG_STARTEND so that NULs inside do not end the subject
+     * where it is supported (glibc). The copy is per thread, of a bounded
+     * size: nothing is allocated. */
+    static __thread char buf[PX__REGEX_WINDOW_MAX + 1];
     size_t n = x->len < pr->window ? x->len : pr->window;
-    /* REG_STARTEND: the bytes are not NUL-terminated and may contain NULs. */
+    memcpy(buf, x->p, n);
+    buf[n] = '\0';
     regmatch_t m[1] = {{.rm_so = 0, .rm_eo = (regoff_t)n}};
-    if (regexec(&pr->re, (const char *)x->p, 1, m, REG_STARTEND) == 0)
+    if (regexec(&pr->re, buf, 1, m, REG_STARTEND) == 0)
         return YES;
     return NO; /* unrecognised bytes wait for more anyway while a regex probe exists */
 }

@@ -51,7 +51,8 @@ typedef struct px__probe {
 int px__probe_compile(px__probe_t *p, const char *text, size_t window, char *err, size_t errlen);
 void px__probe_dispose(px__probe_t *p);
 
-#define PX__REGEX_WINDOW 256 /* default bytes a regex probe looks at */
+#define PX__REGEX_WINDOW     256  /* default bytes a regex probe looks at */
+#define PX__REGEX_WINDOW_MAX 4096 /* at most */
 
 /* What px__sniff_decide says. */
 enum px__sniff_verdict {

@@ -125,7 +125,8 @@ static size_t v2(unsigned char *b, unsigned verb, unsigned fam, const void *addr
     size_t body = alen + tlen;
     b[14] = (unsigned char)(body >> 8);
     b[15] = (unsigned char)body;
-    memcpy(b + 16, addr, alen);
+    if (alen)
+        memcpy(b + 16, addr, alen);
     if (tlen)
         memcpy(b + 16 + alen, tlv, tlen);
     return 16 + body;
