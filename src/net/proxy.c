@@ -239,7 +239,10 @@ enum { COPY, SPLICE };
  * being read (backpressure before the splice starts). */
 #define COPY_HIGH (64 * 1024)
 /* Bytes moved into a pipe by one splice(2) (a pipe holds 64 KiB by default). */
-#define SPLICE_CHUNK (64 * 1024)
+#define SPLICE_CHUNK (256 * 1024)
+#ifndef PIPE_SIZE
+#define PIPE_SIZE (256 * 1024) /* asked for each pipe (F_SETPIPE_SZ) */
+#endif
 /* Read-write rounds per event and direction, so one busy pair cannot starve
  * the worker's other connections (level-triggered epoll calls again). */
 #define SPLICE_ROUNDS 4
@@ -409,6 +412,11 @@ static int open_pipe(dir_t *d)
     int fds[2];
     if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0)
         return -errno;
+    /* A bigger pipe moves more per splice(2) (fewer calls, fewer wake-ups).
+     * Best effort: over the per-user pipe budget the kernel refuses, and the
+     * default 64 KiB works too. */
+    if (PIPE_SIZE > 65536)
+        (void)fcntl(fds[1], F_SETPIPE_SZ, PIPE_SIZE);
     d->pr = fds[0];
     d->pw = fds[1];
     return 0;
