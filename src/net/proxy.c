@@ -238,7 +238,8 @@ enum { COPY, SPLICE };
 /* Bytes a side may have queued towards its peer, in COPY, before it stops
  * being read (backpressure before the splice starts). */
 #define COPY_HIGH (64 * 1024)
-/* Bytes moved into a pipe by one splice(2) (a pipe holds 64 KiB by default). */
+/* Bytes asked of one splice(2) into a pipe; it moves at most the pipe's free
+ * room (PIPE_SIZE, or the default 64 KiB when the kernel refuses more). */
 #define SPLICE_CHUNK (256 * 1024)
 #ifndef PIPE_SIZE
 #define PIPE_SIZE (256 * 1024) /* asked for each pipe (F_SETPIPE_SZ) */
@@ -324,7 +325,7 @@ static void arm(px_conn_t *c, const dir_t *rd, const dir_t *wr)
 }
 
 /* Move what can move in one direction. 0, or -errno (the pair is dead). */
-static int pump(proxy_t *p, dir_t *d, int src, int dst)
+static int pump(dir_t *d, int src, int dst)
 {
     for (int round = 0; round < SPLICE_ROUNDS; round++) {
         int progress = 0;
@@ -367,7 +368,6 @@ static int pump(proxy_t *p, dir_t *d, int src, int dst)
         if (shutdown(dst, SHUT_WR) != 0 && errno != ENOTCONN)
             return -errno;
     }
-    PX_UNUSED(p);
     return 0;
 }
 
@@ -389,9 +389,9 @@ static void splice_io(px_io_t *io, unsigned events)
     if (events & (PX_WRITABLE | PX_HUP))
         wr->dst_full = 0;
     int ffd = p->front->io.fd, bfd = p->back->io.fd;
-    int r = pump(p, &p->up, ffd, bfd);
+    int r = pump(&p->up, ffd, bfd);
     if (r == 0)
-        r = pump(p, &p->down, bfd, ffd);
+        r = pump(&p->down, bfd, ffd);
     if (r != 0) {
         px_log(PX_LOG_DEBUG, "forward %s: conn %llu: %s", p->rule->name,
                (unsigned long long)px_conn_id(p->front), px_strerror(r));
