@@ -376,13 +376,14 @@ class Sniff(PxTestCase):
 
     def test_idle_timeout(self):
         b = self.backend(fb.banner_echo(b""))
-        srv = self.start_server(*COMMON, "--forward", "ssh=%s,idle=600ms" % b.target)
+        idle_ms = int(scaled(0.6) * 1000)  # slower builds get more slack between the pings
+        srv = self.start_server(*COMMON, "--forward", "ssh=%s,idle=%dms" % (b.target, idle_ms))
         s = self.client(srv)
         s.sendall(b"SSH-2.0-x\r\n")
         fb.recv_exact(s, 11)
         # Traffic keeps it open past the timeout...
         for i in range(8):
-            time.sleep(0.15)
+            time.sleep(idle_ms / 4000)
             s.sendall(b"%d" % i)
             self.assertEqual(fb.recv_exact(s, 1), b"%d" % i)
         # ...silence closes it.
