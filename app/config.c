@@ -10,6 +10,7 @@
 
 #include "app/config.h"
 #include "plexus/json.h"
+#include "plexus/sniff.h"
 #include "plexus/version.h"
 
 enum opt_type { T_STR, T_LIST, T_UINT, T_UINT64, T_SIZE, T_DURATION, T_BOOL };
@@ -107,6 +108,22 @@ static const opt_t options[] = {
     {"max-inflight", T_UINT, O(max_inflight), "32", "N",
      "requests of one WebSocket connection waiting for an answer; over it: too_many_requests", NULL,
      "Hub", "1", "100000"},
+    /* One port: the sniffer, pass-through rules, PROXY protocol (docs/one-port.md). */
+    {"forward", T_LIST, O(forward), NULL, "NAME=TARGET[,OPT=VAL]",
+     "pass connections whose first bytes match probe NAME (ssh, openvpn, xmpp, tls-sni:HOST, "
+     "http-host:HOST, regex:ERE, default) to TARGET (HOST:PORT or unix:PATH), repeatable, tried "
+     "in order; options proxy=v1|v2, max-conns=N, idle=DURATION, connect-timeout=DURATION, "
+     "window=BYTES, probe=PROBE (docs/one-port.md)",
+     NULL, "One port"},
+    {"sniff-timeout", T_DURATION, O(sniff_timeout_ms), "3s", "DURATION",
+     "time a client has to send enough bytes to be recognised; then the default rule, or close",
+     NULL, "One port", "100ms", "1h"},
+    {"sniff-max", T_SIZE, O(sniff_max), "16KiB", "SIZE",
+     "bytes the sniffer looks at before it decides", NULL, "One port", "64", "1MiB"},
+    {"proxy-protocol-from", T_LIST, O(proxy_protocol_from), NULL, "CIDR",
+     "accept a PROXY protocol v1/v2 header from these sources (CIDR, address or unix), "
+     "repeatable; from anyone else it closes the connection",
+     NULL, "One port"},
     {"log-level", T_STR, O(log_level), "info", "LEVEL", "debug|info|warn|error",
      "debug|info|warn|error|off", "Logs"},
     {"log-format", T_STR, O(log_format), "text", "FORMAT",
@@ -251,6 +268,10 @@ static unsigned *list_count(px_config_t *cfg, const opt_t *o, unsigned *max)
         return &cfg->ntls_key;
     if (o->off == O(tls_ocsp))
         return &cfg->ntls_ocsp;
+    if (o->off == O(forward))
+        return &cfg->nforward;
+    if (o->off == O(proxy_protocol_from))
+        return &cfg->nproxy_protocol_from;
     *max = PX_CONFIG_MAX_LISTEN;
     return &cfg->nlisten;
 }
@@ -287,6 +308,10 @@ static void set_value(px_config_t *cfg, const opt_t *o, const char *val, const c
             cfg->listen_tls[*count] = -1;
             cfg->listen_tls_only[*count] = -1;
         }
+        char why[512] = ""; /* rules and sources are checked as they come */
+        if ((count == &cfg->nforward && px_forward_check(val, why, sizeof why)) ||
+            (count == &cfg->nproxy_protocol_from && px_proxy_from_check(val, why, sizeof why)))
+            die("%s %s: %s", origin, o->name, why);
         list[(*count)++] = strdup(val);
         break;
     }
@@ -555,10 +580,12 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
         char origin[100];
         snprintf(origin, sizeof origin, "environment variable %s, option", env);
         if (o->type == T_LIST) {
-            /* Several values: comma- or space-separated. */
+            /* Several values: comma- or space-separated; forwarding rules hold commas
+             * themselves, so they are separated by ';' (or newlines). */
+            const char *sep = o->off == O(forward) ? ";\n" : ",; \n";
             clear_list(cfg, o);
             char *copy = strdup(val), *save = NULL;
-            for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+            for (char *t = strtok_r(copy, sep, &save); t; t = strtok_r(NULL, sep, &save))
                 set_value(cfg, o, t, origin);
             free(copy);
         } else {

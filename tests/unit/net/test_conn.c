@@ -1188,6 +1188,125 @@ static void test_sniff_push_transport(void **state)
     assert_memory_equal(buf, "d\n", 2);
 }
 
+/* ---- raw mode (PX__RAW) and addresses from a layer ------------------------------------------ */
+
+static int raw_events;
+
+/* Echo every byte straight from the socket: the protocol must see none. */
+static void raw_cb(px_io_t *io, unsigned events)
+{
+    px_conn_t *c = io->data;
+    raw_events++;
+    char b[64];
+    if (events & PX_READABLE) {
+        ssize_t n = recv(c->io.fd, b, sizeof b, 0);
+        if (n > 0)
+            assert_int_equal(send(c->io.fd, b, (size_t)n, MSG_NOSIGNAL), n);
+    }
+}
+
+static void test_raw_mode(void **state)
+{
+    (void)state;
+    px_conn_t *c = pair();
+    px__conn_raw(c, raw_cb, c);
+    assert_int_equal(c->phase, PX__RAW);
+    assert_int_equal(px_io_start(loop, &c->io, PX_READABLE), 0);
+    send_str(peer, "echo raw\n");
+    char buf[16];
+    assert_int_equal(recv_loop(peer, buf, 9, 2000, NULL), 9);
+    assert_memory_equal(buf, "echo raw\n", 9); /* the line protocol would answer "raw\n" */
+    assert_int_equal(T.nlines, 0);
+    assert_true(raw_events >= 1);
+    /* The connection leaves the protocol's interest set alone... */
+    px_conn_pause_read(c, 1);
+    px_conn_pause_read(c, 0);
+    assert_int_equal(c->io._events, PX_READABLE);
+    /* ...and its timer still reaches the protocol. */
+    px_conn_set_timeout(c, 20);
+    RUN_UNTIL(T.timeouts == 1, 1000);
+    assert_int_equal(T.timeouts, 1);
+    /* Taken back: the protocol reads again. */
+    px__conn_raw(c, NULL, NULL);
+    assert_int_equal(c->phase, PX__OPEN);
+    send_str(peer, "echo back\n");
+    assert_int_equal(recv_loop(peer, buf, 5, 2000, NULL), 5);
+    assert_memory_equal(buf, "back\n", 5);
+    assert_int_equal(T.nlines, 1);
+    /* Abort works in raw mode too (the splice proxy closes that way). */
+    px__conn_raw(c, raw_cb, c);
+    px_conn_abort(c);
+    RUN_UNTIL(T.closes == 1, 1000);
+    assert_int_equal(T.closes, 1);
+}
+
+/* A layer that only delegates, and knows other addresses (like a PROXY header's). */
+static ssize_t addr_read(px__transport_t *t, px_conn_t *c, void *buf, size_t len)
+{
+    return t->lower->ops->read(t->lower, c, buf, len);
+}
+
+static ssize_t addr_writev(px__transport_t *t, px_conn_t *c, const struct iovec *iov, int n)
+{
+    return t->lower->ops->writev(t->lower, c, iov, n);
+}
+
+static int addr_shutdown(px__transport_t *t, px_conn_t *c)
+{
+    return t->lower->ops->shutdown(t->lower, c);
+}
+
+static void addr_close(px__transport_t *t, px_conn_t *c)
+{
+    (void)t;
+    (void)c;
+}
+
+static int addr_addresses(px__transport_t *t, px_conn_t *c, struct sockaddr_storage *p,
+                          struct sockaddr_storage *l)
+{
+    (void)t;
+    (void)c;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)p;
+    memset(p, 0, sizeof *p);
+    in6->sin6_family = AF_INET6;
+    inet_pton(AF_INET6, "2001:db8::9", &in6->sin6_addr);
+    in6->sin6_port = htons(4242);
+    if (l)
+        *l = *p;
+    return 0;
+}
+
+static const px__transport_ops_t addr_ops = {
+    .name = "addr",
+    .read = addr_read,
+    .writev = addr_writev,
+    .shutdown = addr_shutdown,
+    .close = addr_close,
+    .addresses = addr_addresses,
+};
+
+static void test_layer_addresses(void **state)
+{
+    (void)state;
+    px_conn_t *c = pair();
+    char name[64];
+    assert_int_equal(px_conn_peer_name(c, name, sizeof name), 0);
+    assert_string_equal(name, "unix"); /* the socket's */
+    static px__transport_t layer = {.ops = &addr_ops};
+    layer.lower = c->tp;
+    c->tp = &layer;
+    assert_int_equal(px_conn_peer_name(c, name, sizeof name), 0);
+    assert_string_equal(name, "[2001:db8::9]:4242");
+    struct sockaddr_storage p, l;
+    assert_int_equal(px__conn_addresses(c, &p, &l), 0);
+    assert_int_equal(l.ss_family, AF_INET6);
+    send_str(peer, "echo through\n"); /* the layer delegates */
+    char buf[16];
+    assert_int_equal(recv_loop(peer, buf, 8, 2000, NULL), 8);
+    assert_memory_equal(buf, "through\n", 8);
+}
+
 /* ---- outbound connections
  * ------------------------------------------------------------------------ */
 
@@ -1731,6 +1850,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sniff_byte_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sniff_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sniff_push_transport, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_raw_mode, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_layer_addresses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_tcp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
