@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "xorshift.h"
 #include "core/alloc.h"
 #include "hub/store.h"
 
@@ -80,10 +81,15 @@ static void fx_open(fx_t *f)
     assert_non_null(f->s);
 }
 
-static void fx_reopen(fx_t *f)
+static void fx_close(fx_t *f)
 {
     px__store_close(f->s);
     f->s = NULL;
+}
+
+static void fx_reopen(fx_t *f)
+{
+    fx_close(f);
     fx_open(f);
 }
 
@@ -791,12 +797,8 @@ static void test_kill9_keeps_acknowledged(void **state)
 
 static void xorshift_fill(unsigned char *p, size_t n, uint64_t seed)
 {
-    for (size_t i = 0; i < n; i++) {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        p[i] = (unsigned char)seed;
-    }
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)xorshift64(&seed);
 }
 
 static void scribble(const fx_t *f, off_t at, size_t n)
@@ -830,8 +832,7 @@ static void test_corrupt_pages_fail_integrity(void **state)
         snprintf(name, sizeof(name), "c%d", c);
         append_range(f->s, name, 1, 300, 300, 0);
     }
-    px__store_close(f->s);
-    f->s = NULL;
+    fx_close(f);
     off_t size = db_size(f);
     assert_true(size > 20 * 4096);
     scribble(f, 3 * 4096, 3 * 4096); /* garbage over pages 4..6 */
@@ -852,8 +853,7 @@ static void test_corrupt_header_fails_integrity(void **state)
     fx_t *f = *state;
     fx_open(f);
     append_range(f->s, "h", 1, 10, 10, 0);
-    px__store_close(f->s);
-    f->s = NULL;
+    fx_close(f);
     scribble(f, 0, 100);
     assert_int_equal(fx_open_err(f), -EUCLEAN);
     assert_non_null(strstr(f->err, "integrity check failed"));
@@ -876,8 +876,7 @@ static void test_fresh_epoch(void **state)
     assert_int_equal(px__store_fresh_epoch(f->s, (px_str_t){"room", 4}, c), 0);
     assert_string_equal(a, c);
     /* A new database: new instance, new epochs. */
-    px__store_close(f->s);
-    f->s = NULL;
+    fx_close(f);
     char path[300];
     db_path(f, path, sizeof(path));
     assert_int_equal(unlink(path), 0);
@@ -887,8 +886,7 @@ static void test_fresh_epoch(void **state)
     /* Migration from version 1: the instance appears, stored channels are kept. */
     px__store_msg_t m = M("old", "0123456789abcdef", 1, 1, "1");
     assert_int_equal(px__store_append(f->s, &m, 1), 0);
-    px__store_close(f->s);
-    f->s = NULL;
+    fx_close(f);
     raw_exec(f, "DROP TABLE meta; PRAGMA user_version = 1");
     fx_open(f);
     assert_int_equal(pragma_int(f->s, "PRAGMA user_version"), 2);
@@ -928,8 +926,7 @@ static void test_newer_schema_version(void **state)
 {
     fx_t *f = *state;
     fx_open(f);
-    px__store_close(f->s);
-    f->s = NULL;
+    fx_close(f);
     raw_exec(f, "PRAGMA user_version = 3");
     assert_int_equal(fx_open_err(f), -ENOTSUP);
     assert_non_null(strstr(f->err, "schema version 3"));
@@ -1013,8 +1010,7 @@ static void test_readonly_db_file(void **state)
     fx_t *f = *state;
     fx_open(f);
     append_range(f->s, "ro", 1, 3, 3, 0);
-    px__store_close(f->s);
-    f->s = NULL;
+    fx_close(f);
     char path[300];
     give_to_nobody(f->dir);
     snprintf(path, sizeof(path), "%s/plexus.lock", f->dir);
@@ -1077,8 +1073,7 @@ static void fault_loop(fx_t *f, unsigned kinds, long fail_n)
             check_state(f->s, 30, 30, true);
             fx_reopen(f);
             check_state(f->s, 30, 30, true);
-            px__store_close(f->s);
-            f->s = NULL;
+            fx_close(f);
             rm_rf(f->dir);
             assert_int_equal(mkdir(f->dir, 0700), 0);
             fx_open(f);
@@ -1245,8 +1240,7 @@ static void test_oom_loop(void **state)
             /* Either no failure was injected (done) or it hit the hash table's growth,
              * which is allowed to fail (longer chains). */
             assert_int_equal(load(f->s)->n, 200);
-            px__store_close(f->s);
-            f->s = NULL;
+            fx_close(f);
             assert_int_equal(oom.live, 0);
             rm_rf(f->dir);
             assert_int_equal(mkdir(f->dir, 0700), 0);
@@ -1256,8 +1250,7 @@ static void test_oom_loop(void **state)
         }
         assert_int_equal(r, -ENOMEM);
         assert_int_equal(load(f->s)->n, 0);
-        px__store_close(f->s);
-        f->s = NULL;
+        fx_close(f);
         assert_int_equal(oom.live, 0);
         assert_true(n < 1000);
     }
