@@ -49,10 +49,7 @@ build=$(cd "$build" 2>/dev/null && pwd) || { echo "bench-http: no build director
 : "${HTTP_OUT:=$root/build/bench-http}"
 
 HELLO=$build/examples/hello
-mkdir -p "$HTTP_OUT/logs"
-stamp=$(date +%Y%m%d-%H%M%S)
-results="$HTTP_OUT/results-$stamp.tsv"
-summary="$HTTP_OUT/summary-$stamp.txt"
+bench_outputs "$HTTP_OUT" tsv
 printf 'round\tscenario\tserver\tvalid\trps\tp50_ms\tp99_ms\tcpu_s\twindow_s\treq_per_cpu_s\trss_kb\trequests\terrors\n' >"$results"
 
 command -v wrk >/dev/null || { log "wrk is not installed (sh deps/install.sh deps/bench.txt)"; exit 2; }

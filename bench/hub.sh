@@ -147,22 +147,13 @@ print_table() { # results.jsonl...
     }' "$@"
 }
 
-if [[ "${1:-}" == --table ]]; then
-    shift
-    cd "$orig_pwd"
-    print_table "$@"
-    exit 0
-fi
+bench_table_mode "$@"
 
 build=${1:-$root/build/release}
 build=$(cd "$build" 2>/dev/null && pwd) || { log "no build directory ${1:-build/release}"; exit 2; }
 : "${PLEXUS:=$build/plexus}"
 
-mkdir -p "$HUB_OUT/logs"
-stamp=$(date +%Y%m%d-%H%M%S)
-results="$HUB_OUT/results-$stamp.jsonl"
-summary="$HUB_OUT/summary-$stamp.txt"
-: >"$results"
+bench_outputs "$HUB_OUT" jsonl
 
 # ---- the client -------------------------------------------------------------------
 bench_wsload "$build/bench/wsload" "$HUB_OUT"
@@ -207,9 +198,7 @@ trap 'exit 130' INT TERM
 server_available() { # name -> 0 if it can run here, else prints why
     case $1 in
     plexus) [[ -x "$PLEXUS" ]] || { echo "no binary at $PLEXUS (build the release variant)"; return 1; } ;;
-    nats) command -v nats-server >/dev/null || { echo "nats-server not installed"; return 1; } ;;
-    redis) command -v redis-server >/dev/null || { echo "redis-server not installed"; return 1; } ;;
-    *) echo "unknown server"; return 1 ;;
+    *) peer_available "$1" ;;
     esac
 }
 
@@ -226,16 +215,7 @@ start_server() { # name logfile [durability [extra plexus flags...]] -> SRV_PID 
             --allow-anonymous --publish-rate 0 --data-dir "$dir" --durability "$dur" \
             --max-connections 20000 $PLEXUS_ARGS "$@" >"$logf" 2>&1 &
         ;;
-    nats)
-        WL_NATS_PORT=$nats_client_port WL_NATS_WS_PORT=$port \
-            "${pin_server[@]}" nats-server -c bench/peers/nats.conf >"$logf" 2>&1 &
-        ;;
-    redis)
-        # --protected-mode no: wsload connects from 127.0.0.2.. (see docs/bench-ws.md).
-        "${pin_server[@]}" redis-server --port "$port" --bind 127.0.0.1 --protected-mode no \
-            --save '' --appendonly no --maxclients $((maxsubs + 100)) \
-            --logfile '' >"$logf" 2>&1 &
-        ;;
+    nats | redis) start_peer "$name" "$port" "$logf" "$maxsubs" "$nats_client_port" ;;
     esac
     SRV_PID=$!
     bench_wait_listen "$name" "$SRV_PID" "$port" "$logf" && return 0

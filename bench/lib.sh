@@ -3,11 +3,13 @@
 # sourced by them (bash), never run. Set BENCH_NAME (the log prefix) first.
 #
 #   logging        log MESSAGE                   "BENCH_NAME: MESSAGE" on stderr
+#   output         bench_outputs DIR EXT -> stamp, results, summary; bench_table_mode "$@"
 #   pinning        bench_pin SERVER_CPU CLIENT_CPU -> ncpu, pin_server=(), pin_client=()
 #   the machine    bench_check_load WHAT         -> load_start; warns when busy
 #                  bench_raise_fd_limit NEEDED WHAT
 #   servers        port_open PORT, bench_port_free NAME PORT KNOB,
-#                  bench_wait_listen NAME PID PORT LOG, bench_stop_pid PID [TRIES]
+#                  bench_wait_listen NAME PID PORT LOG, bench_stop_pid PID [TRIES],
+#                  peer_available NAME, start_peer NAME PORT LOG MAX_CLIENTS NATS_PORT
 #   /proc          cpu_ticks PID, rss_kb PID (the process and its descendants),
 #                  wait_ms PID, load1
 #   the client     bench_wsload DEFAULT_BINARY FALLBACK_DIR -> WSLOAD;
@@ -20,6 +22,26 @@
 log() { printf '%s: %s\n' "$BENCH_NAME" "$*" >&2; }
 
 CLK_TCK=$(getconf CLK_TCK)
+
+# ---- output -----------------------------------------------------------------------
+bench_outputs() { # dir ext -> stamp, results (dir/results-STAMP.ext, empty), summary; dir/logs
+    mkdir -p "$1/logs"
+    stamp=$(date +%Y%m%d-%H%M%S)
+    results="$1/results-$stamp.$2"
+    summary="$1/summary-$stamp.txt"
+    : >"$results"
+}
+
+# `SCRIPT --table FILE...`: print the tables again from results files (paths as
+# given where the script was started, $orig_pwd) with the script's print_table.
+bench_table_mode() { # "$@" of the script; exits after the tables
+    [[ "${1:-}" == --table ]] || return 0
+    shift
+    # shellcheck disable=SC2154 # orig_pwd is the script's
+    cd "$orig_pwd" || exit 2
+    print_table "$@"
+    exit 0
+}
 
 # ---- CPU pinning and the machine ---------------------------------------------------
 bench_pin() { # server_cpu client_cpu -> ncpu, pin_server, pin_client (empty: not pinned)
@@ -87,6 +109,31 @@ bench_stop_pid() { # pid [tries, default 50]
     done
     kill -KILL "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
+}
+
+# The reference servers of ws.sh and hub.sh.
+peer_available() { # name -> 0 if it can run here, else prints why
+    case $1 in
+    nats) command -v nats-server >/dev/null || { echo "nats-server not installed"; return 1; } ;;
+    redis) command -v redis-server >/dev/null || { echo "redis-server not installed"; return 1; } ;;
+    *) echo "unknown server"; return 1 ;;
+    esac
+}
+
+# In the background, pinned to the server CPU ($! is its PID afterwards).
+start_peer() { # name port logfile max_clients nats_client_port
+    case $1 in
+    nats)
+        WL_NATS_PORT=$5 WL_NATS_WS_PORT=$2 \
+            "${pin_server[@]}" nats-server -c bench/peers/nats.conf >"$3" 2>&1 &
+        ;;
+    redis)
+        # --protected-mode no: wsload connects from 127.0.0.2.. (see docs/bench-ws.md).
+        "${pin_server[@]}" redis-server --port "$2" --bind 127.0.0.1 --protected-mode no \
+            --save '' --appendonly no --maxclients $(($4 + 100)) \
+            --logfile '' >"$3" 2>&1 &
+        ;;
+    esac
 }
 
 # ---- /proc sampling -----------------------------------------------------------------

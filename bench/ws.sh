@@ -102,18 +102,8 @@ print_table() { # results.jsonl...
     }' "$@"
 }
 
-if [[ "${1:-}" == --table ]]; then
-    shift
-    cd "$orig_pwd"
-    print_table "$@"
-    exit 0
-fi
-
-mkdir -p "$WS_OUT/logs"
-stamp=$(date +%Y%m%d-%H%M%S)
-results="$WS_OUT/results-$stamp.jsonl"
-summary="$WS_OUT/summary-$stamp.txt"
-: >"$results"
+bench_table_mode "$@"
+bench_outputs "$WS_OUT" jsonl
 
 # ---- the client -------------------------------------------------------------------
 bench_wsload "$root/build/release/bench/wsload" "$WS_OUT"
@@ -151,9 +141,7 @@ server_available() { # name -> 0 if it can run here, else prints why
                 { echo "npm ci in bench/peers failed"; return 1; }
         fi
         ;;
-    nats) command -v nats-server >/dev/null || { echo "nats-server not installed"; return 1; } ;;
-    redis) command -v redis-server >/dev/null || { echo "redis-server not installed"; return 1; } ;;
-    *) echo "unknown server"; return 1 ;;
+    *) peer_available "$1" ;;
     esac
 }
 
@@ -163,15 +151,7 @@ start_server() { # name logfile -> SRV_PID
     case $name in
     plexus) "${pin_server[@]}" "$PLEXUS_ECHO" --listen "127.0.0.1:$port" --workers 1 >"$logf" 2>&1 & ;;
     node) "${pin_server[@]}" node bench/peers/ws-echo.mjs "$port" >"$logf" 2>&1 & ;;
-    nats)
-        WL_NATS_PORT=$nats_client_port WL_NATS_WS_PORT=$port \
-            "${pin_server[@]}" nats-server -c bench/peers/nats.conf >"$logf" 2>&1 &
-        ;;
-    redis)
-        "${pin_server[@]}" redis-server --port "$port" --bind 127.0.0.1 --protected-mode no \
-            --save '' --appendonly no --maxclients $((maxconns + 100)) \
-            --logfile '' >"$logf" 2>&1 &
-        ;;
+    nats | redis) start_peer "$name" "$port" "$logf" "$maxconns" "$nats_client_port" ;;
     esac
     SRV_PID=$!
     bench_wait_listen "$name" "$SRV_PID" "$port" "$logf" && return 0
