@@ -368,6 +368,19 @@ static void z_setup(px__ws_deflate_t *c, z_stream *z)
     z->opaque = c;
 }
 
+/* Hand zlib the next piece of the input once it has used up the last one: avail_in
+ * is a uInt, so a larger input goes in pieces. */
+static inline void next_input(z_stream *z, const uint8_t **next, size_t *left)
+{
+    if (z->avail_in == 0 && *left) {
+        uInt chunk = *left > UINT_MAX ? UINT_MAX : (uInt)*left;
+        z->next_in = (Bytef *)(uintptr_t)*next;
+        z->avail_in = chunk;
+        *next += chunk;
+        *left -= chunk;
+    }
+}
+
 /* ---- deflate ------------------------------------------------------------------- */
 
 static int def_open(px__ws_deflate_t *c)
@@ -408,13 +421,7 @@ int px__ws_deflate_message(px__ws_deflate_t *c, const uint8_t *in, size_t len, p
     size_t left = len; /* not yet handed to zlib */
     z->avail_in = 0;
     for (;;) {
-        if (z->avail_in == 0 && left) {
-            uInt chunk = left > UINT_MAX ? UINT_MAX : (uInt)left;
-            z->next_in = (Bytef *)(uintptr_t)next;
-            z->avail_in = chunk;
-            next += chunk;
-            left -= chunk;
-        }
+        next_input(z, &next, &left);
         int flush = left || z->avail_in ? Z_NO_FLUSH : Z_SYNC_FLUSH;
         if (produced >= limit) {
             r = -EMSGSIZE;
@@ -519,13 +526,7 @@ static int inf_feed(px__ws_deflate_t *c, const uint8_t *in, size_t len, int tail
     const uint8_t *next = in;
     z->avail_in = 0;
     for (;;) {
-        if (z->avail_in == 0 && left) {
-            uInt chunk = left > UINT_MAX ? UINT_MAX : (uInt)left;
-            z->next_in = (Bytef *)(uintptr_t)next;
-            z->avail_in = chunk;
-            next += chunk;
-            left -= chunk;
-        }
+        next_input(z, &next, &left);
         if (c->inf_ended) {
             if (tail || z->avail_in == 0)
                 return 0;
