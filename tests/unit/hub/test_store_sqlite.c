@@ -748,17 +748,27 @@ static void test_durability_pragmas(void **state)
     assert_int_equal(pragma_int(f->s, "PRAGMA fullfsync"), 0);
 }
 
+/* fork() with a pipe from the child to the parent: *fd is the write end in the
+ * child (where it returns 0), the read end in the parent (the child's pid). */
+static pid_t fork_piped(int *fd)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    close(fds[pid == 0 ? 0 : 1]);
+    *fd = fds[pid == 0 ? 1 : 0];
+    return pid;
+}
+
 /* ---- kill -9 ------------------------------------------------------------------------ */
 
 static void test_kill9_keeps_acknowledged(void **state)
 {
     fx_t *f = *state;
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
+    int fd;
+    pid_t pid = fork_piped(&fd);
     if (pid == 0) {
-        close(fds[0]);
         px__store_t *s;
         char err[256];
         if (px__store_sqlite.open(&f->opts, &s, err, sizeof(err)) != 0)
@@ -770,17 +780,16 @@ static void test_kill9_keeps_acknowledged(void **state)
             if (px__store_append(s, b, 100) != 0)
                 _exit(3);
             uint64_t acked = o + 99; /* acknowledged only after append() returned */
-            if (write(fds[1], &acked, sizeof(acked)) != sizeof(acked))
+            if (write(fd, &acked, sizeof(acked)) != sizeof(acked))
                 _exit(4);
         }
         raise(SIGKILL); /* no close, no checkpoint */
         _exit(5);
     }
-    close(fds[1]);
     uint64_t acked = 0, v;
-    while (read(fds[0], &v, sizeof(v)) == sizeof(v))
+    while (read(fd, &v, sizeof(v)) == sizeof(v))
         acked = v;
-    close(fds[0]);
+    close(fd);
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
@@ -947,23 +956,19 @@ static int as_nobody(fx_t *f, int (*fn)(fx_t *))
 {
     if (geteuid() != 0)
         return fn(f);
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
+    int fd;
+    pid_t pid = fork_piped(&fd);
     if (pid == 0) {
-        close(fds[0]);
         if (setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0)
             _exit(100);
         int r = fn(f);
-        ssize_t ignored = write(fds[1], f->err, strlen(f->err));
+        ssize_t ignored = write(fd, f->err, strlen(f->err));
         (void)ignored;
         _exit(-r);
     }
-    close(fds[1]);
-    ssize_t n = read(fds[0], f->err, sizeof(f->err) - 1);
+    ssize_t n = read(fd, f->err, sizeof(f->err) - 1);
     f->err[n > 0 ? n : 0] = '\0';
-    close(fds[0]);
+    close(fd);
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status));
