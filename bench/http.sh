@@ -240,9 +240,6 @@ for sc in $SCENARIOS; do
 done
 
 # ---- summary: medians per scenario and server, ratios vs nginx ---------------------
-median() { # values on stdin (nan ignored) -> median, or nan
-    { grep -v nan || true; } | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 col() { # scenario server column -> values of the valid runs
     awk -F'\t' -v sc="$1" -v s="$2" -v c="$3" 'NR > 1 && $2 == sc && $3 == s && $4 == 1 { print $c }' "$results"
 }

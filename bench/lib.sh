@@ -14,7 +14,8 @@
 #                  wait_ms PID, load1
 #   the client     bench_wsload DEFAULT_BINARY FALLBACK_DIR -> WSLOAD;
 #                  wsload_result LOG RC -> W_LINE; wsload_summary LOG PATTERN
-#   tables         BENCH_AWK: awk functions field, median, add, fmt, ratio
+#   tables         median (values on stdin); BENCH_AWK: awk functions field, median,
+#                  add, fmt, ratio
 #
 # Everything listens and connects on 127.0.0.1; servers are stopped by PID.
 # A new benchmark starts from these rather than from a copy of another script.
@@ -222,6 +223,11 @@ wsload_summary() { # logfile pattern: wsload's summary lines matching, indented,
 }
 
 # ---- tables -----------------------------------------------------------------------------
+median() { # values on stdin (nan ignored) -> median, or nan
+    { grep -v nan || true; } | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+
 # awk functions for tables over results-*.jsonl, one flat JSON object per run:
 # field(line, key), median("v1 v2 ..."), add(key, v) appends to vals[key],
 # fmt(x, f) and ratio(x, base) ("-" when empty). Use: awk "$BENCH_AWK"'{ ... }'.
