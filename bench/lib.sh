@@ -9,6 +9,7 @@
 #                  bench_raise_fd_limit NEEDED WHAT
 #   servers        port_open PORT, bench_port_free NAME PORT KNOB,
 #                  bench_wait_listen NAME PID PORT LOG, bench_stop_pid PID [TRIES],
+#                  bench_stop_all (the servers in PID[name]),
 #                  peer_available NAME, start_peer NAME PORT LOG MAX_CLIENTS NATS_PORT
 #   /proc          cpu_ticks PID, rss_kb PID (the process and its descendants),
 #                  wait_ms PID, load1
@@ -135,6 +136,17 @@ start_peer() { # name port logfile max_clients nats_client_port
             --logfile '' >"$3" 2>&1 &
         ;;
     esac
+}
+
+# Scripts that keep several servers running at once hold them in PID[name]:
+# SIGTERM to all first, then each is waited for (bench_stop_pid) and forgotten.
+bench_stop_all() {
+    local s
+    for s in "${!PID[@]}"; do kill -TERM "${PID[$s]}" 2>/dev/null || true; done
+    for s in "${!PID[@]}"; do
+        bench_stop_pid "${PID[$s]}"
+        unset "PID[$s]"
+    done
 }
 
 # ---- /proc sampling -----------------------------------------------------------------

@@ -92,16 +92,8 @@ for s in "${ALL[@]}"; do
     i=$((i + 1))
 done
 
-stop_all() { # all at once: SIGTERM to every server first
-    local s
-    for s in "${!PID[@]}"; do kill -TERM "${PID[$s]}" 2>/dev/null || true; done
-    for s in "${!PID[@]}"; do
-        bench_stop_pid "${PID[$s]}"
-        unset "PID[$s]"
-    done
-}
 cleanup() {
-    stop_all
+    bench_stop_all
     rm -rf "$prefix"
 }
 trap cleanup EXIT
