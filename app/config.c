@@ -232,12 +232,26 @@ static int parse_scaled(const char *s, uint64_t *out, int kind)
     return 0;
 }
 
+/* How parse_scaled reads a numeric option (T_UINT64 has no unit either), and
+ * what a value that does not parse should have been. */
+static int number_kind(const opt_t *o)
+{
+    return o->type == T_UINT64 ? T_UINT : (int)o->type;
+}
+
+static const char *const number_what[] = {
+    [T_UINT] = "a non-negative integer",
+    [T_UINT64] = "a non-negative integer",
+    [T_SIZE] = "a size (e.g. 512, 64KiB, 4MiB)",
+    [T_DURATION] = "a duration (e.g. 500ms, 10s, 5m)",
+};
+
 /* A numeric value against the option's range (the table's min and max). */
 static void check_range(const opt_t *o, uint64_t v, const char *val, const char *origin)
 {
     if (!o->min)
         return;
-    int kind = o->type == T_UINT64 ? T_UINT : (int)o->type;
+    int kind = number_kind(o);
     uint64_t lo, hi;
     if (parse_scaled(o->min, &lo, kind) || parse_scaled(o->max, &hi, kind))
         die("internal error: bad range for %s", o->name);
@@ -316,28 +330,16 @@ static void set_value(px_config_t *cfg, const opt_t *o, const char *val, const c
         break;
     }
     case T_UINT:
-        if (parse_scaled(val, &v, T_UINT) || v > 0xffffffffu)
-            die("%s %s: '%s' is not a non-negative integer", origin, o->name, val);
-        check_range(o, v, val, origin);
-        *(unsigned *)base = (unsigned)v;
-        break;
     case T_UINT64:
-        if (parse_scaled(val, &v, T_UINT))
-            die("%s %s: '%s' is not a non-negative integer", origin, o->name, val);
-        check_range(o, v, val, origin);
-        *(uint64_t *)base = v;
-        break;
     case T_SIZE:
-        if (parse_scaled(val, &v, T_SIZE))
-            die("%s %s: '%s' is not a size (e.g. 512, 64KiB, 4MiB)", origin, o->name, val);
-        check_range(o, v, val, origin);
-        *(uint64_t *)base = v;
-        break;
     case T_DURATION:
-        if (parse_scaled(val, &v, T_DURATION))
-            die("%s %s: '%s' is not a duration (e.g. 500ms, 10s, 5m)", origin, o->name, val);
+        if (parse_scaled(val, &v, number_kind(o)) || (o->type == T_UINT && v > 0xffffffffu))
+            die("%s %s: '%s' is not %s", origin, o->name, val, number_what[o->type]);
         check_range(o, v, val, origin);
-        *(uint64_t *)base = v;
+        if (o->type == T_UINT)
+            *(unsigned *)base = (unsigned)v;
+        else
+            *(uint64_t *)base = v;
         break;
     case T_BOOL:
         if (strcmp(val, "1") == 0 || strcmp(val, "true") == 0 || strcmp(val, "yes") == 0)
@@ -490,32 +492,26 @@ static void load_file(px_config_t *cfg, const char *path)
         int v = k + 1;
         char origin[300];
         snprintf(origin, sizeof origin, "--config %s: key", path);
-        if (o->type == T_LIST) {
+        char val[1024];
+        if (o->type == T_LIST) { /* a string (below), or an array of them */
             clear_list(cfg, o);
-            if (toks[v].type == PX_JSON_STRING) {
-                char val[1024];
-                if (px_json_unescape(&doc, v, val, sizeof val) < 0)
-                    die("%s %s: value too long", origin, key);
-                set_value(cfg, o, val, origin);
+            if (toks[v].type == PX_JSON_ARRAY) {
+                int e = v + 1;
+                for (uint32_t j = 0; j < toks[v].size; j++, e = (int)toks[e].next) {
+                    if (toks[e].type == PX_JSON_OBJECT && o->off == O(listen)) {
+                        listen_object(cfg, o, &doc, toks, e, j, origin);
+                        continue;
+                    }
+                    if (toks[e].type != PX_JSON_STRING ||
+                        px_json_unescape(&doc, e, val, sizeof val) < 0)
+                        die("%s %s: expected an array of strings", origin, key);
+                    set_value(cfg, o, val, origin);
+                }
                 continue;
             }
-            if (toks[v].type != PX_JSON_ARRAY)
+            if (toks[v].type != PX_JSON_STRING)
                 die("%s %s: expected a string or an array of strings", origin, key);
-            int e = v + 1;
-            for (uint32_t j = 0; j < toks[v].size; j++, e = (int)toks[e].next) {
-                char val[1024];
-                if (toks[e].type == PX_JSON_OBJECT && o->off == O(listen)) {
-                    listen_object(cfg, o, &doc, toks, e, j, origin);
-                    continue;
-                }
-                if (toks[e].type != PX_JSON_STRING ||
-                    px_json_unescape(&doc, e, val, sizeof val) < 0)
-                    die("%s %s: expected an array of strings", origin, key);
-                set_value(cfg, o, val, origin);
-            }
-            continue;
         }
-        char val[1024];
         if (toks[v].type == PX_JSON_STRING) {
             if (px_json_unescape(&doc, v, val, sizeof val) < 0)
                 die("%s %s: value too long", origin, key);

@@ -149,3 +149,10 @@ void px__native_session_init(px__nsession_t *s, px__native_t *n, int kind, unsig
     px__native_bucket_init(&s->subscribes, n->opts.subscribe_rate);
     PX_UNUSED(worker);
 }
+
+void px__native_session_release(px__hclient_t *c)
+{
+    px__nsession_t *s = px__native_session(c);
+    px__free(s->claims);
+    px__free(s);
+}

@@ -71,7 +71,12 @@ void px__native_ws_expired(px__nsession_t *s);
 void px__native_sse_expired(px__nsession_t *s);
 
 /* Shared by both: sessions, auth and limits. */
+static inline px__nsession_t *px__native_session(px__hclient_t *c)
+{
+    return PX_CONTAINER_OF(c, px__nsession_t, hc);
+}
 void px__native_session_init(px__nsession_t *s, px__native_t *n, int kind, unsigned worker);
+void px__native_session_release(px__hclient_t *c); /* the hub client's release op */
 const char *px__native_verify_token(px__native_t *n, px_str_t tok, px__jwt_claims_t **out);
 int px__native_rate_ok(px__bucket_t *b, unsigned rate);
 void px__native_bucket_init(px__bucket_t *b, unsigned rate);

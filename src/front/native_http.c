@@ -420,11 +420,6 @@ static void api_channels(px_req_t *req, void *ud)
 /* ---- Server-Sent Events
  * ----------------------------------------------------------------------------- */
 
-static px__nsession_t *session_of(px__hclient_t *c)
-{
-    return PX_CONTAINER_OF(c, px__nsession_t, hc);
-}
-
 static void sse_unlink(px__nsession_t *s)
 {
     px__nlocal_t *L = &s->nat->locals[s->hc.worker];
@@ -459,7 +454,7 @@ size_t px__native_sse_deliver(px__hsub_t *list, int kind, px_slice_t *frame, con
         return 0;
     for (px__hsub_t *u = list, *next; u; u = next) {
         next = u->next;
-        px__nsession_t *s = session_of(u->client);
+        px__nsession_t *s = px__native_session(u->client);
         if (!s->req)
             continue;
         if (!frame) { /* not encoded (out of memory): end, the client resumes from its id */
@@ -486,14 +481,14 @@ void px__native_sse_expired(px__nsession_t *s)
 
 static size_t c_output(px__hclient_t *c)
 {
-    px__nsession_t *s = session_of(c);
+    px__nsession_t *s = px__native_session(c);
     return s->req ? px_stream_pending(s->req) : 0;
 }
 
 static int c_write(px__hclient_t *c, px__hsub_t *u, px_slice_t *frame)
 {
     PX_UNUSED(u);
-    px__nsession_t *s = session_of(c);
+    px__nsession_t *s = px__native_session(c);
     if (!s->req)
         return -EPIPE;
     if (px_stream_write_slice(s->req, frame, 0, frame->len) != 0) {
@@ -507,7 +502,7 @@ static void c_subscribed(px__hclient_t *c, px__hsub_t *u, px__hreq_t *r)
 {
     PX_UNUSED(u);
     if (r->status) /* the stream ends: nothing to subscribe it to */
-        sse_end(session_of(c));
+        sse_end(px__native_session(c));
 }
 
 static void c_answer(px__hclient_t *c, px__hreq_t *r)
@@ -520,14 +515,7 @@ static void c_ended(px__hclient_t *c, px__hsub_t *u, px__hreq_t *r)
 {
     PX_UNUSED(u);
     PX_UNUSED(r);
-    sse_end(session_of(c));
-}
-
-static void c_release(px__hclient_t *c)
-{
-    px__nsession_t *s = session_of(c);
-    px__free(s->claims);
-    px__free(s);
+    sse_end(px__native_session(c));
 }
 
 static const px__hclient_ops_t sse_client_ops = {
@@ -536,7 +524,7 @@ static const px__hclient_ops_t sse_client_ops = {
     .subscribed = c_subscribed,
     .answer = c_answer,
     .ended = c_ended,
-    .release = c_release,
+    .release = px__native_session_release,
 };
 
 static void sse_keepalive(px_timer_t *t)

@@ -10,11 +10,6 @@
 #include "front/native_proto.h"
 #include "plexus/version.h"
 
-static px__nsession_t *session_of(px__hclient_t *c)
-{
-    return PX_CONTAINER_OF(c, px__nsession_t, hc);
-}
-
 /* ---- output -----------------------------------------------------------------------------------
  */
 
@@ -92,7 +87,7 @@ size_t px__native_ws_deliver(px__hsub_t *list, int kind, px_slice_t *frame, cons
         next = u->next;
         if (kind == PX__DELIVER_PRESENCE && !u->presence)
             continue;
-        px__nsession_t *s = session_of(u->client);
+        px__nsession_t *s = px__native_session(u->client);
         if (!frame) {
             /* The hub could not encode it (out of memory): never skip a message silently;
              * the client reconnects and resumes with since. */
@@ -110,20 +105,20 @@ size_t px__native_ws_deliver(px__hsub_t *list, int kind, px_slice_t *frame, cons
 
 static size_t c_output(px__hclient_t *c)
 {
-    px__nsession_t *s = session_of(c);
+    px__nsession_t *s = px__native_session(c);
     return s->ws ? px_conn_pending(px_ws_conn(s->ws)) : 0;
 }
 
 static int c_write(px__hclient_t *c, px__hsub_t *u, px_slice_t *frame)
 {
     PX_UNUSED(u);
-    px__nsession_t *s = session_of(c);
+    px__nsession_t *s = px__native_session(c);
     return s->ws ? px_ws_send_frame(s->ws, frame) : -EPIPE;
 }
 
 static void c_subscribed(px__hclient_t *c, px__hsub_t *u, px__hreq_t *r)
 {
-    px__nsession_t *s = session_of(c);
+    px__nsession_t *s = px__native_session(c);
     px__nsub_t *x = px__hsub_extra(u);
     if (r->status) {
         ws_error(s, x->has_id, x->id, r->err_code ? r->err_code : "error", "%s", r->err_msg);
@@ -185,7 +180,7 @@ static void history_answer(px__nsession_t *s, px__hreq_t *r)
 
 static void c_answer(px__hclient_t *c, px__hreq_t *r)
 {
-    px__nsession_t *s = session_of(c);
+    px__nsession_t *s = px__native_session(c);
     if (r->status) {
         answer_error(s, r);
         return;
@@ -218,15 +213,8 @@ static void c_answer(px__hclient_t *c, px__hreq_t *r)
 
 static void c_ended(px__hclient_t *c, px__hsub_t *u, px__hreq_t *r)
 {
-    ws_error(session_of(c), 0, 0, r->err_code ? r->err_code : "error",
+    ws_error(px__native_session(c), 0, 0, r->err_code ? r->err_code : "error",
              "%s; the subscription to %.*s has ended", r->err_msg, (int)u->name_len, u->name);
-}
-
-static void c_release(px__hclient_t *c)
-{
-    px__nsession_t *s = session_of(c);
-    px__free(s->claims);
-    px__free(s);
 }
 
 static const px__hclient_ops_t ws_client_ops = {
@@ -235,7 +223,7 @@ static const px__hclient_ops_t ws_client_ops = {
     .subscribed = c_subscribed,
     .answer = c_answer,
     .ended = c_ended,
-    .release = c_release,
+    .release = px__native_session_release,
 };
 
 /* ---- the connection

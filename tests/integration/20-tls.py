@@ -45,9 +45,7 @@ class TlsCase(pxtest.PxTestCase, TlsServerMixin):
     @classmethod
     def setUpClass(cls):
         pxtest.PxTestCase.require_local_class("TLS tests start their own servers")
-        out = os.path.join(pxtest.TEST_OUT, pxtest._module_name(), cls.__name__)
-        shutil.rmtree(out, ignore_errors=True)
-        cls.pki = Pki(out)
+        cls.pki = Pki(pxtest.class_out_dir(cls))
         cls.ec = cls.pki.leaf("ec", ["a.test", "*.wild.test", "localhost"], kind="ec")
         cls.rsa = cls.pki.leaf("rsa", ["b.test"], kind="rsa")
 

@@ -38,28 +38,9 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "worker_by_hand.h"
 #include "net/net_int.h"
 #include "net/transport.h"
-
-static px_server_t *srv;
-static px__netw_t *nw;
-static px_loop_t *loop;
-static int peer = -1; /* the test's end of the socketpair */
-
-/* Run the loop until `cond` holds or `ms` pass. */
-#define RUN_UNTIL(cond, ms)                                                                        \
-    do {                                                                                           \
-        uint64_t end_ = px_now_ms() + (ms);                                                        \
-        while (!(cond) && px_now_ms() < end_)                                                      \
-            px_loop_run_once(loop, 5);                                                             \
-    } while (0)
-
-static void run_for(int ms)
-{
-    uint64_t end = px_now_ms() + (uint64_t)ms;
-    while (px_now_ms() < end)
-        px_loop_run_once(loop, 5);
-}
 
 /* ---- what the protocols saw ------------------------------------------------------- */
 
@@ -444,12 +425,8 @@ static int setup_with(size_t output_cap, uint64_t idle_ms)
     last_fake = NULL;
     fake_closes = 0;
     px_server_opts_t o;
-    px_server_opts_init(&o);
-    o.workers = 1;
+    hand_opts(&o, output_cap);
     o.idle_timeout_ms = idle_ms;
-    o.shutdown_timeout_ms = 2000;
-    if (output_cap)
-        o.output_cap = output_cap;
     srv = px_server_new(&o);
     if (!srv)
         return -1;
@@ -458,8 +435,7 @@ static int setup_with(size_t output_cap, uint64_t idle_ms)
         px_server_add_protocol(srv, NULL, &upper_proto, NULL, NULL) != 0 ||
         px_server_add_protocol(srv, NULL, &sniff_proto, sniff_accept, NULL) != 0)
         return -1;
-    nw = &srv->nw[0];
-    loop = nw->loop;
+    set_worker();
     return 0;
 }
 
@@ -482,40 +458,14 @@ static void manual_start(void)
 static int teardown(void **state)
 {
     (void)state;
-    if (nw && nw->rbuf) {
-        for (px_conn_t *c = nw->conns; c; c = c->next)
-            px_conn_abort(c);
-        RUN_UNTIL(nw->nconns == 0, 1000);
-        px_loop_run_once(loop, 0); /* frees connections finalised last */
-        assert_int_equal(nw->nconns, 0);
-    }
-    if (peer >= 0)
-        close(peer);
-    peer = -1;
-    px_server_free(srv);
-    srv = NULL;
-    nw = NULL;
+    worker_teardown(NULL);
     return 0;
 }
 
 /* A connection on one end of a socketpair, `peer` the other end. */
 static px_conn_t *pair(void)
 {
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    assert_int_equal(fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK), 0);
-    peer = sv[1];
-    if (!nw->rbuf)
-        manual_start();
-    px_conn_t *c = px__conn_adopt(nw, sv[0]);
-    assert_non_null(c);
-    return c;
-}
-
-static void send_str(int fd, const char *s)
-{
-    size_t n = strlen(s);
-    assert_int_equal(send(fd, s, n, MSG_NOSIGNAL), (ssize_t)n);
+    return adopt_pair(manual_start, 0);
 }
 
 /* Read what the server sends until `want` bytes, EOF (returns with *eof) or
@@ -1395,62 +1345,65 @@ static void test_connect_refused(void **state)
     assert_string_equal(T.events, "cx"); /* on_connect, then on_close */
 }
 
-/* A listener whose accept queue is full drops the SYN: the connect hangs. */
-static int full_listener(unsigned *port, int *fillers, int nfill)
+/* A listener whose accept queue is full drops the SYN: a connect to `addr` hangs. */
+typedef struct full {
+    int lfd, fillers[4];
+    char addr[64];
+} full_t;
+
+static void full_open(full_t *fl)
 {
-    int lfd = tcp_listener(0, port);
-    struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons((uint16_t)*port)};
+    unsigned port;
+    fl->lfd = tcp_listener(0, &port);
+    snprintf(fl->addr, sizeof fl->addr, "127.0.0.1:%u", port);
+    struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    for (int i = 0; i < nfill; i++) {
-        fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        connect(fillers[i], (struct sockaddr *)&in, sizeof in);
+    for (int i = 0; i < 4; i++) {
+        fl->fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        connect(fl->fillers[i], (struct sockaddr *)&in, sizeof in);
     }
     usleep(50 * 1000);
-    return lfd;
+}
+
+static void full_close(full_t *fl)
+{
+    for (int i = 0; i < 4; i++)
+        close(fl->fillers[i]);
+    close(fl->lfd);
 }
 
 static void test_connect_timeout(void **state)
 {
     (void)state;
-    unsigned port;
-    int fillers[4];
-    int lfd = full_listener(&port, fillers, 4);
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%u", port);
+    full_t fl;
+    full_open(&fl);
     px_connect_opts_t o;
     px_connect_opts_init(&o);
     assert_int_equal(o.timeout_ms, 10000);
     o.timeout_ms = 200;
     uint64_t t0 = px_now_ms();
-    connect_to(addr, &o);
+    connect_to(fl.addr, &o);
     RUN_UNTIL(T.closes == 1, 3000);
     assert_int_equal(T.connect_status, -ETIMEDOUT);
     assert_true(px_now_ms() - t0 >= 180);
     assert_string_equal(T.events, "cx");
-    for (int i = 0; i < 4; i++)
-        close(fillers[i]);
-    close(lfd);
+    full_close(&fl);
 }
 
 static void test_connect_close_before_ready(void **state)
 {
     (void)state;
-    unsigned port;
-    int fillers[4];
-    int lfd = full_listener(&port, fillers, 4);
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%u", port);
+    full_t fl;
+    full_open(&fl);
     px_connect_opts_t o;
     px_connect_opts_init(&o);
     o.timeout_ms = 100;
-    px_conn_t *c = connect_to(addr, &o);
+    px_conn_t *c = connect_to(fl.addr, &o);
     px_conn_close(c); /* given up: no on_connect, on_close only */
     RUN_UNTIL(T.closes == 1, 3000);
     assert_int_equal(T.connects, 0);
     assert_string_equal(T.events, "x");
-    for (int i = 0; i < 4; i++)
-        close(fillers[i]);
-    close(lfd);
+    full_close(&fl);
 }
 
 static char tmpdir[64];
