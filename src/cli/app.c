@@ -12,6 +12,7 @@
 #include "plexus/log.h"
 #include "plexus/metrics.h"
 #include "plexus/native.h"
+#include "plexus/sniff.h"
 #include "plexus/tls.h"
 #include "plexus/version.h"
 #include "plexus/ws.h"
@@ -114,21 +115,29 @@ static void tls_reload(px_server_t *s, void *ud)
         px_log(PX_LOG_ERROR, "TLS: reload failed, keeping the current certificates: %s", err);
 }
 
-/* The pipeline of a TLS listener: the one place to change when the sniffer
- * (issue 12, branch i12sniff) is merged. Today: TLS from the first byte (the
- * TLS transport, then ALPN starts h2 or http/1.1). With the sniffer:
- * o.protocol = "sniff" and no transport, so TLS and plain HTTP share the port:
- * the sniffer pushes TLS (px__tls_push) on a ClientHello, and starts
- * "tls-redirect" on plain HTTP when `tls_only` (else "http/1.1"). */
-static int listen_tls(px_server_t *s, const px_config_t *cfg, const char *addr, px_tls_t *tls,
-                      int tls_only)
+/* Register the sniffer `name` once (TLS listeners use one with the TLS context, plain ones
+ * one without). 0, or -1 with the message in err. */
+static int sniffer(px_server_t *s, const px_config_t *cfg, const char *name, px_tls_t *tls,
+                   int tls_only, char *err, size_t errlen)
 {
-    PX_UNUSED(tls_only);
-    px_listen_opts_t o;
-    px_listen_opts_init(&o);
-    o.addr = addr;
-    o.handshake_timeout_ms = cfg->tls_handshake_timeout_ms;
-    return px_server_listen_tls(s, &o, tls);
+    if (px_server_protocol_registered(s, name))
+        return 0;
+    px_sniff_opts_t sn;
+    px_sniff_opts_init(&sn);
+    sn.forward = (const char *const *)cfg->forward;
+    sn.nforward = cfg->nforward;
+    sn.timeout_ms = cfg->sniff_timeout_ms;
+    sn.max_bytes = (size_t)cfg->sniff_max;
+    sn.proxy_from = (const char *const *)cfg->proxy_protocol_from;
+    sn.nproxy_from = cfg->nproxy_protocol_from;
+    sn.tls = tls;
+    sn.tls_only = tls_only;
+    char why[512];
+    if (px_sniff_register(s, name, &sn, why, sizeof why) != 0) {
+        snprintf(err, errlen, "--forward: %s", why);
+        return -1;
+    }
+    return 0;
 }
 
 #define FAIL(c, ...)                                                                               \
@@ -164,10 +173,26 @@ static int build(px_app_t *app, const px_app_opts_t *ao, char *err, size_t errle
         *code = 2;
         return -1;
     }
+    /* One port for several protocols (docs/one-port.md): a listener sniffs when it has TLS
+     * (so TLS and plain HTTP share it) or when pass-through rules (--forward) or trusted
+     * PROXY sources (--proxy-protocol-from) are configured; otherwise it keeps the plain
+     * fast path (HTTP from the first byte). One sniffer per kind of listener. */
+    int forwarding = cfg->nforward > 0 || cfg->nproxy_protocol_from > 0;
     for (unsigned i = 0; i < cfg->nlisten; i++) {
-        int r = px__config_listen_tls(cfg, i) ? listen_tls(server, cfg, cfg->listen[i], tls,
-                                                           px__config_listen_tls_only(cfg, i))
-                                              : px_server_listen(server, cfg->listen[i]);
+        int has_tls = px__config_listen_tls(cfg, i);
+        int tls_only = has_tls && px__config_listen_tls_only(cfg, i);
+        const char *chooser = tls_only ? "sniff-tls-only" : has_tls ? "sniff-tls" : "sniff";
+        if ((has_tls || forwarding) &&
+            sniffer(server, cfg, chooser, has_tls ? tls : NULL, tls_only, err, errlen) != 0) {
+            *code = 2;
+            return -1;
+        }
+        px_listen_opts_t lo;
+        px_listen_opts_init(&lo);
+        lo.addr = cfg->listen[i];
+        lo.protocol = has_tls || forwarding ? chooser : NULL;
+        lo.handshake_timeout_ms = cfg->tls_handshake_timeout_ms;
+        int r = px_server_listen_opts(server, &lo);
         if (r)
             FAIL(2, "--listen %s: %s", cfg->listen[i],
                  r == -EINVAL ? "invalid address (HOST:PORT, [V6]:PORT, unix:PATH or fd:N)"

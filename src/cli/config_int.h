@@ -10,7 +10,7 @@
 #include "plexus/app.h"
 
 #define PX_CONFIG_MAX_LISTEN 16
-#define PX_CONFIG_MAX_CERTS  64 /* --tls-cert, --tls-key and --tls-ocsp each */
+#define PX_CONFIG_MAX_CERTS  64 /* values of the other repeatable options, each */
 
 struct px_config {
     /* server */
@@ -72,6 +72,14 @@ struct px_config {
     unsigned tls_session_cache;
     char *tls_ktls;
     uint64_t tls_handshake_timeout_ms;
+
+    /* one port: sniffer, pass-through, PROXY protocol (docs/one-port.md) */
+    char *forward[PX_CONFIG_MAX_CERTS];
+    unsigned nforward;
+    uint64_t sniff_timeout_ms;
+    uint64_t sniff_max;
+    char *proxy_protocol_from[PX_CONFIG_MAX_CERTS];
+    unsigned nproxy_protocol_from;
     /* meta */
     char *config_file;
     /* list options already given as flags (their first flag replaces loaded values),
