@@ -1091,6 +1091,15 @@ static int check_schema(sqlite_store_t *s)
     for (int64_t v = version; v < SCHEMA_VERSION; v++) {
         char sql[64];
         int r = exec(s, "BEGIN IMMEDIATE", "begin migration");
+        /* Processes sharing the directory may open a new file at the same time: the version
+         * read above can be stale, the one read under the write lock is not. */
+        if (r == 0 && (rc = query_int(s, "PRAGMA user_version", &v)) != SQLITE_OK)
+            r = fail(s, rc, "read schema version");
+        if (r == 0 && v >= SCHEMA_VERSION) {
+            r = exec(s, "COMMIT", "commit migration");
+            if (r == 0)
+                break;
+        }
         if (r == 0)
             r = exec(s, migrations[v], "migrate schema");
         snprintf(sql, sizeof(sql), "PRAGMA user_version = %lld", (long long)v + 1);
