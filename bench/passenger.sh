@@ -26,7 +26,9 @@ build=$(cd "${1:-$root/build/release}" && pwd)
 DURATION=${DURATION:-10} ROUNDS=${ROUNDS:-3} CONNS=${CONNS:-32}
 SERVER_CPU=${SERVER_CPU:-1} CLIENT_CPU=${CLIENT_CPU:-0} PORT_BASE=${PORT_BASE:-18600}
 OUT=${OUT:-$root/build/bench-passenger}
-log() { echo "bench-passenger: $*" >&2; }
+BENCH_NAME=bench-passenger
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh" # log, median, CLK_TCK
 for c in wrk passenger node taskset; do
     command -v "$c" >/dev/null || { log "$c is missing (deps/debian.txt, deps/bench.txt)"; exit 2; }
 done
@@ -40,7 +42,7 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for d in "$tmp"/*/; do
-        [ -f "$d/passenger.pid" ] && passenger stop --pid-file "$d/passenger.pid" >/dev/null 2>&1 || true
+        if [ -f "$d/passenger.pid" ]; then passenger stop --pid-file "$d/passenger.pid" >/dev/null 2>&1 || true; fi
     done
     rm -rf "$tmp"
 }
@@ -75,7 +77,8 @@ EOF
 }
 
 # CPU ticks (utime+stime) of every process carrying PX_BENCH_TAG=$1 in its environment:
-# what Passenger starts (daemons included) inherits it.
+# what Passenger starts (daemons included) inherits it, while lib.sh's cpu_ticks follows a
+# process tree, which Passenger's daemons leave.
 tagged_pids() {
     local e
     for e in /proc/[0-9]*/environ; do
@@ -83,7 +86,7 @@ tagged_pids() {
     done
     return 0
 }
-cpu_ticks() {
+tagged_cpu_ticks() {
     local t=0 p v
     for p in $(tagged_pids "$1"); do
         v=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 }') || v=0
@@ -91,7 +94,6 @@ cpu_ticks() {
     done
     echo "$t"
 }
-hz=$(getconf CLK_TCK)
 
 wait_http() { # port path
     for _ in $(seq 200); do
@@ -110,17 +112,15 @@ measure() {
         "http://127.0.0.1:$port$path" >"$out" 2>&1 &
     local w=$!
     sleep 1
-    c0=$(cpu_ticks "$tag")
+    c0=$(tagged_cpu_ticks "$tag")
     sleep $((DURATION - 2))
-    c1=$(cpu_ticks "$tag")
+    c1=$(tagged_cpu_ticks "$tag")
     wait "$w"
     if grep -q 'Non-2xx\|Socket errors' "$out"; then log "$tag: errors (see $out)"; fi
     local rps
     rps=$(awk '/Requests\/sec/ { print $2 }' "$out")
-    echo "$rps $(awk -v t=$((c1 - c0)) -v hz="$hz" -v d=$((DURATION - 2)) 'BEGIN { printf "%.3f", t / hz / d }')"
+    echo "$rps $(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v d=$((DURATION - 2)) 'BEGIN { printf "%.3f", t / hz / d }')"
 }
-
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 results=$OUT/results.tsv
 printf 'scenario\tserver\tround\trps\tcpu_per_s\n' >"$results"
