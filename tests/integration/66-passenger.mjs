@@ -119,7 +119,8 @@ describe('passenger standalone (builtin engine)', () => {
 
     const hist = JSON.parse((await request({ port, path: '/api/channels/r/messages?since=0&limit=1000' })).body);
     const stored = new Map(hist.messages.map((m) => [m.offset, m.data.i]));
-    for (const a of acked) assert.equal(stored.get(a.offset), a.i, `acknowledged message ${a.i} (offset ${a.offset}) is stored`);
+    const seen = `history: epoch ${hist.epoch}, ${hist.messages.length} messages, offsets ${hist.messages.map((m) => m.offset).slice(0, 5)}…; acked ${JSON.stringify(acked.slice(0, 5))}…\n${p.log()}`;
+    for (const a of acked) assert.equal(stored.get(a.offset), a.i, `acknowledged message ${a.i} (offset ${a.offset}) is stored; ${seen}`);
     assert.ok(acked.length >= 40, `${acked.length} acknowledged, ${failed} failed`);
     await waitFor(() => new RegExp(`App ${pid0} output: .*\\bstopped\\b`).test(p.log()), 10000, `"stopped" from process ${pid0}`);
     assert.doesNotMatch(p.log(), /App \d+ output: .* (error|fatal)/i);
