@@ -79,6 +79,13 @@ static const opt_t options[] = {
      "close|drop", "WebSocket"},
     {"data-dir", T_STR, O(data_dir), "./var", "DIR", "where the SQLite database lives", NULL,
      "Hub"},
+    {"store", T_STR, O(store), "sqlite", "URL",
+     "where history lives: sqlite (one node, in --data-dir), or shared by several nodes: "
+     "redis://HOST:PORT[/DB], unix:/PATH (docs/scaling.md)",
+     NULL, "Hub"},
+    {"broker", T_STR, O(broker), NULL, "URL",
+     "fan-out between nodes: redis://HOST:PORT[/DB] or unix:/PATH (default: the --store's own)",
+     NULL, "Hub"},
     {"durability", T_STR, O(durability), "normal", "MODE",
      "normal: acknowledged messages survive a crash (kill -9); full: also a power loss (fsync)",
      "normal|full", "Hub"},

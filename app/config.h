@@ -39,6 +39,8 @@ typedef struct px_config {
     char *ws_slow_policy;
     /* hub */
     char *data_dir;
+    char *store;
+    char *broker;
     char *durability;
     uint64_t history_size;
     uint64_t history_ttl_ms;

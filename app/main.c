@@ -29,9 +29,26 @@ static void metrics(px_req_t *req, void *ud)
     px_buf_dispose(&b);
 }
 
+/* 200 {"status":"ok"}, or 503 naming the backend that is down (several nodes). */
 static void healthz(px_req_t *req, void *ud)
 {
-    PX_UNUSED(ud);
+    px_hub_t **hubp = ud;
+    char why[200] = "";
+    if (*hubp && px_hub_health(*hubp, why, sizeof why) != 0) {
+        char body[512];
+        size_t n = 0;
+        n += (size_t)snprintf(body, sizeof body, "{\"status\":\"down\",\"reason\":\"");
+        for (const char *p = why; *p && n + 8 < sizeof body; p++) {
+            unsigned char ch = (unsigned char)*p;
+            if (ch < 0x20 || ch == '"' || ch == '\\')
+                n += (size_t)snprintf(body + n, sizeof body - n, "\\u%04x", ch);
+            else
+                body[n++] = (char)ch;
+        }
+        n += (size_t)snprintf(body + n, sizeof body - n, "\"}");
+        px_respond(req, 503, "application/json", body, n);
+        return;
+    }
     static const char body[] = "{\"status\":\"ok\"}";
     px_respond(req, 200, "application/json", body, sizeof body - 1);
 }
@@ -90,7 +107,7 @@ static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp)
     ho.max_requests = cfg.max_requests;
     ho.access_log = strcmp(cfg.access_log, "json") == 0 ? 2 : strcmp(cfg.access_log, "text") == 0;
     if (px_http_configure(server, &ho) != 0 ||
-        px_route(server, "GET", "/healthz", healthz, NULL) != 0) {
+        px_route(server, "GET", "/healthz", healthz, hubp) != 0) {
         fprintf(stderr, "plexus: out of memory\n");
         return 1;
     }
@@ -108,6 +125,8 @@ static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp)
     px_hub_opts_t hopts;
     px_hub_opts_init(&hopts);
     hopts.data_dir = cfg.data_dir;
+    hopts.store = cfg.store;
+    hopts.broker = cfg.broker;
     hopts.durability =
         strcmp(cfg.durability, "full") == 0 ? PX_HUB_DURABILITY_FULL : PX_HUB_DURABILITY_NORMAL;
     hopts.history_size = cfg.history_size;
@@ -116,7 +135,12 @@ static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp)
     char err[512] = "";
     px_hub_t *hub = *hubp = px_hub_new(px_server_workers(server), &hopts, err, sizeof err);
     if (!hub) {
-        fprintf(stderr, "plexus: --data-dir %s: %s\n", cfg.data_dir, err);
+        if (strncmp(err, "--", 2) == 0)
+            fprintf(stderr, "plexus: %s\n", err);
+        else if (cfg.store && strcmp(cfg.store, "sqlite") != 0)
+            fprintf(stderr, "plexus: --store %s: %s\n", cfg.store, err);
+        else
+            fprintf(stderr, "plexus: --data-dir %s: %s\n", cfg.data_dir, err);
         return 2;
     }
     px_native_opts_t nopts;

@@ -15,32 +15,53 @@
 #ifndef PX_HUB_BROKER_H
 #define PX_HUB_BROKER_H
 
+#include "hub/store.h"
 #include "plexus/hub.h"
 
 typedef struct px__broker px__broker_t;
 
+/** The hub's entry points for what a broker receives (all called on the hub thread). */
+typedef struct px__broker_sink {
+    /** A message another node committed: channel, event, data, offset, epoch, time and
+     *  publisher set. The callee takes its own reference if it keeps it. */
+    void (*message)(void *ud, px_hub_msg_t *m);
+    /** subscribe(channel) took effect (status 0: messages published from now on will
+     *  come) or failed (a negative errno: the connection is down). Also after a reconnect,
+     *  for every channel subscribed again: messages may have been missed meanwhile. */
+    void (*subscribed)(void *ud, px_str_t channel, int status);
+    void *ud;
+} px__broker_sink_t;
+
 typedef struct px__broker_ops {
-    const char *name; /* "local" */
-    /** Open; `loop` is the hub thread's (for the broker's own I/O). On failure `err` holds
-     *  one line naming the cause. */
-    int (*open)(const char *url, px_loop_t *loop, px__broker_t **out, char *err, size_t errlen);
+    const char *name; /* "local", "redis", "pg" */
+    /** Open (no I/O yet); `loop` is the hub thread's, for the broker's own I/O, which
+     *  starts with start(). On failure `err` holds one line naming the cause. */
+    int (*open)(const char *url, px_loop_t *loop, const px__broker_sink_t *sink, px__broker_t **out,
+                char *err, size_t errlen);
+    /** On the hub thread: connect. May be NULL. */
+    int (*start)(px__broker_t *b);
     void (*close)(px__broker_t *b);
+    /** Reachability and counters (hub thread). May be NULL (always up). */
+    void (*stat)(px__broker_t *b, px__backend_stat_t *st);
     /** A message this node committed, for the others (best effort: a node that misses it
      *  finds it in the shared store when the next message shows the gap). */
     int (*publish)(px__broker_t *b, const px_hub_msg_t *m);
     /** This node has (or no longer has) subscribers on `channel`. */
     int (*subscribe)(px__broker_t *b, px_str_t channel);
     int (*unsubscribe)(px__broker_t *b, px_str_t channel);
+    /** subscribe() confirms through sink->subscribed (the local broker never does: the
+     *  hub does not wait for it). */
+    int confirms;
 } px__broker_ops_t;
 
-/** Base of every broker handle (backends put it first). A broker that receives messages
- *  from other nodes will get the hub's entry point for them here (with the first such
- *  broker). */
+/** Base of every broker handle (backends put it first). */
 struct px__broker {
     const px__broker_ops_t *ops;
 };
 
 extern const px__broker_ops_t px__broker_local;
+/** Redis pub/sub (broker_redis.c): --broker redis://HOST:PORT[/DB]. */
+extern const px__broker_ops_t px__broker_redis;
 
 static inline int px__broker_publish(px__broker_t *b, const px_hub_msg_t *m)
 {

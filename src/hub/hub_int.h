@@ -2,6 +2,8 @@
 #ifndef PX_HUB_INT_H
 #define PX_HUB_INT_H
 
+#include <pthread.h>
+
 #include "hub/frontend.h"
 
 /* ---- the hub ----------------------------------------------------------------------------------
@@ -27,6 +29,14 @@ struct px_hub {
     px__hreq_t *rq_head, *rq_tail;
     px_timer_t trim_timer;
     int started;
+    /* Several nodes (docs/scaling.md): the store is asynchronous and shared. */
+    int net;
+    int closing;               /* px_hub_free: no new store calls */
+    unsigned commits_inflight; /* asynchronous group commits not answered yet */
+    px_timer_t health_timer;
+    pthread_mutex_t health_mu; /* health_* are read by workers (px_hub_health) */
+    int health_down;
+    char health_why[200];
 };
 
 extern int px__m_publishes, px__m_deliveries, px__m_commit_us, px__m_commits, px__m_channels;
