@@ -1759,7 +1759,7 @@ static void commit_done(void *ud, int status, const px__store_assigned_t *got)
     for (px__hreq_t *r = a->batch, *next; r; r = next, i++) {
         next = r->next;
         hchan_t *c = a->chans[i];
-        const px__store_assigned_t *sm = c ? &got[k++] : NULL;
+        const px__store_assigned_t *sm = c && !status ? &got[k++] : NULL;
         if (c)
             c->batch_n--;
         if (!c || status) {
