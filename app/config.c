@@ -86,6 +86,8 @@ static const opt_t options[] = {
     {"broker", T_STR, O(broker), NULL, "URL",
      "fan-out between nodes: redis://HOST:PORT[/DB] or unix:/PATH (default: the --store's own)",
      NULL, "Hub"},
+    {"presence-ttl", T_DURATION, O(presence_ttl_ms), "30s", "DURATION",
+     "several nodes: a crashed node's presence members leave after this", NULL, "Hub", "1s", "1h"},
     {"durability", T_STR, O(durability), "normal", "MODE",
      "normal: acknowledged messages survive a crash (kill -9); full: also a power loss (fsync)",
      "normal|full", "Hub"},

@@ -41,6 +41,7 @@ typedef struct px_config {
     char *data_dir;
     char *store;
     char *broker;
+    uint64_t presence_ttl_ms;
     char *durability;
     uint64_t history_size;
     uint64_t history_ttl_ms;

@@ -127,6 +127,7 @@ static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp)
     hopts.data_dir = cfg.data_dir;
     hopts.store = cfg.store;
     hopts.broker = cfg.broker;
+    hopts.presence_ttl_ms = cfg.presence_ttl_ms;
     hopts.durability =
         strcmp(cfg.durability, "full") == 0 ? PX_HUB_DURABILITY_FULL : PX_HUB_DURABILITY_NORMAL;
     hopts.history_size = cfg.history_size;

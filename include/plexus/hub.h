@@ -38,6 +38,9 @@ typedef struct px_hub_opts {
     /** Fan-out between nodes: NULL (the store's own: Redis pub/sub for a Redis store; none
      *  for SQLite) or "redis://HOST:PORT[/DB]". Only with a shared store. */
     const char *broker;
+    /** Several nodes: a node refreshes its presence members in the shared backend within
+     *  this time; those of a node that stopped (crashed) leave after it (default 30 s). */
+    uint64_t presence_ttl_ms;
 } px_hub_opts_t;
 
 PX_EXTERN void px_hub_opts_init(px_hub_opts_t *o);

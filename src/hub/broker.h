@@ -20,6 +20,14 @@
 
 typedef struct px__broker px__broker_t;
 
+/** A presence member as the broker carries it (spans valid during the call). */
+typedef struct px__broker_member {
+    px_str_t client; /* the member's client id (16 hex chars) */
+    px_str_t user, info;
+} px__broker_member_t;
+
+typedef void (*px__broker_members_cb)(void *ud, int status, const px__broker_member_t *m, size_t n);
+
 /** The hub's entry points for what a broker receives (all called on the hub thread). */
 typedef struct px__broker_sink {
     /** A message another node committed: channel, event, data, offset, epoch, time and
@@ -29,6 +37,9 @@ typedef struct px__broker_sink {
      *  come) or failed (a negative errno: the connection is down). Also after a reconnect,
      *  for every channel subscribed again: messages may have been missed meanwhile. */
     void (*subscribed)(void *ud, px_str_t channel, int status);
+    /** A presence event of another node's member (op PX__JOIN/PX__LEAVE of frontend.h),
+     *  or the leave of a member whose node stopped refreshing it (found by a sweep). */
+    void (*presence)(void *ud, px_str_t channel, int op, const px__broker_member_t *who);
     void *ud;
 } px__broker_sink_t;
 
@@ -52,6 +63,20 @@ typedef struct px__broker_ops {
     /** subscribe() confirms through sink->subscribed (the local broker never does: the
      *  hub does not wait for it). */
     int confirms;
+
+    /* ---- presence across nodes (NULL in the local broker: presence stays local). Each
+     * node keeps its members alive by refreshing them within ttl_ms; members of a node
+     * that stopped (crashed) expire and a sweep announces their leave, once. */
+    /** Add a member and tell the other nodes (join). */
+    int (*presence_add)(px__broker_t *b, px_str_t channel, const px__broker_member_t *who,
+                        uint64_t ttl_ms);
+    /** Remove a member and tell the other nodes (leave). */
+    int (*presence_remove)(px__broker_t *b, px_str_t channel, const px__broker_member_t *who);
+    /** Keep this node's members of `channel` alive for another ttl_ms. */
+    int (*presence_refresh)(px__broker_t *b, px_str_t channel, const px__broker_member_t *m,
+                            size_t n, uint64_t ttl_ms);
+    /** Every node's members of `channel` (expired ones removed, their leave announced). */
+    int (*presence_list)(px__broker_t *b, px_str_t channel, px__broker_members_cb cb, void *ud);
 } px__broker_ops_t;
 
 /** Base of every broker handle (backends put it first). */

@@ -25,7 +25,43 @@
 #include "hub/redis_conn.h"
 #include "util/hashmap.h"
 
-#define BUS_MAGIC "PX1 "
+#define BUS_MAGIC      "PX1 "
+#define BUS_PRES_MAGIC "PXP "
+
+/* Presence of channel C: hash P:p:C (client -> "<user length>:<user><info>") and sorted set
+ * P:pz:C (client -> expiry, unix ms by Redis's clock). Both expire 3 TTLs after the last
+ * add or refresh, so a channel everybody left leaves nothing behind. */
+static const char pres_add_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local ttl = tonumber(ARGV[1])\n"
+    "for i = 2, #ARGV, 2 do\n"
+    "  redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1])\n"
+    "  redis.call('zadd', KEYS[2], now + ttl, ARGV[i])\n"
+    "end\n"
+    "redis.call('pexpire', KEYS[1], ttl * 3)\n"
+    "redis.call('pexpire', KEYS[2], ttl * 3)\n"
+    "return 1\n";
+
+static const char pres_remove_lua[] = "redis.call('zrem', KEYS[2], ARGV[1])\n"
+                                      "return redis.call('hdel', KEYS[1], ARGV[1])\n";
+
+/* {n removed, removed client, value, ..., then client, value of every member left} */
+static const char pres_list_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local gone = redis.call('zrangebyscore', KEYS[2], '-inf', now)\n"
+    "local out = {#gone}\n"
+    "for _, c in ipairs(gone) do\n"
+    "  local v = redis.call('hget', KEYS[1], c)\n"
+    "  redis.call('hdel', KEYS[1], c)\n"
+    "  redis.call('zrem', KEYS[2], c)\n"
+    "  out[#out + 1] = c\n"
+    "  out[#out + 1] = v or ''\n"
+    "end\n"
+    "local all = redis.call('hgetall', KEYS[1])\n"
+    "for i = 1, #all do out[#out + 1] = all[i] end\n"
+    "return out\n";
 
 /* A Redis channel we subscribed to or are leaving. hiredis 0.14 keeps one callback per
  * channel and drops it when an "unsubscribe" reply comes, even one that answers an
@@ -103,6 +139,32 @@ static int parse_u64(const char *s, size_t n, uint64_t *out)
     return 0;
 }
 
+/* "PXP " node " " J|L " " client " " user_len "\n" user info */
+static void on_bus_presence(rbroker_t *b, px_str_t ch, const char *p, size_t n)
+{
+    const char *end = p + n, *node, *op, *client, *f;
+    size_t node_len, op_len, client_len, fl;
+    uint64_t user_len;
+    if (next_field(&p, end, &node, &node_len) || next_field(&p, end, &op, &op_len) ||
+        next_field(&p, end, &client, &client_len) || op_len != 1 || (*op != 'J' && *op != 'L'))
+        goto bad;
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    if (!nl || parse_u64(p, (size_t)(nl - p), &user_len) || user_len > (size_t)(end - nl - 1))
+        goto bad;
+    PX_UNUSED(f);
+    PX_UNUSED(fl);
+    if (node_len == 16 && memcmp(node, b->node, 16) == 0)
+        return; /* ours: delivered locally already */
+    p = nl + 1;
+    px__broker_member_t who = {
+        {client, client_len}, {p, (size_t)user_len}, {p + user_len, (size_t)(end - p - user_len)}};
+    b->sink.presence(b->sink.ud, ch, *op == 'J' ? PX__JOIN : PX__LEAVE, &who);
+    return;
+bad:
+    px_log(PX_LOG_WARN, "redis broker: ignored a malformed presence event on %.*s", (int)ch.len,
+           ch.ptr);
+}
+
 static void on_bus_message(rbroker_t *b, const char *rch, size_t rlen, const char *p, size_t n)
 {
     if (rlen <= b->rprefix_len || memcmp(rch, b->rprefix, b->rprefix_len) != 0)
@@ -110,6 +172,10 @@ static void on_bus_message(rbroker_t *b, const char *rch, size_t rlen, const cha
     px_str_t ch = {rch + b->rprefix_len, rlen - b->rprefix_len};
     const char *end = p + n, *f;
     size_t fl;
+    if (n >= 4 && memcmp(p, BUS_PRES_MAGIC, 4) == 0) {
+        on_bus_presence(b, ch, p + 4, n - 4);
+        return;
+    }
     if (n < 4 || memcmp(p, BUS_MAGIC, 4) != 0)
         goto bad;
     p += 4;
@@ -386,6 +452,222 @@ static int rb_unsubscribe(px__broker_t *base, px_str_t channel)
     return 0;
 }
 
+/* ---- presence ----------------------------------------------------------------------------------
+ */
+
+static size_t pres_keys(const rbroker_t *b, px_str_t ch, char *hk, char *zk, size_t *zl)
+{
+    size_t pl = strlen(b->url.prefix);
+    memcpy(hk, b->url.prefix, pl);
+    memcpy(hk + pl, ":p:", 3);
+    memcpy(hk + pl + 3, ch.ptr, ch.len);
+    memcpy(zk, b->url.prefix, pl);
+    memcpy(zk + pl, ":pz:", 4);
+    memcpy(zk + pl + 4, ch.ptr, ch.len);
+    *zl = pl + 4 + ch.len;
+    return pl + 3 + ch.len;
+}
+
+/* "<user length>:<user><info>" */
+static char *member_value(const px__broker_member_t *m, size_t *len)
+{
+    char head[24];
+    int hl = snprintf(head, sizeof head, "%zu:", m->user.len);
+    *len = (size_t)hl + m->user.len + m->info.len;
+    char *v = px__malloc(*len ? *len : 1);
+    if (!v)
+        return NULL;
+    memcpy(v, head, (size_t)hl);
+    if (m->user.len)
+        memcpy(v + hl, m->user.ptr, m->user.len);
+    if (m->info.len)
+        memcpy(v + hl + m->user.len, m->info.ptr, m->info.len);
+    return v;
+}
+
+static int parse_member_value(const char *v, size_t n, px__broker_member_t *m)
+{
+    const char *colon = memchr(v, ':', n);
+    uint64_t ul;
+    if (!colon || parse_u64(v, (size_t)(colon - v), &ul) || ul > n - (size_t)(colon - v) - 1)
+        return -1;
+    m->user = (px_str_t){colon + 1, (size_t)ul};
+    m->info = (px_str_t){colon + 1 + ul, n - (size_t)(colon - v) - 1 - (size_t)ul};
+    return 0;
+}
+
+/* Tell the other nodes (their local presence subscribers). */
+static void announce(rbroker_t *b, px_str_t ch, int op, const px__broker_member_t *m)
+{
+    char head[128];
+    int hl = snprintf(head, sizeof head, BUS_PRES_MAGIC "%s %c %.*s %zu\n", b->node,
+                      op == PX__JOIN ? 'J' : 'L', (int)m->client.len, m->client.ptr, m->user.len);
+    size_t n = (size_t)hl + m->user.len + m->info.len;
+    char *payload = px__malloc(n);
+    if (!payload)
+        return;
+    memcpy(payload, head, (size_t)hl);
+    if (m->user.len)
+        memcpy(payload + hl, m->user.ptr, m->user.len);
+    if (m->info.len)
+        memcpy(payload + hl + m->user.len, m->info.ptr, m->info.len);
+    char rch[128 + PX__CHANNEL_MAX];
+    const char *argv[3] = {"PUBLISH", rch, payload};
+    size_t argvlen[3] = {7, rname(b, ch, rch), n};
+    px__rconn_command(&b->pub, NULL, NULL, 3, argv, argvlen);
+    px__free(payload);
+}
+
+/* EVAL script 2 hk zk args... */
+static int pres_eval(rbroker_t *b, const char *script, px_str_t ch, int nargs, const char **args,
+                     const size_t *lens, px__rconn_cb cb, void *ud)
+{
+    char hk[80 + PX__CHANNEL_MAX], zk[80 + PX__CHANNEL_MAX];
+    size_t zl, hl = pres_keys(b, ch, hk, zk, &zl);
+    const char **argv = px__calloc((size_t)nargs + 5, sizeof *argv);
+    size_t *argvlen = px__calloc((size_t)nargs + 5, sizeof *argvlen);
+    if (!argv || !argvlen) {
+        px__free(argv);
+        px__free(argvlen);
+        return -ENOMEM;
+    }
+    argv[0] = "EVAL", argvlen[0] = 4;
+    argv[1] = script, argvlen[1] = strlen(script);
+    argv[2] = "2", argvlen[2] = 1;
+    argv[3] = hk, argvlen[3] = hl;
+    argv[4] = zk, argvlen[4] = zl;
+    for (int i = 0; i < nargs; i++)
+        argv[5 + i] = args[i], argvlen[5 + i] = lens[i];
+    int r = px__rconn_command(&b->pub, cb, ud, nargs + 5, argv, argvlen);
+    px__free(argv);
+    px__free(argvlen);
+    return r;
+}
+
+static int rb_presence_refresh(px__broker_t *base, px_str_t ch, const px__broker_member_t *m,
+                               size_t n, uint64_t ttl_ms)
+{
+    rbroker_t *b = RB(base);
+    if (!n)
+        return 0;
+    const char **args = px__calloc(1 + 2 * n, sizeof *args);
+    size_t *lens = px__calloc(1 + 2 * n, sizeof *lens);
+    char **vals = px__calloc(n, sizeof *vals);
+    char ttl[24];
+    int r = -ENOMEM;
+    if (!args || !lens || !vals)
+        goto out;
+    args[0] = ttl;
+    lens[0] = (size_t)snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)ttl_ms);
+    for (size_t i = 0; i < n; i++) {
+        vals[i] = member_value(&m[i], &lens[2 + 2 * i]);
+        if (!vals[i])
+            goto out;
+        args[1 + 2 * i] = m[i].client.ptr;
+        lens[1 + 2 * i] = m[i].client.len;
+        args[2 + 2 * i] = vals[i];
+    }
+    r = pres_eval(b, pres_add_lua, ch, (int)(1 + 2 * n), args, lens, NULL, NULL);
+out:
+    if (vals)
+        for (size_t i = 0; i < n; i++)
+            px__free(vals[i]);
+    px__free(vals);
+    px__free(args);
+    px__free(lens);
+    return r;
+}
+
+static int rb_presence_add(px__broker_t *base, px_str_t ch, const px__broker_member_t *who,
+                           uint64_t ttl_ms)
+{
+    rbroker_t *b = RB(base);
+    int r = rb_presence_refresh(base, ch, who, 1, ttl_ms);
+    if (r == 0)
+        announce(b, ch, PX__JOIN, who);
+    return r;
+}
+
+static int rb_presence_remove(px__broker_t *base, px_str_t ch, const px__broker_member_t *who)
+{
+    rbroker_t *b = RB(base);
+    const char *args[1] = {who->client.ptr};
+    size_t lens[1] = {who->client.len};
+    int r = pres_eval(b, pres_remove_lua, ch, 1, args, lens, NULL, NULL);
+    if (r == 0)
+        announce(b, ch, PX__LEAVE, who);
+    return r;
+}
+
+typedef struct plist {
+    rbroker_t *b;
+    px__broker_members_cb cb;
+    void *ud;
+    size_t ch_len;
+    char ch[];
+} plist_t;
+
+static void on_pres_list(px__rconn_t *c, redisReply *r, void *ud)
+{
+    PX_UNUSED(c);
+    plist_t *pl = ud;
+    rbroker_t *b = pl->b;
+    px_str_t ch = {pl->ch, pl->ch_len};
+    int st = 0;
+    px__broker_member_t *ms = NULL;
+    size_t nm = 0;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[0]->integer < 0 ||
+        (size_t)r->element[0]->integer * 2 + 1 > r->elements || (r->elements - 1) % 2 != 0) {
+        st = -EIO;
+    } else {
+        size_t gone = (size_t)r->element[0]->integer;
+        /* Members whose node stopped refreshing them: their leave, once (the script
+         * removed them atomically, so no other node reports them). */
+        for (size_t i = 0; i < gone; i++) {
+            const redisReply *cl = r->element[1 + 2 * i], *v = r->element[2 + 2 * i];
+            px__broker_member_t m = {{cl->str, cl->len}, {"", 0}, {"", 0}};
+            if (cl->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+                parse_member_value(v->str, v->len, &m))
+                continue;
+            announce(b, ch, PX__LEAVE, &m);
+            b->sink.presence(b->sink.ud, ch, PX__LEAVE, &m);
+        }
+        size_t first = 1 + 2 * gone, left = (r->elements - first) / 2;
+        ms = left ? px__calloc(left, sizeof *ms) : NULL;
+        if (left && !ms)
+            st = -ENOMEM;
+        for (size_t i = 0; i < left && !st; i++) {
+            const redisReply *cl = r->element[first + 2 * i], *v = r->element[first + 2 * i + 1];
+            if (cl->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+                parse_member_value(v->str, v->len, &ms[nm]))
+                continue;
+            ms[nm++].client = (px_str_t){cl->str, cl->len};
+        }
+    }
+    if (pl->cb)
+        pl->cb(pl->ud, st, ms, nm);
+    px__free(ms);
+    px__free(pl);
+}
+
+static int rb_presence_list(px__broker_t *base, px_str_t ch, px__broker_members_cb cb, void *ud)
+{
+    rbroker_t *b = RB(base);
+    plist_t *pl = px__malloc(sizeof *pl + ch.len);
+    if (!pl)
+        return -ENOMEM;
+    pl->b = b;
+    pl->cb = cb;
+    pl->ud = ud;
+    pl->ch_len = ch.len;
+    memcpy(pl->ch, ch.ptr, ch.len);
+    int r = pres_eval(b, pres_list_lua, ch, 0, NULL, NULL, on_pres_list, pl);
+    if (r)
+        px__free(pl);
+    return r;
+}
+
 const px__broker_ops_t px__broker_redis = {
     .name = "redis",
     .open = rb_open,
@@ -396,4 +678,8 @@ const px__broker_ops_t px__broker_redis = {
     .subscribe = rb_subscribe,
     .unsubscribe = rb_unsubscribe,
     .confirms = 1,
+    .presence_add = rb_presence_add,
+    .presence_remove = rb_presence_remove,
+    .presence_refresh = rb_presence_refresh,
+    .presence_list = rb_presence_list,
 };

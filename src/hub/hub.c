@@ -51,6 +51,7 @@ void px_hub_opts_init(px_hub_opts_t *o)
     o->history_size = 1000;
     o->history_ttl_ms = 0;
     o->max_payload = 64 * 1024;
+    o->presence_ttl_ms = 30000;
 }
 
 const px_hub_opts_t *px_hub_options(const px_hub_t *h)
@@ -790,6 +791,8 @@ static void add_gap(px_hub_t *h, px__hreq_t *r, hchan_t *c)
 }
 
 static int net_needs_read(px_hub_t *h, hchan_t *c, uint64_t since);
+static void net_presence_add(px_hub_t *h, hchan_t *c, const presence_ent_t *p);
+static void net_presence_remove(px_hub_t *h, hchan_t *c, const presence_ent_t *p);
 static void suspend(px_hub_t *h, hchan_t *c, px__hreq_t *r, uint64_t since, size_t limit);
 static void net_chan_cold(px_hub_t *h, hchan_t *c);
 
@@ -863,8 +866,10 @@ static void do_subscribe(px_hub_t *h, px__hreq_t *r)
         }
     }
     answer(h, r);
-    if (p)
+    if (p) {
         presence_event(h, c, PX__JOIN, &p->who);
+        net_presence_add(h, c, p);
+    }
 }
 
 /* The next catch-up page of a counted subscription. If history was trimmed past the
@@ -921,6 +926,7 @@ static void do_unsubscribe(px_hub_t *h, px__hreq_t *r)
                     *pp = p->next;
                     c->presence_count--;
                     presence_event(h, c, PX__LEAVE, &p->who);
+                    net_presence_remove(h, c, p);
                     presence_free(p);
                     break;
                 }
@@ -971,8 +977,12 @@ static void do_history(px_hub_t *h, px__hreq_t *r)
     answer(h, r);
 }
 
+static int net_presence(px_hub_t *h, px__hreq_t *r);
+
 static void do_presence(px_hub_t *h, px__hreq_t *r)
 {
+    if (h->net && net_presence(h, r) == 0)
+        return; /* every node's members, answered when the broker has them */
     hchan_t *c = chan_find(h, r->channel, r->channel_len);
     r->subscribers = c ? c->total_subs : 0;
     if (c && c->presence_count) {
@@ -1822,6 +1832,127 @@ static void commit_async(px_hub_t *h)
     h->commits_inflight++;
 }
 
+/* ---- presence across nodes ---------------------------------------------------------------------
+ * Each node lists its own members in the broker (Redis) and refreshes them every third of
+ * --presence-ttl; join/leave go to the other nodes on the bus. A node that stops
+ * refreshing (crashed) has its members removed by the next sweep of any node that
+ * follows the channel, which announces their leave once. */
+
+static px__broker_member_t member_of(const presence_ent_t *p)
+{
+    return (px__broker_member_t){{p->who.client, strlen(p->who.client)}, p->who.user, p->who.info};
+}
+
+static void net_presence_add(px_hub_t *h, hchan_t *c, const presence_ent_t *p)
+{
+    if (!h->net || !h->broker->ops->presence_add || h->closing)
+        return;
+    px__broker_member_t m = member_of(p);
+    h->broker->ops->presence_add(h->broker, (px_str_t){c->name, c->name_len}, &m,
+                                 h->opts.presence_ttl_ms);
+}
+
+static void net_presence_remove(px_hub_t *h, hchan_t *c, const presence_ent_t *p)
+{
+    if (!h->net || !h->broker->ops->presence_remove || h->closing)
+        return;
+    px__broker_member_t m = member_of(p);
+    h->broker->ops->presence_remove(h->broker, (px_str_t){c->name, c->name_len}, &m);
+}
+
+static void on_broker_presence(void *ud, px_str_t channel, int op, const px__broker_member_t *m)
+{
+    px_hub_t *h = ud;
+    hchan_t *c = chan_find(h, channel.ptr, channel.len);
+    if (!c || c->state != CH_LIVE || m->client.len != PX__CLIENT_ID_LEN)
+        return;
+    px__presence_t who = {.user = m->user, .info = m->info};
+    memcpy(who.client, m->client.ptr, PX__CLIENT_ID_LEN);
+    who.client[PX__CLIENT_ID_LEN] = '\0';
+    presence_event(h, c, op, &who);
+}
+
+typedef struct plist_req {
+    px_hub_t *h;
+    px__hreq_t *r;
+} plist_req_t;
+
+static void on_presence_list(void *ud, int status, const px__broker_member_t *ms, size_t n)
+{
+    plist_req_t *x = ud;
+    px_hub_t *h = x->h;
+    px__hreq_t *r = x->r;
+    px__free(x);
+    hchan_t *c = chan_find(h, r->channel, r->channel_len);
+    r->subscribers = c ? c->total_subs : 0; /* this node's */
+    if (status) {
+        hreq_error(r, 503, "storage_error", "presence could not be read");
+        answer(h, r);
+        return;
+    }
+    r->pres = n ? px__arena_alloc(&r->arena, n * sizeof *r->pres) : NULL;
+    if (n && !r->pres) {
+        hreq_error(r, 503, "internal_error", "out of memory");
+        answer(h, r);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (ms[i].client.len != PX__CLIENT_ID_LEN)
+            continue;
+        px__presence_t *o = &r->pres[r->npres++];
+        memcpy(o->client, ms[i].client.ptr, PX__CLIENT_ID_LEN);
+        o->client[PX__CLIENT_ID_LEN] = '\0';
+        o->user = (px_str_t){
+            ms[i].user.len ? px__arena_memdup(&r->arena, ms[i].user.ptr, ms[i].user.len) : NULL,
+            ms[i].user.len};
+        o->info = (px_str_t){
+            ms[i].info.len ? px__arena_memdup(&r->arena, ms[i].info.ptr, ms[i].info.len) : NULL,
+            ms[i].info.len};
+    }
+    answer(h, r);
+}
+
+/* 0: the answer comes later; < 0: answer from this node's members (no broker presence). */
+static int net_presence(px_hub_t *h, px__hreq_t *r)
+{
+    if (!h->broker->ops->presence_list || h->closing)
+        return -ENOTSUP;
+    plist_req_t *x = px__xcalloc(1, sizeof *x);
+    x->h = h;
+    x->r = r;
+    int rc = h->broker->ops->presence_list(h->broker, (px_str_t){r->channel, r->channel_len},
+                                           on_presence_list, x);
+    if (rc) {
+        px__free(x);
+        hreq_error(r, 503, "storage_error", "presence is unavailable (the broker is down)");
+        answer(h, r);
+    }
+    return 0;
+}
+
+static void presence_cb(px_timer_t *t)
+{
+    px_hub_t *h = t->data;
+    for (px__hentry_t *e = px__hashmap_next(&h->channels, NULL); e;
+         e = px__hashmap_next(&h->channels, e)) {
+        hchan_t *c = PX_CONTAINER_OF(e, hchan_t, e);
+        px_str_t ch = {c->name, c->name_len};
+        if (c->presence_count) {
+            px__broker_member_t *ms = px__calloc(c->presence_count, sizeof *ms);
+            size_t n = 0;
+            for (presence_ent_t *p = c->presence; p && ms; p = p->next)
+                ms[n++] = member_of(p);
+            if (ms)
+                h->broker->ops->presence_refresh(h->broker, ch, ms, n, h->opts.presence_ttl_ms);
+            px__free(ms);
+        }
+        if (c->state == CH_LIVE)
+            h->broker->ops->presence_list(h->broker, ch, NULL, NULL); /* a sweep */
+    }
+    uint64_t every = h->opts.presence_ttl_ms / 3;
+    px_timer_start(hub_loop(h), t, every < 100 ? 100 : every);
+}
+
 /* ---- health ------------------------------------------------------------------------------------
  */
 
@@ -1892,8 +2023,11 @@ static void actor_start(px_worker_t *w, void *ud)
     if (h->broker->ops->start)
         h->broker->ops->start(h->broker);
     px_timer_init(&h->health_timer, health_cb, h);
+    px_timer_init(&h->presence_timer, presence_cb, h);
     if (h->net)
         px_timer_start(px_worker_loop(w), &h->health_timer, 50);
+    if (h->net && h->broker->ops->presence_refresh)
+        px_timer_start(px_worker_loop(w), &h->presence_timer, 100);
 }
 
 /* "redis://..." -> "redis"; NULL/"sqlite" -> NULL (the default); else the URL's scheme. */
@@ -2021,8 +2155,10 @@ px_hub_t *px_hub_new(px_workers_t *workers, const px_hub_opts_t *o, char *err, s
         return NULL;
     }
     h->actor = px_workers_new(1);
-    px__broker_sink_t sink = {
-        .message = on_broker_message, .subscribed = on_broker_subscribed, .ud = h};
+    px__broker_sink_t sink = {.message = on_broker_message,
+                              .subscribed = on_broker_subscribed,
+                              .presence = on_broker_presence,
+                              .ud = h};
     if (h->actor && bops->open(burl, px_worker_loop(px_workers_get(h->actor, 0)), &sink, &h->broker,
                                err, errlen) != 0) {
         px_hub_free(h);
@@ -2066,6 +2202,7 @@ void px_hub_free(px_hub_t *h)
                  e = px__hashmap_next(&h->channels, e))
                 px_timer_stop(&PX_CONTAINER_OF(e, hchan_t, e)->gap_timer);
             px_timer_stop(&h->health_timer);
+            px_timer_stop(&h->presence_timer);
             px__broker_close(h->broker);
             h->broker = NULL;
             px__store_close(h->store);

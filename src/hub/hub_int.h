@@ -34,6 +34,7 @@ struct px_hub {
     int closing;               /* px_hub_free: no new store calls */
     unsigned commits_inflight; /* asynchronous group commits not answered yet */
     px_timer_t health_timer;
+    px_timer_t presence_timer; /* refresh this node's members, sweep expired ones */
     pthread_mutex_t health_mu; /* health_* are read by workers (px_hub_health) */
     int health_down;
     char health_why[200];

@@ -317,6 +317,51 @@ class Faults(ClusterCase):
             proxy.close()
 
 
+class Presence(ClusterCase):
+    def test_presence_merges_and_a_killed_nodes_members_leave(self):
+        redis = self.redis()
+        ttl = ("--presence-ttl", "2s")
+        a, b, c = (self.node(redis.url, *ttl) for _ in range(3))
+        ann = HubClient(a.addr)
+        ann.ok("subscribe", channel="pr", presence=True, info="Ann")
+        self.assertEqual(ann.next_event("join", "pr")["client"], ann.client_id)
+        bob = HubClient(c.addr)
+        bob.ok("subscribe", channel="pr", info="Bob")
+        j = ann.next_event("join", "pr")
+        self.assertEqual(dict(j), {"op": "join", "channel": "pr", "client": bob.client_id,
+                                   "info": "Bob"})
+        # Every node lists every node's members.
+        want = {ann.client_id: "Ann", bob.client_id: "Bob"}
+        for n in (a, b, c):
+            with HubClient(n.addr) as q:
+                p = q.ok("presence", channel="pr")
+                self.assertEqual({x["client"]: x.get("info") for x in p["clients"]}, want)
+                self.assertEqual(p["count"], 2)
+        # A clean leave on another node reaches Ann once.
+        cid = HubClient(b.addr)
+        cid.ok("subscribe", channel="pr", info="Cid")
+        self.assertEqual(ann.next_event("join", "pr")["client"], cid.client_id)
+        cid.ok("unsubscribe", channel="pr")
+        self.assertEqual(ann.next_event("leave", "pr")["client"], cid.client_id)
+        cid.close()
+        # A killed node's members leave within the TTL (plus a refresh period), once.
+        t0 = time.monotonic()
+        c.kill()
+        lv = ann.next_event("leave", "pr", timeout=10)
+        took = time.monotonic() - t0
+        self.assertEqual(dict(lv), {"op": "leave", "channel": "pr", "client": bob.client_id,
+                                    "info": "Bob"})
+        self.assertLess(took, scaled(2 + 2.0 / 3 + 1.5))
+        st, body = publish_http(b, "pr", {"mark": 1})
+        self.assertEqual(st, 200)
+        m, earlier = ann.until(lambda m: m.get("op") == "message" and m.get("channel") == "pr")
+        self.assertEqual([x for x in earlier if x.get("op") in ("join", "leave")], [])
+        p = ann.ok("presence", channel="pr")
+        self.assertEqual([x["client"] for x in p["clients"]], [ann.client_id])
+        bob.close()
+        ann.close()
+
+
 class Config(ClusterCase):
     def test_bad_store_and_broker(self):
         r = pxtest.run_plexus(["--store", "redis://127.0.0.1:notaport"])
