@@ -9,6 +9,7 @@
  * the worker before any later delivery, and the worker's mailbox is FIFO, so nothing is missed
  * or duplicated. Reads (history, catch-up pages, presence, listings) wait for the commit of
  * the publishes that arrived with them and take a bounded slice of each loop iteration. */
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -1787,9 +1788,20 @@ static void commit_done(void *ud, int status, const px__store_assigned_t *got)
         r->offset = m->offset;
         answer(h, r);
     }
-    for (i = 0; i < a->n; i++)
-        if (a->chans[i] && !a->chans[i]->batch_n)
-            chan_maybe_free(h, a->chans[i]); /* each channel once: batch_n reached 0 once */
+    /* Channels the batch no longer holds may leave memory: each once (a channel appears
+     * once per message; the first pass marks it so the second frees it once). */
+    size_t nfree = 0;
+    for (i = 0; i < a->n; i++) {
+        hchan_t *c = a->chans[i];
+        if (c && !c->batch_n) {
+            c->batch_n = UINT_MAX;
+            a->chans[nfree++] = c;
+        }
+    }
+    for (i = 0; i < nfree; i++) {
+        a->chans[i]->batch_n = 0;
+        chan_maybe_free(h, a->chans[i]);
+    }
     px__free(a->msgs);
     px__free(a->chans);
     px__free(a);
