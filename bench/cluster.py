@@ -115,7 +115,8 @@ def plexus_start(tmp, name, store=None):
     port = free_port()
     args = [PLEXUS, "--listen", "127.0.0.1:%d" % port, "--workers", "1", "--allow-anonymous",
             "--data-dir", os.path.join(tmp, name), "--ws-ping-interval", "0",
-            "--publish-rate", "0", "--history-size", "1000000000", "--max-connections", "100000"]
+            "--publish-rate", "0", "--history-size", "1000000000", "--max-connections", "100000",
+            "--max-inflight", "1024"]
     if store:
         args += ["--store", store]
     return spawn(args, name + ".log", port, name), port

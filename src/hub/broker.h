@@ -40,6 +40,9 @@ typedef struct px__broker_sink {
     /** A presence event of another node's member (op PX__JOIN/PX__LEAVE of frontend.h),
      *  or the leave of a member whose node stopped refreshing it (found by a sweep). */
     void (*presence)(void *ud, px_str_t channel, int op, const px__broker_member_t *who);
+    /** Something was committed on `channel` that the broker could not carry (too large):
+     *  read it from the store. */
+    void (*poke)(void *ud, px_str_t channel);
     void *ud;
 } px__broker_sink_t;
 
@@ -87,6 +90,8 @@ struct px__broker {
 extern const px__broker_ops_t px__broker_local;
 /** Redis pub/sub (broker_redis.c): --broker redis://HOST:PORT[/DB]. */
 extern const px__broker_ops_t px__broker_redis;
+/** PostgreSQL LISTEN/NOTIFY (broker_pg.c): the default with --store postgres://. */
+extern const px__broker_ops_t px__broker_pg;
 
 static inline int px__broker_publish(px__broker_t *b, const px_hub_msg_t *m)
 {

@@ -1719,6 +1719,14 @@ static void on_broker_message(void *ud, px_hub_msg_t *m)
     net_accept(h, c, m);
 }
 
+static void on_broker_poke(void *ud, px_str_t channel)
+{
+    px_hub_t *h = ud;
+    hchan_t *c = chan_find(h, channel.ptr, channel.len);
+    if (c && c->state == CH_LIVE)
+        gap_read(h, c);
+}
+
 static void on_broker_subscribed(void *ud, px_str_t channel, int status)
 {
     px_hub_t *h = ud;
@@ -2148,15 +2156,15 @@ px_hub_t *px_hub_new(px_workers_t *workers, const px_hub_opts_t *o, char *err, s
     h->net = (flags & PX_STORE_ASYNC) && (flags & PX_STORE_SHARED);
     if (bops != &px__broker_local && !h->net) {
         snprintf(err, errlen,
-                 "--broker needs a store shared by the nodes (--store redis://... ); SQLite "
-                 "is one node's");
+                 "--broker needs a store shared by the nodes (--store redis://... or "
+                 "postgres://...); SQLite is one node's");
         px_hub_free(h);
         return NULL;
     }
     /* A shared store without a broker of its own choosing: its natural one. */
     const char *burl = o->broker;
-    if (h->net && bops == &px__broker_local && strcmp(h->store->ops->name, "redis") == 0) {
-        bops = &px__broker_redis;
+    if (h->net && bops == &px__broker_local) {
+        bops = strcmp(h->store->ops->name, "redis") == 0 ? &px__broker_redis : &px__broker_pg;
         burl = o->store;
     }
     r = px__store_load_channels(h->store, load_channel, h);
@@ -2170,6 +2178,7 @@ px_hub_t *px_hub_new(px_workers_t *workers, const px_hub_opts_t *o, char *err, s
     px__broker_sink_t sink = {.message = on_broker_message,
                               .subscribed = on_broker_subscribed,
                               .presence = on_broker_presence,
+                              .poke = on_broker_poke,
                               .ud = h};
     if (h->actor && bops->open(burl, px_worker_loop(px_workers_get(h->actor, 0)), &sink, &h->broker,
                                err, errlen) != 0) {

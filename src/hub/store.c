@@ -9,6 +9,7 @@
 static const px__store_ops_t *const backends[] = {
     &px__store_sqlite,
     &px__store_redis,
+    &px__store_pg,
 };
 
 const px__store_ops_t *px__store_backend(const char *name)

@@ -192,6 +192,8 @@ struct px__store_ops {
 extern const px__store_ops_t px__store_sqlite;
 /** Redis Streams (store_redis.c): --store redis://HOST:PORT[/DB]. */
 extern const px__store_ops_t px__store_redis;
+/** PostgreSQL (store_pg.c): --store postgres://USER@HOST:PORT/DB. */
+extern const px__store_ops_t px__store_pg;
 
 /** Backend by name ("sqlite", "redis"); NULL or "" selects the default. NULL if unknown. */
 const px__store_ops_t *px__store_backend(const char *name);

@@ -254,7 +254,16 @@ class PgServer:
                            "-c", "max_connections=50", "-c", "shared_buffers=32MB"],
             stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf, cwd=self.dir)
         _wait_port(self.port, self.proc, "postgres", timeout=30)
-        return self
+        # Listening is not accepting: wait until it takes connections (not "starting up").
+        deadline = time.monotonic() + scaled(30)
+        while True:
+            r = subprocess.run([os.path.join(PG_BINDIR, "pg_isready"), "-q", "-h", "127.0.0.1",
+                                "-p", str(self.port)], cwd=self.dir)
+            if r.returncode == 0:
+                return self
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("postgres not ready (pg_isready %d)" % r.returncode)
+            time.sleep(0.05)
 
     def psql(self, sql):
         r = subprocess.run(self.prefix + [os.path.join(PG_BINDIR, "psql"), "-h", "127.0.0.1", "-p",
