@@ -44,18 +44,29 @@ static const char *const migration[SCHEMA_VERSION] = {
     "CREATE INDEX plexus_messages_time ON plexus_messages (time_ms);",
 };
 
+/* A whole group commit in one statement (one transaction): $1 channels, $2 times, $3 data
+ * (binary arrays, one element per message, in order), $4 history_size (0 = unlimited).
+ * Each channel row is upserted once, in name order (nodes lock rows in the same order, so
+ * two commits cannot deadlock), and advanced by its number of messages; the messages get
+ * the offsets below the new last_offset in their batch order; what history_size pushed
+ * out is deleted. Answers (epoch, offset) per message, in batch order. */
 static const char sql_append[] =
-    "WITH c AS (INSERT INTO plexus_channels AS t (name, epoch, last_offset)"
-    " VALUES ($1, (SELECT substr(md5(id || ':' || $1), 1, 16) FROM plexus_instance), 1)"
-    " ON CONFLICT (name) DO UPDATE SET last_offset = t.last_offset + 1"
-    " RETURNING epoch, last_offset),"
-    " m AS (INSERT INTO plexus_messages (channel, \"offset\", time_ms, data)"
-    " SELECT $1, c.last_offset, $2::bigint, $3::bytea FROM c)"
-    " SELECT epoch, last_offset FROM c";
-
-static const char sql_trim_size[] =
-    "DELETE FROM plexus_messages WHERE channel = $1 AND \"offset\" <="
-    " (SELECT last_offset FROM plexus_channels WHERE name = $1) - $2::bigint";
+    "WITH u AS (SELECT ch, t, d, i FROM unnest($1::text[], $2::bigint[], $3::bytea[])"
+    " WITH ORDINALITY AS x(ch, t, d, i)),"
+    " cnt AS (SELECT ch, count(*) AS n FROM u GROUP BY ch),"
+    " c AS (INSERT INTO plexus_channels AS tb (name, epoch, last_offset)"
+    " SELECT cnt.ch, (SELECT substr(md5(id || ':' || cnt.ch), 1, 16) FROM plexus_instance), cnt.n"
+    " FROM cnt ORDER BY cnt.ch"
+    " ON CONFLICT (name) DO UPDATE SET last_offset = tb.last_offset + excluded.last_offset"
+    " RETURNING name, epoch, last_offset),"
+    " m AS (SELECT u.i, c.epoch, c.last_offset - cnt.n"
+    " + row_number() OVER (PARTITION BY u.ch ORDER BY u.i) AS off, u.ch, u.t, u.d"
+    " FROM u JOIN c ON c.name = u.ch JOIN cnt ON cnt.ch = u.ch),"
+    " ins AS (INSERT INTO plexus_messages (channel, \"offset\", time_ms, data)"
+    " SELECT ch, off, t, d FROM m),"
+    " del AS (DELETE FROM plexus_messages pm USING c WHERE $4::bigint > 0"
+    " AND pm.channel = c.name AND pm.\"offset\" <= c.last_offset - $4::bigint)"
+    " SELECT epoch, off FROM m ORDER BY i";
 
 /* Row k = 0: the channel's head (o = last offset, t = first offset kept, d = epoch);
  * rows k = 1: messages after $2 (o = offset, t = time, d = data). $3: TTL cutoff (unix ms,
@@ -305,14 +316,13 @@ static int p_fresh_epoch(px__store_t *b, px_str_t channel, char out[PX__EPOCH_MA
 static int prepare_all(pstore_t *s)
 {
     PGconn *c = px__pgconn_pq(&s->conn);
-    if (!PQsendPrepare(c, "px_append", sql_append, 3, NULL) ||
-        !PQsendPrepare(c, "px_trim_size", sql_trim_size, 2, NULL) ||
+    if (!PQsendPrepare(c, "px_append", sql_append, 4, NULL) ||
         !PQsendPrepare(c, "px_read", sql_read, 5, NULL) ||
         !PQsendPrepare(c, "px_trim_ttl", sql_trim_ttl, 1, NULL)) {
         px__pgconn_broken(&s->conn);
         return -EIO;
     }
-    return px__pgconn_end(&s->conn, 4, NULL, NULL);
+    return px__pgconn_end(&s->conn, 3, NULL, NULL);
 }
 
 static void on_ready(px__pgconn_t *c, void *ud)
@@ -366,25 +376,27 @@ typedef struct pop {
     size_t limit;
 } pop_t;
 
-/* BEGIN, n appends, the size trims, COMMIT: results [1 .. n] are the appends. */
+/* One result: a row (epoch, offset) per message, in batch order. */
 static void on_append(px__pgconn_t *c, int status, PGresult **res, int n, void *ud)
 {
     PX_UNUSED(c);
     pop_t *op = ud;
     pstore_t *s = op->s;
-    int st = result_error(s, status, res, n, (int)op->n + 2);
+    int st = result_error(s, status, res, n, 1);
     px__store_assigned_t *out = NULL;
     if (!st) {
+        PGresult *r = res[0];
         out = px__xcalloc(op->n ? op->n : 1, sizeof *out);
+        if ((size_t)PQntuples(r) != op->n)
+            st = -EPROTO;
         for (size_t i = 0; i < op->n && !st; i++) {
-            PGresult *r = res[1 + i];
-            if (PQntuples(r) != 1 || PQgetlength(r, 0, 0) < 1 ||
-                PQgetlength(r, 0, 0) > PX__EPOCH_MAX || PQgetlength(r, 0, 1) != 8) {
+            if (PQgetlength(r, (int)i, 0) < 1 || PQgetlength(r, (int)i, 0) > PX__EPOCH_MAX ||
+                PQgetlength(r, (int)i, 1) != 8) {
                 st = -EPROTO;
                 break;
             }
-            out[i].epoch = (px_str_t){PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0)};
-            out[i].offset = be64(PQgetvalue(r, 0, 1));
+            out[i].epoch = (px_str_t){PQgetvalue(r, (int)i, 0), (size_t)PQgetlength(r, (int)i, 0)};
+            out[i].offset = be64(PQgetvalue(r, (int)i, 1));
         }
         if (st)
             snprintf(s->err, sizeof s->err, "postgres: bad answer to an append");
@@ -392,6 +404,74 @@ static void on_append(px__pgconn_t *c, int status, PGresult **res, int n, void *
     op->acb(op->ud, st, st ? NULL : out);
     px__free(out);
     px__free(op);
+}
+
+/* PostgreSQL's binary array format, one dimension, no NULLs: header, then each element as
+ * a 4-byte length and its bytes. `elem(i, &len)` gives element i. */
+typedef const char *(*elem_fn)(const px__store_msg_t *m, char *tmp, int *len);
+
+static void put32(char *p, uint32_t v)
+{
+    p[0] = (char)(v >> 24);
+    p[1] = (char)(v >> 16);
+    p[2] = (char)(v >> 8);
+    p[3] = (char)v;
+}
+
+static char *binary_array(const px__store_msg_t *msgs, size_t n, uint32_t oid, elem_fn elem,
+                          int *outlen)
+{
+    size_t total = 20;
+    char tmp[8];
+    for (size_t i = 0; i < n; i++) {
+        int l;
+        elem(&msgs[i], tmp, &l);
+        total += 4 + (size_t)l;
+    }
+    if (total > INT32_MAX)
+        return NULL;
+    char *buf = px__malloc(total);
+    if (!buf)
+        return NULL;
+    put32(buf, 1);
+    put32(buf + 4, 0);
+    put32(buf + 8, oid);
+    put32(buf + 12, (uint32_t)n);
+    put32(buf + 16, 1);
+    char *p = buf + 20;
+    for (size_t i = 0; i < n; i++) {
+        int l;
+        const char *e = elem(&msgs[i], tmp, &l);
+        put32(p, (uint32_t)l);
+        if (l)
+            memcpy(p + 4, e, (size_t)l);
+        p += 4 + l;
+    }
+    *outlen = (int)total;
+    return buf;
+}
+
+static const char *elem_channel(const px__store_msg_t *m, char *tmp, int *len)
+{
+    PX_UNUSED(tmp);
+    *len = (int)m->channel.len;
+    return m->channel.ptr;
+}
+
+static const char *elem_time(const px__store_msg_t *m, char *tmp, int *len)
+{
+    uint64_t v = (uint64_t)m->time_ms;
+    for (int i = 0; i < 8; i++)
+        tmp[i] = (char)(v >> (56 - 8 * i));
+    *len = 8;
+    return tmp;
+}
+
+static const char *elem_data(const px__store_msg_t *m, char *tmp, int *len)
+{
+    PX_UNUSED(tmp);
+    *len = (int)m->data.len;
+    return m->data.len ? m->data.ptr : "";
 }
 
 static int p_append_async(px__store_t *b, const px__store_msg_t *msgs, size_t n,
@@ -404,58 +484,33 @@ static int p_append_async(px__store_t *b, const px__store_msg_t *msgs, size_t n,
         return -ENOTCONN;
     }
     for (size_t i = 0; i < n; i++)
-        if (!px__store_channel_ok(msgs[i].channel))
+        if (!px__store_channel_ok(msgs[i].channel) || msgs[i].data.len > INT32_MAX)
             return -EINVAL;
-    PGconn *c = px__pgconn_pq(&s->conn);
-    int nq = 0;
-    if (!PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 1))
-        goto broken;
-    nq++;
-    char tbuf[24], sbuf[24];
-    int sl = snprintf(sbuf, sizeof sbuf, "%llu", (unsigned long long)s->history_size);
-    for (size_t i = 0; i < n; i++) {
-        char chbuf[PX__CHANNEL_MAX + 1];
-        memcpy(chbuf, msgs[i].channel.ptr, msgs[i].channel.len);
-        chbuf[msgs[i].channel.len] = '\0';
-        int tl = snprintf(tbuf, sizeof tbuf, "%lld", (long long)msgs[i].time_ms);
-        const char *vals[3] = {chbuf, tbuf, msgs[i].data.len ? msgs[i].data.ptr : ""};
-        int lens[3] = {(int)msgs[i].channel.len, tl, (int)msgs[i].data.len};
-        int fmts[3] = {0, 0, 1};
-        if (!PQsendQueryPrepared(c, "px_append", 3, vals, lens, fmts, 1))
-            goto broken;
-        nq++;
-    }
-    /* history_size: once per channel of the batch, after its inserts. */
-    if (s->history_size) {
-        for (size_t i = 0; i < n; i++) {
-            int seen = 0;
-            for (size_t j = i + 1; j < n && !seen; j++)
-                seen = msgs[j].channel.len == msgs[i].channel.len &&
-                       memcmp(msgs[j].channel.ptr, msgs[i].channel.ptr, msgs[i].channel.len) == 0;
-            if (seen)
-                continue; /* the last occurrence trims */
-            char chbuf[PX__CHANNEL_MAX + 1];
-            memcpy(chbuf, msgs[i].channel.ptr, msgs[i].channel.len);
-            chbuf[msgs[i].channel.len] = '\0';
-            const char *vals[2] = {chbuf, sbuf};
-            int lens[2] = {(int)msgs[i].channel.len, sl};
-            if (!PQsendQueryPrepared(c, "px_trim_size", 2, vals, lens, NULL, 1))
-                goto broken;
-            nq++;
+    int lens[4] = {0};
+    char *chs = binary_array(msgs, n, 25 /* text */, elem_channel, &lens[0]);
+    char *times = binary_array(msgs, n, 20 /* int8 */, elem_time, &lens[1]);
+    char *datas = binary_array(msgs, n, 17 /* bytea */, elem_data, &lens[2]);
+    char sbuf[24];
+    lens[3] = snprintf(sbuf, sizeof sbuf, "%llu", (unsigned long long)s->history_size);
+    int r = -ENOMEM;
+    if (chs && times && datas) {
+        const char *vals[4] = {chs, times, datas, sbuf};
+        int fmts[4] = {1, 1, 1, 0};
+        if (!PQsendQueryPrepared(px__pgconn_pq(&s->conn), "px_append", 4, vals, lens, fmts, 1)) {
+            px__pgconn_broken(&s->conn);
+            r = -ENOTCONN;
+        } else {
+            pop_t *op = px__xcalloc(1, sizeof *op);
+            *op = (pop_t){.s = s, .acb = cb, .ud = ud, .n = n};
+            r = px__pgconn_end(&s->conn, 1, on_append, op);
+            if (r)
+                px__free(op);
         }
     }
-    if (!PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 1))
-        goto broken;
-    nq++;
-    pop_t *op = px__xcalloc(1, sizeof *op);
-    *op = (pop_t){.s = s, .acb = cb, .ud = ud, .n = n};
-    int r = px__pgconn_end(&s->conn, nq, on_append, op);
-    if (r)
-        px__free(op);
+    px__free(chs);
+    px__free(times);
+    px__free(datas);
     return r;
-broken:
-    px__pgconn_broken(&s->conn);
-    return -ENOTCONN;
 }
 
 static void on_read(px__pgconn_t *c, int status, PGresult **res, int n, void *ud)
