@@ -279,12 +279,15 @@ typedef struct hchan {
     unsigned presence_count;
     /* several nodes (h->net) */
     px_hub_t *hub;
-    uint8_t state;   /* CH_* */
-    uint8_t busy;    /* a request of this channel waits for a store read: the others queue */
-    uint8_t reading; /* a gap or catch-up read is in flight */
-    uint8_t resync;  /* a message of another epoch was seen: read the channel from 0 */
-    uint8_t running; /* run_waitq is on the stack: the channel must stay */
-    unsigned ops;    /* store calls in flight that point to this channel */
+    uint8_t state;     /* CH_* */
+    uint8_t busy;      /* a request of this channel waits for a store read: the others queue */
+    uint8_t reading;   /* a gap or catch-up read is in flight */
+    uint8_t resync;    /* a message of another epoch was seen: read the channel from 0 */
+    uint8_t running;   /* run_waitq is on the stack: the channel must stay */
+    uint8_t pres_seen; /* presence is used here: sweep the shared members (crashed nodes) */
+    uint8_t kicked;    /* on the hub's kick list: run_waitq soon (the channel must stay) */
+    struct hchan *kick_next;
+    unsigned ops;                  /* store calls in flight that point to this channel */
     px__hreq_t *wq_head, *wq_tail; /* requests waiting for the channel, FIFO */
     px_hub_msg_t **pend;           /* committed messages past a gap, by offset */
     uint32_t npend, pend_cap;
@@ -408,7 +411,7 @@ static void chan_maybe_free(px_hub_t *h, hchan_t *c)
     /* With SQLite an offset is the channel's memory of its history; with a shared store
      * the store keeps it and a COLD channel only needs to wait for what points to it. */
     if (h->net ? (c->state != CH_COLD || c->batch_n || c->ops || c->busy || c->wq_head ||
-                  c->running || c->npend)
+                  c->running || c->npend || c->kicked)
                : c->last_offset != 0)
         return;
     px__hashmap_del(&h->channels, &c->e);
@@ -603,9 +606,9 @@ static void commit_batch(px_defer_t *d)
             snprintf(c->epoch, sizeof c->epoch, "%s", m->epoch); /* the store knows best */
         c->last_offset = m->offset;                              /* offsets rise within a batch */
         px_metric_add(px__m_publishes, 1);
-        px__broker_publish(h->broker, m);
         ring_push(c, m, cap);
         fan_out(h, c, m);
+        px__broker_publish(h->broker, m); /* the other nodes (none with the local broker) */
         snprintf(r->epoch, sizeof r->epoch, "%s", c->epoch);
         r->offset = m->offset;
         answer(h, r);
@@ -722,6 +725,8 @@ static int view_read(px_hub_t *h, hchan_t *c, uint64_t since, collect_t *col);
 static int history_complete(px_hub_t *h, hchan_t *c, uint64_t since, const struct px__hview *v)
 {
     ring_expire(h, c);
+    if (h->net && v)
+        return view_complete(c, v, since);
     if (since >= c->last_offset)
         return 1;
     if (c->ring_count && ring_at(c, 0)->offset <= since + 1)
@@ -741,6 +746,8 @@ static int history_complete(px_hub_t *h, hchan_t *c, uint64_t since, const struc
 static int read_history(px_hub_t *h, hchan_t *c, uint64_t since, collect_t *col)
 {
     ring_expire(h, c);
+    if (h->net && col->view) /* the store answered: it may hold more than the ring (a gap) */
+        return view_read(h, c, since, col);
     if (since >= c->last_offset)
         return 1;
     if (c->ring_count && ring_at(c, 0)->offset <= since + 1) {
@@ -940,6 +947,7 @@ static void do_unsubscribe(px_hub_t *h, px__hreq_t *r)
 
 /* History: messages (neutral, referenced) after `since`, at most `limit` and `max_bytes`. */
 static void net_history(px_hub_t *h, hchan_t *c, px__hreq_t *r);
+static uint64_t view_head(const struct px__hview *v);
 
 static void do_history(px_hub_t *h, px__hreq_t *r)
 {
@@ -970,11 +978,13 @@ static void do_history(px_hub_t *h, px__hreq_t *r)
         complete = rr == 1;
         snprintf(r->epoch, sizeof r->epoch, "%s", c->epoch);
         r->offset = c->last_offset;
+        if (h->net && view_head(r->view) > r->offset) /* committed, still behind a gap here */
+            r->offset = view_head(r->view);
     }
     r->page_last = col.count ? col.last : r->since_offset;
     r->truncated = !complete;
     /* More to come only if the answer was cut and the channel has messages past it. */
-    r->more = col.cut && c && r->page_last < c->last_offset;
+    r->more = col.cut && c && r->page_last < r->offset;
     answer(h, r);
 }
 
@@ -1222,6 +1232,31 @@ static void pend_insert(hchan_t *c, px_hub_msg_t *m, uint64_t base)
 
 static void gap_read(px_hub_t *h, hchan_t *c);
 
+/* Run the channel's waiting requests from a deferred callback: the caller may still be
+ * using the channel (run_waitq may free it). */
+static void kick(px_hub_t *h, hchan_t *c)
+{
+    if (c->kicked)
+        return;
+    c->kicked = 1;
+    c->kick_next = h->kick_head;
+    h->kick_head = c;
+    px_defer(hub_loop(h), &h->kick_defer);
+}
+
+static void run_waitq(px_hub_t *h, hchan_t *c);
+
+static void kick_run(px_defer_t *d)
+{
+    px_hub_t *h = d->data;
+    while (h->kick_head) {
+        hchan_t *c = h->kick_head;
+        h->kick_head = c->kick_next;
+        c->kicked = 0;
+        run_waitq(h, c);
+    }
+}
+
 /* Deliver what follows last_offset without a hole; arm the gap timer if a hole is left. */
 static void deliver_ready(px_hub_t *h, hchan_t *c)
 {
@@ -1240,10 +1275,13 @@ static void deliver_ready(px_hub_t *h, hchan_t *c)
         memmove(c->pend, c->pend + i, (c->npend - i) * sizeof *c->pend);
         c->npend -= i;
     }
-    if (!c->npend)
+    if (!c->npend) {
         px_timer_stop(&c->gap_timer);
-    else if (!c->reading && !px_timer_active(&c->gap_timer))
+        if (c->wq_head) /* subscribes waited for the hole to close */
+            kick(h, c);
+    } else if (!c->reading && !px_timer_active(&c->gap_timer)) {
         px_timer_start(hub_loop(h), &c->gap_timer, GAP_GRACE_MS);
+    }
 }
 
 /* A committed message of channel c (this node's or another's). */
@@ -1405,6 +1443,12 @@ static void run_waitq(px_hub_t *h, hchan_t *c)
                 break;
             continue;
         }
+        if (needs_live(r) && c->npend) {
+            /* Messages wait behind a hole: a subscription answered now would get them
+             * twice (in its replay and live). Close the hole first: read it now. */
+            gap_read(h, c);
+            break;
+        }
         c->wq_head = r->next;
         if (!c->wq_head)
             c->wq_tail = NULL;
@@ -1439,6 +1483,10 @@ static void net_submit(px_hub_t *h, px__hreq_t *r)
 static int net_needs_read(px_hub_t *h, hchan_t *c, uint64_t since)
 {
     ring_expire(h, c);
+    /* Messages held behind a gap are committed (maybe acknowledged): only the store has
+     * everything then. */
+    if (c->npend)
+        return 1;
     return since < c->last_offset && !(c->ring_count && ring_at(c, 0)->offset <= since + 1);
 }
 
@@ -1539,6 +1587,12 @@ static void suspend(px_hub_t *h, hchan_t *c, px__hreq_t *r, uint64_t since, size
     hview_free(v);
 }
 
+/* The channel's last offset according to the store's answer (0 without one). */
+static uint64_t view_head(const hview_t *v)
+{
+    return v && !v->status ? v->last : 0;
+}
+
 /* History complete after `since` according to the store's answer? */
 static int view_complete(const hchan_t *c, const hview_t *v, uint64_t since)
 {
@@ -1576,7 +1630,7 @@ static int view_read(px_hub_t *h, hchan_t *c, uint64_t since, collect_t *col)
             if (r)
                 return r < 0 ? r : 1;
         }
-    } else if (last < c->last_offset) {
+    } else if (last < (c->last_offset > v->last ? c->last_offset : v->last)) {
         col->cut = 1; /* more in the store: the next page or request reads it */
     }
     return 1;
@@ -1704,6 +1758,7 @@ static void net_chan_cold(px_hub_t *h, hchan_t *c)
     px__broker_unsubscribe(h->broker, (px_str_t){c->name, c->name_len});
     c->state = CH_COLD;
     c->resync = 0;
+    c->pres_seen = 0;
     ring_clear(c);
     pend_clear(c);
     px_timer_stop(&c->gap_timer);
@@ -1867,6 +1922,7 @@ static void net_presence_add(px_hub_t *h, hchan_t *c, const presence_ent_t *p)
 {
     if (!h->net || !h->broker->ops->presence_add || h->closing)
         return;
+    c->pres_seen = 1;
     px__broker_member_t m = member_of(p);
     h->broker->ops->presence_add(h->broker, (px_str_t){c->name, c->name_len}, &m,
                                  h->opts.presence_ttl_ms);
@@ -1887,6 +1943,7 @@ static void on_broker_presence(void *ud, px_str_t channel, int op, const px__bro
     if (!c || c->state != CH_LIVE || m->client.len != PX__CLIENT_ID_LEN)
         return;
     px__presence_t who = {.user = m->user, .info = m->info};
+    c->pres_seen = 1;
     memcpy(who.client, m->client.ptr, PX__CLIENT_ID_LEN);
     who.client[PX__CLIENT_ID_LEN] = '\0';
     presence_event(h, c, op, &who);
@@ -1905,6 +1962,8 @@ static void on_presence_list(void *ud, int status, const px__broker_member_t *ms
     px__free(x);
     hchan_t *c = chan_find(h, r->channel, r->channel_len);
     r->subscribers = c ? c->total_subs : 0; /* this node's */
+    if (c && n)
+        c->pres_seen = 1;
     if (status) {
         hreq_error(r, 503, "storage_error", "presence could not be read");
         answer(h, r);
@@ -1966,8 +2025,9 @@ static void presence_cb(px_timer_t *t)
                 h->broker->ops->presence_refresh(h->broker, ch, ms, n, h->opts.presence_ttl_ms);
             px__free(ms);
         }
-        if (c->state == CH_LIVE)
-            h->broker->ops->presence_list(h->broker, ch, NULL, NULL); /* a sweep */
+        /* A sweep, where presence is used: a crashed node's members leave once. */
+        if (c->state == CH_LIVE && c->pres_seen)
+            h->broker->ops->presence_list(h->broker, ch, NULL, NULL);
     }
     uint64_t every = h->opts.presence_ttl_ms / 3;
     px_timer_start(hub_loop(h), t, every < 100 ? 100 : every);
@@ -1999,8 +2059,9 @@ static void health_cb(px_timer_t *t)
                  bs.error);
     else
         h->health_why[0] = '\0';
+    int down = h->health_down;
     pthread_mutex_unlock(&h->health_mu);
-    px_timer_start(hub_loop(h), t, 250);
+    px_timer_start(hub_loop(h), t, down ? 20 : 250);
 }
 
 int px_hub_health(px_hub_t *h, char *why, size_t len)
@@ -2044,6 +2105,7 @@ static void actor_start(px_worker_t *w, void *ud)
         h->broker->ops->start(h->broker);
     px_timer_init(&h->health_timer, health_cb, h);
     px_timer_init(&h->presence_timer, presence_cb, h);
+    px_defer_init(&h->kick_defer, kick_run, h);
     if (h->net)
         px_timer_start(px_worker_loop(w), &h->health_timer, 50);
     if (h->net && h->broker->ops->presence_refresh)
@@ -2154,6 +2216,10 @@ px_hub_t *px_hub_new(px_workers_t *workers, const px_hub_opts_t *o, char *err, s
     }
     unsigned flags = h->store->ops->flags;
     h->net = (flags & PX_STORE_ASYNC) && (flags & PX_STORE_SHARED);
+    if (h->net) { /* /healthz says 503 until the backends are connected */
+        h->health_down = 1;
+        snprintf(h->health_why, sizeof h->health_why, "connecting to the store and the broker");
+    }
     if (bops != &px__broker_local && !h->net) {
         snprintf(err, errlen,
                  "--broker needs a store shared by the nodes (--store redis://... or "

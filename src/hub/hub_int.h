@@ -35,6 +35,8 @@ struct px_hub {
     unsigned commits_inflight; /* asynchronous group commits not answered yet */
     px_timer_t health_timer;
     px_timer_t presence_timer; /* refresh this node's members, sweep expired ones */
+    px_defer_t kick_defer;     /* runs the waiting requests of channels on kick_head */
+    struct hchan *kick_head;
     pthread_mutex_t health_mu; /* health_* are read by workers (px_hub_health) */
     int health_down;
     char health_why[200];

@@ -126,8 +126,15 @@ static int exec_ok(PGconn *c, const char *sql, char *err, size_t errlen)
     return ok ? 0 : -EIO;
 }
 
+static void quiet_notice(void *arg, const char *msg)
+{
+    PX_UNUSED(arg);
+    PX_UNUSED(msg); /* "relation ... already exists, skipping" and the like */
+}
+
 static int migrate(pstore_t *s, PGconn *c, char *err, size_t errlen)
 {
+    PQsetNoticeProcessor(c, quiet_notice, NULL);
     /* One node migrates at a time (an advisory lock inside the transaction). */
     if (exec_ok(c, "BEGIN", err, errlen) ||
         exec_ok(c, "SELECT pg_advisory_xact_lock(7411016)", err, errlen) ||

@@ -69,9 +69,12 @@ class ClusterCase(pxtest.PxTestCase):
     def node(self, store, *extra, name=None):
         i = sum(1 for s in self.servers if not s.external)
         d = os.path.join(self.out_dir, "node%d" % i)
-        return self.start_server(*hub_args(self.out_dir, "--allow-anonymous", "--store", store,
+        srv = self.start_server(*hub_args(self.out_dir, "--allow-anonymous", "--store", store,
                                            "--history-size", "0", *extra, data_dir=d),
                                  name=name or "node%d" % i)
+        # Ready once its backends are connected (a load balancer checks /healthz too).
+        self.wait_health(srv, 200)
+        return srv
 
     def wait_health(self, node, status, timeout=10.0):
         def ok():

@@ -82,10 +82,13 @@ class PgCase(pxtest.PxTestCase):
     def node(self, *extra, store=None, name=None):
         i = sum(1 for s in self.servers if not s.external)
         d = os.path.join(self.out_dir, "node%d" % i)
-        return self.start_server(*hub_args(self.out_dir, "--allow-anonymous", "--store",
+        srv = self.start_server(*hub_args(self.out_dir, "--allow-anonymous", "--store",
                                            store or self.pg.url, "--history-size", "0", *extra,
                                            data_dir=d),
                                  name=name or "node%d" % i)
+        # Ready once its backends are connected (a load balancer checks /healthz too).
+        self.wait_health(srv, 200)
+        return srv
 
     def chan(self, suffix=""):
         return "%s-%s%s" % (self._testMethodName[5:25], os.urandom(3).hex(), suffix)

@@ -258,7 +258,8 @@ class PgServer:
         deadline = time.monotonic() + scaled(30)
         while True:
             r = subprocess.run([os.path.join(PG_BINDIR, "pg_isready"), "-q", "-h", "127.0.0.1",
-                                "-p", str(self.port)], cwd=self.dir)
+                                "-p", str(self.port), "-U", "plexus", "-d", "postgres"],
+                               cwd=self.dir)
             if r.returncode == 0:
                 return self
             if self.proc.poll() is not None or time.monotonic() > deadline:
