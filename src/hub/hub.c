@@ -32,6 +32,10 @@ static int m_store_up = -1, m_broker_up = -1, m_store_queue = -1, m_store_reconn
  * read from the store; and a failed read is retried after GAP_RETRY_MS. */
 #define GAP_GRACE_MS 30
 #define GAP_RETRY_MS 500
+/* A node that crashed between its commit and its broker publish leaves a message nobody
+ * announces; the next message shows the gap, and if none comes, this: a LIVE channel reads
+ * the store once TAIL_CHECK_MS after its last delivery (once per burst, not periodically). */
+#define TAIL_CHECK_MS 1000
 /* Out-of-order messages held per channel; past it the oldest gap is given up. */
 #define PEND_MAX 65536
 /* Asynchronous group commits in flight at once (completions come back in order). */
@@ -292,6 +296,7 @@ typedef struct hchan {
     px_hub_msg_t **pend;           /* committed messages past a gap, by offset */
     uint32_t npend, pend_cap;
     px_timer_t gap_timer;
+    px_timer_t tail_timer; /* TAIL_CHECK_MS after the last delivery */
 } hchan_t;
 
 static hchan_t *chan_find(px_hub_t *h, const char *name, size_t len)
@@ -301,6 +306,7 @@ static hchan_t *chan_find(px_hub_t *h, const char *name, size_t len)
 }
 
 static void gap_timer_cb(px_timer_t *t);
+static void tail_timer_cb(px_timer_t *t);
 
 static hchan_t *chan_new(px_hub_t *h, const char *name, size_t len, const char *epoch,
                          uint64_t last_offset)
@@ -325,6 +331,7 @@ static hchan_t *chan_new(px_hub_t *h, const char *name, size_t len, const char *
     else if (!h->store || px__store_fresh_epoch(h->store, (px_str_t){name, len}, c->epoch) != 0)
         px__store_epoch_new(c->epoch);
     px_timer_init(&c->gap_timer, gap_timer_cb, c);
+    px_timer_init(&c->tail_timer, tail_timer_cb, c);
     c->last_offset = last_offset;
     if (px__hashmap_put(&h->channels, &c->e) != 0) {
         px__free(c->worker_subs);
@@ -389,6 +396,7 @@ static void pend_clear(hchan_t *c);
 static void chan_free(hchan_t *c)
 {
     px_timer_stop(&c->gap_timer);
+    px_timer_stop(&c->tail_timer);
     pend_clear(c);
     px__free(c->pend);
     while (c->ring_count)
@@ -1268,6 +1276,7 @@ static void deliver_ready(px_hub_t *h, hchan_t *c)
             c->last_offset = m->offset;
             ring_push(c, m, cap);
             fan_out(h, c, m);
+            px_timer_start(hub_loop(h), &c->tail_timer, TAIL_CHECK_MS);
         }
         px_hub_msg_unref(m);
     }
@@ -1406,6 +1415,15 @@ static void gap_timer_cb(px_timer_t *t)
 {
     hchan_t *c = t->data;
     gap_read(c->hub, c);
+}
+
+static void tail_timer_cb(px_timer_t *t)
+{
+    hchan_t *c = t->data;
+    if (c->reading) /* that read may have started before the missing commit */
+        px_timer_start(hub_loop(c->hub), &c->tail_timer, TAIL_CHECK_MS);
+    else if (!c->npend) /* with a hole the gap timer reads already */
+        gap_read(c->hub, c);
 }
 
 /* ---- requests of a channel, in order --------------------------------------------------------- */
@@ -1762,6 +1780,7 @@ static void net_chan_cold(px_hub_t *h, hchan_t *c)
     ring_clear(c);
     pend_clear(c);
     px_timer_stop(&c->gap_timer);
+    px_timer_stop(&c->tail_timer);
 }
 
 static void on_broker_message(void *ud, px_hub_msg_t *m)
@@ -2151,6 +2170,8 @@ px_hub_t *px_hub_new(px_workers_t *workers, const px_hub_opts_t *o, char *err, s
     h->opts = *o;
     h->data_dir = px__xstrdup(o->data_dir ? o->data_dir : "./var");
     h->opts.data_dir = h->data_dir;
+    if (!h->opts.presence_ttl_ms) /* options zeroed by hand rather than px_hub_opts_init */
+        h->opts.presence_ttl_ms = 30000;
     px__hashmap_init(&h->channels);
 
     px__m_publishes = px_metric_register("plexus_hub_publishes_total",
@@ -2286,8 +2307,10 @@ void px_hub_free(px_hub_t *h)
              * watchers and timers are on it); pending calls come back with errors now and
              * their requests are answered (503) before the workers' mailboxes drain. */
             for (px__hentry_t *e = px__hashmap_next(&h->channels, NULL); e;
-                 e = px__hashmap_next(&h->channels, e))
+                 e = px__hashmap_next(&h->channels, e)) {
                 px_timer_stop(&PX_CONTAINER_OF(e, hchan_t, e)->gap_timer);
+                px_timer_stop(&PX_CONTAINER_OF(e, hchan_t, e)->tail_timer);
+            }
             px_timer_stop(&h->health_timer);
             px_timer_stop(&h->presence_timer);
             px__broker_close(h->broker);
@@ -2295,8 +2318,10 @@ void px_hub_free(px_hub_t *h)
             px__store_close(h->store);
             h->store = NULL;
             for (px__hentry_t *e = px__hashmap_next(&h->channels, NULL); e;
-                 e = px__hashmap_next(&h->channels, e))
+                 e = px__hashmap_next(&h->channels, e)) {
                 px_timer_stop(&PX_CONTAINER_OF(e, hchan_t, e)->gap_timer);
+                px_timer_stop(&PX_CONTAINER_OF(e, hchan_t, e)->tail_timer);
+            }
         }
     }
     if (h->actor)

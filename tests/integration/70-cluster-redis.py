@@ -12,6 +12,7 @@ pub/sub is also the broker), docs/scaling.md.
     /healthz 503), then resume without restarting plexus; with the data kept (AOF)
     nobody gets recovery-failed; with the data lost the epoch changes and subscribers
     and recovering clients get recovery-failed / recovered:false
+  - a message a dead node committed but never announced reaches the other nodes
   - a slow store (a delaying TCP proxy) does not stall another channel's deliveries
   - configuration errors: a bad --store URL, --broker with SQLite
 
@@ -252,6 +253,29 @@ class Faults(ClusterCase):
         self.assertEqual(got, list(range(1, got[-1] + 1)))
         self.assertEqual(got, offs)
         watcher.close()
+
+    def test_commit_of_a_node_that_died_before_its_publish(self):
+        # A node that crashed between its store commit and its broker PUBLISH leaves a
+        # stored message nobody announces. With no later message to show the gap, the
+        # other nodes still deliver it: they read the store's tail after a burst.
+        redis = self.redis()
+        a, b = self.node(redis.url), self.node(redis.url)
+        subs = [HubClient(n.addr) for n in (a, b)]
+        for s in subs:
+            s.ok("subscribe", channel="tail")
+        st, body = publish_http(a, "tail", {"i": 1})
+        self.assertEqual((st, body["offset"]), (200, 1))
+        for s in subs:
+            self.assertEqual(s.next_event("message", "tail")["data"], {"i": 1})
+        # What the append script does for a node that then died (no PUBLISH follows).
+        off = redis.cmd("HINCRBY", "plexus:m:tail", "o", 1)
+        self.assertEqual(off, 2)
+        redis.cmd("XADD", "plexus:s:tail", "2-0", "d", json.dumps({"i": 2}),
+                  "t", str(int(time.time() * 1000)))
+        for s in subs:
+            m = s.next_event("message", "tail", timeout=5)
+            self.assertEqual((m["offset"], m["data"]), (2, {"i": 2}))
+            s.close()
 
     def _redis_restart(self, persist):
         redis = self.redis(persist=persist)
