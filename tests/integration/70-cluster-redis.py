@@ -342,11 +342,12 @@ class Faults(ClusterCase):
         proxy = TcpProxy(redis.port)
         try:
             # Node a's store goes through the proxy; its broker talks to Redis directly.
-            a = self.node("redis://127.0.0.1:%d" % proxy.port, "--broker", redis.url)
+            # (A command deadline above the delay: slow, not down.)
+            a = self.node("redis://127.0.0.1:%d?timeout=30000" % proxy.port, "--broker", redis.url)
             b = self.node(redis.url)
             sub = HubClient(a.addr)
             sub.ok("subscribe", channel="fast")
-            proxy.delay = 1.0
+            proxy.delay = delay = scaled(1.0)
             slow = {}
             t = threading.Thread(target=lambda: slow.update(r=publish_http(a, "slow", {"s": 1})))
             t0 = time.monotonic()
@@ -358,7 +359,8 @@ class Faults(ClusterCase):
             took = time.monotonic() - t0
             self.assertEqual(m["data"], {"f": 1})
             self.assertTrue(t.is_alive(), "the slow publish is still waiting for the store")
-            self.assertLess(took, 0.9, "the other channel was delivered while the store was slow")
+            self.assertLess(took, delay - 0.1,
+                            "the other channel was delivered while the store was slow")
             st, hz, _ = api(a, "GET", "/healthz")
             self.assertEqual(st, 200)
             t.join()
