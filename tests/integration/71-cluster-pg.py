@@ -12,7 +12,8 @@ root), as the current user otherwise (tests/integration/backends.py).
     message larger than NOTIFY's 8000-byte payload is read from the store by offset
   - the schema is created with a version table and a second start keeps it; history_size
     retention deletes old messages in the database
-  - PostgreSQL history + Redis fan-out: the same ordering, and presence merged across nodes
+  - PostgreSQL history + Redis fan-out: the same ordering, and presence merged across nodes;
+    a slow PostgreSQL (a delaying TCP proxy) does not stall another channel's deliveries
   - kill -9 of a node during publishes, 20 rounds: no acknowledged message lost, offsets
     strictly increasing, no duplicates
   - PostgreSQL stopped for 5 s: publishes fail fast (503 storage_error, /healthz 503),
@@ -28,7 +29,7 @@ import threading
 import time
 
 import pxtest
-from backends import PgServer, RedisServer
+from backends import PgServer, RedisServer, TcpProxy
 from hubclient import HubClient, SseReader, api, chan_path, hub_args, metric
 from pxtest import scaled
 
@@ -279,6 +280,42 @@ class PgWithRedis(PgCase):
                              sorted([ann.client_id, bob.client_id]))
         ann.close()
         bob.close()
+
+    def test_slow_postgres_does_not_stall_other_channels(self):
+        redis = RedisServer(self.out_dir)
+        self.backends.append(redis)
+        proxy = TcpProxy(self.pg.port)
+        try:
+            # Node a's store goes through the proxy; its broker talks to Redis directly.
+            a = self.node("--broker", redis.url,
+                          store="postgres://plexus@127.0.0.1:%d/plexus" % proxy.port)
+            b = self.node("--broker", redis.url)
+            fast, slow_ch = self.chan("f"), self.chan("s")
+            sub = HubClient(a.addr)
+            sub.ok("subscribe", channel=fast)
+            # A round trip costs two delays; under the store's 5 s command deadline.
+            proxy.delay = delay = min(scaled(1.0), 2.0)
+            slow = {}
+            t = threading.Thread(target=lambda: slow.update(r=publish_http(a, slow_ch, {"s": 1})))
+            t0 = time.monotonic()
+            t.start()
+            time.sleep(0.1)
+            st, body = publish_http(b, fast, {"f": 1})
+            self.assertEqual(st, 200, body)
+            m = sub.next_event("message", fast, timeout=5)
+            took = time.monotonic() - t0
+            self.assertEqual(m["data"], {"f": 1})
+            self.assertTrue(t.is_alive(), "the slow publish is still waiting for the store")
+            self.assertLess(took, delay - 0.1,
+                            "the other channel was delivered while the store was slow")
+            st, _, _ = api(a, "GET", "/healthz")
+            self.assertEqual(st, 200)
+            t.join()
+            self.assertEqual(slow["r"][0], 200, slow)
+            proxy.delay = 0
+            sub.close()
+        finally:
+            proxy.close()
 
 
 if __name__ == "__main__":
