@@ -9,7 +9,8 @@ TSAN    := $(BUILD)/tsan
 CMAKE_FLAGS ?=
 
 .PHONY: all run test deps build build-asan build-tsan unit integration fuzz-replay fuzz format lint \
-        clean bench-http bench-ws bench-hub bench-cluster bench-micro npm-deps soak
+        clean bench-http bench-ws bench-hub bench-tls bench-forward bench-cluster bench-micro \
+        npm-deps soak
 
 all: build
 
@@ -75,6 +76,12 @@ bench-http: build
 	@sh deps/install.sh deps/bench.txt
 	sh bench/http.sh $(RELEASE)
 
+# TLS handshakes, HTTPS keep-alive, static files with kTLS on/off and idle memory,
+# vs nginx and h2o with the same certificates (bench/tls.sh; docs/benchmarks.md).
+bench-tls: build
+	@sh deps/install.sh deps/bench.txt
+	bash bench/tls.sh $(RELEASE)
+
 bench-ws: build
 	@sh deps/install.sh deps/bench.txt
 	@[ -d bench/peers/node_modules ] || (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
@@ -83,6 +90,11 @@ bench-ws: build
 bench-hub: build
 	@sh deps/install.sh deps/bench.txt
 	bash bench/hub.sh $(RELEASE)
+
+# Pass-through: plexus --forward vs sslh (select, fork), direct as the floor (bench/forward.sh).
+bench-forward: build
+	@sh deps/install.sh deps/bench.txt
+	bash bench/forward.sh $(RELEASE)
 
 # Several nodes (docs/scaling.md): one node on SQLite, two on Redis, two on PostgreSQL,
 # fanout and durable HTTP publishes, per CPU-second of every server process.

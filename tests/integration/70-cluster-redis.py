@@ -27,26 +27,9 @@ import time
 
 import pxtest
 from backends import RedisServer, TcpProxy
-from hubclient import HubClient, SseReader, api, chan_path, hub_args, metric
+from hubclient import (HubClient, SseReader, api, chan_path, full_history, hub_args, metric,
+                       publish_http)
 from pxtest import scaled
-
-
-def publish_http(node, ch, data, timeout=10.0):
-    """(200, ack) once committed (the API answers 201 Created), else (status, error)."""
-    st, body, _ = api(node, "POST", chan_path(ch), body=data, timeout=timeout)
-    return (200 if st == 201 else st), body
-
-
-def full_history(node, ch):
-    """Every stored message of `ch` (pages of 1000 through the HTTP API)."""
-    out, since = [], 0
-    while True:
-        st, body, _ = api(node, "GET", chan_path(ch) + "?since=%d&limit=1000" % since)
-        assert st == 200, body
-        if not body["messages"]:
-            return out, body
-        out += body["messages"]
-        since = body["messages"][-1]["offset"]
 
 
 class ClusterCase(pxtest.PxTestCase):

@@ -30,24 +30,9 @@ import time
 
 import pxtest
 from backends import PgServer, RedisServer, TcpProxy
-from hubclient import HubClient, SseReader, api, chan_path, hub_args, metric
+from hubclient import (HubClient, SseReader, api, chan_path, full_history, hub_args, metric,
+                       publish_http)
 from pxtest import scaled
-
-
-def publish_http(node, ch, data, timeout=10.0):
-    st, body, _ = api(node, "POST", chan_path(ch), body=data, timeout=timeout)
-    return (200 if st == 201 else st), body
-
-
-def full_history(node, ch):
-    out, since = [], 0
-    while True:
-        st, body, _ = api(node, "GET", chan_path(ch) + "?since=%d&limit=1000" % since)
-        assert st == 200, body
-        if not body["messages"]:
-            return out, body
-        out += body["messages"]
-        since = body["messages"][-1]["offset"]
 
 
 class PgCase(pxtest.PxTestCase):
@@ -57,9 +42,7 @@ class PgCase(pxtest.PxTestCase):
     def setUpClass(cls):
         if pxtest.EXTERNAL:
             return
-        out = os.path.join(pxtest.TEST_OUT, "71-cluster-pg")
-        os.makedirs(out, exist_ok=True)
-        cls.pg = PgServer(out, name="pg-" + cls.__name__)
+        cls.pg = PgServer(pxtest.class_out_dir(cls), name="pg")
 
     @classmethod
     def tearDownClass(cls):

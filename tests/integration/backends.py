@@ -32,16 +32,15 @@ REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 def _wait_port(port, proc, what, timeout=10.0):
-    deadline = time.monotonic() + scaled(timeout)
-    while time.monotonic() < deadline:
+    def up():
         if proc.poll() is not None:
             raise AssertionError("%s exited with %d before it listened" % (what, proc.returncode))
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
+                return True
         except OSError:
-            time.sleep(0.02)
-    raise AssertionError("%s not listening on %d after %.1fs" % (what, port, scaled(timeout)))
+            return False
+    pxtest.wait_for(up, timeout, what="%s listening on %d" % (what, port))
 
 
 def redis_cmd(port, *args, timeout=5.0):
