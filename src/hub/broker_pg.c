@@ -10,8 +10,14 @@
  *     "\n" channel event data
  * NOTIFY payloads are text of at most 8000 bytes: a message whose data is larger, holds a
  * NUL or is not UTF-8 goes as "PX1P ..." without event and data, and the nodes read it
- * from the store by offset (sink->poke). Presence stays per node with this broker (use
- * --broker redis://... for presence across nodes). */
+ * from the store by offset (sink->poke).
+ *
+ * Presence across nodes: each node's members are rows of plexus_presence (store_pg.c's
+ * schema v2) with an expiry by the database's clock that the node keeps refreshing; join
+ * and leave go to the other nodes on the channel's notification channel:
+ *     "PXP " node " " J|L " " client " " user_len " " channel_len "\n" channel user info
+ * A list deletes the expired members in the same statement (DELETE ... RETURNING: of two
+ * nodes sweeping at once, one gets each row) and announces their leave, once. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,12 +97,43 @@ static int take_u64(const char **p, const char *end, char stop, uint64_t *out)
     return 0;
 }
 
+/* "PXP " node " " J|L " " client " " user_len " " channel_len "\n" channel user info */
+static void on_presence_notify(pbroker_t *b, const char *p, const char *end)
+{
+    if (end - p < 17 || p[16] != ' ' || memcmp(p, b->node, 16) == 0)
+        return; /* malformed or ours */
+    p += 17;
+    if (end - p < 2 || (p[0] != 'J' && p[0] != 'L') || p[1] != ' ')
+        return;
+    int op = p[0] == 'J' ? PX__JOIN : PX__LEAVE;
+    p += 2;
+    const char *sp = memchr(p, ' ', (size_t)(end - p));
+    if (!sp)
+        return;
+    px_str_t client = {p, (size_t)(sp - p)};
+    p = sp + 1;
+    uint64_t ul, cl;
+    if (take_u64(&p, end, ' ', &ul) || take_u64(&p, end, '\n', &cl) || cl > (uint64_t)(end - p) ||
+        ul > (uint64_t)(end - p) - cl)
+        return;
+    px_str_t ch = {p, (size_t)cl};
+    if (!pchan_find(b, ch.ptr, ch.len))
+        return; /* not followed here (or a hash collision) */
+    px__broker_member_t m = {
+        client, {p + cl, (size_t)ul}, {p + cl + ul, (size_t)(end - p - cl - ul)}};
+    b->sink.presence(b->sink.ud, ch, op, &m);
+}
+
 static void on_notify(px__pgconn_t *c, const PGnotify *n, void *ud)
 {
     PX_UNUSED(c);
     pbroker_t *b = ud;
     const char *p = n->extra, *end = p + strlen(n->extra);
     int poke = 0;
+    if (end - p >= 4 && memcmp(p, "PXP ", 4) == 0) {
+        on_presence_notify(b, p + 4, end);
+        return;
+    }
     if (end - p >= 4 && memcmp(p, "PX1 ", 4) == 0)
         p += 4;
     else if (end - p >= 5 && memcmp(p, "PX1P ", 5) == 0)
@@ -383,6 +420,240 @@ static int pb_unsubscribe(px__broker_t *base, px_str_t channel)
     return 0;
 }
 
+/* ---- presence across nodes ---------------------------------------------------------------------
+ */
+
+static char *cstr(px_str_t v)
+{
+    char *o = px__malloc(v.len + 1);
+    if (o) {
+        if (v.len)
+            memcpy(o, v.ptr, v.len);
+        o[v.len] = '\0';
+    }
+    return o;
+}
+
+/* Text that PostgreSQL and NOTIFY take: no NUL, UTF-8. */
+static int text_ok(px_str_t v)
+{
+    return !v.len || (!memchr(v.ptr, 0, v.len) && px__utf8_valid((const uint8_t *)v.ptr, v.len));
+}
+
+static int member_ok(const px__broker_member_t *m)
+{
+    return text_ok(m->client) && text_ok(m->user) && text_ok(m->info);
+}
+
+static int send_sql(pbroker_t *b, const char *sql, int n, const char *const *vals)
+{
+    if (!PQsendQueryParams(px__pgconn_pq(&b->conn), sql, n, NULL, vals, NULL, NULL, 0)) {
+        px__pgconn_broken(&b->conn);
+        return -ENOTCONN;
+    }
+    return 0;
+}
+
+/* The upsert of one member with an expiry ttl_ms from now (the database's clock). */
+static const char sql_pres_upsert[] =
+    "INSERT INTO plexus_presence (channel, client, usr, info, expires)"
+    " VALUES ($1, $2, $3, $4, clock_timestamp() + $5::bigint * interval '1 millisecond')"
+    " ON CONFLICT (channel, client) DO UPDATE SET usr = excluded.usr, info = excluded.info,"
+    " expires = excluded.expires";
+
+static int send_upsert(pbroker_t *b, const char *ch, const px__broker_member_t *m, const char *ttl)
+{
+    char *cl = cstr(m->client), *u = cstr(m->user), *i = cstr(m->info);
+    int r = -ENOMEM;
+    if (cl && u && i) {
+        const char *vals[5] = {ch, cl, u, i, ttl};
+        r = send_sql(b, sql_pres_upsert, 5, vals);
+    }
+    px__free(cl);
+    px__free(u);
+    px__free(i);
+    return r;
+}
+
+/* The pg_notify of a join or leave, for the other nodes. */
+static int send_announce(pbroker_t *b, px_str_t ch, int op, const px__broker_member_t *m)
+{
+    char head[96];
+    int hl =
+        snprintf(head, sizeof head, "PXP %s %c %.*s %zu %zu\n", b->node, op == PX__JOIN ? 'J' : 'L',
+                 (int)m->client.len, m->client.ptr, m->user.len, ch.len);
+    size_t n = (size_t)hl + ch.len + m->user.len + m->info.len;
+    char *payload = px__malloc(n + 1);
+    if (!payload)
+        return -ENOMEM;
+    memcpy(payload, head, (size_t)hl);
+    memcpy(payload + hl, ch.ptr, ch.len);
+    if (m->user.len)
+        memcpy(payload + hl + ch.len, m->user.ptr, m->user.len);
+    if (m->info.len)
+        memcpy(payload + hl + ch.len + m->user.len, m->info.ptr, m->info.len);
+    payload[n] = '\0';
+    char name[20];
+    notify_name(b, ch, name);
+    const char *vals[2] = {name, payload};
+    int r = send_sql(b, "SELECT pg_notify($1, $2)", 2, vals);
+    px__free(payload);
+    return r;
+}
+
+/* After the one query just sent: the announce, and the operation's end (with whatever was
+ * sent: an operation's query count must match what went out). */
+static int end_with_announce(pbroker_t *b, px_str_t ch, int op, const px__broker_member_t *m)
+{
+    int a = send_announce(b, ch, op, m);
+    if (a == -ENOTCONN)
+        return a;
+    return px__pgconn_end(&b->conn, a == 0 ? 2 : 1, NULL, NULL);
+}
+
+static int pb_presence_refresh(px__broker_t *base, px_str_t ch, const px__broker_member_t *m,
+                               size_t n, uint64_t ttl_ms)
+{
+    pbroker_t *b = PB(base);
+    if (!px__pgconn_ready(&b->conn))
+        return -ENOTCONN;
+    char *c = cstr(ch), ttl[24];
+    if (!c)
+        return -ENOMEM;
+    snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)ttl_ms);
+    int nq = 0, r = 0;
+    for (size_t i = 0; i < n && !r; i++)
+        if (member_ok(&m[i]) && (r = send_upsert(b, c, &m[i], ttl)) == 0)
+            nq++;
+    px__free(c);
+    if (r == -ENOTCONN)
+        return r;
+    return nq ? px__pgconn_end(&b->conn, nq, NULL, NULL) : r;
+}
+
+static int pb_presence_add(px__broker_t *base, px_str_t ch, const px__broker_member_t *who,
+                           uint64_t ttl_ms)
+{
+    pbroker_t *b = PB(base);
+    if (!px__pgconn_ready(&b->conn))
+        return -ENOTCONN;
+    if (!text_ok(ch) || !member_ok(who))
+        return -EINVAL; /* presence stays on this node */
+    char *c = cstr(ch), ttl[24];
+    if (!c)
+        return -ENOMEM;
+    snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)ttl_ms);
+    int r = send_upsert(b, c, who, ttl);
+    px__free(c);
+    return r ? r : end_with_announce(b, ch, PX__JOIN, who);
+}
+
+static int pb_presence_remove(px__broker_t *base, px_str_t ch, const px__broker_member_t *who)
+{
+    pbroker_t *b = PB(base);
+    if (!px__pgconn_ready(&b->conn))
+        return -ENOTCONN;
+    if (!text_ok(ch) || !member_ok(who))
+        return -EINVAL;
+    char *c = cstr(ch), *cl = cstr(who->client);
+    int r = -ENOMEM;
+    if (c && cl) {
+        const char *vals[2] = {c, cl};
+        r = send_sql(b, "DELETE FROM plexus_presence WHERE channel = $1 AND client = $2", 2, vals);
+    }
+    px__free(c);
+    px__free(cl);
+    return r ? r : end_with_announce(b, ch, PX__LEAVE, who);
+}
+
+/* Expired members deleted (gone = true) and every member left, by one statement: the
+ * DELETE and the SELECT see the same now(), so each member is in exactly one part. */
+static const char sql_pres_list[] =
+    "WITH gone AS (DELETE FROM plexus_presence WHERE channel = $1 AND expires < now()"
+    " RETURNING client, usr, info)"
+    " SELECT true, client, usr, info FROM gone"
+    " UNION ALL SELECT false, client, usr, info FROM plexus_presence"
+    " WHERE channel = $1 AND expires >= now()";
+
+typedef struct plist {
+    pbroker_t *b;
+    px__broker_members_cb cb;
+    void *ud;
+    size_t ch_len;
+    char ch[];
+} plist_t;
+
+static px_str_t col(const PGresult *r, int row, int c)
+{
+    return (px_str_t){PQgetvalue(r, row, c), (size_t)PQgetlength(r, row, c)};
+}
+
+static void on_pres_list(px__pgconn_t *c, int status, PGresult **res, int n, void *ud)
+{
+    plist_t *pl = ud;
+    pbroker_t *b = pl->b;
+    px_str_t ch = {pl->ch, pl->ch_len};
+    px__broker_member_t *ms = NULL;
+    size_t nm = 0;
+    int st = status;
+    const PGresult *r = !st && n >= 1 ? res[0] : NULL;
+    if (!st && (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 4))
+        st = -EIO;
+    if (!st) {
+        int rows = PQntuples(r), gone = 0;
+        ms = rows ? px__calloc((size_t)rows, sizeof *ms) : NULL;
+        if (rows && !ms)
+            st = -ENOMEM;
+        for (int i = 0; i < rows && !st; i++) {
+            px__broker_member_t m = {col(r, i, 1), col(r, i, 2), col(r, i, 3)};
+            if (PQgetvalue(r, i, 0)[0] == 't') {
+                /* Its node stopped refreshing it: its leave, once (this statement deleted
+                 * it, so no other node reports it). */
+                b->sink.presence(b->sink.ud, ch, PX__LEAVE, &m);
+                if (px__pgconn_ready(c) && send_announce(b, ch, PX__LEAVE, &m) == 0)
+                    gone++;
+            } else {
+                ms[nm++] = m;
+            }
+        }
+        if (gone && px__pgconn_ready(c))
+            px__pgconn_end(c, gone, NULL, NULL);
+    }
+    if (pl->cb)
+        pl->cb(pl->ud, st, ms, nm);
+    px__free(ms);
+    px__free(pl);
+}
+
+static int pb_presence_list(px__broker_t *base, px_str_t ch, px__broker_members_cb cb, void *ud)
+{
+    pbroker_t *b = PB(base);
+    if (!px__pgconn_ready(&b->conn))
+        return -ENOTCONN;
+    if (!text_ok(ch))
+        return -EINVAL;
+    plist_t *pl = px__malloc(sizeof *pl + ch.len + 1);
+    char *c = cstr(ch);
+    if (!pl || !c) {
+        px__free(pl);
+        px__free(c);
+        return -ENOMEM;
+    }
+    pl->b = b;
+    pl->cb = cb;
+    pl->ud = ud;
+    pl->ch_len = ch.len;
+    memcpy(pl->ch, ch.ptr, ch.len);
+    const char *vals[1] = {c};
+    int r = send_sql(b, sql_pres_list, 1, vals);
+    px__free(c);
+    if (r == 0)
+        r = px__pgconn_end(&b->conn, 1, on_pres_list, pl);
+    if (r)
+        px__free(pl);
+    return r;
+}
+
 const px__broker_ops_t px__broker_pg = {
     .name = "pg",
     .open = pb_open,
@@ -393,4 +664,8 @@ const px__broker_ops_t px__broker_pg = {
     .subscribe = pb_subscribe,
     .unsubscribe = pb_unsubscribe,
     .confirms = 1,
+    .presence_add = pb_presence_add,
+    .presence_remove = pb_presence_remove,
+    .presence_refresh = pb_presence_refresh,
+    .presence_list = pb_presence_list,
 };

@@ -4,10 +4,12 @@
  *   plexus_instance  (id)                          one row, random when the database is new
  *   plexus_channels  (name PK, epoch, last_offset) the per-channel counter
  *   plexus_messages  (channel, offset PK, time_ms, data bytea)
- * A group commit is one pipelined transaction (one round trip): per message, an upsert of
- * the channel row assigns last_offset + 1 under the row's lock (so nodes committing to the
- * same channel take turns and offsets never repeat or go back) and inserts the message;
- * then, per channel, what history_size pushed out is deleted. A new channel's epoch is
+ *   plexus_presence  (channel, client PK, usr, info, expires)  members across nodes (v2,
+ *                    broker_pg.c)
+ * A group commit is one statement (one transaction, one round trip, sql_append below): the
+ * channel rows are upserted in name order and advanced under their locks (so nodes
+ * committing to the same channel take turns and offsets never repeat or go back), the
+ * messages inserted, and what history_size pushed out deleted. A new channel's epoch is
  * md5(instance || ':' || name), the same on every node; a database created anew has a new
  * instance, so new epochs (clients recovering from the old ones get recovery-failed).
  * --history-ttl: reads skip expired messages; a timer deletes them in batches of 10 000.
@@ -28,7 +30,7 @@
 #include "hub/pg_conn.h"
 #include "hub/store.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define TRIM_BATCH     "10000"
 #define TRIM_EVERY_MS  1000
 
@@ -42,6 +44,11 @@ static const char *const migration[SCHEMA_VERSION] = {
     "CREATE TABLE plexus_messages (channel text NOT NULL, \"offset\" bigint NOT NULL,"
     " time_ms bigint NOT NULL, data bytea NOT NULL, PRIMARY KEY (channel, \"offset\"));"
     "CREATE INDEX plexus_messages_time ON plexus_messages (time_ms);",
+    /* 1 -> 2: presence across nodes with the PostgreSQL broker (each node's members with
+     * the expiry it keeps refreshing). */
+    "CREATE TABLE plexus_presence (channel text NOT NULL, client text NOT NULL,"
+    " usr text NOT NULL, info text NOT NULL, expires timestamptz NOT NULL,"
+    " PRIMARY KEY (channel, client));",
 };
 
 /* A whole group commit in one statement (one transaction): $1 channels, $2 times, $3 data

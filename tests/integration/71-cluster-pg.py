@@ -10,6 +10,8 @@ root), as the current user otherwise (tests/integration/backends.py).
   - PostgreSQL only: native WebSocket, SSE and HTTP publishes on one node reach the other
     nodes' subscribers in order; history and recovery are the same from every node; a
     message larger than NOTIFY's 8000-byte payload is read from the store by offset
+  - presence merges across nodes (members in a table, join/leave by NOTIFY); a killed
+    node's members leave within the TTL, once for every watcher
   - the schema is created with a version table and a second start keeps it; history_size
     retention deletes old messages in the database
   - PostgreSQL history + Redis fan-out: the same ordering, and presence merged across nodes;
@@ -133,12 +135,66 @@ class PgOnly(PgCase):
         self.assertGreater(metric(nodes[1], "plexus_broker_messages_total"), 0)
         self.assertGreater(metric(nodes[1], "plexus_hub_gap_reads_total"), 0)
 
+    def test_presence_merges_and_a_killed_nodes_members_leave(self):
+        ttl = 2.0
+        a, b, c = (self.node("--presence-ttl", "2s") for _ in range(3))
+        ch = self.chan()
+        # Presence watchers on two nodes: each sees every join/leave once.
+        ann = HubClient(a.addr)
+        ann.ok("subscribe", channel=ch, presence=True, info="Ann")
+        self.assertEqual(ann.next_event("join", ch)["client"], ann.client_id)
+        dee = HubClient(b.addr)
+        dee.ok("subscribe", channel=ch, presence=True, info="Dee")
+        watchers = (ann, dee)
+        for w in watchers:
+            self.assertEqual(w.next_event("join", ch)["client"], dee.client_id)
+
+        def seen(op, who, info):
+            for w in watchers:
+                e = w.next_event(op, ch, timeout=10)
+                self.assertEqual(dict(e), {"op": op, "channel": ch, "client": who.client_id,
+                                           "info": info})
+
+        def members(nodes, want):
+            for n in nodes:
+                with HubClient(n.addr) as q:
+                    p = q.ok("presence", channel=ch)
+                    self.assertEqual({x["client"]: x.get("info") for x in p["clients"]}, want)
+
+        bob = HubClient(c.addr)
+        bob.ok("subscribe", channel=ch, info="Bob")
+        seen("join", bob, "Bob")
+        want = {ann.client_id: "Ann", dee.client_id: "Dee", bob.client_id: "Bob"}
+        members((a, b, c), want)
+        time.sleep(ttl * 1.5)  # refreshed by their nodes: still there
+        members((a, b, c), want)
+        cid = HubClient(a.addr)
+        cid.ok("subscribe", channel=ch, info="Cid")
+        seen("join", cid, "Cid")
+        cid.close()
+        seen("leave", cid, "Cid")
+        t0 = time.monotonic()
+        c.kill()
+        seen("leave", bob, "Bob")
+        self.assertLess(time.monotonic() - t0, scaled(ttl + ttl / 3 + 1.5))
+        time.sleep(ttl)  # more sweeps by both nodes: no second leave
+        self.assertEqual(publish_http(b, ch, {"mark": 1})[0], 200)
+        for w in watchers:
+            m, earlier = w.until(lambda m: m.get("op") == "message" and m.get("channel") == ch)
+            self.assertEqual([x for x in earlier if x.get("op") in ("join", "leave")], [])
+        members((a, b), {ann.client_id: "Ann", dee.client_id: "Dee"})
+        self.assertEqual(self.pg.psql("SELECT count(*) FROM plexus_presence WHERE channel = '%s'"
+                                      % ch).strip(), "2")
+        bob.close()
+        dee.close()
+        ann.close()
+
     def test_schema_and_retention(self):
         a = self.node("--history-size", "5")
         ch = self.chan()
         for i in range(12):
             self.assertEqual(publish_http(a, ch, {"i": i})[0], 200)
-        self.assertEqual(self.pg.psql("SELECT version FROM plexus_schema").strip(), "1")
+        self.assertEqual(self.pg.psql("SELECT version FROM plexus_schema").strip(), "2")
         self.assertEqual(self.pg.psql("SELECT count(*) FROM plexus_messages WHERE channel = '%s'"
                                       % ch).strip(), "5")
         self.assertEqual(self.pg.psql("SELECT last_offset FROM plexus_channels WHERE name = '%s'"
