@@ -2204,7 +2204,8 @@ px_hub_t *px_hub_new(px_workers_t *workers, const px_hub_opts_t *o, char *err, s
                                              ? PX_DURABILITY_FULL
                                              : PX_DURABILITY_NORMAL,
                            .history_size = o->history_size,
-                           .history_ttl_ms = o->history_ttl_ms};
+                           .history_ttl_ms = o->history_ttl_ms,
+                           .shared = o->data_dir_shared != 0};
     if (!broker_of(o->broker)) { /* before the store connects */
         snprintf(err, errlen, "--broker %s: expected redis://HOST:PORT[/DB] or unix:PATH",
                  o->broker);
@@ -2294,8 +2295,13 @@ px_hub_t *px__hub_new_store(px_workers_t *workers, const px_hub_opts_t *o, px__s
     /* A shared store without a broker of its own choosing: its natural one. */
     const char *burl = o->broker;
     if (h->net && bops == &px__broker_local) {
-        bops = strcmp(h->store->ops->name, "redis") == 0 ? &px__broker_redis : &px__broker_pg;
-        burl = o->store;
+        if (strcmp(h->store->ops->name, "sqlite") == 0) { /* processes of one host */
+            bops = &px__broker_proc;
+            burl = h->data_dir;
+        } else {
+            bops = strcmp(h->store->ops->name, "redis") == 0 ? &px__broker_redis : &px__broker_pg;
+            burl = o->store;
+        }
     }
     int r = px__store_load_channels(h->store, load_channel, h);
     if (r) {
