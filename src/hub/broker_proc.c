@@ -324,18 +324,17 @@ static int pr_presence_add(px__broker_t *base, px_str_t ch, const px__broker_mem
                            uint64_t ttl_ms)
 {
     prbroker_t *b = PR(base);
-    /* The others first: the row may wait for another process's write. */
-    announce(b, ch, PX__JOIN, who);
+    /* The row first: whoever sees the join finds the member in a list. */
     int r = upsert(b, ch, who, ttl_ms);
     if (r)
         px_log(PX_LOG_ERROR, "proc broker: presence: %s", sqlite3_errmsg(b->db));
+    announce(b, ch, PX__JOIN, who);
     return r;
 }
 
 static int pr_presence_remove(px__broker_t *base, px_str_t ch, const px__broker_member_t *who)
 {
     prbroker_t *b = PR(base);
-    announce(b, ch, PX__LEAVE, who);
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(b->db, "DELETE FROM presence WHERE channel = ? AND client = ?", -1,
                                 &st, NULL);
@@ -345,6 +344,7 @@ static int pr_presence_remove(px__broker_t *base, px_str_t ch, const px__broker_
         rc = sqlite3_step(st);
         sqlite3_finalize(st);
     }
+    announce(b, ch, PX__LEAVE, who);
     return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
@@ -403,8 +403,9 @@ static int list_rows(prbroker_t *b, px_str_t ch, char **bytes, row_t **rows, siz
     row_t *rs = NULL;
     char *buf = NULL;
     int any_gone = 0;
+    int64_t now = wall_ms(); /* one instant: a row is listed or deleted and announced */
     if (!r) {
-        sqlite3_bind_int64(st, 1, wall_ms());
+        sqlite3_bind_int64(st, 1, now);
         bind_str(st, 2, ch);
         while (!r && (rc = sqlite3_step(st)) == SQLITE_ROW) {
             px_str_t f[3] = {col_str(st, 0), col_str(st, 1), col_str(st, 2)};
@@ -450,7 +451,7 @@ static int list_rows(prbroker_t *b, px_str_t ch, char **bytes, row_t **rows, siz
                                 &st, NULL);
         if (rc == SQLITE_OK) {
             bind_str(st, 1, ch);
-            sqlite3_bind_int64(st, 2, wall_ms());
+            sqlite3_bind_int64(st, 2, now);
             rc = sqlite3_step(st);
             sqlite3_finalize(st);
         }
@@ -627,7 +628,10 @@ static int pr_open(const char *url, px_loop_t *loop, const px__broker_sink_t *si
     int rc = sqlite3_open_v2(db, &b->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_busy_timeout(b->db, BUSY_MS);
-        rc = sqlite3_exec(b->db, sql_schema, NULL, NULL, NULL);
+        /* Presence is not history: no fsync per write (the store set WAL mode). */
+        rc = sqlite3_exec(b->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(b->db, sql_schema, NULL, NULL, NULL);
     }
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "%s: presence table: %s", db,

@@ -1973,7 +1973,7 @@ static px__broker_member_t member_of(const presence_ent_t *p)
 
 static void net_presence_add(px_hub_t *h, hchan_t *c, const presence_ent_t *p)
 {
-    if (!h->net || !h->broker->ops->presence_add || h->closing)
+    if (!h->net || h->closing || !h->broker->ops->presence_add)
         return;
     c->pres_seen = 1;
     px__broker_member_t m = member_of(p);
@@ -1983,7 +1983,7 @@ static void net_presence_add(px_hub_t *h, hchan_t *c, const presence_ent_t *p)
 
 static void net_presence_remove(px_hub_t *h, hchan_t *c, const presence_ent_t *p)
 {
-    if (!h->net || !h->broker->ops->presence_remove || h->closing)
+    if (!h->net || h->closing || !h->broker->ops->presence_remove)
         return;
     px__broker_member_t m = member_of(p);
     h->broker->ops->presence_remove(h->broker, (px_str_t){c->name, c->name_len}, &m);
@@ -2047,7 +2047,7 @@ static void on_presence_list(void *ud, int status, const px__broker_member_t *ms
 /* 0: the answer comes later; < 0: answer from this node's members (no broker presence). */
 static int net_presence(px_hub_t *h, px__hreq_t *r)
 {
-    if (!h->broker->ops->presence_list || h->closing)
+    if (h->closing || !h->broker->ops->presence_list)
         return -ENOTSUP;
     plist_req_t *x = px__xcalloc(1, sizeof *x);
     x->h = h;

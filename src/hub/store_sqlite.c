@@ -1381,7 +1381,9 @@ static void sq_jobs_done(px_defer_t *d)
     }
 }
 
-/* Closing with calls whose callbacks have not run: they fail now (exactly once). */
+/* Closing with calls whose callbacks have not run: they fail now (exactly once). Like the
+ * hub's own deferred work, the store's is embedded in it: close it only once its loop runs
+ * no more (the hub closes its backends after its thread's loop ended). */
 static void sq_jobs_fail(sqlite_store_t *s)
 {
     while (s->done_head) {
@@ -1541,6 +1543,8 @@ static int sq_read_async(px__store_t *base, px_str_t channel, uint64_t since, si
     j->rcb = cb;
     j->ud = ud;
     s->err[0] = '\0';
+    if (!sqlite3_get_autocommit(s->db)) /* a failed ROLLBACK left one open (txn_begin) */
+        run(s->q[Q_ROLLBACK]);
     int r = exec(s, "BEGIN", "begin a read");
     if (r == 0) {
         r = sq_read_view(s, j, channel, since, limit);
