@@ -2212,8 +2212,15 @@ px_hub_t *px_hub_new(px_workers_t *workers, const px_hub_opts_t *o, char *err, s
         return NULL;
     }
     char kind[32];
+    const char *backend = backend_of(o->store, kind, sizeof kind);
+    if (o->data_dir_shared && backend) {
+        snprintf(err, errlen,
+                 "--data-dir-shared: only with the SQLite store (a --store URL is shared by "
+                 "every node already)");
+        return NULL;
+    }
     px__store_t *store = NULL;
-    if (px__store_open(backend_of(o->store, kind, sizeof kind), &so, &store, err, errlen) != 0)
+    if (px__store_open(backend, &so, &store, err, errlen) != 0)
         return NULL;
     return px__hub_new_store(workers, o, store, err, errlen);
 }

@@ -14,7 +14,8 @@ a Unix datagram socket per process in <data-dir>/procs/; docs/internals/processe
   - kill -9 of a process during publishes, several rounds: no acknowledged message lost,
     offsets strictly increasing, no duplicates, every process delivers them in order
   - the lock: a process without --data-dir-shared refuses a directory shared processes
-    use, and without the option a second process still refuses (one process, as before)
+    use, and without the option a second process still refuses (one process, as before);
+    --data-dir-shared with a --store URL is a configuration error
 
     PX_BUILD_DIR=build/release /usr/bin/python3 tests/integration/72-procs.py -v
 """
@@ -216,6 +217,8 @@ class Procs(pxtest.PxTestCase):
         a = self.proc()
         # Not shared on a shared directory: refused (its cache would be wrong).
         self.assertIn("in use by another plexus process", self.refused())
+        self.assertIn("--data-dir-shared: only with the SQLite store",
+                      self.refused("--data-dir-shared", "--store", "redis://127.0.0.1:1"))
         a.stop()
         # Without the option, one process per directory, as before.
         one = self.start_server(*hub_args(self.out_dir, "--allow-anonymous",
