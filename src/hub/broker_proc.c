@@ -84,6 +84,7 @@ typedef struct prbroker {
     char self_name[32]; /* <pid>.sock */
     struct timespec dir_mtime;
     int dir_known;
+    int64_t scanned_ms;
     peer_t *peers;
     size_t npeers;
     char *rbuf;
@@ -127,14 +128,20 @@ static void peers_scan(prbroker_t *b)
     struct stat sb;
     if (fstat(b->dirfd, &sb) < 0)
         return;
+    /* The directory's mtime comes from a coarse clock: a socket bound in the same tick as
+     * the last scan leaves it unchanged. So a recent mtime is checked again (every few
+     * milliseconds, for a second); an old one is trusted. */
+    int64_t now = wall_ms();
+    int64_t mt = (int64_t)sb.st_mtim.tv_sec * 1000 + sb.st_mtim.tv_nsec / 1000000;
     if (b->dir_known && sb.st_mtim.tv_sec == b->dir_mtime.tv_sec &&
-        sb.st_mtim.tv_nsec == b->dir_mtime.tv_nsec)
+        sb.st_mtim.tv_nsec == b->dir_mtime.tv_nsec && (now - mt > 1000 || now - b->scanned_ms < 5))
         return;
     DIR *d = opendir(b->dir);
     if (!d)
         return;
     b->dir_mtime = sb.st_mtim;
     b->dir_known = 1;
+    b->scanned_ms = now;
     size_t n = 0, cap = 0;
     peer_t *list = NULL;
     struct dirent *de;
