@@ -7,7 +7,8 @@ a Unix datagram socket per process in <data-dir>/procs/; docs/internals/processe
   - three processes, one data directory: native WebSocket, SSE and HTTP publishes through
     one reach the subscribers of the others in order, offsets are one sequence, history and
     recovery are the same from every process; a message larger than a datagram carries
-    (64 KiB) is read from the database by offset
+    (64 KiB) is read from the database by offset; three publishers at once, one through each
+    process: one sequence, every subscriber gets every message once, in order
   - presence merges across processes (members in a table of the database, join/leave by
     datagram), each join/leave seen once; a kill -9'ed process's members leave within the
     TTL, once
@@ -97,6 +98,39 @@ class Procs(pxtest.PxTestCase):
         self.assertGreater(metric(procs[1], "plexus_hub_gap_reads_total"), 0)
         self.assertEqual(sorted(os.listdir(os.path.join(self.data, "procs"))),
                          sorted("%d.sock" % p.proc.pid for p in procs))
+
+    def test_concurrent_publishers(self):
+        procs = [self.proc() for _ in range(3)]
+        ch = self.chan()
+        subs = [HubClient(p.addr) for p in procs]
+        for s in subs:
+            s.ok("subscribe", channel=ch)
+        each = 150
+        acked = {}
+        errors = []
+
+        def run(k):
+            for i in range(each):
+                st, body = publish_http(procs[k], ch, {"p": k, "i": i})
+                if st != 200:
+                    errors.append((st, body))
+                    return
+                acked[body["offset"]] = {"p": k, "i": i}
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(sorted(acked), list(range(1, 3 * each + 1)), "one sequence")
+        for s in subs:
+            got = s.messages(ch, 3 * each, timeout=scaled(20))
+            self.assertEqual([(m["offset"], m["data"]) for m in got], sorted(acked.items()))
+            s.close()
+        for p in procs:
+            msgs, _ = full_history(p, ch)
+            self.assertEqual([(m["offset"], m["data"]) for m in msgs], sorted(acked.items()))
 
     def test_presence_merges_and_a_killed_process_members_leave(self):
         ttl = 2.0
