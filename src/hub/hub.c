@@ -913,8 +913,10 @@ static void do_subscribe(px_hub_t *h, px__hreq_t *r)
     }
     answer(h, r);
     if (p) {
-        presence_event(h, c, PX__JOIN, &p->who);
+        /* Other nodes first: whoever hears of this join here and then subscribes
+         * elsewhere must not receive it there after its own subscription. */
         net_presence_add(h, c, p);
+        presence_event(h, c, PX__JOIN, &p->who);
     }
 }
 
