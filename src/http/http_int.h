@@ -35,6 +35,7 @@ typedef struct px__http {
     size_t nroutes, routes_cap;
     px__http_worker_t *workers;
     unsigned nworkers;
+    int h2_registered; /* "h2" is a protocol of the server (h2.c) */
 } px__http_t;
 
 typedef struct px__res_header {
@@ -186,6 +187,13 @@ px__http_t *px__http_get(px_server_t *s);
 /* http1.c */
 /* Register the "http/1.1" protocol and its 503 for rejected connections. */
 void px__http1_setup(px__http_t *h);
+
+/* h2.c */
+/* Register the "h2" protocol (HTTP/2 over nghttp2) and its metrics. 0 or -errno. */
+int px__h2_setup(px__http_t *h);
+/* The client connection preface (RFC 9113 3.4), 24 bytes. */
+#define PX__H2_PREFACE     "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#define PX__H2_PREFACE_LEN 24
 
 /* router.c */
 /* ud_free (may be NULL) releases ud when the server is freed. */
