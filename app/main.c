@@ -89,6 +89,10 @@ static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp)
     ho.keepalive_timeout_ms = cfg.keepalive_timeout_ms;
     ho.max_requests = cfg.max_requests;
     ho.access_log = strcmp(cfg.access_log, "json") == 0 ? 2 : strcmp(cfg.access_log, "text") == 0;
+    ho.h2 = cfg.http2;
+    ho.h2_max_concurrent_streams = cfg.http2_max_streams;
+    ho.h2_initial_window = (uint32_t)cfg.http2_window;
+    ho.h2_max_frame_size = (uint32_t)cfg.http2_max_frame_size;
     if (px_http_configure(server, &ho) != 0 ||
         px_route(server, "GET", "/healthz", healthz, NULL) != 0) {
         fprintf(stderr, "plexus: out of memory\n");

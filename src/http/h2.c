@@ -131,12 +131,13 @@ struct h2_conn {
     uint64_t withheld;                   /* connection window not yet given back */
     px_defer_t kick;                     /* flush from the loop (answers given later) */
     bucket_t resets, settings, pings, empty_data;
-    unsigned in_recv : 1;  /* inside nghttp2_session_mem_recv */
-    unsigned in_flush : 1; /* inside flush(): no recursion */
-    unsigned shutdown : 1; /* GOAWAY sent: close when the last stream is done */
-    unsigned term : 1;     /* the session was terminated (GOAWAY with an error) */
-    unsigned ping_out : 1; /* a PING of ours awaits its ACK */
-    unsigned dead : 1;     /* on_close ran while `kick` was queued: it frees this */
+    unsigned in_recv : 1;       /* inside nghttp2_session_mem_recv */
+    unsigned in_flush : 1;      /* inside flush(): no recursion */
+    unsigned shutdown : 1;      /* GOAWAY sent: close when the last stream is done */
+    unsigned term : 1;          /* the session was terminated (GOAWAY with an error) */
+    unsigned ping_out : 1;      /* a PING of ours awaits its ACK */
+    unsigned dead : 1;          /* on_close ran while `kick` was queued: it frees this */
+    unsigned settings_sent : 1; /* our first SETTINGS is out (send_first_settings) */
 };
 
 static const px_protocol_t h2_protocol;
@@ -649,6 +650,9 @@ static void run_stream(h2_stream_t *st)
 static void ready(h2_conn_t *hc, h2_stream_t *st)
 {
     st->complete = 1;
+    st->req.body =
+        (px_str_t){px_buf_size(&st->body) ? px_buf_head(&st->body) : "", px_buf_size(&st->body)};
+    st->req.body_kept = 1;
     px_timer_stop(&st->timer);
     if (!hc->waiting && out_used(hc) < out_budget(hc)) {
         run_stream(st);
@@ -686,10 +690,42 @@ static void stream_timeout(px_timer_t *t)
 /* ---- nghttp2 callbacks
  * --------------------------------------------------------------------------- */
 
+/* The server's first SETTINGS: nghttp2 is given no concurrency limit of its own
+ * (it would answer a stream over it with a connection error), and the client
+ * is told ours, which on_begin_headers enforces with REFUSED_STREAM. Patched in
+ * the serialized frame: the entry has the same size either way. */
+static int send_first_settings(h2_conn_t *hc, const uint8_t *data, size_t len)
+{
+    uint8_t buf[9 + 6 * 16];
+    size_t flen = len >= 9 ? (size_t)data[0] << 16 | (size_t)data[1] << 8 | data[2] : 0;
+    if (len < 9 || data[3] != NGHTTP2_SETTINGS || data[4] != 0 || 9 + flen > sizeof buf ||
+        9 + flen > len)
+        return px_conn_write_nocap(hc->c, data, len);
+    memcpy(buf, data, 9 + flen);
+    uint32_t v = hc->http->opts.h2_max_concurrent_streams;
+    for (size_t i = 9; i + 6 <= 9 + flen; i += 6) {
+        if (buf[i] == 0 && buf[i + 1] == NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) {
+            buf[i + 2] = (uint8_t)(v >> 24);
+            buf[i + 3] = (uint8_t)(v >> 16);
+            buf[i + 4] = (uint8_t)(v >> 8);
+            buf[i + 5] = (uint8_t)v;
+        }
+    }
+    int r = px_conn_write_nocap(hc->c, buf, 9 + flen);
+    if (r == 0 && len > 9 + flen)
+        r = px_conn_write_nocap(hc->c, data + 9 + flen, len - 9 - flen);
+    return r;
+}
+
 static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *ud)
 {
     (void)s, (void)flags;
     h2_conn_t *hc = ud;
+    if (PX_UNLIKELY(!hc->settings_sent)) {
+        hc->settings_sent = 1;
+        return send_first_settings(hc, data, len) == 0 ? (ssize_t)len
+                                                       : NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     if (px_conn_pending(hc->c) >= high_water(hc))
         return NGHTTP2_ERR_WOULDBLOCK;
     if (px_conn_write_nocap(hc->c, data, len) != 0)
@@ -777,6 +813,18 @@ static int on_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t 
     return 0;
 }
 
+/* Checks nghttp2 leaves out with RFC 7540 priorities off (RFC 9113 6.3). */
+static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *ud)
+{
+    (void)s;
+    h2_conn_t *hc = ud;
+    if (hd->type == NGHTTP2_PRIORITY && hd->stream_id == 0) {
+        terminate(hc, NGHTTP2_PROTOCOL_ERROR, "PRIORITY on stream 0");
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    return 0;
+}
+
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
 {
     h2_conn_t *hc = ud;
@@ -786,6 +834,13 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
         h2_stream_t *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
         if (st)
             st->trailers = 1;
+        return 0;
+    }
+    if (hc->nstreams >= hc->http->opts.h2_max_concurrent_streams) {
+        /* Over SETTINGS_MAX_CONCURRENT_STREAMS: refused, the client may retry it
+         * (RFC 9113 5.1.2, 8.7); nghttp2 decodes and drops its header block. */
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                  NGHTTP2_REFUSED_STREAM);
         return 0;
     }
     h2_stream_t *st = stream_new(hc, frame->hd.stream_id);
@@ -948,7 +1003,10 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
                 return 0;
             }
         }
-        if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+        /* CONNECT (RFC 9113 8.5) never ends its request: what follows is a tunnel's
+         * bytes, so it is answered at once (501 unless a route takes CONNECT). */
+        int connect = st->method.len == 7 && memcmp(st->method.ptr, "CONNECT", 7) == 0;
+        if (!st->complete && ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) || connect))
             ready(hc, st);
         return 0;
     }
@@ -959,12 +1017,8 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
             return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
         h2_stream_t *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
-        if (st && !st->ran && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-            st->req.body = (px_str_t){px_buf_size(&st->body) ? px_buf_head(&st->body) : "",
-                                      px_buf_size(&st->body)};
-            st->req.body_kept = 1;
+        if (st && !st->ran && !st->complete && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
             ready(hc, st);
-        }
         return 0;
     }
     case NGHTTP2_RST_STREAM: {
@@ -1170,7 +1224,7 @@ static void *h2_accept(px_conn_t *c, void *ud)
     px_defer_init(&hc->kick, on_kick, hc);
     const px_http_opts_t *o = &h->opts;
     nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, o->h2_max_concurrent_streams},
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 0x7fffffff}, /* see send_first_settings */
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, o->h2_initial_window},
         {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, o->h2_max_frame_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)o->max_header_size},
@@ -1337,6 +1391,7 @@ int px__h2_setup(px__http_t *h)
             return -ENOMEM;
         nghttp2_session_callbacks_set_send_callback(callbacks, on_send);
         nghttp2_session_callbacks_set_send_data_callback(callbacks, on_send_data);
+        nghttp2_session_callbacks_set_on_begin_frame_callback(callbacks, on_begin_frame);
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers);
         nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
