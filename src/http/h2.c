@@ -489,6 +489,12 @@ static int h2_head(px_req_t *req, int status, const char *ctype, int64_t clen, c
     }
     for (size_t i = 0; i < n; i++)
         hbytes += nv[i].namelen + nv[i].valuelen + 4;
+    /* An answer from memory is queued whole, past the budget if need be, but not
+     * once the client already holds the budget unread (it opens no window): many
+     * concurrent answers would pile up without bound. The stream is reset
+     * instead, as a stream chunk over the budget is refused. */
+    if (clen > 0 && !req->h.is_head && clen != PX__CLEN_STREAM && out_used(hc) >= out_budget(hc))
+        return -ENOBUFS;
     int with_data;
     if (clen == PX__CLEN_STREAM) {
         with_data = req->streaming;
@@ -1316,14 +1322,15 @@ static void h2_on_shutdown(px_conn_t *c)
     h2_conn_t *hc = px_conn_state(c);
     if (!hc->shutdown) {
         hc->shutdown = 1;
-        nghttp2_submit_goaway(hc->sess, NGHTTP2_FLAG_NONE,
-                              nghttp2_session_get_last_proc_stream_id(hc->sess), NGHTTP2_NO_ERROR,
-                              NULL, 0);
-        /* Streamed answers (SSE) never end by themselves: cut them; their owners
-         * hear it (on_abort) once the reset is out. */
+        /* Streamed answers (SSE) never end by themselves: cut them (before the
+         * GOAWAY, which strict clients take as the last word); their owners hear
+         * it (on_abort) once the reset is out. */
         for (h2_stream_t *st = hc->streams; st; st = st->next)
             if (st->req.streaming && !st->req.finished)
                 nghttp2_submit_rst_stream(hc->sess, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+        nghttp2_submit_goaway(hc->sess, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(hc->sess), NGHTTP2_NO_ERROR,
+                              NULL, 0);
     }
     flush(hc);
 }

@@ -90,7 +90,16 @@ class H2Client:
         if not data:
             self.closed = True
             return False
-        for ev in self.conn.receive_data(data):
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            if self.goaway is None:
+                raise
+            # python3-h2 refuses frames after a GOAWAY; RFC 9113 6.8 lets the
+            # server finish (or reset) the streams it had accepted.
+            self.closed = True
+            return False
+        for ev in events:
             self.events.append(ev)
             if isinstance(ev, h2.events.ResponseReceived):
                 self._stream(ev.stream_id)["headers"] = ev.headers
@@ -419,7 +428,7 @@ class RawH2:
                                            hf.GoAwayFrame, hf.ContinuationFrame)),
                             "the response on %d" % sid, timeout)
             if isinstance(f, (hf.RstStreamFrame, hf.GoAwayFrame)):
-                raise AssertionError("%s instead of a response on %d" % (type(f).__name__, sid))
+                raise AssertionError("%s (error %#x) instead of a response on %d" % (type(f).__name__, f.error_code, sid))
             if isinstance(f, (hf.HeadersFrame, hf.ContinuationFrame)):
                 for k, v in self.dec.decode(f.data, raw=True):
                     if k == b":status":
