@@ -996,6 +996,13 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
         if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
             if (build_head(st) != 0)
                 return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+            /* The request line HTTP/1.1 would have ("GET <path> HTTP/1.1") is
+             * bounded as there (--max-request-line). */
+            if (!st->reject &&
+                st->method.len + st->path.len + 10 > hc->http->opts.max_request_line) {
+                st->reject = 414;
+                st->reject_msg = "the request target exceeds the limit";
+            }
             if (st->protocol.ptr && !st->reject) {
                 st->reject = 501;
                 st->reject_msg = "extended CONNECT is not supported here";

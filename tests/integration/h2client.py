@@ -27,6 +27,10 @@ from pxtest import scaled
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
+# What went over HTTP/2 through h2_request and H2SseReader (39-http2-rerun checks
+# that the re-run really used HTTP/2).
+STATS = {"requests": 0, "sse": 0}
+
 
 class H2Closed(Exception):
     """The server closed the connection (or sent GOAWAY) before the answer."""
@@ -192,13 +196,14 @@ def _response(st):
             status = int(v)
         else:
             out.append((k, v))
-    return pxtest.Response("HTTP/2", status, "", out, bytes(st["data"]), None)
+    return pxtest.Response("HTTP/2", status, "", out, bytes(st["data"]), b"")
 
 
 def h2_request(addr, method, path, headers=None, body=None, timeout=5.0):
     """One request on a new h2c connection; returns a pxtest.Response."""
     if isinstance(addr, str):
         raise ValueError("h2_request: TCP addresses only")
+    STATS["requests"] += 1
     with H2Client(addr, timeout) as c:
         hdrs = [(k, v) for k, v in (headers or {}).items() if k.lower() not in
                 ("connection", "keep-alive", "transfer-encoding", "upgrade", "host")]
@@ -209,6 +214,7 @@ class H2SseReader:
     """hubclient.SseReader over an HTTP/2 stream (same attributes and methods)."""
 
     def __init__(self, addr, path, headers=(), timeout=10.0):
+        STATS["sse"] += 1
         self.client = H2Client(addr, timeout)
         hl = [("accept", "text/event-stream")]
         for line in headers:
