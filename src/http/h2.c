@@ -111,6 +111,18 @@ typedef struct h2_stream {
     unsigned draining : 1; /* in hc->drains */
     unsigned in_gone : 1;  /* px__req_gone is running from on_stream_close */
     unsigned trailers : 1; /* the headers being received are trailers (ignored) */
+    unsigned discard : 1;  /* a substitute answer went out: the handler's body is dropped */
+    /* A tunnel (RFC 8441 extended CONNECT): a WebSocket runs on the stream. */
+    unsigned tunnel : 1;
+    unsigned tpaused : 1;  /* the tunnel's user stopped reading: bytes stay in tin */
+    unsigned tclosing : 1; /* our side is ending (close or abort) */
+    unsigned queued : 1;   /* in hc->redeliver */
+    px__tunnel_t tun;
+    const px__tunnel_cb_t *tcb; /* NULL once on_close was called */
+    void *tud;
+    px_buf_t tin; /* received, not used yet (bounded by tlimit) */
+    size_t tlimit;
+    struct h2_stream *rnext; /* hc->redeliver */
 } h2_stream_t;
 
 typedef struct bucket {
@@ -126,6 +138,7 @@ struct h2_conn {
     unsigned nstreams;
     h2_stream_t *waiting, *waiting_tail; /* complete requests waiting for the budget */
     h2_stream_t *drains;                 /* streams whose queue emptied: tell drain_cb */
+    h2_stream_t *redeliver;              /* tunnels resumed with bytes kept */
     uint64_t qmem;                       /* sum of the streams' qmem */
     uint64_t body_bytes;                 /* request body bytes held */
     uint64_t withheld;                   /* connection window not yet given back */
@@ -255,6 +268,35 @@ static int q_push(h2_stream_t *st, h2_chunk_t ch)
     return 0;
 }
 
+/* Copy p into the stream's queue: appended to the last chunk when it is a
+ * slice of our own with room (WebSocket frame headers are a few bytes each). */
+static int q_copy(h2_stream_t *st, const void *p, size_t len)
+{
+    if (st->qcount) {
+        h2_chunk_t *last = q_at(st, st->qcount - 1);
+        if (last->kind == CH_SLICE && last->fd == 1 &&
+            last->off + last->len + len <= last->sl->len && px_slice_refs(last->sl) == 1) {
+            memcpy(last->sl->data + last->off + last->len, p, len);
+            last->len += len;
+            st->qbytes += len;
+            st->qmem += len;
+            if (st->hc)
+                st->hc->qmem += len;
+            return 0;
+        }
+    }
+    size_t cap = len < 4096 ? 4096 : len;
+    px_slice_t *s = px_slice_new(cap);
+    if (!s)
+        return -ENOMEM;
+    memcpy(s->data, p, len);
+    /* fd = 1 marks a slice of our own that may be appended to */
+    int r = q_push(st, (h2_chunk_t){.kind = CH_SLICE, .fd = 1, .sl = s, .off = 0, .len = len});
+    if (r)
+        px_slice_unref(s);
+    return r;
+}
+
 static void chunk_release(h2_chunk_t *ch)
 {
     if (ch->kind == CH_FILE)
@@ -316,6 +358,7 @@ static h2_stream_t *stream_new(h2_conn_t *hc, int32_t id)
     st->qcap = 2;
     st->ra_fd = -1;
     px_buf_init(&st->body, 0);
+    px_buf_init(&st->tin, 0);
     px_timer_init(&st->timer, stream_timeout, st);
     st->next = hc->streams;
     if (hc->streams)
@@ -369,6 +412,14 @@ static void unlink_stream(h2_stream_t *st)
             break;
         }
     }
+    for (h2_stream_t **pp = &hc->redeliver; *pp; pp = &(*pp)->rnext) {
+        if (*pp == st) {
+            *pp = st->rnext;
+            break;
+        }
+    }
+    st->queued = 0;
+    st->rnext = NULL;
     st->waiting = st->draining = 0;
     st->lnext = NULL;
 }
@@ -378,6 +429,7 @@ static void stream_free(h2_stream_t *st)
     px_timer_stop(&st->timer);
     q_clear(st);
     body_release(st);
+    px_buf_dispose(&st->tin);
     if (st->q != st->qinl)
         px__free(st->q);
     px__req_dispose(&st->req);
@@ -451,6 +503,19 @@ static int h2_head(px_req_t *req, int status, const char *ctype, int64_t clen, c
     h2_conn_t *hc = st->hc;
     if (!hc || st->closed)
         return -EPIPE;
+    if (req->h.upgrade && !st->tunnel && status >= 200 && status < 300) {
+        /* An extended CONNECT answered 2xx by a handler that is no WebSocket
+         * endpoint: the client would take the body for WebSocket frames. */
+        static const char msg[] =
+            "{\"error\":\"not_found\",\"message\":\"no WebSocket endpoint at this path\"}";
+        status = 404;
+        ctype = "application/json";
+        body = msg;
+        blen = sizeof msg - 1;
+        clen = (int64_t)blen;
+        st->discard = 1;
+        req->status = 404;
+    }
     px__arena_t *a = &req->arena;
     size_t nres = 0;
     for (px__res_header_t *rh = req->res_headers; rh; rh = rh->next)
@@ -477,7 +542,7 @@ static int h2_head(px_req_t *req, int status, const char *ctype, int64_t clen, c
         int k = snprintf(cl, 24, "%lld", (long long)clen);
         nv[n++] = NV("content-length", 14, cl, (size_t)k);
     }
-    if (clen == PX__CLEN_STREAM)
+    if (clen == PX__CLEN_STREAM && !st->tunnel)
         nv[n++] = NV("cache-control", 13, "no-cache", 8);
     for (px__res_header_t *rh = req->res_headers; rh; rh = rh->next) {
         char *name = lower_dup(a, rh->name);
@@ -497,8 +562,8 @@ static int h2_head(px_req_t *req, int status, const char *ctype, int64_t clen, c
         return -ENOBUFS;
     int with_data;
     if (clen == PX__CLEN_STREAM) {
-        with_data = req->streaming;
-        st->eof = !req->streaming;
+        with_data = req->streaming || st->tunnel;
+        st->eof = !with_data;
     } else {
         /* The whole body follows in this same call (px_respond*): nothing is sent
          * before the handler's call returns. */
@@ -526,6 +591,8 @@ static int h2_body(px_req_t *req, const void *p, px_slice_t *sl, size_t off, siz
     h2_conn_t *hc = st->hc;
     if (!hc || st->closed)
         return -EPIPE;
+    if (st->discard)
+        return 0;
     if (!req->streaming) {
         /* An answer's body: queued whole. */
         h2_chunk_t ch;
@@ -562,9 +629,9 @@ static int h2_body(px_req_t *req, const void *p, px_slice_t *sl, size_t off, siz
 static int h2_file(px_req_t *req, int fd, uint64_t off, uint64_t len)
 {
     h2_stream_t *st = req->owner;
-    if (!st->hc || st->closed) {
+    if (!st->hc || st->closed || st->discard) {
         close(fd);
-        return -EPIPE;
+        return st->discard ? 0 : -EPIPE;
     }
     int r = q_push(st, (h2_chunk_t){.kind = CH_FILE, .fd = fd, .off = off, .len = len});
     if (r)
@@ -616,6 +683,183 @@ static void h2_done(px_req_t *req)
     kick(st->hc);
 }
 
+/* ---- tunnels (RFC 8441) ------------------------------------------------------------------- */
+
+static void tun_set_timeout(px__tunnel_t *t, uint64_t ms);
+
+static h2_stream_t *tun_stream(const px__tunnel_t *t)
+{
+    return (h2_stream_t *)((char *)t - offsetof(h2_stream_t, tun));
+}
+
+static int tun_is_closing(const px__tunnel_t *t)
+{
+    h2_stream_t *st = tun_stream(t);
+    return !st->hc || st->closed || st->tclosing || px_conn_is_closing(st->hc->c) || st->hc->term;
+}
+
+static int tun_room(h2_stream_t *st, size_t len, int nocap)
+{
+    if (tun_is_closing(&st->tun))
+        return -EPIPE;
+    if (!nocap && out_used(st->hc) + len > out_budget(st->hc))
+        return -ENOBUFS;
+    return 0;
+}
+
+static int tun_write(px__tunnel_t *t, const void *p, size_t len, int nocap)
+{
+    h2_stream_t *st = tun_stream(t);
+    int r = tun_room(st, len, nocap);
+    if (r || len == 0)
+        return r;
+    if ((r = q_copy(st, p, len)) == 0)
+        resume(st);
+    return r;
+}
+
+static int tun_write_slice(px__tunnel_t *t, px_slice_t *sl, size_t off, size_t len, int nocap)
+{
+    h2_stream_t *st = tun_stream(t);
+    if (len <= SMALL_COPY)
+        return tun_write(t, sl->data + off, len, nocap);
+    int r = tun_room(st, len, nocap);
+    if (r)
+        return r;
+    r = q_push(st, (h2_chunk_t){.kind = CH_SLICE, .sl = px_slice_ref(sl), .off = off, .len = len});
+    if (r) {
+        px_slice_unref(sl);
+        return r;
+    }
+    resume(st);
+    return 0;
+}
+
+static size_t tun_pending(const px__tunnel_t *t)
+{
+    return (size_t)tun_stream(t)->qmem;
+}
+
+static void tun_close(px__tunnel_t *t)
+{
+    h2_stream_t *st = tun_stream(t);
+    if (st->tclosing)
+        return;
+    st->tclosing = 1;
+    st->eof = 1; /* END_STREAM once the queue is out */
+    resume(st);
+    /* The peer's END_STREAM should follow; if it does not, the timer's callback
+     * (the WebSocket's, which has closed) resets the stream. */
+    if (!px_timer_active(&st->timer))
+        tun_set_timeout(t, 5000);
+}
+
+static void tun_abort(px__tunnel_t *t)
+{
+    h2_stream_t *st = tun_stream(t);
+    st->tclosing = 1;
+    if (!st->hc || st->closed)
+        return;
+    nghttp2_submit_rst_stream(st->hc->sess, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
+    kick(st->hc);
+}
+
+static void tun_set_timeout(px__tunnel_t *t, uint64_t ms)
+{
+    h2_stream_t *st = tun_stream(t);
+    if (ms && st->hc)
+        px_timer_start(px_conn_loop(st->hc->c), &st->timer, ms);
+    else
+        px_timer_stop(&st->timer);
+}
+
+static void tun_pause(px__tunnel_t *t, int paused)
+{
+    h2_stream_t *st = tun_stream(t);
+    st->tpaused = paused != 0;
+    if (!paused && px_buf_size(&st->tin) && st->hc && !st->queued) {
+        st->queued = 1;
+        st->rnext = st->hc->redeliver;
+        st->hc->redeliver = st;
+        kick(st->hc);
+    }
+}
+
+static void tun_set_read_limit(px__tunnel_t *t, size_t max)
+{
+    tun_stream(t)->tlimit = max ? max : 1;
+}
+
+static const px__tunnel_ops_t tunnel_ops = {
+    .write = tun_write,
+    .write_slice = tun_write_slice,
+    .pending = tun_pending,
+    .is_closing = tun_is_closing,
+    .close = tun_close,
+    .abort = tun_abort,
+    .set_timeout = tun_set_timeout,
+    .pause = tun_pause,
+    .set_read_limit = tun_set_read_limit,
+};
+
+/* Hand the bytes kept to the tunnel's user. */
+static void tun_deliver(h2_stream_t *st)
+{
+    while (st->tcb && !st->tpaused && px_buf_size(&st->tin) && !tun_is_closing(&st->tun)) {
+        size_t have = px_buf_size(&st->tin);
+        ssize_t n = st->tcb->on_read(st->tud, px_buf_head(&st->tin), have);
+        if (n < 0 || !st->tcb) {
+            px_buf_dispose(&st->tin);
+            return;
+        }
+        px_buf_consume(&st->tin, (size_t)n);
+        if ((size_t)n < have)
+            break; /* a partial frame: wait for more */
+    }
+    if (px_buf_size(&st->tin) == 0)
+        px_buf_dispose(&st->tin);
+}
+
+/* The tunnel's user hears the end, once. */
+static void tun_gone(h2_stream_t *st)
+{
+    const px__tunnel_cb_t *cb = st->tcb;
+    st->tcb = NULL;
+    if (cb)
+        cb->on_close(st->tud);
+}
+
+static int h2_tunnel(px_req_t *req, const px__tunnel_cb_t *cb, void *ud, px__tunnel_t **out)
+{
+    h2_stream_t *st = req->owner;
+    if (!st->hc || st->closed)
+        return -EPIPE;
+    st->tunnel = 1;
+    int r = h2_head(req, 200, NULL, PX__CLEN_STREAM, NULL, 0);
+    if (r) {
+        st->tunnel = 0;
+        return r;
+    }
+    req->responded = 1;
+    req->upgraded = 1;
+    req->status = 200;
+    if (req->http->opts.access_log)
+        px__req_log(req);
+    st->tun = (px__tunnel_t){&tunnel_ops, st->hc->c};
+    st->tcb = cb;
+    st->tud = ud;
+    st->tlimit = 64u << 10;
+    px_timer_stop(&st->timer);
+    /* Bytes the client sent after its CONNECT are the tunnel's. */
+    if (px_buf_size(&st->body)) {
+        if (px_buf_append(&st->tin, px_buf_head(&st->body), px_buf_size(&st->body)) == 0)
+            tun_pause(&st->tun, 0);
+        body_release(st);
+    }
+    *out = &st->tun;
+    return 0;
+}
+
 static const px__req_ops_t h2_ops = {
     .http_major = 2,
     .head = h2_head,
@@ -627,6 +871,7 @@ static const px__req_ops_t h2_ops = {
     .pending = h2_pending,
     .peer = h2_peer,
     .upgrade = NULL,
+    .tunnel = h2_tunnel,
 };
 
 /* ---- running requests ------------------------------------------------------------------------ */
@@ -649,6 +894,8 @@ static void run_stream(h2_stream_t *st)
             stream_free(st);
         return;
     }
+    if (req->upgraded)
+        return; /* a tunnel now: the stream lives until it closes */
     req->async = 1;
 }
 
@@ -687,6 +934,11 @@ static void stream_timeout(px_timer_t *t)
 {
     h2_stream_t *st = t->data;
     h2_conn_t *hc = st->hc;
+    if (st->tunnel) {
+        if (st->tcb && st->tcb->on_timeout)
+            st->tcb->on_timeout(st->tud);
+        return;
+    }
     if (!hc || st->ran || st->closed)
         return;
     answer_early(hc, st, 408, "the request was not received in time");
@@ -807,7 +1059,8 @@ static int on_send_data(nghttp2_session *s, nghttp2_frame *frame, const uint8_t 
                (unsigned long long)px_conn_id(c), st->id, px_strerror(r));
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
-    if (st->qbytes == 0 && !st->eof && st->req.drain_cb && !st->draining && st->req.streaming) {
+    if (st->qbytes == 0 && !st->eof && !st->draining &&
+        ((st->req.drain_cb && st->req.streaming) || (st->tunnel && st->tcb && st->tcb->on_drain))) {
         st->draining = 1;
         st->lnext = hc->drains;
         hc->drains = st;
@@ -1004,8 +1257,16 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
                 st->reject_msg = "the request target exceeds the limit";
             }
             if (st->protocol.ptr && !st->reject) {
-                st->reject = 501;
-                st->reject_msg = "extended CONNECT is not supported here";
+                if (st->protocol.len == 9 && memcmp(st->protocol.ptr, "websocket", 9) == 0) {
+                    /* RFC 8441: routed like the GET an HTTP/1.1 upgrade is, and
+                     * answered by the WebSocket layer with px__req_tunnel. */
+                    st->req.h.method = (px_str_t){"GET", 3};
+                    st->req.h.upgrade = 1;
+                    st->req.h.upgrade_proto = st->protocol;
+                } else {
+                    st->reject = 501;
+                    st->reject_msg = "extended CONNECT is only supported for websocket";
+                }
             }
             int64_t cl = st->req.h.content_length;
             if (!st->reject && cl > 0 && (uint64_t)cl > hc->http->opts.max_body) {
@@ -1030,7 +1291,9 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
             return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
         h2_stream_t *st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
-        if (st && !st->ran && !st->complete && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        if (st && st->tunnel && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+            tun_close(&st->tun); /* the client is done: so are we (RFC 8441 4) */
+        else if (st && !st->ran && !st->complete && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
             ready(hc, st);
         return 0;
     }
@@ -1079,6 +1342,19 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         hc->withheld += len;
     else
         nghttp2_session_consume_connection(s, len);
+    if (st && st->tunnel) {
+        if (!st->tcb || st->tclosing)
+            return 0;
+        if (px_buf_size(&st->tin) + len > st->tlimit || px_buf_append(&st->tin, data, len) != 0) {
+            px_log(PX_LOG_WARN, "h2 conn %llu stream %d: tunnel input over its limit, resetting",
+                   (unsigned long long)px_conn_id(hc->c), id);
+            tun_abort(&st->tun);
+            px_buf_dispose(&st->tin);
+            return 0;
+        }
+        tun_deliver(st);
+        return 0;
+    }
     if (!st || st->ran)
         return 0; /* answered early (413, 408): the rest of the body is dropped */
     if (px_buf_size(&st->body) + len > hc->http->opts.max_body) {
@@ -1105,7 +1381,10 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
     px_timer_stop(&st->timer);
     q_clear(st);
     body_release(st);
-    if (!st->ran || st->req.finished) {
+    if (st->tunnel) {
+        tun_gone(st);
+        stream_free(st);
+    } else if (!st->ran || st->req.finished) {
         stream_free(st);
     } else {
         /* The handler's owner still holds the request: tell it; its answer
@@ -1189,10 +1468,22 @@ static void flush(h2_conn_t *hc)
             hc->drains = st->lnext;
             st->lnext = NULL;
             st->draining = 0;
-            if (st->req.drain_cb && !st->req.finished && !st->req.aborted) {
+            if (st->tunnel) {
+                if (st->tcb && st->tcb->on_drain && !st->tclosing)
+                    st->tcb->on_drain(st->tud);
+                again = 1;
+            } else if (st->req.drain_cb && !st->req.finished && !st->req.aborted) {
                 st->req.drain_cb(&st->req, st->req.drain_ud);
                 again = 1;
             }
+        }
+        while (hc->redeliver) {
+            h2_stream_t *st = hc->redeliver;
+            hc->redeliver = st->rnext;
+            st->rnext = NULL;
+            st->queued = 0;
+            tun_deliver(st);
+            again = 1;
         }
         while (hc->waiting && out_used(hc) < out_budget(hc)) {
             h2_stream_t *st = hc->waiting;
@@ -1243,6 +1534,7 @@ static void *h2_accept(px_conn_t *c, void *ud)
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)o->max_header_size},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* WebSocket over HTTP/2 (RFC 8441) */
     };
     nghttp2_submit_settings(hc->sess, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
     /* The connection window: room for the streams' windows, at least 1 MiB. */
@@ -1328,13 +1620,21 @@ static void h2_on_shutdown(px_conn_t *c)
 {
     h2_conn_t *hc = px_conn_state(c);
     if (!hc->shutdown) {
-        hc->shutdown = 1;
-        /* Streamed answers (SSE) never end by themselves: cut them (before the
-         * GOAWAY, which strict clients take as the last word); their owners hear
-         * it (on_abort) once the reset is out. */
-        for (h2_stream_t *st = hc->streams; st; st = st->next)
-            if (st->req.streaming && !st->req.finished)
+        /* Streamed answers (SSE) never end by themselves: cut them; WebSockets
+         * say goodbye (1001). Both go out before the GOAWAY, which strict
+         * clients take as the last word; their owners hear it (on_abort) once
+         * the reset is out. */
+        for (h2_stream_t *st = hc->streams, *next; st; st = next) {
+            next = st->next;
+            if (st->tunnel && st->tcb && st->tcb->on_shutdown)
+                st->tcb->on_shutdown(st->tud);
+            else if (st->req.streaming && !st->req.finished)
                 nghttp2_submit_rst_stream(hc->sess, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+        }
+        flush(hc);
+        if (px_conn_is_closing(c))
+            return;
+        hc->shutdown = 1;
         nghttp2_submit_goaway(hc->sess, NGHTTP2_FLAG_NONE,
                               nghttp2_session_get_last_proc_stream_id(hc->sess), NGHTTP2_NO_ERROR,
                               NULL, 0);
@@ -1367,6 +1667,11 @@ static void h2_on_close(px_conn_t *c)
         body_release(st);
         st->closed = 1;
         st->hc = NULL;
+        if (st->tunnel) {
+            tun_gone(st);
+            stream_free(st);
+            continue;
+        }
         if (!st->ran || st->req.finished) {
             stream_free(st);
             continue;

@@ -90,6 +90,9 @@ typedef struct px__req_ops {
     /* Hand the connection to another protocol (HTTP/1.1 Upgrade); NULL when
      * the owner cannot (an HTTP/2 stream). See px__req_upgrade. */
     int (*upgrade)(px_req_t *req, const px_protocol_t *proto, void *state, px_conn_t **out);
+    /* Answer 200 and make the stream a tunnel (HTTP/2 extended CONNECT); NULL
+     * when the owner has none (HTTP/1.1). See px__req_tunnel. */
+    int (*tunnel)(px_req_t *req, const px__tunnel_cb_t *cb, void *ud, px__tunnel_t **out);
 } px__req_ops_t;
 
 /*

@@ -551,6 +551,20 @@ int px__req_upgrade(px_req_t *req, const px_protocol_t *proto, void *state, px_c
     return req->ops->upgrade(req, proto, state, out);
 }
 
+int px__req_is_tunnel(const px_req_t *req)
+{
+    return req->ops->tunnel && req->h.upgrade;
+}
+
+int px__req_tunnel(px_req_t *req, const px__tunnel_cb_t *cb, void *ud, px__tunnel_t **out)
+{
+    if (!px__req_is_tunnel(req))
+        return -ENOTSUP;
+    if (req->responded)
+        return -EALREADY;
+    return req->ops->tunnel(req, cb, ud, out);
+}
+
 /* ---- request accessors ----------------------------------------------------------------- */
 
 px_str_t px_req_method(const px_req_t *req)

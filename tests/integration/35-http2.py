@@ -30,7 +30,9 @@ import hyperframe.frame as hf
 import pxtest
 import hubclient
 from pxtest import PxTestCase, scaled, wait_for
-from h2client import H2Client, H2SseReader, RawH2, h2_request, NO_ERROR
+from h2client import H2Client, H2SseReader, H2WsClient, RawH2, h2_request, NO_ERROR
+import wsraw
+from wsraw import OP_BINARY, OP_PING, OP_PONG, OP_TEXT
 
 
 def need(cmd):
@@ -305,6 +307,104 @@ class Observability(Base):
         srv = self.start("--access-log", "json")
         r = h2_request(srv.addr, "GET", "/healthz")
         self.assertEqual((r.status, r.version), (200, "HTTP/2"))
+
+
+class WebSocketOverH2(Base):
+    """RFC 8441: SETTINGS_ENABLE_CONNECT_PROTOCOL, extended CONNECT, and the same
+    WebSocket code on an HTTP/2 stream as on an upgraded HTTP/1.1 connection."""
+
+    def echo(self, *args):
+        return self.start_server("--workers", "1", *args, example="echo")
+
+    def test_setting_advertised(self):
+        srv = self.echo()
+        with RawH2(srv.addr) as c:
+            self.assertEqual(c.server_settings.get(8), 1)  # SETTINGS_ENABLE_CONNECT_PROTOCOL
+
+    def test_echo_messages(self):
+        srv = self.echo()
+        with H2WsClient(srv.addr, "/echo") as ws:
+            for n in (0, 1, 125, 126, 65535, 65536, 300000):
+                payload = os.urandom(n)
+                ws.send_message(OP_BINARY, payload)
+                self.assertEqual(ws.recv_message(), (OP_BINARY, payload), n)
+            ws.send_message(OP_TEXT, "héllo", fragments=2)
+            self.assertEqual(ws.recv_message(), (OP_TEXT, "héllo".encode()))
+            ws.send_frame(OP_PING, b"p1")
+            self.assertEqual(ws.recv_message(), (OP_PONG, b"p1"))
+            ws.send_close(1000, b"done")
+            ws.expect_close(1000)
+
+    def test_deflate(self):
+        srv = self.start_server("--workers", "1", "--ws-deflate", *hubclient.hub_args(self.out_dir),
+                                "--allow-anonymous")
+        with H2WsClient(srv.addr, "/ws", extensions="permessage-deflate") as ws:
+            self.assertTrue(ws.deflate, ws.response_headers)
+
+    def test_many_websockets_on_one_connection(self):
+        srv = self.echo()
+        with H2Client(srv.addr) as c:
+            socks = [H2WsClient(srv.addr, "/echo", client=c) for _ in range(20)]
+            for i, ws in enumerate(socks):
+                ws.send_message(OP_TEXT, "n%d" % i)
+            for i, ws in enumerate(socks):
+                self.assertEqual(ws.recv_message(), (OP_TEXT, b"n%d" % i))
+            socks[3].send_close(1000)
+            socks[3].expect_close(1000)
+            # The others, and plain requests, go on on the same connection.
+            socks[4].send_message(OP_TEXT, "still")
+            self.assertEqual(socks[4].recv_message(), (OP_TEXT, b"still"))
+            self.assertEqual(c.request("GET", "/echo").status, 426)
+
+    def test_protocol_errors_close_the_websocket_only(self):
+        srv = self.echo()
+        with H2Client(srv.addr) as c:
+            bad = H2WsClient(srv.addr, "/echo", client=c)
+            bad.send_raw(wsraw.encode_frame(OP_TEXT, b"\xff\xfe"))  # invalid UTF-8
+            bad.expect_close(1007)
+            good = H2WsClient(srv.addr, "/echo", client=c)
+            good.send_message(OP_TEXT, "ok")
+            self.assertEqual(good.recv_message(), (OP_TEXT, b"ok"))
+
+    def test_not_a_websocket_endpoint(self):
+        srv = self.echo()
+        with self.assertRaises(wsraw.HandshakeFailed) as cm:
+            H2WsClient(srv.addr, "/nothing-here")
+        self.assertEqual(cm.exception.status, 404)
+        with H2Client(srv.addr) as c:
+            sid = c.start("CONNECT", "/echo", [("sec-websocket-version", "13")], end_stream=False,
+                          extra_pseudo=[(":protocol", "webtransport")])
+            self.assertEqual(c.response(sid).status, 501)
+            sid = c.start("CONNECT", "/echo", [("sec-websocket-version", "8")], end_stream=False,
+                          extra_pseudo=[(":protocol", "websocket")])
+            self.assertEqual(c.response(sid).status, 426)
+
+    def test_hub_over_h2(self):
+        srv = self.start()
+        with H2Client(srv.addr) as c:
+            ws = H2WsClient(srv.addr, "/ws", client=c)
+            self.assertEqual(json.loads(ws.recv_message()[1])["op"], "welcome")
+            ws.send_message(OP_TEXT, json.dumps({"op": "subscribe", "id": 1, "channel": "w"}))
+            op, data = ws.recv_message()
+            self.assertEqual(json.loads(data)["op"], "reply", data)
+            self.publish(c, "w", {"via": "h2"})
+            while True:
+                op, data = ws.recv_message()
+                m = json.loads(data)
+                if m["op"] == "message":
+                    break
+            self.assertEqual((m["channel"], m["data"]), ("w", {"via": "h2"}))
+
+    def test_shutdown_closes_with_1001(self):
+        srv = self.echo()
+        ws = H2WsClient(srv.addr, "/echo")
+        self.addCleanup(ws.close)
+        ws.send_message(OP_TEXT, "x")
+        ws.recv_message()
+        srv.proc.send_signal(signal.SIGTERM)
+        ws.expect_close(1001, allow_messages=True)
+        self.assertEqual(srv.proc.wait(timeout=scaled(15)), 0)
+        srv.returncode = 0
 
 
 if __name__ == "__main__":

@@ -466,3 +466,98 @@ class RawH2:
                 s += ", err=%#x" % f.error_code
             out.append(s + ")")
         return ", ".join(out)
+
+
+# ---- WebSocket over HTTP/2 (RFC 8441) ------------------------------------------------------
+
+import wsraw  # noqa: E402  (after the HTTP/2 helpers it builds on)
+
+
+class H2WsClient(wsraw.WsClient):
+    """wsraw.WsClient on an HTTP/2 stream opened by an extended CONNECT
+    (:protocol websocket): the same frames and checks; "EOF" is the end of the
+    stream (END_STREAM or RST_STREAM), and the connection stays for other streams.
+    `client` shares an existing H2Client (several WebSockets on one connection)."""
+
+    def __init__(self, addr, path="/echo", extensions=None, headers=(), timeout=10.0,
+                 client=None, handshake=True):
+        self.h2 = client or H2Client(addr, timeout)
+        self.own = client is None
+        # wsraw.WsClient's state, without its socket (kept in step with its __init__).
+        self.addr, self.path, self.timeout, self.sock = addr, path, scaled(timeout), None
+        self.buf, self.eof, self.frames = bytearray(), False, []
+        self.deflate, self.response_headers, self.extension = False, {}, None
+        self._inflater = self._compressor = None
+        self.client_context_takeover = True
+        self.rnd = __import__("random").Random(0x5EED)
+        if handshake:
+            self.handshake(extensions, headers)
+
+    def close(self):
+        if self.own and self.h2:
+            self.h2.close()
+        self.h2 = None
+
+    def handshake(self, extensions=None, headers=()):
+        hl = [("sec-websocket-version", "13")]
+        if extensions is not None:
+            hl.append(("sec-websocket-extensions", extensions))
+        for line in headers:
+            k, _, v = line.partition(":") if isinstance(line, str) else line
+            hl.append((k.strip().lower(), v.strip()))
+        self.sid = self.h2.start("CONNECT", self.path, hl, end_stream=False,
+                                 extra_pseudo=[(":protocol", "websocket")])
+        self.st = self.h2.streams[self.sid]
+        self.taken = 0
+        self.h2.wait(lambda: self.st["headers"] is not None or self.st["reset"] is not None,
+                     self.timeout, "the extended CONNECT's answer")
+        if self.st["headers"] is None:
+            raise wsraw.HandshakeFailed(0, {}, b"reset %r" % self.st["reset"])
+        r = _response(self.st)
+        self.response_headers = dict(r.headers)
+        if r.status != 200:
+            self.h2.wait(lambda: self.st["ended"] or self.st["reset"] is not None, self.timeout)
+            raise wsraw.HandshakeFailed(r.status, self.response_headers, bytes(self.st["data"]))
+        ext = self.response_headers.get("sec-websocket-extensions")
+        self.extension = ext
+        if ext is not None:  # as wsraw.WsClient.handshake reads it
+            params = [p.strip() for p in ext.split(";")]
+            if params[0] != "permessage-deflate" or "," in ext:
+                raise wsraw.ProtocolViolation("unexpected extension response %r" % ext)
+            self.deflate = True
+            self.ext_params = {}
+            for p in params[1:]:
+                k, _, v = p.partition("=")
+                self.ext_params[k.strip()] = v.strip().strip('"') or None
+            self.server_window_bits = int(self.ext_params.get("server_max_window_bits") or 15)
+            self.client_context_takeover = "client_no_context_takeover" not in self.ext_params
+            cbits = self.ext_params.get("client_max_window_bits")
+            self.client_window_bits = int(cbits) if cbits else 15
+            self._inflater = __import__("zlib").decompressobj(-15)
+        return self
+
+    def send_raw(self, data, chop=None, delay=0.0):
+        if chop is None:
+            chop = len(data) or 1
+        mv = memoryview(data)
+        for i in range(0, len(mv), chop):
+            self.h2.send_body(self.sid, bytes(mv[i:i + chop]), end_stream=False)
+
+    def end_stream(self):
+        self.h2.conn.end_stream(self.sid)
+        self.h2._flush()
+
+    def _fill(self, deadline=None):
+        while True:
+            if self.taken < len(self.st["data"]):
+                chunk = bytes(self.st["data"][self.taken:])
+                self.taken += len(chunk)
+                self.buf += chunk
+                return True
+            if self.eof or self.st["ended"] or self.st["reset"] is not None or self.h2.closed:
+                self.eof = True
+                return False
+            d = deadline if deadline is not None else time.monotonic() + self.timeout
+            if not self.h2.pump(d):
+                self.eof = True
+                return False
