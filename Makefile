@@ -9,7 +9,7 @@ TSAN    := $(BUILD)/tsan
 CMAKE_FLAGS ?=
 
 .PHONY: all run test deps build build-asan build-tsan unit integration fuzz-replay fuzz format lint \
-        clean bench-http bench-ws bench-hub bench-micro npm-deps soak
+        clean bench-http bench-h2 bench-ws bench-hub bench-micro npm-deps soak
 
 all: build
 
@@ -74,6 +74,10 @@ bench-micro: build
 bench-http: build
 	@sh deps/install.sh deps/bench.txt
 	sh bench/http.sh $(RELEASE)
+
+bench-h2: build
+	@sh deps/install.sh deps/bench.txt
+	bash bench/h2.sh $(RELEASE)
 
 bench-ws: build
 	@sh deps/install.sh deps/bench.txt

@@ -59,6 +59,7 @@
 #define SEND_HIGH_WATER (512u << 10) /* stop framing past this many queued bytes */
 #define READ_AHEAD_MAX  (256u << 10) /* file bytes read at once for DATA frames */
 #define SMALL_COPY      512          /* slice pieces up to this are copied, not referenced */
+#define SPARE_STREAMS   16           /* ended streams kept per connection for the next ones */
 
 enum { CH_MEM, CH_SLICE, CH_FILE };
 
@@ -139,10 +140,12 @@ struct h2_conn {
     h2_stream_t *waiting, *waiting_tail; /* complete requests waiting for the budget */
     h2_stream_t *drains;                 /* streams whose queue emptied: tell drain_cb */
     h2_stream_t *redeliver;              /* tunnels resumed with bytes kept */
-    uint64_t qmem;                       /* sum of the streams' qmem */
-    uint64_t body_bytes;                 /* request body bytes held */
-    uint64_t withheld;                   /* connection window not yet given back */
-    px_defer_t kick;                     /* flush from the loop (answers given later) */
+    h2_stream_t *spare;                  /* ended streams to reuse (lnext), nspare of them */
+    unsigned nspare;
+    uint64_t qmem;       /* sum of the streams' qmem */
+    uint64_t body_bytes; /* request body bytes held */
+    uint64_t withheld;   /* connection window not yet given back */
+    px_defer_t kick;     /* flush from the loop (answers given later) */
     bucket_t resets, settings, pings, empty_data;
     unsigned in_recv : 1;       /* inside nghttp2_session_mem_recv */
     unsigned in_flush : 1;      /* inside flush(): no recursion */
@@ -346,13 +349,26 @@ static void stream_timeout(px_timer_t *t);
 
 static h2_stream_t *stream_new(h2_conn_t *hc, int32_t id)
 {
-    h2_stream_t *st = px__calloc(1, sizeof *st);
-    if (!st)
-        return NULL;
+    /* A stream of this connection that ended lately, with its arena's block:
+     * a request costs no allocation of ours in the steady state. */
+    h2_stream_t *st = hc->spare;
+    px__arena_t arena;
+    if (st) {
+        hc->spare = st->lnext;
+        hc->nspare--;
+        arena = st->req.arena;
+        memset(st, 0, sizeof *st);
+    } else {
+        st = px__calloc(1, sizeof *st);
+        if (!st)
+            return NULL;
+        px__arena_init(&arena, 0);
+    }
     st->hc = hc;
     st->id = id;
     px__req_init(&st->req, &h2_ops, st, hc->http,
                  &hc->http->workers[px_worker_id(px_conn_worker(hc->c))]);
+    st->req.arena = arena;
     /* The head and small answers live here; the head is bounded by max_header_size. */
     st->q = st->qinl;
     st->qcap = 2;
@@ -432,6 +448,14 @@ static void stream_free(h2_stream_t *st)
     px_buf_dispose(&st->tin);
     if (st->q != st->qinl)
         px__free(st->q);
+    h2_conn_t *hc = st->hc;
+    if (hc && hc->nspare < SPARE_STREAMS) {
+        px__arena_reset(&st->req.arena);
+        st->lnext = hc->spare;
+        hc->spare = st;
+        hc->nspare++;
+        return;
+    }
     px__req_dispose(&st->req);
     px__free(st);
 }
@@ -538,9 +562,15 @@ static int h2_head(px_req_t *req, int status, const char *ctype, int64_t clen, c
     if (ctype)
         nv[n++] = NV("content-type", 12, ctype, strlen(ctype));
     if (clen >= 0) {
-        char *cl = sbuf + 4;
-        int k = snprintf(cl, 24, "%lld", (long long)clen);
-        nv[n++] = NV("content-length", 14, cl, (size_t)k);
+        char digits[24], *cl = sbuf + 4;
+        size_t nd = 0, k = 0;
+        uint64_t v = (uint64_t)clen;
+        do
+            digits[nd++] = (char)('0' + v % 10);
+        while ((v /= 10) != 0);
+        while (nd)
+            cl[k++] = digits[--nd];
+        nv[n++] = NV("content-length", 14, cl, k);
     }
     if (clen == PX__CLEN_STREAM && !st->tunnel)
         nv[n++] = NV("cache-control", 13, "no-cache", 8);
@@ -1681,6 +1711,12 @@ static void h2_on_close(px_conn_t *c)
         st->in_gone = 0;
         if (st->req.finished)
             stream_free(st);
+    }
+    while (hc->spare) {
+        h2_stream_t *st = hc->spare;
+        hc->spare = st->lnext;
+        px__req_dispose(&st->req);
+        px__free(st);
     }
     nghttp2_session_del(hc->sess);
     hc->sess = NULL;
