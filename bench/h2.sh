@@ -138,7 +138,7 @@ check_h2c() { # name: the body over h2c must be hello's, and the protocol HTTP/2
 tree_pids() { # pid -> pid and all its descendants
     local f line rest
     for f in /proc/[0-9]*/stat; do
-        read -r line <"$f" 2>/dev/null || continue
+        { read -r line <"$f"; } 2>/dev/null || continue # gone meanwhile
         rest=${line##*) }
         f=${f#/proc/}
         echo "${f%/stat} ${rest#* }"
