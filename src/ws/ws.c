@@ -241,13 +241,41 @@ static int slow_consumer(px_ws_t *ws)
     return -ENOBUFS;
 }
 
-static int send_raw(px_ws_t *ws, unsigned opcode, int rsv1, const void *data, size_t len)
+/* send_raw on an HTTP/2 stream (RFC 8441): the same, through the tunnel's ops. */
+static __attribute__((noinline)) int send_raw_tunnel(px_ws_t *ws, unsigned opcode, int rsv1,
+                                                     const void *data, size_t len)
 {
     if (ws->close_sent || bs_closing(ws))
         return -EPIPE;
     uint8_t hdr[PX_WS_MAX_HEADER];
     size_t hl = px__ws_encode_header(hdr, opcode, 1, rsv1, len, NULL);
     size_t pending = bs_pending(ws);
+    int over = 0;
+    if (pending + hl + len > px_server_opts(px_conn_server(ws->c))->output_cap) {
+        if (pending)
+            return slow_consumer(ws);
+        over = 1;
+    }
+    int r = over ? bs_write_nocap(ws, hdr, hl) : bs_write(ws, hdr, hl);
+    if (r == 0 && len)
+        r = over ? bs_write_nocap(ws, data, len) : bs_write(ws, data, len);
+    if (r == -ENOBUFS)
+        return slow_consumer(ws);
+    if (r == 0 && !px__ws_opcode_is_control(opcode))
+        px_metric_add(m_ws_out, 1);
+    return r;
+}
+
+/* The HTTP/1.1 path calls the connection directly: one test of ws->t, no more. */
+static int send_raw(px_ws_t *ws, unsigned opcode, int rsv1, const void *data, size_t len)
+{
+    if (PX_UNLIKELY(ws->t))
+        return send_raw_tunnel(ws, opcode, rsv1, data, len);
+    if (ws->close_sent || px_conn_is_closing(ws->c))
+        return -EPIPE;
+    uint8_t hdr[PX_WS_MAX_HEADER];
+    size_t hl = px__ws_encode_header(hdr, opcode, 1, rsv1, len, NULL);
+    size_t pending = px_conn_pending(ws->c);
     int over = 0;
     if (pending + hl + len > px_server_opts(px_conn_server(ws->c))->output_cap) {
         /* The budget bounds a backlog, not one message: a message bigger than the
@@ -257,9 +285,9 @@ static int send_raw(px_ws_t *ws, unsigned opcode, int rsv1, const void *data, si
             return slow_consumer(ws);
         over = 1;
     }
-    int r = over ? bs_write_nocap(ws, hdr, hl) : bs_write(ws, hdr, hl);
+    int r = over ? px_conn_write_nocap(ws->c, hdr, hl) : px_conn_write(ws->c, hdr, hl);
     if (r == 0 && len)
-        r = over ? bs_write_nocap(ws, data, len) : bs_write(ws, data, len);
+        r = over ? px_conn_write_nocap(ws->c, data, len) : px_conn_write(ws->c, data, len);
     if (r == -ENOBUFS)
         return slow_consumer(ws);
     if (r == 0 && !px__ws_opcode_is_control(opcode))
@@ -306,9 +334,16 @@ int px_ws_send_frame(px_ws_t *ws, px_slice_t *frame)
 {
     if (ws->close_sent || bs_closing(ws))
         return -EPIPE;
-    int r = bs_write_slice(ws, frame, 0, frame->len);
-    if (r == -ENOBUFS && bs_pending(ws) == 0)
-        r = bs_write_nocap(ws, frame->data, frame->len); /* as in send_raw */
+    int r;
+    if (PX_LIKELY(!ws->t)) { /* a broadcast's hot path: the connection directly */
+        r = px_conn_write_slice(ws->c, frame, 0, frame->len);
+        if (r == -ENOBUFS && px_conn_pending(ws->c) == 0)
+            r = px_conn_write_nocap(ws->c, frame->data, frame->len); /* as in send_raw */
+    } else {
+        r = bs_write_slice(ws, frame, 0, frame->len);
+        if (r == -ENOBUFS && bs_pending(ws) == 0)
+            r = bs_write_nocap(ws, frame->data, frame->len);
+    }
     if (r == -ENOBUFS)
         return slow_consumer(ws);
     if (r == 0)
@@ -457,7 +492,8 @@ static int inflate_frame(px_ws_t *ws, const px__ws_frame_t *f, const uint8_t *p,
 /* A complete data frame (payload unmasked, text checked unless compressed).
  * 0: done; 1: a compressed frame is not fully inflated yet (budget spent, call
  * again with the same frame); -1: failed. */
-static int on_data_frame(px_ws_t *ws, const px__ws_frame_t *f, uint8_t *p, budget_t *b)
+static inline __attribute__((always_inline)) int on_data_frame(px_ws_t *ws, const px__ws_frame_t *f,
+                                                               uint8_t *p, budget_t *b)
 {
     size_t len = (size_t)f->payload_len;
     size_t max = ws->opts->max_message;
