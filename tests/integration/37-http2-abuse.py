@@ -226,9 +226,12 @@ class Abuse(PxTestCase):
         grown = srv.rss_kb() - rss0
         # Far below what was asked (~350 MB); the growth is the hub's transient
         # buffers (answers built, then refused), which the allocator keeps.
-        factor = {None: 1, "address": 2, "thread": 8}[pxtest.SANITIZER]
-        self.assertLess(grown, 48 * 1024 * factor,
-                        "RSS grew by %d KiB for a client that reads nothing" % grown)
+        # (Not under ASan: its quarantine keeps up to 256 MiB of freed memory in
+        # RSS, here the hub's transient answers; the reset check below holds.)
+        if pxtest.SANITIZER != "address":
+            factor = 8 if pxtest.SANITIZER == "thread" else 1
+            self.assertLess(grown, 48 * 1024 * factor,
+                            "RSS grew by %d KiB for a client that reads nothing" % grown)
         # What bounds it: once the client holds the budget unread, the answers
         # from memory are not queued but their streams reset (RST_STREAM is not
         # flow-controlled, so the stalled client sees them now).
