@@ -179,7 +179,10 @@ static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp, px_tls
         px_listen_opts_t lo;
         px_listen_opts_init(&lo);
         lo.addr = cfg.listen[i];
-        lo.protocol = has_tls || forwarding ? chooser : NULL;
+        /* Named, not NULL: the server's default protocol is the first registered, a
+         * sniffer once a TLS listener exists, and a plain listener must not sniff
+         * (nor redirect to TLS with --tls-only). "http/1.1" is registered below. */
+        lo.protocol = has_tls || forwarding ? chooser : "http/1.1";
         lo.handshake_timeout_ms = cfg.tls_handshake_timeout_ms;
         int r = px_server_listen_opts(server, &lo);
         if (r) {
