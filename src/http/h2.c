@@ -159,9 +159,28 @@ struct h2_conn {
 static const px_protocol_t h2_protocol;
 static const px__req_ops_t h2_ops;
 
-static int m_streams = -1, m_rst_recv = -1, m_rst_sent = -1, m_goaway_no_error = -1,
-           m_goaway_protocol = -1, m_goaway_calm = -1, m_goaway_flow = -1,
-           m_goaway_compression = -1, m_goaway_other = -1, m_conns = -1;
+static int m_streams = -1, m_rst_recv = -1, m_rst_sent = -1, m_conns = -1;
+
+/* GOAWAY sent, one labelled metric per error code that has a reason of its own
+ * (RFC 9113 7: codes 0x0..0xd); any other code is counted as "other". */
+#define GOAWAY_CODES 14
+static const char *const goaway_reason[GOAWAY_CODES] = {
+    "no_error",
+    "protocol_error",
+    "internal_error",
+    "flow_control_error",
+    "settings_timeout",
+    "stream_closed",
+    "frame_size_error",
+    "refused_stream",
+    "cancel",
+    "compression_error",
+    "connect_error",
+    "enhance_your_calm",
+    "inadequate_security",
+    "http_1_1_required",
+};
+static int m_goaway[GOAWAY_CODES + 1]; /* [GOAWAY_CODES]: other; registered by px__h2_setup */
 
 static nghttp2_session_callbacks *callbacks; /* built once by px__h2_setup */
 static nghttp2_option *session_opts;
@@ -1437,13 +1456,7 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *u
         px_metric_add(m_rst_sent, 1);
     } else if (frame->hd.type == NGHTTP2_GOAWAY) {
         uint32_t e = frame->goaway.error_code;
-        px_metric_add(e == NGHTTP2_NO_ERROR             ? m_goaway_no_error
-                      : e == NGHTTP2_PROTOCOL_ERROR     ? m_goaway_protocol
-                      : e == NGHTTP2_ENHANCE_YOUR_CALM  ? m_goaway_calm
-                      : e == NGHTTP2_FLOW_CONTROL_ERROR ? m_goaway_flow
-                      : e == NGHTTP2_COMPRESSION_ERROR  ? m_goaway_compression
-                                                        : m_goaway_other,
-                      1);
+        px_metric_add(m_goaway[e < GOAWAY_CODES ? e : GOAWAY_CODES], 1);
     } else if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
                (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
         /* The answer is complete before the request (413, 408): stop the rest of
@@ -1775,19 +1788,13 @@ int px__h2_setup(px__http_t *h)
                                     "RST_STREAM frames received from clients", PX_METRIC_COUNTER);
     m_rst_sent = px_metric_register("plexus_http2_resets_sent_total", "RST_STREAM frames sent",
                                     PX_METRIC_COUNTER);
-    m_goaway_no_error =
-        px_metric_register("plexus_http2_goaway_no_error_total",
-                           "GOAWAY sent: NO_ERROR (shutdown, idle)", PX_METRIC_COUNTER);
-    m_goaway_protocol = px_metric_register("plexus_http2_goaway_protocol_error_total",
-                                           "GOAWAY sent: PROTOCOL_ERROR", PX_METRIC_COUNTER);
-    m_goaway_calm = px_metric_register("plexus_http2_goaway_enhance_your_calm_total",
-                                       "GOAWAY sent: ENHANCE_YOUR_CALM (abuse: resets, floods)",
-                                       PX_METRIC_COUNTER);
-    m_goaway_flow = px_metric_register("plexus_http2_goaway_flow_control_error_total",
-                                       "GOAWAY sent: FLOW_CONTROL_ERROR", PX_METRIC_COUNTER);
-    m_goaway_compression = px_metric_register("plexus_http2_goaway_compression_error_total",
-                                              "GOAWAY sent: COMPRESSION_ERROR", PX_METRIC_COUNTER);
-    m_goaway_other = px_metric_register("plexus_http2_goaway_other_total",
-                                        "GOAWAY sent with another error code", PX_METRIC_COUNTER);
+    for (unsigned i = 0; i <= GOAWAY_CODES; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "plexus_http2_goaway_sent_total{reason=\"%s\"}",
+                 i < GOAWAY_CODES ? goaway_reason[i] : "other");
+        m_goaway[i] =
+            px_metric_register(name, "GOAWAY frames sent, by error code (no_error: shutdown, idle)",
+                               PX_METRIC_COUNTER);
+    }
     return px_server_add_protocol(h->server, "h2", &h2_protocol, h2_accept, h);
 }

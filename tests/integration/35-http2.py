@@ -298,7 +298,7 @@ class Observability(Base):
         srv.wait_log(r'"GET /nope HTTP/2\.0" 404 ')
         m = hubclient.metrics(srv)
         self.assertGreaterEqual(m["plexus_http2_streams_total"], 2)
-        self.assertIn("plexus_http2_goaway_enhance_your_calm_total", m)
+        self.assertIn('plexus_http2_goaway_sent_total{reason="enhance_your_calm"}', m)
         self.assertIn("plexus_http2_resets_received_total", m)
 
     def test_host_from_authority(self):

@@ -51,7 +51,8 @@ class Abuse(PxTestCase):
         self.assertLess(used, scaled(limit), "server CPU %.2fs for the attack" % used)
 
     def calm(self, srv):
-        wait_for(lambda: hubclient.metric(srv, "plexus_http2_goaway_enhance_your_calm_total") >= 1,
+        calm = 'plexus_http2_goaway_sent_total{reason="enhance_your_calm"}'
+        wait_for(lambda: hubclient.metric(srv, calm) >= 1,
                  5, what="the ENHANCE_YOUR_CALM counter")
 
     def test_rapid_reset(self):
