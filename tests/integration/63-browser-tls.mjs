@@ -4,10 +4,11 @@
 // P-256) that Chromium accepts through --ignore-certificate-errors-spki-list
 // (the SHA-256 of the leaf's public key), so the page is a secure context.
 //
-//   - the page loads over https:// with HTTP/1.1 (ALPN), window.isSecureContext;
+//   - the page loads over https:// with HTTP/2 (ALPN h2), window.isSecureContext;
 //   - two pages join a room over wss:// (the SDK picks wss on an https page): a
 //     message typed in one appears in the other;
-//   - the SSE fallback over HTTPS (a page without WebSocket) receives it too;
+//   - the SSE fallback over HTTPS (a page without WebSocket) receives it too, its
+//     EventSource and requests on HTTP/2 (the server counts h2 streams);
 //   - the server's /metrics (over HTTPS) counts the TLS handshakes;
 //   - a page with a certificate Chromium does not accept (the SPKI list names
 //     another key) fails to load: the flag, not a general bypass, lets it in.
@@ -120,14 +121,14 @@ after(async () => {
 });
 
 describe('demo page over HTTPS', () => {
-  it('loads over https with HTTP/1.1 as a secure context', async () => {
+  it('loads over https with HTTP/2 as a secure context', async () => {
     const page = await openPage('ann');
     const nav = await page.evaluate(() => ({
       protocol: location.protocol,
       secure: window.isSecureContext,
       next: performance.getEntriesByType('navigation')[0].nextHopProtocol,
     }));
-    assert.deepEqual(nav, { protocol: 'https:', secure: true, next: 'http/1.1' });
+    assert.deepEqual(nav, { protocol: 'https:', secure: true, next: 'h2' });
     await page.screenshot({ path: path.join(OUT, 'ann.png') });
   });
 
@@ -147,6 +148,15 @@ describe('demo page over HTTPS', () => {
     // The WebSocket really is wss:// on the same port.
     const urls = await bob.evaluate(() => performance.getEntriesByType('resource').map((e) => e.name));
     assert.ok(urls.every((u) => !u.startsWith('http:')), `no plain http resource: ${urls}`);
+    // Carol's page, its scripts and its SSE fallback came over HTTP/2.
+    const carolNext = await carol.evaluate(() => [
+      performance.getEntriesByType('navigation')[0].nextHopProtocol,
+      ...performance.getEntriesByType('resource').map((e) => e.nextHopProtocol),
+    ]);
+    assert.ok(carolNext.length > 1 && carolNext.every((p) => p === 'h2'), `carol's protocols: ${carolNext}`);
+    const metrics = await carol.evaluate(async () => (await fetch('/metrics')).text());
+    const streams = /^plexus_http2_streams_total (\d+)/m.exec(metrics);
+    assert.ok(streams && Number(streams[1]) >= 6, `h2 streams in /metrics: ${streams && streams[1]}`);
     assert.deepEqual(pageErrors, []);
   });
 

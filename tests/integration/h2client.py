@@ -1,7 +1,8 @@
 """HTTP/2 clients for the integration tests (python3-h2, over raw sockets).
 
-* H2Client: one HTTP/2 connection (h2c with prior knowledge): requests, many
-  streams at once, SSE, and every event python3-h2 reports (resets, GOAWAY).
+* H2Client: one HTTP/2 connection (h2c with prior knowledge, or h2 over TLS
+  with `tls=` an ssl.SSLContext offering ALPN h2): requests, many streams at
+  once, SSE, and every event python3-h2 reports (resets, GOAWAY).
 * h2_request(): one request on a new connection, answered with the same
   pxtest.Response an HTTP/1.1 request gets (version "HTTP/2").
 * H2SseReader: hubclient.SseReader's interface over an h2 stream.
@@ -12,6 +13,7 @@ Not a test module (no NN- prefix).
 """
 
 import socket
+import ssl
 import time
 
 import h2.config
@@ -32,6 +34,23 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 STATS = {"requests": 0, "sse": 0}
 
 
+def h2_connect(addr, timeout, tls=None, sni="localhost"):
+    """A socket for HTTP/2: plain (h2c), or TLS from the ssl.SSLContext `tls`,
+    which must have negotiated h2 by ALPN."""
+    sock = pxtest.connect(addr, scaled(timeout))
+    if tls is None:
+        return sock
+    try:
+        sock = tls.wrap_socket(sock, server_hostname=sni)
+    except BaseException:
+        sock.close()
+        raise
+    if sock.selected_alpn_protocol() != "h2":
+        sock.close()
+        raise AssertionError("ALPN chose %r, not h2" % sock.selected_alpn_protocol())
+    return sock
+
+
 class H2Closed(Exception):
     """The server closed the connection (or sent GOAWAY) before the answer."""
 
@@ -39,9 +58,10 @@ class H2Closed(Exception):
 class H2Client:
     """One h2c connection. `events` collects every python3-h2 event received."""
 
-    def __init__(self, addr, timeout=5.0, settings=None, window=None):
+    def __init__(self, addr, timeout=5.0, settings=None, window=None, tls=None):
         self.timeout = timeout
-        self.sock = pxtest.connect(addr, scaled(timeout))
+        self.scheme = b"http" if tls is None else b"https"
+        self.sock = h2_connect(addr, timeout, tls)
         cfg = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self.conn = h2.connection.H2Connection(config=cfg)
         self.conn.initiate_connection()
@@ -89,7 +109,7 @@ class H2Client:
         self.sock.settimeout(left)
         try:
             data = self.sock.recv(65536)
-        except (ConnectionResetError, BrokenPipeError):
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError):
             data = b""
         if not data:
             self.closed = True
@@ -133,7 +153,7 @@ class H2Client:
               extra_pseudo=()):
         """Open a stream; the body (if any) is sent as the windows allow."""
         sid = self.conn.get_next_available_stream_id()
-        hdrs = [(b":method", _b(method)), (b":path", _b(path)), (b":scheme", b"http"),
+        hdrs = [(b":method", _b(method)), (b":path", _b(path)), (b":scheme", self.scheme),
                 (b":authority", _b(authority))] + [(_b(k), _b(v)) for k, v in extra_pseudo]
         hdrs += [(_b(k).lower(), _b(v)) for k, v in (headers.items() if isinstance(headers, dict)
                                                        else headers)]
@@ -199,12 +219,12 @@ def _response(st):
     return pxtest.Response("HTTP/2", status, "", out, bytes(st["data"]), b"")
 
 
-def h2_request(addr, method, path, headers=None, body=None, timeout=5.0):
-    """One request on a new h2c connection; returns a pxtest.Response."""
+def h2_request(addr, method, path, headers=None, body=None, timeout=5.0, tls=None):
+    """One request on a new h2c (or h2 over `tls`) connection; returns a pxtest.Response."""
     if isinstance(addr, str):
         raise ValueError("h2_request: TCP addresses only")
     STATS["requests"] += 1
-    with H2Client(addr, timeout) as c:
+    with H2Client(addr, timeout, tls=tls) as c:
         hdrs = [(k, v) for k, v in (headers or {}).items() if k.lower() not in
                 ("connection", "keep-alive", "transfer-encoding", "upgrade", "host")]
         return c.request(method, path, hdrs, body, timeout)
@@ -213,9 +233,9 @@ def h2_request(addr, method, path, headers=None, body=None, timeout=5.0):
 class H2SseReader:
     """hubclient.SseReader over an HTTP/2 stream (same attributes and methods)."""
 
-    def __init__(self, addr, path, headers=(), timeout=10.0):
+    def __init__(self, addr, path, headers=(), timeout=10.0, tls=None):
         STATS["sse"] += 1
-        self.client = H2Client(addr, timeout)
+        self.client = H2Client(addr, timeout, tls=tls)
         hl = [("accept", "text/event-stream")]
         for line in headers:
             k, _, v = line.partition(":")
@@ -304,9 +324,9 @@ INADEQUATE_SECURITY, HTTP_1_1_REQUIRED = 0xC, 0xD
 class RawH2:
     """Frames by hand: send anything, read frames back, expect exact errors."""
 
-    def __init__(self, addr, timeout=5.0, preface=True, settings=None):
+    def __init__(self, addr, timeout=5.0, preface=True, settings=None, tls=None):
         self.timeout = timeout
-        self.sock = pxtest.connect(addr, scaled(timeout))
+        self.sock = h2_connect(addr, timeout, tls)
         self.enc = hpack.Encoder()
         self.dec = hpack.Decoder()
         self.buf = b""
@@ -360,7 +380,7 @@ class RawH2:
             self.sock.settimeout(left)
             try:
                 b = self.sock.recv(65536)
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLEOFError):
                 b = b""
             if not b:
                 self.closed = True
@@ -480,8 +500,8 @@ class H2WsClient(wsraw.WsClient):
     `client` shares an existing H2Client (several WebSockets on one connection)."""
 
     def __init__(self, addr, path="/echo", extensions=None, headers=(), timeout=10.0,
-                 client=None, handshake=True):
-        self.h2 = client or H2Client(addr, timeout)
+                 client=None, handshake=True, tls=None):
+        self.h2 = client or H2Client(addr, timeout, tls=tls)
         self.own = client is None
         # wsraw.WsClient's state, without its socket (kept in step with its __init__).
         self.addr, self.path, self.timeout, self.sock = addr, path, scaled(timeout), None
