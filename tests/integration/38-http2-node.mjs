@@ -1,5 +1,6 @@
-// HTTP/2 interop with Node's own `http2` client (h2c with prior knowledge, as
-// http2.connect does for http:// URLs): many concurrent requests on one session,
+// HTTP/2 interop with Node's own `http2` client, twice: h2c with prior knowledge
+// (as http2.connect does for http:// URLs) and h2 over TLS (https:// URLs, ALPN h2,
+// a certificate made at test time): many concurrent requests on one session,
 // a request body, the hub's API, two SSE streams and an API call multiplexed on
 // one connection, a static file compared byte for byte, a cancelled SSE stream
 // (RST_STREAM CANCEL) after which the session goes on, and the server's
@@ -10,6 +11,7 @@ import http2 from 'node:http2';
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 
 import { outDir, PlexusServer, scaled, waitFor } from './plexus-server.mjs';
 
@@ -51,31 +53,55 @@ function sse(session, p) {
   return st;
 }
 
-describe('HTTP/2 with Node http2', { timeout: T }, () => {
+/** A self-signed ECDSA P-256 certificate for localhost (the client trusts it as its CA). */
+function makeCert() {
+  const crt = path.join(OUT, 'localhost.crt');
+  const key = path.join(OUT, 'localhost.key');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', key, '-out', crt, '-days', '7', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=DNS:localhost'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return { crt, key };
+}
+
+for (const mode of ['h2c', 'tls']) describe(`HTTP/2 with Node http2 (${mode})`, { timeout: T }, () => {
   let srv;
   let staticDir;
+  let cert;
+  const tlsArgs = () => (mode === 'tls' ? ['--tls', '--tls-cert', cert.crt, '--tls-key', cert.key] : []);
+  const urlOf = (s) => (mode === 'tls' ? `https://localhost:${s.port}` : s.url);
+  /** A session to `s`: h2c, or TLS that must have negotiated h2 by ALPN. */
+  const connect = (s = srv) => {
+    if (mode !== 'tls') return http2.connect(urlOf(s));
+    const session = http2.connect(urlOf(s), { ca: fs.readFileSync(cert.crt) });
+    session.on('connect', () => assert.equal(session.alpnProtocol, 'h2'));
+    return session;
+  };
   before(async () => {
     staticDir = path.join(OUT, 'www');
     fs.mkdirSync(staticDir, { recursive: true });
-    fs.writeFileSync(path.join(staticDir, 'blob.bin'), crypto.randomBytes(3 * 1024 * 1024 + 17));
-    srv = new PlexusServer({ dir: path.join(OUT, 'main'), args: ['--static', staticDir] });
+    if (!fs.existsSync(path.join(staticDir, 'blob.bin'))) {
+      fs.writeFileSync(path.join(staticDir, 'blob.bin'), crypto.randomBytes(3 * 1024 * 1024 + 17));
+    }
+    if (mode === 'tls') cert = makeCert();
+    srv = new PlexusServer({ dir: path.join(OUT, `main-${mode}`), args: ['--static', staticDir, ...tlsArgs()] });
     await srv.start();
   });
   after(async () => { if (srv) await srv.stopCleanly(); });
 
   it('answers 100 concurrent requests on one session', async () => {
-    const session = http2.connect(srv.url);
+    const session = connect();
     try {
       const all = await Promise.all(Array.from({ length: 100 }, () => request(session, { ':path': '/healthz' })));
       for (const r of all) {
         assert.equal(r.status, 200);
         assert.equal(r.body.toString(), '{"status":"ok"}');
       }
+      assert.equal(session.alpnProtocol, mode === 'tls' ? 'h2' : 'h2c');
     } finally { session.close(); }
   });
 
   it('serves a static file byte for byte, and a range', async () => {
-    const session = http2.connect(srv.url);
+    const session = connect();
     try {
       const want = fs.readFileSync(path.join(staticDir, 'blob.bin'));
       const r = await request(session, { ':path': '/blob.bin' });
@@ -89,7 +115,7 @@ describe('HTTP/2 with Node http2', { timeout: T }, () => {
   });
 
   it('publishes with a body and reads the history back', async () => {
-    const session = http2.connect(srv.url);
+    const session = connect();
     try {
       const pub = await request(session, { ':method': 'POST', ':path': '/api/channels/node/messages',
         'content-type': 'application/json' }, JSON.stringify({ n: 1 }));
@@ -101,7 +127,7 @@ describe('HTTP/2 with Node http2', { timeout: T }, () => {
   });
 
   it('multiplexes two SSE streams and API calls, and survives a cancelled stream', async () => {
-    const session = http2.connect(srv.url);
+    const session = connect();
     try {
       const a = sse(session, '/api/channels/mux/events');
       const b = sse(session, '/api/channels/mux/events');
@@ -125,9 +151,9 @@ describe('HTTP/2 with Node http2', { timeout: T }, () => {
   });
 
   it('sends GOAWAY on shutdown and the session ends', async () => {
-    const other = new PlexusServer({ dir: path.join(OUT, 'shutdown') });
+    const other = new PlexusServer({ dir: path.join(OUT, `shutdown-${mode}`), args: tlsArgs() });
     await other.start();
-    const session = http2.connect(other.url);
+    const session = connect(other);
     const goaway = new Promise((resolve) => session.on('goaway', (code) => resolve(code)));
     const closed = new Promise((resolve) => session.on('close', resolve));
     session.on('error', () => {});
