@@ -6,7 +6,8 @@
 //
 //   - the page loads over https:// with HTTP/2 (ALPN h2), window.isSecureContext;
 //   - two pages join a room over wss:// (the SDK picks wss on an https page): a
-//     message typed in one appears in the other;
+//     message typed in one appears in the other; their WebSockets run on the h2
+//     connection (RFC 8441 extended CONNECT, in the access log as "GET /ws HTTP/2.0");
 //   - the SSE fallback over HTTPS (a page without WebSocket) receives it too, its
 //     EventSource and requests on HTTP/2 (the server counts h2 streams);
 //   - the server's /metrics (over HTTPS) counts the TLS handshakes;
@@ -103,7 +104,7 @@ before(async () => {
   otherCert = makeCert('other');
   srv = new PlexusServer({
     dir: path.join(OUT, 'server'),
-    args: ['--tls', '--tls-cert', cert.crt, '--tls-key', cert.key],
+    args: ['--tls', '--tls-cert', cert.crt, '--tls-key', cert.key, '--access-log', 'text'],
   });
   await srv.start();
   base = `https://localhost:${srv.port}`;
@@ -157,6 +158,10 @@ describe('demo page over HTTPS', () => {
     const metrics = await carol.evaluate(async () => (await fetch('/metrics')).text());
     const streams = /^plexus_http2_streams_total (\d+)/m.exec(metrics);
     assert.ok(streams && Number(streams[1]) >= 6, `h2 streams in /metrics: ${streams && streams[1]}`);
+    // Chromium opened Ann's and Bob's WebSockets over HTTP/2 (extended CONNECT,
+    // logged as the GET it is routed as), not over a separate HTTP/1.1 connection.
+    const wsOverH2 = srv.logText.match(/"GET \/ws HTTP\/2\.0" 200 /g) || [];
+    assert.ok(wsOverH2.length >= 2, `WebSockets over h2 in the access log: ${wsOverH2.length}`);
     assert.deepEqual(pageErrors, []);
   });
 
