@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fuzz.h"
 #include "http/http_int.h"
 #include "net/net_int.h"
 #include "plexus/log.h"
@@ -134,11 +135,9 @@ static void setup(void)
     int fd = open(file_path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
     static char block[50000];
     memset(block, 'F', sizeof block);
-    if (fd >= 0) {
-        if (write(fd, block, sizeof block) != (ssize_t)sizeof block)
-            __builtin_trap();
-        close(fd);
-    }
+    CHECK(fd >= 0);
+    CHECK(write(fd, block, sizeof block) == (ssize_t)sizeof block);
+    close(fd);
     nw = &srv->nw[0];
     loop = px_worker_loop(px_workers_get(px_server_workers(srv), 0));
     px__netw_start(nw);
@@ -173,7 +172,6 @@ static void send_all(int peer, const uint8_t *p, size_t n)
     }
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!srv)
