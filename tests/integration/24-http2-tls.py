@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 
@@ -29,17 +28,10 @@ import hyperframe.frame as hf
 import hubclient
 import pxtest
 from h2client import (H2Client, H2SseReader, H2WsClient, RawH2, ENHANCE_YOUR_CALM,
-                      INADEQUATE_SECURITY, NO_ERROR)
+                      INADEQUATE_SECURITY, NO_ERROR, need)
 from pxtest import scaled, wait_for
 from tlsutil import Pki, TlsServerMixin, client_context, metrics, s_client
 from wsraw import OP_TEXT
-
-
-def need(cmd):
-    path = shutil.which(cmd)
-    if not path:
-        raise AssertionError("%s is missing (deps/debian.txt)" % cmd)
-    return path
 
 
 class H2TlsCase(pxtest.PxTestCase, TlsServerMixin):

@@ -20,7 +20,6 @@ finish, streams reset); idle timeout (GOAWAY NO_ERROR); the access log
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -30,16 +29,9 @@ import hyperframe.frame as hf
 import pxtest
 import hubclient
 from pxtest import PxTestCase, scaled, wait_for
-from h2client import H2Client, H2SseReader, H2WsClient, RawH2, h2_request, NO_ERROR
+from h2client import H2Client, H2SseReader, H2WsClient, RawH2, h2_request, NO_ERROR, need
 import wsraw
 from wsraw import OP_BINARY, OP_PING, OP_PONG, OP_TEXT
-
-
-def need(cmd):
-    path = shutil.which(cmd)
-    if not path:
-        raise AssertionError("%s is missing (deps/debian.txt)" % cmd)
-    return path
 
 
 class Base(PxTestCase):

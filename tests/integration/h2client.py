@@ -12,6 +12,7 @@
 Not a test module (no NN- prefix).
 """
 
+import shutil
 import socket
 import ssl
 import time
@@ -32,6 +33,14 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # What went over HTTP/2 through h2_request and H2SseReader (39-http2-rerun checks
 # that the re-run really used HTTP/2).
 STATS = {"requests": 0, "sse": 0}
+
+
+def need(cmd):
+    """The path of command `cmd` (a Debian package of deps/debian.txt), or fail."""
+    path = shutil.which(cmd)
+    if not path:
+        raise AssertionError("%s is missing (deps/debian.txt)" % cmd)
+    return path
 
 
 def h2_connect(addr, timeout, tls=None, sni="localhost"):
