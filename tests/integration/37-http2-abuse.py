@@ -274,7 +274,19 @@ class Abuse(PxTestCase):
             self.assertEqual(min(refused), 201)
             c.send(hf.PingFrame(0, opaque_data=b"stillok!"))
             c.expect(lambda f: isinstance(f, hf.PingFrame) and "ACK" in f.flags, "PING ACK")
+            # The 100 accepted streams are SSE subscribers of x.
+            self.wait_subscribers(srv, "x", 100)
         self.cpu_bound(srv, cpu, 2.0)
+        # Closed with the connection. (Waited for so that tearDown's SIGTERM does not
+        # race the unsubscribes still on their way to the hub: stopping the hub at that
+        # moment leaks them, a hub shutdown race of its own that this test is not about.)
+        self.wait_subscribers(srv, "x", 0)
+
+    def wait_subscribers(self, srv, ch, n):
+        def count():
+            st, body, _ = hubclient.api(srv, "GET", hubclient.chan_path(ch, "presence"))
+            return st == 200 and body["subscribers"] == n
+        wait_for(count, 10, what="%d subscribers of %s" % (n, ch))
 
     def test_incomplete_request_times_out(self):
         srv = self.start("--header-timeout", "500ms")
