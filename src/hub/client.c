@@ -283,6 +283,9 @@ px__hsub_t *px__hclient_subscribe(px__hclient_t *c, const char *name, size_t len
     r->format = (uint8_t)format;
     r->tag = s;
     r->presence = o->presence != 0;
+    r->want_list = o->want_list != 0;
+    r->want_last = o->want_last != 0;
+    r->presence_max = o->presence_max;
     if (o->has_since) {
         r->has_since = 1;
         r->since_offset = o->since_offset;

@@ -75,13 +75,32 @@ int px__hub_add_format(px_hub_t *h, const px__hformat_t *f)
     return (int)h->nformats++;
 }
 
+int px__hub_add_observer(px_hub_t *h, const px__hobserver_t *o)
+{
+    if (h->started)
+        return -EBUSY;
+    if (h->nobservers == PX__OBSERVERS_MAX)
+        return -ENOSPC;
+    h->observers[h->nobservers++] = o;
+    return 0;
+}
+
+static void observe_occupied(px_hub_t *h, const char *name, size_t len, int occupied)
+{
+    for (unsigned i = 0; i < h->nobservers; i++)
+        if (h->observers[i]->occupied)
+            h->observers[i]->occupied(h->observers[i]->ctx, (px_str_t){name, len}, occupied);
+}
+
 /* ---- messages ------------------------------------------------------------------------------ */
 
-px_hub_msg_t *px__hub_msg_new(px_str_t channel, px_str_t event, px_str_t data, uint64_t publisher)
+px_hub_msg_t *px__hub_msg_new_user(px_str_t channel, px_str_t event, px_str_t data,
+                                   uint64_t publisher, px_str_t user)
 {
-    if (channel.len > PX__CHANNEL_MAX || event.len > UINT16_MAX || data.len > UINT32_MAX)
+    if (channel.len > PX__CHANNEL_MAX || event.len > UINT16_MAX || data.len > UINT32_MAX ||
+        user.len > PX__USER_MAX)
         return NULL;
-    px_hub_msg_t *m = px__malloc(sizeof *m + channel.len + event.len + data.len + 3);
+    px_hub_msg_t *m = px__malloc(sizeof *m + channel.len + event.len + data.len + user.len + 4);
     if (!m)
         return NULL;
     memset(m, 0, sizeof *m);
@@ -89,20 +108,22 @@ px_hub_msg_t *px__hub_msg_new(px_str_t channel, px_str_t event, px_str_t data, u
     m->channel_len = (uint16_t)channel.len;
     m->event_len = (uint16_t)event.len;
     m->data_len = (uint32_t)data.len;
+    m->user_len = (uint16_t)user.len;
     m->publisher = publisher;
     char *p = m->bytes;
-    if (channel.len)
-        memcpy(p, channel.ptr, channel.len);
-    p[channel.len] = '\0';
-    p += channel.len + 1;
-    if (event.len)
-        memcpy(p, event.ptr, event.len);
-    p[event.len] = '\0';
-    p += event.len + 1;
-    if (data.len)
-        memcpy(p, data.ptr, data.len);
-    p[data.len] = '\0';
+    const px_str_t parts[4] = {channel, event, data, user};
+    for (int i = 0; i < 4; i++) {
+        if (parts[i].len)
+            memcpy(p, parts[i].ptr, parts[i].len);
+        p[parts[i].len] = '\0';
+        p += parts[i].len + 1;
+    }
     return m;
+}
+
+px_hub_msg_t *px__hub_msg_new(px_str_t channel, px_str_t event, px_str_t data, uint64_t publisher)
+{
+    return px__hub_msg_new_user(channel, event, data, publisher, (px_str_t){NULL, 0});
 }
 
 px_str_t px_hub_msg_channel(const px_hub_msg_t *m)
@@ -228,11 +249,32 @@ static void answer(px_hub_t *h, px__hreq_t *r)
 
 /* ---- channels ------------------------------------------------------------------------------- */
 
+/* Presence: one entry per listed subscription (client), in arrival order, found by client
+ * id, and grouped by user so that a user with several connections is one member. Every
+ * join and leave is O(1): two hash lookups and list links. */
+typedef struct user_ent user_ent_t;
+
 typedef struct presence_ent {
-    struct presence_ent *next;
-    px__presence_t who; /* user/info malloc'd */
+    px__hentry_t e;                     /* in pres->clients; key: who.client */
+    struct presence_ent *prev, *next;   /* the channel's entries, oldest first */
+    struct presence_ent *uprev, *unext; /* entries of the same user, oldest first */
+    user_ent_t *u;                      /* NULL: an entry without a user */
+    px__presence_t who;                 /* user/info malloc'd */
     unsigned worker;
 } presence_ent_t;
+
+struct user_ent {
+    px__hentry_t e; /* in pres->by_user; key: head->who.user (every entry's user is the same) */
+    presence_ent_t *head, *tail;
+    unsigned count;
+};
+
+typedef struct pres {
+    px__hashmap_t clients, by_user;
+    presence_ent_t *head, *tail;
+    unsigned count; /* entries */
+    unsigned users; /* distinct users; an entry without a user counts as one */
+} pres_t;
 
 typedef struct hchan {
     px__hentry_t e;
@@ -250,8 +292,7 @@ typedef struct hchan {
     unsigned *worker_subs;              /* subscriptions per worker: deliver where > 0 */
     px_hub_msg_t **ring;                /* recent messages, ring_cap (a power of two) slots */
     uint32_t ring_start, ring_count, ring_cap;
-    presence_ent_t *presence;
-    unsigned presence_count;
+    pres_t *pres; /* NULL while nobody is listed */
 } hchan_t;
 
 static hchan_t *chan_find(px_hub_t *h, const char *name, size_t len)
@@ -340,15 +381,159 @@ static void presence_free(presence_ent_t *p)
     px__free(p);
 }
 
+static void pres_free(pres_t *ps)
+{
+    if (!ps)
+        return;
+    for (presence_ent_t *p = ps->head, *next; p; p = next) {
+        next = p->next;
+        presence_free(p);
+    }
+    for (px__hentry_t *e = px__hashmap_next(&ps->by_user, NULL), *next; e; e = next) {
+        next = px__hashmap_next(&ps->by_user, e);
+        px__free(PX_CONTAINER_OF(e, user_ent_t, e));
+    }
+    px__hashmap_dispose(&ps->clients);
+    px__hashmap_dispose(&ps->by_user);
+    px__free(ps);
+}
+
+static unsigned pres_count(const hchan_t *c)
+{
+    return c->pres ? c->pres->count : 0;
+}
+
+static unsigned pres_users(const hchan_t *c)
+{
+    return c->pres ? c->pres->users : 0;
+}
+
+/* Is `user` listed in c's presence? */
+static int pres_has_user(const hchan_t *c, px_str_t user)
+{
+    return c->pres && user.len && px__hashmap_get(&c->pres->by_user, user.ptr, user.len) != NULL;
+}
+
+/* List `p` (its who is owned by it from now on). Returns 0 with *first (the user arrives), or
+ * -ENOMEM (p not listed, still the caller's). */
+static int pres_add(hchan_t *c, presence_ent_t *p, int *first)
+{
+    if (!c->pres) {
+        c->pres = px__calloc(1, sizeof *c->pres);
+        if (!c->pres)
+            return -ENOMEM;
+        px__hashmap_init(&c->pres->clients);
+        px__hashmap_init(&c->pres->by_user);
+    }
+    pres_t *ps = c->pres;
+    p->e.key = p->who.client;
+    p->e.key_len = strlen(p->who.client);
+    if (px__hashmap_get(&ps->clients, p->e.key, p->e.key_len))
+        return -EEXIST; /* a client is listed once per channel */
+    user_ent_t *u = NULL;
+    *first = 1;
+    if (p->who.user.len) {
+        px__hentry_t *e = px__hashmap_get(&ps->by_user, p->who.user.ptr, p->who.user.len);
+        if (e) {
+            u = PX_CONTAINER_OF(e, user_ent_t, e);
+            *first = 0;
+        } else {
+            u = px__calloc(1, sizeof *u);
+            if (!u)
+                return -ENOMEM;
+            u->e.key = p->who.user.ptr;
+            u->e.key_len = p->who.user.len;
+            if (px__hashmap_put(&ps->by_user, &u->e) != 0) {
+                px__free(u);
+                return -ENOMEM;
+            }
+        }
+    }
+    if (px__hashmap_put(&ps->clients, &p->e) != 0) {
+        if (u && !u->count) {
+            px__hashmap_del(&ps->by_user, &u->e);
+            px__free(u);
+        }
+        return -ENOMEM;
+    }
+    p->u = u;
+    if (u) {
+        p->uprev = u->tail;
+        p->unext = NULL;
+        if (u->tail)
+            u->tail->unext = p;
+        else
+            u->head = p;
+        u->tail = p;
+        u->count++;
+    }
+    p->prev = ps->tail;
+    p->next = NULL;
+    if (ps->tail)
+        ps->tail->next = p;
+    else
+        ps->head = p;
+    ps->tail = p;
+    ps->count++;
+    ps->users += *first;
+    return 0;
+}
+
+/* Unlist the entry of `client` and return it (the caller frees it), with *last (the user is
+ * gone); NULL if it is not listed. */
+static presence_ent_t *pres_remove(hchan_t *c, const char *client, int *last)
+{
+    pres_t *ps = c->pres;
+    if (!ps)
+        return NULL;
+    px__hentry_t *e = px__hashmap_get(&ps->clients, client, strlen(client));
+    if (!e)
+        return NULL;
+    presence_ent_t *p = PX_CONTAINER_OF(e, presence_ent_t, e);
+    px__hashmap_del(&ps->clients, &p->e);
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        ps->head = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    else
+        ps->tail = p->prev;
+    ps->count--;
+    *last = 1;
+    user_ent_t *u = p->u;
+    if (u) {
+        if (p->uprev)
+            p->uprev->unext = p->unext;
+        else
+            u->head = p->unext;
+        if (p->unext)
+            p->unext->uprev = p->uprev;
+        else
+            u->tail = p->uprev;
+        if (--u->count) {
+            *last = 0;
+            u->e.key = u->head->who.user.ptr; /* the same bytes: the hash does not change */
+        } else {
+            px__hashmap_del(&ps->by_user, &u->e);
+            px__free(u);
+        }
+        p->u = NULL;
+    }
+    ps->users -= *last;
+    if (!ps->count) {
+        pres_free(ps);
+        c->pres = NULL;
+    }
+    return p;
+}
+
 static void chan_free(hchan_t *c)
 {
     while (c->ring_count)
         ring_pop(c);
     px__free(c->ring);
-    for (presence_ent_t *p = c->presence, *next; p; p = next) {
-        next = p->next;
-        presence_free(p);
-    }
+    pres_free(c->pres);
     px__free(c->worker_subs);
     px__free(c);
 }
@@ -357,7 +542,7 @@ static void chan_free(hchan_t *c)
  * subscribed to would stay forever. It keeps its (fresh) epoch when it comes back. */
 static void chan_maybe_free(px_hub_t *h, hchan_t *c)
 {
-    if (c->total_subs || c->presence || c->last_offset || c->ring_count || c->burned)
+    if (c->total_subs || c->pres || c->last_offset || c->ring_count || c->burned)
         return;
     px__hashmap_del(&h->channels, &c->e);
     px_metric_add(px__m_channels, -1);
@@ -419,8 +604,14 @@ static void fan_out(px_hub_t *h, hchan_t *c, px_hub_msg_t *m)
     deliver_to_workers(h, c, &d, 0);
 }
 
-static void presence_event(px_hub_t *h, hchan_t *c, int op, const px__presence_t *who)
+static void presence_event(px_hub_t *h, hchan_t *c, int op, const px__presence_t *who,
+                           int user_edge)
 {
+    if (user_edge)
+        for (unsigned i = 0; i < h->nobservers; i++)
+            if (h->observers[i]->presence)
+                h->observers[i]->presence(h->observers[i]->ctx, (px_str_t){c->name, c->name_len},
+                                          op, who);
     if (!c->total_subs)
         return;
     size_t nl = c->name_len;
@@ -438,7 +629,11 @@ static void presence_event(px_hub_t *h, hchan_t *c, int op, const px__presence_t
         memcpy(d->bytes + nl, who->user.ptr, who->user.len);
     if (who->info.len)
         memcpy(d->bytes + nl + who->user.len, who->info.ptr, who->info.len);
-    d->ev = (px__presence_ev_t){.op = op, .channel = {d->bytes, nl}, .who = &d->who};
+    d->ev = (px__presence_ev_t){.op = op,
+                                .channel = {d->bytes, nl},
+                                .who = &d->who,
+                                .user_first = op == PX__JOIN && user_edge,
+                                .user_last = op == PX__LEAVE && user_edge};
     d->who.user.ptr = who->user.len ? d->bytes + nl : NULL;
     d->who.info.ptr = who->info.len ? d->bytes + nl + who->user.len : NULL;
     for (unsigned f = 0; f < h->nformats; f++)
@@ -697,6 +892,34 @@ static void add_gap(px_hub_t *h, px__hreq_t *r, hchan_t *c)
         r->frames[r->nframes++] = s;
 }
 
+/* Copy c's members into r->pres (in r's arena): every entry, or one per user (its earliest
+ * entry) with `by_user`. 0 or -ENOMEM. */
+static int fill_members(const hchan_t *c, px__hreq_t *r, int by_user)
+{
+    r->users = pres_users(c);
+    unsigned n = by_user ? pres_users(c) : pres_count(c);
+    if (!n)
+        return 0;
+    r->pres = px__arena_alloc(&r->arena, n * sizeof *r->pres);
+    if (!r->pres)
+        return -ENOMEM;
+    for (presence_ent_t *p = c->pres->head; p; p = p->next) {
+        if (by_user && p->u && p->u->head != p)
+            continue;
+        px__presence_t *o = &r->pres[r->npres++];
+        memcpy(o->client, p->who.client, sizeof o->client);
+        o->user = (px_str_t){
+            p->who.user.len ? px__arena_memdup(&r->arena, p->who.user.ptr, p->who.user.len) : NULL,
+            p->who.user.len};
+        o->info = (px_str_t){
+            p->who.info.len ? px__arena_memdup(&r->arena, p->who.info.ptr, p->who.info.len) : NULL,
+            p->who.info.len};
+        if ((o->user.len && !o->user.ptr) || (o->info.len && !o->info.ptr))
+            return -ENOMEM;
+    }
+    return 0;
+}
+
 static void do_subscribe(px_hub_t *h, px__hreq_t *r)
 {
     hchan_t *c = r->format < h->nformats ? chan_get(h, r->channel, r->channel_len) : NULL;
@@ -705,9 +928,19 @@ static void do_subscribe(px_hub_t *h, px__hreq_t *r)
         answer(h, r);
         return;
     }
+    /* A bound on members refuses a new user, never another connection of a listed one. */
+    if (r->in_presence && r->presence_max && pres_users(c) >= r->presence_max &&
+        !pres_has_user(c, r->who.user)) {
+        hreq_error(r, 403, "too_many_members", "the channel has its maximum of members");
+        chan_maybe_free(h, c);
+        answer(h, r);
+        return;
+    }
     c->worker_subs[r->worker]++;
-    if (c->total_subs++ == 0)
+    if (c->total_subs++ == 0) {
         px__broker_subscribe(h->broker, (px_str_t){c->name, c->name_len});
+        observe_occupied(h, c->name, c->name_len, 1);
+    }
     c->fmt_subs[r->format]++;
 
     /* Recovery: the epoch must match and history must still hold everything after `since`;
@@ -742,24 +975,39 @@ static void do_subscribe(px_hub_t *h, px__hreq_t *r)
     page_result(r, c, &col, since);
     snprintf(r->epoch, sizeof r->epoch, "%s", c->epoch);
     r->offset = c->last_offset;
+    if (r->want_last && !r->has_since && c->last_offset) {
+        /* The latest message, neutral (no frame): the origin replays it itself. */
+        collect_t last = {.h = h, .r = r, .format = -1, .limit = 1, .max_bytes = SIZE_MAX};
+        if (read_history(h, c, c->last_offset - 1, &last) < 0)
+            collect_reset(r);
+    }
 
     /* Presence: remember who, tell the others (after the answer is queued, so the
      * joiner's own join event follows its answer). */
     presence_ent_t *p = NULL;
+    int first = 0;
     if (r->in_presence) {
         p = px__calloc(1, sizeof *p);
         if (p) {
             p->who = r->who;
-            r->who.user = r->who.info = (px_str_t){NULL, 0};
             p->worker = r->worker;
-            p->next = c->presence;
-            c->presence = p;
-            c->presence_count++;
+            if (pres_add(c, p, &first) == 0) {
+                r->who.user = r->who.info = (px_str_t){NULL, 0};
+            } else {
+                px__free(p);
+                p = NULL;
+            }
         }
     }
+    if (r->want_list && fill_members(c, r, 1) != 0) {
+        /* The list cannot be sent: the subscription stands, its answer says why. */
+        r->npres = 0;
+        r->pres = NULL;
+    }
+    r->users = pres_users(c);
     answer(h, r);
     if (p)
-        presence_event(h, c, PX__JOIN, &p->who);
+        presence_event(h, c, PX__JOIN, &p->who, first);
 }
 
 /* The next catch-up page of a counted subscription. If history was trimmed past the
@@ -796,20 +1044,18 @@ static void do_unsubscribe(px_hub_t *h, px__hreq_t *r)
     if (c) {
         if (c->worker_subs[r->worker])
             c->worker_subs[r->worker]--;
-        if (c->total_subs && --c->total_subs == 0)
+        if (c->total_subs && --c->total_subs == 0) {
             px__broker_unsubscribe(h->broker, (px_str_t){c->name, c->name_len});
+            observe_occupied(h, c->name, c->name_len, 0);
+        }
         if (r->format < PX__FORMATS_MAX && c->fmt_subs[r->format])
             c->fmt_subs[r->format]--;
         if (r->in_presence) {
-            for (presence_ent_t **pp = &c->presence; *pp; pp = &(*pp)->next) {
-                presence_ent_t *p = *pp;
-                if (strcmp(p->who.client, r->who.client) == 0) {
-                    *pp = p->next;
-                    c->presence_count--;
-                    presence_event(h, c, PX__LEAVE, &p->who);
-                    presence_free(p);
-                    break;
-                }
+            int last = 0;
+            presence_ent_t *p = pres_remove(c, r->who.client, &last);
+            if (p) {
+                presence_event(h, c, PX__LEAVE, &p->who, last);
+                presence_free(p);
             }
         }
         chan_maybe_free(h, c);
@@ -846,30 +1092,8 @@ static void do_presence(px_hub_t *h, px__hreq_t *r)
 {
     hchan_t *c = chan_find(h, r->channel, r->channel_len);
     r->subscribers = c ? c->total_subs : 0;
-    if (c && c->presence_count) {
-        r->pres = px__arena_alloc(&r->arena, c->presence_count * sizeof *r->pres);
-        if (!r->pres) {
-            hreq_error(r, 503, "internal_error", "out of memory");
-            answer(h, r);
-            return;
-        }
-        for (presence_ent_t *p = c->presence; p; p = p->next) {
-            px__presence_t *o = &r->pres[r->npres++];
-            memcpy(o->client, p->who.client, sizeof o->client);
-            o->user = (px_str_t){p->who.user.len
-                                     ? px__arena_memdup(&r->arena, p->who.user.ptr, p->who.user.len)
-                                     : NULL,
-                                 p->who.user.len};
-            o->info = (px_str_t){p->who.info.len
-                                     ? px__arena_memdup(&r->arena, p->who.info.ptr, p->who.info.len)
-                                     : NULL,
-                                 p->who.info.len};
-            if ((o->user.len && !o->user.ptr) || (o->info.len && !o->info.ptr)) {
-                hreq_error(r, 503, "internal_error", "out of memory");
-                break;
-            }
-        }
-    }
+    if (c && fill_members(c, r, r->by_user) != 0)
+        hreq_error(r, 503, "internal_error", "out of memory");
     answer(h, r);
 }
 
@@ -897,7 +1121,8 @@ static void do_channels(px_hub_t *h, px__hreq_t *r)
         memcpy(o->epoch, c->epoch, sizeof o->epoch);
         o->offset = c->last_offset;
         o->subscribers = c->total_subs;
-        o->presence = c->presence_count;
+        o->presence = pres_count(c);
+        o->users = pres_users(c);
     }
     answer(h, r);
 }

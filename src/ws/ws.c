@@ -596,6 +596,8 @@ static void ws_on_timeout(px_conn_t *c)
 static void ws_on_shutdown(px_conn_t *c)
 {
     px_ws_t *ws = px_conn_state(c);
+    if (!ws->close_sent && ws->route->cb->on_shutdown)
+        ws->route->cb->on_shutdown(ws, ws->route->ud);
     if (!ws->close_sent)
         send_close(ws, PX_WS_CLOSE_GOING_AWAY, "server shutting down", 20);
     px_conn_close(c);
