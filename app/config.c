@@ -107,6 +107,12 @@ static const opt_t options[] = {
     {"max-inflight", T_UINT, O(max_inflight), "32", "N",
      "requests of one WebSocket connection waiting for an answer; over it: too_many_requests", NULL,
      "Hub", "1", "100000"},
+    {"pusher-app", T_LIST, O(pusher_app), NULL, "ID:KEY:SECRET",
+     "serve the Pusher protocol for this app (repeatable; options per app: --pusher-apps)", NULL,
+     "Pusher"},
+    {"pusher-apps", T_STR, O(pusher_apps), NULL, "JSON",
+     "Pusher apps with their options, a JSON array (in the config file: the array itself)", NULL,
+     "Pusher"},
     {"log-level", T_STR, O(log_level), "info", "LEVEL", "debug|info|warn|error",
      "debug|info|warn|error|off", "Logs"},
     {"log-format", T_STR, O(log_format), "text", "FORMAT",
@@ -213,6 +219,12 @@ static void check_relations(const px_config_t *cfg)
             (unsigned long long)cfg->max_payload, (unsigned long long)cfg->ws_max_message);
 }
 
+/* The count of a list option's array (every list holds PX_CONFIG_MAX_LISTEN). */
+static unsigned *list_count(px_config_t *cfg, const opt_t *o)
+{
+    return o->off == O(pusher_app) ? &cfg->npusher_app : &cfg->nlisten;
+}
+
 static void set_value(px_config_t *cfg, const opt_t *o, const char *val, const char *origin)
 {
     char *base = (char *)cfg + o->off;
@@ -238,9 +250,9 @@ static void set_value(px_config_t *cfg, const opt_t *o, const char *val, const c
         break;
     case T_LIST: {
         char **list = (char **)base;
-        unsigned *count = &cfg->nlisten; /* the only list option */
+        unsigned *count = list_count(cfg, o);
         if (*count == PX_CONFIG_MAX_LISTEN)
-            die("%s %s: at most %d addresses", origin, o->name, PX_CONFIG_MAX_LISTEN);
+            die("%s %s: at most %d values", origin, o->name, PX_CONFIG_MAX_LISTEN);
         list[(*count)++] = strdup(val);
         break;
     }
@@ -279,11 +291,18 @@ static void set_value(px_config_t *cfg, const opt_t *o, const char *val, const c
     }
 }
 
+static void clear_list_of(px_config_t *cfg, const opt_t *o)
+{
+    char **list = (char **)((char *)cfg + o->off);
+    unsigned *count = list_count(cfg, o);
+    for (unsigned i = 0; i < *count; i++)
+        free(list[i]);
+    *count = 0;
+}
+
 static void clear_list(px_config_t *cfg)
 {
-    for (unsigned i = 0; i < cfg->nlisten; i++)
-        free(cfg->listen[i]);
-    cfg->nlisten = 0;
+    clear_list_of(cfg, find("listen", 6));
 }
 
 static void usage(void)
@@ -331,7 +350,7 @@ static void load_file(px_config_t *cfg, const char *path)
     if (!text || fread(text, 1, len, f) != len)
         die("--config %s: cannot read", path);
     fclose(f);
-    enum { MAXTOK = 1024 };
+    enum { MAXTOK = 8192 };
     static px_json_tok_t toks[MAXTOK];
     px_json_doc_t doc;
     if (px_json_parse(&doc, text, len, toks, MAXTOK, 16) < 0) {
@@ -352,8 +371,17 @@ static void load_file(px_config_t *cfg, const char *path)
         int v = k + 1;
         char origin[300];
         snprintf(origin, sizeof origin, "--config %s: key", path);
+        if (strcmp(key, "pusher-apps") == 0 && toks[v].type == PX_JSON_ARRAY) {
+            /* Kept as JSON text: the Pusher front reads it (px_pusher_apps_add_json). */
+            px_str_t raw = px_json_raw(&doc, v);
+            free(cfg->pusher_apps);
+            cfg->pusher_apps = malloc(raw.len + 1);
+            memcpy(cfg->pusher_apps, raw.ptr, raw.len);
+            cfg->pusher_apps[raw.len] = '\0';
+            continue;
+        }
         if (o->type == T_LIST) {
-            clear_list(cfg);
+            clear_list_of(cfg, o);
             if (toks[v].type == PX_JSON_STRING) {
                 char val[1024];
                 if (px_json_unescape(&doc, v, val, sizeof val) < 0)
@@ -398,7 +426,7 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
     for (size_t i = 0; i < NOPTS; i++)
         if (options[i].def)
             set_value(cfg, &options[i], options[i].def, "default");
-    int listen_from_flags = 0;
+    int listen_from_flags = 0, apps_from_flags = 0;
 
     /* --help/--version and --config first: the file is the lowest user source. */
     const char *config = getenv("PLEXUS_CONFIG");
@@ -438,8 +466,8 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
         char origin[100];
         snprintf(origin, sizeof origin, "environment variable %s, option", env);
         if (o->type == T_LIST) {
-            /* Several addresses: comma- or space-separated. */
-            clear_list(cfg);
+            /* Several values: comma- or space-separated. */
+            clear_list_of(cfg, o);
             char *copy = strdup(val), *save = NULL;
             for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
                 set_value(cfg, o, t, origin);
@@ -471,10 +499,11 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
         }
         if (strcmp(o->name, "config") == 0)
             continue; /* loaded above */
-        if (o->type == T_LIST && !listen_from_flags) {
-            /* The first --listen flag replaces addresses from defaults, file or env. */
-            clear_list(cfg);
-            listen_from_flags = 1;
+        int *from_flags = o->off == O(pusher_app) ? &apps_from_flags : &listen_from_flags;
+        if (o->type == T_LIST && !*from_flags) {
+            /* The first flag of a list replaces values from defaults, file or env. */
+            clear_list_of(cfg, o);
+            *from_flags = 1;
         }
         char oname[80];
         snprintf(oname, sizeof oname, "--%s", o->name);
@@ -488,6 +517,7 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
 void px_config_free(px_config_t *cfg)
 {
     clear_list(cfg);
+    clear_list_of(cfg, find("pusher-app", 10));
     for (size_t i = 0; i < NOPTS; i++)
         if (options[i].type == T_STR) {
             char **p = (char **)((char *)cfg + options[i].off);

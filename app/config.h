@@ -51,6 +51,10 @@ typedef struct px_config {
     unsigned history_limit_max;
     unsigned subscribe_rate;
     unsigned max_inflight;
+    /* pusher */
+    char *pusher_app[PX_CONFIG_MAX_LISTEN]; /* "ID:KEY:SECRET" */
+    unsigned npusher_app;
+    char *pusher_apps; /* JSON: an array of app objects (docs/pusher.md) */
     /* meta */
     char *config_file;
 } px_config_t;

@@ -9,6 +9,7 @@
 #include "plexus/hub.h"
 #include "plexus/metrics.h"
 #include "plexus/native.h"
+#include "plexus/pusher.h"
 #include "plexus/ws.h"
 #include "plexus/log.h"
 #include "plexus/net.h"
@@ -133,6 +134,35 @@ static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp)
         px_route(server, "GET", "/metrics", metrics, server) != 0) {
         fprintf(stderr, "plexus: out of memory\n");
         return 1;
+    }
+    if (cfg.npusher_app || cfg.pusher_apps) {
+        px_pusher_apps_t *apps = px_pusher_apps_new();
+        char perr[400] = "";
+        int pr = cfg.pusher_apps
+                     ? px_pusher_apps_add_json(apps, cfg.pusher_apps, strlen(cfg.pusher_apps), perr,
+                                               sizeof perr)
+                     : 0;
+        if (pr) {
+            fprintf(stderr, "plexus: pusher-apps: %s\n", perr);
+            px_pusher_apps_free(apps);
+            return 2;
+        }
+        for (unsigned i = 0; i < cfg.npusher_app; i++) {
+            if (px_pusher_apps_add_flag(apps, cfg.pusher_app[i], perr, sizeof perr) != 0) {
+                fprintf(stderr, "plexus: --pusher-app %s\n", perr);
+                px_pusher_apps_free(apps);
+                return 2;
+            }
+        }
+        size_t napps = px_pusher_apps_count(apps);
+        pr = px_pusher_routes(server, hub, px_pusher_apps_get(apps), napps);
+        px_pusher_apps_free(apps);
+        if (pr) {
+            fprintf(stderr, "plexus: Pusher apps: %s\n",
+                    pr == -EINVAL ? "invalid (see the log line above)" : px_strerror(pr));
+            return pr == -EINVAL ? 2 : 1;
+        }
+        px_log(PX_LOG_INFO, "Pusher protocol: %zu app(s) at /app/{key} and /apps/{id}/", napps);
     }
     if (cfg.allow_anonymous)
         px_log(PX_LOG_WARN,

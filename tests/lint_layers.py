@@ -53,7 +53,7 @@ net    net.h
 http   http.h fetch.h
 ws     ws.h
 hub    hub.h
-front  native.h
+front  native.h pusher.h
 """
 
 # Programs built on the library: public headers and their own folder only.

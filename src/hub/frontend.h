@@ -191,8 +191,8 @@ struct px__hreq {
     unsigned more : 1;        /* answer (history): cut at max_bytes, messages left */
     unsigned truncated : 1;   /* answer (history): messages after `since` are missing */
     unsigned want_list : 1;   /* subscribe: the answer lists the members (pres, one per user) */
-    unsigned want_last : 1;   /* subscribe: the answer carries the latest message in msgs */
-    unsigned by_user : 1;     /* presence: one entry per user (the earliest listed) */
+    unsigned want_last : 1; /* subscribe, presence: the answer carries the latest message (msgs) */
+    unsigned by_user : 1;   /* presence: one entry per user (the earliest listed) */
 
     size_t channel_len;
     char channel[PX__CHANNEL_MAX + 1];

@@ -1094,6 +1094,13 @@ static void do_presence(px_hub_t *h, px__hreq_t *r)
     r->subscribers = c ? c->total_subs : 0;
     if (c && fill_members(c, r, r->by_user) != 0)
         hreq_error(r, 503, "internal_error", "out of memory");
+    if (c && r->want_last && c->last_offset) {
+        collect_t last = {.h = h, .r = r, .format = -1, .limit = 1, .max_bytes = SIZE_MAX};
+        if (read_history(h, c, c->last_offset - 1, &last) < 0)
+            collect_reset(r);
+    }
+    if (c)
+        r->offset = c->last_offset;
     answer(h, r);
 }
 
