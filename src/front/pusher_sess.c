@@ -137,6 +137,13 @@ static void send_event(psess_t *ps, const char *event, px_str_t channel, const c
 
 static void arm(psess_t *ps);
 
+/* How long a pusher:ping waits for its pong: the activity timeout, at most 30 s. */
+static uint64_t pong_ms(const psess_t *ps)
+{
+    uint64_t a = (uint64_t)ps->app->o.activity_timeout_s * 1000;
+    return a < PUSHER_PONG_TIMEOUT_MS ? a : PUSHER_PONG_TIMEOUT_MS;
+}
+
 static void on_timer(px_timer_t *t)
 {
     psess_t *ps = t->data;
@@ -148,10 +155,8 @@ static void on_timer(px_timer_t *t)
         return;
     }
     uint64_t act = (uint64_t)ps->app->o.activity_timeout_s * 1000;
-    if (ps->ping_sent) {
-        if (ps->last_in > ps->ping_at) {
-            ps->ping_sent = 0; /* it answered (or said something) */
-        } else if (now >= ps->ping_at + PUSHER_PONG_TIMEOUT_MS) {
+    if (ps->ping_sent) { /* cleared by any message from the client */
+        if (now >= ps->ping_at + pong_ms(ps)) {
             if (ps->kind == PS_XHR && !px__pusher_xhr_attached(ps->xs))
                 px__pusher_sess_fail(ps, 4202, "Closed after inactivity");
             else
@@ -170,7 +175,7 @@ static void on_timer(px_timer_t *t)
 static void arm(psess_t *ps)
 {
     uint64_t now = px_now_ms();
-    uint64_t at = ps->ping_sent ? ps->ping_at + PUSHER_PONG_TIMEOUT_MS
+    uint64_t at = ps->ping_sent ? ps->ping_at + pong_ms(ps)
                                 : ps->last_in + (uint64_t)ps->app->o.activity_timeout_s * 1000;
     if (ps->signin_deadline && !ps->user && ps->signin_deadline < at)
         at = ps->signin_deadline;
@@ -635,6 +640,7 @@ void px__pusher_sess_input(psess_t *ps, const char *data, size_t len)
     if (ps->closing)
         return;
     ps->last_in = px_now_ms();
+    ps->ping_sent = 0; /* any message answers our ping */
     char *scratch = px__pusher_scratch(ps->p, 2 * len + 16);
     if (!scratch) {
         px__pusher_sess_error(ps, 0, "out of memory");
