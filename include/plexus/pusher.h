@@ -65,6 +65,7 @@ typedef struct px_pusher_app {
     const char *channel_prefix;
     const px_pusher_webhook_t *webhooks;
     size_t nwebhooks;
+    unsigned webhook_queue_max; /**< events queued per webhook; the oldest go first (10000) */
 } px_pusher_app_t;
 
 PX_EXTERN void px_pusher_app_init(px_pusher_app_t *a);

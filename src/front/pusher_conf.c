@@ -26,6 +26,7 @@ void px_pusher_app_init(px_pusher_app_t *a)
     a->max_event_name_length = 200;
     a->max_channels_per_connection = 100;
     a->cache_ttl_ms = 30 * 60 * 1000;
+    a->webhook_queue_max = 10000;
 }
 
 /* ---- a list of apps that owns its strings ------------------------------------------------ */
@@ -405,6 +406,8 @@ static int j_app(jctx_t *x, int obj, app_store_t *a)
             r = j_uint(x, v, &p->max_channel_name_length, 1, 200);
         else if (strcmp(key, "max-event-name-length") == 0)
             r = j_uint(x, v, &p->max_event_name_length, 1, 200);
+        else if (strcmp(key, "webhook-queue-max") == 0)
+            r = j_uint(x, v, &p->webhook_queue_max, 1, 10000000);
         else if (strcmp(key, "max-channels-per-connection") == 0)
             r = j_uint(x, v, &p->max_channels_per_connection, 1, 100000);
         else if (strcmp(key, "allowed-origins") == 0) {
@@ -563,7 +566,8 @@ int px__pusher_app_copy(papp_t *dst, const px_pusher_app_t *src, unsigned index,
     }
     if (!o->max_channel_name_length || o->max_channel_name_length > 200 ||
         !o->max_event_name_length || o->max_event_name_length > 200 || !o->max_event_channels ||
-        !o->max_event_batch || !o->activity_timeout_s || !o->max_channels_per_connection)
+        !o->max_event_batch || !o->activity_timeout_s || !o->max_channels_per_connection ||
+        !o->webhook_queue_max)
         return err_set(err, errlen, "Pusher app %s: a limit is out of range", o->id);
     return 0;
 }

@@ -16,7 +16,6 @@
 #define DEBOUNCE_MS     3000
 #define BATCH_DELAY_MS  50
 #define BATCH_MAX       100    /* events per POST */
-#define QUEUE_MAX       10000  /* events queued per webhook */
 #define RETRY_FOR_MS    300000 /* 5 minutes */
 #define RETRY_FIRST_MS  1000
 #define RETRY_MAX_MS    60000
@@ -201,7 +200,7 @@ static void batch_up(htarget_t *t)
         t->ev_tail = NULL;
     /* Over the bound: drop the oldest batches that are not in flight. */
     size_t dropped = 0;
-    while (t->queued > QUEUE_MAX && t->q_head) {
+    while (t->queued > t->app->o.webhook_queue_max && t->q_head) {
         hbatch_t *victim = t->q_head;
         if (t->in_flight || px_timer_active(&t->retry)) {
             victim = t->q_head->next; /* the head is being sent: drop the next */
@@ -222,8 +221,8 @@ static void batch_up(htarget_t *t)
         px_metric_add(m_dropped, (int64_t)dropped);
         px_log(PX_LOG_WARN,
                "pusher app %s: webhook %s is not keeping up: %zu oldest event(s) dropped "
-               "(queue bound %d)",
-               t->app->o.id, t->w->url, dropped, QUEUE_MAX);
+               "(queue bound %u)",
+               t->app->o.id, t->w->url, dropped, t->app->o.webhook_queue_max);
     }
     pump(t);
 }

@@ -314,13 +314,16 @@ static int parse_event(px_req_t *req, papp_t *app, const px_json_doc_t *doc, int
         px_respond_error(req, 400, "bad_request", "duplicate \"%s\"", keys[dup]);
         return -1;
     }
-    if (v[K_NAME] < 0 || doc->toks[v[K_NAME]].type != PX_JSON_STRING ||
-        (doc->toks[v[K_NAME]].flags & PX_JSON_F_ESCAPED)) {
-        px_respond_error(req, 400, "bad_request", "\"name\" must be a string (the event name)");
+    char *nb = px_req_alloc(req, PX__PUSHER_NAME_MAX + 1);
+    int nl =
+        v[K_NAME] >= 0 && nb ? px_json_unescape(doc, v[K_NAME], nb, PX__PUSHER_NAME_MAX + 1) : -1;
+    if (nl < 0 || (size_t)nl != strlen(nb)) {
+        px_respond_error(req, 400, "bad_request",
+                         "\"name\" must be a string of at most %u characters (the event name)",
+                         o->max_event_name_length);
         return -1;
     }
-    const px_json_tok_t *nt = &doc->toks[v[K_NAME]];
-    *name = (px_str_t){doc->src + nt->start, nt->end - nt->start};
+    *name = (px_str_t){nb, (size_t)nl};
     if (!name->len || name->len > o->max_event_name_length ||
         (name->len >= 7 && memcmp(name->ptr, "pusher:", 7) == 0) ||
         (name->len >= 16 && memcmp(name->ptr, "pusher_internal:", 16) == 0)) {
@@ -383,11 +386,13 @@ static int parse_event(px_req_t *req, papp_t *app, const px_json_doc_t *doc, int
     for (size_t i = 0; i < n; i++) {
         const px_json_tok_t *t = &doc->toks[ctoks[i]];
         pitem_t *it = &j->items[first + i];
-        px_str_t cn = {doc->src + t->start, t->end - t->start};
-        if (t->type != PX_JSON_STRING || (t->flags & PX_JSON_F_ESCAPED)) {
-            px_respond_error(req, 400, "invalid_channel", "channel names are plain strings");
+        char cb[PX__PUSHER_NAME_MAX + 1];
+        int cl = t->type == PX_JSON_STRING ? px_json_unescape(doc, ctoks[i], cb, sizeof cb) : -1;
+        if (cl < 0) {
+            px_respond_error(req, 400, "invalid_channel", "channel names are short strings");
             return -1;
         }
+        px_str_t cn = {cb, (size_t)cl};
         it->hub_len = api_channel(req, app, cn, it->hub);
         if (!it->hub_len)
             return -1;

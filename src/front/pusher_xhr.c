@@ -571,12 +571,28 @@ static void xhr_send(px_req_t *req, void *ud)
 
 /* ---- set-up, shutdown ------------------------------------------------------------------------ */
 
+/* Graceful shutdown on `worker`: its sessions close with 4200, and so does every receive
+ * request it holds, now (its connections are closed right after this: a wake-up message
+ * would come too late), whichever worker owns the session. */
 void px__pusher_xhr_drain(px__pusher_t *p, unsigned worker)
 {
     for (psess_t *ps = p->locals[worker].sessions, *next; ps; ps = next) {
         next = ps->next;
         if (ps->kind == PS_XHR)
             px__pusher_sess_fail(ps, 4200, "Server shutting down");
+    }
+    static const char bye[] = "c[4200,\"Server shutting down\"]\n";
+    while (p->locals[worker].recvs) {
+        xrecv_t *r = p->locals[worker].recvs;
+        recv_pump(r); /* what is queued (the close line, for our own sessions) */
+        if (p->locals[worker].recvs != r)
+            continue; /* it ended */
+        xsess_t *xs = r->xs;
+        pthread_mutex_lock(&xs->mu);
+        if (xs->rgen == r->gen)
+            xs->rkind = 0;
+        pthread_mutex_unlock(&xs->mu);
+        recv_end(r, bye, sizeof bye - 1);
     }
 }
 
