@@ -46,11 +46,18 @@ export function sdk(srv, app = APP, extra = {}) {
 /**
  * An auth server like a Laravel app's: POST /auth signs channel subscriptions (presence:
  * the user from the X-User header, user_info {name}), POST /user-auth signs sign-ins (the
- * user and its watchlist from X-User / X-Watch). Returns {url, close, requests}.
+ * user and its watchlist from X-User / X-Watch), and GET serves `files` ({path: {type, body}}:
+ * a test page). Returns {url, close, requests}.
  */
-export async function startAuthServer(server) {
+export async function startAuthServer(server, files = {}) {
   const requests = [];
   const srv = http.createServer((req, res) => {
+    const file = req.method === 'GET' && files[req.url.split('?')[0]];
+    if (file) {
+      res.writeHead(200, { 'content-type': file.type });
+      res.end(file.body);
+      return;
+    }
     let body = '';
     req.on('data', (c) => (body += c));
     req.on('end', () => {
@@ -64,6 +71,11 @@ export async function startAuthServer(server) {
       };
       if (req.method === 'OPTIONS') {
         res.writeHead(204, cors);
+        res.end();
+        return;
+      }
+      if (req.method !== 'POST') {
+        res.writeHead(404, cors);
         res.end();
         return;
       }
