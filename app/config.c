@@ -371,7 +371,8 @@ static void load_file(px_config_t *cfg, const char *path)
         int v = k + 1;
         char origin[300];
         snprintf(origin, sizeof origin, "--config %s: key", path);
-        if (strcmp(key, "pusher-apps") == 0 && toks[v].type == PX_JSON_ARRAY) {
+        if (strcmp(key, "pusher-apps") == 0 &&
+            (toks[v].type == PX_JSON_ARRAY || toks[v].type == PX_JSON_OBJECT)) {
             /* Kept as JSON text: the Pusher front reads it (px_pusher_apps_add_json). */
             px_str_t raw = px_json_raw(&doc, v);
             free(cfg->pusher_apps);

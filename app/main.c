@@ -155,12 +155,16 @@ static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp)
             }
         }
         size_t napps = px_pusher_apps_count(apps);
+        if (px_pusher_apps_validate(px_pusher_apps_get(apps), napps, perr, sizeof perr) != 0) {
+            fprintf(stderr, "plexus: pusher apps: %s\n", perr);
+            px_pusher_apps_free(apps);
+            return 2;
+        }
         pr = px_pusher_routes(server, hub, px_pusher_apps_get(apps), napps);
         px_pusher_apps_free(apps);
         if (pr) {
-            fprintf(stderr, "plexus: Pusher apps: %s\n",
-                    pr == -EINVAL ? "invalid (see the log line above)" : px_strerror(pr));
-            return pr == -EINVAL ? 2 : 1;
+            fprintf(stderr, "plexus: cannot serve the Pusher protocol: %s\n", px_strerror(pr));
+            return 1;
         }
         px_log(PX_LOG_INFO, "Pusher protocol: %zu app(s) at /app/{key} and /apps/{id}/", napps);
     }

@@ -85,6 +85,11 @@ PX_EXTERN int px_pusher_apps_add_json(px_pusher_apps_t *l, const char *json, siz
 PX_EXTERN size_t px_pusher_apps_count(const px_pusher_apps_t *l);
 PX_EXTERN const px_pusher_app_t *px_pusher_apps_get(const px_pusher_apps_t *l);
 
+/** Check apps as px_pusher_routes would: 0, or -EINVAL with `err` naming the app and the
+ * problem (a missing field, a bad prefix or webhook URL, two apps with the same id, key or
+ * prefix). */
+PX_EXTERN int px_pusher_apps_validate(const px_pusher_app_t *apps, size_t napps, char *err,
+                                      size_t errlen);
 /** Add the Pusher routes for `apps` (copied) to `s` and `hub`. Call before px_hub_start (it
  * registers the protocol's wire format and observers with the hub). 0, -EINVAL with a log
  * line (no app, a duplicate id or key, a bad prefix or webhook URL), -ENOMEM. */

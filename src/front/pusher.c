@@ -266,6 +266,36 @@ static void pusher_free(void *ptr)
     px__free(p);
 }
 
+int px_pusher_apps_validate(const px_pusher_app_t *apps, size_t napps, char *err, size_t errlen)
+{
+    if (!napps) {
+        snprintf(err, errlen, "no Pusher app");
+        return -EINVAL;
+    }
+    papp_t *v = px__xcalloc(napps, sizeof *v);
+    int r = 0;
+    size_t done = 0;
+    for (size_t i = 0; i < napps && !r; i++, done++) {
+        r = px__pusher_app_copy(&v[i], &apps[i], (unsigned)i, err, errlen);
+        for (size_t j = 0; j < i && !r; j++) {
+            const px_pusher_app_t *a = &v[i].o, *b = &v[j].o;
+            const char *what = strcmp(a->id, b->id) == 0     ? "id"
+                               : strcmp(a->key, b->key) == 0 ? "key"
+                               : strcmp(a->channel_prefix, b->channel_prefix) == 0
+                                   ? "channel-prefix"
+                                   : NULL;
+            if (what) {
+                snprintf(err, errlen, "Pusher apps %s and %s have the same %s", b->id, a->id, what);
+                r = -EINVAL;
+            }
+        }
+    }
+    for (size_t i = 0; i < done; i++)
+        px__pusher_app_dispose(&v[i]);
+    px__free(v);
+    return r;
+}
+
 int px_pusher_routes(px_server_t *s, px_hub_t *hub, const px_pusher_app_t *apps, size_t napps)
 {
     static char key;
@@ -289,27 +319,15 @@ int px_pusher_routes(px_server_t *s, px_hub_t *hub, const px_pusher_app_t *apps,
         return r;
     }
     char err[256];
+    if (px_pusher_apps_validate(apps, napps, err, sizeof err) != 0) {
+        px_log(PX_LOG_ERROR, "%s", err);
+        p->napps = 0;
+        return -EINVAL;
+    }
     for (size_t i = 0; i < napps; i++) {
-        if (px__pusher_app_copy(&p->apps[i], &apps[i], (unsigned)i, err, sizeof err) != 0) {
-            px_log(PX_LOG_ERROR, "%s", err);
-            p->napps = i + 1;
-            return -EINVAL;
-        }
+        px__pusher_app_copy(&p->apps[i], &apps[i], (unsigned)i, err, sizeof err);
         atomic_init(&p->apps[i].nconns, 0);
         p->hook_events |= p->apps[i].hook_events;
-        for (size_t j = 0; j < i; j++) {
-            papp_t *a = &p->apps[i], *b = &p->apps[j];
-            const char *what = strcmp(a->o.id, b->o.id) == 0     ? "id"
-                               : strcmp(a->o.key, b->o.key) == 0 ? "key"
-                               : strcmp(a->o.channel_prefix, b->o.channel_prefix) == 0
-                                   ? "channel-prefix"
-                                   : NULL;
-            if (what) {
-                px_log(PX_LOG_ERROR, "Pusher apps %s and %s have the same %s", b->o.id, a->o.id,
-                       what);
-                return -EINVAL;
-            }
-        }
     }
     uint32_t hi = 0;
     px_random(&hi, sizeof hi);
