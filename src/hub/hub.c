@@ -673,7 +673,8 @@ static void commit_batch(px_defer_t *d)
                 (px__store_msg_t){.channel = {c->name, c->name_len},
                                   .offset = c->burned > c->last_offset ? c->burned + c->batch_n : 0,
                                   .time_ms = now,
-                                  .data = px_hub_msg_data(r->m)};
+                                  .data = px_hub_msg_data(r->m),
+                                  .event = px_hub_msg_event(r->m)};
         }
     }
     uint64_t t0 = px_now_ns();
@@ -799,7 +800,7 @@ static int store_row(void *ud, const px__store_msg_t *sm)
 {
     row_ctx_t *x = ud;
     px_hub_msg_t *m =
-        px__hub_msg_new((px_str_t){x->c->name, x->c->name_len}, (px_str_t){"", 0}, sm->data, 0);
+        px__hub_msg_new((px_str_t){x->c->name, x->c->name_len}, sm->event, sm->data, 0);
     if (!m)
         return -ENOMEM;
     m->offset = sm->offset;
