@@ -442,6 +442,7 @@ describe('pusher-js and the pusher SDK against plexus', () => {
     const { ch } = await subscribed(c, 'after-restart');
     const got = collect(ch, 'back');
     const codes = closeCodes(c);
+    await server.trigger('cache-survives', 'kept', { v: 1 });
     const t0 = Date.now();
     const restarted = srv.restart();
     const closed = await r.closed;
@@ -454,6 +455,11 @@ describe('pusher-js and the pusher SDK against plexus', () => {
     await waitFor(() => ch.subscribed, 5000, 'resubscribed');
     await server.trigger('after-restart', 'back', { ok: true });
     await waitFor(() => got.length === 1, 5000, 'an event after the restart');
+    // A cache channel's event comes back from the store with its name and its data.
+    const late = track(client(srv));
+    const kept = await once(late.subscribe('cache-survives'), 'kept', 5000, 'the cached event after a restart');
+    assert.deepEqual(kept, { v: 1 });
+    late.disconnect();
     c.disconnect();
   });
 });
