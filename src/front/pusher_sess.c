@@ -406,7 +406,7 @@ static void do_subscribe(psess_t *ps, const px__pmsg_t *m)
         return; /* already subscribed */
     }
     if (client_channels(ps) >= o->max_channels_per_connection) {
-        sub_error(ps, ch, "LimitReached", 4004, "at most %u channels per connection",
+        sub_error(ps, ch, "LimitReached", 403, "at most %u channels per connection",
                   o->max_channels_per_connection);
         return;
     }
