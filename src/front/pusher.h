@@ -56,17 +56,18 @@ void px__pusher_bucket_init(pbucket_t *b, unsigned rate);
 
 enum { PS_WS = 1, PS_XHR };
 
-/* One Pusher connection, whatever carries it. Lives on the worker of its hub client. */
+/* One Pusher connection, whatever carries it. Lives on the worker of its hub client. The
+ * fields a delivery reads come first (one cache line, next to nothing else it touches). */
 struct psess {
-    px__hclient_t hc;
-    px__pusher_t *p;
-    papp_t *app;
+    px_ws_t *ws;          /* PS_WS while open */
+    uint64_t sid;         /* socket_id as a number: the publisher id of its messages */
     uint8_t kind;         /* PS_WS or PS_XHR */
     unsigned closing : 1; /* closed by us or the peer: nothing more is taken or sent */
     unsigned ping_sent : 1;
-    px_ws_t *ws;              /* PS_WS while open */
-    xsess_t *xs;              /* PS_XHR: the session (a reference) */
-    uint64_t sid;             /* socket_id as a number: the publisher id of its messages */
+    xsess_t *xs; /* PS_XHR: the session (a reference) */
+    px__hclient_t hc;
+    px__pusher_t *p;
+    papp_t *app;
     uint64_t last_in;         /* px_now_ms() of the last message received */
     uint64_t ping_at;         /* when our pusher:ping went out (ping_sent) */
     uint64_t signin_deadline; /* px_now_ms(); 0 = none */
@@ -75,8 +76,14 @@ struct psess {
     char *user;               /* signed in as (malloc'd), or NULL */
     size_t user_len;
     psess_t *prev, *next; /* the worker's sessions */
-    char client[PX__CLIENT_ID_LEN + 1];
 };
+
+/** Its client id in presence (16 hex digits of the socket id). */
+void px__pusher_client_id(const psess_t *ps, char out[PX__CLIENT_ID_LEN + 1]);
+
+/* px__hsub_t.mark of a Pusher subscription: messages reach it (the client was told it is
+ * subscribed; a watch or a hidden user channel never). */
+#define PSUB_DELIVER 1u
 
 /* A subscription's Pusher state (px__hsub_extra), then the presence member's user id. */
 enum { PT_PUBLIC = 1, PT_PRIVATE, PT_ENCRYPTED, PT_PRESENCE, PT_USER, PT_WATCH };

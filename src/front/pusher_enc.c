@@ -134,11 +134,15 @@ size_t px__pusher_deliver(px__hsub_t *list, int kind, px_slice_t *frame, const v
         uint64_t publisher = ((const px_hub_msg_t *)item)->publisher;
         for (px__hsub_t *u = list, *next; u; u = next) {
             next = u->next;
+            if (!(u->mark & PSUB_DELIVER))
+                continue; /* not subscribed yet (or a watch) */
             psess_t *ps = PX_CONTAINER_OF(u->client, psess_t, hc);
-            const psub_t *x = px__hsub_extra(u);
-            if (!x->visible || ps->closing || ps->sid == publisher)
-                continue; /* not subscribed yet (or a watch), or its own event */
-            send_frame(ps, frame);
+            if (ps->closing || ps->sid == publisher)
+                continue; /* closing, or its own event */
+            if (ps->kind == PS_WS)
+                px_ws_send_frame(ps->ws, frame); /* ws is set while not closing */
+            else
+                send_frame(ps, frame);
             n++;
         }
         return n;

@@ -185,6 +185,11 @@ static void arm(psess_t *ps)
 /* ---- life cycle ---------------------------------------------------------------------------------
  */
 
+void px__pusher_client_id(const psess_t *ps, char out[PX__CLIENT_ID_LEN + 1])
+{
+    snprintf(out, PX__CLIENT_ID_LEN + 1, "%016llx", (unsigned long long)ps->sid);
+}
+
 psess_t *px__pusher_sess_new(px__pusher_t *p, papp_t *app, int kind, unsigned worker)
 {
     psess_t *ps = px__calloc(1, sizeof *ps);
@@ -195,7 +200,6 @@ psess_t *px__pusher_sess_new(px__pusher_t *p, papp_t *app, int kind, unsigned wo
     ps->app = app;
     ps->kind = (uint8_t)kind;
     ps->sid = px__pusher_new_sid(p);
-    snprintf(ps->client, sizeof ps->client, "%016llx", (unsigned long long)ps->sid);
     px__pusher_bucket_init(&ps->events, app->o.max_client_events_per_s);
     px_timer_init(&ps->timer, on_timer, ps);
     plocal_t *L = &p->locals[worker];
@@ -446,7 +450,7 @@ static void do_subscribe(psess_t *ps, const px__pmsg_t *m)
         }
     }
     px__presence_t who = {.user = user, .info = info};
-    memcpy(who.client, ps->client, sizeof who.client);
+    px__pusher_client_id(ps, who.client);
     px__subopts_t so = {.presence = type == PT_PRESENCE,
                         .who = type == PT_PRESENCE ? &who : NULL,
                         .want_list = type == PT_PRESENCE,
@@ -475,6 +479,7 @@ static void do_unsubscribe(psess_t *ps, const px__pmsg_t *m)
     if (x->type == PT_USER) { /* the user's channel stays while it is signed in */
         x->client_asked = 0;
         x->visible = 0;
+        u->mark = 0;
         return;
     }
     if (!x->answered) {
@@ -606,7 +611,7 @@ static void do_signin(psess_t *ps, const px__pmsg_t *m)
     if (hl) {
         px__presence_t who = {.user = {ps->user, ps->user_len},
                               .info = info >= 0 ? px_json_raw(&doc, info) : (px_str_t){NULL, 0}};
-        memcpy(who.client, ps->client, sizeof who.client);
+        px__pusher_client_id(ps, who.client);
         px__subopts_t so = {.who = &who};
         subscribe(ps, hub, hl, &so, PT_USER, 0, (px_str_t){NULL, 0});
     }
@@ -677,6 +682,7 @@ static void send_succeeded(psess_t *ps, px__hsub_t *u, const px__hreq_t *r)
     char name[PX__CHANNEL_MAX + 2];
     size_t nl = px__pusher_name_of(ps->app, u->name, u->name_len, name);
     x->visible = 1;
+    u->mark = PSUB_DELIVER;
     if (x->type != PT_PRESENCE || !r) {
         send_event(ps, "pusher_internal:subscription_succeeded", (px_str_t){name, nl}, "{}", 2);
         return;

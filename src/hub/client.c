@@ -271,13 +271,15 @@ static void queue_page(px__hclient_t *c, px__hsub_t *s)
 px__hsub_t *px__hclient_subscribe(px__hclient_t *c, const char *name, size_t len, int format,
                                   const px__subopts_t *o, size_t extra)
 {
-    px__hsub_t *s = px__calloc(1, sizeof *s + extra);
+    px__hsub_t *s = px__calloc(1, sizeof *s + extra + len + 1);
     if (!s)
         return NULL;
     s->client = c;
     s->format = (uint8_t)format;
     s->presence = o->presence != 0;
+    s->name = (char *)s->extra + extra;
     memcpy(s->name, name, len);
+    s->name[len] = '\0';
     s->name_len = len;
     px__hreq_t *r = client_req(c, PX__HREQ_SUBSCRIBE, name, len);
     r->format = (uint8_t)format;

@@ -286,14 +286,16 @@ struct px__hsub {
     px__hsub_t *cnext;       /* in the client's list */
     px__lchan_t *lc;         /* while active */
     uint8_t format;
-    unsigned presence : 1;    /* wants join/leave events */
-    unsigned active : 1;      /* deliveries reach it */
+    uint8_t mark;          /* the front's, for its delivery path: next to the links, unlike extra */
+    unsigned presence : 1; /* wants join/leave events */
+    unsigned active : 1;   /* deliveries reach it */
     unsigned catching_up : 1; /* the hub counted it; replay pages go out before it is active */
     unsigned cancelled : 1;   /* unsubscribed while the subscribe was at the hub */
     uint64_t cursor;          /* catching up: offset of the last message replayed */
     char who_client[PX__CLIENT_ID_LEN + 1]; /* listed in presence as this client, or "" */
     size_t name_len;
-    char name[PX__CHANNEL_MAX + 1];
+    char *name;          /* NUL-terminated, in the same allocation, after extra: a
+                            subscription holds its name's bytes, not PX__CHANNEL_MAX */
     max_align_t extra[]; /* the front's */
 };
 
