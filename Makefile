@@ -9,7 +9,7 @@ TSAN    := $(BUILD)/tsan
 CMAKE_FLAGS ?=
 
 .PHONY: all run test deps build build-asan build-tsan unit integration fuzz-replay fuzz format lint \
-        clean bench-http bench-ws bench-hub bench-micro npm-deps soak
+        clean bench-http bench-ws bench-hub bench-pusher bench-micro npm-deps soak
 
 all: build
 
@@ -83,6 +83,11 @@ bench-ws: build
 bench-hub: build
 	@sh deps/install.sh deps/bench.txt
 	bash bench/hub.sh $(RELEASE)
+
+bench-pusher: build
+	@sh deps/install.sh deps/bench.txt
+	@[ -d bench/peers/node_modules ] || (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
+	bash bench/pusher.sh $(RELEASE)
 
 # Mixed load against build/release/plexus for SOAK_SECONDS (600), then RSS and fds must
 # come back to their post-warm-up level (bench/soak.py). Not part of `make test`.
