@@ -7,8 +7,11 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "front/pusher.h"
 #include "util/crypto.h"
+
+int px__pusher_m_conns = -1;
 
 int64_t px__pusher_wall_ms(void)
 {
@@ -329,6 +332,9 @@ int px_pusher_routes(px_server_t *s, px_hub_t *hub, const px_pusher_app_t *apps,
         atomic_init(&p->apps[i].nconns, 0);
         p->hook_events |= p->apps[i].hook_events;
     }
+    px__pusher_m_conns =
+        px_metric_register("plexus_pusher_connections",
+                           "Open Pusher connections (WebSocket and xhr sessions)", PX_METRIC_GAUGE);
     uint32_t hi = 0;
     px_random(&hi, sizeof hi);
     p->sid_hi = (hi & 0x7fffffffu) | 1u;

@@ -185,6 +185,7 @@ int px__pusher_origin_ok(const papp_t *app, px_str_t origin);
 int px__pusher_check_connect(px__pusher_t *p, px_req_t *req, px_str_t key, papp_t **app,
                              const char **why);
 int64_t px__pusher_wall_ms(void);
+extern int px__pusher_m_conns; /* plexus_pusher_connections */
 
 int px__pusher_ws_init(px__pusher_t *p);
 int px__pusher_xhr_init(px__pusher_t *p);

@@ -8,6 +8,7 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "front/pusher.h"
 
 static psess_t *sess_of(px__hclient_t *c)
@@ -208,6 +209,7 @@ psess_t *px__pusher_sess_new(px__pusher_t *p, papp_t *app, int kind, unsigned wo
         L->sessions->prev = ps;
     L->sessions = ps;
     atomic_fetch_add_explicit(&app->nconns, 1, memory_order_relaxed);
+    px_metric_add(px__pusher_m_conns, 1);
     return ps;
 }
 
@@ -240,6 +242,7 @@ void px__pusher_sess_gone(psess_t *ps)
         ps->next->prev = ps->prev;
     ps->prev = ps->next = NULL;
     atomic_fetch_sub_explicit(&ps->app->nconns, 1, memory_order_relaxed);
+    px_metric_add(px__pusher_m_conns, -1);
     px__hclient_close(&ps->hc); /* frees ps once the hub has answered what is out */
 }
 

@@ -27,6 +27,13 @@ import { stopAll, waitFor } from './plexus-server.mjs';
 const clients = [];
 const track = (c) => (clients.push(c), c);
 
+/** One unlabelled sample of /metrics (NaN when absent). */
+async function metric(srv, name) {
+  const m = await srv.http('GET', '/metrics');
+  const v = new RegExp(`^${name} (-?\\d+)$`, 'm').exec(m.text);
+  return v ? Number(v[1]) : NaN;
+}
+
 /** A request to the API signed like the SDKs do, with overrides to break it. */
 async function signed(srv, method, path, { body, params = {}, app = APP, secret = app.secret, key = app.key, ts, md5, sig } = {}) {
   const q = { auth_key: key, auth_timestamp: String(ts ?? Math.floor(Date.now() / 1000)), auth_version: '1.0', ...params };
@@ -203,6 +210,7 @@ describe('webhooks', () => {
   it('occupied and vacated, signed so that webhook.isValid() accepts them', async () => {
     const a = track(client(srv));
     await subscribed(a, 'hooked');
+    assert.equal(await metric(srv, 'plexus_pusher_connections'), 1);
     await waitFor(() => named('channel_occupied').some((e) => e.channel === 'hooked'), 5000, 'channel_occupied');
     a.unsubscribe('hooked');
     await waitFor(() => named('channel_vacated').some((e) => e.channel === 'hooked'), 5000, 'channel_vacated');
@@ -214,6 +222,8 @@ describe('webhooks', () => {
     const forged = server.webhook({ headers: { ...hook.hits[0].headers, 'x-pusher-signature': '0'.repeat(64) }, rawBody: hook.hits[0].body });
     assert.ok(!forged.isValid());
     a.disconnect();
+    await waitFor(async () => (await metric(srv, 'plexus_pusher_connections')) === 0, 5000, 'the connection gauge back to 0');
+    assert.ok((await metric(srv, 'plexus_pusher_webhooks_sent_total')) >= 2);
   });
 
   it('members: added and removed once per user, debounced (a quick reload causes neither)', async () => {
@@ -279,6 +289,7 @@ describe('webhooks', () => {
     assert.equal(flaky.hits[0].body, flaky.hits[2].body);
     assert.ok(flaky.hits[1].at - flaky.hits[0].at >= 900, 'waited before the first retry');
     assert.ok(flaky.hits[2].at - flaky.hits[1].at >= 1800, 'waited longer before the second');
+    assert.ok((await metric(srv, 'plexus_pusher_webhook_retries_total')) >= 2);
     c.disconnect();
   });
 });
