@@ -9,7 +9,7 @@ TSAN    := $(BUILD)/tsan
 CMAKE_FLAGS ?=
 
 .PHONY: all run test deps build build-asan build-tsan unit integration fuzz-replay fuzz format lint \
-        clean bench-http bench-ws bench-hub bench-pusher bench-micro npm-deps soak
+        clean bench-http bench-ws bench-hub bench-pusher bench-tls bench-forward bench-micro npm-deps soak
 
 all: build
 
@@ -75,6 +75,12 @@ bench-http: build
 	@sh deps/install.sh deps/bench.txt
 	sh bench/http.sh $(RELEASE)
 
+# TLS handshakes, HTTPS keep-alive, static files with kTLS on/off and idle memory,
+# vs nginx and h2o with the same certificates (bench/tls.sh; docs/benchmarks.md).
+bench-tls: build
+	@sh deps/install.sh deps/bench.txt
+	bash bench/tls.sh $(RELEASE)
+
 bench-ws: build
 	@sh deps/install.sh deps/bench.txt
 	@[ -d bench/peers/node_modules ] || (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
@@ -88,6 +94,11 @@ bench-pusher: build
 	@sh deps/install.sh deps/bench.txt
 	@[ -d bench/peers/node_modules ] || (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
 	bash bench/pusher.sh $(RELEASE)
+
+# Pass-through: plexus --forward vs sslh (select, fork), direct as the floor (bench/forward.sh).
+bench-forward: build
+	@sh deps/install.sh deps/bench.txt
+	bash bench/forward.sh $(RELEASE)
 
 # Mixed load against build/release/plexus for SOAK_SECONDS (600), then RSS and fds must
 # come back to their post-warm-up level (bench/soak.py). Not part of `make test`.

@@ -10,6 +10,7 @@
 
 #include "app/config.h"
 #include "plexus/json.h"
+#include "plexus/sniff.h"
 #include "plexus/version.h"
 
 enum opt_type { T_STR, T_LIST, T_UINT, T_UINT64, T_SIZE, T_DURATION, T_BOOL };
@@ -113,12 +114,56 @@ static const opt_t options[] = {
     {"pusher-apps", T_STR, O(pusher_apps), NULL, "JSON",
      "Pusher apps with their options, a JSON array (in the config file: the array itself)", NULL,
      "Pusher"},
+    /* One port: the sniffer, pass-through rules, PROXY protocol (docs/one-port.md). */
+    {"forward", T_LIST, O(forward), NULL, "NAME=TARGET[,OPT=VAL]",
+     "pass connections whose first bytes match probe NAME (ssh, openvpn, xmpp, tls-sni:HOST, "
+     "http-host:HOST, regex:ERE, default) to TARGET (HOST:PORT or unix:PATH), repeatable, tried "
+     "in order; options proxy=v1|v2, max-conns=N, idle=DURATION, connect-timeout=DURATION, "
+     "window=BYTES, probe=PROBE (docs/one-port.md)",
+     NULL, "One port"},
+    {"sniff-timeout", T_DURATION, O(sniff_timeout_ms), "3s", "DURATION",
+     "time a client has to send enough bytes to be recognised; then the default rule, or close",
+     NULL, "One port", "100ms", "1h"},
+    {"sniff-max", T_SIZE, O(sniff_max), "16KiB", "SIZE",
+     "bytes the sniffer looks at before it decides", NULL, "One port", "64", "1MiB"},
+    {"proxy-protocol-from", T_LIST, O(proxy_protocol_from), NULL, "CIDR",
+     "accept a PROXY protocol v1/v2 header from these sources (CIDR, address or unix), "
+     "repeatable; from anyone else it closes the connection",
+     NULL, "One port"},
     {"log-level", T_STR, O(log_level), "info", "LEVEL", "debug|info|warn|error",
      "debug|info|warn|error|off", "Logs"},
     {"log-format", T_STR, O(log_format), "text", "FORMAT",
      "text|json, one line per event on stderr", "text|json", "Logs"},
     {"log-file", T_STR, O(log_file), NULL, "PATH",
      "log to PATH instead of stderr (re-opened on SIGHUP)", NULL, "Logs"},
+    {"tls", T_BOOL, O(tls), "false", "",
+     "the --listen addresses speak TLS (HTTPS, WSS); needs --tls-cert and --tls-key, or --tls-dir",
+     NULL, "TLS"},
+    {"tls-cert", T_LIST, O(tls_cert), NULL, "FILE",
+     "certificate chain (PEM, leaf first), repeatable: the first is the default, the others are "
+     "chosen by SNI",
+     NULL, "TLS"},
+    {"tls-key", T_LIST, O(tls_key), NULL, "FILE",
+     "private key (PEM, unencrypted) of the --tls-cert given at the same position, repeatable",
+     NULL, "TLS"},
+    {"tls-dir", T_STR, O(tls_dir), NULL, "DIR",
+     "more certificates: NAME.crt + NAME.key, NAME.pem (both), or SUB/fullchain.pem + "
+     "SUB/privkey.pem (certbot's live/); NAME.ocsp is a staple",
+     NULL, "TLS"},
+    {"tls-ocsp", T_LIST, O(tls_ocsp), NULL, "FILE",
+     "OCSP response (DER) to staple, repeatable; each goes with the certificate it is about", NULL,
+     "TLS"},
+    {"tls-only", T_BOOL, O(tls_only), "false", "",
+     "plain HTTP on a TLS listener gets a 301 to https:// (GET, HEAD) or a 400", NULL, "TLS"},
+    {"tls-ticket-rotation", T_DURATION, O(tls_ticket_rotation_ms), "1h", "DURATION",
+     "replace the session ticket key this often; a ticket lasts one interval (0 = no tickets)",
+     NULL, "TLS", "0", "7d"},
+    {"tls-session-cache", T_UINT, O(tls_session_cache), "20480", "N",
+     "TLS sessions kept for resumption by session id (0 = none)", NULL, "TLS", "0", "10000000"},
+    {"tls-ktls", T_STR, O(tls_ktls), "on", "on|off",
+     "kernel TLS when the kernel offers it (static files keep sendfile over TLS)", "on|off", "TLS"},
+    {"tls-handshake-timeout", T_DURATION, O(tls_handshake_timeout_ms), "10s", "DURATION",
+     "time allowed for a TLS handshake", NULL, "TLS", "100ms", "1h"},
     {"config", T_STR, O(config_file), NULL, "FILE",
      "read options from a JSON file: {\"listen\": [\"127.0.0.1:8080\"], \"workers\": 2}", NULL,
      "General"},
@@ -193,12 +238,26 @@ static int parse_scaled(const char *s, uint64_t *out, int kind)
     return 0;
 }
 
+/* How parse_scaled reads a numeric option (T_UINT64 has no unit either), and
+ * what a value that does not parse should have been. */
+static int number_kind(const opt_t *o)
+{
+    return o->type == T_UINT64 ? T_UINT : (int)o->type;
+}
+
+static const char *const number_what[] = {
+    [T_UINT] = "a non-negative integer",
+    [T_UINT64] = "a non-negative integer",
+    [T_SIZE] = "a size (e.g. 512, 64KiB, 4MiB)",
+    [T_DURATION] = "a duration (e.g. 500ms, 10s, 5m)",
+};
+
 /* A numeric value against the option's range (the table's min and max). */
 static void check_range(const opt_t *o, uint64_t v, const char *val, const char *origin)
 {
     if (!o->min)
         return;
-    int kind = o->type == T_UINT64 ? T_UINT : (int)o->type;
+    int kind = number_kind(o);
     uint64_t lo, hi;
     if (parse_scaled(o->min, &lo, kind) || parse_scaled(o->max, &hi, kind))
         die("internal error: bad range for %s", o->name);
@@ -219,10 +278,24 @@ static void check_relations(const px_config_t *cfg)
             (unsigned long long)cfg->max_payload, (unsigned long long)cfg->ws_max_message);
 }
 
-/* The count of a list option's array (every list holds PX_CONFIG_MAX_LISTEN). */
-static unsigned *list_count(px_config_t *cfg, const opt_t *o)
+/* The list options: where their count lives, and how many entries they take. */
+static unsigned *list_count(px_config_t *cfg, const opt_t *o, unsigned *max)
 {
-    return o->off == O(pusher_app) ? &cfg->npusher_app : &cfg->nlisten;
+    *max = PX_CONFIG_MAX_CERTS;
+    if (o->off == O(tls_cert))
+        return &cfg->ntls_cert;
+    if (o->off == O(tls_key))
+        return &cfg->ntls_key;
+    if (o->off == O(tls_ocsp))
+        return &cfg->ntls_ocsp;
+    if (o->off == O(forward))
+        return &cfg->nforward;
+    if (o->off == O(proxy_protocol_from))
+        return &cfg->nproxy_protocol_from;
+    *max = PX_CONFIG_MAX_LISTEN;
+    if (o->off == O(pusher_app))
+        return &cfg->npusher_app;
+    return &cfg->nlisten;
 }
 
 static void set_value(px_config_t *cfg, const opt_t *o, const char *val, const char *origin)
@@ -250,35 +323,31 @@ static void set_value(px_config_t *cfg, const opt_t *o, const char *val, const c
         break;
     case T_LIST: {
         char **list = (char **)base;
-        unsigned *count = list_count(cfg, o);
-        if (*count == PX_CONFIG_MAX_LISTEN)
-            die("%s %s: at most %d values", origin, o->name, PX_CONFIG_MAX_LISTEN);
+        unsigned max, *count = list_count(cfg, o, &max);
+        if (*count == max)
+            die("%s %s: at most %u values", origin, o->name, max);
+        if (count == &cfg->nlisten) {
+            cfg->listen_tls[*count] = -1;
+            cfg->listen_tls_only[*count] = -1;
+        }
+        char why[512] = ""; /* rules and sources are checked as they come */
+        if ((count == &cfg->nforward && px_forward_check(val, why, sizeof why)) ||
+            (count == &cfg->nproxy_protocol_from && px_proxy_from_check(val, why, sizeof why)))
+            die("%s %s: %s", origin, o->name, why);
         list[(*count)++] = strdup(val);
         break;
     }
     case T_UINT:
-        if (parse_scaled(val, &v, T_UINT) || v > 0xffffffffu)
-            die("%s %s: '%s' is not a non-negative integer", origin, o->name, val);
-        check_range(o, v, val, origin);
-        *(unsigned *)base = (unsigned)v;
-        break;
     case T_UINT64:
-        if (parse_scaled(val, &v, T_UINT))
-            die("%s %s: '%s' is not a non-negative integer", origin, o->name, val);
-        check_range(o, v, val, origin);
-        *(uint64_t *)base = v;
-        break;
     case T_SIZE:
-        if (parse_scaled(val, &v, T_SIZE))
-            die("%s %s: '%s' is not a size (e.g. 512, 64KiB, 4MiB)", origin, o->name, val);
-        check_range(o, v, val, origin);
-        *(uint64_t *)base = v;
-        break;
     case T_DURATION:
-        if (parse_scaled(val, &v, T_DURATION))
-            die("%s %s: '%s' is not a duration (e.g. 500ms, 10s, 5m)", origin, o->name, val);
+        if (parse_scaled(val, &v, number_kind(o)) || (o->type == T_UINT && v > 0xffffffffu))
+            die("%s %s: '%s' is not %s", origin, o->name, val, number_what[o->type]);
         check_range(o, v, val, origin);
-        *(uint64_t *)base = v;
+        if (o->type == T_UINT)
+            *(unsigned *)base = (unsigned)v;
+        else
+            *(uint64_t *)base = v;
         break;
     case T_BOOL:
         if (strcmp(val, "1") == 0 || strcmp(val, "true") == 0 || strcmp(val, "yes") == 0)
@@ -291,18 +360,13 @@ static void set_value(px_config_t *cfg, const opt_t *o, const char *val, const c
     }
 }
 
-static void clear_list_of(px_config_t *cfg, const opt_t *o)
+static void clear_list(px_config_t *cfg, const opt_t *o)
 {
+    unsigned max, *count = list_count(cfg, o, &max);
     char **list = (char **)((char *)cfg + o->off);
-    unsigned *count = list_count(cfg, o);
     for (unsigned i = 0; i < *count; i++)
         free(list[i]);
     *count = 0;
-}
-
-static void clear_list(px_config_t *cfg)
-{
-    clear_list_of(cfg, find("listen", 6));
 }
 
 static void usage(void)
@@ -335,6 +399,71 @@ static void usage(void)
     }
     printf("\n  %-28s %s\n  %-28s %s\n", "-h, --help", "show this help and exit", "-V, --version",
            "print the version and exit");
+}
+
+/* One element of the config file's "listen" array given as an object:
+ * {"addr": "0.0.0.0:443", "tls": true, "tls-only": true}. */
+static void listen_object(px_config_t *cfg, const opt_t *o, px_json_doc_t *doc,
+                          const px_json_tok_t *toks, int obj, unsigned idx, const char *origin)
+{
+    char addr[1024] = "";
+    int tls = -1, only = -1;
+    int k = obj + 1;
+    for (uint32_t m = 0; m < toks[obj].size; m++, k = (int)toks[k + 1].next) {
+        char key[64];
+        if (px_json_unescape(doc, k, key, sizeof key) < 0)
+            die("%s listen[%u]: unknown key (too long)", origin, idx);
+        int v = k + 1;
+        if (strcmp(key, "addr") == 0) {
+            if (toks[v].type != PX_JSON_STRING || px_json_unescape(doc, v, addr, sizeof addr) < 0)
+                die("%s listen[%u].addr: expected a string (HOST:PORT, [V6]:PORT, unix:PATH or "
+                    "fd:N)",
+                    origin, idx);
+        } else if (strcmp(key, "tls") == 0 || strcmp(key, "tls-only") == 0) {
+            if (toks[v].type != PX_JSON_TRUE && toks[v].type != PX_JSON_FALSE)
+                die("%s listen[%u].%s: expected true or false", origin, idx, key);
+            *(key[3] ? &only : &tls) = toks[v].type == PX_JSON_TRUE;
+        } else {
+            die("%s listen[%u]: unknown key \"%s\" (a listener has addr, tls, tls-only)", origin,
+                idx, key);
+        }
+    }
+    if (!addr[0])
+        die("%s listen[%u]: \"addr\" is missing", origin, idx);
+    set_value(cfg, o, addr, origin);
+    cfg->listen_tls[cfg->nlisten - 1] = (signed char)tls;
+    cfg->listen_tls_only[cfg->nlisten - 1] = (signed char)only;
+}
+
+int px_config_listen_tls(const px_config_t *cfg, unsigned i)
+{
+    return cfg->listen_tls[i] < 0 ? cfg->tls : cfg->listen_tls[i];
+}
+
+int px_config_listen_tls_only(const px_config_t *cfg, unsigned i)
+{
+    return cfg->listen_tls_only[i] < 0 ? cfg->tls_only : cfg->listen_tls_only[i];
+}
+
+/* TLS options that depend on each other and on the listeners. */
+static void check_tls(const px_config_t *cfg)
+{
+    if (cfg->ntls_cert != cfg->ntls_key)
+        die("options --tls-cert and --tls-key come in pairs: %u certificate(s), %u key(s)",
+            cfg->ntls_cert, cfg->ntls_key);
+    int any = 0;
+    for (unsigned i = 0; i < cfg->nlisten; i++) {
+        int tls = px_config_listen_tls(cfg, i);
+        any |= tls;
+        if (!tls && cfg->listen_tls_only[i] > 0)
+            die("option tls-only of listener %s: the listener does not use TLS (\"tls\": true)",
+                cfg->listen[i]);
+    }
+    if (any && !cfg->ntls_cert && !cfg->tls_dir)
+        die("option --tls: a TLS listener needs a certificate: --tls-cert FILE --tls-key FILE, or "
+            "--tls-dir DIR");
+    if (cfg->tls_only && !any)
+        die("option --tls-only: no listener uses TLS (add --tls)");
 }
 
 static void load_file(px_config_t *cfg, const char *path)
@@ -381,28 +510,26 @@ static void load_file(px_config_t *cfg, const char *path)
             cfg->pusher_apps[raw.len] = '\0';
             continue;
         }
-        if (o->type == T_LIST) {
-            clear_list_of(cfg, o);
-            if (toks[v].type == PX_JSON_STRING) {
-                char val[1024];
-                if (px_json_unescape(&doc, v, val, sizeof val) < 0)
-                    die("%s %s: value too long", origin, key);
-                set_value(cfg, o, val, origin);
+        char val[1024];
+        if (o->type == T_LIST) { /* a string (below), or an array of them */
+            clear_list(cfg, o);
+            if (toks[v].type == PX_JSON_ARRAY) {
+                int e = v + 1;
+                for (uint32_t j = 0; j < toks[v].size; j++, e = (int)toks[e].next) {
+                    if (toks[e].type == PX_JSON_OBJECT && o->off == O(listen)) {
+                        listen_object(cfg, o, &doc, toks, e, j, origin);
+                        continue;
+                    }
+                    if (toks[e].type != PX_JSON_STRING ||
+                        px_json_unescape(&doc, e, val, sizeof val) < 0)
+                        die("%s %s: expected an array of strings", origin, key);
+                    set_value(cfg, o, val, origin);
+                }
                 continue;
             }
-            if (toks[v].type != PX_JSON_ARRAY)
+            if (toks[v].type != PX_JSON_STRING)
                 die("%s %s: expected a string or an array of strings", origin, key);
-            int e = v + 1;
-            for (uint32_t j = 0; j < toks[v].size; j++, e = (int)toks[e].next) {
-                char val[1024];
-                if (toks[e].type != PX_JSON_STRING ||
-                    px_json_unescape(&doc, e, val, sizeof val) < 0)
-                    die("%s %s: expected an array of strings", origin, key);
-                set_value(cfg, o, val, origin);
-            }
-            continue;
         }
-        char val[1024];
         if (toks[v].type == PX_JSON_STRING) {
             if (px_json_unescape(&doc, v, val, sizeof val) < 0)
                 die("%s %s: value too long", origin, key);
@@ -427,7 +554,7 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
     for (size_t i = 0; i < NOPTS; i++)
         if (options[i].def)
             set_value(cfg, &options[i], options[i].def, "default");
-    int listen_from_flags = 0, apps_from_flags = 0;
+    unsigned char list_from_flags[NOPTS] = {0};
 
     /* --help/--version and --config first: the file is the lowest user source. */
     const char *config = getenv("PLEXUS_CONFIG");
@@ -446,7 +573,7 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
             config = argv[i] + 9;
     }
     if (config) {
-        clear_list(cfg);
+        clear_list(cfg, find("listen", 6));
         load_file(cfg, config);
         if (!cfg->nlisten)
             set_value(cfg, find("listen", 6), "127.0.0.1:8080", "default");
@@ -467,10 +594,12 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
         char origin[100];
         snprintf(origin, sizeof origin, "environment variable %s, option", env);
         if (o->type == T_LIST) {
-            /* Several values: comma- or space-separated. */
-            clear_list_of(cfg, o);
+            /* Several values: comma- or space-separated; forwarding rules hold commas
+             * themselves, so they are separated by ';' (or newlines). */
+            const char *sep = o->off == O(forward) ? ";\n" : ",; \n";
+            clear_list(cfg, o);
             char *copy = strdup(val), *save = NULL;
-            for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+            for (char *t = strtok_r(copy, sep, &save); t; t = strtok_r(NULL, sep, &save))
                 set_value(cfg, o, t, origin);
             free(copy);
         } else {
@@ -500,11 +629,11 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
         }
         if (strcmp(o->name, "config") == 0)
             continue; /* loaded above */
-        int *from_flags = o->off == O(pusher_app) ? &apps_from_flags : &listen_from_flags;
-        if (o->type == T_LIST && !*from_flags) {
-            /* The first flag of a list replaces values from defaults, file or env. */
-            clear_list_of(cfg, o);
-            *from_flags = 1;
+        if (o->type == T_LIST && !list_from_flags[o - options]) {
+            /* The first --listen (--tls-cert, ...) flag replaces the values from
+             * defaults, file or env. */
+            clear_list(cfg, o);
+            list_from_flags[o - options] = 1;
         }
         char oname[80];
         snprintf(oname, sizeof oname, "--%s", o->name);
@@ -513,12 +642,14 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
         set_value(cfg, &named, val, "flag");
     }
     check_relations(cfg);
+    check_tls(cfg);
 }
 
 void px_config_free(px_config_t *cfg)
 {
-    clear_list(cfg);
-    clear_list_of(cfg, find("pusher-app", 10));
+    for (size_t i = 0; i < NOPTS; i++)
+        if (options[i].type == T_LIST)
+            clear_list(cfg, &options[i]);
     for (size_t i = 0; i < NOPTS; i++)
         if (options[i].type == T_STR) {
             char **p = (char **)((char *)cfg + options[i].off);

@@ -8,11 +8,16 @@
 #include <stdint.h>
 
 #define PX_CONFIG_MAX_LISTEN 16
+#define PX_CONFIG_MAX_CERTS  64 /* values of the other repeatable options, each */
 
 typedef struct px_config {
     /* server */
     char *listen[PX_CONFIG_MAX_LISTEN];
     unsigned nlisten;
+    /* Per listener, from the config file's listener objects ({"addr": ..., "tls": true}):
+     * 1 or 0, or -1 for the global --tls / --tls-only (strings, flags, environment). */
+    signed char listen_tls[PX_CONFIG_MAX_LISTEN];
+    signed char listen_tls_only[PX_CONFIG_MAX_LISTEN];
     unsigned workers;
     unsigned max_connections;
     uint64_t idle_timeout_ms;
@@ -51,6 +56,29 @@ typedef struct px_config {
     unsigned history_limit_max;
     unsigned subscribe_rate;
     unsigned max_inflight;
+    /* tls */
+    int tls;
+    int tls_only;
+    char *tls_cert[PX_CONFIG_MAX_CERTS];
+    unsigned ntls_cert;
+    char *tls_key[PX_CONFIG_MAX_CERTS];
+    unsigned ntls_key;
+    char *tls_ocsp[PX_CONFIG_MAX_CERTS];
+    unsigned ntls_ocsp;
+    char *tls_dir;
+    uint64_t tls_ticket_rotation_ms;
+    unsigned tls_session_cache;
+    char *tls_ktls;
+    uint64_t tls_handshake_timeout_ms;
+
+    /* one port: sniffer, pass-through, PROXY protocol (docs/one-port.md) */
+    char *forward[PX_CONFIG_MAX_CERTS];
+    unsigned nforward;
+    uint64_t sniff_timeout_ms;
+    uint64_t sniff_max;
+    char *proxy_protocol_from[PX_CONFIG_MAX_CERTS];
+    unsigned nproxy_protocol_from;
+
     /* pusher */
     char *pusher_app[PX_CONFIG_MAX_LISTEN]; /* "ID:KEY:SECRET" */
     unsigned npusher_app;
@@ -64,5 +92,8 @@ typedef struct px_config {
  * prints one line naming it and exits 2; --help and --version print and exit 0. */
 void px_config_load(px_config_t *cfg, int argc, char **argv);
 void px_config_free(px_config_t *cfg);
+/** Does listener i (cfg->listen[i]) use TLS / answer plain HTTP with a redirect? */
+int px_config_listen_tls(const px_config_t *cfg, unsigned i);
+int px_config_listen_tls_only(const px_config_t *cfg, unsigned i);
 
 #endif

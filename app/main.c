@@ -13,6 +13,8 @@
 #include "plexus/ws.h"
 #include "plexus/log.h"
 #include "plexus/net.h"
+#include "plexus/sniff.h"
+#include "plexus/tls.h"
 #include "plexus/version.h"
 
 static void metrics(px_req_t *req, void *ud)
@@ -46,9 +48,97 @@ static const char *default_static_dir(void)
     return PX_INSTALL_WEB_DIR;
 }
 
+/* ---- TLS (issue 12) ------------------------------------------------------------------ */
+
+/* The option a TLS loading error is about, from the file it names. */
+static const char *tls_flag(const px_config_t *cfg, const char *err)
+{
+    if (cfg->tls_dir && (strncmp(err, "directory", 9) == 0 || strstr(err, cfg->tls_dir)))
+        return "--tls-dir";
+    if (strncmp(err, "key file", 8) == 0)
+        return "--tls-key";
+    if (strncmp(err, "OCSP file", 9) == 0)
+        return "--tls-ocsp";
+    return "--tls-cert";
+}
+
+/* Load the certificates when a listener uses TLS (NULL otherwise, or on
+ * failure: *code is then 2). */
+static px_tls_t *tls_setup(const px_config_t *cfg, int *code)
+{
+    int any = 0;
+    for (unsigned i = 0; i < cfg->nlisten; i++)
+        any |= px_config_listen_tls(cfg, i);
+    *code = 0;
+    if (!any)
+        return NULL;
+    px_tls_opts_t to;
+    px_tls_opts_init(&to);
+    to.cert_files = (const char *const *)cfg->tls_cert;
+    to.key_files = (const char *const *)cfg->tls_key;
+    to.ncerts = cfg->ntls_cert;
+    to.cert_dir = cfg->tls_dir;
+    to.ocsp_files = (const char *const *)cfg->tls_ocsp;
+    to.nocsp = cfg->ntls_ocsp;
+    to.ticket_rotation_ms = cfg->tls_ticket_rotation_ms;
+    to.session_cache = cfg->tls_session_cache;
+    to.ktls = strcmp(cfg->tls_ktls, "on") == 0;
+    char err[1024];
+    px_tls_t *tls = px_tls_new(&to, err, sizeof err);
+    if (!tls) {
+        fprintf(stderr, "plexus: %s: %s (see plexus --help)\n", tls_flag(cfg, err), err);
+        *code = 2;
+        return NULL;
+    }
+    for (unsigned i = 0; i < px_tls_cert_count(tls); i++) {
+        char names[512];
+        px_tls_cert_names(tls, i, names, sizeof names);
+        px_log(PX_LOG_INFO, "TLS certificate %u for %s%s", i, names[0] ? names : "(no DNS name)",
+               i == 0 ? " (the default)" : "");
+    }
+    return tls;
+}
+
+/* SIGHUP: certificates renewed on disk are loaded; a broken set keeps the old. */
+static void tls_reload(px_server_t *s, void *ud)
+{
+    PX_UNUSED(s);
+    px_tls_t *tls = ud;
+    char err[1024];
+    if (px_tls_reload(tls, err, sizeof err) == 0)
+        px_log(PX_LOG_INFO, "TLS: %u certificate(s) reloaded", px_tls_cert_count(tls));
+    else
+        px_log(PX_LOG_ERROR, "TLS: reload failed, keeping the current certificates: %s", err);
+}
+
+/* Register the sniffer `name` once (TLS listeners use one with the TLS context, plain ones
+ * one without). 0, or the exit code after a message. */
+static int sniffer(px_server_t *s, const px_config_t *cfg, const char *name, px_tls_t *tls,
+                   int tls_only)
+{
+    if (px_server_protocol_registered(s, name))
+        return 0;
+    px_sniff_opts_t sn;
+    px_sniff_opts_init(&sn);
+    sn.forward = (const char *const *)cfg->forward;
+    sn.nforward = cfg->nforward;
+    sn.timeout_ms = cfg->sniff_timeout_ms;
+    sn.max_bytes = (size_t)cfg->sniff_max;
+    sn.proxy_from = (const char *const *)cfg->proxy_protocol_from;
+    sn.nproxy_from = cfg->nproxy_protocol_from;
+    sn.tls = tls;
+    sn.tls_only = tls_only;
+    char err[512];
+    if (px_sniff_register(s, name, &sn, err, sizeof err) != 0) {
+        fprintf(stderr, "plexus: --forward: %s\n", err);
+        return 2;
+    }
+    return 0;
+}
+
 /* Everything after option parsing; returns the exit code. Whatever it creates
- * is freed by its caller through `server` and `hub`. */
-static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp)
+ * is freed by its caller through `server`, `hub` and `tls`. */
+static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp, px_tls_t **tlsp)
 {
     px_config_t cfg = *cfgp;
 
@@ -71,8 +161,28 @@ static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp)
         fprintf(stderr, "plexus: --workers %u: cannot start that many workers\n", cfg.workers);
         return 2;
     }
+    int code;
+    px_tls_t *tls = *tlsp = tls_setup(&cfg, &code);
+    if (code)
+        return code;
+    /* One port for several protocols (docs/one-port.md): a listener sniffs when it has TLS
+     * (so TLS and plain HTTP share it) or when pass-through rules (--forward) or trusted
+     * PROXY sources (--proxy-protocol-from) are configured; otherwise it keeps the plain
+     * fast path (HTTP from the first byte). One sniffer per kind of listener. */
+    int forwarding = cfg.nforward > 0 || cfg.nproxy_protocol_from > 0;
     for (unsigned i = 0; i < cfg.nlisten; i++) {
-        int r = px_server_listen(server, cfg.listen[i]);
+        int has_tls = px_config_listen_tls(&cfg, i);
+        int tls_only = has_tls && px_config_listen_tls_only(&cfg, i);
+        const char *chooser = tls_only ? "sniff-tls-only" : has_tls ? "sniff-tls" : "sniff";
+        if ((has_tls || forwarding) &&
+            (code = sniffer(server, &cfg, chooser, has_tls ? tls : NULL, tls_only)) != 0)
+            return code;
+        px_listen_opts_t lo;
+        px_listen_opts_init(&lo);
+        lo.addr = cfg.listen[i];
+        lo.protocol = has_tls || forwarding ? chooser : NULL;
+        lo.handshake_timeout_ms = cfg.tls_handshake_timeout_ms;
+        int r = px_server_listen_opts(server, &lo);
         if (r) {
             fprintf(stderr, "plexus: --listen %s: %s\n", cfg.listen[i],
                     r == -EINVAL ? "invalid address (HOST:PORT, [V6]:PORT, unix:PATH or fd:N)"
@@ -94,6 +204,14 @@ static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp)
         px_route(server, "GET", "/healthz", healthz, NULL) != 0) {
         fprintf(stderr, "plexus: out of memory\n");
         return 1;
+    }
+    if (tls) {
+        /* After the HTTP layer: "http/1.1" stays the default protocol. */
+        if (px_tls_redirect_register(server) != 0) {
+            fprintf(stderr, "plexus: out of memory\n");
+            return 1;
+        }
+        px_server_on_reload(server, tls_reload, tls);
     }
     px_ws_opts_t wo;
     px_ws_opts_init(&wo);
@@ -197,10 +315,12 @@ int main(int argc, char **argv)
     px_config_load(&cfg, argc, argv);
     px_server_t *server = NULL;
     px_hub_t *hub = NULL;
-    int code = run(&cfg, &server, &hub);
+    px_tls_t *tls = NULL;
+    int code = run(&cfg, &server, &hub, &tls);
     /* The hub stops after the server's workers (it drains what they left). */
     px_hub_free(hub);
     px_server_free(server);
+    px_tls_free(tls); /* after every connection that used it */
     px_config_free(&cfg);
     return code;
 }

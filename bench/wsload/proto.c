@@ -667,8 +667,8 @@ static const wl_proto_t proto_pusher = {
 /* ---- registry ---------------------------------------------------------------------- */
 
 static const wl_proto_t *const protos[] = {
-    &proto_ws_echo, &proto_ws_broadcast, &proto_nats_ws, &proto_redis, &proto_plexus_hub,
-    &proto_pusher,
+    &proto_ws_echo, &proto_ws_broadcast, &proto_nats_ws,
+    &proto_redis,   &proto_plexus_hub,   &proto_pusher,
 };
 
 const wl_proto_t *wl_proto_find(const char *name)

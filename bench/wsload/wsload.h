@@ -111,11 +111,11 @@ typedef struct wl_config {
     struct sockaddr_in dst; /* always inside 127.0.0.0/8 */
     char host[64];
     uint16_t port;
-    const char *path;    /* upgrade request target */
-    const char *subject; /* fanout/idle subject or channel */
-    const char *label;   /* free text copied into RESULT */
+    const char *path;                       /* upgrade request target */
+    const char *subject;                    /* fanout/idle subject or channel */
+    const char *label;                      /* free text copied into RESULT */
     const char *pusher_key, *pusher_secret; /* --proto pusher: the app's key and secret */
-    uint32_t conns;      /* echo/idle: connections; fanout: subscribers (+1 publisher) */
+    uint32_t conns; /* echo/idle: connections; fanout: subscribers (+1 publisher) */
     unsigned threads;
     uint32_t size;   /* payload bytes, >= WL_PAYLOAD_HDR */
     uint32_t window; /* echo: in flight per conn; fanout: published but not yet received

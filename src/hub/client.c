@@ -61,7 +61,8 @@ void px__hub_locals_free(px_hub_t *h)
 
 /* ---- the local index ----------------------------------------------------------------------- */
 
-static void activate(px__hclient_t *c, px__hsub_t *s)
+/* Deliveries reach `s` from now on. -ENOMEM if the worker's index could not take it. */
+static int activate(px__hclient_t *c, px__hsub_t *s)
 {
     px__hlocal_t *L = &c->hub->locals[c->worker];
     px__hentry_t *e = px__hashmap_get(&L->chans, s->name, s->name_len);
@@ -74,9 +75,7 @@ static void activate(px__hclient_t *c, px__hsub_t *s)
         lc->e.key_len = lc->name_len;
         if (px__hashmap_put(&L->chans, &lc->e) != 0) {
             px__free(lc);
-            px_log(PX_LOG_ERROR, "out of memory: subscription to %.*s gets no deliveries",
-                   (int)s->name_len, s->name);
-            return;
+            return -ENOMEM;
         }
     }
     s->lc = lc;
@@ -88,6 +87,7 @@ static void activate(px__hclient_t *c, px__hsub_t *s)
         s->next->prev = s;
     lc->lists[s->format] = s;
     lc->count++;
+    return 0;
 }
 
 static void deactivate(px__hclient_t *c, px__hsub_t *s)
@@ -372,11 +372,9 @@ static void drop(px__hclient_t *c, px__hsub_t *s)
 int px__hclient_unsubscribe(px__hclient_t *c, px__hsub_t *s)
 {
     if (!s->active && !s->catching_up) {
-        /* The subscribe is still at the hub. The hub thread takes this worker's requests
-         * in order, so it applies the unsubscribe right after it; the answer waits for
-         * the subscribe's. */
+        /* The subscribe is still at the hub: its answer undoes it (an unsubscribe sent now
+         * would undo someone else's count if the subscribe failed). */
         s->cancelled = 1;
-        post_unsubscribe(c, s);
         return 0;
     }
     drop(c, s);
@@ -410,15 +408,36 @@ void px__hclient_close(px__hclient_t *c)
 /* ---- answers
  * ---------------------------------------------------------------------------------------- */
 
-/* A replay page went out: live from here, or ask for the next one. */
-static void after_page(px__hclient_t *c, px__hsub_t *s, const px__hreq_t *r)
+/* Is `s` still one of c's subscriptions? (s itself may have been freed: not read.) */
+static int holds(const px__hclient_t *c, const px__hsub_t *s)
 {
-    if (r->final) {
-        activate(c, s);
-    } else {
+    for (const px__hsub_t *p = c->subs; p; p = p->cnext)
+        if (p == s)
+            return 1;
+    return 0;
+}
+
+/* `s` cannot go on (r says why): the front is told, then it is dropped, unless the front
+ * closed the client meanwhile and that dropped it. */
+static void end_sub(px__hclient_t *c, px__hsub_t *s, px__hreq_t *r)
+{
+    c->ops->ended(c, s, r);
+    if (holds(c, s))
+        drop(c, s);
+}
+
+/* A replay page went out: live from here, or ask for the next one. */
+static void after_page(px__hclient_t *c, px__hsub_t *s, px__hreq_t *r)
+{
+    if (!r->final) {
         s->catching_up = 1;
         s->cursor = r->page_last;
         queue_page(c, s);
+    } else if (activate(c, s) != 0) {
+        r->status = 503;
+        r->err_code = "internal_error";
+        snprintf(r->err_msg, sizeof r->err_msg, "out of memory");
+        end_sub(c, s, r);
     }
 }
 
@@ -427,7 +446,7 @@ static int replay(px__hclient_t *c, px__hsub_t *s, px__hreq_t *r)
 {
     if (r->nframes) {
         for (size_t i = 0; i < r->nframes; i++)
-            if (c->ops->write(c, s, r->frames[i]) < 0)
+            if (c->ops->write(c, s, r->frames[i]) < 0 || c->closed)
                 return -EPIPE;
     } else {
         for (size_t i = 0; i < r->nmsgs && !c->closed; i++)
@@ -438,21 +457,20 @@ static int replay(px__hclient_t *c, px__hsub_t *s, px__hreq_t *r)
 
 static void subscribe_answer(px__hclient_t *c, px__hsub_t *s, px__hreq_t *r)
 {
-    if (c->closed) {
-        /* The hub counted a subscription whose client has gone. */
-        if (!r->status && !s->cancelled)
+    if (!c->closed)
+        c->ops->subscribed(c, s, r);
+    if (r->status || s->cancelled || c->closed) {
+        /* Failed (the hub did not count it), or unsubscribed or closed meanwhile, maybe in
+         * the callback (the hub counted it: undo that). */
+        if (!r->status)
             post_unsubscribe(c, s);
-        forget(c, s);
-        return;
-    }
-    c->ops->subscribed(c, s, r);
-    if (r->status || s->cancelled) {
-        /* Failed, or unsubscribed meanwhile (the hub had the unsubscribe right after). */
         forget(c, s);
         return;
     }
     if (replay(c, s, r) == 0)
         after_page(c, s, r);
+    else if (holds(c, s))
+        drop(c, s); /* the client could not take its replay (a close dropped it already) */
 }
 
 static void page_answer(px__hclient_t *c, px__hreq_t *r)
@@ -461,13 +479,13 @@ static void page_answer(px__hclient_t *c, px__hreq_t *r)
     if (!s || c->closed)
         return;
     if (r->status) {
-        c->ops->ended(c, s, r); /* the replay cannot go on: the subscription ends */
-        if (px__hclient_find(c, s->name, s->name_len) == s)
-            drop(c, s);
+        end_sub(c, s, r); /* the replay cannot go on: the subscription ends */
         return;
     }
     if (replay(c, s, r) == 0)
         after_page(c, s, r);
+    else if (holds(c, s))
+        drop(c, s);
 }
 
 static void client_done(px__hreq_t *r)

@@ -121,9 +121,11 @@ enum { PX__DELIVER_MESSAGE = 1, PX__DELIVER_PRESENCE };
 /* A wire format of a front-end. encode* run on the hub thread (once per message and format
  * with subscribers); deliver runs on a worker for the list of its subscriptions of this
  * format in one channel (linked by `next`; presence events go only to those with
- * `presence`), with `frame` (NULL when the format has no encoder) and `item`, the
- * px_hub_msg_t or px__presence_ev_t. It returns how many it delivered (a metric). A
- * subscription may be dropped while the list is walked: read `next` first. */
+ * `presence`), with `frame` and `item`, the px_hub_msg_t or px__presence_ev_t. `frame` is
+ * NULL when the format has no encoder, or when its encoder failed (out of memory): the
+ * subscribers then miss that item, and the format must tell them (e.g. close the connection
+ * so that the client recovers), never drop it silently. It returns how many it delivered
+ * (a metric). A subscription may be dropped while the list is walked: read `next` first. */
 typedef struct px__hformat {
     const char *name;
     px_slice_t *(*encode)(const px_hub_msg_t *m, void *ctx);

@@ -249,9 +249,11 @@ static void answer(px_hub_t *h, px__hreq_t *r)
 
 /* ---- channels ------------------------------------------------------------------------------- */
 
-/* Presence: one entry per listed subscription (client), in arrival order, found by client
- * id, and grouped by user so that a user with several connections is one member. Every
- * join and leave is O(1): two hash lookups and list links. */
+/* Presence: one entry per listed client, in arrival order, found by client id, and grouped
+ * by user so that a user with several connections is one member. Every join and leave is
+ * O(1): two hash lookups and list links. A client subscribed twice at the hub (a subscribe
+ * whose unsubscribe follows its answer, with the next subscribe in between) holds its entry
+ * twice: `refs`. */
 typedef struct user_ent user_ent_t;
 
 typedef struct presence_ent {
@@ -261,6 +263,7 @@ typedef struct presence_ent {
     user_ent_t *u;                      /* NULL: an entry without a user */
     px__presence_t who;                 /* user/info malloc'd */
     unsigned worker;
+    unsigned refs; /* subscriptions of the client that listed it */
 } presence_ent_t;
 
 struct user_ent {
@@ -361,14 +364,21 @@ static void ring_push(hchan_t *c, px_hub_msg_t *m, size_t cap)
     if (c->ring_count == c->ring_cap) {
         uint32_t ncap = c->ring_cap ? c->ring_cap * 2 : 4;
         px_hub_msg_t **n = px__malloc(ncap * sizeof *n);
-        if (!n)
-            return; /* history is still in the store; the ring is a cache */
-        for (uint32_t i = 0; i < c->ring_count; i++)
-            n[i] = ring_at(c, i);
-        px__free(c->ring);
-        c->ring = n;
-        c->ring_cap = ncap;
-        c->ring_start = 0;
+        if (n) {
+            for (uint32_t i = 0; i < c->ring_count; i++)
+                n[i] = ring_at(c, i);
+            px__free(c->ring);
+            c->ring = n;
+            c->ring_cap = ncap;
+            c->ring_start = 0;
+        } else if (c->ring_count) {
+            /* History is still in the store (the ring is a cache), but the ring must stay a
+             * run of consecutive messages, as reads trust it from its first offset on: the
+             * oldest makes room. */
+            ring_pop(c);
+        } else {
+            return;
+        }
     }
     c->ring[(c->ring_start + c->ring_count) & (c->ring_cap - 1)] = px_hub_msg_ref(m);
     c->ring_count++;
@@ -414,8 +424,9 @@ static int pres_has_user(const hchan_t *c, px_str_t user)
     return c->pres && user.len && px__hashmap_get(&c->pres->by_user, user.ptr, user.len) != NULL;
 }
 
-/* List `p` (its who is owned by it from now on). Returns 0 with *first (the user arrives), or
- * -ENOMEM (p not listed, still the caller's). */
+/* List `p` (its who is owned by it from now on). Returns 0 with *first (the user arrives),
+ * -EEXIST (the client is listed: its entry holds one more reference; p is still the caller's)
+ * or -ENOMEM (p not listed, still the caller's). */
 static int pres_add(hchan_t *c, presence_ent_t *p, int *first)
 {
     if (!c->pres) {
@@ -428,8 +439,11 @@ static int pres_add(hchan_t *c, presence_ent_t *p, int *first)
     pres_t *ps = c->pres;
     p->e.key = p->who.client;
     p->e.key_len = strlen(p->who.client);
-    if (px__hashmap_get(&ps->clients, p->e.key, p->e.key_len))
-        return -EEXIST; /* a client is listed once per channel */
+    px__hentry_t *held = px__hashmap_get(&ps->clients, p->e.key, p->e.key_len);
+    if (held) { /* a client is listed once per channel */
+        PX_CONTAINER_OF(held, presence_ent_t, e)->refs++;
+        return -EEXIST;
+    }
     user_ent_t *u = NULL;
     *first = 1;
     if (p->who.user.len) {
@@ -457,6 +471,7 @@ static int pres_add(hchan_t *c, presence_ent_t *p, int *first)
         return -ENOMEM;
     }
     p->u = u;
+    p->refs = 1;
     if (u) {
         p->uprev = u->tail;
         p->unext = NULL;
@@ -479,8 +494,8 @@ static int pres_add(hchan_t *c, presence_ent_t *p, int *first)
     return 0;
 }
 
-/* Unlist the entry of `client` and return it (the caller frees it), with *last (the user is
- * gone); NULL if it is not listed. */
+/* Drop one reference to the entry of `client`; the last one unlists it and returns it (the
+ * caller frees it), with *last (the user is gone). NULL if it is not listed or still held. */
 static presence_ent_t *pres_remove(hchan_t *c, const char *client, int *last)
 {
     pres_t *ps = c->pres;
@@ -490,6 +505,8 @@ static presence_ent_t *pres_remove(hchan_t *c, const char *client, int *last)
     if (!e)
         return NULL;
     presence_ent_t *p = PX_CONTAINER_OF(e, presence_ent_t, e);
+    if (--p->refs)
+        return NULL;
     px__hashmap_del(&ps->clients, &p->e);
     if (p->prev)
         p->prev->next = p->next;
@@ -570,11 +587,9 @@ static void deliver_to_workers(px_hub_t *h, hchan_t *c, px__delivery_t *proto, s
     for (unsigned i = 0; i < h->nworkers; i++) {
         if (!c->worker_subs[i])
             continue;
-        px__delivery_t *d = px__malloc(sizeof *d + extra);
-        if (!d) {
-            px_log(PX_LOG_ERROR, "out of memory delivering to worker %u", i);
-            continue;
-        }
+        /* Small and bounded (a presence event's names); a delivery that could not be made
+         * would be a message lost without a word, so no memory is fatal here. */
+        px__delivery_t *d = px__xmalloc(sizeof *d + extra);
         memcpy(d, proto, sizeof *d + extra);
         d->msg.cb = px__hub_on_delivery;
         if (d->kind == PX__DELIVER_PRESENCE) { /* re-point into this copy */
@@ -616,9 +631,7 @@ static void presence_event(px_hub_t *h, hchan_t *c, int op, const px__presence_t
         return;
     size_t nl = c->name_len;
     size_t extra = nl + who->user.len + who->info.len; /* name | user | info */
-    px__delivery_t *d = px__calloc(1, sizeof *d + extra);
-    if (!d)
-        return;
+    px__delivery_t *d = px__xcalloc(1, sizeof *d + extra);
     d->hub = h;
     d->kind = PX__DELIVER_PRESENCE;
     memcpy(d->bytes, c->name, c->name_len);
@@ -658,9 +671,21 @@ static void commit_batch(px_defer_t *d)
     if (!batch)
         return;
 
-    px__store_msg_t *msgs = px__xcalloc(n, sizeof *msgs);
-    px__store_assigned_t *got = px__xcalloc(n, sizeof *got);
-    hchan_t **chans = px__xcalloc(n, sizeof *chans);
+    /* The batch is as long as the clients made it: out of memory fails it, visibly. */
+    px__store_msg_t *msgs = px__calloc(n, sizeof *msgs);
+    px__store_assigned_t *got = px__calloc(n, sizeof *got);
+    hchan_t **chans = px__calloc(n, sizeof *chans);
+    if (!msgs || !got || !chans) {
+        for (px__hreq_t *r = batch, *next; r; r = next) {
+            next = r->next;
+            hreq_error(r, 503, "internal_error", "out of memory");
+            answer(h, r);
+        }
+        px__free(msgs);
+        px__free(got);
+        px__free(chans);
+        return;
+    }
     int64_t now = wall_ms();
     size_t i = 0, k = 0;
     for (px__hreq_t *r = batch; r; r = r->next, i++) {
@@ -710,12 +735,19 @@ static void commit_batch(px_defer_t *d)
         px_hub_msg_t *m = r->m;
         m->offset = sm->offset;
         snprintf(m->epoch, sizeof m->epoch, "%.*s", (int)sm->epoch.len, sm->epoch.ptr);
-        if (strcmp(c->epoch, m->epoch) != 0)
-            snprintf(c->epoch, sizeof c->epoch, "%s", m->epoch); /* the store knows best */
-        c->last_offset = m->offset;                              /* offsets rise within a batch */
+        if (strcmp(c->epoch, m->epoch) != 0) {
+            /* The store started a new history (a shared store lost it): what the ring and the
+             * burned offsets say belongs to the old one. */
+            snprintf(c->epoch, sizeof c->epoch, "%s", m->epoch);
+            while (c->ring_count)
+                ring_pop(c);
+            c->burned = 0;
+        }
+        c->last_offset = m->offset; /* offsets rise within a batch */
         px_metric_add(px__m_publishes, 1);
         ring_push(c, m, cap);
         fan_out(h, c, m);
+        px__broker_publish(h->broker, m); /* other nodes (best effort: see broker.h) */
         snprintf(r->epoch, sizeof r->epoch, "%s", c->epoch);
         r->offset = m->offset;
         answer(h, r);
@@ -878,19 +910,23 @@ static void page_result(px__hreq_t *r, const hchan_t *c, const collect_t *col, u
     r->final = r->page_last >= c->last_offset;
 }
 
-static void add_gap(px_hub_t *h, px__hreq_t *r, hchan_t *c)
+/* Append the format's gap frame to r's replay. -ENOMEM if it could not be made: the client
+ * must not go on as if nothing were missing. */
+static int add_gap(px_hub_t *h, px__hreq_t *r, hchan_t *c)
 {
     const px__hformat_t *f = h->formats[r->format];
     if (!f->encode_gap)
-        return;
+        return 0;
     px_slice_t **fr = px__realloc(r->frames, (r->nframes + 1) * sizeof *fr);
     if (!fr)
-        return;
+        return -ENOMEM;
     r->frames = fr;
     px_slice_t *s =
         f->encode_gap((px_str_t){c->name, c->name_len}, c->epoch, c->last_offset, f->ctx);
-    if (s)
-        r->frames[r->nframes++] = s;
+    if (!s)
+        return -ENOMEM;
+    r->frames[r->nframes++] = s;
+    return 0;
 }
 
 /* Copy c's members into r->pres (in r's arena): every entry, or one per user (its earliest
@@ -921,6 +957,16 @@ static int fill_members(const hchan_t *c, px__hreq_t *r, int by_user)
     return 0;
 }
 
+/* A subscription that could not be made for want of memory: 503, not counted (the origin
+ * forgets it). */
+static void sub_refuse_oom(px_hub_t *h, px__hreq_t *r, hchan_t *c)
+{
+    collect_reset(r);
+    hreq_error(r, 503, "internal_error", "out of memory");
+    chan_maybe_free(h, c);
+    answer(h, r);
+}
+
 static void do_subscribe(px_hub_t *h, px__hreq_t *r)
 {
     hchan_t *c = r->format < h->nformats ? chan_get(h, r->channel, r->channel_len) : NULL;
@@ -937,12 +983,6 @@ static void do_subscribe(px_hub_t *h, px__hreq_t *r)
         answer(h, r);
         return;
     }
-    c->worker_subs[r->worker]++;
-    if (c->total_subs++ == 0) {
-        px__broker_subscribe(h->broker, (px_str_t){c->name, c->name_len});
-        observe_occupied(h, c->name, c->name_len, 1);
-    }
-    c->fmt_subs[r->format]++;
 
     /* Recovery: the epoch must match and history must still hold everything after `since`;
      * a `since` past the channel's offset is not ours to vouch for. The replay goes out in
@@ -970,9 +1010,58 @@ static void do_subscribe(px_hub_t *h, px__hreq_t *r)
                 col.count = 0;
             }
         }
-        if (r->recovered == 0 && h->formats[r->format]->gap_on_subscribe)
-            add_gap(h, r, c);
+        if (r->recovered == 0 && h->formats[r->format]->gap_on_subscribe && add_gap(h, r, c) != 0) {
+            sub_refuse_oom(h, r, c);
+            return;
+        }
     }
+    /* Presence: listed before the subscription counts, so that out of memory refuses it
+     * (503) instead of leaving a member out, or its member list short, without a word. The
+     * others hear of it after the answer is queued (the joiner's own event follows it). */
+    presence_ent_t *p = NULL;
+    int first = 0, listed = 0;
+    if (r->in_presence) {
+        p = px__calloc(1, sizeof *p);
+        int rc = -ENOMEM;
+        if (p) {
+            p->who = r->who;
+            p->worker = r->worker;
+            rc = pres_add(c, p, &first);
+        }
+        if (rc == 0) {
+            r->who.user = r->who.info = (px_str_t){NULL, 0}; /* p owns them now */
+        } else {
+            px__free(p); /* -EEXIST: the client is listed already, nothing to tell */
+            p = NULL;
+            if (c->pres && !c->pres->count) {
+                pres_free(c->pres);
+                c->pres = NULL;
+            }
+        }
+        if (rc == -ENOMEM) {
+            sub_refuse_oom(h, r, c);
+            return;
+        }
+        listed = 1;
+    }
+    if (r->want_list && fill_members(c, r, 1) != 0) {
+        r->npres = 0;
+        r->pres = NULL;
+        int last;
+        presence_ent_t *gone = listed ? pres_remove(c, r->who.client, &last) : NULL;
+        if (gone) /* its reference was the only one: nobody was told of it yet */
+            presence_free(gone);
+        sub_refuse_oom(h, r, c);
+        return;
+    }
+    /* Counted after the recovery read (nothing runs in between on this thread): deliveries of
+     * every later commit reach the worker after this answer. */
+    c->worker_subs[r->worker]++;
+    if (c->total_subs++ == 0) {
+        px__broker_subscribe(h->broker, (px_str_t){c->name, c->name_len});
+        observe_occupied(h, c->name, c->name_len, 1);
+    }
+    c->fmt_subs[r->format]++;
     page_result(r, c, &col, since);
     snprintf(r->epoch, sizeof r->epoch, "%s", c->epoch);
     r->offset = c->last_offset;
@@ -983,28 +1072,6 @@ static void do_subscribe(px_hub_t *h, px__hreq_t *r)
             collect_reset(r);
     }
 
-    /* Presence: remember who, tell the others (after the answer is queued, so the
-     * joiner's own join event follows its answer). */
-    presence_ent_t *p = NULL;
-    int first = 0;
-    if (r->in_presence) {
-        p = px__calloc(1, sizeof *p);
-        if (p) {
-            p->who = r->who;
-            p->worker = r->worker;
-            if (pres_add(c, p, &first) == 0) {
-                r->who.user = r->who.info = (px_str_t){NULL, 0};
-            } else {
-                px__free(p);
-                p = NULL;
-            }
-        }
-    }
-    if (r->want_list && fill_members(c, r, 1) != 0) {
-        /* The list cannot be sent: the subscription stands, its answer says why. */
-        r->npres = 0;
-        r->pres = NULL;
-    }
     r->users = pres_users(c);
     answer(h, r);
     if (p)
@@ -1029,8 +1096,12 @@ static void do_page(px_hub_t *h, px__hreq_t *r)
     } else if (rr == 0) {
         collect_reset(r);
         col.count = 0;
-        add_gap(h, r, c);
-        page_result(r, c, &col, c->last_offset);
+        if (add_gap(h, r, c) != 0) {
+            collect_reset(r);
+            hreq_error(r, 503, "internal_error", "out of memory");
+        } else {
+            page_result(r, c, &col, c->last_offset);
+        }
     } else {
         page_result(r, c, &col, r->since_offset);
     }
@@ -1249,12 +1320,28 @@ void px__hub_api_free(px_hub_t *h);
 
 px_hub_t *px_hub_new(px_workers_t *workers, const px_hub_opts_t *o, char *err, size_t errlen)
 {
+    px__store_opts_t so = {.data_dir = o->data_dir ? o->data_dir : "./var",
+                           .durability = o->durability == PX_HUB_DURABILITY_FULL
+                                             ? PX_DURABILITY_FULL
+                                             : PX_DURABILITY_NORMAL,
+                           .history_size = o->history_size,
+                           .history_ttl_ms = o->history_ttl_ms};
+    px__store_t *store = NULL;
+    if (px__store_open(NULL, &so, &store, err, errlen) != 0)
+        return NULL;
+    return px__hub_new_store(workers, o, store, err, errlen);
+}
+
+px_hub_t *px__hub_new_store(px_workers_t *workers, const px_hub_opts_t *o, px__store_t *store,
+                            char *err, size_t errlen)
+{
     px_hub_t *h = px__xcalloc(1, sizeof *h);
     h->workers = workers;
     h->nworkers = px_workers_count(workers);
     h->opts = *o;
     h->data_dir = px__xstrdup(o->data_dir ? o->data_dir : "./var");
     h->opts.data_dir = h->data_dir;
+    h->store = store;
     px__hashmap_init(&h->channels);
 
     px__m_publishes = px_metric_register("plexus_hub_publishes_total",
@@ -1269,27 +1356,18 @@ px_hub_t *px_hub_new(px_workers_t *workers, const px_hub_opts_t *o, char *err, s
     px__m_channels =
         px_metric_register("plexus_hub_channels", "Channels known to the hub", PX_METRIC_GAUGE);
 
-    px__store_opts_t so = {.data_dir = h->data_dir,
-                           .durability = o->durability == PX_HUB_DURABILITY_FULL
-                                             ? PX_DURABILITY_FULL
-                                             : PX_DURABILITY_NORMAL,
-                           .history_size = o->history_size,
-                           .history_ttl_ms = o->history_ttl_ms};
-    int r = px__store_open(NULL, &so, &h->store, err, errlen);
-    if (r) {
-        px_hub_free(h);
-        return NULL;
-    }
-    r = px__store_load_channels(h->store, load_channel, h);
+    int r = px__store_load_channels(h->store, load_channel, h);
     if (r) {
         snprintf(err, errlen, "%s: cannot load channels: %s", h->data_dir,
-                 px__store_errmsg(h->store));
+                 r == -ENOMEM ? "out of memory" : px__store_errmsg(h->store));
         px_hub_free(h);
         return NULL;
     }
     h->actor = px_workers_new(1);
-    if (h->actor && px__broker_local.open(NULL, px_worker_loop(px_workers_get(h->actor, 0)),
-                                          &h->broker, err, errlen) != 0) {
+    if (h->actor && (r = px__broker_local.open(NULL, px_worker_loop(px_workers_get(h->actor, 0)),
+                                               &h->broker, err, errlen)) != 0) {
+        if (r == -ENOMEM)
+            snprintf(err, errlen, "out of memory");
         px_hub_free(h);
         return NULL;
     }

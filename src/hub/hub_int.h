@@ -31,6 +31,11 @@ struct px_hub {
     int started;
 };
 
+/** px_hub_new with a store opened by the caller (tests: a fake store). The hub owns `store`
+ * from here on, also on failure (NULL, with `err` naming the cause). */
+px_hub_t *px__hub_new_store(px_workers_t *workers, const px_hub_opts_t *o, px__store_t *store,
+                            char *err, size_t errlen);
+
 extern int px__m_publishes, px__m_deliveries, px__m_commit_us, px__m_commits, px__m_channels;
 
 #endif

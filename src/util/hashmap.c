@@ -56,7 +56,9 @@ static int grow(px__hashmap_t *m)
 
 int px__hashmap_put(px__hashmap_t *m, px__hentry_t *e)
 {
-    if (m->count >= m->nbuckets && grow(m) != 0)
+    /* Growth may fail (longer chains until the next put grows it); only a map without a
+     * table cannot take the entry. */
+    if (m->count >= m->nbuckets && grow(m) != 0 && !m->nbuckets)
         return -ENOMEM;
     e->hash = px__hashmap_hash(m, e->key, e->key_len);
     size_t k = e->hash & (m->nbuckets - 1);

@@ -36,7 +36,8 @@ uint64_t px__hashmap_hash(const px__hashmap_t *m, const char *key, size_t len);
 void px__hashmap_init(px__hashmap_t *m);
 void px__hashmap_dispose(px__hashmap_t *m); /* frees buckets, not entries */
 px__hentry_t *px__hashmap_get(const px__hashmap_t *m, const char *key, size_t len);
-/** Insert `e` (key, key_len set; not present yet). 0 or -ENOMEM. */
+/** Insert `e` (key, key_len set; not present yet). 0, or -ENOMEM only while the table has
+ *  no buckets at all (a failed growth keeps the current table: longer chains). */
 int px__hashmap_put(px__hashmap_t *m, px__hentry_t *e);
 void px__hashmap_del(px__hashmap_t *m, px__hentry_t *e);
 /** Iterate: pass NULL first; returns NULL at the end. Do not modify while iterating. */
