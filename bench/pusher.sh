@@ -51,7 +51,9 @@ fi
 : "${SERVER_CPU:=1}" "${CLIENT_CPU:=0}" "${CLIENT_THREADS:=1}" "${PORT_BASE:=17300}"
 : "${PLEXUS_WORKERS:=1}" "${PUSHER_OUT:=$root/build/bench-pusher}" "${WSLOAD:=}"
 
-log() { printf 'bench-pusher: %s\n' "$*" >&2; }
+BENCH_NAME=bench-pusher
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 print_table() { # results.jsonl...
     /usr/bin/python3 - "$@" <<'EOF'
@@ -130,12 +132,7 @@ for t in targets:
 EOF
 }
 
-if [[ "${1:-}" == --table ]]; then
-    shift
-    cd "$orig_pwd"
-    print_table "$@"
-    exit 0
-fi
+bench_table_mode "$@"
 
 build=${1:-$root/build/release}
 build=$(cd "$build" 2>/dev/null && pwd) || { log "no build directory ${1:-build/release}"; exit 2; }
@@ -144,33 +141,13 @@ build=$(cd "$build" 2>/dev/null && pwd) || { log "no build directory ${1:-build/
 command -v node >/dev/null || { log "node is not installed (deps/debian.txt)"; exit 2; }
 [[ -d bench/peers/node_modules/ws ]] || { log "run: (cd bench/peers && npm ci)"; exit 2; }
 
-mkdir -p "$PUSHER_OUT/logs"
-stamp=$(date +%Y%m%d-%H%M%S)
-results="$PUSHER_OUT/results-$stamp.jsonl"
-: >"$results"
-
-if [[ -z "$WSLOAD" ]]; then
-    WSLOAD="$build/bench/wsload"
-    stale=0
-    [[ -x "$WSLOAD" ]] || stale=1
-    for f in bench/wsload/*.c bench/wsload/*.h; do [[ "$f" -nt "$WSLOAD" ]] && stale=1; done
-    if ((stale)); then
-        WSLOAD="$PUSHER_OUT/wsload"
-        log "building $WSLOAD"
-        "${CC:-cc}" -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra bench/wsload/*.c -lpthread -lm -o "$WSLOAD"
-    fi
-fi
-
-ncpu=$(nproc 2>/dev/null || echo 1)
-pin_server=() pin_client=()
-if command -v taskset >/dev/null && ((ncpu > SERVER_CPU && ncpu > CLIENT_CPU)) &&
-    [[ "$SERVER_CPU" != "$CLIENT_CPU" ]]; then
-    pin_server=(taskset -c "$SERVER_CPU")
-    pin_client=(taskset -c "$CLIENT_CPU")
-else
-    log "warning: not pinning (need taskset and two distinct CPUs; have $ncpu)"
-fi
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+bench_outputs "$PUSHER_OUT" jsonl
+bench_wsload "$build/bench/wsload" "$PUSHER_OUT"
+bench_pin "$SERVER_CPU" "$CLIENT_CPU"
+bench_check_load "throughput and latency"
+max_conns=$IDLE_CONNS
+for n in $FANOUT_SUBS; do ((n > max_conns)) && max_conns=$n; done
+bench_raise_fd_limit "$max_conns" "the largest runs"
 
 port=$((PORT_BASE + 1))
 nats_client_port=$((PORT_BASE + 53))
@@ -190,14 +167,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 start_server() { # kind logfile -> SRV_PID
     local kind=$1 logf=$2
-    if port_open "$port"; then
-        log "port $port is already in use (set PORT_BASE)"
-        return 1
-    fi
+    bench_port_free "$kind" "$port" PORT_BASE || return 1
     case $kind in
     plexus*)
         local dir
@@ -209,56 +181,35 @@ start_server() { # kind logfile -> SRV_PID
     node)
         "${pin_server[@]}" node bench/peers/pusher-server.mjs "$port" app-key app-secret >"$logf" 2>&1 &
         ;;
-    nats)
-        WL_NATS_PORT=$nats_client_port WL_NATS_WS_PORT=$port \
-            "${pin_server[@]}" nats-server -c bench/peers/nats.conf >"$logf" 2>&1 &
-        ;;
+    nats) start_peer nats "$port" "$logf" 0 "$nats_client_port" ;;
     esac
     SRV_PID=$!
-    local i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$SRV_PID" 2>/dev/null || { log "$kind exited at start; see $logf"; SRV_PID=""; return 1; }
-        port_open "$port" && return 0
-        sleep 0.1
-    done
-    log "$kind did not listen within 10 s; see $logf"
+    bench_wait_listen "$kind" "$SRV_PID" "$port" "$logf" && return 0
     stop_server
     return 1
 }
 
 stop_server() {
     [[ -n "$SRV_PID" ]] || return 0
-    kill -TERM "$SRV_PID" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$SRV_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$SRV_PID" 2>/dev/null || true
-    wait "$SRV_PID" 2>/dev/null || true
+    bench_stop_pid "$SRV_PID" 100
     SRV_PID=""
 }
-
-load1() { local l _; read -r l _ </proc/loadavg; echo "$l"; }
 
 record() { # part round server extra-json-fields line
     printf '{"part":"%s","round":%d,"server":"%s","load1":%s,%s\n' "$1" "$2" "$3" "$(load1)" "${4#*\{}" >>"$results"
 }
 
 wsload_run() { # part round server logf args...
-    local part=$1 round=$2 srv=$3 logf=$4 rc=0 line
+    local part=$1 round=$2 srv=$3 logf=$4 rc=0
     shift 4
     timeout --signal=INT --kill-after=10 600 "${pin_client[@]}" "$WSLOAD" "$@" --server-pid "$SRV_PID" \
         --label "$srv" >"$logf" 2>&1 || rc=$?
-    line=$(grep '^RESULT ' "$logf" | tail -n 1 || true)
-    if [[ -z $line ]]; then
-        log "  no RESULT (exit $rc); see $logf"
+    if ! wsload_result "$logf" "$rc"; then
         printf '{"part":"%s","round":%d,"server":"%s","valid":false,"conns":0}\n' "$part" "$round" "$srv" >>"$results"
         return 1
     fi
-    ((rc == 0)) || line=${line/\"valid\":true/\"valid\":false}
-    record "$part" "$round" "$srv" "$line"
-    grep -E '^  (fanout|latency|server CPU|per server|errors|status)' "$logf" | sed 's/^/    /' >&2 || true
+    record "$part" "$round" "$srv" "{$W_LINE"
+    wsload_summary "$logf" 'fanout|latency|server CPU|per server|errors|status'
 }
 
 proto_of() {
@@ -334,6 +285,5 @@ for ((round = 1; round <= ROUNDS; round++)); do
     done
 done
 
-summary="$PUSHER_OUT/summary-$stamp.txt"
 print_table "$results" | tee "$summary"
 log "results: $results; summary: $summary"
