@@ -4,9 +4,14 @@
 // the handshake, pings). Every channel type, presence with two tabs of one user, client
 // events and their rate limit, cache channels, encrypted channels end to end, sign-in with
 // sendToUser, the watchlist and terminate, the "must sign in" rule, each connection error
-// code, and reconnecting after a server restart (4200).
+// code, and reconnecting after a server restart (4200). Then the same clients over TLS
+// (plexus --tls): pusher-js on wss://, the SDK on https://.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import https from 'node:https';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
 import {
@@ -23,7 +28,7 @@ import {
   startPusherServer,
   subscribed,
 } from './pusher-kit.mjs';
-import { stopAll, waitFor } from './plexus-server.mjs';
+import { outDir, stopAll, waitFor } from './plexus-server.mjs';
 
 const APPS = [
   { ...APP, 'max-client-events-per-second': 10 },
@@ -461,5 +466,49 @@ describe('pusher-js and the pusher SDK against plexus', () => {
     assert.deepEqual(kept, { v: 1 });
     late.disconnect();
     c.disconnect();
+  });
+});
+
+describe('over TLS: pusher-js on wss:// and the SDK on https:// to plexus --tls', () => {
+  let tsrv;
+  let tauth;
+  let tserver;
+  let allow;
+  before(async () => {
+    const dir = outDir('62-pusher-tls-cert'); // startPusherServer empties its own
+    const sh = (...a) => execFileSync('openssl', a, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    sh('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'tls.key',
+      '-out', 'tls.crt', '-days', '7', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1');
+    tsrv = await startPusherServer('62-pusher-tls', {
+      args: ['--tls', '--tls-cert', path.join(dir, 'tls.crt'), '--tls-key', path.join(dir, 'tls.key')],
+    });
+    // pusher-js for Node (faye-websocket) takes no CA option: this process trusts any
+    // certificate while the block runs; the SDK is given the certificate itself.
+    allow = process.env.NODE_TLS_REJECT_UNAUTHORIZED;
+    process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
+    tserver = sdk(tsrv, APP, { useTLS: true, agent: new https.Agent({ ca: fs.readFileSync(path.join(dir, 'tls.crt')) }) });
+    tauth = await startAuthServer(tserver);
+  });
+  after(async () => {
+    await tauth?.close();
+    await stopAll();
+    if (allow === undefined) delete process.env.NODE_TLS_REJECT_UNAUTHORIZED;
+    else process.env.NODE_TLS_REJECT_UNAUTHORIZED = allow;
+  });
+
+  it('presence and an SDK trigger, all over TLS', async () => {
+    const tls = { forceTLS: true, wssPort: tsrv.port, httpsPort: tsrv.port };
+    const a = track(client(tsrv, { auth: tauth, user: 'tia', extra: tls }));
+    const b = track(client(tsrv, { auth: tauth, user: 'tom', extra: tls }));
+    await subscribed(a, 'presence-secure');
+    const joined = once(a.channel('presence-secure'), 'pusher:member_added', 5000, 'tom joining');
+    await subscribed(b, 'presence-secure');
+    assert.equal((await joined).id, 'tom');
+    const got = once(b.channel('presence-secure'), 'note', 5000, 'the SDK event over https');
+    const r = await tserver.trigger('presence-secure', 'note', { over: 'tls' }, { info: 'user_count' });
+    assert.deepEqual(await r.json(), { channels: { 'presence-secure': { user_count: 2 } } });
+    assert.deepEqual(await got, { over: 'tls' });
+    a.disconnect();
+    b.disconnect();
   });
 });
