@@ -147,9 +147,10 @@ static const char *const migrations[] = {
     " time_ms INTEGER NOT NULL,"
     " data BLOB NOT NULL);"
     "CREATE UNIQUE INDEX messages_by_channel ON messages(channel_id, offset);",
-    /* 2: the store's instance id, made once with the database: fresh_epoch() keys on it. */
-    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
-    "INSERT INTO meta VALUES('instance', lower(hex(randomblob(16))));",
+    /* 2: the store's instance id, made once with the database: fresh_epoch() keys on it.
+     * (In parentheses: one element of two literals, not two elements missing a comma.) */
+    ("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+     "INSERT INTO meta VALUES('instance', lower(hex(randomblob(16))));"),
     /* 3: messages keep their event name (a Pusher event's; "" for the native protocol's). */
     "ALTER TABLE messages ADD COLUMN event BLOB NOT NULL DEFAULT x'';",
 };
