@@ -1,4 +1,4 @@
-// pusher-kit.mjs: what the Pusher integration tests (6x-pusher-*.mjs) share: a plexus with
+// pusher-kit.mjs: what the Pusher integration tests (9x-pusher-*.mjs) share: a plexus with
 // Pusher apps, pusher-js clients (Node), the `pusher` server SDK, a small auth server that
 // signs subscriptions and sign-ins with the SDK (as a Laravel app's /broadcasting/auth does),
 // a webhook receiver, and promise helpers. Not a test file itself (no number).

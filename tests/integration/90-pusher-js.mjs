@@ -1,4 +1,4 @@
-// 62-pusher-js: the Pusher protocol v7 with the real clients (issue 14): pusher-js for Node
+// 90-pusher-js: the Pusher protocol v7 with the real clients (issue 14): pusher-js for Node
 // against plexus, the `pusher` server SDK for triggers and auth (through a small auth server,
 // as a Laravel app does), and raw WebSocket clients for what pusher-js hides (close codes,
 // the handshake, pings). Every channel type, presence with two tabs of one user, client
@@ -92,7 +92,7 @@ function raw(path, headers = {}) {
 
 describe('pusher-js and the pusher SDK against plexus', () => {
   before(async () => {
-    srv = await startPusherServer('62-pusher-js', { apps: APPS });
+    srv = await startPusherServer('90-pusher-js', { apps: APPS });
     server = sdk(srv);
     auth = await startAuthServer(server);
   });
@@ -475,11 +475,11 @@ describe('over TLS: pusher-js on wss:// and the SDK on https:// to plexus --tls'
   let tserver;
   let allow;
   before(async () => {
-    const dir = outDir('62-pusher-tls-cert'); // startPusherServer empties its own
+    const dir = outDir('90-pusher-tls-cert'); // startPusherServer empties its own
     const sh = (...a) => execFileSync('openssl', a, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     sh('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'tls.key',
       '-out', 'tls.crt', '-days', '7', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1');
-    tsrv = await startPusherServer('62-pusher-tls', {
+    tsrv = await startPusherServer('90-pusher-tls', {
       args: ['--tls', '--tls-cert', path.join(dir, 'tls.crt'), '--tls-key', path.join(dir, 'tls.key')],
     });
     // pusher-js for Node (faye-websocket) takes no CA option: this process trusts any

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""67-pusher-config: Pusher apps from flags and the config file (issue 14).
+"""95-pusher-config: Pusher apps from flags and the config file (issue 14).
 
 `--pusher-app ID:KEY:SECRET` (repeatable, also PLEXUS_PUSHER_APP) and the config file's
 "pusher-apps" (an array of app objects with their options; also --pusher-apps / PLEXUS_PUSHER_APPS

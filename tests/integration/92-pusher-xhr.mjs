@@ -1,4 +1,4 @@
-// 64-pusher-xhr: where WebSocket cannot pass (issue 14). A test proxy in front of plexus
+// 92-pusher-xhr: where WebSocket cannot pass (issue 14). A test proxy in front of plexus
 // refuses every WebSocket upgrade and forwards plain HTTP, as Apache without mod_proxy_wstunnel
 // or a corporate proxy does. pusher-js then falls back to its xhr_streaming and xhr_polling
 // transports, which plexus serves at /pusher/app/{key}/{server}/{session}/...: the default
@@ -64,7 +64,7 @@ describe('pusher-js without WebSocket: xhr_streaming and xhr_polling', () => {
   const viaProxy = (o = {}) => ({ port: proxy.port });
 
   before(async () => {
-    srv = await startPusherServer('64-pusher-xhr', { workers: 3 });
+    srv = await startPusherServer('92-pusher-xhr', { workers: 3 });
     server = sdk(srv);
     auth = await startAuthServer(server);
     proxy = await refusingProxy(srv.port);
@@ -164,7 +164,7 @@ describe('laravel-echo on pusher-js', () => {
   let auth;
   const echos = [];
   before(async () => {
-    srv = await startPusherServer('64-pusher-echo');
+    srv = await startPusherServer('92-pusher-echo');
     server = sdk(srv);
     auth = await startAuthServer(server);
   });

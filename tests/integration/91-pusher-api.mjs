@@ -1,4 +1,4 @@
-// 68-pusher-api: the Pusher HTTP API and webhooks (issue 14). The `pusher` SDK's calls
+// 91-pusher-api: the Pusher HTTP API and webhooks (issue 14). The `pusher` SDK's calls
 // (trigger with info, batches, channel listings and info, users) and, by hand, every way a
 // request can be refused: a bad signature, an old timestamp, a wrong key or body_md5 (401),
 // a disabled app (403), an unknown one (404), a payload over the limit (413), the rate (429),
@@ -69,7 +69,7 @@ describe('the Pusher HTTP API', () => {
     { id: '202', key: 'rate-key', secret: 'rate-secret', 'max-backend-events-per-second': 4 },
   ];
   before(async () => {
-    srv = await startPusherServer('68-pusher-api', { apps });
+    srv = await startPusherServer('91-pusher-api', { apps });
     server = sdk(srv);
   });
   after(async () => {
@@ -194,7 +194,7 @@ describe('webhooks', () => {
       },
       { id: '301', key: 'flaky-key', secret: 'flaky-secret', webhooks: [{ url: flaky.url, events: ['channel_occupied'] }] },
     ];
-    srv = await startPusherServer('68-pusher-webhooks', { apps });
+    srv = await startPusherServer('91-pusher-webhooks', { apps });
     server = sdk(srv);
   });
   after(async () => {
@@ -301,7 +301,7 @@ describe('webhooks: a receiver that is down', () => {
     await new Promise((r) => hold.listen(0, '127.0.0.1', r));
     const port = hold.address().port;
     await new Promise((r) => hold.close(r));
-    const srv = await startPusherServer('68-pusher-webhooks-down', {
+    const srv = await startPusherServer('91-pusher-webhooks-down', {
       apps: [{ ...APP, 'webhook-queue-max': 5, webhooks: [{ url: `http://127.0.0.1:${port}/down`, events: ['channel_occupied', 'channel_vacated'] }] }],
     });
     try {

@@ -1,4 +1,4 @@
-// 65-pusher-browser: pusher-js and laravel-echo in a real browser (issue 14): Debian's
+// 93-pusher-browser: pusher-js and laravel-echo in a real browser (issue 14): Debian's
 // chromium (/usr/bin/chromium) driven by playwright-core. The test page comes from another
 // origin (the auth server, as a Laravel app serves its pages), loads pusher-js's browser build
 // and laravel-echo's, and talks to plexus:
@@ -75,7 +75,7 @@ const logOf = (page) => page.evaluate(() => window.log);
 
 before(async () => {
   assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing (Debian package chromium, see deps/debian.txt)`);
-  srv = await startPusherServer('65-pusher-browser');
+  srv = await startPusherServer('93-pusher-browser');
   server = sdk(srv);
   auth = await startAuthServer(server, {
     '/page.html': { type: 'text/html; charset=utf-8', body: PAGE },

@@ -1,4 +1,4 @@
-// 66-pusher-cross: every Pusher channel is a hub channel (issue 14, docs/pusher.md). A
+// 94-pusher-cross: every Pusher channel is a hub channel (issue 14, docs/pusher.md). A
 // pusher-js client, a native WebSocket client (/ws) and a Server-Sent Events client
 // (/api/channels/{channel}/events) on the same channel see what each other publishes:
 //   - an SDK trigger reaches the native client as its data (the JSON string the SDK sent);
@@ -71,7 +71,7 @@ async function sseClient(channel) {
 
 describe('Pusher, native and SSE clients share channels', () => {
   before(async () => {
-    srv = await startPusherServer('66-pusher-cross', { apps: [APP, APP2] });
+    srv = await startPusherServer('94-pusher-cross', { apps: [APP, APP2] });
     server = sdk(srv);
     auth = await startAuthServer(server);
   });
