@@ -2299,9 +2299,36 @@ static void on_presence_list(void *ud, int status, const px__broker_member_t *ms
         answer(h, r);
         return;
     }
+    /* Members are counted per user, as this node's presence index does; with by_user one
+     * entry per user (its first) is listed. An entry without a user counts as one. */
+    px__hashmap_t seen;
+    px__hashmap_init(&seen);
+    px__hentry_t *ents = n ? px__calloc(n, sizeof *ents) : NULL;
+    if (n && !ents) {
+        hreq_error(r, 503, "internal_error", "out of memory");
+        answer(h, r);
+        return;
+    }
+    r->users = 0;
     for (size_t i = 0; i < n; i++) {
         if (ms[i].client.len != PX__CLIENT_ID_LEN)
             continue;
+        if (ms[i].user.len) {
+            if (px__hashmap_get(&seen, ms[i].user.ptr, ms[i].user.len)) {
+                if (r->by_user)
+                    continue;
+            } else {
+                ents[i].key = ms[i].user.ptr;
+                ents[i].key_len = ms[i].user.len;
+                if (px__hashmap_put(&seen, &ents[i]) != 0) {
+                    hreq_error(r, 503, "internal_error", "out of memory");
+                    break;
+                }
+                r->users++;
+            }
+        } else {
+            r->users++;
+        }
         px__presence_t *o = &r->pres[r->npres++];
         memcpy(o->client, ms[i].client.ptr, PX__CLIENT_ID_LEN);
         o->client[PX__CLIENT_ID_LEN] = '\0';
@@ -2312,6 +2339,8 @@ static void on_presence_list(void *ud, int status, const px__broker_member_t *ms
             ms[i].info.len ? px__arena_memdup(&r->arena, ms[i].info.ptr, ms[i].info.len) : NULL,
             ms[i].info.len};
     }
+    px__hashmap_dispose(&seen);
+    px__free(ents);
     answer(h, r);
 }
 
