@@ -90,7 +90,9 @@ describe('passenger standalone (builtin engine)', () => {
   });
 
   it('restarts on tmp/restart.txt without losing an acknowledged message', async () => {
-    const p = await passenger('restart');
+    // The publisher runs flat out until the new process answers: keep every message it
+    // makes (the default --history-size, 1000, would trim the first ones on a slow restart).
+    const p = await passenger('restart', { env: { PLEXUS_HISTORY_SIZE: '1000000' } });
     const port = p.port;
     const pid0 = p.status().processes[0].pid;
     const acked = [];
