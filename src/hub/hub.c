@@ -2669,8 +2669,12 @@ void px_hub_free(px_hub_t *h)
             }
         }
     }
+    /* Answers run at the workers can post to the hub again (a subscribe answered for a
+     * client that is gone posts its unsubscribe), and the hub's answers go back to the
+     * workers: drain both until neither has anything left. */
     if (h->actor)
-        px_workers_drain(h->workers);
+        while (px_workers_drain(h->workers) + px_workers_drain(h->actor) > 0)
+            ;
     px__hub_api_free(h);
     px__hub_locals_free(h);
     px_workers_free(h->actor);
