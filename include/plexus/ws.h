@@ -56,6 +56,10 @@ typedef struct px_ws_callbacks {
     /** Connection gone: `code` is the peer's close code, 1005 if it sent none, 1006 if
      * the connection dropped without a close frame. */
     void (*on_close)(px_ws_t *ws, int code, px_str_t reason, void *ud);
+    /** Graceful server shutdown began (optional): close with a code of the route's
+     * protocol (px_ws_close; a Pusher server says 4200 "reconnect now"). Without it, or
+     * if it does not close, the connection is closed with 1001. */
+    void (*on_shutdown)(px_ws_t *ws, void *ud);
 } px_ws_callbacks_t;
 
 PX_EXTERN void px_ws_opts_init(px_ws_opts_t *o);
@@ -74,7 +78,12 @@ PX_EXTERN int px_ws_send(px_ws_t *ws, int opcode, const void *data, size_t len);
 PX_EXTERN int px_ws_close(px_ws_t *ws, int code, const char *reason);
 PX_EXTERN void px_ws_set_data(px_ws_t *ws, void *data);
 PX_EXTERN void *px_ws_get_data(const px_ws_t *ws);
+/** The connection under the WebSocket (its worker, loop, id). Over HTTP/2 (RFC
+ * 8441) that is the HTTP/2 connection, shared with other streams: use
+ * px_ws_pending for this WebSocket's own backlog. */
 PX_EXTERN px_conn_t *px_ws_conn(const px_ws_t *ws);
+/** Bytes queued for this WebSocket's client and not yet sent. */
+PX_EXTERN size_t px_ws_pending(const px_ws_t *ws);
 /** The negotiated subprotocol ({NULL,0} if none). */
 PX_EXTERN px_str_t px_ws_subprotocol(const px_ws_t *ws);
 

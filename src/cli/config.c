@@ -70,6 +70,19 @@ static const opt_t options[] = {
      "4294967295"},
     {"access-log", T_STR, O(access_log), "off", "FORMAT",
      "access log, one line per request: off|text|json", "off|text|json", "HTTP"},
+    {"http2", T_BOOL, O(http2), "true", "",
+     "accept HTTP/2: h2c with prior knowledge on plain listeners, h2 by ALPN over TLS "
+     "(--http2=false: HTTP/1.1 only)",
+     NULL, "HTTP/2"},
+    {"http2-max-streams", T_UINT, O(http2_max_streams), "100", "N",
+     "concurrent streams per HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS)", NULL, "HTTP/2",
+     "1", "10000"},
+    {"http2-window", T_SIZE, O(http2_window), "256KiB", "SIZE",
+     "flow-control window of each HTTP/2 stream (SETTINGS_INITIAL_WINDOW_SIZE)", NULL, "HTTP/2",
+     "16KiB", "1GiB"},
+    {"http2-max-frame-size", T_SIZE, O(http2_max_frame_size), "16KiB", "SIZE",
+     "largest HTTP/2 frame payload accepted (SETTINGS_MAX_FRAME_SIZE)", NULL, "HTTP/2", "16KiB",
+     "16777215"},
     {"ws-max-message", T_SIZE, O(ws_max_message), "1MiB", "SIZE",
      "largest WebSocket message accepted (close 1009 over it)", NULL, "WebSocket", "1KiB", "1GiB"},
     {"ws-ping-interval", T_DURATION, O(ws_ping_interval_ms), "30s", "DURATION",
@@ -123,6 +136,12 @@ static const opt_t options[] = {
     {"max-inflight", T_UINT, O(max_inflight), "32", "N",
      "requests of one WebSocket connection waiting for an answer; over it: too_many_requests", NULL,
      "Hub", "1", "100000"},
+    {"pusher-app", T_LIST, O(pusher_app), NULL, "ID:KEY:SECRET",
+     "serve the Pusher protocol for this app (repeatable; options per app: --pusher-apps)", NULL,
+     "Pusher"},
+    {"pusher-apps", T_STR, O(pusher_apps), NULL, "JSON",
+     "Pusher apps with their options, a JSON array (in the config file: the array itself)", NULL,
+     "Pusher"},
     /* One port: the sniffer, pass-through rules, PROXY protocol (docs/one-port.md). */
     {"forward", T_LIST, O(forward), NULL, "NAME=TARGET[,OPT=VAL]",
      "pass connections whose first bytes match probe NAME (ssh, openvpn, xmpp, tls-sni:HOST, "
@@ -314,6 +333,8 @@ static unsigned *list_count(px_config_t *cfg, const opt_t *o, unsigned *max)
     if (o->off == O(proxy_protocol_from))
         return &cfg->nproxy_protocol_from;
     *max = PX_CONFIG_MAX_LISTEN;
+    if (o->off == O(pusher_app))
+        return &cfg->npusher_app;
     return &cfg->nlisten;
 }
 
@@ -490,7 +511,7 @@ static void check_tls(const px_config_t *cfg)
  * set like its flag. `where` names the source in errors ("--config FILE", "options"). */
 static void load_json(px_config_t *cfg, char *text, size_t len, const char *where)
 {
-    enum { MAXTOK = 1024 };
+    enum { MAXTOK = 8192 /* pusher-apps with their webhooks */ };
     px_json_tok_t *toks = load_ctx->toks = malloc(MAXTOK * sizeof *toks);
     if (!toks)
         die("%s: out of memory", where);
@@ -513,6 +534,18 @@ static void load_json(px_config_t *cfg, char *text, size_t len, const char *wher
         int v = k + 1;
         char origin[300];
         snprintf(origin, sizeof origin, "%s: key", where);
+        if (strcmp(key, "pusher-apps") == 0 &&
+            (toks[v].type == PX_JSON_ARRAY || toks[v].type == PX_JSON_OBJECT)) {
+            /* Kept as JSON text: the Pusher front reads it (px_pusher_apps_add_json). */
+            px_str_t raw = px_json_raw(&doc, v);
+            free(cfg->pusher_apps);
+            cfg->pusher_apps = malloc(raw.len + 1);
+            if (!cfg->pusher_apps)
+                die("%s: out of memory", where);
+            memcpy(cfg->pusher_apps, raw.ptr, raw.len);
+            cfg->pusher_apps[raw.len] = '\0';
+            continue;
+        }
         char val[1024];
         if (o->type == T_LIST) { /* a string (below), or an array of them */
             clear_list(cfg, o);

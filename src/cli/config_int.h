@@ -39,6 +39,11 @@ struct px_config {
     uint64_t keepalive_timeout_ms;
     unsigned max_requests;
     char *access_log;
+    /* http/2 */
+    int http2;
+    unsigned http2_max_streams;
+    uint64_t http2_window;
+    uint64_t http2_max_frame_size;
     /* websocket */
     uint64_t ws_max_message;
     uint64_t ws_ping_interval_ms;
@@ -84,6 +89,11 @@ struct px_config {
     uint64_t sniff_max;
     char *proxy_protocol_from[PX_CONFIG_MAX_CERTS];
     unsigned nproxy_protocol_from;
+
+    /* pusher */
+    char *pusher_app[PX_CONFIG_MAX_LISTEN]; /* "ID:KEY:SECRET" */
+    unsigned npusher_app;
+    char *pusher_apps; /* JSON: an array of app objects (docs/pusher.md) */
     /* meta */
     char *config_file;
     /* list options already given as flags (their first flag replaces loaded values),
