@@ -14,6 +14,7 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "net/conn_direct.h"
 #include "net/net_int.h"
 #include "net/transport.h"
 
@@ -293,6 +294,24 @@ static int write_slice(px_conn_t *c, px_slice_t *s, size_t off, size_t len, int 
 
 int px_conn_write_slice(px_conn_t *c, px_slice_t *s, size_t off, size_t len)
 {
+    return write_slice(c, s, off, len, 0);
+}
+
+int px__conn_write_slice_now(px_conn_t *c, px_slice_t *s, size_t off, size_t len)
+{
+    if (c->out_count || c->phase != PX__OPEN || c->closing || c->tp != &px__transport_plain ||
+        len == 0 || off > s->len || len > s->len - off || len > c->nw->output_cap)
+        return write_slice(c, s, off, len, 0);
+    struct iovec iov = {s->data + off, len};
+    ssize_t n = c->tp->ops->writev(c->tp, c, &iov, 1);
+    if (n > 0) {
+        px__metric_add(px__m_bytes_out, n);
+        off += (size_t)n;
+        len -= (size_t)n;
+        if (len == 0)
+            return 0;
+    }
+    /* The rest (all of it on an error: the deferred flush meets it again). */
     return write_slice(c, s, off, len, 0);
 }
 

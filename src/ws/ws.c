@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "http/upgrade.h"
+#include "net/conn_direct.h"
 #include "plexus/ws.h"
 #include "util/base64.h"
 #include "util/crypto.h"
@@ -1174,7 +1175,7 @@ static void send_all(px_ws_t *ws, topic_local_t *l, px_slice_t *all)
 {
     if (ws->close_sent)
         return;
-    if (px_conn_room(ws->c) >= all->len && px_conn_write_slice(ws->c, all, 0, all->len) == 0) {
+    if (px_conn_room(ws->c) >= all->len && px__conn_write_slice_now(ws->c, all, 0, all->len) == 0) {
         px__metric_add(m_ws_out, l->npending);
         return;
     }
