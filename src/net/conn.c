@@ -1118,10 +1118,17 @@ void px__conn_shutdown(px_conn_t *c)
 
 void px_conn_set_timeout(px_conn_t *c, uint64_t ms)
 {
-    if (ms)
+    if (ms) {
+        /* Pushed back to where it is (each of the requests or messages of one
+         * read does it): leave it. (A timer re-armed for the same instant would
+         * move after the others due then; no connection relies on that order.) */
+        if (px_timer_active(&c->timer) && ms < UINT64_MAX - px_loop_now(c->nw->loop) &&
+            c->timer._at == px_loop_now(c->nw->loop) + ms)
+            return;
         px_timer_start(c->nw->loop, &c->timer, ms);
-    else
+    } else {
         px_timer_stop(&c->timer);
+    }
 }
 
 void px_conn_pause_read(px_conn_t *c, int paused)
