@@ -9,7 +9,7 @@ TSAN    := $(BUILD)/tsan
 CMAKE_FLAGS ?=
 
 .PHONY: all run test deps build build-asan build-tsan unit integration fuzz-replay fuzz format lint \
-        clean bench-http bench-ws bench-hub bench-tls bench-micro npm-deps soak
+        clean bench-http bench-ws bench-hub bench-tls bench-forward bench-micro npm-deps soak
 
 all: build
 
@@ -89,6 +89,11 @@ bench-ws: build
 bench-hub: build
 	@sh deps/install.sh deps/bench.txt
 	bash bench/hub.sh $(RELEASE)
+
+# Pass-through: plexus --forward vs sslh (select, fork), direct as the floor (bench/forward.sh).
+bench-forward: build
+	@sh deps/install.sh deps/bench.txt
+	bash bench/forward.sh $(RELEASE)
 
 # Mixed load against build/release/plexus for SOAK_SECONDS (600), then RSS and fds must
 # come back to their post-warm-up level (bench/soak.py). Not part of `make test`.

@@ -10,6 +10,7 @@
 
 #include "app/config.h"
 #include "plexus/json.h"
+#include "plexus/sniff.h"
 #include "plexus/version.h"
 
 enum opt_type { T_STR, T_LIST, T_UINT, T_UINT64, T_SIZE, T_DURATION, T_BOOL };
@@ -107,6 +108,22 @@ static const opt_t options[] = {
     {"max-inflight", T_UINT, O(max_inflight), "32", "N",
      "requests of one WebSocket connection waiting for an answer; over it: too_many_requests", NULL,
      "Hub", "1", "100000"},
+    /* One port: the sniffer, pass-through rules, PROXY protocol (docs/one-port.md). */
+    {"forward", T_LIST, O(forward), NULL, "NAME=TARGET[,OPT=VAL]",
+     "pass connections whose first bytes match probe NAME (ssh, openvpn, xmpp, tls-sni:HOST, "
+     "http-host:HOST, regex:ERE, default) to TARGET (HOST:PORT or unix:PATH), repeatable, tried "
+     "in order; options proxy=v1|v2, max-conns=N, idle=DURATION, connect-timeout=DURATION, "
+     "window=BYTES, probe=PROBE (docs/one-port.md)",
+     NULL, "One port"},
+    {"sniff-timeout", T_DURATION, O(sniff_timeout_ms), "3s", "DURATION",
+     "time a client has to send enough bytes to be recognised; then the default rule, or close",
+     NULL, "One port", "100ms", "1h"},
+    {"sniff-max", T_SIZE, O(sniff_max), "16KiB", "SIZE",
+     "bytes the sniffer looks at before it decides", NULL, "One port", "64", "1MiB"},
+    {"proxy-protocol-from", T_LIST, O(proxy_protocol_from), NULL, "CIDR",
+     "accept a PROXY protocol v1/v2 header from these sources (CIDR, address or unix), "
+     "repeatable; from anyone else it closes the connection",
+     NULL, "One port"},
     {"log-level", T_STR, O(log_level), "info", "LEVEL", "debug|info|warn|error",
      "debug|info|warn|error|off", "Logs"},
     {"log-format", T_STR, O(log_format), "text", "FORMAT",
@@ -215,12 +232,26 @@ static int parse_scaled(const char *s, uint64_t *out, int kind)
     return 0;
 }
 
+/* How parse_scaled reads a numeric option (T_UINT64 has no unit either), and
+ * what a value that does not parse should have been. */
+static int number_kind(const opt_t *o)
+{
+    return o->type == T_UINT64 ? T_UINT : (int)o->type;
+}
+
+static const char *const number_what[] = {
+    [T_UINT] = "a non-negative integer",
+    [T_UINT64] = "a non-negative integer",
+    [T_SIZE] = "a size (e.g. 512, 64KiB, 4MiB)",
+    [T_DURATION] = "a duration (e.g. 500ms, 10s, 5m)",
+};
+
 /* A numeric value against the option's range (the table's min and max). */
 static void check_range(const opt_t *o, uint64_t v, const char *val, const char *origin)
 {
     if (!o->min)
         return;
-    int kind = o->type == T_UINT64 ? T_UINT : (int)o->type;
+    int kind = number_kind(o);
     uint64_t lo, hi;
     if (parse_scaled(o->min, &lo, kind) || parse_scaled(o->max, &hi, kind))
         die("internal error: bad range for %s", o->name);
@@ -251,6 +282,10 @@ static unsigned *list_count(px_config_t *cfg, const opt_t *o, unsigned *max)
         return &cfg->ntls_key;
     if (o->off == O(tls_ocsp))
         return &cfg->ntls_ocsp;
+    if (o->off == O(forward))
+        return &cfg->nforward;
+    if (o->off == O(proxy_protocol_from))
+        return &cfg->nproxy_protocol_from;
     *max = PX_CONFIG_MAX_LISTEN;
     return &cfg->nlisten;
 }
@@ -287,32 +322,24 @@ static void set_value(px_config_t *cfg, const opt_t *o, const char *val, const c
             cfg->listen_tls[*count] = -1;
             cfg->listen_tls_only[*count] = -1;
         }
+        char why[512] = ""; /* rules and sources are checked as they come */
+        if ((count == &cfg->nforward && px_forward_check(val, why, sizeof why)) ||
+            (count == &cfg->nproxy_protocol_from && px_proxy_from_check(val, why, sizeof why)))
+            die("%s %s: %s", origin, o->name, why);
         list[(*count)++] = strdup(val);
         break;
     }
     case T_UINT:
-        if (parse_scaled(val, &v, T_UINT) || v > 0xffffffffu)
-            die("%s %s: '%s' is not a non-negative integer", origin, o->name, val);
-        check_range(o, v, val, origin);
-        *(unsigned *)base = (unsigned)v;
-        break;
     case T_UINT64:
-        if (parse_scaled(val, &v, T_UINT))
-            die("%s %s: '%s' is not a non-negative integer", origin, o->name, val);
-        check_range(o, v, val, origin);
-        *(uint64_t *)base = v;
-        break;
     case T_SIZE:
-        if (parse_scaled(val, &v, T_SIZE))
-            die("%s %s: '%s' is not a size (e.g. 512, 64KiB, 4MiB)", origin, o->name, val);
-        check_range(o, v, val, origin);
-        *(uint64_t *)base = v;
-        break;
     case T_DURATION:
-        if (parse_scaled(val, &v, T_DURATION))
-            die("%s %s: '%s' is not a duration (e.g. 500ms, 10s, 5m)", origin, o->name, val);
+        if (parse_scaled(val, &v, number_kind(o)) || (o->type == T_UINT && v > 0xffffffffu))
+            die("%s %s: '%s' is not %s", origin, o->name, val, number_what[o->type]);
         check_range(o, v, val, origin);
-        *(uint64_t *)base = v;
+        if (o->type == T_UINT)
+            *(unsigned *)base = (unsigned)v;
+        else
+            *(uint64_t *)base = v;
         break;
     case T_BOOL:
         if (strcmp(val, "1") == 0 || strcmp(val, "true") == 0 || strcmp(val, "yes") == 0)
@@ -465,32 +492,26 @@ static void load_file(px_config_t *cfg, const char *path)
         int v = k + 1;
         char origin[300];
         snprintf(origin, sizeof origin, "--config %s: key", path);
-        if (o->type == T_LIST) {
+        char val[1024];
+        if (o->type == T_LIST) { /* a string (below), or an array of them */
             clear_list(cfg, o);
-            if (toks[v].type == PX_JSON_STRING) {
-                char val[1024];
-                if (px_json_unescape(&doc, v, val, sizeof val) < 0)
-                    die("%s %s: value too long", origin, key);
-                set_value(cfg, o, val, origin);
+            if (toks[v].type == PX_JSON_ARRAY) {
+                int e = v + 1;
+                for (uint32_t j = 0; j < toks[v].size; j++, e = (int)toks[e].next) {
+                    if (toks[e].type == PX_JSON_OBJECT && o->off == O(listen)) {
+                        listen_object(cfg, o, &doc, toks, e, j, origin);
+                        continue;
+                    }
+                    if (toks[e].type != PX_JSON_STRING ||
+                        px_json_unescape(&doc, e, val, sizeof val) < 0)
+                        die("%s %s: expected an array of strings", origin, key);
+                    set_value(cfg, o, val, origin);
+                }
                 continue;
             }
-            if (toks[v].type != PX_JSON_ARRAY)
+            if (toks[v].type != PX_JSON_STRING)
                 die("%s %s: expected a string or an array of strings", origin, key);
-            int e = v + 1;
-            for (uint32_t j = 0; j < toks[v].size; j++, e = (int)toks[e].next) {
-                char val[1024];
-                if (toks[e].type == PX_JSON_OBJECT && o->off == O(listen)) {
-                    listen_object(cfg, o, &doc, toks, e, j, origin);
-                    continue;
-                }
-                if (toks[e].type != PX_JSON_STRING ||
-                    px_json_unescape(&doc, e, val, sizeof val) < 0)
-                    die("%s %s: expected an array of strings", origin, key);
-                set_value(cfg, o, val, origin);
-            }
-            continue;
         }
-        char val[1024];
         if (toks[v].type == PX_JSON_STRING) {
             if (px_json_unescape(&doc, v, val, sizeof val) < 0)
                 die("%s %s: value too long", origin, key);
@@ -555,10 +576,12 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
         char origin[100];
         snprintf(origin, sizeof origin, "environment variable %s, option", env);
         if (o->type == T_LIST) {
-            /* Several values: comma- or space-separated. */
+            /* Several values: comma- or space-separated; forwarding rules hold commas
+             * themselves, so they are separated by ';' (or newlines). */
+            const char *sep = o->off == O(forward) ? ";\n" : ",; \n";
             clear_list(cfg, o);
             char *copy = strdup(val), *save = NULL;
-            for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+            for (char *t = strtok_r(copy, sep, &save); t; t = strtok_r(NULL, sep, &save))
                 set_value(cfg, o, t, origin);
             free(copy);
         } else {

@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #define PX_CONFIG_MAX_LISTEN 16
-#define PX_CONFIG_MAX_CERTS  64 /* --tls-cert, --tls-key and --tls-ocsp each */
+#define PX_CONFIG_MAX_CERTS  64 /* values of the other repeatable options, each */
 
 typedef struct px_config {
     /* server */
@@ -70,6 +70,14 @@ typedef struct px_config {
     unsigned tls_session_cache;
     char *tls_ktls;
     uint64_t tls_handshake_timeout_ms;
+
+    /* one port: sniffer, pass-through, PROXY protocol (docs/one-port.md) */
+    char *forward[PX_CONFIG_MAX_CERTS];
+    unsigned nforward;
+    uint64_t sniff_timeout_ms;
+    uint64_t sniff_max;
+    char *proxy_protocol_from[PX_CONFIG_MAX_CERTS];
+    unsigned nproxy_protocol_from;
     /* meta */
     char *config_file;
 } px_config_t;

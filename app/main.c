@@ -12,6 +12,7 @@
 #include "plexus/ws.h"
 #include "plexus/log.h"
 #include "plexus/net.h"
+#include "plexus/sniff.h"
 #include "plexus/tls.h"
 #include "plexus/version.h"
 
@@ -109,21 +110,29 @@ static void tls_reload(px_server_t *s, void *ud)
         px_log(PX_LOG_ERROR, "TLS: reload failed, keeping the current certificates: %s", err);
 }
 
-/* The pipeline of a TLS listener: the one place to change when the sniffer
- * (issue 12, branch i12sniff) is merged. Today: TLS from the first byte (the
- * TLS transport, then ALPN starts h2 or http/1.1). With the sniffer:
- * o.protocol = "sniff" and no transport, so TLS and plain HTTP share the port:
- * the sniffer pushes TLS (px__tls_push) on a ClientHello, and starts
- * "tls-redirect" on plain HTTP when `tls_only` (else "http/1.1"). */
-static int listen_tls(px_server_t *s, const px_config_t *cfg, const char *addr, px_tls_t *tls,
-                      int tls_only)
+/* Register the sniffer `name` once (TLS listeners use one with the TLS context, plain ones
+ * one without). 0, or the exit code after a message. */
+static int sniffer(px_server_t *s, const px_config_t *cfg, const char *name, px_tls_t *tls,
+                   int tls_only)
 {
-    PX_UNUSED(tls_only);
-    px_listen_opts_t o;
-    px_listen_opts_init(&o);
-    o.addr = addr;
-    o.handshake_timeout_ms = cfg->tls_handshake_timeout_ms;
-    return px_server_listen_tls(s, &o, tls);
+    if (px_server_protocol_registered(s, name))
+        return 0;
+    px_sniff_opts_t sn;
+    px_sniff_opts_init(&sn);
+    sn.forward = (const char *const *)cfg->forward;
+    sn.nforward = cfg->nforward;
+    sn.timeout_ms = cfg->sniff_timeout_ms;
+    sn.max_bytes = (size_t)cfg->sniff_max;
+    sn.proxy_from = (const char *const *)cfg->proxy_protocol_from;
+    sn.nproxy_from = cfg->nproxy_protocol_from;
+    sn.tls = tls;
+    sn.tls_only = tls_only;
+    char err[512];
+    if (px_sniff_register(s, name, &sn, err, sizeof err) != 0) {
+        fprintf(stderr, "plexus: --forward: %s\n", err);
+        return 2;
+    }
+    return 0;
 }
 
 /* Everything after option parsing; returns the exit code. Whatever it creates
@@ -155,10 +164,24 @@ static int run(px_config_t *cfgp, px_server_t **serverp, px_hub_t **hubp, px_tls
     px_tls_t *tls = *tlsp = tls_setup(&cfg, &code);
     if (code)
         return code;
+    /* One port for several protocols (docs/one-port.md): a listener sniffs when it has TLS
+     * (so TLS and plain HTTP share it) or when pass-through rules (--forward) or trusted
+     * PROXY sources (--proxy-protocol-from) are configured; otherwise it keeps the plain
+     * fast path (HTTP from the first byte). One sniffer per kind of listener. */
+    int forwarding = cfg.nforward > 0 || cfg.nproxy_protocol_from > 0;
     for (unsigned i = 0; i < cfg.nlisten; i++) {
-        int r = px_config_listen_tls(&cfg, i) ? listen_tls(server, &cfg, cfg.listen[i], tls,
-                                                           px_config_listen_tls_only(&cfg, i))
-                                              : px_server_listen(server, cfg.listen[i]);
+        int has_tls = px_config_listen_tls(&cfg, i);
+        int tls_only = has_tls && px_config_listen_tls_only(&cfg, i);
+        const char *chooser = tls_only ? "sniff-tls-only" : has_tls ? "sniff-tls" : "sniff";
+        if ((has_tls || forwarding) &&
+            (code = sniffer(server, &cfg, chooser, has_tls ? tls : NULL, tls_only)) != 0)
+            return code;
+        px_listen_opts_t lo;
+        px_listen_opts_init(&lo);
+        lo.addr = cfg.listen[i];
+        lo.protocol = has_tls || forwarding ? chooser : NULL;
+        lo.handshake_timeout_ms = cfg.tls_handshake_timeout_ms;
+        int r = px_server_listen_opts(server, &lo);
         if (r) {
             fprintf(stderr, "plexus: --listen %s: %s\n", cfg.listen[i],
                     r == -EINVAL ? "invalid address (HOST:PORT, [V6]:PORT, unix:PATH or fd:N)"

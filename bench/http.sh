@@ -36,6 +36,9 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+BENCH_NAME=bench-http
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 build=${1:-$root/build/release}
 build=$(cd "$build" 2>/dev/null && pwd) || { echo "bench-http: no build directory ${1:-build/release}" >&2; exit 2; }
 
@@ -45,33 +48,14 @@ build=$(cd "$build" 2>/dev/null && pwd) || { echo "bench-http: no build director
 : "${SERVER_CPU:=1}" "${CLIENT_CPU:=0}" "${PORT_BASE:=18480}" "${H2O_MODE:=file}"
 : "${HTTP_OUT:=$root/build/bench-http}"
 
-log() { printf 'bench-http: %s\n' "$*" >&2; }
-
 HELLO=$build/examples/hello
-CLK_TCK=$(getconf CLK_TCK)
-mkdir -p "$HTTP_OUT/logs"
-stamp=$(date +%Y%m%d-%H%M%S)
-results="$HTTP_OUT/results-$stamp.tsv"
-summary="$HTTP_OUT/summary-$stamp.txt"
+bench_outputs "$HTTP_OUT" tsv
 printf 'round\tscenario\tserver\tvalid\trps\tp50_ms\tp99_ms\tcpu_s\twindow_s\treq_per_cpu_s\trss_kb\trequests\terrors\n' >"$results"
 
 command -v wrk >/dev/null || { log "wrk is not installed (sh deps/install.sh deps/bench.txt)"; exit 2; }
 
-# ---- CPU pinning ------------------------------------------------------------------
-ncpu=$(nproc 2>/dev/null || echo 1)
-pin_server=() pin_client=()
-if command -v taskset >/dev/null && ((ncpu > SERVER_CPU && ncpu > CLIENT_CPU)) &&
-    [[ "$SERVER_CPU" != "$CLIENT_CPU" ]]; then
-    pin_server=(taskset -c "$SERVER_CPU")
-    pin_client=(taskset -c "$CLIENT_CPU")
-else
-    log "warning: not pinning (need taskset and two distinct CPUs; have $ncpu)"
-fi
-read -r load1 _ </proc/loadavg
-if awk -v l="$load1" -v n="$ncpu" 'BEGIN { exit !(l > 0.5) }'; then
-    log "warning: load average $load1 on $ncpu CPU(s) before starting: other processes compete"
-    log "         for the CPUs; requests/s and latency will be noisy (requests per server-CPU-s less so)"
-fi
+bench_pin "$SERVER_CPU" "$CLIENT_CPU"
+bench_check_load "requests/s and latency"
 
 # ---- servers ----------------------------------------------------------------------
 prefix=$(mktemp -d "${TMPDIR:-/tmp}/plexus-bench-http.XXXXXX")
@@ -82,31 +66,12 @@ for s in hello nginx h2o; do
     i=$((i + 1))
 done
 
-stop_all() {
-    local s p k
-    for s in "${!PID[@]}"; do
-        p=${PID[$s]}
-        kill -TERM "$p" 2>/dev/null || true
-    done
-    for s in "${!PID[@]}"; do
-        p=${PID[$s]}
-        for ((k = 0; k < 50; k++)); do
-            kill -0 "$p" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-        unset "PID[$s]"
-    done
-}
 cleanup() {
-    stop_all
+    bench_stop_all
     rm -rf "$prefix"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 server_available() { # name -> 0 if it can run here, else prints why
     case $1 in
@@ -124,10 +89,7 @@ fill() { # template output: replace @PREFIX@ @PORT@ @USER@
 start_server() { # name -> PID[name]
     local name=$1 port=${PORT[$1]} dir=$prefix/$1 logf=$HTTP_OUT/logs/$stamp-$1.log
     mkdir -p "$dir"
-    if port_open "$port"; then
-        log "port $port is already in use; cannot start $name (set PORT_BASE)"
-        return 1
-    fi
+    bench_port_free "$name" "$port" PORT_BASE || return 1
     case $name in
     hello)
         "${pin_server[@]}" "$HELLO" --listen "127.0.0.1:$port" --workers 1 >"$logf" 2>&1 &
@@ -145,17 +107,9 @@ start_server() { # name -> PID[name]
         ;;
     esac
     PID[$name]=$!
-    local k
-    for ((k = 0; k < 100; k++)); do
-        if ! kill -0 "${PID[$name]}" 2>/dev/null; then
-            log "$name exited at start; see $logf"
-            unset "PID[$name]"
-            return 1
-        fi
-        port_open "$port" && return 0
-        sleep 0.1
-    done
-    log "$name did not listen on $port within 10 s; see $logf"
+    bench_wait_listen "$name" "${PID[$name]}" "$port" "$logf" && return 0
+    bench_stop_pid "${PID[$name]}"
+    unset "PID[$name]"
     return 1
 }
 
@@ -180,41 +134,6 @@ check_server() { # name
             log "note: $name answers /$sc with $(grep -i '^content-type' "$prefix/hdr" | tr -d '\r')"
         fi
     done
-}
-
-# ---- /proc sampling ---------------------------------------------------------------------
-# /proc/PID/task/*/children needs CONFIG_PROC_CHILDREN, which not every kernel
-# has: find descendants by the parent pid in every /proc/N/stat instead.
-tree_pids() { # pid -> pid and all its descendants
-    local f line rest
-    for f in /proc/[0-9]*/stat; do
-        read -r line <"$f" 2>/dev/null || continue # gone meanwhile
-        rest=${line##*) } # the command name may hold spaces and parentheses
-        f=${f#/proc/}
-        echo "${f%/stat} ${rest#* }"
-    done | awk -v root="$1" '{ split($2, a, " "); parent[$1] = a[1] }
-        END {
-            keep[root] = 1; print root
-            do { more = 0
-                for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; print p; more = 1 }
-            } while (more)
-        }'
-}
-cpu_ticks() { # utime+stime of the process tree (all threads), in clock ticks
-    local t=0 p v
-    for p in $(tree_pids "$1"); do
-        v=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 }') || v=0
-        t=$((t + ${v:-0}))
-    done
-    echo "$t"
-}
-rss_kb() { # VmRSS of the process tree, kB
-    local t=0 p v
-    for p in $(tree_pids "$1"); do
-        v=$(awk '/^VmRSS:/ { print $2 }' /proc/"$p"/status 2>/dev/null) || v=0
-        t=$((t + ${v:-0}))
-    done
-    echo "$t"
 }
 
 to_ms() { # "1.23ms" / "456.00us" / "1.02s" -> ms; "nan" when wrk printed nothing or 0
@@ -311,9 +230,6 @@ for sc in $SCENARIOS; do
 done
 
 # ---- summary: medians per scenario and server, ratios vs nginx ---------------------
-median() { # values on stdin (nan ignored) -> median, or nan
-    { grep -v nan || true; } | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 col() { # scenario server column -> values of the valid runs
     awk -F'\t' -v sc="$1" -v s="$2" -v c="$3" 'NR > 1 && $2 == sc && $3 == s && $4 == 1 { print $c }' "$results"
 }
@@ -324,7 +240,7 @@ nvalid() { # scenario server -> "valid/runs"
 {
     echo "HTTP benchmark $stamp: medians of $ROUNDS x ${DURATION}s runs; wrk -t$WRK_THREADS -c$CONNS;" \
         "servers on CPU $SERVER_CPU (1 worker), wrk on CPU $CLIENT_CPU; h2o mode: $H2O_MODE"
-    echo "load average at start: $load1 on $ncpu CPU(s)"
+    echo "load average at start: $load_start on $ncpu CPU(s)"
     echo "medians over the valid runs only (valid = runs without wrk errors / runs);" \
         "cpu % = server CPU over the measured window, in % of one core"
     printf '%-9s %-5s %5s %11s %9s %9s %6s %11s %8s %9s %11s\n' scenario server valid "req/s" "p50 ms" \

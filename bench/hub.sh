@@ -43,6 +43,9 @@ set -euo pipefail
 orig_pwd=$PWD
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+BENCH_NAME=bench-hub
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 if [[ "${HUB_QUICK:-0}" == 1 ]]; then
     : "${ROUNDS:=1}" "${DURATION:=3}" "${WARMUP:=1}" "${HTTP_DURATION:=3}" "${HTTP_WARMUP:=1}"
@@ -57,30 +60,11 @@ fi
 : "${HUB_OUT:=$root/build/bench-hub}" "${WSLOAD:=}"
 : "${FANOUT_TARGET:=1.8}" "${HTTP_TARGET:=50000}"
 
-log() { printf 'bench-hub: %s\n' "$*" >&2; }
-
 # ---- tables: medians over valid rounds -------------------------------------------
 # Input: results-*.jsonl, one flat JSON object per run: wsload RESULT objects with
 # "part":"fanout", and "part":"http" objects written below.
 print_table() { # results.jsonl...
-    awk -v ftarget="$FANOUT_TARGET" -v htarget="$HTTP_TARGET" '
-    function field(line, key,    m) {
-        if (match(line, "\"" key "\":(\"[^\"]*\"|[^,}]*)")) {
-            m = substr(line, RSTART + length(key) + 3, RLENGTH - length(key) - 3)
-            gsub(/"/, "", m)
-            return m
-        }
-        return ""
-    }
-    function median(list,    a, n, i, j, t) {
-        n = split(list, a, " ")
-        if (n == 0) return ""
-        for (i = 2; i <= n; i++) { t = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-        return n % 2 ? a[(n + 1) / 2] + 0 : (a[n / 2] + a[n / 2 + 1]) / 2
-    }
-    function add(k, v) { if (v != "" && v != "null") vals[k] = vals[k] (vals[k] == "" ? "" : " ") v }
-    function fmt(x, f) { return x == "" ? "-" : sprintf(f, x) }
-    function ratio(x, b) { return (x == "" || b == "" || b == 0) ? "-" : sprintf("%.2fx", x / b) }
+    awk -v ftarget="$FANOUT_TARGET" -v htarget="$HTTP_TARGET" "$BENCH_AWK"'
     {
         part = field($0, "part")
         if (part == "fanout") {
@@ -163,44 +147,16 @@ print_table() { # results.jsonl...
     }' "$@"
 }
 
-if [[ "${1:-}" == --table ]]; then
-    shift
-    cd "$orig_pwd"
-    print_table "$@"
-    exit 0
-fi
+bench_table_mode "$@"
 
 build=${1:-$root/build/release}
 build=$(cd "$build" 2>/dev/null && pwd) || { log "no build directory ${1:-build/release}"; exit 2; }
 : "${PLEXUS:=$build/plexus}"
 
-mkdir -p "$HUB_OUT/logs"
-stamp=$(date +%Y%m%d-%H%M%S)
-results="$HUB_OUT/results-$stamp.jsonl"
-summary="$HUB_OUT/summary-$stamp.txt"
-: >"$results"
-CLK_TCK=$(getconf CLK_TCK)
+bench_outputs "$HUB_OUT" jsonl
 
 # ---- the client -------------------------------------------------------------------
-wsload_stale() { # binary: true if missing or older than any source
-    [[ -x "$1" ]] || return 0
-    local f
-    for f in bench/wsload/*.c bench/wsload/*.h; do
-        [[ "$f" -nt "$1" ]] && return 0
-    done
-    return 1
-}
-if [[ -z "$WSLOAD" ]]; then
-    WSLOAD="$build/bench/wsload"
-    if wsload_stale "$WSLOAD"; then
-        WSLOAD="$HUB_OUT/wsload"
-        if wsload_stale "$WSLOAD"; then
-            log "building $WSLOAD"
-            "${CC:-cc}" -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra bench/wsload/*.c \
-                -lpthread -lm -o "$WSLOAD"
-        fi
-    fi
-fi
+bench_wsload "$build/bench/wsload" "$HUB_OUT"
 
 want_fanout=0 want_http=0
 for p in $PARTS; do
@@ -216,29 +172,13 @@ if ((want_http)); then
     command -v sqlite3 >/dev/null || { log "sqlite3 is not installed (deps/debian.txt)"; exit 2; }
 fi
 
-# ---- CPU pinning ------------------------------------------------------------------
-ncpu=$(nproc 2>/dev/null || echo 1)
-pin_server=() pin_client=()
-if command -v taskset >/dev/null && ((ncpu > SERVER_CPU && ncpu > CLIENT_CPU)) &&
-    [[ "$SERVER_CPU" != "$CLIENT_CPU" ]]; then
-    pin_server=(taskset -c "$SERVER_CPU")
-    pin_client=(taskset -c "$CLIENT_CPU")
-else
-    log "warning: not pinning (need taskset and two distinct CPUs; have $ncpu)"
-fi
-read -r load_start _ </proc/loadavg
-if awk -v l="$load_start" 'BEGIN { exit !(l > 0.5) }'; then
-    log "warning: load average $load_start before starting: other processes compete for the CPUs;"
-    log "         throughput and latency will be noisy (per-server-CPU-s figures less so)"
-fi
+bench_pin "$SERVER_CPU" "$CLIENT_CPU"
+bench_check_load "throughput and latency"
 
 # 10 000 subscribers: as many sockets in the client and in each server.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 maxsubs=0
 for n in $FANOUT_SUBS; do ((n > maxsubs)) && maxsubs=$n; done
-if ((want_fanout)) && (($(ulimit -n) < maxsubs + 64)); then
-    log "warning: fd limit $(ulimit -n) is below $((maxsubs + 64)); large fanout runs will be invalid"
-fi
+bench_raise_fd_limit $((want_fanout ? maxsubs : 0)) "large fanout runs"
 
 # ---- servers ----------------------------------------------------------------------
 declare -A PORT=([plexus]=$((PORT_BASE + 1)) [nats]=$((PORT_BASE + 3)) [redis]=$((PORT_BASE + 4)))
@@ -255,24 +195,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 server_available() { # name -> 0 if it can run here, else prints why
     case $1 in
     plexus) [[ -x "$PLEXUS" ]] || { echo "no binary at $PLEXUS (build the release variant)"; return 1; } ;;
-    nats) command -v nats-server >/dev/null || { echo "nats-server not installed"; return 1; } ;;
-    redis) command -v redis-server >/dev/null || { echo "redis-server not installed"; return 1; } ;;
-    *) echo "unknown server"; return 1 ;;
+    *) peer_available "$1" ;;
     esac
 }
 
 start_server() { # name logfile [durability [extra plexus flags...]] -> SRV_PID (plexus: fresh data dir)
     local name=$1 logf=$2 dur=${3:-normal} port=${PORT[$1]} dir
     shift $(($# < 3 ? $# : 3))
-    if port_open "$port"; then
-        log "port $port is already in use; cannot start $name (set PORT_BASE)"
-        return 1
-    fi
+    bench_port_free "$name" "$port" PORT_BASE || return 1
     case $name in
     plexus)
         dir=$(mktemp -d "$prefix/data.XXXXXX")
@@ -282,62 +215,21 @@ start_server() { # name logfile [durability [extra plexus flags...]] -> SRV_PID 
             --allow-anonymous --publish-rate 0 --data-dir "$dir" --durability "$dur" \
             --max-connections 20000 $PLEXUS_ARGS "$@" >"$logf" 2>&1 &
         ;;
-    nats)
-        WL_NATS_PORT=$nats_client_port WL_NATS_WS_PORT=$port \
-            "${pin_server[@]}" nats-server -c bench/peers/nats.conf >"$logf" 2>&1 &
-        ;;
-    redis)
-        # --protected-mode no: wsload connects from 127.0.0.2.. (see docs/bench-ws.md).
-        "${pin_server[@]}" redis-server --port "$port" --bind 127.0.0.1 --protected-mode no \
-            --save '' --appendonly no --maxclients $((maxsubs + 100)) \
-            --logfile '' >"$logf" 2>&1 &
-        ;;
+    nats | redis) start_peer "$name" "$port" "$logf" "$maxsubs" "$nats_client_port" ;;
     esac
     SRV_PID=$!
-    local i
-    for ((i = 0; i < 100; i++)); do
-        if ! kill -0 "$SRV_PID" 2>/dev/null; then
-            log "$name exited at start; see $logf"
-            stop_server
-            return 1
-        fi
-        port_open "$port" && return 0
-        sleep 0.1
-    done
-    log "$name did not listen on $port within 10 s; see $logf"
+    bench_wait_listen "$name" "$SRV_PID" "$port" "$logf" && return 0
     stop_server
     return 1
 }
 
-stop_server() {
+stop_server() { # plexus gets 10 s to commit and exit
     [[ -n "$SRV_PID" ]] || return 0
-    kill -TERM "$SRV_PID" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$SRV_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$SRV_PID" 2>/dev/null || true
-    wait "$SRV_PID" 2>/dev/null || true
+    bench_stop_pid "$SRV_PID" 100
     SRV_PID=""
     [[ -z "$SRV_DIR" ]] || rm -rf "$SRV_DIR"
     SRV_DIR=""
 }
-
-cpu_ticks() { # utime+stime of a process, all threads, in clock ticks
-    sed 's/^.*) //' /proc/"$1"/stat 2>/dev/null | awk '{ print $12 + $13 }'
-}
-
-wait_ms() { # time the process's threads spent runnable but waiting for a CPU, in ms
-    local f wait sum=0
-    for f in /proc/"$1"/task/*/schedstat; do
-        read -r _ wait _ <"$f" 2>/dev/null || continue
-        sum=$((sum + wait))
-    done
-    echo $((sum / 1000000))
-}
-
-load1() { local l _; read -r l _ </proc/loadavg; echo "$l"; }
 
 kv() { # key line -> value of key=value in a HUBWRK line
     local w
@@ -357,7 +249,7 @@ fanout_target() { # server -> proto
 }
 
 run_fanout() { # round n server
-    local round=$1 n=$2 srv=$3 proto logf line rc=0 limit la
+    local round=$1 n=$2 srv=$3 proto logf rc=0 limit la
     proto=$(fanout_target "$srv")
     logf="$HUB_OUT/logs/$stamp-r$round-fanout-$n-$srv"
     local args=(--scenario fanout --proto "$proto" --port "${PORT[$srv]}" --conns "$n"
@@ -376,18 +268,14 @@ run_fanout() { # round n server
     timeout --signal=INT --kill-after=10 "$limit" "${pin_client[@]}" "$WSLOAD" "${args[@]}" \
         >"$logf.wsload.log" 2>&1 || rc=$?
     stop_server
-    line=$(grep '^RESULT ' "$logf.wsload.log" | tail -n 1 || true)
-    if [[ -z $line ]]; then
-        log "  no RESULT (exit $rc); see $logf.wsload.log"
+    if ! wsload_result "$logf.wsload.log" "$rc"; then
         invalid_fanout "$round" "$n" "$srv" "no RESULT line (wsload exit $rc)"
         return 1
     fi
-    # wsload exits non-zero for an invalid run: it does not count, whatever the line says.
-    ((rc == 0)) || line=${line/\"valid\":true/\"valid\":false}
+    # wsload exits non-zero for an invalid run (W_LINE says "valid":false).
     printf '{"part":"fanout","round":%d,"server":"%s","load1":%s,%s\n' "$round" "$srv" "$la" \
-        "${line#RESULT \{}" >>"$results"
-    grep -E '^  (fanout|latency|server CPU|per server|client CPU|errors|status)' \
-        "$logf.wsload.log" | sed 's/^/    /' >&2 || true
+        "$W_LINE" >>"$results"
+    wsload_summary "$logf.wsload.log" 'fanout|latency|server CPU|per server|client CPU|errors|status'
     ((rc == 0)) || { log "  run invalid (exit $rc); see $logf.wsload.log"; return 1; }
 }
 

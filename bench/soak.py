@@ -172,6 +172,17 @@ async def open_conn(port):
     return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), IO_TIMEOUT)
 
 
+async def connect_or_back_off(port, kind):
+    """(reader, writer), or None after counting a `kind`-connect error and
+    waiting half a second (the caller's loop tries again)."""
+    try:
+        return await open_conn(port)
+    except Exception as e:
+        fail_op(kind + "-connect", e)
+        await asyncio.sleep(0.5)
+        return None
+
+
 def close_writer(w):
     try:
         w.close()
@@ -189,12 +200,10 @@ def payload(rnd, n):
 
 async def http_publisher(port, stop, rnd):
     while not stop.is_set():
-        try:
-            r, w = await open_conn(port)
-        except Exception as e:
-            fail_op("publish-connect", e)
-            await asyncio.sleep(0.5)
+        conn = await connect_or_back_off(port, "publish")
+        if conn is None:
             continue
+        r, w = conn
         try:
             for _ in range(rnd.randint(10, 80)):
                 if stop.is_set():
@@ -276,12 +285,10 @@ async def sse_resumer(port, stop, rnd):
     while not stop.is_set():
         ch = rnd.choice(CHANNELS)
         last = max(0, latest.get(ch, 0) - rnd.randint(0, 40))
-        try:
-            r, w = await open_conn(port)
-        except Exception as e:
-            fail_op("sse-connect", e)
-            await asyncio.sleep(0.5)
+        conn = await connect_or_back_off(port, "sse")
+        if conn is None:
             continue
+        r, w = conn
         try:
             w.write(("GET /api/channels/%s/events HTTP/1.1\r\nHost: soak\r\n"
                      "Accept: text/event-stream\r\nLast-Event-ID: %d\r\n\r\n" % (ch, last)).encode())
@@ -311,12 +318,10 @@ async def sse_resumer(port, stop, rnd):
 
 async def history_reader(port, stop, rnd):
     while not stop.is_set():
-        try:
-            r, w = await open_conn(port)
-        except Exception as e:
-            fail_op("history-connect", e)
-            await asyncio.sleep(0.5)
+        conn = await connect_or_back_off(port, "history")
+        if conn is None:
             continue
+        r, w = conn
         try:
             for _ in range(rnd.randint(5, 50)):
                 if stop.is_set():

@@ -36,6 +36,9 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+BENCH_NAME=bench-tls
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 build=${1:-$root/build/release}
 build=$(cd "$build" 2>/dev/null && pwd) || { echo "bench-tls: no build directory ${1:-build/release}" >&2; exit 2; }
 
@@ -44,35 +47,17 @@ build=$(cd "$build" 2>/dev/null && pwd) || { echo "bench-tls: no build directory
 : "${SERVER_CPU:=1}" "${CLIENT_CPU:=0}" "${PORT_BASE:=18580}"
 : "${TLS_OUT:=$root/build/bench-tls}"
 
-log() { printf 'bench-tls: %s\n' "$*" >&2; }
-
 HELLO=$build/examples/hello-tls
 PLEXUS=$build/plexus
-CLK_TCK=$(getconf CLK_TCK)
-mkdir -p "$TLS_OUT/logs"
-stamp=$(date +%Y%m%d-%H%M%S)
-results="$TLS_OUT/results-$stamp.tsv"
-summary="$TLS_OUT/summary-$stamp.txt"
+bench_outputs "$TLS_OUT" tsv
 printf 'round\tscenario\tserver\tunits\tper_s\tcpu_s\tper_cpu_s\textra\terrors\n' >"$results"
 
 for t in openssl h2load curl; do
     command -v "$t" >/dev/null || { log "$t is not installed (sh deps/install.sh deps/bench.txt)"; exit 2; }
 done
 
-# ---- CPU pinning ------------------------------------------------------------------
-ncpu=$(nproc 2>/dev/null || echo 1)
-pin_server=() pin_client=()
-if command -v taskset >/dev/null && ((ncpu > SERVER_CPU && ncpu > CLIENT_CPU)) &&
-    [[ "$SERVER_CPU" != "$CLIENT_CPU" ]]; then
-    pin_server=(taskset -c "$SERVER_CPU")
-    pin_client=(taskset -c "$CLIENT_CPU")
-else
-    log "warning: not pinning (need taskset and two distinct CPUs; have $ncpu)"
-fi
-read -r load1 _ </proc/loadavg
-if awk -v l="$load1" -v n="$ncpu" 'BEGIN { exit !(l > 0.5) }'; then
-    log "warning: load average $load1 on $ncpu CPU(s) before starting: other processes compete"
-fi
+bench_pin "$SERVER_CPU" "$CLIENT_CPU"
+bench_check_load "handshakes/s and requests/s"
 ulp=$(cat /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null || echo "?")
 ktls_avail=no
 [[ " $ulp " == *" tls "* ]] && ktls_avail=yes
@@ -107,28 +92,12 @@ for s in "${ALL[@]}"; do
     i=$((i + 1))
 done
 
-stop_all() {
-    local s p k
-    for s in "${!PID[@]}"; do kill -TERM "${PID[$s]}" 2>/dev/null || true; done
-    for s in "${!PID[@]}"; do
-        p=${PID[$s]}
-        for ((k = 0; k < 50; k++)); do
-            kill -0 "$p" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-        unset "PID[$s]"
-    done
-}
 cleanup() {
-    stop_all
+    bench_stop_all
     rm -rf "$prefix"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 fill() { # template output dir port cert key
     sed -e "s|@PREFIX@|$3|g" -e "s|@PORT@|$4|g" -e "s|@USER@|$(id -un)|g" \
@@ -138,10 +107,7 @@ fill() { # template output dir port cert key
 start_server() { # name -> PID[name]
     local name=$1 port=${PORT[$1]} dir=$prefix/$1 logf=$TLS_OUT/logs/$stamp-$1.log kt=${1##*-}
     mkdir -p "$dir"
-    if port_open "$port"; then
-        log "port $port is already in use; cannot start $name (set PORT_BASE)"
-        return 1
-    fi
+    bench_port_free "$name" "$port" PORT_BASE || return 1
     case $name in
     plexus-ec | plexus-rsa)
         [[ -x "$HELLO" ]] || { log "no $HELLO (build the release variant)"; return 1; }
@@ -169,17 +135,9 @@ start_server() { # name -> PID[name]
         ;;
     esac
     PID[$name]=$!
-    local k
-    for ((k = 0; k < 100; k++)); do
-        if ! kill -0 "${PID[$name]}" 2>/dev/null; then
-            log "$name exited at start; see $logf"
-            unset "PID[$name]"
-            return 1
-        fi
-        port_open "$port" && return 0
-        sleep 0.1
-    done
-    log "$name did not listen on $port within 10 s; see $logf"
+    bench_wait_listen "$name" "${PID[$name]}" "$port" "$logf" && return 0
+    bench_stop_pid "${PID[$name]}"
+    unset "PID[$name]"
     return 1
 }
 
@@ -192,29 +150,6 @@ check_server() { # name: the answer over TLS must be right
 }
 
 static_path() { case $1 in nginx-*) echo /static/big.bin ;; *) echo /big.bin ;; esac; }
-
-# ---- /proc sampling ---------------------------------------------------------------------
-tree_pids() {
-    local p=$1 c
-    echo "$p"
-    for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do tree_pids "$c"; done
-}
-cpu_ticks() {
-    local t=0 p v
-    for p in $(tree_pids "$1"); do
-        v=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null | awk '{ print $12 + $13 }') || v=0
-        t=$((t + ${v:-0}))
-    done
-    echo "$t"
-}
-rss_kb() {
-    local t=0 p v
-    for p in $(tree_pids "$1"); do
-        v=$(awk '/^VmRSS:/ { print $2 }' /proc/"$p"/status 2>/dev/null) || v=0
-        t=$((t + ${v:-0}))
-    done
-    echo "$t"
-}
 
 # ---- one run: sets R_UNITS R_PER_S R_CPU R_EXTRA R_ERR -------------------------------------
 run_one() { # scenario server seconds logfile
@@ -316,9 +251,6 @@ for sc in $SCENARIOS; do
 done
 
 # ---- summary --------------------------------------------------------------------------
-median() {
-    { grep -v nan || true; } | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 col() { # scenario server column -> values of valid runs
     awk -F'\t' -v sc="$1" -v s="$2" -v c="$3" 'NR > 1 && $2 == sc && $3 == s && $9 == 0 { print $c }' "$results"
 }
@@ -331,7 +263,7 @@ unit_of() {
 {
     echo "TLS benchmark $stamp: medians of $ROUNDS x ${DURATION}s runs (valid runs only); servers on CPU" \
         "$SERVER_CPU (1 worker), client on CPU $CLIENT_CPU; kTLS available: $ktls_avail ($ulp)"
-    echo "load average at start: $load1 on $ncpu CPU(s); $(openssl version)"
+    echo "load average at start: $load_start on $ncpu CPU(s); $(openssl version)"
     printf '%-10s %-11s %-10s %12s %9s %12s %10s\n' scenario server unit "per s" "cpu s" "per cpu-s" "vs nginx"
     for sc in $SCENARIOS; do
         for s in $(servers_for "$sc"); do

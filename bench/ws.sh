@@ -31,6 +31,9 @@ set -euo pipefail
 orig_pwd=$PWD
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+BENCH_NAME=bench-ws
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 if [[ "${WS_QUICK:-0}" == 1 ]]; then
     : "${WS_ROUNDS:=1}" "${WS_DURATION:=3}" "${WS_WARMUP:=1}" "${WS_IDLE_HOLD:=2}"
@@ -54,27 +57,10 @@ fi
 : "${PLEXUS_ECHO_PATH:=/echo}" "${PLEXUS_BROADCAST_PATH:=/broadcast}"
 : "${WSLOAD:=}"
 
-log() { printf 'bench-ws: %s\n' "$*" >&2; }
-
 # ---- table: medians over valid rounds; ratios against redis ----------------------
 # The RESULT objects are flat and written by wsload, so awk can pick fields.
 print_table() { # results.jsonl...
-    awk '
-    function field(line, key,    m) {
-        if (match(line, "\"" key "\":(\"[^\"]*\"|[^,}]*)")) {
-            m = substr(line, RSTART + length(key) + 3, RLENGTH - length(key) - 3)
-            gsub(/"/, "", m)
-            return m
-        }
-        return ""
-    }
-    function median(list,    a, n, i, j, t) {
-        n = split(list, a, " ")
-        if (n == 0) return ""
-        for (i = 2; i <= n; i++) { t = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-        return n % 2 ? a[(n + 1) / 2] + 0 : (a[n / 2] + a[n / 2 + 1]) / 2
-    }
-    function add(k, v) { if (v != "" && v != "null") vals[k] = vals[k] (vals[k] == "" ? "" : " ") v }
+    awk "$BENCH_AWK"'
     {
         sc = field($0, "scenario"); n = field($0, "conns"); srv = field($0, "server")
         key = sc "|" n
@@ -127,71 +113,25 @@ print_table() { # results.jsonl...
             }
         }
     }
-    function fmt(x, f) { return x == "" ? "-" : sprintf(f, x) }
     # With a uws peer in the results, one more ratio: against uWebSockets.
     function uws_hdr(key) { return ((key SUBSEP "uws") in seen_srv) ? sprintf(" %9s", "vs uws") : "" }
-    function uws_col(key, x, b) { return ((key SUBSEP "uws") in seen_srv) ? sprintf(" %9s", ratio(x, b)) : "" }
-    function ratio(x, b) { return (x == "" || b == "" || b == 0) ? "-" : sprintf("%.2fx", x / b) }' "$@"
+    function uws_col(key, x, b) { return ((key SUBSEP "uws") in seen_srv) ? sprintf(" %9s", ratio(x, b)) : "" }' "$@"
 }
 
-if [[ "${1:-}" == --table ]]; then
-    shift
-    cd "$orig_pwd"
-    print_table "$@"
-    exit 0
-fi
-
-mkdir -p "$WS_OUT/logs"
-stamp=$(date +%Y%m%d-%H%M%S)
-results="$WS_OUT/results-$stamp.jsonl"
-summary="$WS_OUT/summary-$stamp.txt"
-: >"$results"
+bench_table_mode "$@"
+bench_outputs "$WS_OUT" jsonl
 
 # ---- the client -------------------------------------------------------------------
-wsload_stale() { # binary: true if missing or older than any source
-    [[ -x "$1" ]] || return 0
-    local f
-    for f in bench/wsload/*.c bench/wsload/*.h; do
-        [[ "$f" -nt "$1" ]] && return 0
-    done
-    return 1
-}
-if [[ -z "$WSLOAD" ]]; then
-    WSLOAD="$root/build/release/bench/wsload"
-    if wsload_stale "$WSLOAD"; then
-        WSLOAD="$WS_OUT/wsload"
-        if wsload_stale "$WSLOAD"; then
-            log "building $WSLOAD"
-            "${CC:-cc}" -std=gnu11 -D_GNU_SOURCE -O2 -g -Wall -Wextra bench/wsload/*.c \
-                -lpthread -lm -o "$WSLOAD"
-        fi
-    fi
-fi
+bench_wsload "$root/build/release/bench/wsload" "$WS_OUT"
 [[ -x "$WSLOAD" ]] || { log "no wsload binary at $WSLOAD"; exit 2; }
 
-# ---- CPU pinning ------------------------------------------------------------------
-ncpu=$(nproc 2>/dev/null || echo 1)
-pin_server=() pin_client=()
-if command -v taskset >/dev/null && ((ncpu > WS_SERVER_CPU && ncpu > WS_CLIENT_CPU)) &&
-    [[ "$WS_SERVER_CPU" != "$WS_CLIENT_CPU" ]]; then
-    pin_server=(taskset -c "$WS_SERVER_CPU")
-    pin_client=(taskset -c "$WS_CLIENT_CPU")
-else
-    log "warning: not pinning (need taskset and two distinct CPUs; have $ncpu)"
-fi
-read -r load1 _ </proc/loadavg
-if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
-    log "warning: load average $load1 before starting: other processes compete for the CPUs;"
-    log "         throughput and latency will be noisy (per-server-CPU-s figures less so)"
-fi
+bench_pin "$WS_SERVER_CPU" "$WS_CLIENT_CPU"
+bench_check_load "throughput and latency"
 
 # The idle scenario holds up to 18 000 sockets in the client and in each server.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 maxconns=0
 for n in $WS_IDLE_CONNS $WS_FANOUT_SUBS $WS_ECHO_CONNS; do ((n > maxconns)) && maxconns=$n; done
-if (($(ulimit -n) < maxconns + 64)); then
-    log "warning: fd limit $(ulimit -n) is below $((maxconns + 64)); large runs will be invalid"
-fi
+bench_raise_fd_limit "$maxconns" "large runs"
 
 # ---- servers ----------------------------------------------------------------------
 declare -A PORT=([plexus]=$((WS_PORT_BASE + 1)) [node]=$((WS_PORT_BASE + 2))
@@ -207,8 +147,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 server_available() { # name -> 0 if it can run here, else prints why
     case $1 in
     plexus) [[ -x "$PLEXUS_ECHO" ]] || { echo "no binary at $PLEXUS_ECHO (build the release variant)"; return 1; } ;;
@@ -222,58 +160,29 @@ server_available() { # name -> 0 if it can run here, else prints why
                 { echo "npm ci in bench/peers failed"; return 1; }
         fi
         ;;
-    nats) command -v nats-server >/dev/null || { echo "nats-server not installed"; return 1; } ;;
-    redis) command -v redis-server >/dev/null || { echo "redis-server not installed"; return 1; } ;;
-    *) echo "unknown server"; return 1 ;;
+    *) peer_available "$1" ;;
     esac
 }
 
 start_server() { # name logfile -> SRV_PID
     local name=$1 logf=$2 port=${PORT[$1]}
-    if port_open "$port"; then
-        log "port $port is already in use; cannot start $name"
-        return 1
-    fi
+    bench_port_free "$name" "$port" WS_PORT_BASE || return 1
     case $name in
     plexus) "${pin_server[@]}" "$PLEXUS_ECHO" --listen "127.0.0.1:$port" --workers 1 >"$logf" 2>&1 & ;;
     plexusB) "${pin_server[@]}" "$PLEXUS_ECHO_B" --listen "127.0.0.1:$port" --workers 1 >"$logf" 2>&1 & ;;
     uws) "${pin_server[@]}" "$UWS_BIN" --listen "127.0.0.1:$port" --workers 1 >"$logf" 2>&1 & ;;
     node) "${pin_server[@]}" node bench/peers/ws-echo.mjs "$port" >"$logf" 2>&1 & ;;
-    nats)
-        WL_NATS_PORT=$nats_client_port WL_NATS_WS_PORT=$port \
-            "${pin_server[@]}" nats-server -c bench/peers/nats.conf >"$logf" 2>&1 &
-        ;;
-    redis)
-        "${pin_server[@]}" redis-server --port "$port" --bind 127.0.0.1 --protected-mode no \
-            --save '' --appendonly no --maxclients $((maxconns + 100)) \
-            --logfile '' >"$logf" 2>&1 &
-        ;;
+    nats | redis) start_peer "$name" "$port" "$logf" "$maxconns" "$nats_client_port" ;;
     esac
     SRV_PID=$!
-    local i
-    for ((i = 0; i < 100; i++)); do
-        if ! kill -0 "$SRV_PID" 2>/dev/null; then
-            log "$name exited at start; see $logf"
-            return 1
-        fi
-        port_open "$port" && return 0
-        sleep 0.1
-    done
-    log "$name did not listen on $port within 10 s; see $logf"
+    bench_wait_listen "$name" "$SRV_PID" "$port" "$logf" && return 0
     stop_server
     return 1
 }
 
 stop_server() {
     [[ -n "$SRV_PID" ]] || return 0
-    kill -TERM "$SRV_PID" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$SRV_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$SRV_PID" 2>/dev/null || true
-    wait "$SRV_PID" 2>/dev/null || true
+    bench_stop_pid "$SRV_PID"
     SRV_PID=""
 }
 
@@ -357,23 +266,18 @@ for ((round = 1; round <= WS_ROUNDS; round++)); do
             timeout --signal=INT --kill-after=10 "$limit" "${pin_client[@]}" "$WSLOAD" "${args[@]}" \
                 >"$logf.wsload.log" 2>&1 || rc=$?
             stop_server
-            line=$(grep '^RESULT ' "$logf.wsload.log" | tail -n 1 || true)
-            if [[ -z $line ]]; then
-                log "  no RESULT (exit $rc); see $logf.wsload.log"
+            if ! wsload_result "$logf.wsload.log" "$rc"; then
                 invalid=1
                 invalid_run "$round" "$srv" "$sc" "$n" "$proto" "no RESULT line (wsload exit $rc)"
                 continue
             fi
             if ((rc != 0)); then
-                # wsload exits non-zero for an invalid run; whatever the line says,
-                # a run that did not end cleanly does not count.
+                # wsload exits non-zero for an invalid run (W_LINE says "valid":false).
                 invalid=1
                 log "  run invalid (exit $rc); see $logf.wsload.log"
-                line=${line/\"valid\":true/\"valid\":false}
             fi
-            printf '{"round":%d,"server":"%s",%s\n' "$round" "$srv" "${line#RESULT \{}" >>"$results"
-            grep -E '^  (echo|fanout|latency|per conn|server CPU|per server|client CPU|status)' \
-                "$logf.wsload.log" | sed 's/^/    /' >&2 || true
+            printf '{"round":%d,"server":"%s",%s\n' "$round" "$srv" "$W_LINE" >>"$results"
+            wsload_summary "$logf.wsload.log" 'echo|fanout|latency|per conn|server CPU|per server|client CPU|status'
         done
     done
 done

@@ -49,7 +49,7 @@ TODAY = """
 PUBLIC = """
 core   common.h buf.h loop.h worker.h log.h metrics.h version.h
 util   json.h
-net    net.h tls.h
+net    net.h tls.h sniff.h
 http   http.h
 ws     ws.h
 hub    hub.h

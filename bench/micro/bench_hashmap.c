@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
 #include "util/hashmap.h"
 
 #define N 10000
@@ -23,13 +24,6 @@ typedef struct chan {
 static chan_t chans[N];
 static char misses[N][48];
 static volatile uint64_t sink;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 int main(int argc, char **argv)
 {
@@ -50,7 +44,7 @@ int main(int argc, char **argv)
     const char *names[] = {"get (hit)", "get (miss)", "hash only"};
     for (int c = 0; c < 3; c++) {
         uint64_t ops = 0;
-        double t0 = now_s(), t;
+        double t0 = bench_cpu_s(), t;
         do {
             for (int i = 0; i < N; i++) {
                 if (c == 0)
@@ -61,7 +55,7 @@ int main(int argc, char **argv)
                     sink += px__hashmap_hash(&m, chans[i].name, chans[i].e.key_len);
             }
             ops += N;
-            t = now_s() - t0;
+            t = bench_cpu_s() - t0;
         } while (t < secs);
         printf("%-12s %6.1f ns/op\n", names[c], t * 1e9 / (double)ops);
     }

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
 #include "http/http1_parse.h"
 
 static const char browser[] =
@@ -46,27 +47,12 @@ static const char techempower[] =
     "Connection: keep-alive\r\n"
     "\r\n";
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static volatile size_t sink;
 
 #define NMIX 256
 static char mix[NMIX][1024];
 static const char *mix_ptr[NMIX];
 static size_t mix_len[NMIX];
-
-static uint64_t xorshift(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
 
 static void append(char *b, size_t *n, const char *s)
 {
@@ -79,9 +65,9 @@ static void append(char *b, size_t *n, const char *s)
 static void word(char *b, size_t *n, uint64_t *rng, unsigned min, unsigned spread)
 {
     static const char abc[] = "abcdefghijklmnopqrstuvwxyz0123456789-_.ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    unsigned len = min + (unsigned)(xorshift(rng) % spread);
+    unsigned len = min + (unsigned)(bench_xorshift(rng) % spread);
     for (unsigned i = 0; i < len; i++)
-        b[(*n)++] = abc[xorshift(rng) % (sizeof abc - 1)];
+        b[(*n)++] = abc[bench_xorshift(rng) % (sizeof abc - 1)];
 }
 
 /* The fields of `browser`, with paths, hosts, agents, cookies and referers of
@@ -124,7 +110,7 @@ static double bench_parse(const char *const *reqs, const size_t *lens, size_t n,
     px__http1_request_t r;
     px__http1_parser_t p;
     size_t iters = 0, batch = 4096, acc = 0;
-    double t0 = now_s(), t;
+    double t0 = bench_cpu_s(), t;
     do {
         for (size_t i = 0; i < batch; i++) {
             size_t k = i % n;
@@ -138,7 +124,7 @@ static double bench_parse(const char *const *reqs, const size_t *lens, size_t n,
             acc += r.num_headers;
         }
         iters += batch;
-        t = now_s() - t0;
+        t = bench_cpu_s() - t0;
     } while (t < secs);
     sink = acc;
     return (double)iters / t;
@@ -161,7 +147,7 @@ static double bench_chunked(double secs, size_t *body_len)
     n += 5;
     *body_len = n;
     size_t iters = 0;
-    double t0 = now_s(), t;
+    double t0 = bench_cpu_s(), t;
     do {
         for (int i = 0; i < 256; i++) {
             px__http1_chunked_t d;
@@ -175,7 +161,7 @@ static double bench_chunked(double secs, size_t *body_len)
             sink = len;
         }
         iters += 256;
-        t = now_s() - t0;
+        t = bench_cpu_s() - t0;
     } while (t < secs);
     return (double)iters / t;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
 #include "plexus/json.h"
 #include "util/jwt.h"
 
@@ -20,15 +21,6 @@ static const char frame[] =
 static char payload[4096];
 static size_t payload_len;
 static volatile uint64_t sink;
-
-/* Thread CPU time, not wall time: the numbers stay meaningful on a loaded machine (CI,
- * parallel builds); this is single-threaded CPU work with no I/O. */
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* A realistic 4 KiB object: ASCII text, some UTF-8 and escapes, numbers, nesting. */
 static void build_payload(void)
@@ -127,12 +119,12 @@ static void run(const char *name, case_fn fn, const char *s, size_t n, double se
     /* warm up */
     for (size_t i = 0; i < batch; i++)
         acc += fn(s, n);
-    double t0 = now_s(), t;
+    double t0 = bench_cpu_s(), t;
     do {
         for (size_t i = 0; i < batch; i++)
             acc += fn(s, n);
         iters += batch;
-        t = now_s() - t0;
+        t = bench_cpu_s() - t0;
     } while (t < secs);
     sink += acc;
     double ns = t * 1e9 / (double)iters;

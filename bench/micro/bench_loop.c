@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "bench.h"
 #include "plexus/loop.h"
 #include "plexus/worker.h"
 
@@ -27,11 +28,6 @@ static size_t scaled(size_t n)
 {
     double v = (double)n * scale;
     return v < 1 ? 1 : (size_t)v;
-}
-
-static double secs_since(uint64_t start_ns)
-{
-    return (double)(px_now_ns() - start_ns) / 1e9;
 }
 
 static void report(const char *what, double ops, double secs, const char *unit, const char *detail)
@@ -62,14 +58,6 @@ static px_loop_t *xloop(void)
 
 static uint64_t rng_state = 42;
 
-static uint64_t rnd(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15u);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    return z ^ (z >> 31);
-}
-
 /* ---- timers ----------------------------------------------------------------- */
 
 static size_t fired;
@@ -88,7 +76,7 @@ static void bench_timer_rearm(void)
     px_timer_t *t = xcalloc(NT, sizeof *t);
     uint64_t *delay = xcalloc(4096, sizeof *delay);
     for (size_t i = 0; i < 4096; i++)
-        delay[i] = 1000 + rnd() % 59000; /* 1 s .. 60 s */
+        delay[i] = 1000 + bench_splitmix(&rng_state) % 59000; /* 1 s .. 60 s */
     for (size_t i = 0; i < NT; i++) {
         px_timer_init(&t[i], on_timer, NULL);
         px_timer_start(loop, &t[i], delay[i & 4095]);
@@ -101,7 +89,7 @@ static void bench_timer_rearm(void)
         else
             px_timer_start(loop, x, delay[i & 4095]);
     }
-    double s = secs_since(t0);
+    double s = bench_secs_since(t0);
     report("timer re-arm", (double)ops, s, "ops", "10k active timers, 1/8 stops");
     for (size_t i = 0; i < NT; i++)
         px_timer_stop(&t[i]);
@@ -125,7 +113,7 @@ static void bench_timer_fire(void)
         uint64_t t0 = px_now_ns(); /* arming is measured above */
         while (fired < n * (r + 1))
             px_loop_run_once(loop, 0);
-        s += secs_since(t0);
+        s += bench_secs_since(t0);
     }
     report("timer fire", (double)(n * rounds), s, "timers", "1M due at once, px_loop_run_once");
     free(t);
@@ -182,7 +170,7 @@ static void bench_mailbox(unsigned nprod)
     }
     while (sem_wait(&mb_done) != 0)
         ;
-    double s = secs_since(t0);
+    double s = bench_secs_since(t0);
     for (unsigned i = 0; i < nprod; i++)
         pthread_join(th[i], NULL);
     char what[32], detail[64];
@@ -232,7 +220,7 @@ static void bench_ping_pong(void)
     px_worker_post(px_workers_get(ws, 1), &ball.hdr);
     while (sem_wait(&ball.done) != 0)
         ;
-    double s = secs_since(t0);
+    double s = bench_secs_since(t0);
     report("ping-pong", (double)ball.want, s, "round trips", "one message, two workers");
     px_workers_stop(ws);
     px_workers_join(ws);
@@ -275,7 +263,7 @@ static void bench_defer(void)
             px_defer(loop, &d[i]);
         px_loop_run_once(loop, 0);
     }
-    double s = secs_since(t0);
+    double s = bench_secs_since(t0);
     report("defer batch", (double)ran, s, "callbacks", "1000 queued per iteration");
 
     px_defer_t r;
@@ -288,7 +276,7 @@ static void bench_defer(void)
     t0 = px_now_ns();
     while (ran < n)
         px_loop_run_once(loop, -1); /* never blocks: work is pending */
-    s = secs_since(t0);
+    s = bench_secs_since(t0);
     report("defer re-queue", (double)n, s, "iterations", "one self-re-queueing callback");
     free(d);
     px_loop_free(loop);

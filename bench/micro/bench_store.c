@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "hub/store.h"
 
 static double seconds = 1.0;
@@ -57,14 +58,6 @@ static uint64_t wchar(void)
     if (fp)
         fclose(fp);
     return v;
-}
-
-static uint64_t xorshift(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -149,7 +142,7 @@ static void run_append(const char *label, int durability, size_t batch, uint64_t
     for (unsigned i = 0; i < channels; i++)
         order[i] = i;
     for (unsigned i = channels; i > 1; i--) {
-        unsigned j = (unsigned)(xorshift(&seed) % i), tmp = order[i - 1];
+        unsigned j = (unsigned)(bench_xorshift(&seed) % i), tmp = order[i - 1];
         order[i - 1] = order[j];
         order[j] = tmp;
     }
@@ -220,8 +213,8 @@ static void run_read(size_t limit, uint64_t per_channel)
     double t0 = now_s(), t = t0, c0 = cpu_s();
     while (t - t0 < seconds) {
         for (int i = 0; i < 64; i++) {
-            unsigned c = (unsigned)(xorshift(&seed) % channels);
-            uint64_t since = xorshift(&seed) % (per_channel - limit);
+            unsigned c = (unsigned)(bench_xorshift(&seed) % channels);
+            uint64_t since = bench_xorshift(&seed) % (per_channel - limit);
             px_str_t name = {b.names[c], strlen(b.names[c])};
             if (px__store_read(b.s, name, since, limit, count_cb, &got) != 0) {
                 fprintf(stderr, "read: %s\n", px__store_errmsg(b.s));

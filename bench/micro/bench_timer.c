@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <inttypes.h>
 
+#include "bench.h"
 #include "plexus/common.h"
 #include "core/timerwheel.h"
 
@@ -20,25 +21,12 @@
 
 static uint64_t rng_state = 42;
 
-static uint64_t rnd(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15u);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    return z ^ (z >> 31);
-}
-
 static size_t fired;
 
 static void on_timer(px_timer_t *t)
 {
     (void)t;
     fired++;
-}
-
-static double secs_since(uint64_t start_ns)
-{
-    return (double)(px_now_ns() - start_ns) / 1e9;
 }
 
 static void report(const char *what, double ops, double secs, const char *detail)
@@ -76,12 +64,12 @@ static void bench_add_del(px__wheel_t *w, px_timer_t *timers, const uint32_t *de
     uint64_t t0 = px_now_ns();
     for (size_t i = 0; i < n; i++)
         px__wheel_add(w, &timers[i], base + delay[i]);
-    double add_s = secs_since(t0);
+    double add_s = bench_secs_since(t0);
 
     t0 = px_now_ns();
     for (size_t i = 0; i < n; i++)
         px__wheel_del(&timers[i]);
-    double del_s = secs_since(t0);
+    double del_s = bench_secs_since(t0);
 
     snprintf(detail, sizeof detail, "%zu adds + %zu dels", n, n);
     report("timer add+del:", 2.0 * (double)n, add_s + del_s, detail);
@@ -96,7 +84,7 @@ static void bench_add_del(px__wheel_t *w, px_timer_t *timers, const uint32_t *de
         px__wheel_add(w, &timers[i], base + delay[i]);
         px__wheel_del(&timers[i]);
     }
-    double pair_s = secs_since(t0);
+    double pair_s = bench_secs_since(t0);
     snprintf(detail, sizeof detail, "%zu add,del pairs on an empty wheel", n);
     report("  add,del pairs:", 2.0 * (double)n, pair_s, detail);
 }
@@ -116,7 +104,7 @@ static void bench_add_run(px__wheel_t *w, px_timer_t *timers, const uint32_t *de
         uint64_t t0 = px_now_ns();
         for (size_t i = 0; i < n; i++)
             px__wheel_add(w, &timers[i], base + delay[i]);
-        double add_s = secs_since(t0);
+        double add_s = bench_secs_since(t0);
 
         t0 = px_now_ns();
         size_t runs = 0;
@@ -127,7 +115,7 @@ static void bench_add_run(px__wheel_t *w, px_timer_t *timers, const uint32_t *de
             for (uint64_t now = base + 1; now <= base + MAX_DELAY; now++, runs++)
                 px__wheel_run(w, now);
         }
-        double run_s = secs_since(t0);
+        double run_s = bench_secs_since(t0);
         if (fired != n || px__wheel_timeout(w, w->now) != -1) {
             fprintf(stderr, "bench_timer: fired %zu of %zu\n", fired, n);
             exit(1);
@@ -156,7 +144,7 @@ static void bench_rearm(px__wheel_t *w, px_timer_t *timers, size_t conns, uint64
     uint32_t *order = xcalloc(REARM_OPS, sizeof *order);
 
     for (size_t i = 0; i < REARM_OPS; i++)
-        order[i] = (uint32_t)(rnd() % conns);
+        order[i] = (uint32_t)(bench_splitmix(&rng_state) % conns);
     px__wheel_init(w, base);
     init_timers(timers, conns);
     for (size_t i = 0; i < conns; i++)
@@ -170,7 +158,7 @@ static void bench_rearm(px__wheel_t *w, px_timer_t *timers, size_t conns, uint64
         if (i % per_ms == per_ms - 1)
             px__wheel_run(w, ++now);
     }
-    double s = secs_since(t0);
+    double s = bench_secs_since(t0);
     snprintf(detail, sizeof detail, "%u re-arms, %zu active timers, %zu expired", REARM_OPS, conns,
              fired);
     report(label, (double)REARM_OPS, s, detail);
@@ -190,7 +178,7 @@ int main(int argc, char **argv)
     uint64_t base = px_now_ms();
 
     for (size_t i = 0; i < n; i++)
-        delay[i] = (uint32_t)(1 + rnd() % MAX_DELAY);
+        delay[i] = (uint32_t)(1 + bench_splitmix(&rng_state) % MAX_DELAY);
 
     bench_add_del(w, timers, delay, n, base);
     bench_add_run(w, timers, delay, n, base);

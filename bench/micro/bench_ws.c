@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
 #include "util/utf8.h"
 #include "ws/ws_deflate.h"
 #include "ws/ws_frame.h"
@@ -17,26 +18,7 @@
 
 static double budget_s = 1.0;
 
-/* Thread CPU time, not wall time: the machine is shared (2 cores, other builds
- * and fuzzers), and CPU time leaves out the time we were not running. */
-static uint64_t cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Keep the compiler from dropping or hoisting the measured work. */
-#define CLOBBER(p) __asm__ volatile("" : : "r"(p) : "memory")
-
 static uint64_t rng = 0x2545F4914F6CDD1Dull;
-static uint64_t next_rand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
 
 typedef void (*unmask_fn)(uint8_t *, size_t, const uint8_t *, uint64_t);
 
@@ -50,7 +32,7 @@ static double bench_unmask(unmask_fn fn, uint8_t *buf, size_t size)
     double best = 0;
     for (int round = 0; round < ROUNDS; round++) {
         uint64_t iters = 0, bytes = 0;
-        uint64_t t0 = cpu_ns(), t;
+        uint64_t t0 = bench_cpu_ns(), t;
         do {
             for (size_t i = 0; i < 64 + (1u << 20) / size; i++) {
                 /* Offset by one byte: payloads follow a 6..14 byte header, so they
@@ -60,7 +42,7 @@ static double bench_unmask(unmask_fn fn, uint8_t *buf, size_t size)
                 iters++;
                 bytes += size;
             }
-            t = cpu_ns();
+            t = bench_cpu_ns();
         } while ((double)(t - t0) < budget_s * 1e9 / ROUNDS);
         double gbs = (double)bytes / (double)(t - t0); /* bytes per ns = GB/s */
         if (gbs > best)
@@ -86,7 +68,7 @@ static void run_unmask(void)
     if (!buf)
         return;
     for (size_t i = 0; i < (1 << 20) + 64; i++)
-        buf[i] = (uint8_t)next_rand();
+        buf[i] = (uint8_t)bench_xorshift(&rng);
     printf("unmask (GB/s, payload at odd address)\n%-10s", "");
     for (size_t s = 0; s < PX_ARRAY_SIZE(sizes); s++)
         printf("%12zu B", sizes[s]);
@@ -112,14 +94,14 @@ static double bench_utf8(utf8_fn fn, const uint8_t *p, size_t n)
     px__utf8_state_t acc = 0;
     for (int round = 0; round < ROUNDS; round++) {
         uint64_t bytes = 0;
-        uint64_t t0 = cpu_ns(), t;
+        uint64_t t0 = bench_cpu_ns(), t;
         do {
             for (size_t i = 0; i < 16 + (1u << 20) / n; i++) {
                 CLOBBER(p);
                 acc |= fn(PX_UTF8_ACCEPT, p, n);
                 bytes += n;
             }
-            t = cpu_ns();
+            t = bench_cpu_ns();
         } while ((double)(t - t0) < budget_s * 1e9 / ROUNDS);
         double gbs = (double)bytes / (double)(t - t0);
         if (gbs > best)
@@ -156,7 +138,7 @@ static void run_utf8(void)
      * text in several languages (about 60% of bytes non-ASCII). */
     size_t n = 0;
     while (n + 8 < N) {
-        uint64_t r = next_rand();
+        uint64_t r = bench_xorshift(&rng);
         size_t len = 1 + (size_t)(r % 8);
         uint32_t base;
         switch ((r >> 8) % 5) {
@@ -174,7 +156,7 @@ static void run_utf8(void)
         mixed[n++] = ' ';
     n = 0;
     while (n + 3 <= N)
-        n += put_cp(cjk + n, 0x4E00 + (uint32_t)(next_rand() % 20000));
+        n += put_cp(cjk + n, 0x4E00 + (uint32_t)(bench_xorshift(&rng) % 20000));
     while (n < N)
         cjk[n++] = '.';
     printf("\nutf-8 validation of 64 KiB (GB/s)\n%-22s%12s%12s\n", "", "feed", "plain DFA");
@@ -197,7 +179,7 @@ static void run_parse(void)
     static size_t flen[NF];
     static const uint8_t key[4] = {1, 2, 3, 4};
     for (int i = 0; i < NF; i++) {
-        uint64_t r = next_rand();
+        uint64_t r = bench_xorshift(&rng);
         uint64_t len = r % 4 == 0 ? 70000 : r % 4 == 1 ? 300 : (r >> 8) % 126;
         flen[i] = px__ws_encode_header(frames[i], (r >> 4) % 2 ? PX_WS_OP_TEXT : PX_WS_OP_BINARY, 1,
                                        0, len, key);
@@ -206,7 +188,7 @@ static void run_parse(void)
     double best = 1e9;
     for (int round = 0; round < ROUNDS; round++) {
         uint64_t count = 0;
-        uint64_t t0 = cpu_ns(), t;
+        uint64_t t0 = bench_cpu_ns(), t;
         do {
             for (int rep = 0; rep < 64; rep++)
                 for (int i = 0; i < NF; i++) {
@@ -217,7 +199,7 @@ static void run_parse(void)
                     sum += (uint64_t)r + f.payload_len;
                 }
             count += 64 * NF;
-            t = cpu_ns();
+            t = bench_cpu_ns();
         } while ((double)(t - t0) < budget_s * 1e9 / ROUNDS);
         double ns = (double)(t - t0) / (double)count;
         if (ns < best)
@@ -236,7 +218,7 @@ static void run_deflate(void)
         "world ",       "message ", "}",     "{",           "\"ts\":17000"};
     size_t n = 0;
     while (n < N) {
-        const char *w = words[next_rand() % 10];
+        const char *w = words[bench_xorshift(&rng) % 10];
         for (size_t k = 0; w[k] && n < N; k++)
             msg[n++] = (uint8_t)w[k];
     }
@@ -252,18 +234,18 @@ static void run_deflate(void)
         px_buf_init(&z, 0);
         px_buf_init(&out, 0);
         uint64_t bytes = 0, zbytes = 0, t_def = 0, t_inf = 0;
-        uint64_t t_end = cpu_ns() + (uint64_t)(budget_s * 2e9);
-        while (cpu_ns() < t_end) {
+        uint64_t t_end = bench_cpu_ns() + (uint64_t)(budget_s * 2e9);
+        while (bench_cpu_ns() < t_end) {
             px_buf_reset(&z);
             px_buf_reset(&out);
-            uint64_t a = cpu_ns();
+            uint64_t a = bench_cpu_ns();
             if (px__ws_deflate_message(c, msg, N, &z, SIZE_MAX) != 0)
                 break;
-            uint64_t b = cpu_ns();
+            uint64_t b = bench_cpu_ns();
             if (px__ws_inflate(peer, (const uint8_t *)px_buf_head(&z), px_buf_size(&z), 1, &out,
                                N) != 0)
                 break;
-            uint64_t e = cpu_ns();
+            uint64_t e = bench_cpu_ns();
             t_def += b - a;
             t_inf += e - b;
             bytes += N;

@@ -18,13 +18,13 @@ enum px_metric_type {
     PX_METRIC_PER_WORKER = 0x10,
 };
 
-#define PX_METRICS_MAX 128
+#define PX_METRICS_MAX 256
 
 /** Register (or look up, if the name exists) a metric. Returns its id >= 0, or
- * -ENOSPC / -EINVAL. Not thread-safe: call at start-up. A name may carry
- * labels, `family_total{reason="x"}`: register a family's samples one after
- * the other (HELP and TYPE are written once, before the first); not with
- * PX_METRIC_PER_WORKER. */
+ * -ENOSPC / -EINVAL. Not thread-safe: call at start-up. The name may carry
+ * labels, `family{key="value",...}` (at most 191 characters in all): metrics
+ * of one family are rendered under one HELP/TYPE header, with the help and
+ * type of the first one registered. */
 PX_EXTERN int px_metric_register(const char *name, const char *help, int type);
 /** Add `v` (may be negative for gauges) in the calling thread's slot. */
 PX_EXTERN void px_metric_add(int id, int64_t v);

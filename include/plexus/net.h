@@ -179,6 +179,8 @@ typedef struct px_protocol {
  */
 PX_EXTERN int px_server_add_protocol(px_server_t *s, const char *name, const px_protocol_t *p,
                                      void *(*on_accept)(px_conn_t *c, void *ud), void *ud);
+/** 1 if a protocol named `name` is registered on `s`, else 0. */
+PX_EXTERN int px_server_protocol_registered(const px_server_t *s, const char *name);
 /** Compatibility: px_server_add_protocol(s, p->name, ...) and make it the default. */
 PX_EXTERN void px_server_set_protocol(px_server_t *s, const px_protocol_t *p,
                                       void *(*on_accept)(px_conn_t *c, void *ud), void *ud);

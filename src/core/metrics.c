@@ -5,7 +5,7 @@
 #include "core/metrics.h"
 
 typedef struct {
-    char name[96];
+    char name[192]; /* "family" or "family{label=\"value\",...}" */
     char help[160];
     int type;
 } metric_def_t;
@@ -70,33 +70,54 @@ int64_t px_metric_worker_value(int id, unsigned worker)
     return atomic_load_explicit(&values[worker][id], memory_order_relaxed);
 }
 
+/* Length of the family name: the metric name without its labels. */
+static size_t family_len(const char *name)
+{
+    return strcspn(name, "{");
+}
+
+static int same_family(const metric_def_t *a, const metric_def_t *b)
+{
+    size_t n = family_len(a->name);
+    return n == family_len(b->name) && memcmp(a->name, b->name, n) == 0;
+}
+
 int px_metrics_render(px_buf_t *out, unsigned nworkers)
 {
     char line[512];
     for (int i = 0; i < ndefs; i++) {
         const metric_def_t *d = &defs[i];
+        /* Labelled metrics ("name{rule=\"ssh\"}") of one family share one
+         * HELP/TYPE header and are rendered together, where the first appears. */
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++)
+            seen = same_family(&defs[j], d);
+        if (seen)
+            continue;
         int base = d->type & 0xf;
-        /* A name with labels ("x_total{reason=\"a\"}") is one sample of the
-         * family "x_total": HELP and TYPE once, before its first sample. */
-        int blen = (int)strcspn(d->name, "{"), n, r;
-        if (i == 0 || (int)strcspn(defs[i - 1].name, "{") != blen ||
-            memcmp(defs[i - 1].name, d->name, (size_t)blen) != 0) {
-            n = snprintf(line, sizeof line, "# HELP %.*s %s\n# TYPE %.*s %s\n", blen, d->name,
-                         d->help, blen, d->name, base == PX_METRIC_COUNTER ? "counter" : "gauge");
-            if ((r = px_buf_append(out, line, (size_t)n)))
-                return r;
-        }
-        if (d->type & PX_METRIC_PER_WORKER) {
-            for (unsigned w = 0; w < nworkers; w++) {
-                n = snprintf(line, sizeof line, "%s{worker=\"%u\"} %lld\n", d->name, w,
-                             (long long)px_metric_worker_value(i, w));
+        int fl = (int)family_len(d->name);
+        int n = snprintf(line, sizeof line, "# HELP %.*s %s\n# TYPE %.*s %s\n", fl, d->name,
+                         d->help, fl, d->name, base == PX_METRIC_COUNTER ? "counter" : "gauge");
+        int r = px_buf_append(out, line, (size_t)n);
+        if (r)
+            return r;
+        for (int k = i; k < ndefs; k++) {
+            const metric_def_t *e = &defs[k];
+            if (k != i && !same_family(e, d))
+                continue;
+            if ((e->type & PX_METRIC_PER_WORKER) && !strchr(e->name, '{')) {
+                for (unsigned w = 0; w < nworkers; w++) {
+                    n = snprintf(line, sizeof line, "%s{worker=\"%u\"} %lld\n", e->name, w,
+                                 (long long)px_metric_worker_value(k, w));
+                    if ((r = px_buf_append(out, line, (size_t)n)))
+                        return r;
+                }
+            } else {
+                n = snprintf(line, sizeof line, "%s %lld\n", e->name,
+                             (long long)px_metric_value(k));
                 if ((r = px_buf_append(out, line, (size_t)n)))
                     return r;
             }
-        } else {
-            n = snprintf(line, sizeof line, "%s %lld\n", d->name, (long long)px_metric_value(i));
-            if ((r = px_buf_append(out, line, (size_t)n)))
-                return r;
         }
     }
     return 0;

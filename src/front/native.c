@@ -92,7 +92,7 @@ const char *px__native_verify_token(px__native_t *n, px_str_t tok, px__jwt_claim
     return NULL;
 }
 
-int px__native_rate_ok(bucket_t *b, unsigned rate)
+int px__native_rate_ok(px__bucket_t *b, unsigned rate)
 {
     if (!rate)
         return 1;
@@ -107,7 +107,7 @@ int px__native_rate_ok(bucket_t *b, unsigned rate)
     return 1;
 }
 
-void px__native_bucket_init(bucket_t *b, unsigned rate)
+void px__native_bucket_init(px__bucket_t *b, unsigned rate)
 {
     b->tokens = rate;
     b->ms = px_now_ms();
@@ -121,7 +121,7 @@ void px__native_bucket_init(bucket_t *b, unsigned rate)
  * event and the end of the stream) unless {"op":"auth"} renewed it. */
 static void on_expiry(px_timer_t *t)
 {
-    nsession_t *s = t->data;
+    px__nsession_t *s = t->data;
     if (s->hc.closed)
         return;
     s->authorized = 0; /* nothing more is taken from it */
@@ -131,7 +131,7 @@ static void on_expiry(px_timer_t *t)
         px__native_sse_expired(s);
 }
 
-void px__native_arm_expiry(nsession_t *s)
+void px__native_arm_expiry(px__nsession_t *s)
 {
     px_timer_stop(&s->expiry);
     if (!s->claims || !s->claims->exp)
@@ -140,7 +140,7 @@ void px__native_arm_expiry(nsession_t *s)
     px_timer_start(px_worker_loop(px_worker_self()), &s->expiry, ms > 0 ? (uint64_t)ms : 0);
 }
 
-void px__native_session_init(nsession_t *s, px__native_t *n, int kind, unsigned worker)
+void px__native_session_init(px__nsession_t *s, px__native_t *n, int kind, unsigned worker)
 {
     s->kind = kind;
     s->nat = n;
@@ -148,4 +148,11 @@ void px__native_session_init(nsession_t *s, px__native_t *n, int kind, unsigned 
     px__native_bucket_init(&s->publishes, n->opts.publish_rate);
     px__native_bucket_init(&s->subscribes, n->opts.subscribe_rate);
     PX_UNUSED(worker);
+}
+
+void px__native_session_release(px__hclient_t *c)
+{
+    px__nsession_t *s = px__native_session(c);
+    px__free(s->claims);
+    px__free(s);
 }

@@ -67,6 +67,19 @@ static px_slice_t *ws_encode_presence(const px__presence_ev_t *e, void *ctx)
     return json_frame(&w);
 }
 
+/* "channel":..,"epoch":..,"offset":N}: the end of a recovery-failed object, on both
+ * wire formats. */
+static void put_gap(px_json_writer_t *w, px_str_t channel, const char *epoch, uint64_t offset)
+{
+    PX_JSON_PUT_LIT(w, "\"channel\":");
+    px_json_put_str(w, channel.ptr, channel.len);
+    PX_JSON_PUT_LIT(w, ",\"epoch\":");
+    px_json_put_str(w, epoch, strlen(epoch));
+    PX_JSON_PUT_LIT(w, ",\"offset\":");
+    px_json_put_u64(w, offset);
+    PX_JSON_PUT_LIT(w, "}");
+}
+
 /* {"op":"recovery-failed","channel":..,"epoch":..,"offset":N}: history no longer reaches
  * back to what the client has; live messages after `offset` follow. */
 static px_slice_t *ws_encode_gap(px_str_t channel, const char *epoch, uint64_t offset, void *ctx)
@@ -74,13 +87,8 @@ static px_slice_t *ws_encode_gap(px_str_t channel, const char *epoch, uint64_t o
     PX_UNUSED(ctx);
     px_json_writer_t w;
     px_json_writer_init_growable(&w, 1024);
-    PX_JSON_PUT_LIT(&w, "{\"op\":\"recovery-failed\",\"channel\":");
-    px_json_put_str(&w, channel.ptr, channel.len);
-    PX_JSON_PUT_LIT(&w, ",\"epoch\":");
-    px_json_put_str(&w, epoch, strlen(epoch));
-    PX_JSON_PUT_LIT(&w, ",\"offset\":");
-    px_json_put_u64(&w, offset);
-    PX_JSON_PUT_LIT(&w, "}");
+    PX_JSON_PUT_LIT(&w, "{\"op\":\"recovery-failed\",");
+    put_gap(&w, channel, epoch, offset);
     return json_frame(&w);
 }
 
@@ -136,13 +144,8 @@ static px_slice_t *sse_encode_gap(px_str_t channel, const char *epoch, uint64_t 
     char buf[PX__CHANNEL_MAX + PX__EPOCH_MAX + 128];
     px_json_writer_t w;
     px_json_writer_init(&w, buf, sizeof buf);
-    PX_JSON_PUT_LIT(&w, "{\"channel\":");
-    px_json_put_str(&w, channel.ptr, channel.len);
-    PX_JSON_PUT_LIT(&w, ",\"epoch\":");
-    px_json_put_str(&w, epoch, strlen(epoch));
-    PX_JSON_PUT_LIT(&w, ",\"offset\":");
-    px_json_put_u64(&w, offset);
-    PX_JSON_PUT_LIT(&w, "}");
+    PX_JSON_PUT_LIT(&w, "{");
+    put_gap(&w, channel, epoch, offset);
     if (w.err)
         return NULL;
     px_slice_t *s = px_slice_new(w.len + 64);

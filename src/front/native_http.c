@@ -420,14 +420,9 @@ static void api_channels(px_req_t *req, void *ud)
 /* ---- Server-Sent Events
  * ----------------------------------------------------------------------------- */
 
-static nsession_t *session_of(px__hclient_t *c)
+static void sse_unlink(px__nsession_t *s)
 {
-    return PX_CONTAINER_OF(c, nsession_t, hc);
-}
-
-static void sse_unlink(nsession_t *s)
-{
-    nlocal_t *L = &s->nat->locals[s->hc.worker];
+    px__nlocal_t *L = &s->nat->locals[s->hc.worker];
     if (s->sse_prev)
         s->sse_prev->sse_next = s->sse_next;
     else if (L->sse == s)
@@ -438,7 +433,7 @@ static void sse_unlink(nsession_t *s)
 }
 
 /* End the stream (answers the request) and close the session. */
-static void sse_end(nsession_t *s)
+static void sse_end(px__nsession_t *s)
 {
     px_req_t *req = s->req;
     if (!req)
@@ -459,7 +454,7 @@ size_t px__native_sse_deliver(px__hsub_t *list, int kind, px_slice_t *frame, con
         return 0;
     for (px__hsub_t *u = list, *next; u; u = next) {
         next = u->next;
-        nsession_t *s = session_of(u->client);
+        px__nsession_t *s = px__native_session(u->client);
         if (!s->req)
             continue;
         if (!frame) { /* not encoded (out of memory): end, the client resumes from its id */
@@ -474,7 +469,7 @@ size_t px__native_sse_deliver(px__hsub_t *list, int kind, px_slice_t *frame, con
     return n;
 }
 
-void px__native_sse_expired(nsession_t *s)
+void px__native_sse_expired(px__nsession_t *s)
 {
     if (!s->req)
         return;
@@ -486,14 +481,14 @@ void px__native_sse_expired(nsession_t *s)
 
 static size_t c_output(px__hclient_t *c)
 {
-    nsession_t *s = session_of(c);
+    px__nsession_t *s = px__native_session(c);
     return s->req ? px_stream_pending(s->req) : 0;
 }
 
 static int c_write(px__hclient_t *c, px__hsub_t *u, px_slice_t *frame)
 {
     PX_UNUSED(u);
-    nsession_t *s = session_of(c);
+    px__nsession_t *s = px__native_session(c);
     if (!s->req)
         return -EPIPE;
     if (px_stream_write_slice(s->req, frame, 0, frame->len) != 0) {
@@ -507,7 +502,7 @@ static void c_subscribed(px__hclient_t *c, px__hsub_t *u, px__hreq_t *r)
 {
     PX_UNUSED(u);
     if (r->status) /* the stream ends: nothing to subscribe it to */
-        sse_end(session_of(c));
+        sse_end(px__native_session(c));
 }
 
 static void c_answer(px__hclient_t *c, px__hreq_t *r)
@@ -520,14 +515,7 @@ static void c_ended(px__hclient_t *c, px__hsub_t *u, px__hreq_t *r)
 {
     PX_UNUSED(u);
     PX_UNUSED(r);
-    sse_end(session_of(c));
-}
-
-static void c_release(px__hclient_t *c)
-{
-    nsession_t *s = session_of(c);
-    px__free(s->claims);
-    px__free(s);
+    sse_end(px__native_session(c));
 }
 
 static const px__hclient_ops_t sse_client_ops = {
@@ -536,14 +524,14 @@ static const px__hclient_ops_t sse_client_ops = {
     .subscribed = c_subscribed,
     .answer = c_answer,
     .ended = c_ended,
-    .release = c_release,
+    .release = px__native_session_release,
 };
 
 static void sse_keepalive(px_timer_t *t)
 {
-    nlocal_t *L = t->data;
+    px__nlocal_t *L = t->data;
     px__native_t *n = NULL;
-    for (nsession_t *s = L->sse, *next; s; s = next) {
+    for (px__nsession_t *s = L->sse, *next; s; s = next) {
         next = s->sse_next;
         n = s->nat;
         if (s->req && px_stream_write(s->req, ": keep-alive\n\n", 14) != 0)
@@ -564,7 +552,7 @@ static void sse_abort(px_req_t *req, void *ud)
 static void sse_drain(px_req_t *req, void *ud)
 {
     PX_UNUSED(req);
-    nsession_t *s = ud;
+    px__nsession_t *s = ud;
     px__hclient_drained(&s->hc);
 }
 
@@ -600,14 +588,14 @@ static void api_events(px_req_t *req, void *ud)
         has_since = r == 1;
     }
     unsigned worker = req_worker(req);
-    nsession_t *s = px__xcalloc(1, sizeof *s);
+    px__nsession_t *s = px__xcalloc(1, sizeof *s);
     px__hclient_init(&s->hc, n->hub, worker, &sse_client_ops);
     s->hc.page_bytes = px__native_page_bytes(n);
     px__native_session_init(s, n, NS_SSE, worker);
     s->claims = claims;
     s->authorized = 1;
     s->req = req;
-    nlocal_t *L = &n->locals[worker];
+    px__nlocal_t *L = &n->locals[worker];
     s->sse_next = L->sse;
     if (L->sse)
         L->sse->sse_prev = s;

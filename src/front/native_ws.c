@@ -10,21 +10,16 @@
 #include "front/native_proto.h"
 #include "plexus/version.h"
 
-static nsession_t *session_of(px__hclient_t *c)
-{
-    return PX_CONTAINER_OF(c, nsession_t, hc);
-}
-
 /* ---- output -----------------------------------------------------------------------------------
  */
 
-static void ws_text(nsession_t *s, const char *p, size_t n)
+static void ws_text(px__nsession_t *s, const char *p, size_t n)
 {
     if (s->ws)
         px_ws_send(s->ws, PX_WS_TEXT, p, n);
 }
 
-static void ws_json(nsession_t *s, px_json_writer_t *w)
+static void ws_json(px__nsession_t *s, px_json_writer_t *w)
 {
     if (!w->err)
         ws_text(s, w->buf, w->len);
@@ -39,8 +34,8 @@ static void put_reply(px_json_writer_t *w, int has_id, int64_t id)
     }
 }
 
-__attribute__((format(printf, 5, 6))) static void ws_error(nsession_t *s, int has_id, int64_t id,
-                                                           const char *code, const char *fmt, ...)
+__attribute__((format(printf, 5, 6))) static void
+ws_error(px__nsession_t *s, int has_id, int64_t id, const char *code, const char *fmt, ...)
 {
     char msg[256];
     va_list ap;
@@ -63,12 +58,12 @@ __attribute__((format(printf, 5, 6))) static void ws_error(nsession_t *s, int ha
     ws_json(s, &w);
 }
 
-static void answer_error(nsession_t *s, const px__hreq_t *r)
+static void answer_error(px__nsession_t *s, const px__hreq_t *r)
 {
     ws_error(s, r->has_id, r->id, r->err_code ? r->err_code : "error", "%s", r->err_msg);
 }
 
-static void unsub_reply(nsession_t *s, int has_id, int64_t id, const char *channel, size_t clen)
+static void unsub_reply(px__nsession_t *s, int has_id, int64_t id, const char *channel, size_t clen)
 {
     char buf[PX__CHANNEL_MAX + 80];
     px_json_writer_t w;
@@ -92,7 +87,7 @@ size_t px__native_ws_deliver(px__hsub_t *list, int kind, px_slice_t *frame, cons
         next = u->next;
         if (kind == PX__DELIVER_PRESENCE && !u->presence)
             continue;
-        nsession_t *s = session_of(u->client);
+        px__nsession_t *s = px__native_session(u->client);
         if (!frame) {
             /* The hub could not encode it (out of memory): never skip a message silently;
              * the client reconnects and resumes with since. */
@@ -110,21 +105,21 @@ size_t px__native_ws_deliver(px__hsub_t *list, int kind, px_slice_t *frame, cons
 
 static size_t c_output(px__hclient_t *c)
 {
-    nsession_t *s = session_of(c);
+    px__nsession_t *s = px__native_session(c);
     return s->ws ? px_conn_pending(px_ws_conn(s->ws)) : 0;
 }
 
 static int c_write(px__hclient_t *c, px__hsub_t *u, px_slice_t *frame)
 {
     PX_UNUSED(u);
-    nsession_t *s = session_of(c);
+    px__nsession_t *s = px__native_session(c);
     return s->ws ? px_ws_send_frame(s->ws, frame) : -EPIPE;
 }
 
 static void c_subscribed(px__hclient_t *c, px__hsub_t *u, px__hreq_t *r)
 {
-    nsession_t *s = session_of(c);
-    nsub_t *x = px__hsub_extra(u);
+    px__nsession_t *s = px__native_session(c);
+    px__nsub_t *x = px__hsub_extra(u);
     if (r->status) {
         ws_error(s, x->has_id, x->id, r->err_code ? r->err_code : "error", "%s", r->err_msg);
         if (u->cancelled)
@@ -154,7 +149,7 @@ static void c_subscribed(px__hclient_t *c, px__hsub_t *u, px__hreq_t *r)
         unsub_reply(s, x->cancel_has_id, x->cancel_id, u->name, u->name_len);
 }
 
-static void history_answer(nsession_t *s, px__hreq_t *r)
+static void history_answer(px__nsession_t *s, px__hreq_t *r)
 {
     px_json_writer_t w;
     px_json_writer_init_growable(&w, (64u << 20));
@@ -185,7 +180,7 @@ static void history_answer(nsession_t *s, px__hreq_t *r)
 
 static void c_answer(px__hclient_t *c, px__hreq_t *r)
 {
-    nsession_t *s = session_of(c);
+    px__nsession_t *s = px__native_session(c);
     if (r->status) {
         answer_error(s, r);
         return;
@@ -218,15 +213,8 @@ static void c_answer(px__hclient_t *c, px__hreq_t *r)
 
 static void c_ended(px__hclient_t *c, px__hsub_t *u, px__hreq_t *r)
 {
-    ws_error(session_of(c), 0, 0, r->err_code ? r->err_code : "error",
+    ws_error(px__native_session(c), 0, 0, r->err_code ? r->err_code : "error",
              "%s; the subscription to %.*s has ended", r->err_msg, (int)u->name_len, u->name);
-}
-
-static void c_release(px__hclient_t *c)
-{
-    nsession_t *s = session_of(c);
-    px__free(s->claims);
-    px__free(s);
 }
 
 static const px__hclient_ops_t ws_client_ops = {
@@ -235,13 +223,13 @@ static const px__hclient_ops_t ws_client_ops = {
     .subscribed = c_subscribed,
     .answer = c_answer,
     .ended = c_ended,
-    .release = c_release,
+    .release = px__native_session_release,
 };
 
 /* ---- the connection
  * ------------------------------------------------------------------------------------ */
 
-void px__native_ws_expired(nsession_t *s)
+void px__native_ws_expired(px__nsession_t *s)
 {
     if (!s->ws)
         return;
@@ -253,7 +241,7 @@ void px__native_ws_expired(nsession_t *s)
 static void ws_open(px_ws_t *ws, px_req_t *req, void *ud)
 {
     px__native_t *n = ud;
-    nsession_t *s = px__xcalloc(1, sizeof *s);
+    px__nsession_t *s = px__xcalloc(1, sizeof *s);
     unsigned worker = px_worker_id(px_conn_worker(px_ws_conn(ws)));
     px__hclient_init(&s->hc, n->hub, worker, &ws_client_ops);
     s->hc.page_bytes = px__native_page_bytes(n);
@@ -295,7 +283,7 @@ static void ws_close_cb(px_ws_t *ws, int code, px_str_t reason, void *ud)
     PX_UNUSED(code);
     PX_UNUSED(reason);
     PX_UNUSED(ud);
-    nsession_t *s = px_ws_get_data(ws);
+    px__nsession_t *s = px_ws_get_data(ws);
     if (!s)
         return;
     s->ws = NULL;
@@ -306,12 +294,12 @@ static void ws_close_cb(px_ws_t *ws, int code, px_str_t reason, void *ud)
 static void ws_drain(px_ws_t *ws, void *ud)
 {
     PX_UNUSED(ud);
-    nsession_t *s = px_ws_get_data(ws);
+    px__nsession_t *s = px_ws_get_data(ws);
     if (s)
         px__hclient_drained(&s->hc);
 }
 
-static int allowed(const nsession_t *s, int action, const char *ch, size_t len)
+static int allowed(const px__nsession_t *s, int action, const char *ch, size_t len)
 {
     if (!s->claims || !s->claims->has_channels)
         return 1; /* anonymous (allowed by config) or a token without a channels claim */
@@ -321,7 +309,7 @@ static int allowed(const nsession_t *s, int action, const char *ch, size_t len)
 /* {"op":"auth","token":"<JWT>"}: renew the connection's token before it expires. The new
  * token must be valid, name the same user (sub) and allow every current subscription;
  * otherwise the old one stays. */
-static void do_auth(nsession_t *s, const px__nop_t *op)
+static void do_auth(px__nsession_t *s, const px__nop_t *op)
 {
     if (!s->claims) {
         ws_error(s, op->has_id, op->id, "forbidden", "this connection has no token to renew");
@@ -362,7 +350,7 @@ static void do_auth(nsession_t *s, const px__nop_t *op)
     ws_json(s, &w);
 }
 
-static void do_subscribe(nsession_t *s, const px__nop_t *op)
+static void do_subscribe(px__nsession_t *s, const px__nop_t *op)
 {
     const px_native_opts_t *o = &s->nat->opts;
     if (px__hclient_find(&s->hc, op->channel, op->channel_len)) {
@@ -391,24 +379,24 @@ static void do_subscribe(nsession_t *s, const px__nop_t *op)
                         .presence = op->presence,
                         .who = &who};
     px__hsub_t *u = px__hclient_subscribe(&s->hc, op->channel, op->channel_len, s->nat->ws_fmt, &so,
-                                          sizeof(nsub_t));
+                                          sizeof(px__nsub_t));
     if (!u) {
         ws_error(s, op->has_id, op->id, "internal_error", "out of memory");
         return;
     }
-    nsub_t *x = px__hsub_extra(u);
+    px__nsub_t *x = px__hsub_extra(u);
     x->has_id = op->has_id;
     x->id = op->id;
 }
 
-static void do_unsubscribe(nsession_t *s, const px__nop_t *op)
+static void do_unsubscribe(px__nsession_t *s, const px__nop_t *op)
 {
     px__hsub_t *u = px__hclient_find(&s->hc, op->channel, op->channel_len);
     if (!u) {
         ws_error(s, op->has_id, op->id, "not_subscribed", "not subscribed to %s", op->channel);
         return;
     }
-    nsub_t *x = px__hsub_extra(u);
+    px__nsub_t *x = px__hsub_extra(u);
     x->cancel_has_id = op->has_id;
     x->cancel_id = op->id;
     if (px__hclient_unsubscribe(&s->hc, u)) /* done at once: else answered with the subscribe */
@@ -418,7 +406,7 @@ static void do_unsubscribe(nsession_t *s, const px__nop_t *op)
 static void ws_message(px_ws_t *ws, int opcode, const char *data, size_t len, void *ud)
 {
     px__native_t *n = ud;
-    nsession_t *s = px_ws_get_data(ws);
+    px__nsession_t *s = px_ws_get_data(ws);
     if (!s || !s->authorized)
         return; /* being closed as unauthorized, or its token expired */
     if (opcode != PX_WS_TEXT) {

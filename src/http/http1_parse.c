@@ -186,27 +186,35 @@ TARGET_SSE42 static inline unsigned stop_target16(__m128i v)
     return (unsigned)_mm_movemask_epi8(_mm_or_si128(out, _mm_or_si128(q, h)));
 }
 
-#define DEFINE_SCAN_SSE42(name, stop, mask)                                                        \
-    TARGET_SSE42 static inline const char *name(const char *p, const char *end, const char *lo)    \
+/* W-byte blocks (16: SSE4.2, 32: AVX2) inside [p, end); then, for the last < W
+ * bytes, the block that ends at `end` with the bits below p dropped; in a buffer
+ * shorter than W, `tail` (the scalar loop, or the 16-byte scanner). */
+#define DEFINE_SCAN_BLOCK(name, target, W, load, stop, tail)                                       \
+    target static inline const char *name(const char *p, const char *end, const char *lo)          \
     {                                                                                              \
-        while (end - p >= 16) {                                                                    \
-            unsigned m = stop(_mm_loadu_si128((const __m128i *)(const void *)p));                  \
-            COUNT_SCANNED(m ? __builtin_ctz(m) + 1 : 16);                                          \
+        while (end - p >= W) {                                                                     \
+            unsigned m = stop(load(p));                                                            \
+            COUNT_SCANNED(m ? __builtin_ctz(m) + 1 : W);                                           \
             if (m)                                                                                 \
                 return p + __builtin_ctz(m);                                                       \
-            p += 16;                                                                               \
+            p += W;                                                                                \
         }                                                                                          \
-        if (p < end && end - lo >= 16) {                                                           \
-            unsigned m = stop(_mm_loadu_si128((const __m128i *)(const void *)(end - 16)));         \
-            m >>= 16 - (end - p);                                                                  \
+        if (p < end && end - lo >= W) {                                                            \
+            unsigned m = stop(load(end - W));                                                      \
+            m >>= W - (end - p);                                                                   \
             COUNT_SCANNED(m ? __builtin_ctz(m) + 1 : end - p);                                     \
             return m ? p + __builtin_ctz(m) : end;                                                 \
         }                                                                                          \
-        return scan_scalar(p, end, mask);                                                          \
+        return tail;                                                                               \
     }
-DEFINE_SCAN_SSE42(scan_token_sse42, stop_token16, C_TCHAR)
-DEFINE_SCAN_SSE42(scan_value_sse42, stop_value16, C_VALUE)
-DEFINE_SCAN_SSE42(scan_target_sse42, stop_target16, C_TARGET)
+#define LOAD16(q) _mm_loadu_si128((const __m128i *)(const void *)(q))
+#define LOAD32(q) _mm256_loadu_si256((const __m256i *)(const void *)(q))
+DEFINE_SCAN_BLOCK(scan_token_sse42, TARGET_SSE42, 16, LOAD16, stop_token16,
+                  scan_scalar(p, end, C_TCHAR))
+DEFINE_SCAN_BLOCK(scan_value_sse42, TARGET_SSE42, 16, LOAD16, stop_value16,
+                  scan_scalar(p, end, C_VALUE))
+DEFINE_SCAN_BLOCK(scan_target_sse42, TARGET_SSE42, 16, LOAD16, stop_target16,
+                  scan_scalar(p, end, C_TARGET))
 
 TARGET_SSE42 static inline void win_load_sse42(win_t *w, const char *base)
 {
@@ -249,29 +257,12 @@ TARGET_AVX2 static inline unsigned stop_target32(__m256i v)
     return (unsigned)_mm256_movemask_epi8(_mm256_or_si256(out, _mm256_or_si256(q, h)));
 }
 
-/* 32-byte blocks; then, for the last < 32 bytes, the block that ends at `end`;
- * in a buffer shorter than 32 bytes, the 16-byte scanner. */
-#define DEFINE_SCAN_AVX2(name, stop, tail)                                                         \
-    TARGET_AVX2 static inline const char *name(const char *p, const char *end, const char *lo)     \
-    {                                                                                              \
-        while (end - p >= 32) {                                                                    \
-            unsigned m = stop(_mm256_loadu_si256((const __m256i *)(const void *)p));               \
-            COUNT_SCANNED(m ? __builtin_ctz(m) + 1 : 32);                                          \
-            if (m)                                                                                 \
-                return p + __builtin_ctz(m);                                                       \
-            p += 32;                                                                               \
-        }                                                                                          \
-        if (p < end && end - lo >= 32) {                                                           \
-            unsigned m = stop(_mm256_loadu_si256((const __m256i *)(const void *)(end - 32)));      \
-            m >>= 32 - (end - p);                                                                  \
-            COUNT_SCANNED(m ? __builtin_ctz(m) + 1 : end - p);                                     \
-            return m ? p + __builtin_ctz(m) : end;                                                 \
-        }                                                                                          \
-        return tail(p, end, lo);                                                                   \
-    }
-DEFINE_SCAN_AVX2(scan_token_avx2, stop_token32, scan_token_sse42)
-DEFINE_SCAN_AVX2(scan_value_avx2, stop_value32, scan_value_sse42)
-DEFINE_SCAN_AVX2(scan_target_avx2, stop_target32, scan_target_sse42)
+DEFINE_SCAN_BLOCK(scan_token_avx2, TARGET_AVX2, 32, LOAD32, stop_token32,
+                  scan_token_sse42(p, end, lo))
+DEFINE_SCAN_BLOCK(scan_value_avx2, TARGET_AVX2, 32, LOAD32, stop_value32,
+                  scan_value_sse42(p, end, lo))
+DEFINE_SCAN_BLOCK(scan_target_avx2, TARGET_AVX2, 32, LOAD32, stop_target32,
+                  scan_target_sse42(p, end, lo))
 
 TARGET_AVX2 static inline void win_load_avx2(win_t *w, const char *base)
 {
@@ -321,26 +312,6 @@ DEFINE_WIN_SCAN(win_value_sse42, TARGET_SSE42, win_load_sse42, val, scan_value_s
 DEFINE_WIN_SCAN(win_token_avx2, TARGET_AVX2, win_load_avx2, tok, scan_token_avx2)
 DEFINE_WIN_SCAN(win_value_avx2, TARGET_AVX2, win_load_avx2, val, scan_value_avx2)
 
-/* The request line: two scans per request, not worth a window. */
-TARGET_SSE42 static const char *line_token_sse42(win_t *w, const char *p, const char *end)
-{
-    return scan_token_sse42(p, end, w->lo);
-}
-
-TARGET_SSE42 static const char *line_target_sse42(win_t *w, const char *p, const char *end)
-{
-    return scan_target_sse42(p, end, w->lo);
-}
-
-TARGET_AVX2 static const char *line_token_avx2(win_t *w, const char *p, const char *end)
-{
-    return scan_token_avx2(p, end, w->lo);
-}
-
-TARGET_AVX2 static const char *line_target_avx2(win_t *w, const char *p, const char *end)
-{
-    return scan_target_avx2(p, end, w->lo);
-}
 #endif /* PX_HTTP1_X86 */
 
 static const char *scan_token_scalar(win_t *w, const char *p, const char *end)
@@ -925,25 +896,28 @@ static int parse_scalar(px__http1_parser_t *p, const char *buf, size_t len,
 }
 
 #ifdef PX_HTTP1_X86
-/* flatten inlines the scanners (same target) into the whole parse, so one
- * predictable branch per call selects the implementation, not a call per line. */
-TARGET_SSE42 __attribute__((flatten)) static int parse_sse42(px__http1_parser_t *p, const char *buf,
-                                                             size_t len, px__http1_request_t *req,
-                                                             size_t nmax,
-                                                             const px__http1_limits_t *lim)
-{
-    return parse_head(p, buf, len, req, nmax, lim, line_token_sse42, line_target_sse42,
-                      win_token_sse42, win_value_sse42);
-}
-
-TARGET_AVX2 __attribute__((flatten)) static int parse_avx2(px__http1_parser_t *p, const char *buf,
-                                                           size_t len, px__http1_request_t *req,
-                                                           size_t nmax,
-                                                           const px__http1_limits_t *lim)
-{
-    return parse_head(p, buf, len, req, nmax, lim, line_token_avx2, line_target_avx2,
-                      win_token_avx2, win_value_avx2);
-}
+/* One parse per instruction set. The request line is two scans per request, not
+ * worth a window: it uses the block scanners. flatten inlines the scanners (same
+ * target) into the whole parse, so one predictable branch per call selects the
+ * implementation, not a call per line. */
+#define DEFINE_PARSE(isa, target)                                                                  \
+    target static const char *line_token_##isa(win_t *w, const char *p, const char *end)           \
+    {                                                                                              \
+        return scan_token_##isa(p, end, w->lo);                                                    \
+    }                                                                                              \
+    target static const char *line_target_##isa(win_t *w, const char *p, const char *end)          \
+    {                                                                                              \
+        return scan_target_##isa(p, end, w->lo);                                                   \
+    }                                                                                              \
+    target __attribute__((flatten)) static int parse_##isa(                                        \
+        px__http1_parser_t *p, const char *buf, size_t len, px__http1_request_t *req, size_t nmax, \
+        const px__http1_limits_t *lim)                                                             \
+    {                                                                                              \
+        return parse_head(p, buf, len, req, nmax, lim, line_token_##isa, line_target_##isa,        \
+                          win_token_##isa, win_value_##isa);                                       \
+    }
+DEFINE_PARSE(sse42, TARGET_SSE42)
+DEFINE_PARSE(avx2, TARGET_AVX2)
 #endif
 
 /* Chosen once, before main (no thread can race the write). */

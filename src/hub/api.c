@@ -13,6 +13,18 @@ static unsigned self_worker(const px_hub_t *h)
     return w && px_worker_group(w) == h->workers ? px_worker_id(w) : PX__NO_WORKER;
 }
 
+/* A request to the hub thread for the calling thread: `done` runs back on its worker
+ * (or on the hub thread when the caller is not a worker of the hub). */
+static px__hreq_t *api_request(px_hub_t *h, int type, px_str_t channel, void (*done)(px__hreq_t *r),
+                               void *ud)
+{
+    px__hreq_t *r = px__hreq_new(h, type, channel.ptr, channel.len);
+    r->worker = self_worker(h);
+    r->done = done;
+    r->ud = ud;
+    return r;
+}
+
 /* ---- publish ------------------------------------------------------------------------------- */
 
 static void publish_done(px__hreq_t *r)
@@ -37,12 +49,9 @@ int px_hub_publish(px_hub_t *h, px_str_t channel, px_str_t event, px_str_t data,
     px_hub_msg_t *m = px__hub_msg_new(channel, event, data, publisher);
     if (!m)
         return -ENOMEM;
-    px__hreq_t *r = px__hreq_new(h, PX__HREQ_PUBLISH, channel.ptr, channel.len);
+    px__hreq_t *r = api_request(h, PX__HREQ_PUBLISH, channel, publish_done, ud);
     r->m = m;
-    r->worker = self_worker(h);
-    r->done = publish_done;
     r->ack = cb;
-    r->ud = ud;
     px__hub_post(h, r);
     return 0;
 }
@@ -225,14 +234,11 @@ int px_hub_history(px_hub_t *h, px_str_t channel, uint64_t since, size_t limit,
 {
     if (!cb || !px__channel_name_ok(channel.ptr, channel.len) || limit == 0)
         return -EINVAL;
-    px__hreq_t *r = px__hreq_new(h, PX__HREQ_HISTORY, channel.ptr, channel.len);
+    px__hreq_t *r = api_request(h, PX__HREQ_HISTORY, channel, history_done, ud);
     r->since_offset = since;
     r->limit = limit;
     r->max_bytes = PX__PAGE_MAX;
-    r->worker = self_worker(h);
-    r->done = history_done;
     r->history_cb = cb;
-    r->ud = ud;
     px__hub_post(h, r);
     return 0;
 }
@@ -257,11 +263,8 @@ int px_hub_presence(px_hub_t *h, px_str_t channel, void (*cb)(const px_hub_prese
 {
     if (!cb || !px__channel_name_ok(channel.ptr, channel.len))
         return -EINVAL;
-    px__hreq_t *r = px__hreq_new(h, PX__HREQ_PRESENCE, channel.ptr, channel.len);
-    r->worker = self_worker(h);
-    r->done = presence_done;
+    px__hreq_t *r = api_request(h, PX__HREQ_PRESENCE, channel, presence_done, ud);
     r->presence_cb = cb;
-    r->ud = ud;
     px__hub_post(h, r);
     return 0;
 }

@@ -439,6 +439,8 @@ static int reading(const px_conn_t *c)
 static unsigned interest_slow(const px_conn_t *c)
 {
     unsigned w = c->tp_wants, ev = 0;
+    if (c->phase == PX__RAW)
+        return c->io._events; /* the protocol arms the watcher itself */
     if (c->phase == PX__CONNECTING)
         return PX_WRITABLE;
     if (c->phase == PX__HANDSHAKE)
@@ -891,7 +893,7 @@ static void on_io(px_io_t *io, unsigned events)
 static void on_timer(px_timer_t *t)
 {
     px_conn_t *c = t->data;
-    if (PX_UNLIKELY(c->phase != PX__OPEN)) {
+    if (PX_UNLIKELY(c->phase == PX__CONNECTING || c->phase == PX__HANDSHAKE)) {
         /* The connect or the transport handshake took too long. */
         px_log(PX_LOG_DEBUG, "conn %llu: %s timed out", (unsigned long long)c->id,
                c->phase == PX__CONNECTING ? "connect" : "handshake");
@@ -1205,12 +1207,43 @@ int px_conn_fd(const px_conn_t *c)
     return c->io.fd;
 }
 
+int px__conn_addresses(const px_conn_t *c, struct sockaddr_storage *peer,
+                       struct sockaddr_storage *local)
+{
+    for (px__transport_t *t = c->tp; t; t = t->lower)
+        if (t->ops->addresses && t->ops->addresses(t, (px_conn_t *)c, peer, local) == 0)
+            return 0;
+    socklen_t sl = sizeof *peer;
+    if (peer && getpeername(c->io.fd, (struct sockaddr *)peer, &sl) != 0)
+        return -errno;
+    sl = sizeof *local;
+    if (local && getsockname(c->io.fd, (struct sockaddr *)local, &sl) != 0)
+        return -errno;
+    return 0;
+}
+
+void px__conn_raw(px_conn_t *c, px_io_cb cb, void *data)
+{
+    if (cb) {
+        c->phase = PX__RAW;
+        c->io.cb = cb;
+        c->io.data = data;
+        return;
+    }
+    if (c->phase != PX__RAW)
+        return;
+    c->phase = PX__OPEN;
+    c->io.cb = on_io;
+    c->io.data = c;
+    update_interest(c);
+}
+
 int px_conn_peer_name(const px_conn_t *c, char *buf, size_t len)
 {
     struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (getpeername(c->io.fd, (struct sockaddr *)&ss, &sl) != 0)
-        return -errno;
+    int r = px__conn_addresses(c, &ss, NULL);
+    if (r)
+        return r;
     char host[INET6_ADDRSTRLEN];
     if (ss.ss_family == AF_INET) {
         struct sockaddr_in *in = (struct sockaddr_in *)&ss;

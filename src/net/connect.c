@@ -22,7 +22,7 @@ void px_connect_opts_init(px_connect_opts_t *o)
 
 /* Numeric addresses only, plus "localhost": a name lookup would block the
  * worker (resolve names at configuration time instead). */
-static int parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *len)
+int px__connect_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *len)
 {
     memset(ss, 0, sizeof *ss);
     if (strncmp(addr, "unix:", 5) == 0) {
@@ -73,7 +73,7 @@ int px__conn_connect(px__netw_t *nw, const char *addr, const px_connect_opts_t *
         return -EINVAL;
     struct sockaddr_storage ss;
     socklen_t len;
-    int r = parse_addr(addr, &ss, &len);
+    int r = px__connect_addr(addr, &ss, &len);
     if (r)
         return r;
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
 
 #include "plexus/net.h"
 
@@ -80,6 +81,7 @@ enum {
     PX__OPEN = 0,   /* transport ready: reads go to the protocol, output is flushed */
     PX__CONNECTING, /* outbound connect(2) in progress: waiting for writable */
     PX__HANDSHAKE,  /* the top layer's handshake runs; no protocol reads or flushes */
+    PX__RAW,        /* the protocol drives the socket itself (splice, proxy.c): see px__conn_raw */
 };
 
 /* px_conn.tp_wants: an operation the transport could not finish waits for the
@@ -229,9 +231,30 @@ int px__conn_push_transport(px_conn_t *c, const px_transport_factory_t *f, const
  * (err: its immediate failure to report from the loop, or 0). connect.c. */
 px_conn_t *px__conn_outbound(px__netw_t *nw, int fd, int err, const px_connect_opts_t *o,
                              const px_protocol_t *p, void *state);
+/* An address px_conn_connect accepts ("127.0.0.1:22", "[::1]:22",
+ * "localhost:22", "unix:/path") as a sockaddr. 0 or -EINVAL. connect.c. */
+int px__connect_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *len);
 /* Start the outbound connection of px_conn_connect on worker nw. */
 int px__conn_connect(px__netw_t *nw, const char *addr, const px_connect_opts_t *o,
                      const px_protocol_t *p, void *state, px_conn_t **out);
+
+/* Hand the socket's watcher to the protocol (cb != NULL) or take it back
+ * (cb == NULL). In PX__RAW the connection neither reads, writes nor changes
+ * the interest set: c->io calls cb(io, events) with io->data = data, and the
+ * protocol arms c->io itself (px_io_start). The timer (on_timeout) and a
+ * server shutdown (on_shutdown) still reach the protocol, px_conn_abort
+ * works, and finalisation unregisters c->io as usual. Entering requires an
+ * OPEN connection that is not closing, with an empty output queue, called
+ * outside the connection's own io and deferred callbacks' transport work
+ * (e.g. from on_drain, a timer, another connection's callback). Taking the
+ * watcher back returns to OPEN and re-arms it; px_conn_close then behaves as
+ * usual. The splice proxy uses it to move bytes without the input buffer and
+ * output queue (docs/internals/connections.md). */
+void px__conn_raw(px_conn_t *c, px_io_cb cb, void *data);
+/* The peer and local addresses: from the top transport layer that knows them
+ * (a PROXY header), else the socket's. Either pointer may be NULL. 0 or -errno. */
+int px__conn_addresses(const px_conn_t *c, struct sockaddr_storage *peer,
+                       struct sockaddr_storage *local);
 
 /* server.c */
 void px__netw_conn_gone(px__netw_t *nw);

@@ -180,6 +180,11 @@ int px_server_add_protocol(px_server_t *s, const char *name, const px_protocol_t
     return 0;
 }
 
+int px_server_protocol_registered(const px_server_t *s, const char *name)
+{
+    return find_protocol(s, name) >= 0;
+}
+
 void px_server_set_protocol(px_server_t *s, const px_protocol_t *p,
                             void *(*on_accept)(px_conn_t *c, void *ud), void *ud)
 {

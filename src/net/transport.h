@@ -31,6 +31,7 @@
 #ifndef PX_NET_TRANSPORT_H
 #define PX_NET_TRANSPORT_H
 
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -74,6 +75,12 @@ struct px__transport_ops {
     int (*shutdown)(px__transport_t *t, px_conn_t *c);
     /** Release this layer (the bottom layer closes the socket). */
     void (*close)(px__transport_t *t, px_conn_t *c);
+    /** The connection's addresses as this layer knows them (NULL: ask the
+     * layer below, and at the bottom the socket). The PROXY protocol layer
+     * (sniff.c) answers with the client a trusted load balancer named. 0, or
+     * -errno to fall back to the socket. */
+    int (*addresses)(px__transport_t *t, px_conn_t *c, struct sockaddr_storage *peer,
+                     struct sockaddr_storage *local);
 };
 
 /** What px_listen_opts_t.transport and px_connect_opts_t.transport point to: a

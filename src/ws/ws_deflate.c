@@ -368,6 +368,37 @@ static void z_setup(px__ws_deflate_t *c, z_stream *z)
     z->opaque = c;
 }
 
+/* Hand zlib the next piece of the input once it has used up the last one: avail_in
+ * is a uInt, so a larger input goes in pieces. */
+static inline void next_input(z_stream *z, const uint8_t **next, size_t *left)
+{
+    if (z->avail_in == 0 && *left) {
+        uInt chunk = *left > UINT_MAX ? UINT_MAX : (uInt)*left;
+        z->next_in = (Bytef *)(uintptr_t)*next;
+        z->avail_in = chunk;
+        *next += chunk;
+        *left -= chunk;
+    }
+}
+
+/* Point zlib's output at out's free space: min(want, allowed) bytes reserved, at
+ * most `allowed` (and what a uInt holds) offered in *room. 0 or -ENOMEM. */
+static int next_output(z_stream *z, px_buf_t *out, size_t want, size_t allowed, size_t *room)
+{
+    int r = px_buf_reserve(out, want < allowed ? want : allowed);
+    if (r != 0)
+        return r;
+    size_t n = px_buf_room(out);
+    if (n > allowed)
+        n = allowed;
+    if (n > UINT_MAX)
+        n = UINT_MAX;
+    z->next_out = (Bytef *)px_buf_tail(out);
+    z->avail_out = (uInt)n;
+    *room = n;
+    return 0;
+}
+
 /* ---- deflate ------------------------------------------------------------------- */
 
 static int def_open(px__ws_deflate_t *c)
@@ -408,31 +439,16 @@ int px__ws_deflate_message(px__ws_deflate_t *c, const uint8_t *in, size_t len, p
     size_t left = len; /* not yet handed to zlib */
     z->avail_in = 0;
     for (;;) {
-        if (z->avail_in == 0 && left) {
-            uInt chunk = left > UINT_MAX ? UINT_MAX : (uInt)left;
-            z->next_in = (Bytef *)(uintptr_t)next;
-            z->avail_in = chunk;
-            next += chunk;
-            left -= chunk;
-        }
+        next_input(z, &next, &left);
         int flush = left || z->avail_in ? Z_NO_FLUSH : Z_SYNC_FLUSH;
         if (produced >= limit) {
             r = -EMSGSIZE;
             break;
         }
-        size_t allowed = limit - produced;
-        size_t want = deflateBound(z, z->avail_in + left) + 16;
-        if (want > allowed)
-            want = allowed;
-        if ((r = px_buf_reserve(out, want)) != 0)
+        size_t room;
+        r = next_output(z, out, deflateBound(z, z->avail_in + left) + 16, limit - produced, &room);
+        if (r != 0)
             break;
-        size_t room = px_buf_room(out);
-        if (room > allowed)
-            room = allowed;
-        if (room > UINT_MAX)
-            room = UINT_MAX;
-        z->next_out = (Bytef *)px_buf_tail(out);
-        z->avail_out = (uInt)room;
         int zr = deflate(z, flush);
         size_t got = room - z->avail_out;
         out->len += got;
@@ -519,13 +535,7 @@ static int inf_feed(px__ws_deflate_t *c, const uint8_t *in, size_t len, int tail
     const uint8_t *next = in;
     z->avail_in = 0;
     for (;;) {
-        if (z->avail_in == 0 && left) {
-            uInt chunk = left > UINT_MAX ? UINT_MAX : (uInt)left;
-            z->next_in = (Bytef *)(uintptr_t)next;
-            z->avail_in = chunk;
-            next += chunk;
-            left -= chunk;
-        }
+        next_input(z, &next, &left);
         if (c->inf_ended) {
             if (tail || z->avail_in == 0)
                 return 0;
@@ -542,22 +552,13 @@ static int inf_feed(px__ws_deflate_t *c, const uint8_t *in, size_t len, int tail
         if (allowed == 0) {
             /* Full: one byte of scratch tells whether more output is pending. */
             z->next_out = &spare;
+            z->avail_out = 1;
             room = 1;
         } else {
-            size_t want = (size_t)z->avail_in * 4 + 1024;
-            if (want > allowed)
-                want = allowed;
-            int r = px_buf_reserve(out, want);
+            int r = next_output(z, out, (size_t)z->avail_in * 4 + 1024, allowed, &room);
             if (r != 0)
                 return r;
-            room = px_buf_room(out);
-            if (room > allowed)
-                room = allowed;
-            if (room > UINT_MAX)
-                room = UINT_MAX;
-            z->next_out = (Bytef *)px_buf_tail(out);
         }
-        z->avail_out = (uInt)room;
         uInt in_before = z->avail_in;
         int zr = inflate(z, Z_SYNC_FLUSH);
         size_t got = room - z->avail_out;

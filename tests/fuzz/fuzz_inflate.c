@@ -13,24 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "ws/ws_deflate.h"
 #include "plexus/buf.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
-
 static const size_t limits[8] = {0, 1, 16, 100, 1000, 4096, 20000, 65536};
-
-static uint32_t lcg(uint32_t *x)
-{
-    *x = *x * 1103515245u + 12345u;
-    return *x >> 16;
-}
 
 /* Feed one message in pieces; cuts come from the LCG. */
 static int feed_message(px__ws_deflate_t *c, const uint8_t *m, size_t n, uint32_t *seed, int pieces,
@@ -39,8 +26,8 @@ static int feed_message(px__ws_deflate_t *c, const uint8_t *m, size_t n, uint32_
     size_t pos = 0;
     for (;;) {
         size_t piece = n - pos;
-        if (pieces && piece > 0 && lcg(seed) % 4 != 0)
-            piece = lcg(seed) % (piece + 1);
+        if (pieces && piece > 0 && fuzz_lcg(seed) % 4 != 0)
+            piece = fuzz_lcg(seed) % (piece + 1);
         int fin = pos + piece == n;
         int r = px__ws_inflate(c, m + pos, piece, fin, out, max_out);
         CHECK(px_buf_size(out) <= max_out);
@@ -74,7 +61,7 @@ static void inflate_mode(const uint8_t *d, size_t n, unsigned bits, int cnct, si
     uint32_t cuts = seed;
     size_t pos = 0;
     for (int m = 0; m < 3 && pos <= n; m++) {
-        size_t len = m == 2 ? n - pos : lcg(&cuts) % (n - pos + 1);
+        size_t len = m == 2 ? n - pos : fuzz_lcg(&cuts) % (n - pos + 1);
         px_buf_reset(&oa);
         px_buf_reset(&ob);
         int ra = feed_message(a, d + pos, len, &cuts, 1, &oa, max_out);
@@ -113,12 +100,12 @@ static void roundtrip_mode(const uint8_t *d, size_t n, unsigned bits, int snct, 
     uint32_t cuts = seed;
     size_t pos = 0;
     for (int m = 0; m < 4 && pos <= n; m++) {
-        size_t len = m == 3 ? n - pos : lcg(&cuts) % (n - pos + 1);
+        size_t len = m == 3 ? n - pos : fuzz_lcg(&cuts) % (n - pos + 1);
         px_buf_reset(&z);
         px_buf_reset(&out);
         /* Sometimes demand that compression pays; a refusal must keep both sides
          * in step (the message would go out uncompressed). */
-        size_t max_z = lcg(&cuts) % 3 == 0 ? len / 2 : SIZE_MAX;
+        size_t max_z = fuzz_lcg(&cuts) % 3 == 0 ? len / 2 : SIZE_MAX;
         int r = px__ws_deflate_message(srv, d + pos, len, &z, max_z);
         CHECK(r == 0 || (r == -EMSGSIZE && max_z != SIZE_MAX));
         CHECK(px__ws_deflate_mem_used(srv) <= budget);

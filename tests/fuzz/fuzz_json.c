@@ -8,23 +8,13 @@
  *  - integer accessors agree with strtoll/strtoull, lookups find first-or-duplicate keys. */
 #include <errno.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "plexus/json.h"
 
 #define CAP 4096
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(x)                                                                                   \
-    do {                                                                                           \
-        if (!(x)) {                                                                                \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #x);              \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static px_json_tok_t toks[CAP], toks2[CAP], stoks[4];
 

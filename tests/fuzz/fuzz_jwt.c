@@ -6,26 +6,16 @@
  *   3: "pattern\0subject": px__glob_match against a dynamic-programming reference.
  * Successful verifications must leave the claims struct within its documented bounds. */
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "fuzz.h"
 #include "plexus/json.h"
 #include "util/glob.h"
 #include "util/jwt.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(x)                                                                                   \
-    do {                                                                                           \
-        if (!(x)) {                                                                                \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #x);              \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static const uint8_t secret[] = "fuzz-secret";
 #define NOW ((int64_t)1750000000)

@@ -15,15 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "ws/ws_frame.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
 
 static const uint64_t limits[] = {
     0, 1, 125, 126, 127, 65535, 65536, 1u << 20, UINT32_MAX, UINT64_MAX >> 1, UINT64_MAX};

@@ -6,7 +6,6 @@ that is taken failing with exit 2."""
 
 import os
 import signal
-import subprocess
 import time
 
 import pxtest
@@ -106,23 +105,8 @@ class Lifecycle(PxTestCase):
     def test_second_server_same_port(self):
         first = self.start_server("--workers", "2")
         addr = "%s:%d" % (first.host, first.port)
-        errpath = os.path.join(self.out_dir, "second.log")
-        # Its own working directory: only the port may be in conflict.
-        cwd = os.path.join(self.out_dir, "second")
-        os.makedirs(cwd)
-        with open(errpath, "wb") as err:
-            second = subprocess.Popen([pxtest.PLEXUS_BIN, "--listen", addr, "--workers", "1"],
-                                      stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                      cwd=cwd)
-            try:
-                rc = second.wait(timeout=scaled(5))
-            except subprocess.TimeoutExpired:
-                rc = None
-        with open(errpath) as f:
-            text = f.read()
+        rc, text = self.run_until_exit("--listen", addr, "--workers", "1")
         if rc is None:
-            second.send_signal(signal.SIGTERM)
-            second.wait(timeout=scaled(15))
             # SO_REUSEPORT must not let the kernel add a second server to the first one's group.
             self.assertNotIn("listening on " + addr, text, "a second server bound the same port")
             self.fail("second server neither failed nor listened:\n" + text)

@@ -79,22 +79,8 @@ class Listen(PxTestCase):
     def test_unix_path_in_use(self):
         path = self.sock_path()
         first = self.start_server("--workers", "1", listen=["unix:" + path])
-        cwd = os.path.join(self.out_dir, "second")
-        os.makedirs(cwd)
-        errpath = os.path.join(self.out_dir, "second.log")
-        with open(errpath, "wb") as err:
-            second = subprocess.Popen([pxtest.PLEXUS_BIN, "--listen", "unix:" + path,
-                                       "--workers", "1"], stdin=subprocess.DEVNULL,
-                                      stdout=err, stderr=err, cwd=cwd)
-            try:
-                rc = second.wait(timeout=scaled(5))
-            except subprocess.TimeoutExpired:
-                rc = None
-        with open(errpath) as f:
-            text = f.read()
+        rc, text = self.run_until_exit("--listen", "unix:" + path, "--workers", "1")
         if rc is None:
-            second.send_signal(15)
-            second.wait(timeout=scaled(15))
             self.assertStopsCleanly(first)
             # A live server's socket file is never unlinked and taken over (the
             # listener probes it with connect(): only ECONNREFUSED means stale).

@@ -14,7 +14,7 @@ at test time (ECDSA P-256 and RSA 2048, several names).
   - OCSP stapling when a staple is configured (and not otherwise);
   - handshake failures counted in /metrics by reason: protocol version, no
     shared cipher, bad SNI, timeout (silent client, half a ClientHello),
-    plain HTTP sent to the TLS port;
+    (plain HTTP on the TLS port is served: the sniffer, class OnePort);
   - the command line: every bad certificate, key, directory and OCSP file
     exits 2 naming the option; --tls-dir layouts; listener objects in the
     config file; --help.
@@ -29,10 +29,8 @@ import os
 import re
 import shutil
 import socket
-import ssl
 import subprocess
 import time
-import unittest
 
 import pxtest
 from pxtest import scaled
@@ -47,9 +45,7 @@ class TlsCase(pxtest.PxTestCase, TlsServerMixin):
     @classmethod
     def setUpClass(cls):
         pxtest.PxTestCase.require_local_class("TLS tests start their own servers")
-        out = os.path.join(pxtest.TEST_OUT, pxtest._module_name(), cls.__name__)
-        shutil.rmtree(out, ignore_errors=True)
-        cls.pki = Pki(out)
+        cls.pki = Pki(pxtest.class_out_dir(cls))
         cls.ec = cls.pki.leaf("ec", ["a.test", "*.wild.test", "localhost"], kind="ec")
         cls.rsa = cls.pki.leaf("rsa", ["b.test"], kind="rsa")
 
@@ -161,14 +157,6 @@ class Handshake(TlsCase):
                 data += chunk
         self.assertTrue(data.startswith(b"HTTP/1.1 200"), data)
 
-    def test_plain_http_on_the_tls_port(self):
-        self.start()
-        before = failures(self.plain, "http_request")
-        r = pxtest.raw_request(self.tls_addr, b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n",
-                               until="close")
-        self.assertFalse(r.startswith(b"HTTP/"), r)
-        pxtest.wait_for(lambda: failures(self.plain, "http_request") == before + 1, 5)
-
     def test_bad_sni(self):
         self.start()
         _, out = s_client(self.tls_addr[1], "-servername", "bad name!")
@@ -178,7 +166,11 @@ class Handshake(TlsCase):
 
 class Timeout(TlsCase):
     def test_silent_and_half_hello(self):
-        self.start("--tls-handshake-timeout", "500ms", "--log-level", "debug")
+        # A --tls listener sniffs first (docs/one-port.md): a silent client is
+        # the sniffer's to close (--sniff-timeout); half a ClientHello is
+        # TLS's (--tls-handshake-timeout).
+        self.start("--tls-handshake-timeout", "500ms", "--sniff-timeout", "500ms",
+                   "--log-level", "debug")
         hello_start = bytes.fromhex("160301020001000200fc0303") + b"\x00" * 20  # 32 of 517 bytes
         socks = []
         t0 = time.monotonic()
@@ -198,12 +190,41 @@ class Timeout(TlsCase):
         took = time.monotonic() - t0
         self.assertGreaterEqual(took, 0.45)
         self.assertLess(took, 5)
-        pxtest.wait_for(lambda: failures(self.plain, "timeout") == 2, 5)
+        sniff_timeouts = lambda: metrics(self.plain).get(
+            'plexus_sniff_closed_total{reason="timeout"}', 0)
+        pxtest.wait_for(lambda: failures(self.plain, "timeout") == 1, 5)
+        pxtest.wait_for(lambda: sniff_timeouts() == 1, 5)
         self.assertIn("handshake from 127.0.0.1", self.servers[0].log_since_start())
-        # A client that connects and leaves is not a timeout.
+        # A client that connects and leaves is not a timeout of either.
         socket.create_connection(self.tls_addr).close()
-        pxtest.wait_for(lambda: failures(self.plain, "closed") == 1, 5)
-        self.assertEqual(failures(self.plain, "timeout"), 2)
+        time.sleep(scaled(0.8))
+        self.assertEqual(failures(self.plain, "timeout"), 1)
+        self.assertEqual(sniff_timeouts(), 1)
+
+
+class OnePort(TlsCase):
+    """TLS and plain HTTP on one --tls listener (the sniffer, docs/one-port.md);
+    the tls-redirect protocol itself is unit-tested (tests/unit/net/test_tls.c)."""
+
+    def test_plain_http_and_tls_share_the_port(self):
+        self.start()
+        st, _, body, _ = https(self.tls_addr, "GET", "/healthz", ca=self.pki.ca_crt)
+        self.assertEqual(st, 200)
+        r = pxtest.http_request(self.tls_addr, "GET", "/healthz")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(failures(self.plain, "http_request"), 0)
+
+    def test_tls_only_redirects(self):
+        self.start("--tls-only")
+        port = self.tls_addr[1]
+        r = pxtest.http_request(self.tls_addr, "GET", "/a?b=1", headers={"Host": "a.test:%d" % port})
+        self.assertEqual(r.status, 301)
+        self.assertEqual(r.header("location"), "https://a.test:%d/a?b=1" % port)
+        r = pxtest.http_request(self.tls_addr, "POST", "/api", headers={"Host": "a.test"}, body=b"{}")
+        self.assertEqual(r.status, 400)
+        self.assertEqual(json.loads(r.body)["error"], "tls_required")
+        st, _, _, _ = https(self.tls_addr, "GET", "/healthz", ca=self.pki.ca_crt)
+        self.assertEqual(st, 200)
 
 
 class Clients(TlsCase):

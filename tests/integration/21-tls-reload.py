@@ -33,9 +33,7 @@ class Reload(pxtest.PxTestCase, TlsServerMixin):
     @classmethod
     def setUpClass(cls):
         pxtest.PxTestCase.require_local_class("needs its own server (signals)")
-        out = os.path.join(pxtest.TEST_OUT, pxtest._module_name(), cls.__name__)
-        shutil.rmtree(out, ignore_errors=True)
-        cls.pki = Pki(out)
+        cls.pki = Pki(pxtest.class_out_dir(cls))
         cls.old = cls.pki.leaf("old", ["a.test"], kind="ec")
         cls.new = cls.pki.leaf("new", ["a.test"], kind="ec")
         cls.other = cls.pki.leaf("other", ["a.test"], kind="ec")

@@ -69,9 +69,7 @@ class Scan(pxtest.PxTestCase, TlsServerMixin):
         pxtest.PxTestCase.require_local_class("starts its own server")
         if not shutil.which("sslscan"):
             raise AssertionError("sslscan is not installed (deps/debian.txt lists it)")
-        out = os.path.join(pxtest.TEST_OUT, pxtest._module_name(), cls.__name__)
-        shutil.rmtree(out, ignore_errors=True)
-        cls.pki = Pki(out)
+        cls.pki = Pki(pxtest.class_out_dir(cls))
         cls.ec = cls.pki.leaf("ec", ["a.test"], kind="ec")
         cls.rsa = cls.pki.leaf("rsa", ["b.test"], kind="rsa")
 

@@ -16,7 +16,6 @@ px-test: serial (measures RSS)
 
 import hashlib
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -43,9 +42,7 @@ class Resources(pxtest.PxTestCase, TlsServerMixin):
     @classmethod
     def setUpClass(cls):
         pxtest.PxTestCase.require_local_class("starts its own server")
-        out = os.path.join(pxtest.TEST_OUT, pxtest._module_name(), cls.__name__)
-        shutil.rmtree(out, ignore_errors=True)
-        cls.pki = Pki(out)
+        cls.pki = Pki(pxtest.class_out_dir(cls))
         cls.ec = cls.pki.leaf("ec", ["a.test"], kind="ec")
 
     def test_idle_connection_memory(self):

@@ -16,62 +16,13 @@ PLAIN = b"Hello, World!"
 JSON = b'{"message":"Hello, World!"}'
 
 
-def open_connections(srv):
-    """Connections (not listeners) the server process still holds: TCP sockets
-    not in LISTEN state, and connected sockets on its Unix listener."""
-    owned = set()
-    try:
-        for fd in os.listdir("/proc/%d/fd" % srv.pid):
-            try:
-                link = os.readlink("/proc/%d/fd/%s" % (srv.pid, fd))
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                owned.add(link[8:-1])
-    except OSError:
-        return set()
-    conns = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                for line in list(f)[1:]:
-                    p = line.split()
-                    if p[9] in owned and p[3] != "0A":
-                        conns.add(p[9])
-        except OSError:
-            pass
-    if getattr(srv, "unix_path", None):
-        with open("/proc/net/unix") as f:
-            for line in list(f)[1:]:
-                p = line.split()
-                if len(p) >= 8 and p[6] in owned and p[5] == "03" and p[7] == srv.unix_path:
-                    conns.add(p[6])
-    return conns
-
-
-def quiesce(servers, timeout=3.0):
-    """Wait (bounded) until each running server has closed every connection
-    whose client went away, so that tearDown's SIGTERM does not race the
-    clients' FINs: stopping a server at that very moment leaked a px_conn_t
-    under ASan (31-http-server ShutdownRace covers that case on its own; the
-    other tests are not about it)."""
-    for s in servers:
-        if getattr(s, "external", False) or not s.running():
-            continue
-        try:
-            pxtest.wait_for(lambda: not open_connections(s), timeout, interval=0.01,
-                            what="%s to close its connections" % s.name)
-        except AssertionError:
-            pass  # a test that leaves a connection open on purpose
-
-
 class Hello(PxTestCase):
     def tearDown(self):
-        quiesce(self.servers)
+        pxtest.quiesce(self.servers)
         super().tearDown()
 
     def stop_cleanly(self, srv):
-        quiesce([srv])
+        pxtest.quiesce([srv])
         self.assertStopsCleanly(srv)
 
     def start_hello(self, *args, **kw):

@@ -21,7 +21,6 @@ sanitizer report) when stopped.
 import json
 import os
 import random
-import shutil
 import sys
 import threading
 import time
@@ -38,47 +37,15 @@ ECHO_MAX_MESSAGE = 64 * MiB  # examples/echo: wo.max_message
 PMD = "permessage-deflate"
 
 
-class EchoCase(pxtest.PxTestCase):
+class EchoCase(pxtest.SharedServerCase):
     """Base: one examples/echo server shared by the tests of a class."""
 
     server_args = ("--workers", "2")
-    server = None
-
-    @classmethod
-    def setUpClass(cls):
-        if pxtest.EXTERNAL:
-            cls.server = pxtest.ExternalServer(pxtest.EXTERNAL)
-            return
-        out = os.path.join(pxtest.TEST_OUT, pxtest._module_name(), cls.__name__)
-        shutil.rmtree(out, ignore_errors=True)
-        cls.server = pxtest.Server(*cls.server_args, example="echo", out_dir=out)
-
-    @classmethod
-    def tearDownClass(cls):
-        srv = cls.server
-        if srv is None or srv.external:
-            return
-        rc = srv.stop()
-        if rc != 0:
-            raise AssertionError("echo exited with %d%s; log:\n%s"
-                                 % (rc, " (sanitizer report or leak)" if rc == pxtest.SANITIZER_EXIT else "",
-                                    srv.log_text()[-20000:]))
+    server_kw = {"example": "echo"}
 
     def setUp(self):
         super().setUp()
-        self.srv = type(self).server
         self.addr = self.srv.addr
-        self.log_mark = len(self.srv.log_text()) if not self.srv.external else 0
-
-    def tearDown(self):
-        alive = self.srv.external or self.srv.running() or getattr(self, "stopped_on_purpose", False)
-        super().tearDown()
-        if self._failed() or not alive:
-            text = self.srv.log_text()[self.log_mark:]
-            sys.stderr.write("\n----- echo log during %s -----\n%s\n-----\n"
-                             % (self._testMethodName, text[-8000:]))
-        if not alive:
-            self.fail("the echo server died (exit %s)" % self.srv.proc.poll())
 
     # -- helpers --
 

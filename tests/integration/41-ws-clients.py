@@ -19,8 +19,6 @@ interval, since examples/echo cannot be told one).
 import asyncio
 import os
 import random
-import shutil
-import sys
 import time
 
 import pxtest
@@ -35,41 +33,15 @@ MiB = 1 << 20
 THRESHOLD = 256  # px_ws_opts_t.deflate_threshold default
 
 
-class ClientCase(pxtest.PxTestCase):
+class ClientCase(pxtest.SharedServerCase):
     """One examples/echo server for the class; every test runs a coroutine."""
 
-    server = None
-
-    @classmethod
-    def setUpClass(cls):
-        if pxtest.EXTERNAL:
-            cls.server = pxtest.ExternalServer(pxtest.EXTERNAL)
-            return
-        out = os.path.join(pxtest.TEST_OUT, pxtest._module_name(), cls.__name__)
-        shutil.rmtree(out, ignore_errors=True)
-        cls.server = pxtest.Server("--workers", "2", example="echo", out_dir=out)
-
-    @classmethod
-    def tearDownClass(cls):
-        srv = cls.server
-        if srv is None or srv.external:
-            return
-        rc = srv.stop()
-        if rc != 0:
-            raise AssertionError("echo exited with %d; log:\n%s" % (rc, srv.log_text()[-20000:]))
+    server_args = ("--workers", "2")
+    server_kw = {"example": "echo"}
 
     def setUp(self):
         super().setUp()
-        self.srv = type(self).server
         self.uri = "ws://%s:%d" % (self.srv.host, self.srv.port)
-
-    def tearDown(self):
-        alive = self.srv.external or self.srv.running()
-        super().tearDown()
-        if self._failed() or not alive:
-            sys.stderr.write("\n----- echo log -----\n%s\n-----\n" % self.srv.log_text()[-8000:])
-        if not alive:
-            self.fail("the echo server died")
 
     def run_async(self, coro, timeout=60.0):
         return asyncio.run(asyncio.wait_for(coro, scaled(timeout)))

@@ -303,7 +303,7 @@ def metric(srv, name, default=0.0):
 # ---- Server-Sent Events -------------------------------------------------------------------
 
 
-class SseReader:
+class SseReader(pxtest.SocketReader):
     """GET an SSE stream over a raw socket and parse events (id, data lines,
     comments). Chunked transfer encoding is decoded when the server uses it."""
 
@@ -311,7 +311,7 @@ class SseReader:
         self.sock = pxtest.connect(addr, timeout)
         lines = ["GET %s HTTP/1.1" % path, "Host: test", "Accept: text/event-stream"] + list(headers)
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        self.raw = b""      # undecoded bytes
+        self.buf = b""      # undecoded bytes
         self.text = ""      # decoded body so far (de-chunked)
         self.pos = 0        # parse position in text
         self.eof = False
@@ -321,59 +321,37 @@ class SseReader:
         self.headers = {}
         self.chunked = False
         deadline = time.monotonic() + scaled(timeout)
-        while b"\r\n\r\n" not in self.raw:
+        while b"\r\n\r\n" not in self.buf:
             self._fill(deadline)
             if self.eof:
                 break
-        head, _, rest = self.raw.partition(b"\r\n\r\n")
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
         status_line, *hl = head.decode("latin-1").split("\r\n")
         self.status = int(status_line.split(" ")[1])
         for line in hl:
             k, _, v = line.partition(":")
             self.headers[k.strip().lower()] = v.strip()
         self.chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
-        self.raw = rest
+        self.buf = rest
         self._decode()
-
-    def close(self):
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _fill(self, deadline):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("SSE: timed out")
-        self.sock.settimeout(left)
-        try:
-            b = self.sock.recv(65536)
-        except ConnectionResetError:
-            b = b""
-        if not b:
-            self.eof = True
-        self.raw += b
 
     def _decode(self):
         if not self.chunked:
-            self.text += self.raw.decode("utf-8")
-            self.raw = b""
+            self.text += self.buf.decode("utf-8")
+            self.buf = b""
             return
         while True:
-            i = self.raw.find(b"\r\n")
+            i = self.buf.find(b"\r\n")
             if i < 0:
                 return
-            size = int(self.raw[:i].split(b";")[0], 16)
+            size = int(self.buf[:i].split(b";")[0], 16)
             if size == 0:
                 self.eof = True
                 return
-            if len(self.raw) < i + 2 + size + 2:
+            if len(self.buf) < i + 2 + size + 2:
                 return
-            self.text += self.raw[i + 2:i + 2 + size].decode("utf-8")
-            self.raw = self.raw[i + 2 + size + 2:]
+            self.text += self.buf[i + 2:i + 2 + size].decode("utf-8")
+            self.buf = self.buf[i + 2 + size + 2:]
 
     def event(self, timeout=10.0):
         """The next event as {"id":..., "data": "joined data lines"}, or None on
@@ -454,7 +432,6 @@ async def arequest(ws, obj, timeout=10.0):
 
 # ---- a test case base with one hub server per class -----------------------------------------
 
-import shutil
 import sys
 import unittest
 
@@ -471,22 +448,14 @@ class HubCase(pxtest.PxTestCase):
     def setUpClass(cls):
         if pxtest.EXTERNAL:
             raise unittest.SkipTest("[external] hub tests start their own servers with specific flags")
-        cls.class_out = os.path.join(pxtest.TEST_OUT, pxtest._module_name(), cls.__name__)
-        shutil.rmtree(cls.class_out, ignore_errors=True)
-        os.makedirs(cls.class_out, exist_ok=True)
+        cls.class_out = pxtest.class_out_dir(cls)
         cls.srv = pxtest.Server(*hub_args(cls.class_out, *cls.server_args), out_dir=cls.class_out,
                                 cwd=cls.class_out, name="plexus-" + cls.__name__)
 
     @classmethod
     def tearDownClass(cls):
         srv, cls.srv = cls.srv, None
-        if srv is None:
-            return
-        rc = srv.stop()
-        if rc != 0:
-            sys.stderr.write("\n----- %s log -----\n%s\n" % (srv.name, "\n".join(srv.log_text().splitlines()[-200:])))
-            raise AssertionError("%s exited with %d when stopped%s" % (
-                srv.name, rc, " (sanitizer report or leak)" if rc == pxtest.SANITIZER_EXIT else ""))
+        pxtest.stop_class_server(srv)
 
     def setUp(self):
         super().setUp()

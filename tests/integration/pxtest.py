@@ -187,15 +187,22 @@ class PeerClosed(Exception):
     """The server closed the connection before a full response arrived."""
 
 
-class RawClient:
-    """A raw client connection: send bytes, read full HTTP responses (Content-Length,
-    chunked, or until close), pipelining-safe (leftover bytes are kept)."""
+def recv_some(sock, n=65536):
+    """sock.recv(n), with a reset by the peer read as EOF (b"")."""
+    try:
+        return sock.recv(n)
+    except ConnectionResetError:
+        return b""
 
-    def __init__(self, addr, timeout=5.0):
-        self.sock = connect(addr, timeout)
-        self.timeout = timeout
-        self.buf = b""
-        self.eof = False
+
+class SocketReader:
+    """Base of the raw test clients (RawClient here, wsraw.WsClient,
+    hubclient.SseReader): owns .sock, reads into .buf until .eof (a reset counts
+    as EOF), closes the socket at the end of a with block. A client for a new
+    protocol starts from this one."""
+
+    sock = None
+    recv_size = 65536
 
     def __enter__(self):
         return self
@@ -208,28 +215,38 @@ class RawClient:
             self.sock.close()
             self.sock = None
 
-    def send(self, data):
-        if isinstance(data, str):
-            data = data.encode()
-        self.sock.sendall(data)
-
-    def _fill(self, deadline):
-        """Read more bytes into buf; False on EOF or reset."""
+    def _fill(self, deadline=None):
+        """Read more bytes into .buf before `deadline` (time.monotonic(); None:
+        the socket's own timeout); False on EOF or reset."""
         if self.eof:
             return False
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("timed out reading from the server")
-        self.sock.settimeout(left)
-        try:
-            chunk = self.sock.recv(65536)
-        except ConnectionResetError:
-            chunk = b""
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("timed out reading from the server")
+            self.sock.settimeout(left)
+        chunk = recv_some(self.sock, self.recv_size)
         if not chunk:
             self.eof = True
             return False
         self.buf += chunk
         return True
+
+
+class RawClient(SocketReader):
+    """A raw client connection: send bytes, read full HTTP responses (Content-Length,
+    chunked, or until close), pipelining-safe (leftover bytes are kept)."""
+
+    def __init__(self, addr, timeout=5.0):
+        self.sock = connect(addr, timeout)
+        self.timeout = timeout
+        self.buf = b""
+        self.eof = False
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
 
     def _read_until(self, marker, deadline):
         while True:
@@ -316,10 +333,7 @@ class RawClient:
             r, _, _ = select.select([self.sock], [], [], 0)
             if not r:
                 return True
-            try:
-                chunk = self.sock.recv(65536)
-            except ConnectionResetError:
-                chunk = b""
+            chunk = recv_some(self.sock)
             if not chunk:
                 self.eof = True
             self.buf += chunk
@@ -573,6 +587,38 @@ class Server:
     def thread_count(self):
         return len(os.listdir("/proc/%d/task" % self.pid))
 
+    def open_connections(self):
+        """Connections (not listeners) the process still holds: TCP sockets not
+        in LISTEN state, and connected sockets on its Unix listener."""
+        owned = set()
+        try:
+            for fd in os.listdir("/proc/%d/fd" % self.pid):
+                try:
+                    link = os.readlink("/proc/%d/fd/%s" % (self.pid, fd))
+                except OSError:
+                    continue
+                if link.startswith("socket:["):
+                    owned.add(link[8:-1])
+        except OSError:
+            return set()
+        conns = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(table) as f:
+                    for line in list(f)[1:]:
+                        p = line.split()
+                        if p[9] in owned and p[3] != "0A":
+                            conns.add(p[9])
+            except OSError:
+                pass
+        if getattr(self, "unix_path", None):
+            with open("/proc/net/unix") as f:
+                for line in list(f)[1:]:
+                    p = line.split()
+                    if len(p) >= 8 and p[6] in owned and p[5] == "03" and p[7] == self.unix_path:
+                        conns.add(p[6])
+        return conns
+
     def log_since_start(self):
         try:
             with open(self.log_path, "rb") as f:
@@ -610,6 +656,23 @@ class Server:
         return RawClient(self.addr, timeout)
 
 
+def quiesce(servers, timeout=3.0):
+    """Wait (bounded) until each running server has closed every connection
+    whose client went away, so that a SIGTERM right after (tearDown's) does not
+    race the clients' FINs: stopping a server at that very moment leaked a
+    px_conn_t under ASan (31-http-server ShutdownRace covers that case on its
+    own; the other tests are not about it). A connection left open on purpose
+    only costs the timeout."""
+    for s in servers:
+        if s.external or not s.running():
+            continue
+        try:
+            wait_for(lambda: not s.open_connections(), timeout, interval=0.01,
+                     what="%s to close its connections" % s.name)
+        except AssertionError:
+            pass  # a test that leaves a connection open on purpose
+
+
 class ExternalServer(Server):
     """PX_TEST_EXTERNAL=host:port: a server somebody else runs. Only client-side
     tests make sense; process control skips the test."""
@@ -645,6 +708,28 @@ def _module_name():
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None) or sys.argv[0]
     return os.path.splitext(os.path.basename(path))[0]
+
+
+def class_out_dir(cls):
+    """The output directory of a test class that shares one server between its
+    tests (setUpClass): PX_TEST_OUT/<module>/<Class>/, emptied."""
+    out = os.path.join(TEST_OUT, _module_name(), cls.__name__)
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def stop_class_server(srv):
+    """Stop the server a test class shared (tearDownClass). Exit code 0 is
+    required: otherwise AssertionError with the tail of its log (where a
+    sanitizer or leak report is)."""
+    if srv is None or srv.external:
+        return
+    rc = srv.stop()
+    if rc != 0:
+        raise AssertionError("%s exited with %d when stopped%s; log (tail):\n%s" % (
+            srv.name, rc, " (sanitizer report or leak)" if rc == SANITIZER_EXIT else "",
+            "\n".join(srv.log_text().splitlines()[-200:])))
 
 
 class PxTestCase(unittest.TestCase):
@@ -708,6 +793,27 @@ class PxTestCase(unittest.TestCase):
         self._tmpdirs.append(d)
         return d
 
+    def run_until_exit(self, *args, name="second", timeout=5.0):
+        """Run the binary with `args` in a directory of its own under the test's
+        (only an address may conflict with the test's servers) and wait up to
+        `timeout` (scaled) seconds for it to exit, for a start that must fail.
+        Returns (exit code, output), or (None, output) if it was still running:
+        then it has been stopped (SIGTERM)."""
+        cwd = os.path.join(self.out_dir, name)
+        os.makedirs(cwd)
+        errpath = os.path.join(self.out_dir, name + ".log")
+        with open(errpath, "wb") as err:
+            proc = subprocess.Popen([PLEXUS_BIN] + [str(a) for a in args], stdin=subprocess.DEVNULL,
+                                    stdout=err, stderr=err, cwd=cwd)
+            try:
+                rc = proc.wait(timeout=scaled(timeout))
+            except subprocess.TimeoutExpired:
+                rc = None
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=scaled(15))
+        with open(errpath) as f:
+            return rc, f.read()
+
     def assertStopsCleanly(self, server, sig=signal.SIGTERM, timeout=15.0):
         """Stop `server` with `sig` and require exit code 0; returns seconds taken."""
         rc = server.stop(sig, timeout)
@@ -757,6 +863,46 @@ class PxTestCase(unittest.TestCase):
             shutil.rmtree(d, ignore_errors=True)
         if problems:
             self.fail("; ".join(problems))
+
+
+class SharedServerCase(PxTestCase):
+    """Base for a class whose tests share one server: started by setUpClass
+    with `server_args` and `server_kw` (Server's keywords, e.g. example="echo"),
+    stopped by tearDownClass with exit code 0 required; in external mode the
+    tests run against the external server. self.srv is the server; a test
+    after which it is no longer running fails (unless it set
+    self.stopped_on_purpose), and a failed test prints what the server logged
+    during it."""
+
+    server_args = ()
+    server_kw = {}
+    server = None
+
+    @classmethod
+    def setUpClass(cls):
+        if EXTERNAL:
+            cls.server = ExternalServer(EXTERNAL)
+            return
+        cls.server = Server(*cls.server_args, out_dir=class_out_dir(cls), **cls.server_kw)
+
+    @classmethod
+    def tearDownClass(cls):
+        stop_class_server(cls.server)
+
+    def setUp(self):
+        super().setUp()
+        self.srv = type(self).server
+        self.log_mark = len(self.srv.log_text()) if not self.srv.external else 0
+
+    def tearDown(self):
+        alive = self.srv.external or self.srv.running() or getattr(self, "stopped_on_purpose", False)
+        super().tearDown()
+        if self._failed() or not alive:
+            text = self.srv.log_text()[self.log_mark:]
+            sys.stderr.write("\n----- %s log during %s -----\n%s\n-----\n"
+                             % (self.srv.name, self._testMethodName, text[-8000:]))
+        if not alive:
+            self.fail("the %s server died (exit %s)" % (self.srv.name, self.srv.proc.poll()))
 
 
 def run_plexus(args, env=None, timeout=10.0, binary=None):

@@ -25,7 +25,7 @@ import struct
 import time
 import zlib
 
-from pxtest import scaled
+from pxtest import SocketReader, scaled
 
 OP_CONT, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
 OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
@@ -131,7 +131,7 @@ class HandshakeFailed(AssertionError):
         self.status, self.headers, self.body = status, headers, body
 
 
-class WsClient:
+class WsClient(SocketReader):
     """A raw WebSocket client connection.
 
     extensions: the Sec-WebSocket-Extensions offer (str) or None. When the server
@@ -139,6 +139,8 @@ class WsClient:
     inflates compressed messages; send_message(compress=True) compresses.
     rcvbuf: SO_RCVBUF set before connecting (a small window for slow-reader tests).
     """
+
+    recv_size = 1 << 20
 
     def __init__(self, addr, path="/echo", extensions=None, headers=(), timeout=10.0,
                  rcvbuf=None, handshake=True):
@@ -163,17 +165,6 @@ class WsClient:
         self.rnd = random.Random(0x5EED)
         if handshake:
             self.handshake(extensions, headers)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def close(self):
-        if self.sock:
-            self.sock.close()
-            self.sock = None
 
     # -- handshake --
 
@@ -281,24 +272,6 @@ class WsClient:
         self.send_frame(OP_CLOSE, close_payload(code, reason), chop=chop)
 
     # -- receiving --
-
-    def _fill(self, deadline=None):
-        if self.eof:
-            return False
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise socket.timeout("timed out waiting for the server")
-            self.sock.settimeout(left)
-        try:
-            chunk = self.sock.recv(1 << 20)
-        except ConnectionResetError:
-            chunk = b""
-        if not chunk:
-            self.eof = True
-            return False
-        self.buf += chunk
-        return True
 
     def recv_frame(self, timeout=None):
         """The next frame from the server, or None if it closed the connection.

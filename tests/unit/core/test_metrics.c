@@ -36,9 +36,9 @@ static void test_register_idempotent(void **state)
     assert_int_equal(px_metric_register(NULL, "x", PX_METRIC_COUNTER), -EINVAL);
     char name[200];
     memset(name, 'n', sizeof name);
-    name[96] = '\0'; /* one over the 95-character limit */
+    name[192] = '\0'; /* one over the 191-character limit */
     assert_int_equal(px_metric_register(name, "x", PX_METRIC_COUNTER), -EINVAL);
-    name[95] = '\0';
+    name[191] = '\0';
     int c = px_metric_register(name, "x", PX_METRIC_COUNTER);
     assert_true(c >= 0);
     assert_int_equal(px_metric_register(name, "x", PX_METRIC_COUNTER), c);
@@ -256,6 +256,35 @@ static void test_render(void **state)
     px_buf_dispose(&out);
 }
 
+/* Labelled metrics: one family, one HELP/TYPE header, samples together even
+ * when another metric was registered between them. */
+static void test_render_labels(void **state)
+{
+    (void)state;
+    int a =
+        px_metric_register("t_lab_total{rule=\"ssh\",dir=\"in\"}", "Labelled", PX_METRIC_COUNTER);
+    int other = px_metric_register("t_lab_other", "Between", PX_METRIC_GAUGE);
+    int b =
+        px_metric_register("t_lab_total{rule=\"ssh\",dir=\"out\"}", "Labelled", PX_METRIC_COUNTER);
+    assert_true(a >= 0 && other >= 0 && b >= 0 && a != b);
+    px_metric_add(a, 7);
+    px_metric_add(b, 9);
+    px_buf_t out;
+    px_buf_init(&out, 0);
+    assert_int_equal(px_metrics_render(&out, 2), 0);
+    assert_int_equal(px_buf_append(&out, "", 1), 0);
+    const char *text = px_buf_head(&out);
+    check_exposition(text, px_buf_size(&out) - 1);
+    assert_non_null(strstr(text, "# HELP t_lab_total Labelled\n"
+                                 "# TYPE t_lab_total counter\n"
+                                 "t_lab_total{rule=\"ssh\",dir=\"in\"} 7\n"
+                                 "t_lab_total{rule=\"ssh\",dir=\"out\"} 9\n"
+                                 "# HELP t_lab_other Between\n"));
+    const char *h = strstr(text, "# HELP t_lab_total");
+    assert_null(strstr(h + 1, "# HELP t_lab_total"));
+    px_buf_dispose(&out);
+}
+
 /* Runs last: fills the registry. */
 static void test_registry_full(void **state)
 {
@@ -294,7 +323,7 @@ int main(void)
         cmocka_unit_test(test_register_idempotent), cmocka_unit_test(test_invalid_ids),
         cmocka_unit_test(test_main_thread),         cmocka_unit_test(test_slots_summed),
         cmocka_unit_test(test_worker_slots),        cmocka_unit_test(test_render),
-        cmocka_unit_test(test_registry_full),
+        cmocka_unit_test(test_render_labels),       cmocka_unit_test(test_registry_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,14 +24,11 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "worker_by_hand.h"
 #include "http/http_int.h"
 #include "net/net_int.h"
 
-static px_server_t *srv;
-static px__netw_t *nw;
-static px_loop_t *loop;
-static px_conn_t *conn; /* the server side of the pair */
-static int peer = -1;   /* the client side */
+static px_conn_t *conn; /* the server side of the pair; `peer` is the client side */
 
 /* ---- what the handlers saw and hold ------------------------------------------------ */
 
@@ -164,11 +161,7 @@ static int setup_with(size_t output_cap, const px_http_opts_t *ho)
 {
     memset(&H, 0, sizeof H);
     px_server_opts_t o;
-    px_server_opts_init(&o);
-    o.workers = 1;
-    o.shutdown_timeout_ms = 2000;
-    if (output_cap)
-        o.output_cap = output_cap;
+    hand_opts(&o, output_cap);
     srv = px_server_new(&o);
     if (!srv)
         return -1;
@@ -185,8 +178,7 @@ static int setup_with(size_t output_cap, const px_http_opts_t *ho)
     r |= px_route(srv, "GET", "/upgrade", upgrade_h, NULL);
     if (r)
         return -1;
-    nw = &srv->nw[0];
-    loop = nw->loop;
+    set_worker();
     return 0;
 }
 
@@ -213,25 +205,8 @@ static void answer_held(void)
 static int teardown(void **state)
 {
     (void)state;
-    if (nw && nw->rbuf) {
-        for (px_conn_t *c = nw->conns; c; c = c->next)
-            px_conn_abort(c);
-        for (int i = 0; i < 20; i++)
-            px_loop_run_once(loop, 5);
-        answer_held(); /* frees what the closed connections left to their owners */
-        uint64_t end = px_now_ms() + 1000;
-        while (nw->nconns && px_now_ms() < end)
-            px_loop_run_once(loop, 5);
-        px_loop_run_once(loop, 0);
-        assert_int_equal(nw->nconns, 0);
-    }
-    if (peer >= 0)
-        close(peer);
-    peer = -1;
+    worker_teardown(answer_held); /* frees what the closed connections left to their owners */
     conn = NULL;
-    px_server_free(srv);
-    srv = NULL;
-    nw = NULL;
     return 0;
 }
 
@@ -240,29 +215,16 @@ static size_t nrx;
 static int rx_eof;
 
 /* An HTTP/1.1 connection on one end of a socketpair; the client on the other. */
-static void pair(int small_buffers)
+static void start_worker(void)
 {
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    assert_int_equal(fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK), 0);
-    if (small_buffers) {
-        int small = 4096;
-        setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
-        setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    }
-    peer = sv[1];
-    nrx = 0;
-    rx_eof = 0;
-    if (!nw->rbuf)
-        px__netw_start(nw);
-    conn = px__conn_adopt(nw, sv[0]);
-    assert_non_null(conn);
+    px__netw_start(nw);
 }
 
-static void send_str(const char *s)
+static void pair(int small_buffers)
 {
-    size_t n = strlen(s);
-    assert_int_equal(send(peer, s, n, MSG_NOSIGNAL), (ssize_t)n);
+    nrx = 0;
+    rx_eof = 0;
+    conn = adopt_pair(start_worker, small_buffers);
 }
 
 /* Run the loop for `ms`, collecting what the server sends. */
@@ -422,7 +384,7 @@ static void test_one_request(void **state)
 {
     (void)state;
     pair(0);
-    send_str(GET("/hello"));
+    send_str(peer, GET("/hello"));
     expect(200, "hello");
     assert_memory_equal(R.head, "HTTP/1.1 200 OK\r\n", 17);
     assert_string_equal(header(&R, "Server"), "plexus");
@@ -431,15 +393,15 @@ static void test_one_request(void **state)
     assert_non_null(header(&R, "Date"));
     assert_null(header(&R, "Connection"));
     /* User headers, an answer without a type, no second answer. */
-    send_str(GET("/header"));
+    send_str(peer, GET("/header"));
     expect(201, "made");
     assert_string_equal(header(&R, "X-Test"), "yes");
     assert_null(header(&R, "Content-Type"));
     /* Not found, and the connection still serves. */
-    send_str(GET("/nothing"));
+    send_str(peer, GET("/nothing"));
     expect(404, NULL);
     assert_non_null(strstr(R.body, "\"error\":\"not_found\""));
-    send_str(GET("/hello"));
+    send_str(peer, GET("/hello"));
     expect(200, "hello");
     assert_int_equal(H.hello, 2);
 }
@@ -449,7 +411,8 @@ static void test_pipelining(void **state)
     (void)state;
     pair(0);
     /* Four requests in one read: answered in order, one writev. */
-    send_str("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\none"
+    send_str(peer,
+             "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\none"
              "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\ntwo" GET(
                  "/hello") "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nthree");
     expect(200, "one");
@@ -464,18 +427,18 @@ static void test_split_reads(void **state)
     (void)state;
     pair(0);
     /* A head in three pieces. */
-    send_str("GET /hel");
+    send_str(peer, "GET /hel");
     pump(10);
-    send_str("lo HTTP/1.1\r\nHo");
+    send_str(peer, "lo HTTP/1.1\r\nHo");
     pump(10);
     assert_int_equal(H.hello, 0);
-    send_str("st: t\r\n\r\n");
+    send_str(peer, "st: t\r\n\r\n");
     expect(200, "hello");
     /* A body after its head, in two pieces, then the next request with the last one. */
-    send_str("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234");
+    send_str(peer, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234");
     pump(10);
     assert_int_equal(H.echo, 0);
-    send_str("56789" GET("/hello"));
+    send_str(peer, "56789" GET("/hello"));
     expect(200, "0123456789");
     expect(200, "hello");
 }
@@ -484,16 +447,16 @@ static void test_chunked_body(void **state)
 {
     (void)state;
     pair(0);
-    send_str("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel");
+    send_str(peer, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel");
     pump(10);
-    send_str("lo\r\n6\r\n world\r\n");
+    send_str(peer, "lo\r\n6\r\n world\r\n");
     pump(10);
     assert_int_equal(H.echo, 0);
-    send_str("0\r\n\r\n" GET("/hello"));
+    send_str(peer, "0\r\n\r\n" GET("/hello"));
     expect(200, "hello world");
     expect(200, "hello");
     /* A bad chunk size is a 400, and the connection closes. */
-    send_str("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+    send_str(peer, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
     expect(400, NULL);
     expect_closed();
 }
@@ -502,14 +465,15 @@ static void test_expect_continue(void **state)
 {
     (void)state;
     pair(0);
-    send_str("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
+    send_str(peer,
+             "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
     read_response(0);
     assert_int_equal(R.status, 100);
     assert_int_equal(H.echo, 0);
-    send_str("abc");
+    send_str(peer, "abc");
     expect(200, "abc");
     /* Any other expectation: 417 at once, the body never read, then close. */
-    send_str("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: x\r\n\r\n");
+    send_str(peer, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: x\r\n\r\n");
     expect(417, NULL);
     assert_string_equal(header(&R, "Connection"), "close");
     expect_closed();
@@ -521,7 +485,7 @@ static void test_async(void **state)
     (void)state;
     pair(0);
     /* The async answer holds the pipelined request behind it. */
-    send_str(GET("/async") GET("/hello"));
+    send_str(peer, GET("/async") GET("/hello"));
     pump(20);
     assert_int_equal(H.async, 1);
     assert_non_null(H.held);
@@ -542,7 +506,7 @@ static void test_async_abort(void **state)
 {
     (void)state;
     pair(0);
-    send_str(GET("/async"));
+    send_str(peer, GET("/async"));
     pump(20);
     assert_non_null(H.held);
     /* The connection goes (reads are paused while a request is held, so a
@@ -563,7 +527,7 @@ static void test_req_abort(void **state)
 {
     (void)state;
     pair(0);
-    send_str(GET("/stream"));
+    send_str(peer, GET("/stream"));
     read_response(1); /* the head only */
     assert_string_equal(header(&R, "Transfer-Encoding"), "chunked");
     px_req_abort(H.stream);
@@ -585,7 +549,7 @@ static void test_stream(void **state)
 {
     (void)state;
     pair(0);
-    send_str(GET("/stream"));
+    send_str(peer, GET("/stream"));
     read_response(1);
     assert_int_equal(R.status, 200);
     assert_string_equal(header(&R, "Transfer-Encoding"), "chunked");
@@ -612,7 +576,7 @@ static void test_stream(void **state)
     assert_memory_equal(rx, "0\r\n\r\n", 5);
     nrx = 0;
     /* A chunked stream keeps the connection. */
-    send_str(GET("/hello"));
+    send_str(peer, GET("/hello"));
     expect(200, "hello");
     assert_int_equal(H.aborts, 0);
 }
@@ -621,7 +585,7 @@ static void test_stream_http10(void **state)
 {
     (void)state;
     pair(0);
-    send_str("GET /stream HTTP/1.0\r\n\r\n");
+    send_str(peer, "GET /stream HTTP/1.0\r\n\r\n");
     pump(20);
     assert_non_null(memmem(rx, nrx, "\r\n\r\nfirst", 9));
     assert_null(memmem(rx, nrx, "Transfer-Encoding", 17));
@@ -641,10 +605,10 @@ static void test_stream_discards(void **state)
 {
     (void)state;
     pair(0);
-    send_str(GET("/stream"));
+    send_str(peer, GET("/stream"));
     read_response(1);
     /* Bytes sent during a stream are dropped: after it the connection closes. */
-    send_str(GET("/hello"));
+    send_str(peer, GET("/hello"));
     pump(20);
     assert_int_equal(H.hello, 0);
     px_req_t *req = H.stream;
@@ -661,11 +625,11 @@ static void test_stream_in_handler(void **state)
 {
     (void)state;
     pair(0);
-    send_str(GET("/stream-sync") GET("/hello"));
+    send_str(peer, GET("/stream-sync") GET("/hello"));
     expect(200, "abc");
     assert_string_equal(header(&R, "Transfer-Encoding"), "chunked");
     expect(200, "hello");
-    send_str(GET("/hello"));
+    send_str(peer, GET("/hello"));
     expect(200, "hello");
 }
 
@@ -674,13 +638,13 @@ static void test_head(void **state)
     (void)state;
     pair(0);
     /* HEAD falls back to GET: the head, Content-Length of the body, no body. */
-    send_str("HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n" GET("/hello"));
+    send_str(peer, "HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n" GET("/hello"));
     read_response(1);
     assert_int_equal(R.status, 200);
     assert_string_equal(header(&R, "Content-Length"), "5");
     expect(200, "hello");
     /* HEAD on a stream: the head a GET would get, and the request is over. */
-    send_str("HEAD /stream HTTP/1.1\r\nHost: t\r\n\r\n" GET("/hello"));
+    send_str(peer, "HEAD /stream HTTP/1.1\r\nHost: t\r\n\r\n" GET("/hello"));
     read_response(1);
     assert_int_equal(H.stream_start_ret, 1);
     assert_null(H.stream);
@@ -693,7 +657,7 @@ static void test_too_large_body(void **state)
 {
     (void)state;
     pair(0);
-    send_str("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\nabc");
+    send_str(peer, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\nabc");
     expect(413, NULL);
     assert_non_null(strstr(R.body, "payload_too_large"));
     assert_string_equal(header(&R, "Connection"), "close");
@@ -710,8 +674,8 @@ static void test_chunked_too_large(void **state)
     teardown(state);
     assert_int_equal(setup_with(0, &o), 0);
     pair(0);
-    send_str("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-             "5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n");
+    send_str(peer, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   "5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n");
     expect(413, NULL);
     expect_closed();
     assert_int_equal(H.echo, 0);
@@ -725,7 +689,7 @@ static void test_too_large_head(void **state)
     int n = snprintf(req, sizeof req, "GET /hello HTTP/1.1\r\nHost: t\r\nX-Big: ");
     memset(req + n, 'x', sizeof req - (size_t)n - 5);
     memcpy(req + sizeof req - 5, "\r\n\r\n", 5);
-    send_str(req);
+    send_str(peer, req);
     expect(431, NULL);
     assert_non_null(strstr(R.body, "headers_too_large"));
     expect_closed();
@@ -742,14 +706,14 @@ static void test_timeouts(void **state)
     assert_int_equal(setup_with(0, &o), 0);
     pair(0);
     /* Idle between requests: closed without an answer. */
-    send_str(GET("/hello"));
+    send_str(peer, GET("/hello"));
     expect(200, "hello");
     expect_closed();
     close(peer);
     peer = -1;
     /* A head that does not complete in time: 408. */
     pair(0);
-    send_str("GET /hello HTTP/1.1\r\nHost");
+    send_str(peer, "GET /hello HTTP/1.1\r\nHost");
     uint64_t t0 = px_now_ms();
     expect(408, NULL);
     assert_true(px_now_ms() - t0 >= 80);
@@ -759,7 +723,7 @@ static void test_timeouts(void **state)
     peer = -1;
     /* A body that does not complete in time: 408 too. */
     pair(0);
-    send_str("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc");
+    send_str(peer, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc");
     expect(408, NULL);
     expect_closed();
     assert_int_equal(H.echo, 0);
@@ -770,12 +734,12 @@ static void test_keepalive(void **state)
     (void)state;
     pair(0);
     /* HTTP/1.0 asking to keep alive: said so, and kept. */
-    send_str("GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    send_str(peer, "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     expect(200, "hello");
     assert_string_equal(header(&R, "Connection"), "keep-alive");
     expect_nothing();
     /* HTTP/1.1 with Connection: close: answered, then closed. */
-    send_str("GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" GET("/hello"));
+    send_str(peer, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" GET("/hello"));
     expect(200, "hello");
     assert_string_equal(header(&R, "Connection"), "close");
     expect_closed();
@@ -784,7 +748,7 @@ static void test_keepalive(void **state)
     peer = -1;
     /* HTTP/1.0 by default: close. */
     pair(0);
-    send_str("GET /hello HTTP/1.0\r\n\r\n");
+    send_str(peer, "GET /hello HTTP/1.0\r\n\r\n");
     expect(200, "hello");
     assert_string_equal(header(&R, "Connection"), "close");
     expect_closed();
@@ -798,7 +762,7 @@ static void test_max_requests(void **state)
     teardown(state);
     assert_int_equal(setup_with(0, &o), 0);
     pair(0);
-    send_str(GET("/hello") GET("/hello") GET("/hello"));
+    send_str(peer, GET("/hello") GET("/hello") GET("/hello"));
     expect(200, "hello");
     assert_null(header(&R, "Connection"));
     expect(200, "hello");
@@ -822,7 +786,7 @@ static void test_backpressure(void **state)
         n += strlen(GET("/big"));
     }
     reqs[n] = '\0';
-    send_str(reqs);
+    send_str(peer, reqs);
     for (int i = 0; i < 50; i++)
         px_loop_run_once(loop, 2);
     assert_true(H.big >= 1);
@@ -846,7 +810,8 @@ static void test_upgrade(void **state)
     (void)state;
     pair(0);
     /* The bytes after the head go to the new protocol, in the same read. */
-    send_str("GET /upgrade HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: upper\r\n\r\n"
+    send_str(peer,
+             "GET /upgrade HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: upper\r\n\r\n"
              "hello");
     read_response(1);
     assert_int_equal(R.status, 101);
@@ -860,7 +825,7 @@ static void test_peer_worker(void **state)
 {
     (void)state;
     pair(0);
-    send_str(GET("/whoami"));
+    send_str(peer, GET("/whoami"));
     read_response(0);
     assert_int_equal(R.status, 200);
     char name[64] = "";

@@ -24,63 +24,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-/* ---- guard pages ---------------------------------------------------------------------- */
-
 #define GUARD_ROOM (64 * 1024) /* largest input a test places */
-
-typedef struct guard {
-    char *base; /* GUARD_ROOM usable bytes, with a PROT_NONE page before and after */
-} guard_t;
-
-static guard_t g_guard[2];
-
-static void guard_init(guard_t *g)
-{
-    long page = sysconf(_SC_PAGESIZE);
-    assert_true(page > 0 && GUARD_ROOM % page == 0);
-    char *m = mmap(NULL, GUARD_ROOM + 2 * (size_t)page, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    assert_true(m != MAP_FAILED);
-    assert_int_equal(mprotect(m, (size_t)page, PROT_NONE), 0);
-    assert_int_equal(mprotect(m + page + GUARD_ROOM, (size_t)page, PROT_NONE), 0);
-    g->base = m + page;
-}
-
-/* Copy data[0..n) so that it ends exactly at the guard page. */
-static char *guard_put(int which, const char *data, size_t n)
-{
-    assert_true(n <= GUARD_ROOM);
-    char *dst = g_guard[which].base + GUARD_ROOM - n;
-    memmove(dst, data, n);
-    return dst;
-}
-
-/* Copy data[0..n) so that it starts right after the front guard page: a load
- * before the buffer crashes. */
-static char *guard_put_front(int which, const char *data, size_t n)
-{
-    assert_true(n <= GUARD_ROOM);
-    char *dst = g_guard[which].base;
-    memmove(dst, data, n);
-    return dst;
-}
-
-static int setup_guards(void **state)
-{
-    (void)state;
-    guard_init(&g_guard[0]);
-    guard_init(&g_guard[1]);
-    return 0;
-}
-
-static int teardown_guards(void **state)
-{
-    (void)state;
-    long page = sysconf(_SC_PAGESIZE);
-    for (int i = 0; i < 2; i++)
-        munmap(g_guard[i].base - page, GUARD_ROOM + 2 * (size_t)page);
-    return 0;
-}
+#include "guard.h"
 
 /* ---- implementations ------------------------------------------------------------------- */
 

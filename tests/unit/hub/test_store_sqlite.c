@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "xorshift.h"
 #include "core/alloc.h"
 #include "hub/store.h"
 
@@ -80,10 +81,15 @@ static void fx_open(fx_t *f)
     assert_non_null(f->s);
 }
 
-static void fx_reopen(fx_t *f)
+static void fx_close(fx_t *f)
 {
     px__store_close(f->s);
     f->s = NULL;
+}
+
+static void fx_reopen(fx_t *f)
+{
+    fx_close(f);
     fx_open(f);
 }
 
@@ -742,17 +748,27 @@ static void test_durability_pragmas(void **state)
     assert_int_equal(pragma_int(f->s, "PRAGMA fullfsync"), 0);
 }
 
+/* fork() with a pipe from the child to the parent: *fd is the write end in the
+ * child (where it returns 0), the read end in the parent (the child's pid). */
+static pid_t fork_piped(int *fd)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    close(fds[pid == 0 ? 0 : 1]);
+    *fd = fds[pid == 0 ? 1 : 0];
+    return pid;
+}
+
 /* ---- kill -9 ------------------------------------------------------------------------ */
 
 static void test_kill9_keeps_acknowledged(void **state)
 {
     fx_t *f = *state;
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
+    int fd;
+    pid_t pid = fork_piped(&fd);
     if (pid == 0) {
-        close(fds[0]);
         px__store_t *s;
         char err[256];
         if (px__store_sqlite.open(&f->opts, &s, err, sizeof(err)) != 0)
@@ -764,17 +780,16 @@ static void test_kill9_keeps_acknowledged(void **state)
             if (px__store_append(s, b, 100) != 0)
                 _exit(3);
             uint64_t acked = o + 99; /* acknowledged only after append() returned */
-            if (write(fds[1], &acked, sizeof(acked)) != sizeof(acked))
+            if (write(fd, &acked, sizeof(acked)) != sizeof(acked))
                 _exit(4);
         }
         raise(SIGKILL); /* no close, no checkpoint */
         _exit(5);
     }
-    close(fds[1]);
     uint64_t acked = 0, v;
-    while (read(fds[0], &v, sizeof(v)) == sizeof(v))
+    while (read(fd, &v, sizeof(v)) == sizeof(v))
         acked = v;
-    close(fds[0]);
+    close(fd);
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
@@ -791,12 +806,8 @@ static void test_kill9_keeps_acknowledged(void **state)
 
 static void xorshift_fill(unsigned char *p, size_t n, uint64_t seed)
 {
-    for (size_t i = 0; i < n; i++) {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        p[i] = (unsigned char)seed;
-    }
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)xorshift64(&seed);
 }
 
 static void scribble(const fx_t *f, off_t at, size_t n)
@@ -830,8 +841,7 @@ static void test_corrupt_pages_fail_integrity(void **state)
         snprintf(name, sizeof(name), "c%d", c);
         append_range(f->s, name, 1, 300, 300, 0);
     }
-    px__store_close(f->s);
-    f->s = NULL;
+    fx_close(f);
     off_t size = db_size(f);
     assert_true(size > 20 * 4096);
     scribble(f, 3 * 4096, 3 * 4096); /* garbage over pages 4..6 */
@@ -852,8 +862,7 @@ static void test_corrupt_header_fails_integrity(void **state)
     fx_t *f = *state;
     fx_open(f);
     append_range(f->s, "h", 1, 10, 10, 0);
-    px__store_close(f->s);
-    f->s = NULL;
+    fx_close(f);
     scribble(f, 0, 100);
     assert_int_equal(fx_open_err(f), -EUCLEAN);
     assert_non_null(strstr(f->err, "integrity check failed"));
@@ -876,8 +885,7 @@ static void test_fresh_epoch(void **state)
     assert_int_equal(px__store_fresh_epoch(f->s, (px_str_t){"room", 4}, c), 0);
     assert_string_equal(a, c);
     /* A new database: new instance, new epochs. */
-    px__store_close(f->s);
-    f->s = NULL;
+    fx_close(f);
     char path[300];
     db_path(f, path, sizeof(path));
     assert_int_equal(unlink(path), 0);
@@ -887,8 +895,7 @@ static void test_fresh_epoch(void **state)
     /* Migration from version 1: the instance appears, stored channels are kept. */
     px__store_msg_t m = M("old", "0123456789abcdef", 1, 1, "1");
     assert_int_equal(px__store_append(f->s, &m, 1), 0);
-    px__store_close(f->s);
-    f->s = NULL;
+    fx_close(f);
     raw_exec(f, "DROP TABLE meta; PRAGMA user_version = 1");
     fx_open(f);
     assert_int_equal(pragma_int(f->s, "PRAGMA user_version"), 2);
@@ -928,8 +935,7 @@ static void test_newer_schema_version(void **state)
 {
     fx_t *f = *state;
     fx_open(f);
-    px__store_close(f->s);
-    f->s = NULL;
+    fx_close(f);
     raw_exec(f, "PRAGMA user_version = 3");
     assert_int_equal(fx_open_err(f), -ENOTSUP);
     assert_non_null(strstr(f->err, "schema version 3"));
@@ -950,23 +956,19 @@ static int as_nobody(fx_t *f, int (*fn)(fx_t *))
 {
     if (geteuid() != 0)
         return fn(f);
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
+    int fd;
+    pid_t pid = fork_piped(&fd);
     if (pid == 0) {
-        close(fds[0]);
         if (setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0)
             _exit(100);
         int r = fn(f);
-        ssize_t ignored = write(fds[1], f->err, strlen(f->err));
+        ssize_t ignored = write(fd, f->err, strlen(f->err));
         (void)ignored;
         _exit(-r);
     }
-    close(fds[1]);
-    ssize_t n = read(fds[0], f->err, sizeof(f->err) - 1);
+    ssize_t n = read(fd, f->err, sizeof(f->err) - 1);
     f->err[n > 0 ? n : 0] = '\0';
-    close(fds[0]);
+    close(fd);
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status));
@@ -1013,8 +1015,7 @@ static void test_readonly_db_file(void **state)
     fx_t *f = *state;
     fx_open(f);
     append_range(f->s, "ro", 1, 3, 3, 0);
-    px__store_close(f->s);
-    f->s = NULL;
+    fx_close(f);
     char path[300];
     give_to_nobody(f->dir);
     snprintf(path, sizeof(path), "%s/plexus.lock", f->dir);
@@ -1077,8 +1078,7 @@ static void fault_loop(fx_t *f, unsigned kinds, long fail_n)
             check_state(f->s, 30, 30, true);
             fx_reopen(f);
             check_state(f->s, 30, 30, true);
-            px__store_close(f->s);
-            f->s = NULL;
+            fx_close(f);
             rm_rf(f->dir);
             assert_int_equal(mkdir(f->dir, 0700), 0);
             fx_open(f);
@@ -1245,8 +1245,7 @@ static void test_oom_loop(void **state)
             /* Either no failure was injected (done) or it hit the hash table's growth,
              * which is allowed to fail (longer chains). */
             assert_int_equal(load(f->s)->n, 200);
-            px__store_close(f->s);
-            f->s = NULL;
+            fx_close(f);
             assert_int_equal(oom.live, 0);
             rm_rf(f->dir);
             assert_int_equal(mkdir(f->dir, 0700), 0);
@@ -1256,8 +1255,7 @@ static void test_oom_loop(void **state)
         }
         assert_int_equal(r, -ENOMEM);
         assert_int_equal(load(f->s)->n, 0);
-        px__store_close(f->s);
-        f->s = NULL;
+        fx_close(f);
         assert_int_equal(oom.live, 0);
         assert_true(n < 1000);
     }

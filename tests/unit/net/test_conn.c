@@ -38,28 +38,9 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "worker_by_hand.h"
 #include "net/net_int.h"
 #include "net/transport.h"
-
-static px_server_t *srv;
-static px__netw_t *nw;
-static px_loop_t *loop;
-static int peer = -1; /* the test's end of the socketpair */
-
-/* Run the loop until `cond` holds or `ms` pass. */
-#define RUN_UNTIL(cond, ms)                                                                        \
-    do {                                                                                           \
-        uint64_t end_ = px_now_ms() + (ms);                                                        \
-        while (!(cond) && px_now_ms() < end_)                                                      \
-            px_loop_run_once(loop, 5);                                                             \
-    } while (0)
-
-static void run_for(int ms)
-{
-    uint64_t end = px_now_ms() + (uint64_t)ms;
-    while (px_now_ms() < end)
-        px_loop_run_once(loop, 5);
-}
 
 /* ---- what the protocols saw ------------------------------------------------------- */
 
@@ -444,12 +425,8 @@ static int setup_with(size_t output_cap, uint64_t idle_ms)
     last_fake = NULL;
     fake_closes = 0;
     px_server_opts_t o;
-    px_server_opts_init(&o);
-    o.workers = 1;
+    hand_opts(&o, output_cap);
     o.idle_timeout_ms = idle_ms;
-    o.shutdown_timeout_ms = 2000;
-    if (output_cap)
-        o.output_cap = output_cap;
     srv = px_server_new(&o);
     if (!srv)
         return -1;
@@ -458,8 +435,7 @@ static int setup_with(size_t output_cap, uint64_t idle_ms)
         px_server_add_protocol(srv, NULL, &upper_proto, NULL, NULL) != 0 ||
         px_server_add_protocol(srv, NULL, &sniff_proto, sniff_accept, NULL) != 0)
         return -1;
-    nw = &srv->nw[0];
-    loop = nw->loop;
+    set_worker();
     return 0;
 }
 
@@ -482,40 +458,14 @@ static void manual_start(void)
 static int teardown(void **state)
 {
     (void)state;
-    if (nw && nw->rbuf) {
-        for (px_conn_t *c = nw->conns; c; c = c->next)
-            px_conn_abort(c);
-        RUN_UNTIL(nw->nconns == 0, 1000);
-        px_loop_run_once(loop, 0); /* frees connections finalised last */
-        assert_int_equal(nw->nconns, 0);
-    }
-    if (peer >= 0)
-        close(peer);
-    peer = -1;
-    px_server_free(srv);
-    srv = NULL;
-    nw = NULL;
+    worker_teardown(NULL);
     return 0;
 }
 
 /* A connection on one end of a socketpair, `peer` the other end. */
 static px_conn_t *pair(void)
 {
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    assert_int_equal(fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK), 0);
-    peer = sv[1];
-    if (!nw->rbuf)
-        manual_start();
-    px_conn_t *c = px__conn_adopt(nw, sv[0]);
-    assert_non_null(c);
-    return c;
-}
-
-static void send_str(int fd, const char *s)
-{
-    size_t n = strlen(s);
-    assert_int_equal(send(fd, s, n, MSG_NOSIGNAL), (ssize_t)n);
+    return adopt_pair(manual_start, 0);
 }
 
 /* Read what the server sends until `want` bytes, EOF (returns with *eof) or
@@ -1188,6 +1138,125 @@ static void test_sniff_push_transport(void **state)
     assert_memory_equal(buf, "d\n", 2);
 }
 
+/* ---- raw mode (PX__RAW) and addresses from a layer ------------------------------------------ */
+
+static int raw_events;
+
+/* Echo every byte straight from the socket: the protocol must see none. */
+static void raw_cb(px_io_t *io, unsigned events)
+{
+    px_conn_t *c = io->data;
+    raw_events++;
+    char b[64];
+    if (events & PX_READABLE) {
+        ssize_t n = recv(c->io.fd, b, sizeof b, 0);
+        if (n > 0)
+            assert_int_equal(send(c->io.fd, b, (size_t)n, MSG_NOSIGNAL), n);
+    }
+}
+
+static void test_raw_mode(void **state)
+{
+    (void)state;
+    px_conn_t *c = pair();
+    px__conn_raw(c, raw_cb, c);
+    assert_int_equal(c->phase, PX__RAW);
+    assert_int_equal(px_io_start(loop, &c->io, PX_READABLE), 0);
+    send_str(peer, "echo raw\n");
+    char buf[16];
+    assert_int_equal(recv_loop(peer, buf, 9, 2000, NULL), 9);
+    assert_memory_equal(buf, "echo raw\n", 9); /* the line protocol would answer "raw\n" */
+    assert_int_equal(T.nlines, 0);
+    assert_true(raw_events >= 1);
+    /* The connection leaves the protocol's interest set alone... */
+    px_conn_pause_read(c, 1);
+    px_conn_pause_read(c, 0);
+    assert_int_equal(c->io._events, PX_READABLE);
+    /* ...and its timer still reaches the protocol. */
+    px_conn_set_timeout(c, 20);
+    RUN_UNTIL(T.timeouts == 1, 1000);
+    assert_int_equal(T.timeouts, 1);
+    /* Taken back: the protocol reads again. */
+    px__conn_raw(c, NULL, NULL);
+    assert_int_equal(c->phase, PX__OPEN);
+    send_str(peer, "echo back\n");
+    assert_int_equal(recv_loop(peer, buf, 5, 2000, NULL), 5);
+    assert_memory_equal(buf, "back\n", 5);
+    assert_int_equal(T.nlines, 1);
+    /* Abort works in raw mode too (the splice proxy closes that way). */
+    px__conn_raw(c, raw_cb, c);
+    px_conn_abort(c);
+    RUN_UNTIL(T.closes == 1, 1000);
+    assert_int_equal(T.closes, 1);
+}
+
+/* A layer that only delegates, and knows other addresses (like a PROXY header's). */
+static ssize_t addr_read(px__transport_t *t, px_conn_t *c, void *buf, size_t len)
+{
+    return t->lower->ops->read(t->lower, c, buf, len);
+}
+
+static ssize_t addr_writev(px__transport_t *t, px_conn_t *c, const struct iovec *iov, int n)
+{
+    return t->lower->ops->writev(t->lower, c, iov, n);
+}
+
+static int addr_shutdown(px__transport_t *t, px_conn_t *c)
+{
+    return t->lower->ops->shutdown(t->lower, c);
+}
+
+static void addr_close(px__transport_t *t, px_conn_t *c)
+{
+    (void)t;
+    (void)c;
+}
+
+static int addr_addresses(px__transport_t *t, px_conn_t *c, struct sockaddr_storage *p,
+                          struct sockaddr_storage *l)
+{
+    (void)t;
+    (void)c;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)p;
+    memset(p, 0, sizeof *p);
+    in6->sin6_family = AF_INET6;
+    inet_pton(AF_INET6, "2001:db8::9", &in6->sin6_addr);
+    in6->sin6_port = htons(4242);
+    if (l)
+        *l = *p;
+    return 0;
+}
+
+static const px__transport_ops_t addr_ops = {
+    .name = "addr",
+    .read = addr_read,
+    .writev = addr_writev,
+    .shutdown = addr_shutdown,
+    .close = addr_close,
+    .addresses = addr_addresses,
+};
+
+static void test_layer_addresses(void **state)
+{
+    (void)state;
+    px_conn_t *c = pair();
+    char name[64];
+    assert_int_equal(px_conn_peer_name(c, name, sizeof name), 0);
+    assert_string_equal(name, "unix"); /* the socket's */
+    static px__transport_t layer = {.ops = &addr_ops};
+    layer.lower = c->tp;
+    c->tp = &layer;
+    assert_int_equal(px_conn_peer_name(c, name, sizeof name), 0);
+    assert_string_equal(name, "[2001:db8::9]:4242");
+    struct sockaddr_storage p, l;
+    assert_int_equal(px__conn_addresses(c, &p, &l), 0);
+    assert_int_equal(l.ss_family, AF_INET6);
+    send_str(peer, "echo through\n"); /* the layer delegates */
+    char buf[16];
+    assert_int_equal(recv_loop(peer, buf, 8, 2000, NULL), 8);
+    assert_memory_equal(buf, "through\n", 8);
+}
+
 /* ---- outbound connections
  * ------------------------------------------------------------------------ */
 
@@ -1276,62 +1345,65 @@ static void test_connect_refused(void **state)
     assert_string_equal(T.events, "cx"); /* on_connect, then on_close */
 }
 
-/* A listener whose accept queue is full drops the SYN: the connect hangs. */
-static int full_listener(unsigned *port, int *fillers, int nfill)
+/* A listener whose accept queue is full drops the SYN: a connect to `addr` hangs. */
+typedef struct full {
+    int lfd, fillers[4];
+    char addr[64];
+} full_t;
+
+static void full_open(full_t *fl)
 {
-    int lfd = tcp_listener(0, port);
-    struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons((uint16_t)*port)};
+    unsigned port;
+    fl->lfd = tcp_listener(0, &port);
+    snprintf(fl->addr, sizeof fl->addr, "127.0.0.1:%u", port);
+    struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    for (int i = 0; i < nfill; i++) {
-        fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        connect(fillers[i], (struct sockaddr *)&in, sizeof in);
+    for (int i = 0; i < 4; i++) {
+        fl->fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        connect(fl->fillers[i], (struct sockaddr *)&in, sizeof in);
     }
     usleep(50 * 1000);
-    return lfd;
+}
+
+static void full_close(full_t *fl)
+{
+    for (int i = 0; i < 4; i++)
+        close(fl->fillers[i]);
+    close(fl->lfd);
 }
 
 static void test_connect_timeout(void **state)
 {
     (void)state;
-    unsigned port;
-    int fillers[4];
-    int lfd = full_listener(&port, fillers, 4);
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%u", port);
+    full_t fl;
+    full_open(&fl);
     px_connect_opts_t o;
     px_connect_opts_init(&o);
     assert_int_equal(o.timeout_ms, 10000);
     o.timeout_ms = 200;
     uint64_t t0 = px_now_ms();
-    connect_to(addr, &o);
+    connect_to(fl.addr, &o);
     RUN_UNTIL(T.closes == 1, 3000);
     assert_int_equal(T.connect_status, -ETIMEDOUT);
     assert_true(px_now_ms() - t0 >= 180);
     assert_string_equal(T.events, "cx");
-    for (int i = 0; i < 4; i++)
-        close(fillers[i]);
-    close(lfd);
+    full_close(&fl);
 }
 
 static void test_connect_close_before_ready(void **state)
 {
     (void)state;
-    unsigned port;
-    int fillers[4];
-    int lfd = full_listener(&port, fillers, 4);
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%u", port);
+    full_t fl;
+    full_open(&fl);
     px_connect_opts_t o;
     px_connect_opts_init(&o);
     o.timeout_ms = 100;
-    px_conn_t *c = connect_to(addr, &o);
+    px_conn_t *c = connect_to(fl.addr, &o);
     px_conn_close(c); /* given up: no on_connect, on_close only */
     RUN_UNTIL(T.closes == 1, 3000);
     assert_int_equal(T.connects, 0);
     assert_string_equal(T.events, "x");
-    for (int i = 0; i < 4; i++)
-        close(fillers[i]);
-    close(lfd);
+    full_close(&fl);
 }
 
 static char tmpdir[64];
@@ -1731,6 +1803,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sniff_byte_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sniff_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sniff_push_transport, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_raw_mode, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_layer_addresses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_tcp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),

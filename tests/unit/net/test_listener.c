@@ -44,14 +44,29 @@ static int open_fds(void)
     return n - 1; /* the directory's own fd */
 }
 
-static int setup(void **state)
+static px_server_t *new_server(void)
 {
-    (void)state;
     px_server_opts_t o;
     px_server_opts_init(&o);
     o.workers = 1;
-    srv = px_server_new(&o);
+    return px_server_new(&o);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    srv = new_server();
     return srv ? 0 : -1;
+}
+
+/* What a second server gets when it listens on `addr`. */
+static int second_listen(const char *addr)
+{
+    px_server_t *second = new_server();
+    assert_non_null(second);
+    int r = px_server_listen(second, addr);
+    px_server_free(second);
+    return r;
 }
 
 static int teardown(void **state)
@@ -62,24 +77,30 @@ static int teardown(void **state)
     return 0;
 }
 
+/* The loopback address of `family` with `port`, in *ss; returns its length. */
+static socklen_t loopback(int family, unsigned port, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof *ss);
+    if (family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)ss;
+        in->sin_family = AF_INET;
+        in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        in->sin_port = htons((uint16_t)port);
+        return sizeof *in;
+    }
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    in6->sin6_family = AF_INET6;
+    in6->sin6_addr = in6addr_loopback;
+    in6->sin6_port = htons((uint16_t)port);
+    return sizeof *in6;
+}
+
 static int tcp_listener(int family, int do_listen, unsigned *port)
 {
     int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(fd >= 0);
     struct sockaddr_storage ss;
-    socklen_t len;
-    memset(&ss, 0, sizeof ss);
-    if (family == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        in->sin_family = AF_INET;
-        in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        len = sizeof *in;
-    } else {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        in6->sin6_family = AF_INET6;
-        in6->sin6_addr = in6addr_loopback;
-        len = sizeof *in6;
-    }
+    socklen_t len = loopback(family, 0, &ss);
     assert_int_equal(bind(fd, (struct sockaddr *)&ss, len), 0);
     if (do_listen)
         assert_int_equal(listen(fd, 16), 0);
@@ -95,21 +116,7 @@ static int connect_tcp(int family, unsigned port)
     int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(fd >= 0);
     struct sockaddr_storage ss;
-    socklen_t len;
-    memset(&ss, 0, sizeof ss);
-    if (family == AF_INET) {
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        in->sin_family = AF_INET;
-        in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        in->sin_port = htons((uint16_t)port);
-        len = sizeof *in;
-    } else {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        in6->sin6_family = AF_INET6;
-        in6->sin6_addr = in6addr_loopback;
-        in6->sin6_port = htons((uint16_t)port);
-        len = sizeof *in6;
-    }
+    socklen_t len = loopback(family, port, &ss);
     int r = connect(fd, (struct sockaddr *)&ss, len);
     int e = errno;
     close(fd);
@@ -259,13 +266,7 @@ static void test_tcp_in_use_by_plexus(void **state)
     assert_int_equal(px_server_listen(srv, "127.0.0.1:0"), 0);
     char addr[64];
     snprintf(addr, sizeof addr, "%s", px_server_listener_name(srv, 0));
-    px_server_opts_t o;
-    px_server_opts_init(&o);
-    o.workers = 1;
-    px_server_t *second = px_server_new(&o);
-    assert_non_null(second);
-    int r = px_server_listen(second, addr);
-    px_server_free(second);
+    int r = second_listen(addr);
     assert_int_equal(r, -EADDRINUSE);
 }
 
@@ -289,6 +290,14 @@ static void make_tmpdir(void)
     assert_non_null(mkdtemp(tmpdir));
 }
 
+/* A fresh tmpdir, path = tmpdir/name and addr = "unix:" path. */
+static void tmp_unix(const char *name, char path[128], char addr[160])
+{
+    make_tmpdir();
+    snprintf(path, 128, "%s/%s", tmpdir, name);
+    snprintf(addr, 160, "unix:%s", path);
+}
+
 static int connect_unix(const char *path)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -310,10 +319,8 @@ static int is_socket(const char *path)
 static void test_unix(void **state)
 {
     (void)state;
-    make_tmpdir();
     char path[128], addr[160];
-    snprintf(path, sizeof path, "%s/px.sock", tmpdir);
-    snprintf(addr, sizeof addr, "unix:%s", path);
+    tmp_unix("px.sock", path, addr);
     assert_int_equal(px_server_listen(srv, addr), 0);
     assert_string_equal(px_server_listener_name(srv, 0), addr);
     assert_true(is_socket(path));
@@ -328,10 +335,8 @@ static void test_unix(void **state)
 static void test_unix_stale(void **state)
 {
     (void)state;
-    make_tmpdir();
     char path[128], addr[160];
-    snprintf(path, sizeof path, "%s/stale.sock", tmpdir);
-    snprintf(addr, sizeof addr, "unix:%s", path);
+    tmp_unix("stale.sock", path, addr);
     /* A previous run that died left its socket file behind. */
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un un = {.sun_family = AF_UNIX};
@@ -351,10 +356,8 @@ static void test_unix_stale(void **state)
 static void test_unix_not_a_socket(void **state)
 {
     (void)state;
-    make_tmpdir();
     char path[128], addr[160];
-    snprintf(path, sizeof path, "%s/regular", tmpdir);
-    snprintf(addr, sizeof addr, "unix:%s", path);
+    tmp_unix("regular", path, addr);
     int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     assert_true(fd >= 0);
     assert_int_equal(write(fd, "keep", 4), 4);
@@ -388,18 +391,10 @@ static void test_unix_not_a_socket(void **state)
 static void test_unix_in_use(void **state)
 {
     (void)state;
-    make_tmpdir();
     char path[128], addr[160];
-    snprintf(path, sizeof path, "%s/live.sock", tmpdir);
-    snprintf(addr, sizeof addr, "unix:%s", path);
+    tmp_unix("live.sock", path, addr);
     assert_int_equal(px_server_listen(srv, addr), 0);
-    px_server_opts_t o;
-    px_server_opts_init(&o);
-    o.workers = 1;
-    px_server_t *second = px_server_new(&o);
-    assert_non_null(second);
-    int r = px_server_listen(second, addr);
-    px_server_free(second);
+    int r = second_listen(addr);
     px_server_free(srv);
     srv = NULL;
     unlink(path);

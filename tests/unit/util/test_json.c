@@ -13,40 +13,9 @@
 
 #include <cmocka.h>
 
+#include "guard.h"
+
 #include "plexus/json.h"
-
-/* ---- guard-page input ----------------------------------------------------------- */
-
-static char *guard_base;
-static size_t guard_page;
-
-static int setup_guard(void **state)
-{
-    (void)state;
-    guard_page = (size_t)sysconf(_SC_PAGESIZE);
-    /* 64 pages of readable space followed by one PROT_NONE page. */
-    guard_base =
-        mmap(NULL, guard_page * 65, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (guard_base == MAP_FAILED)
-        return -1;
-    return mprotect(guard_base + guard_page * 64, guard_page, PROT_NONE);
-}
-
-static int teardown_guard(void **state)
-{
-    (void)state;
-    munmap(guard_base, guard_page * 65);
-    return 0;
-}
-
-/* Copies s so that its last byte is the last readable byte. */
-static const char *at_guard(const char *s, size_t n)
-{
-    assert_true(n <= guard_page * 64);
-    char *p = guard_base + guard_page * 64 - n;
-    memcpy(p, s, n);
-    return p;
-}
 
 static int parse(px_json_doc_t *doc, const char *s, size_t n, px_json_tok_t *toks, uint32_t cap,
                  uint32_t depth)
@@ -781,5 +750,5 @@ int main(void)
         cmocka_unit_test(test_writer_basic),    cmocka_unit_test(test_writer_escaping),
         cmocka_unit_test(test_writer_overflow), cmocka_unit_test(test_writer_growable),
     };
-    return cmocka_run_group_tests(tests, setup_guard, teardown_guard);
+    return cmocka_run_group_tests(tests, setup_guards, teardown_guards);
 }

@@ -1,6 +1,7 @@
-/* Unit tests for src/http/utf8.c: every code point, every invalid class with the
+/* Unit tests for src/util/utf8.c: every code point, every invalid class with the
  * exact fail-fast position, whole and split feeding, exhaustive 1-3 byte inputs
- * and random inputs against a slow reference written from the definition. */
+ * and random inputs against a slow reference written from the definition
+ * (tests/fuzz/utf8_ref.h, shared with the fuzzer). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,67 +13,12 @@
 
 #include <cmocka.h>
 
+#include "guard.h"
+#include "xorshift.h"
+
+#include "../../fuzz/utf8_ref.h"
 #include "util/utf8.h"
 #include "plexus/common.h"
-
-/* ---- reference ----------------------------------------------------------------------
- * A prefix is acceptable while its code point bits can still be completed to a
- * scalar value (not a surrogate) in the range its sequence length encodes without
- * being overlong. The validator must reject at the first byte where that fails. */
-
-static int extendable(uint32_t lo, uint32_t hi, uint32_t min, uint32_t max)
-{
-    if (lo < min)
-        lo = min;
-    if (hi > max)
-        hi = max;
-    if (lo > hi)
-        return 0;
-    return !(lo >= 0xD800 && hi <= 0xDFFF);
-}
-
-static size_t ref_first_bad(const uint8_t *s, size_t n, int *complete)
-{
-    static const uint32_t min[4] = {0, 0x80, 0x800, 0x10000};
-    static const uint32_t max[4] = {0x7F, 0x7FF, 0xFFFF, 0x10FFFF};
-    size_t i = 0;
-    *complete = 1;
-    while (i < n) {
-        uint8_t b = s[i];
-        unsigned need;
-        uint32_t cp;
-        if (b < 0x80) {
-            i++;
-            continue;
-        } else if ((b & 0xE0) == 0xC0) {
-            need = 1, cp = b & 0x1Fu;
-        } else if ((b & 0xF0) == 0xE0) {
-            need = 2, cp = b & 0x0Fu;
-        } else if ((b & 0xF8) == 0xF0) {
-            need = 3, cp = b & 0x07u;
-        } else {
-            return i;
-        }
-        size_t j = i;
-        for (unsigned k = 0; k <= need; k++, j++) {
-            if (k > 0) {
-                if (j >= n) {
-                    *complete = 0;
-                    return n;
-                }
-                if ((s[j] & 0xC0) != 0x80)
-                    return j;
-                cp = cp << 6 | (s[j] & 0x3Fu);
-            }
-            unsigned rest = 6 * (need - k);
-            uint32_t lo = cp << rest, hi = lo | ((1u << rest) - 1);
-            if (!extendable(lo, hi, min[need], max[need]))
-                return j;
-        }
-        i = j;
-    }
-    return n;
-}
 
 /* Encoder that also produces the forbidden forms (surrogates, > 10FFFF). */
 static size_t encode(uint32_t cp, uint8_t *o)
@@ -100,43 +46,6 @@ static size_t encode(uint32_t cp, uint8_t *o)
 }
 
 static uint64_t rng = 0x243F6A8885A308D3ull;
-static uint64_t next_rand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
-/* ---- guard page ------------------------------------------------------------------- */
-
-static uint8_t *guard_base;
-static size_t page_size;
-
-static int setup_guard(void **state)
-{
-    (void)state;
-    page_size = (size_t)sysconf(_SC_PAGESIZE);
-    void *m = mmap(NULL, 2 * page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED)
-        return -1;
-    guard_base = m;
-    return mprotect(guard_base + page_size, page_size, PROT_NONE);
-}
-
-static int teardown_guard(void **state)
-{
-    (void)state;
-    munmap(guard_base, 2 * page_size);
-    return 0;
-}
-
-static const uint8_t *at_guard(const uint8_t *p, size_t n)
-{
-    uint8_t *dst = guard_base + page_size - n;
-    memmove(dst, p, n);
-    return dst;
-}
 
 static px__utf8_state_t feed_g(px__utf8_state_t st, const uint8_t *p, size_t n)
 {
@@ -358,17 +267,17 @@ static void test_exhaustive_short(void **state)
  * characters, and occasional random bytes. */
 static size_t random_text(uint8_t *s, size_t cap)
 {
-    size_t n = 0, want = (size_t)(next_rand() % cap);
-    int noise = (int)(next_rand() % 4); /* 0: valid only */
+    size_t n = 0, want = (size_t)(xorshift64(&rng) % cap);
+    int noise = (int)(xorshift64(&rng) % 4); /* 0: valid only */
     while (n + 4 <= want) {
-        uint64_t r = next_rand();
+        uint64_t r = xorshift64(&rng);
         switch (r % 8) {
         case 0:
         case 1:
         case 2: {
             size_t run = (size_t)((r >> 8) % 48);
             for (size_t i = 0; i < run && n < want; i++)
-                s[n++] = (uint8_t)(' ' + (next_rand() % 95));
+                s[n++] = (uint8_t)(' ' + (xorshift64(&rng) % 95));
             break;
         }
         case 3: n += encode((uint32_t)(0x80 + (r >> 8) % (0x800 - 0x80)), s + n); break;
@@ -414,7 +323,7 @@ static void test_random_differential(void **state)
         px__utf8_state_t st = PX_UTF8_ACCEPT;
         size_t pos = 0;
         while (pos < n) {
-            size_t piece = (size_t)(next_rand() % 40);
+            size_t piece = (size_t)(xorshift64(&rng) % 40);
             if (piece > n - pos)
                 piece = n - pos;
             st = feed_g(st, s + pos, piece);
@@ -469,5 +378,5 @@ int main(void)
         cmocka_unit_test(test_random_differential),
         cmocka_unit_test(test_ascii_fast_path_positions),
     };
-    return cmocka_run_group_tests(tests, setup_guard, teardown_guard);
+    return cmocka_run_group_tests(tests, setup_guards, teardown_guards);
 }

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <zlib.h>
 
+#include "xorshift.h"
 #include "ws/ws_deflate.h"
 #include "plexus/buf.h"
 
@@ -126,13 +127,6 @@ static px__ws_deflate_params_t mirror(const px__ws_deflate_params_t *p)
 }
 
 static uint64_t rng = 0x13198A2E03707344ull;
-static uint64_t next_rand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
 
 /* Compressible text with repeats at assorted distances. */
 static void fill_text(uint8_t *p, size_t n)
@@ -141,7 +135,7 @@ static void fill_text(uint8_t *p, size_t n)
                                   "frame ", "deflate ", "window ", "\xE2\x82\xAC ", "\n"};
     size_t i = 0;
     while (i < n) {
-        uint64_t r = next_rand();
+        uint64_t r = xorshift64(&rng);
         if (r % 7 == 0 && i > 300) {
             size_t dist = 1 + (size_t)((r >> 8) % (i < 40000 ? i : 40000));
             size_t len = 3 + (size_t)((r >> 24) % 40);
@@ -482,9 +476,9 @@ static void test_negotiate_random(void **state)
         size_t n = 0;
         if (iter % 2) {
             /* Pieces in any order: mostly malformed. */
-            size_t k = (size_t)(next_rand() % 12);
+            size_t k = (size_t)(xorshift64(&rng) % 12);
             for (size_t i = 0; i < k; i++) {
-                const char *piece = pieces[next_rand() % PX_ARRAY_SIZE(pieces)];
+                const char *piece = pieces[xorshift64(&rng) % PX_ARRAY_SIZE(pieces)];
                 size_t pl = strlen(piece);
                 if (n + pl >= sizeof hdr)
                     break;
@@ -497,24 +491,24 @@ static void test_negotiate_random(void **state)
                                           "client_no_context_takeover", "server_max_window_bits",
                                           "client_max_window_bits", "foo"};
             static const char *values[] = {"", "", "=9", "=12", "=15", "=8", "=\"10\"", "=7", "=x"};
-            size_t offers = 1 + (size_t)(next_rand() % 3);
+            size_t offers = 1 + (size_t)(xorshift64(&rng) % 3);
             for (size_t o = 0; o < offers; o++) {
                 int w = snprintf(hdr + n, sizeof hdr - n, "%s%s", o ? ", " : "",
-                                 next_rand() % 4 ? PMD : "foo");
+                                 xorshift64(&rng) % 4 ? PMD : "foo");
                 n += (size_t)w;
-                size_t np = (size_t)(next_rand() % 4);
+                size_t np = (size_t)(xorshift64(&rng) % 4);
                 for (size_t i = 0; i < np && n < sizeof hdr - 64; i++) {
                     w = snprintf(hdr + n, sizeof hdr - n, "; %s%s",
-                                 names[next_rand() % PX_ARRAY_SIZE(names)],
-                                 values[next_rand() % PX_ARRAY_SIZE(values)]);
+                                 names[xorshift64(&rng) % PX_ARRAY_SIZE(names)],
+                                 values[xorshift64(&rng) % PX_ARRAY_SIZE(values)]);
                     n += (size_t)w;
                 }
             }
-            if (next_rand() % 8 == 0) /* and sometimes one byte changed */
-                hdr[next_rand() % n] = (char)(next_rand() % 128);
+            if (xorshift64(&rng) % 8 == 0) /* and sometimes one byte changed */
+                hdr[xorshift64(&rng) % n] = (char)(xorshift64(&rng) % 128);
         }
         px_str_t v = {hdr, n};
-        const px__ws_deflate_config_t *cfg = &cfgs[next_rand() % PX_ARRAY_SIZE(cfgs)];
+        const px__ws_deflate_config_t *cfg = &cfgs[xorshift64(&rng) % PX_ARRAY_SIZE(cfgs)];
         char out[PX_WS_DEFLATE_RESPONSE_MAX];
         size_t len = 0;
         px__ws_deflate_params_t p;
@@ -658,7 +652,7 @@ static void roundtrip(int snct, unsigned bits, size_t msgs, size_t maxlen)
     px_buf_init(&out, 0);
     size_t total_in = 0, total_z = 0;
     for (size_t m = 0; m < msgs; m++) {
-        size_t len = (size_t)(next_rand() % (maxlen + 1));
+        size_t len = (size_t)(xorshift64(&rng) % (maxlen + 1));
         fill_text(msg, len);
         px_buf_reset(&z);
         assert_int_equal(px__ws_deflate_message(srv, msg, len, &z, SIZE_MAX), 0);
@@ -667,8 +661,8 @@ static void roundtrip(int snct, unsigned bits, size_t msgs, size_t maxlen)
         /* Random frame split. */
         size_t cuts[8], nc = 0, zl = px_buf_size(&z);
         size_t at = 0;
-        while (nc < 8 && zl > 0 && next_rand() % 3) {
-            at += (size_t)(next_rand() % (zl / 4 + 1));
+        while (nc < 8 && zl > 0 && xorshift64(&rng) % 3) {
+            at += (size_t)(xorshift64(&rng) % (zl / 4 + 1));
             if (at > zl)
                 break;
             cuts[nc++] = at;
@@ -1087,10 +1081,10 @@ static void test_corrupt(void **state)
     for (int i = 0; i < 2000; i++) {
         uint8_t junk[64];
         for (size_t k = 0; k < sizeof junk; k++)
-            junk[k] = (uint8_t)next_rand();
+            junk[k] = (uint8_t)xorshift64(&rng);
         px__ws_deflate_t *c = px__ws_deflate_new(&p, 0);
         px_buf_reset(&out);
-        int r = inflate_one(c, junk, 1 + (size_t)(next_rand() % 64), &out, 500);
+        int r = inflate_one(c, junk, 1 + (size_t)(xorshift64(&rng) % 64), &out, 500);
         assert_true(r == 0 || r == -EBADMSG || r == -EMSGSIZE);
         assert_true(px_buf_size(&out) <= 500);
         px__ws_deflate_free(c);

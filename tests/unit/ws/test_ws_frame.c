@@ -13,38 +13,10 @@
 
 #include <cmocka.h>
 
+#include "guard.h"
+#include "xorshift.h"
+
 #include "ws/ws_frame.h"
-
-/* ---- guard page ------------------------------------------------------------------- */
-
-static uint8_t *guard_base;
-static size_t page_size;
-
-static int setup_guard(void **state)
-{
-    (void)state;
-    page_size = (size_t)sysconf(_SC_PAGESIZE);
-    void *m = mmap(NULL, 2 * page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED)
-        return -1;
-    guard_base = m;
-    return mprotect(guard_base + page_size, page_size, PROT_NONE);
-}
-
-static int teardown_guard(void **state)
-{
-    (void)state;
-    munmap(guard_base, 2 * page_size);
-    return 0;
-}
-
-/* Copy p[0..n) so that it ends exactly at the guard page. */
-static const uint8_t *at_guard(const uint8_t *p, size_t n)
-{
-    uint8_t *dst = guard_base + page_size - n;
-    memmove(dst, p, n);
-    return dst;
-}
 
 static int parse_g(const uint8_t *p, size_t n, px__ws_frame_t *f, unsigned flags, uint64_t max)
 {
@@ -303,13 +275,6 @@ static void test_roundtrip(void **state)
 /* ---- unmask ---------------------------------------------------------------------------- */
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
-static uint64_t next_rand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
 
 static void reference_unmask(uint8_t *p, size_t n, const uint8_t m[4], uint64_t off)
 {
@@ -328,10 +293,10 @@ static void check_fn(unmask_fn fn, const char *name, size_t maxlen, size_t step)
     assert_non_null(want);
     assert_non_null(got);
     for (size_t i = 0; i < cap; i++)
-        orig[i] = (uint8_t)next_rand();
+        orig[i] = (uint8_t)xorshift64(&rng);
     uint8_t key[4];
     for (int i = 0; i < 4; i++)
-        key[i] = (uint8_t)next_rand();
+        key[i] = (uint8_t)xorshift64(&rng);
     print_message("  %s\n", name);
     for (size_t len = 0; len <= maxlen; len += (len < 300 ? 1 : step)) {
         for (uint64_t off = 0; off < 8; off++) {
@@ -374,7 +339,7 @@ static void test_unmask_big_and_piecewise(void **state)
     assert_non_null(ref);
     assert_non_null(orig);
     for (size_t i = 0; i < n; i++)
-        orig[i] = (uint8_t)next_rand();
+        orig[i] = (uint8_t)xorshift64(&rng);
     static const uint8_t key[4] = {0x01, 0x80, 0xff, 0x5a};
     memcpy(ref, orig, n);
     reference_unmask(ref, n, key, 0);
@@ -386,7 +351,7 @@ static void test_unmask_big_and_piecewise(void **state)
         memcpy(buf, orig, n);
         size_t pos = 0;
         while (pos < n) {
-            size_t piece = (size_t)(next_rand() % (round < 10 ? 100 : 70000));
+            size_t piece = (size_t)(xorshift64(&rng) % (round < 10 ? 100 : 70000));
             if (piece > n - pos)
                 piece = n - pos;
             px__ws_unmask(buf + pos, piece, key, pos);
@@ -483,5 +448,5 @@ int main(void)
         cmocka_unit_test(test_unmask_strategies), cmocka_unit_test(test_unmask_big_and_piecewise),
         cmocka_unit_test(test_close_codes),       cmocka_unit_test(test_close_payload),
     };
-    return cmocka_run_group_tests(tests, setup_guard, teardown_guard);
+    return cmocka_run_group_tests(tests, setup_guards, teardown_guards);
 }
