@@ -17,6 +17,9 @@
 #              /tmp/old/examples/echo -- --subs 100 --batch 16
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_NAME=callgrind
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
 (($# >= 4)) || { sed -n 2,15p "$0"; exit 2; }
 mode=$1 n1=$2 n2=$3
 shift 3
@@ -45,14 +48,13 @@ run_one() { # bin n -> RES_IR RES_UNITS (not in a subshell: the EXIT trap must s
     SRV=$!
     local i
     for ((i = 0; i < 600; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+        port_open "$PORT" && break
         kill -0 "$SRV" 2>/dev/null || { echo "callgrind.sh: $bin exited at start" >&2; exit 1; }
         sleep 0.1
     done
     units=$("$PY" "$root/bench/cgload.py" --port "$PORT" --n "$n" "$mode" "${extra[@]}" | awk '/^units/ {print $2}') || true
-    kill -TERM "$SRV"
-    wait "$SRV" || true
-    SRV="" RUNS=0
+    bench_stop_pid "$SRV" 600 # (valgrind writes its output on exit: give it a minute)
+    SRV=""
     [[ -n $units ]] || { echo "callgrind.sh: the workload failed against $bin" >&2; exit 1; }
     RES_IR=$(awk '/^(summary|totals):/ {print $2; exit}' "$out")
     RES_OUT=$out

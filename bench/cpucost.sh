@@ -14,6 +14,9 @@
 #              /tmp/old/echo -- --subs 1000 --batch 16
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_NAME=cpucost
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
 (($# >= 3)) || { sed -n 2,15p "$0"; exit 2; }
 mode=$1 n=$2
 shift 2
@@ -36,14 +39,10 @@ for ((r = 1; r <= CPU_REPEAT; r++)); do
         port=$((CPU_PORT + RUNS++ % 50))
         taskset -c "$CPU_SERVER" "$bin" --listen "127.0.0.1:$port" --workers 1 >/dev/null 2>&1 &
         SRV=$!
-        for ((k = 0; k < 100; k++)); do
-            (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-            sleep 0.05
-        done
+        bench_wait_listen "$bin" "$SRV" "$port" /dev/null || exit 1
         line=$(taskset -c "$CPU_CLIENT" "$PY" "$root/bench/cgload.py" --port "$port" --n "$n" \
             --server-pid "$SRV" "$mode" "${extra[@]}" | grep '^cpu_ns') || true
-        kill -TERM "$SRV"
-        wait "$SRV" || true
+        bench_stop_pid "$SRV"
         SRV=""
         v=$(awk '{print $6}' <<<"$line")
         [[ -n $v ]] || { echo "cpucost.sh: the workload failed against $bin" >&2; exit 1; }
@@ -53,5 +52,5 @@ for ((r = 1; r <= CPU_REPEAT; r++)); do
 done
 for i in "${!bins[@]}"; do
     printf '%-40s %-10s median %s ns per unit (rounds:%s)\n' "${bins[$i]}" "$mode" \
-        "$(tr ' ' '\n' <<<"${res[$i]}" | sed '/^$/d' | sort -n | awk '{a[NR]=$1} END {print (NR % 2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}')" "${res[$i]}"
+        "$(tr ' ' '\n' <<<"${res[$i]}" | sed '/^$/d' | median)" "${res[$i]}"
 done
