@@ -9,7 +9,7 @@ TSAN    := $(BUILD)/tsan
 CMAKE_FLAGS ?=
 
 .PHONY: all run test deps build build-asan build-tsan unit integration fuzz-replay fuzz format lint \
-        clean bench-http bench-ws bench-hub bench-tls bench-forward bench-micro npm-deps soak
+        clean bench-http bench-ws bench-hub bench-tls bench-forward bench-passenger bench-micro npm-deps soak
 
 all: build
 
@@ -80,6 +80,12 @@ bench-http: build
 bench-tls: build
 	@sh deps/install.sh deps/bench.txt
 	bash bench/tls.sh $(RELEASE)
+
+# The Node addon: through Passenger Standalone vs a plain Node handler, and on a TCP port vs
+# the plexus binary (bench/passenger.sh; docs/benchmarks.md).
+bench-passenger: build
+	@sh deps/install.sh deps/bench.txt
+	bash bench/passenger.sh $(RELEASE)
 
 bench-ws: build
 	@sh deps/install.sh deps/bench.txt

@@ -10,6 +10,8 @@ for list in "$@"; do
         if [ -n "${cmd:-}" ] && command -v "$cmd" >/dev/null 2>&1; then
             continue
         fi
+        # ... or, when it is an absolute path, a file whose presence counts as installed.
+        case "${cmd:-}" in /*) [ -e "$cmd" ] && continue ;; esac
         if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
             continue
         fi

@@ -19,6 +19,7 @@ for dir in "$src"/examples/*/; do
     name=$(basename "$dir")
     set -- "$dir"*.c
     [ -e "$1" ] || continue
+    [ -e "$dir/package.json" ] && continue # a Node app: its C goes into the addon (below)
     # -I only the installed headers; the library archive as installed.
     if ! "$cc" -std=c11 -D_GNU_SOURCE -O1 -Wall -Werror $cflags "$@" -o "$tmp/$name" \
         "$(pkg-config --variable=libdir libplexus)/libplexus.a" $libs -lpthread -lm; then
@@ -28,4 +29,14 @@ for dir in "$src"/examples/*/; do
     n=$((n + 1))
 done
 [ "$n" -gt 0 ] || { echo "install_check: no example found"; exit 1; }
+# The Node addon builds from an installed plexus too (PLEXUS_PKG_CONFIG: a prebuilt
+# library instead of the source tree), with a user's own C routes.
+if command -v node >/dev/null; then
+    if ! PLEXUS_PKG_CONFIG="$PKG_CONFIG_PATH/libplexus.pc" CC="$cc" node "$src/bindings/node/build.js" \
+        --out "$tmp/api.node" "$src/examples/passenger-api/api.c"; then
+        echo "install_check: the Node addon does not build against the installed library"
+        exit 1
+    fi
+    echo "install_check: the Node addon (with examples/passenger-api/api.c) built from the installed library"
+fi
 echo "install_check: $n example(s) built from the installed headers and library"

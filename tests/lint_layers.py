@@ -39,6 +39,7 @@ http   core util net
 ws     core util net http
 hub    core util
 front  core util net http ws hub
+cli    core util net http ws hub front
 """
 
 # Also allowed for now (an entry nothing uses any more is an error: remove it).
@@ -54,6 +55,7 @@ http   http.h
 ws     ws.h
 hub    hub.h
 front  native.h
+cli    app.h
 """
 
 # Programs built on the library: public headers and their own folder only.

@@ -86,8 +86,11 @@ PX_EXTERN int px_req_http_minor(const px_req_t *req);
 /** The worker the request runs on (its loop: px_worker_loop), the only thread
  * that may touch the request. */
 PX_EXTERN px_worker_t *px_req_worker(const px_req_t *req);
-/** The client's address as text ("127.0.0.1:5000", "unix"), at most `len`
- * bytes with the NUL. 0, or a negative errno once the client has gone. */
+/** The client's address as text ("127.0.0.1:5000"), at most `len` bytes with
+ * the NUL. On a Unix socket (Phusion Passenger's) it is the address the front
+ * server names: `!~Passenger-Client-Address`, else the last X-Forwarded-For
+ * entry, else "unix"; these headers are ignored from TCP peers. For logs and
+ * per-client limits. 0, or a negative errno once the client has gone. */
 PX_EXTERN int px_req_peer(const px_req_t *req, char *buf, size_t len);
 /** Memory that lives until the request is answered (arena; no free needed).
  * NULL on failure. */

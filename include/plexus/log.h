@@ -21,6 +21,12 @@ PX_EXTERN int px_log_set_format(const char *format);
 PX_EXTERN int px_log_set_file(const char *path);
 /** Re-open the log file (after rotation; SIGHUP). A no-op on stderr. */
 PX_EXTERN int px_log_reopen(void);
+/** Hand every formatted line (newline included) to `fn` instead of writing it to the log
+ * file or stderr; NULL restores them. `fn` runs on the logging thread (any thread), must
+ * not block and must not log. Set it before threads that log start, clear it after they
+ * stopped (the Node addon passes lines to JavaScript this way). */
+PX_EXTERN void px_log_set_sink(void (*fn)(int level, const char *line, size_t len, void *ud),
+                               void *ud);
 PX_EXTERN void px_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define px_log_enabled(level) ((level) >= px_log_get_level())

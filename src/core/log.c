@@ -16,6 +16,16 @@ static int log_fd = 2;
 static char *log_path;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER; /* guards log_fd/log_path swaps only */
 
+/* px_log_set_sink: the function, then its argument (set while no thread logs). */
+static void (*_Atomic log_sink)(int, const char *, size_t, void *);
+static void *log_sink_ud;
+
+void px_log_set_sink(void (*fn)(int level, const char *line, size_t len, void *ud), void *ud)
+{
+    log_sink_ud = ud;
+    log_sink = fn;
+}
+
 static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
 
 int px_log_level_parse(const char *s)
@@ -155,6 +165,11 @@ void px_log(int level, const char *fmt, ...)
         n = k < 0 ? 0 : (size_t)k >= sizeof line ? sizeof line - 1 : (size_t)k;
         if (n == sizeof line - 1)
             line[n - 1] = '\n';
+    }
+    void (*sink)(int, const char *, size_t, void *) = log_sink;
+    if (sink) {
+        sink(level, line, n, log_sink_ud);
+        return;
     }
     /* One write per line: lines from several threads never interleave. */
     ssize_t r = write(log_fd, line, n);

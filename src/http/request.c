@@ -271,13 +271,60 @@ static void log_span(px_str_t t, char *out, size_t cap)
     out[n] = '\0';
 }
 
+/* The client's address. Behind Phusion Passenger (a Unix socket peer: Passenger's, the
+ * only one that connects there) the connection's peer says nothing, and the front server
+ * names the client: `!~Passenger-Client-Address` (set by Passenger, which drops such
+ * headers from clients), else the last X-Forwarded-For entry (the nearest proxy's). From a
+ * TCP peer neither is believed: any client can send them. */
+static int client_address(const px_req_t *req, char *buf, size_t len)
+{
+    int r = req->ops->peer(req, buf, len);
+    if (r != 0 || strcmp(buf, "unix") != 0)
+        return r;
+    px_str_t best = {NULL, 0};
+    int from_passenger = 0;
+    for (size_t i = 0; i < req->h.num_headers; i++) {
+        const px__http_header_t *hd = &req->h.headers[i];
+        if (hd->name.len == 26 &&
+            strncasecmp(hd->name.ptr, "!~Passenger-Client-Address", 26) == 0) {
+            best = hd->value;
+            from_passenger = 1;
+        } else if (!from_passenger && hd->name.len == 15 &&
+                   strncasecmp(hd->name.ptr, "X-Forwarded-For", 15) == 0) {
+            best = hd->value;
+            const char *comma = memrchr(best.ptr, ',', best.len);
+            if (comma) {
+                best.len -= (size_t)(comma + 1 - best.ptr);
+                best.ptr = comma + 1;
+            }
+        }
+    }
+    while (best.len && (best.ptr[0] == ' ' || best.ptr[0] == '\t')) {
+        best.ptr++;
+        best.len--;
+    }
+    while (best.len && (best.ptr[best.len - 1] == ' ' || best.ptr[best.len - 1] == '\t'))
+        best.len--;
+    if (!best.len || best.len >= len)
+        return 0;
+    for (size_t i = 0; i < best.len; i++) { /* an IPv4 or IPv6 address, nothing else */
+        char c = best.ptr[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
+              c == '.' || c == ':' || c == '[' || c == ']'))
+            return 0;
+    }
+    memcpy(buf, best.ptr, best.len);
+    buf[best.len] = '\0';
+    return 0;
+}
+
 void px__req_log(px_req_t *req)
 {
     int mode = req->http->opts.access_log;
     if (!mode)
         return;
     char peer[64] = "-";
-    req->ops->peer(req, peer, sizeof peer);
+    client_address(req, peer, sizeof peer);
     char method[128], target[1024];
     log_span(req->h.method, method, sizeof method);
     log_span(req->h.target, target, sizeof target);
@@ -571,7 +618,7 @@ px_worker_t *px_req_worker(const px_req_t *req)
 
 int px_req_peer(const px_req_t *req, char *buf, size_t len)
 {
-    return req->ops->peer(req, buf, len);
+    return client_address(req, buf, len);
 }
 
 void *px_req_alloc(px_req_t *req, size_t n)

@@ -75,6 +75,10 @@ typedef struct px__store_opts {
     int check;               /* PX_STORE_CHECK_* (0 = AUTO) */
     uint64_t history_size;   /* keep at most this many messages per channel; 0 = unlimited */
     uint64_t history_ttl_ms; /* delete messages older than this (by trim()); 0 = forever */
+    /* SQLite: several processes of one host share data_dir (docs/internals/processes.md):
+     * channel state is re-read inside every write transaction, so the offsets the store
+     * assigns stay one sequence per channel; a store opened without it refuses to share. */
+    bool shared;
 } px__store_opts_t;
 
 /* Callbacks return 0 to continue, > 0 to stop early (the call then returns 0), or a

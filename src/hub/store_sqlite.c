@@ -29,7 +29,8 @@
 #define APPLICATION_ID 0x706c7873 /* "plxs": `file plexus.db` and our open tell it apart */
 #define DB_NAME        "plexus.db"
 #define LOCK_NAME      "plexus.lock"
-/* Only this process writes; a wait can only come from an operator's sqlite3 shell. */
+/* One process: a wait can only come from an operator's sqlite3 shell. Shared (several
+ * processes of one host, px__store_opts_t.shared): the others' commits, each short. */
 #define BUSY_TIMEOUT_MS 5000
 /* 4000 pages = 16 MiB of WAL between checkpoints. A checkpoint runs in the committing
  * (storage) thread and costs two fsyncs whatever its size, so fewer, larger ones cost
@@ -88,6 +89,7 @@ enum {
     Q_TTL_SCAN,
     Q_TTL_KEEP,
     Q_TTL_DEL,
+    Q_CHAN_ROW,
     Q_COUNT
 };
 
@@ -113,6 +115,9 @@ static const char *const sql_text[Q_COUNT] = {
                     " AND (SELECT seq FROM messages WHERE channel_id = channels.id"
                     " ORDER BY offset DESC LIMIT 1) <= ?1"),
     [Q_TTL_DEL] = "DELETE FROM messages WHERE seq <= ?1",
+    /* Shared store: a channel as the database holds it (see the schema for last offset). */
+    [Q_CHAN_ROW] = ("SELECT id, epoch, last_offset, (SELECT max(offset) FROM messages"
+                    " WHERE channel_id = channels.id) FROM channels WHERE name = ?1"),
 };
 
 /* migrations[v] upgrades a database at user_version v to v + 1, inside one transaction
@@ -157,10 +162,12 @@ typedef struct sqlite_store {
     sqlite3 *db;
     sqlite3_stmt *q[Q_COUNT];
     int lock_fd; /* flock'ed plexus.lock, -1 if not open */
+    bool shared; /* several processes write: the cache is re-read (chan_sync) before use */
     uint64_t history_size;
     uint64_t ttl_ms;
 
-    /* Channel cache: every row of `channels`, no more, outside of a transaction. */
+    /* Channel cache: every row of `channels`, no more, outside of a transaction. When
+     * shared, rows other processes made or changed since are read in by chan_sync. */
     chan_t **buckets; /* nbuckets chains; nbuckets is a power of two */
     size_t nbuckets;
     size_t nchans;
@@ -542,9 +549,62 @@ static int trim_size(sqlite_store_t *s, chan_t *c, uint64_t budget, uint64_t *co
 
 /* ---- the ops ----------------------------------------------------------------------- */
 
-static chan_t *lookup(sqlite_store_t *s, px_str_t name)
+/* A shared store (several processes append): bring the cached channel up to date with the
+ * database, which other processes may have changed since (a new channel, appends, a new
+ * epoch). Inside a write transaction (BEGIN IMMEDIATE holds the write lock) what it reads
+ * stays true until the commit, so offsets the store assigns are one sequence across every
+ * process; outside one it is a snapshot. Once per channel per transaction (a touched
+ * channel is current). *out: the channel, or NULL if the database does not hold it. Not
+ * shared: the cache is the truth, a lookup. */
+static int chan_sync(sqlite_store_t *s, px_str_t name, uint64_t h, bool in_txn, chan_t **out)
 {
-    return chan_find(s, name, px__siphash13(&s->hash_key, name.ptr, name.len));
+    chan_t *c = *out = chan_find(s, name, h);
+    if (!s->shared || (c && c->undo))
+        return 0;
+    sqlite3_stmt *st = s->q[Q_CHAN_ROW];
+    bind_span(st, 1, name);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(st);
+        return rc == SQLITE_DONE ? 0 : fail(s, rc, "read channel");
+    }
+    int64_t id = sqlite3_column_int64(st, 0);
+    px_str_t epoch = {(const char *)sqlite3_column_text(st, 1),
+                      (size_t)sqlite3_column_bytes(st, 1)};
+    uint64_t last = (uint64_t)sqlite3_column_int64(st, 2);
+    uint64_t top = (uint64_t)sqlite3_column_int64(st, 3); /* NULL (no message) reads as 0 */
+    if (top > last)
+        last = top;
+    int r = 0;
+    if (!px__store_epoch_ok(epoch)) {
+        r = errf(s, -EUCLEAN, "%s: channel row with an invalid epoch", s->path);
+    } else if (!c) {
+        if (in_txn && (r = undo_reserve(s)) < 0)
+            goto out;
+        if (!(c = chan_alloc(name, h, id, epoch))) {
+            r = errf(s, -ENOMEM, "%s: out of memory for a channel", s->path);
+            goto out;
+        }
+        c->st.last_offset = last;
+        chan_link(s, c);
+        if (in_txn) { /* a rollback forgets it; the next call reads it again */
+            s->undo[s->undo_len++] = (undo_t){.c = c, .created = true};
+            c->undo = s->undo_len;
+        }
+    } else if (c->id != id || c->st.last_offset != last || !epoch_eq(c, epoch)) {
+        if (in_txn && (r = touch(s, c)) < 0)
+            goto out;
+        c->id = id;
+        c->st.last_offset = last;
+        c->st.epoch_len = (uint8_t)epoch.len;
+        memset(c->st.epoch, 0, sizeof(c->st.epoch));
+        memcpy(c->st.epoch, epoch.ptr, epoch.len);
+        c->st.floor_known = false; /* another process may have trimmed: seek again */
+    }
+out:
+    sqlite3_reset(st);
+    *out = c;
+    return r;
 }
 
 static int sq_fresh_epoch(px__store_t *base, px_str_t channel, char out[PX__EPOCH_MAX + 1]);
@@ -583,7 +643,9 @@ static int sq_append(px__store_t *base, const px__store_msg_t *msgs, size_t n,
         if (!c || c->name_len != m->channel.len ||
             memcmp(c->name, m->channel.ptr, m->channel.len) != 0) {
             uint64_t h = px__siphash13(&s->hash_key, m->channel.ptr, m->channel.len);
-            if (!(c = chan_find(s, m->channel, h))) {
+            if ((r = chan_sync(s, m->channel, h, true, &c)) < 0)
+                goto fail;
+            if (!c) {
                 char fresh[PX__EPOCH_MAX + 1];
                 px_str_t e = m->epoch;
                 if (!e.len) { /* a new channel starts in its fresh epoch */
@@ -655,12 +717,18 @@ static int sq_create_channel(px__store_t *base, px_str_t channel, px_str_t epoch
         return errf(s, -EINVAL, "create_channel: invalid epoch");
     uint64_t h = px__siphash13(&s->hash_key, channel.ptr, channel.len);
     chan_t *c = chan_find(s, channel, h);
-    if (c && epoch_eq(c, epoch))
+    if (c && epoch_eq(c, epoch) && !s->shared)
         return 0;
     int r = txn_begin(s);
     if (r < 0)
         return r;
-    if (!c) {
+    if ((r = chan_sync(s, channel, h, true, &c)) < 0) {
+        txn_rollback(s);
+        return r;
+    }
+    if (c && epoch_eq(c, epoch)) {
+        r = 0;
+    } else if (!c) {
         r = chan_create(s, channel, h, epoch, &c);
     } else if ((r = touch(s, c)) == 0 && (r = chan_reset(s, c, epoch)) == 0) {
         r = chan_save(s, c);
@@ -679,7 +747,11 @@ static int sq_read(px__store_t *base, px_str_t channel, uint64_t since, size_t l
     s->err[0] = '\0';
     if (!px__store_channel_ok(channel))
         return errf(s, -EINVAL, "read: channel name must be 1..%d bytes", PX__CHANNEL_MAX);
-    chan_t *c = lookup(s, channel);
+    chan_t *c;
+    int sr =
+        chan_sync(s, channel, px__siphash13(&s->hash_key, channel.ptr, channel.len), false, &c);
+    if (sr < 0)
+        return sr;
     if (!c)
         return errf(s, -ENOENT, "read: unknown channel");
     if (since >= PX__OFFSET_MAX)
@@ -718,11 +790,14 @@ static int sq_earliest(px__store_t *base, px_str_t channel, uint64_t *first_offs
     s->err[0] = '\0';
     if (!px__store_channel_ok(channel))
         return errf(s, -EINVAL, "earliest: channel name must be 1..%d bytes", PX__CHANNEL_MAX);
-    chan_t *c = lookup(s, channel);
+    chan_t *c;
+    int r = chan_sync(s, channel, px__siphash13(&s->hash_key, channel.ptr, channel.len), false, &c);
+    if (r < 0)
+        return r;
     if (!c)
         return errf(s, -ENOENT, "earliest: unknown channel");
     uint64_t first;
-    int r = chan_head(s, c, &first);
+    r = chan_head(s, c, &first);
     if (r < 0)
         return r;
     *first_offset = first ? first : c->st.last_offset + 1;
@@ -868,7 +943,7 @@ static int mkdir_p(char *path)
     return S_ISDIR(sb.st_mode) ? 0 : -ENOTDIR;
 }
 
-static int open_dir_and_lock(sqlite_store_t *s, const char *data_dir)
+static int open_dir_and_lock(sqlite_store_t *s, const char *data_dir, bool shared)
 {
     char dir[PATH_MAX], lock[PATH_MAX];
     size_t len = strlen(data_dir);
@@ -893,10 +968,15 @@ static int open_dir_and_lock(sqlite_store_t *s, const char *data_dir)
         return errf(s, r, "cannot open lock file %s: %s (is the data directory writable?)", lock,
                     px_strerror(r));
     }
-    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+    /* Shared: every process of the group holds it shared; one that does not share the
+     * directory holds it exclusively. Either way the two kinds never mix. */
+    if (flock(s->lock_fd, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
         r = -errno;
         if (r == -EWOULDBLOCK)
-            return errf(s, -EBUSY, "data directory %s is in use by another plexus process (%s)",
+            return errf(s, -EBUSY,
+                        shared ? "data directory %s is in use by a plexus process that does not "
+                                 "share it (%s)"
+                               : "data directory %s is in use by another plexus process (%s)",
                         dir, lock);
         return errf(s, r, "cannot lock %s: %s", lock, px_strerror(r));
     }
@@ -1011,6 +1091,15 @@ static int check_schema(sqlite_store_t *s)
     for (int64_t v = version; v < SCHEMA_VERSION; v++) {
         char sql[64];
         int r = exec(s, "BEGIN IMMEDIATE", "begin migration");
+        /* Processes sharing the directory may open a new file at the same time: the version
+         * read above can be stale, the one read under the write lock is not. */
+        if (r == 0 && (rc = query_int(s, "PRAGMA user_version", &v)) != SQLITE_OK)
+            r = fail(s, rc, "read schema version");
+        if (r == 0 && v >= SCHEMA_VERSION) {
+            r = exec(s, "COMMIT", "commit migration");
+            if (r == 0)
+                break;
+        }
         if (r == 0)
             r = exec(s, migrations[v], "migrate schema");
         snprintf(sql, sizeof(sql), "PRAGMA user_version = %lld", (long long)v + 1);
@@ -1092,7 +1181,8 @@ static int load_instance(sqlite_store_t *s)
 
 static int do_open(sqlite_store_t *s, const px__store_opts_t *o)
 {
-    int r = open_dir_and_lock(s, o->data_dir);
+    s->shared = o->shared;
+    int r = open_dir_and_lock(s, o->data_dir, o->shared);
     if (r < 0)
         return r;
     px__sipkey_random(&s->hash_key);

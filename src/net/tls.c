@@ -146,6 +146,9 @@ static void fmt(char *err, size_t errlen, const char *f, ...)
     va_end(ap);
 }
 
+#define ENCRYPTED_KEY                                                                              \
+    "the key is encrypted (plexus needs it unencrypted: it cannot ask for a passphrase)"
+
 /* What OpenSSL said about the last failure, in words a user can act on (the
  * queue holds the whole story; the most telling entry wins). */
 static const char *ssl_reason(char *buf, size_t len)
@@ -160,8 +163,7 @@ static const char *ssl_reason(char *buf, size_t len)
                   (why == PEM_R_BAD_PASSWORD_READ || why == PEM_R_PROBLEMS_GETTING_PASSWORD)) ||
                  (ERR_reason_error_string(e) &&
                   strcmp(ERR_reason_error_string(e), "bad decrypt") == 0)) /* EVP or provider */
-            s = "the key is encrypted (plexus needs it unencrypted: it cannot ask for a "
-                "passphrase)";
+            s = ENCRYPTED_KEY;
         else if (lib == ERR_LIB_SSL && why == SSL_R_EE_KEY_TOO_SMALL)
             s = "the key is too small (RSA needs at least 2048 bits)";
         else if (lib == ERR_LIB_SSL && why == SSL_R_CA_MD_TOO_WEAK)
@@ -180,6 +182,22 @@ static int no_password(char *buf, int size, int rwflag, void *u)
     PX_UNUSED(rwflag);
     PX_UNUSED(u);
     return 0; /* a passphrase prompt would block the server */
+}
+
+/* Does the PEM file hold an encrypted key? Read from the file itself: OpenSSL's
+ * error queue keeps only its last 16 entries, and a failed decode fills it with
+ * "unsupported" from every decoder it tried, which can push the telling one out. */
+static int pem_encrypted(const char *path)
+{
+    char buf[16384];
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, "-----BEGIN ENCRYPTED PRIVATE KEY-----") != NULL ||
+           strstr(buf, "Proc-Type: 4,ENCRYPTED") != NULL;
 }
 
 /* Readable regular file? 0 or -errno, with a message. */
@@ -558,6 +576,11 @@ static int add_cert(px_tls_t *tls, conf_t *cf, const char *certf, const char *ke
     int mismatch =
         ERR_GET_LIB(e) == ERR_LIB_X509 && (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
                                            ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH);
+    if (!loaded && !mismatch && pem_encrypted(keyf)) {
+        ERR_clear_error();
+        fmt(err, errlen, "key file %s: %s", keyf, ENCRYPTED_KEY);
+        return -EINVAL;
+    }
     if (!loaded && !mismatch) {
         fmt(err, errlen, "key file %s: %s", keyf, ssl_reason(why, sizeof why));
         return -EINVAL;

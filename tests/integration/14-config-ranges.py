@@ -3,7 +3,7 @@
 
 `--history-limit-max 0` used to be accepted (WebSocket history then returned
 everything and every HTTP history call got 400 "limit must be 1..0"). Now each
-numeric option's range is one table in app/config.c, printed by --help as
+numeric option's range is one table in src/cli/config.c, printed by --help as
 "(MIN..MAX)", and a value outside it exits 2 with one line naming the option,
 whichever source it came from (flag, PLEXUS_* environment variable, config
 file). Options that bound each other are checked once all sources are in:

@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import json
 import os
+import pathlib
 import re
 import shutil
 import socket
@@ -453,7 +454,7 @@ class Cli(TlsCase):
         shutil.copy(key, os.path.join(d, "flat", "d.key"))
         crt, key = self.pki.leaf("e", ["e.test"], kind="rsa")
         with open(os.path.join(d, "flat", "e.pem"), "w") as f:
-            f.write(open(crt).read() + open(key).read())
+            f.write(pathlib.Path(crt).read_text() + pathlib.Path(key).read_text())
         shutil.copy(self.pki.ocsp(crt), os.path.join(d, "flat", "e.ocsp"))
         crt, key = self.pki.leaf("c", ["c.test"], kind="ec")
         shutil.copy(crt, os.path.join(d, "live", "c.test", "fullchain.pem"))
@@ -476,7 +477,7 @@ class Cli(TlsCase):
         _, out = s_client(self.tls_addr[1], "-noservername")
         self.assertEqual(subject_cn(out), "c.test")
         # A NAME.crt without its NAME.key is an error naming both.
-        open(os.path.join(d, "flat", "f.crt"), "w").write(open(crt).read())
+        pathlib.Path(d, "flat", "f.crt").write_text(pathlib.Path(crt).read_text())
         p = pxtest.run_plexus(["--tls", "--tls-dir", os.path.join(d, "flat"), "--listen",
                                "127.0.0.1:0"])
         self.assertEqual(p.returncode, 2)

@@ -22,6 +22,8 @@
  * @property {number} [minDelay] first reconnect delay in ms (default 500)
  * @property {number} [maxDelay] largest reconnect delay in ms (default 10000)
  * @property {number} [requestTimeout] ms before a request is rejected (default 10000)
+ * @property {number} [openTimeout] ms a WebSocket may take to open (default 2000); a proxy that
+ *   holds the upgrade longer, or answers it wrongly, makes 'auto' fall back to SSE
  * @property {number} [maxInflight] requests sent and not yet answered at most (default 32, the
  *   server's --max-inflight default); more wait in the SDK, in order. 0 = no bound
  * @property {any} [WebSocket] WebSocket constructor (default globalThis.WebSocket; Node: the `ws` package)
@@ -163,7 +165,7 @@ export class Plexus {
     const u = new URL(url, globalThis.location?.href);
     this.httpBase = `${u.protocol === 'wss:' ? 'https:' : u.protocol === 'ws:' ? 'http:' : u.protocol}//${u.host}`;
     this.wsUrl = `${u.protocol === 'https:' || u.protocol === 'wss:' ? 'wss:' : 'ws:'}//${u.host}/ws`;
-    this.options = { minDelay: 500, maxDelay: 10000, requestTimeout: 10000, transport: 'auto', maxInflight: 32, ...options };
+    this.options = { minDelay: 500, maxDelay: 10000, requestTimeout: 10000, openTimeout: 2000, transport: 'auto', maxInflight: 32, ...options };
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this.EventSource = options.EventSource ?? globalThis.EventSource;
     this.fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
@@ -366,9 +368,14 @@ export class Plexus {
     ws.plexusExp = (token && jwtPayload(token)?.exp * 1000) || 0;
     this.ws = ws;
     let opened = false;
+    // A proxy may hold the upgrade without answering: give it up after openTimeout.
+    const openTimer = setTimeout(() => {
+      if (!opened && this.ws === ws) ws.close();
+    }, this.options.openTimeout);
     ws.onopen = () => {
       opened = true;
       this.wsEverOpened = true;
+      clearTimeout(openTimer);
     };
     ws.onmessage = (ev) => this._onFrame(typeof ev.data === 'string' ? ev.data : String(ev.data), ws);
     // A failed connection is followed by 'close', which handles it. The listener must exist:
@@ -386,17 +393,49 @@ export class Plexus {
         clearTimeout(s._retryTimer);
       }
       this._failPending(new PlexusError('disconnected', 'connection lost'));
+      clearTimeout(openTimer);
       if (wasOpen) this._emit('close', { code: ev?.code, reason: ev?.reason });
       if (this.state === 'closed') return;
-      // Some proxies drop the upgrade: if a WebSocket never opened, try SSE instead.
-      if (!opened && !this.wsEverOpened && want === 'auto' && ++this._wsFailures >= 2) {
-        this._wsBroken = true;
-        this._useSse();
-        return;
+      // Some front servers drop the upgrade (Apache + Passenger answers 101 without
+      // `Connection: Upgrade`; the browser refuses it at once): if a WebSocket never
+      // opened, try SSE instead: at once when the server answers plain HTTP (it is up, so
+      // the upgrade is what failed), else after a second failed attempt.
+      if (!opened && !this.wsEverOpened && want === 'auto') {
+        if (++this._wsFailures >= 2) {
+          this._wsBroken = true;
+          this._useSse();
+          return;
+        }
+        if (typeof this.fetch === 'function' && typeof this.EventSource === 'function') {
+          this._probeHttp().then((up) => {
+            if (this.state === 'closed' || this.ws || this.transport === 'sse') return;
+            if (up) {
+              this._wsBroken = true;
+              this._useSse();
+            } else {
+              this._scheduleReconnect();
+            }
+          });
+          return;
+        }
       }
       this._scheduleReconnect();
     };
     this._wsFailures ??= 0;
+  }
+
+  /** Does the server answer plain HTTP? Any status counts (401 and 404 too). */
+  async _probeHttp() {
+    const ctl = typeof AbortController === 'function' ? new AbortController() : null;
+    const t = setTimeout(() => ctl?.abort(), this.options.openTimeout);
+    try {
+      await this.fetch(`${this.httpBase}/healthz`, { cache: 'no-store', signal: ctl?.signal });
+      return true;
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(t);
+    }
   }
 
   _scheduleReconnect() {

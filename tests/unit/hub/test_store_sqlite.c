@@ -931,6 +931,106 @@ static void test_store_assigns(void **state)
     assert_int_equal(last_offset(f->s, "n"), 3);
 }
 
+/* Several processes of one host share a data directory (opts.shared): offsets the store
+ * assigns stay one sequence per channel whoever appends, a channel another process made
+ * is found, and a store that does not share refuses the directory (and the reverse). */
+static void test_shared_two_handles(void **state)
+{
+    fx_t *f = *state;
+    f->opts.shared = true;
+    fx_open(f);
+    px__store_t *b = NULL;
+    char err[256];
+    assert_int_equal(px__store_sqlite.open(&f->opts, &b, err, sizeof(err)), 0);
+    px__store_assigned_t got[2];
+    px__store_msg_t m1[2] = {M("ch", NULL, 0, 1, "a1"), M("ch", NULL, 0, 1, "a2")};
+    assert_int_equal(px__store_append_assigned(f->s, m1, 2, got), 0);
+    assert_int_equal(got[1].offset, 2);
+    char epoch[PX__EPOCH_MAX + 1] = "";
+    memcpy(epoch, got[1].epoch.ptr, got[1].epoch.len);
+    /* b cached nothing of "ch": it continues a's sequence, in a's epoch. */
+    px__store_msg_t m2 = M("ch", NULL, 0, 1, "b3");
+    assert_int_equal(px__store_append_assigned(b, &m2, 1, got), 0);
+    assert_int_equal(got[0].offset, 3);
+    assert_int_equal(got[0].epoch.len, strlen(epoch));
+    assert_memory_equal(got[0].epoch.ptr, epoch, strlen(epoch));
+    /* a's cache is behind now: it reads b's append before assigning. */
+    assert_int_equal(px__store_append_assigned(f->s, &m1[0], 1, got), 0);
+    assert_int_equal(got[0].offset, 4);
+    got_t g = read_all(b, "ch", 0, 0);
+    assert_int_equal(g.n, 4);
+    for (size_t i = 0; i < g.n; i++)
+        assert_int_equal(g.m[i].off, i + 1);
+    got_free(&g);
+    /* A channel only b made: a reads it and knows where it starts. */
+    px__store_msg_t m3 = M("only-b", NULL, 0, 1, "x");
+    assert_int_equal(px__store_append(b, &m3, 1), 0);
+    g = read_all(f->s, "only-b", 0, 0);
+    assert_int_equal(g.n, 1);
+    got_free(&g);
+    assert_int_equal(earliest(f->s, "only-b"), 1);
+    /* A new epoch set by b: a's next append follows it (offsets restart). */
+    assert_int_equal(px__store_create_channel(b, S("ch"), S(EPOCH_B)), 0);
+    assert_int_equal(px__store_append_assigned(f->s, &m1[0], 1, got), 0);
+    assert_int_equal(got[0].offset, 1);
+    assert_memory_equal(got[0].epoch.ptr, EPOCH_B, 16);
+    px__store_close(b);
+
+    /* Sharing and not sharing never mix. */
+    f->opts.shared = false;
+    assert_int_equal(px__store_sqlite.open(&f->opts, &b, err, sizeof(err)), -EBUSY);
+    assert_non_null(strstr(err, "in use by another plexus process"));
+    px__store_close(f->s);
+    f->s = NULL;
+    fx_open(f); /* not shared */
+    f->opts.shared = true;
+    assert_int_equal(px__store_sqlite.open(&f->opts, &b, err, sizeof(err)), -EBUSY);
+    assert_non_null(strstr(err, "does not share it"));
+}
+
+/* Processes appending at the same time, one message per transaction: every offset of
+ * 1..N once, no append refused (the write lock is waited for, not failed). */
+static void test_shared_processes(void **state)
+{
+    fx_t *f = *state;
+    f->opts.shared = true;
+    enum { PROCS = 3, EACH = 150 };
+    pid_t pids[PROCS];
+    for (int p = 0; p < PROCS; p++) {
+        pids[p] = fork();
+        assert_true(pids[p] >= 0);
+        if (pids[p] == 0) {
+            px__store_t *s = NULL;
+            char err[256];
+            if (px__store_sqlite.open(&f->opts, &s, err, sizeof(err)) != 0)
+                _exit(2);
+            for (int i = 0; i < EACH; i++) {
+                char d[32];
+                snprintf(d, sizeof d, "%d.%d", p, i);
+                px__store_msg_t m = M(i % 2 ? "odd" : "even", NULL, 0, 1, d);
+                if (px__store_append(s, &m, 1) != 0)
+                    _exit(3);
+            }
+            px__store_close(s);
+            _exit(0);
+        }
+    }
+    for (int p = 0; p < PROCS; p++) {
+        int st;
+        assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+    }
+    fx_open(f);
+    for (int k = 0; k < 2; k++) {
+        got_t g = read_all(f->s, k ? "odd" : "even", 0, 0);
+        assert_int_equal(g.n, PROCS * EACH / 2);
+        for (size_t i = 0; i < g.n; i++)
+            assert_int_equal(g.m[i].off, i + 1);
+        got_free(&g);
+    }
+}
+
 static void test_newer_schema_version(void **state)
 {
     fx_t *f = *state;
@@ -1287,6 +1387,8 @@ int main(void)
         T(test_newer_schema_version),
         T(test_fresh_epoch),
         T(test_store_assigns),
+        T(test_shared_two_handles),
+        T(test_shared_processes),
         T(test_foreign_database),
         T(test_readonly_dir),
         T(test_readonly_db_file),

@@ -2,13 +2,15 @@
  * defaults, the JSON config file, PLEXUS_* environment variables, flags. */
 #include <ctype.h>
 #include <errno.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include "app/config.h"
+#include "cli/config_int.h"
+#include "plexus/app.h"
 #include "plexus/json.h"
 #include "plexus/sniff.h"
 #include "plexus/version.h"
@@ -164,17 +166,29 @@ static const opt_t options[] = {
 };
 
 #define NOPTS (sizeof options / sizeof options[0])
+_Static_assert(NOPTS <= sizeof(((px_config_t *)0)->list_from_flags), "list_from_flags");
 
+/* A load in progress: where die() jumps back to, with the message. One per thread. */
+typedef struct load_ctx {
+    jmp_buf jb;
+    char *err;
+    size_t errlen;
+    char *text;    /* the config file being parsed, freed on the way out */
+    char *scratch; /* a copy being split, freed on the way out */
+    px_json_tok_t *toks;
+} load_ctx_t;
+
+static _Thread_local load_ctx_t *load_ctx;
+
+/* A bad option: the message goes to the caller of px_config_load / px_config_set. */
 static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void die(const char *fmt, ...)
 {
     va_list ap;
-    fputs("plexus: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(load_ctx->err, load_ctx->errlen, fmt, ap);
     va_end(ap);
-    fputs(" (see plexus --help)\n", stderr);
-    exit(2);
+    longjmp(load_ctx->jb, 1);
 }
 
 static const opt_t *find(const char *name, size_t len)
@@ -361,36 +375,37 @@ static void clear_list(px_config_t *cfg, const opt_t *o)
     *count = 0;
 }
 
-static void usage(void)
+void px_config_usage(FILE *out)
 {
-    printf("plexus %s — multi-protocol real-time server\n\n"
-           "Usage: plexus [OPTIONS]\n\n"
-           "Every option can also be set with the environment variable PLEXUS_<NAME>\n"
-           "(e.g. PLEXUS_MAX_CONNECTIONS=500) or as a key in the --config JSON file.\n"
-           "Precedence: flags > environment > config file > defaults.\n"
-           "Sizes take B, KiB, MiB, GiB; durations ms, s, m, h, d (a bare number is seconds).\n",
-           PX_VERSION_STRING);
+    fprintf(out,
+            "plexus %s — multi-protocol real-time server\n\n"
+            "Usage: plexus [OPTIONS]\n\n"
+            "Every option can also be set with the environment variable PLEXUS_<NAME>\n"
+            "(e.g. PLEXUS_MAX_CONNECTIONS=500) or as a key in the --config JSON file.\n"
+            "Precedence: flags > environment > config file > defaults.\n"
+            "Sizes take B, KiB, MiB, GiB; durations ms, s, m, h, d (a bare number is seconds).\n",
+            PX_VERSION_STRING);
     const char *group = "";
     for (size_t i = 0; i < NOPTS; i++) {
         const opt_t *o = &options[i];
         if (strcmp(group, o->group) != 0) {
             group = o->group;
-            printf("\n%s:\n", group);
+            fprintf(out, "\n%s:\n", group);
         }
         char lhs[64];
         if (o->type == T_BOOL)
             snprintf(lhs, sizeof lhs, "--%s", o->name);
         else
             snprintf(lhs, sizeof lhs, "--%s %s", o->name, o->meta);
-        printf("  %-28s %s", lhs, o->help);
+        fprintf(out, "  %-28s %s", lhs, o->help);
         if (o->min)
-            printf(" (%s..%s)", o->min, o->max);
+            fprintf(out, " (%s..%s)", o->min, o->max);
         if (o->def && o->type != T_BOOL)
-            printf(" [default: %s]", o->def);
-        printf("\n");
+            fprintf(out, " [default: %s]", o->def);
+        fprintf(out, "\n");
     }
-    printf("\n  %-28s %s\n  %-28s %s\n", "-h, --help", "show this help and exit", "-V, --version",
-           "print the version and exit");
+    fprintf(out, "\n  %-28s %s\n  %-28s %s\n", "-h, --help", "show this help and exit",
+            "-V, --version", "print the version and exit");
 }
 
 /* One element of the config file's "listen" array given as an object:
@@ -427,12 +442,12 @@ static void listen_object(px_config_t *cfg, const opt_t *o, px_json_doc_t *doc,
     cfg->listen_tls_only[cfg->nlisten - 1] = (signed char)only;
 }
 
-int px_config_listen_tls(const px_config_t *cfg, unsigned i)
+int px__config_listen_tls(const px_config_t *cfg, unsigned i)
 {
     return cfg->listen_tls[i] < 0 ? cfg->tls : cfg->listen_tls[i];
 }
 
-int px_config_listen_tls_only(const px_config_t *cfg, unsigned i)
+int px__config_listen_tls_only(const px_config_t *cfg, unsigned i)
 {
     return cfg->listen_tls_only[i] < 0 ? cfg->tls_only : cfg->listen_tls_only[i];
 }
@@ -445,7 +460,7 @@ static void check_tls(const px_config_t *cfg)
             cfg->ntls_cert, cfg->ntls_key);
     int any = 0;
     for (unsigned i = 0; i < cfg->nlisten; i++) {
-        int tls = px_config_listen_tls(cfg, i);
+        int tls = px__config_listen_tls(cfg, i);
         any |= tls;
         if (!tls && cfg->listen_tls_only[i] > 0)
             die("option tls-only of listener %s: the listener does not use TLS (\"tls\": true)",
@@ -458,40 +473,33 @@ static void check_tls(const px_config_t *cfg)
         die("option --tls-only: no listener uses TLS (add --tls)");
 }
 
-static void load_file(px_config_t *cfg, const char *path)
+/* The keys of a JSON object (a --config file, or the options given as JSON text), each
+ * set like its flag. `where` names the source in errors ("--config FILE", "options"). */
+static void load_json(px_config_t *cfg, char *text, size_t len, const char *where)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        die("--config %s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || st.st_size > (1 << 20))
-        die("--config %s: not a regular file under 1 MiB", path);
-    size_t len = (size_t)st.st_size;
-    char *text = malloc(len + 1);
-    if (!text || fread(text, 1, len, f) != len)
-        die("--config %s: cannot read", path);
-    fclose(f);
     enum { MAXTOK = 1024 };
-    static px_json_tok_t toks[MAXTOK];
+    px_json_tok_t *toks = load_ctx->toks = malloc(MAXTOK * sizeof *toks);
+    if (!toks)
+        die("%s: out of memory", where);
     px_json_doc_t doc;
     if (px_json_parse(&doc, text, len, toks, MAXTOK, 16) < 0) {
         char msg[160];
         px_json_format_error(&doc, msg, sizeof msg);
-        die("--config %s: invalid JSON: %s", path, msg);
+        die("%s: invalid JSON: %s", where, msg);
     }
     if (toks[0].type != PX_JSON_OBJECT)
-        die("--config %s: the top level must be a JSON object", path);
+        die("%s: the top level must be a JSON object", where);
     int k = 1;
     for (uint32_t m = 0; m < toks[0].size; m++, k = (int)toks[k + 1].next) {
         char key[64];
         if (px_json_unescape(&doc, k, key, sizeof key) < 0)
-            die("--config %s: unknown key (too long)", path);
+            die("%s: unknown key (too long)", where);
         const opt_t *o = find(key, strlen(key));
         if (!o || strcmp(key, "config") == 0)
-            die("--config %s: unknown key \"%s\"", path, key);
+            die("%s: unknown key \"%s\"", where, key);
         int v = k + 1;
         char origin[300];
-        snprintf(origin, sizeof origin, "--config %s: key", path);
+        snprintf(origin, sizeof origin, "%s: key", where);
         char val[1024];
         if (o->type == T_LIST) { /* a string (below), or an array of them */
             clear_list(cfg, o);
@@ -527,43 +535,118 @@ static void load_file(px_config_t *cfg, const char *path)
         }
         set_value(cfg, o, val, origin);
     }
-    free(text);
 }
 
-void px_config_load(px_config_t *cfg, int argc, char **argv)
+static void load_file(px_config_t *cfg, const char *path)
 {
-    memset(cfg, 0, sizeof *cfg);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        die("--config %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || st.st_size > (1 << 20)) {
+        fclose(f);
+        die("--config %s: not a regular file under 1 MiB", path);
+    }
+    size_t len = (size_t)st.st_size;
+    char *text = load_ctx->text = malloc(len + 1);
+    size_t got = text ? fread(text, 1, len, f) : 0;
+    fclose(f);
+    if (!text || got != len)
+        die("--config %s: cannot read", path);
+    char where[300];
+    snprintf(where, sizeof where, "--config %s", path);
+    load_json(cfg, text, len, where);
+}
+
+/* Run `fn` with die() jumping back here: 0, or -EINVAL with the message in err. */
+static int guarded(px_config_t *cfg, int argc, char **argv, const char *json, int env, char *err,
+                   size_t errlen, void (*fn)(px_config_t *, int, char **, const char *, int))
+{
+    static char dummy[1];
+    load_ctx_t ctx = {.err = errlen ? err : dummy, .errlen = errlen ? errlen : 1};
+    load_ctx_t *volatile saved = load_ctx;
+    load_ctx = &ctx;
+    int r = 0;
+    if (setjmp(ctx.jb) == 0)
+        fn(cfg, argc, argv, json, env);
+    else
+        r = -EINVAL;
+    free(ctx.text);
+    free(ctx.scratch);
+    free(ctx.toks);
+    load_ctx = saved;
+    return r;
+}
+
+static void set_defaults(px_config_t *cfg, int argc, char **argv, const char *json, int env)
+{
+    PX_UNUSED(argc);
+    PX_UNUSED(argv);
+    PX_UNUSED(json);
+    PX_UNUSED(env);
     for (size_t i = 0; i < NOPTS; i++)
         if (options[i].def)
             set_value(cfg, &options[i], options[i].def, "default");
-    unsigned char list_from_flags[NOPTS] = {0};
+}
 
-    /* --help/--version and --config first: the file is the lowest user source. */
-    const char *config = getenv("PLEXUS_CONFIG");
+px_config_t *px_config_new(void)
+{
+    px_config_t *cfg = calloc(1, sizeof *cfg);
+    if (!cfg)
+        return NULL;
+    char err[200];
+    if (guarded(cfg, 0, NULL, NULL, 0, err, sizeof err, set_defaults) != 0) {
+        px_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+/* One option as a flag: the first value of a list option replaces the loaded ones. */
+static void set_flag(px_config_t *cfg, const opt_t *o, const char *val)
+{
+    if (o->type == T_LIST && !cfg->list_from_flags[o - options]) {
+        /* The first --listen (--tls-cert, ...) flag replaces the values from
+         * defaults, file or env. */
+        clear_list(cfg, o);
+        cfg->list_from_flags[o - options] = 1;
+    }
+    char oname[80];
+    snprintf(oname, sizeof oname, "--%s", o->name);
+    opt_t named = *o;
+    named.name = oname;
+    set_value(cfg, &named, val, "flag");
+}
+
+static void load_all(px_config_t *cfg, int argc, char **argv, const char *json, int use_env)
+{
+    /* --config first: the file is the lowest user source. */
+    const char *config = use_env ? getenv("PLEXUS_CONFIG") : NULL;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage();
-            exit(0);
-        }
-        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
-            printf("plexus %s\n", PX_VERSION_STRING);
-            exit(0);
-        }
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
             config = argv[i + 1];
         else if (strncmp(argv[i], "--config=", 9) == 0)
             config = argv[i] + 9;
     }
-    if (config) {
+    if (json || config) {
         clear_list(cfg, find("listen", 6));
-        load_file(cfg, config);
+        if (json) {
+            size_t len = strlen(json);
+            char *text = load_ctx->text = malloc(len + 1);
+            if (!text)
+                die("options: out of memory");
+            memcpy(text, json, len + 1);
+            load_json(cfg, text, len, "options");
+        } else {
+            load_file(cfg, config);
+            free(cfg->config_file);
+            cfg->config_file = strdup(config);
+        }
         if (!cfg->nlisten)
             set_value(cfg, find("listen", 6), "127.0.0.1:8080", "default");
-        free(cfg->config_file);
-        cfg->config_file = strdup(config);
     }
 
-    for (size_t i = 0; i < NOPTS; i++) {
+    for (size_t i = 0; use_env && i < NOPTS; i++) {
         const opt_t *o = &options[i];
         char env[80] = "PLEXUS_";
         size_t n = 7;
@@ -580,10 +663,13 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
              * themselves, so they are separated by ';' (or newlines). */
             const char *sep = o->off == O(forward) ? ";\n" : ",; \n";
             clear_list(cfg, o);
-            char *copy = strdup(val), *save = NULL;
+            char *copy = load_ctx->scratch = strdup(val), *save = NULL;
+            if (!copy)
+                die("%s %s: out of memory", origin, o->name);
             for (char *t = strtok_r(copy, sep, &save); t; t = strtok_r(NULL, sep, &save))
                 set_value(cfg, o, t, origin);
             free(copy);
+            load_ctx->scratch = NULL;
         } else {
             set_value(cfg, o, val, origin);
         }
@@ -611,24 +697,59 @@ void px_config_load(px_config_t *cfg, int argc, char **argv)
         }
         if (strcmp(o->name, "config") == 0)
             continue; /* loaded above */
-        if (o->type == T_LIST && !list_from_flags[o - options]) {
-            /* The first --listen (--tls-cert, ...) flag replaces the values from
-             * defaults, file or env. */
-            clear_list(cfg, o);
-            list_from_flags[o - options] = 1;
-        }
-        char oname[80];
-        snprintf(oname, sizeof oname, "--%s", o->name);
-        opt_t named = *o;
-        named.name = oname;
-        set_value(cfg, &named, val, "flag");
+        set_flag(cfg, o, val);
     }
     check_relations(cfg);
     check_tls(cfg);
 }
 
+int px_config_load(px_config_t *cfg, int argc, char **argv, const char *json, int env, char *err,
+                   size_t errlen)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            px_config_usage(stdout);
+            return PX_CONFIG_HELP;
+        }
+        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
+            printf("plexus %s\n", PX_VERSION_STRING);
+            return PX_CONFIG_VERSION;
+        }
+    }
+    return guarded(cfg, argc, argv, json, env, err, errlen, load_all);
+}
+
+/* px_config_set's body: argv carries the name and the value. */
+static void set_one(px_config_t *cfg, int argc, char **argv, const char *json, int env)
+{
+    PX_UNUSED(argc);
+    PX_UNUSED(json);
+    PX_UNUSED(env);
+    const opt_t *o = find(argv[0], strlen(argv[0]));
+    if (!o || strcmp(o->name, "config") == 0)
+        die("unknown option %s", argv[0]);
+    set_flag(cfg, o, argv[1]);
+    check_relations(cfg);
+}
+
+int px_config_set(px_config_t *cfg, const char *name, const char *value, char *err, size_t errlen)
+{
+    char *args[2] = {(char *)name, (char *)value};
+    return guarded(cfg, 2, args, NULL, 0, err, errlen, set_one);
+}
+
+const char *px_config_get(const px_config_t *cfg, const char *name)
+{
+    const opt_t *o = find(name, strlen(name));
+    if (!o || o->type != T_STR)
+        return NULL;
+    return *(char *const *)((const char *)cfg + o->off);
+}
+
 void px_config_free(px_config_t *cfg)
 {
+    if (!cfg)
+        return;
     for (size_t i = 0; i < NOPTS; i++)
         if (options[i].type == T_LIST)
             clear_list(cfg, &options[i]);
@@ -638,4 +759,5 @@ void px_config_free(px_config_t *cfg)
             free(*p);
             *p = NULL;
         }
+    free(cfg);
 }

@@ -1,16 +1,18 @@
-/* plexus CLI configuration: one table of options (app/config.c) is the single
- * place that defines every flag, its PLEXUS_<NAME> environment variable, its
- * config-file key, its default and its help text. */
-#ifndef PX_APP_CONFIG_H
-#define PX_APP_CONFIG_H
+/* The options' values (px_config_t of plexus/app.h): one table of options
+ * (config.c) is the single place that defines every flag, its PLEXUS_<NAME>
+ * environment variable, its config-file key, its default and its help text. */
+#ifndef PX_CLI_CONFIG_INT_H
+#define PX_CLI_CONFIG_INT_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "plexus/app.h"
+
 #define PX_CONFIG_MAX_LISTEN 16
 #define PX_CONFIG_MAX_CERTS  64 /* values of the other repeatable options, each */
 
-typedef struct px_config {
+struct px_config {
     /* server */
     char *listen[PX_CONFIG_MAX_LISTEN];
     unsigned nlisten;
@@ -80,15 +82,13 @@ typedef struct px_config {
     unsigned nproxy_protocol_from;
     /* meta */
     char *config_file;
-} px_config_t;
+    /* list options already given as flags (their first flag replaces loaded values),
+     * indexed like the option table */
+    unsigned char list_from_flags[64];
+};
 
-/** Fill `cfg` from defaults, then the config file (--config / PLEXUS_CONFIG),
- * then PLEXUS_* environment variables, then argv. On a bad flag or value it
- * prints one line naming it and exits 2; --help and --version print and exit 0. */
-void px_config_load(px_config_t *cfg, int argc, char **argv);
-void px_config_free(px_config_t *cfg);
 /** Does listener i (cfg->listen[i]) use TLS / answer plain HTTP with a redirect? */
-int px_config_listen_tls(const px_config_t *cfg, unsigned i);
-int px_config_listen_tls_only(const px_config_t *cfg, unsigned i);
+int px__config_listen_tls(const px_config_t *cfg, unsigned i);
+int px__config_listen_tls_only(const px_config_t *cfg, unsigned i);
 
 #endif
