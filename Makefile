@@ -9,7 +9,8 @@ TSAN    := $(BUILD)/tsan
 CMAKE_FLAGS ?=
 
 .PHONY: all run test deps build build-asan build-tsan unit integration fuzz-replay fuzz format lint \
-        clean bench-http bench-ws bench-hub bench-tls bench-forward bench-passenger bench-micro npm-deps soak
+        clean bench-http bench-ws bench-hub bench-tls bench-forward bench-passenger bench-cluster \
+        bench-micro npm-deps soak
 
 all: build
 
@@ -100,6 +101,12 @@ bench-hub: build
 bench-forward: build
 	@sh deps/install.sh deps/bench.txt
 	bash bench/forward.sh $(RELEASE)
+
+# Several nodes (docs/scaling.md): one node on SQLite, two on Redis, two on PostgreSQL,
+# fanout and durable HTTP publishes, per CPU-second of every server process.
+bench-cluster: build
+	@sh deps/install.sh deps/bench.txt
+	/usr/bin/python3 bench/cluster.py $(RELEASE)
 
 # Mixed load against build/release/plexus for SOAK_SECONDS (600), then RSS and fds must
 # come back to their post-warm-up level (bench/soak.py). Not part of `make test`.

@@ -401,8 +401,13 @@ static void conn_open(wl_thread_t *t, wl_conn_t *c)
             return;
         }
     }
-    if (connect(c->fd, (const struct sockaddr *)&cfg->dst, sizeof(cfg->dst)) < 0 &&
-        errno != EINPROGRESS) {
+    struct sockaddr_in dst = cfg->dst;
+    if (c->pc.role == WL_ROLE_SUB && cfg->n_sub_ports) {
+        unsigned k = c->pc.id % (cfg->n_sub_ports + 1);
+        if (k)
+            dst.sin_port = htons(cfg->sub_ports[k - 1]);
+    }
+    if (connect(c->fd, (const struct sockaddr *)&dst, sizeof(dst)) < 0 && errno != EINPROGRESS) {
         conn_close(t, c, WHY_CONNECT, "connect: %s", errstr(errno, eb, sizeof(eb)));
         return;
     }

@@ -72,6 +72,8 @@ static void usage(FILE *f)
         "      --connect-burst N    handshakes in progress at once (256)\n"
         "      --src-addrs N        spread sources over 127.0.0.1..127.0.0.N (254; 0 = no bind)\n"
         "measurement:\n"
+        "      --sub-port PORT      fanout: also spread subscribers over PORT (repeatable,\n"
+        "                           8 at most: nodes of a cluster); the publisher uses --port\n"
         "      --server-pid PID[,PID]  server processes to sample CPU (utime+stime, all\n"
         "                           threads) and RSS from; repeatable\n"
         "      --label TEXT         copied into the RESULT line\n"
@@ -283,6 +285,7 @@ enum {
     OPT_CBURST,
     OPT_SRC,
     OPT_PID,
+    OPT_SUBPORT,
     OPT_LABEL,
 };
 
@@ -328,6 +331,7 @@ int main(int argc, char **argv)
         {"connect-burst", required_argument, NULL, OPT_CBURST},
         {"src-addrs", required_argument, NULL, OPT_SRC},
         {"server-pid", required_argument, NULL, OPT_PID},
+        {"sub-port", required_argument, NULL, OPT_SUBPORT},
         {"label", required_argument, NULL, OPT_LABEL},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -372,6 +376,11 @@ int main(int argc, char **argv)
             break;
         case OPT_SRC: cfg.src_addrs = (unsigned)parse_uint("--src-addrs", optarg, 0, 254); break;
         case OPT_PID: add_server_pids(&cfg, optarg); break;
+        case OPT_SUBPORT:
+            if (cfg.n_sub_ports == sizeof cfg.sub_ports / sizeof cfg.sub_ports[0])
+                die_usage("--sub-port: at most 8");
+            cfg.sub_ports[cfg.n_sub_ports++] = (uint16_t)parse_uint("--sub-port", optarg, 1, 65535);
+            break;
         case OPT_LABEL: cfg.label = optarg; break;
         case 'q': cfg.quiet = true; break;
         case 'h': usage(stdout); return 0;

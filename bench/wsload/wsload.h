@@ -121,6 +121,10 @@ typedef struct wl_config {
     double duration, warmup, drain, connect_timeout, settle;
     uint32_t connect_burst; /* handshakes in progress at once, all threads together */
     unsigned src_addrs;     /* bind sources 127.0.0.1..127.0.0.<n>; 0 = no bind */
+    /* fanout: subscribers spread round-robin over `port` and these (several nodes of one
+     * cluster); the publisher uses `port` */
+    uint16_t sub_ports[8];
+    unsigned n_sub_ports;
     pid_t server_pids[WL_MAX_SERVER_PIDS];
     unsigned n_server_pids;
     bool text; /* send text frames instead of binary (WebSocket protocols) */

@@ -31,6 +31,16 @@ typedef struct px_hub_opts {
     uint64_t history_size;   /**< messages kept per channel (default 1000; 0 = unlimited) */
     uint64_t history_ttl_ms; /**< drop older messages (default 0 = forever) */
     size_t max_payload;      /**< largest message data in bytes (default 64 KiB) */
+    /** Where history lives: NULL or "sqlite" (one node, in data_dir), or a shared store for
+     *  several nodes: "redis://HOST:PORT[/DB]", "unix:/PATH" (Redis Streams). See
+     *  docs/scaling.md. */
+    const char *store;
+    /** Fan-out between nodes: NULL (the store's own: Redis pub/sub for a Redis store; none
+     *  for SQLite) or "redis://HOST:PORT[/DB]". Only with a shared store. */
+    const char *broker;
+    /** Several nodes: a node refreshes its presence members in the shared backend within
+     *  this time; those of a node that stopped (crashed) leave after it (default 30 s). */
+    uint64_t presence_ttl_ms;
 } px_hub_opts_t;
 
 PX_EXTERN void px_hub_opts_init(px_hub_opts_t *o);
@@ -44,6 +54,9 @@ PX_EXTERN int px_hub_start(px_hub_t *h);
 /** Stop the hub thread and close the store, after the workers stopped. Accepts NULL. */
 PX_EXTERN void px_hub_free(px_hub_t *h);
 PX_EXTERN const px_hub_opts_t *px_hub_options(const px_hub_t *h);
+/** Whether the hub's backends are reachable (any thread): 0, or -ENOTCONN with a one-line
+ *  reason in `why` ("store: connection refused"). A hub on SQLite is always up. */
+PX_EXTERN int px_hub_health(px_hub_t *h, char *why, size_t len);
 
 /* ---- messages ---------------------------------------------------------------------------- */
 

@@ -45,9 +45,26 @@ static void metrics(px_req_t *req, void *ud)
     px_buf_dispose(&b);
 }
 
+/* 200 {"status":"ok"}, or 503 naming the backend that is down (several nodes). */
 static void healthz(px_req_t *req, void *ud)
 {
-    PX_UNUSED(ud);
+    px_app_t *app = ud;
+    char why[200] = "";
+    if (app->hub && px_hub_health(app->hub, why, sizeof why) != 0) {
+        char body[512];
+        size_t n = 0;
+        n += (size_t)snprintf(body, sizeof body, "{\"status\":\"down\",\"reason\":\"");
+        for (const char *p = why; *p && n + 8 < sizeof body; p++) {
+            unsigned char ch = (unsigned char)*p;
+            if (ch < 0x20 || ch == '"' || ch == '\\')
+                n += (size_t)snprintf(body + n, sizeof body - n, "\\u%04x", ch);
+            else
+                body[n++] = (char)ch;
+        }
+        n += (size_t)snprintf(body + n, sizeof body - n, "\"}");
+        px_respond(req, 503, "application/json", body, n);
+        return;
+    }
     static const char body[] = "{\"status\":\"ok\"}";
     px_respond(req, 200, "application/json", body, sizeof body - 1);
 }
@@ -209,7 +226,7 @@ static int build(px_app_t *app, const px_app_opts_t *ao, char *err, size_t errle
     ho.max_requests = cfg->max_requests;
     ho.access_log = strcmp(cfg->access_log, "json") == 0 ? 2 : strcmp(cfg->access_log, "text") == 0;
     if (px_http_configure(server, &ho) != 0 ||
-        px_route(server, "GET", "/healthz", healthz, NULL) != 0)
+        px_route(server, "GET", "/healthz", healthz, app) != 0)
         FAIL(1, "out of memory");
     if (tls) {
         /* After the HTTP layer: "http/1.1" stays the default protocol. */
@@ -229,6 +246,9 @@ static int build(px_app_t *app, const px_app_opts_t *ao, char *err, size_t errle
     px_hub_opts_t hopts;
     px_hub_opts_init(&hopts);
     hopts.data_dir = cfg->data_dir;
+    hopts.store = cfg->store;
+    hopts.broker = cfg->broker;
+    hopts.presence_ttl_ms = cfg->presence_ttl_ms;
     hopts.durability =
         strcmp(cfg->durability, "full") == 0 ? PX_HUB_DURABILITY_FULL : PX_HUB_DURABILITY_NORMAL;
     hopts.history_size = cfg->history_size;
@@ -236,8 +256,14 @@ static int build(px_app_t *app, const px_app_opts_t *ao, char *err, size_t errle
     hopts.max_payload = (size_t)cfg->max_payload;
     char why[512] = "";
     px_hub_t *hub = app->hub = px_hub_new(px_server_workers(server), &hopts, why, sizeof why);
-    if (!hub)
-        FAIL(2, "--data-dir %s: %s", cfg->data_dir, why);
+    if (!hub) {
+        if (strncmp(why, "--", 2) == 0)
+            FAIL(2, "%s", why);
+        else if (cfg->store && strcmp(cfg->store, "sqlite") != 0)
+            FAIL(2, "--store %s: %s", cfg->store, why);
+        else
+            FAIL(2, "--data-dir %s: %s", cfg->data_dir, why);
+    }
     px_native_opts_t nopts;
     px_native_opts_init(&nopts);
     nopts.jwt_secret = cfg->jwt_secret;

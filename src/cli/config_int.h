@@ -46,6 +46,9 @@ struct px_config {
     char *ws_slow_policy;
     /* hub */
     char *data_dir;
+    char *store;
+    char *broker;
+    uint64_t presence_ttl_ms;
     char *durability;
     uint64_t history_size;
     uint64_t history_ttl_ms;

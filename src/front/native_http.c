@@ -450,7 +450,7 @@ size_t px__native_sse_deliver(px__hsub_t *list, int kind, px_slice_t *frame, con
 {
     PX_UNUSED(item);
     size_t n = 0;
-    if (kind != PX__DELIVER_MESSAGE)
+    if (kind == PX__DELIVER_PRESENCE) /* messages and recovery-failed (gap) events */
         return 0;
     for (px__hsub_t *u = list, *next; u; u = next) {
         next = u->next;

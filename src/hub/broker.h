@@ -15,32 +15,83 @@
 #ifndef PX_HUB_BROKER_H
 #define PX_HUB_BROKER_H
 
+#include "hub/store.h"
 #include "plexus/hub.h"
 
 typedef struct px__broker px__broker_t;
 
+/** A presence member as the broker carries it (spans valid during the call). */
+typedef struct px__broker_member {
+    px_str_t client; /* the member's client id (16 hex chars) */
+    px_str_t user, info;
+} px__broker_member_t;
+
+typedef void (*px__broker_members_cb)(void *ud, int status, const px__broker_member_t *m, size_t n);
+
+/** The hub's entry points for what a broker receives (all called on the hub thread). */
+typedef struct px__broker_sink {
+    /** A message another node committed: channel, event, data, offset, epoch, time and
+     *  publisher set. The callee takes its own reference if it keeps it. */
+    void (*message)(void *ud, px_hub_msg_t *m);
+    /** subscribe(channel) took effect (status 0: messages published from now on will
+     *  come) or failed (a negative errno: the connection is down). Also after a reconnect,
+     *  for every channel subscribed again: messages may have been missed meanwhile. */
+    void (*subscribed)(void *ud, px_str_t channel, int status);
+    /** A presence event of another node's member (op PX__JOIN/PX__LEAVE of frontend.h),
+     *  or the leave of a member whose node stopped refreshing it (found by a sweep). */
+    void (*presence)(void *ud, px_str_t channel, int op, const px__broker_member_t *who);
+    /** Something was committed on `channel` that the broker could not carry (too large):
+     *  read it from the store. */
+    void (*poke)(void *ud, px_str_t channel);
+    void *ud;
+} px__broker_sink_t;
+
 typedef struct px__broker_ops {
-    const char *name; /* "local" */
-    /** Open; `loop` is the hub thread's (for the broker's own I/O). On failure `err` holds
-     *  one line naming the cause. */
-    int (*open)(const char *url, px_loop_t *loop, px__broker_t **out, char *err, size_t errlen);
+    const char *name; /* "local", "redis", "pg" */
+    /** Open (no I/O yet); `loop` is the hub thread's, for the broker's own I/O, which
+     *  starts with start(). On failure `err` holds one line naming the cause. */
+    int (*open)(const char *url, px_loop_t *loop, const px__broker_sink_t *sink, px__broker_t **out,
+                char *err, size_t errlen);
+    /** On the hub thread: connect. May be NULL. */
+    int (*start)(px__broker_t *b);
     void (*close)(px__broker_t *b);
+    /** Reachability and counters (hub thread). May be NULL (always up). */
+    void (*stat)(px__broker_t *b, px__backend_stat_t *st);
     /** A message this node committed, for the others (best effort: a node that misses it
      *  finds it in the shared store when the next message shows the gap). */
     int (*publish)(px__broker_t *b, const px_hub_msg_t *m);
     /** This node has (or no longer has) subscribers on `channel`. */
     int (*subscribe)(px__broker_t *b, px_str_t channel);
     int (*unsubscribe)(px__broker_t *b, px_str_t channel);
+    /** subscribe() confirms through sink->subscribed (the local broker never does: the
+     *  hub does not wait for it). */
+    int confirms;
+
+    /* ---- presence across nodes (NULL in the local broker: presence stays local). Each
+     * node keeps its members alive by refreshing them within ttl_ms; members of a node
+     * that stopped (crashed) expire and a sweep announces their leave, once. */
+    /** Add a member and tell the other nodes (join). */
+    int (*presence_add)(px__broker_t *b, px_str_t channel, const px__broker_member_t *who,
+                        uint64_t ttl_ms);
+    /** Remove a member and tell the other nodes (leave). */
+    int (*presence_remove)(px__broker_t *b, px_str_t channel, const px__broker_member_t *who);
+    /** Keep this node's members of `channel` alive for another ttl_ms. */
+    int (*presence_refresh)(px__broker_t *b, px_str_t channel, const px__broker_member_t *m,
+                            size_t n, uint64_t ttl_ms);
+    /** Every node's members of `channel` (expired ones removed, their leave announced). */
+    int (*presence_list)(px__broker_t *b, px_str_t channel, px__broker_members_cb cb, void *ud);
 } px__broker_ops_t;
 
-/** Base of every broker handle (backends put it first). A broker that receives messages
- *  from other nodes will get the hub's entry point for them here (with the first such
- *  broker). */
+/** Base of every broker handle (backends put it first). */
 struct px__broker {
     const px__broker_ops_t *ops;
 };
 
 extern const px__broker_ops_t px__broker_local;
+/** Redis pub/sub (broker_redis.c): --broker redis://HOST:PORT[/DB]. */
+extern const px__broker_ops_t px__broker_redis;
+/** PostgreSQL LISTEN/NOTIFY (broker_pg.c): the default with --store postgres://. */
+extern const px__broker_ops_t px__broker_pg;
 
 static inline int px__broker_publish(px__broker_t *b, const px_hub_msg_t *m)
 {

@@ -3,11 +3,12 @@
 #include "core/alloc.h"
 #include "hub/broker.h"
 
-static int local_open(const char *url, px_loop_t *loop, px__broker_t **out, char *err,
-                      size_t errlen)
+static int local_open(const char *url, px_loop_t *loop, const px__broker_sink_t *sink,
+                      px__broker_t **out, char *err, size_t errlen)
 {
     PX_UNUSED(url);
     PX_UNUSED(loop);
+    PX_UNUSED(sink);
     PX_UNUSED(err);
     PX_UNUSED(errlen);
     px__broker_t *b = px__calloc(1, sizeof *b);

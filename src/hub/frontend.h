@@ -84,7 +84,9 @@ typedef struct px__presence_ev {
 
 typedef struct px__hsub px__hsub_t;
 
-enum { PX__DELIVER_MESSAGE = 1, PX__DELIVER_PRESENCE };
+/* GAP: the channel's history restarted (a shared store lost it: a new epoch); `frame` is
+ * the format's encode_gap and `item` a px__presence_ev_t with only the channel set. */
+enum { PX__DELIVER_MESSAGE = 1, PX__DELIVER_PRESENCE, PX__DELIVER_GAP };
 
 /* A wire format of a front-end. encode* run on the hub thread (once per message and format
  * with subscribers); deliver runs on a worker for the list of its subscriptions of this
@@ -187,7 +189,9 @@ struct px__hreq {
     unsigned subscribers;
     px__chaninfo_t *chans; /* listing */
     size_t nchans;
-    px__arena_t arena; /* answer storage */
+    px__arena_t arena;      /* answer storage */
+    struct px__hview *view; /* hub thread: a store read made for this request (shared
+                             * stores), consumed when the request runs again */
 };
 
 px__hreq_t *px__hreq_new(px_hub_t *h, int type, const char *channel, size_t len);

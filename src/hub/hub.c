@@ -9,6 +9,7 @@
  * the worker before any later delivery, and the worker's mailbox is FIFO, so nothing is missed
  * or duplicated. Reads (history, catch-up pages, presence, listings) wait for the commit of
  * the publishes that arrived with them and take a bounded slice of each loop iteration. */
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -20,6 +21,25 @@
 
 int px__m_publishes = -1, px__m_deliveries = -1, px__m_commit_us = -1, px__m_commits = -1,
     px__m_channels = -1;
+static int m_store_up = -1, m_broker_up = -1, m_store_queue = -1, m_store_reconnects = -1,
+           m_broker_reconnects = -1, m_store_reads = -1, m_store_read_us = -1, m_inbound = -1,
+           m_gap_reads = -1, m_commit_failures = -1;
+
+/* Several nodes: rows read per store read (a prefetch, a gap or a catch-up). */
+#define NET_READ_ROWS PX__RING_MAX
+/* A message past a gap waits this long for the missing ones to arrive through the broker
+ * (they are usually in flight: another node committed them just before) before the gap is
+ * read from the store; and a failed read is retried after GAP_RETRY_MS. */
+#define GAP_GRACE_MS 30
+#define GAP_RETRY_MS 500
+/* A node that crashed between its commit and its broker publish leaves a message nobody
+ * announces; the next message shows the gap, and if none comes, this: a LIVE channel reads
+ * the store once TAIL_CHECK_MS after its last delivery (once per burst, not periodically). */
+#define TAIL_CHECK_MS 1000
+/* Out-of-order messages held per channel; past it the oldest gap is given up. */
+#define PEND_MAX 65536
+/* Asynchronous group commits in flight at once (completions come back in order). */
+#define COMMITS_INFLIGHT 1
 
 static int64_t wall_ms(void)
 {
@@ -36,6 +56,7 @@ void px_hub_opts_init(px_hub_opts_t *o)
     o->history_size = 1000;
     o->history_ttl_ms = 0;
     o->max_payload = 64 * 1024;
+    o->presence_ttl_ms = 30000;
 }
 
 const px_hub_opts_t *px_hub_options(const px_hub_t *h)
@@ -234,6 +255,14 @@ typedef struct presence_ent {
     unsigned worker;
 } presence_ent_t;
 
+/* Shared stores (h->net): a channel's state on this node. COLD: no local subscriber, so
+ * this node does not follow it (epoch, last_offset and ring are hints at most). SYNCING:
+ * the broker subscription is being made, then the store's head read. LIVE: epoch,
+ * last_offset and ring follow the store: every message of the channel passes here in
+ * offset order, committed locally or by another node. With SQLite channels stay COLD and
+ * none of this is used. */
+enum { CH_COLD, CH_SYNCING, CH_LIVE };
+
 typedef struct hchan {
     px__hentry_t e;
     char name[PX__CHANNEL_MAX + 1];
@@ -252,6 +281,22 @@ typedef struct hchan {
     uint32_t ring_start, ring_count, ring_cap;
     presence_ent_t *presence;
     unsigned presence_count;
+    /* several nodes (h->net) */
+    px_hub_t *hub;
+    uint8_t state;     /* CH_* */
+    uint8_t busy;      /* a request of this channel waits for a store read: the others queue */
+    uint8_t reading;   /* a gap or catch-up read is in flight */
+    uint8_t resync;    /* a message of another epoch was seen: read the channel from 0 */
+    uint8_t running;   /* run_waitq is on the stack: the channel must stay */
+    uint8_t pres_seen; /* presence is used here: sweep the shared members (crashed nodes) */
+    uint8_t kicked;    /* on the hub's kick list: run_waitq soon (the channel must stay) */
+    struct hchan *kick_next;
+    unsigned ops;                  /* store calls in flight that point to this channel */
+    px__hreq_t *wq_head, *wq_tail; /* requests waiting for the channel, FIFO */
+    px_hub_msg_t **pend;           /* committed messages past a gap, by offset */
+    uint32_t npend, pend_cap;
+    px_timer_t gap_timer;
+    px_timer_t tail_timer; /* TAIL_CHECK_MS after the last delivery */
 } hchan_t;
 
 static hchan_t *chan_find(px_hub_t *h, const char *name, size_t len)
@@ -259,6 +304,9 @@ static hchan_t *chan_find(px_hub_t *h, const char *name, size_t len)
     px__hentry_t *e = px__hashmap_get(&h->channels, name, len);
     return e ? PX_CONTAINER_OF(e, hchan_t, e) : NULL;
 }
+
+static void gap_timer_cb(px_timer_t *t);
+static void tail_timer_cb(px_timer_t *t);
 
 static hchan_t *chan_new(px_hub_t *h, const char *name, size_t len, const char *epoch,
                          uint64_t last_offset)
@@ -273,14 +321,17 @@ static hchan_t *chan_new(px_hub_t *h, const char *name, size_t len, const char *
     }
     memcpy(c->name, name, len);
     c->name_len = len;
+    c->hub = h;
     c->e.key = c->name;
     c->e.key_len = len;
     /* A channel the store does not hold yet has its fresh epoch: the same after it leaves
      * memory, after a restart, and in every process sharing the store. */
     if (epoch)
         snprintf(c->epoch, sizeof c->epoch, "%s", epoch);
-    else if (px__store_fresh_epoch(h->store, (px_str_t){name, len}, c->epoch) != 0)
+    else if (!h->store || px__store_fresh_epoch(h->store, (px_str_t){name, len}, c->epoch) != 0)
         px__store_epoch_new(c->epoch);
+    px_timer_init(&c->gap_timer, gap_timer_cb, c);
+    px_timer_init(&c->tail_timer, tail_timer_cb, c);
     c->last_offset = last_offset;
     if (px__hashmap_put(&h->channels, &c->e) != 0) {
         px__free(c->worker_subs);
@@ -347,8 +398,14 @@ static void presence_free(presence_ent_t *p)
     px__free(p);
 }
 
+static void pend_clear(hchan_t *c);
+
 static void chan_free(hchan_t *c)
 {
+    px_timer_stop(&c->gap_timer);
+    px_timer_stop(&c->tail_timer);
+    pend_clear(c);
+    px__free(c->pend);
     while (c->ring_count)
         ring_pop(c);
     px__free(c->ring);
@@ -364,7 +421,13 @@ static void chan_free(hchan_t *c)
  * subscribed to would stay forever. It keeps its (fresh) epoch when it comes back. */
 static void chan_maybe_free(px_hub_t *h, hchan_t *c)
 {
-    if (c->total_subs || c->presence || c->last_offset || c->ring_count || c->burned)
+    if (c->total_subs || c->presence || c->ring_count || c->burned)
+        return;
+    /* With SQLite an offset is the channel's memory of its history; with a shared store
+     * the store keeps it and a COLD channel only needs to wait for what points to it. */
+    if (h->net ? (c->state != CH_COLD || c->batch_n || c->ops || c->busy || c->wq_head ||
+                  c->running || c->npend || c->kicked)
+               : c->last_offset != 0)
         return;
     px__hashmap_del(&h->channels, &c->e);
     px_metric_add(px__m_channels, -1);
@@ -397,7 +460,7 @@ static void deliver_to_workers(px_hub_t *h, hchan_t *c, px__delivery_t *proto, s
         px__delivery_t *d = px__xmalloc(sizeof *d + extra);
         memcpy(d, proto, sizeof *d + extra);
         d->msg.cb = px__hub_on_delivery;
-        if (d->kind == PX__DELIVER_PRESENCE) { /* re-point into this copy */
+        if (d->kind != PX__DELIVER_MESSAGE) { /* re-point into this copy */
             size_t nl = c->name_len;
             d->ev.channel.ptr = d->bytes;
             d->ev.who = &d->who;
@@ -453,12 +516,45 @@ static void presence_event(px_hub_t *h, hchan_t *c, int op, const px__presence_t
     px__free(d);
 }
 
+/* Tell the channel's subscribers that its history restarted (recovery-failed), in the
+ * formats that can say it. */
+static void gap_event(px_hub_t *h, hchan_t *c)
+{
+    if (!c->total_subs)
+        return;
+    px__delivery_t *d = px__calloc(1, sizeof *d + c->name_len);
+    if (!d)
+        return;
+    d->hub = h;
+    d->kind = PX__DELIVER_GAP;
+    memcpy(d->bytes, c->name, c->name_len);
+    d->ev = (px__presence_ev_t){.op = 0, .channel = {d->bytes, c->name_len}, .who = &d->who};
+    int any = 0;
+    for (unsigned f = 0; f < h->nformats; f++)
+        if (c->fmt_subs[f] && h->formats[f]->encode_gap) {
+            d->frames[f] = h->formats[f]->encode_gap((px_str_t){c->name, c->name_len}, c->epoch,
+                                                     c->last_offset, h->formats[f]->ctx);
+            any |= d->frames[f] != NULL;
+        }
+    if (any)
+        deliver_to_workers(h, c, d, c->name_len);
+    for (unsigned f = 0; f < PX__FORMATS_MAX; f++)
+        px_slice_unref(d->frames[f]);
+    px__free(d);
+}
+
 /* ---- publish: group commit ---------------------------------------------------------------------
  */
+
+static void commit_async(px_hub_t *h);
 
 static void commit_batch(px_defer_t *d)
 {
     px_hub_t *h = d->data;
+    if (h->net) {
+        commit_async(h);
+        return;
+    }
     px__hreq_t *batch = h->batch_head;
     size_t n = h->batch_len;
     h->batch_head = h->batch_tail = NULL;
@@ -561,8 +657,9 @@ typedef struct collect {
     px__hreq_t *r;
     int format; /* also encode in this format (pages), or -1 */
     size_t cap, count, limit, bytes, max_bytes;
-    int cut;       /* stopped at max_bytes */
-    uint64_t last; /* offset of the last message collected */
+    int cut;                      /* stopped at max_bytes */
+    uint64_t last;                /* offset of the last message collected */
+    const struct px__hview *view; /* shared stores: what the store answered for this request */
 } collect_t;
 
 /* Room for one more message (and its frame) in r's arrays of capacity *cap. */
@@ -650,14 +747,21 @@ static void ring_expire(px_hub_t *h, hchan_t *c)
         ring_pop(c);
 }
 
+static int view_complete(const hchan_t *c, const struct px__hview *v, uint64_t since);
+static int view_read(px_hub_t *h, hchan_t *c, uint64_t since, collect_t *col);
+
 /* Does history still hold everything after `since`? 1 yes, 0 no, < 0 error. */
-static int history_complete(px_hub_t *h, hchan_t *c, uint64_t since)
+static int history_complete(px_hub_t *h, hchan_t *c, uint64_t since, const struct px__hview *v)
 {
     ring_expire(h, c);
+    if (h->net && v)
+        return view_complete(c, v, since);
     if (since >= c->last_offset)
         return 1;
     if (c->ring_count && ring_at(c, 0)->offset <= since + 1)
         return 1;
+    if (h->net)
+        return view_complete(c, v, since);
     uint64_t earliest = 0;
     int r = px__store_earliest(h->store, (px_str_t){c->name, c->name_len}, &earliest);
     if (r == -ENOENT)
@@ -671,6 +775,8 @@ static int history_complete(px_hub_t *h, hchan_t *c, uint64_t since)
 static int read_history(px_hub_t *h, hchan_t *c, uint64_t since, collect_t *col)
 {
     ring_expire(h, c);
+    if (h->net && col->view) /* the store answered: it may hold more than the ring (a gap) */
+        return view_read(h, c, since, col);
     if (since >= c->last_offset)
         return 1;
     if (c->ring_count && ring_at(c, 0)->offset <= since + 1) {
@@ -684,7 +790,9 @@ static int read_history(px_hub_t *h, hchan_t *c, uint64_t since, collect_t *col)
         }
         return 1;
     }
-    int complete = history_complete(h, c, since);
+    if (h->net)
+        return view_read(h, c, since, col);
+    int complete = history_complete(h, c, since, NULL);
     if (complete < 0)
         return complete;
     row_ctx_t x = {col, c};
@@ -723,6 +831,12 @@ static int add_gap(px_hub_t *h, px__hreq_t *r, hchan_t *c)
     return 0;
 }
 
+static int net_needs_read(px_hub_t *h, hchan_t *c, uint64_t since);
+static void net_presence_add(px_hub_t *h, hchan_t *c, const presence_ent_t *p);
+static void net_presence_remove(px_hub_t *h, hchan_t *c, const presence_ent_t *p);
+static void suspend(px_hub_t *h, hchan_t *c, px__hreq_t *r, uint64_t since, size_t limit);
+static void net_chan_cold(px_hub_t *h, hchan_t *c);
+
 static void do_subscribe(px_hub_t *h, px__hreq_t *r)
 {
     hchan_t *c = r->format < h->nformats ? chan_get(h, r->channel, r->channel_len) : NULL;
@@ -731,12 +845,21 @@ static void do_subscribe(px_hub_t *h, px__hreq_t *r)
         answer(h, r);
         return;
     }
+    /* A shared store: what the ring cannot answer is read first (nothing counted yet; the
+     * request runs again with the answer in r->view). */
+    if (h->net && r->has_since && !r->view &&
+        (!r->since_epoch[0] || strcmp(r->since_epoch, c->epoch) == 0) &&
+        r->since_offset <= c->last_offset && net_needs_read(h, c, r->since_offset)) {
+        suspend(h, c, r, r->since_offset, r->max_bytes ? NET_READ_ROWS : 0);
+        return;
+    }
 
     /* Recovery: the epoch must match and history must still hold everything after `since`;
      * a `since` past the channel's offset is not ours to vouch for. The replay goes out in
      * pages as the client's connection drains (PAGE requests), so a long backlog neither
      * overflows its output budget nor occupies this thread in one go. */
-    collect_t col = {.h = h, .r = r, .format = r->format, .max_bytes = r->max_bytes};
+    collect_t col = {
+        .h = h, .r = r, .format = r->format, .max_bytes = r->max_bytes, .view = r->view};
     uint64_t since = c->last_offset;
     if (r->has_since) {
         if ((r->since_epoch[0] && strcmp(r->since_epoch, c->epoch) != 0) ||
@@ -744,7 +867,7 @@ static void do_subscribe(px_hub_t *h, px__hreq_t *r)
             r->recovered = 0;
         } else if (r->max_bytes == 0) {
             /* Nothing replayed now; whether history still reaches back is checked alone. */
-            int rr = history_complete(h, c, r->since_offset);
+            int rr = history_complete(h, c, r->since_offset, r->view);
             r->recovered = rr == 1;
             if (rr == 1)
                 since = r->since_offset;
@@ -769,7 +892,7 @@ static void do_subscribe(px_hub_t *h, px__hreq_t *r)
     /* Counted after the recovery read (nothing runs in between on this thread): deliveries of
      * every later commit reach the worker after this answer. */
     c->worker_subs[r->worker]++;
-    if (c->total_subs++ == 0)
+    if (c->total_subs++ == 0 && !h->net) /* net: the channel subscribed when it synced */
         px__broker_subscribe(h->broker, (px_str_t){c->name, c->name_len});
     c->fmt_subs[r->format]++;
     page_result(r, c, &col, since);
@@ -789,8 +912,10 @@ static void do_subscribe(px_hub_t *h, px__hreq_t *r)
         c->presence_count++;
     }
     answer(h, r);
-    if (p)
+    if (p) {
         presence_event(h, c, PX__JOIN, &p->who);
+        net_presence_add(h, c, p);
+    }
 }
 
 /* The next catch-up page of a counted subscription. If history was trimmed past the
@@ -803,7 +928,12 @@ static void do_page(px_hub_t *h, px__hreq_t *r)
         answer(h, r);
         return;
     }
-    collect_t col = {.h = h, .r = r, .format = r->format, .max_bytes = r->max_bytes};
+    if (h->net && !r->view && net_needs_read(h, c, r->since_offset)) {
+        suspend(h, c, r, r->since_offset, NET_READ_ROWS);
+        return;
+    }
+    collect_t col = {
+        .h = h, .r = r, .format = r->format, .max_bytes = r->max_bytes, .view = r->view};
     int rr = read_history(h, c, r->since_offset, &col);
     if (rr < 0) {
         collect_reset(r);
@@ -831,8 +961,12 @@ static void do_unsubscribe(px_hub_t *h, px__hreq_t *r)
     if (c) {
         if (c->worker_subs[r->worker])
             c->worker_subs[r->worker]--;
-        if (c->total_subs && --c->total_subs == 0)
-            px__broker_unsubscribe(h->broker, (px_str_t){c->name, c->name_len});
+        if (c->total_subs && --c->total_subs == 0) {
+            if (h->net)
+                net_chan_cold(h, c);
+            else
+                px__broker_unsubscribe(h->broker, (px_str_t){c->name, c->name_len});
+        }
         if (r->format < PX__FORMATS_MAX && c->fmt_subs[r->format])
             c->fmt_subs[r->format]--;
         if (r->in_presence) {
@@ -842,6 +976,7 @@ static void do_unsubscribe(px_hub_t *h, px__hreq_t *r)
                     *pp = p->next;
                     c->presence_count--;
                     presence_event(h, c, PX__LEAVE, &p->who);
+                    net_presence_remove(h, c, p);
                     presence_free(p);
                     break;
                 }
@@ -853,11 +988,27 @@ static void do_unsubscribe(px_hub_t *h, px__hreq_t *r)
 }
 
 /* History: messages (neutral, referenced) after `since`, at most `limit` and `max_bytes`. */
+static void net_history(px_hub_t *h, hchan_t *c, px__hreq_t *r);
+static uint64_t view_head(const struct px__hview *v);
+
 static void do_history(px_hub_t *h, px__hreq_t *r)
 {
     hchan_t *c = chan_find(h, r->channel, r->channel_len);
+    if (h->net && c && c->state != CH_LIVE) {
+        net_history(h, c, r); /* nobody follows it here: the store answers */
+        return;
+    }
+    if (h->net && c && !r->view && net_needs_read(h, c, r->since_offset)) {
+        suspend(h, c, r, r->since_offset, r->limit ? r->limit : NET_READ_ROWS);
+        return;
+    }
     int complete = 1;
-    collect_t col = {.h = h, .r = r, .format = -1, .limit = r->limit, .max_bytes = r->max_bytes};
+    collect_t col = {.h = h,
+                     .r = r,
+                     .format = -1,
+                     .limit = r->limit,
+                     .max_bytes = r->max_bytes,
+                     .view = r->view};
     if (c) {
         int rr = read_history(h, c, r->since_offset, &col);
         if (rr < 0) {
@@ -869,16 +1020,22 @@ static void do_history(px_hub_t *h, px__hreq_t *r)
         complete = rr == 1;
         snprintf(r->epoch, sizeof r->epoch, "%s", c->epoch);
         r->offset = c->last_offset;
+        if (h->net && view_head(r->view) > r->offset) /* committed, still behind a gap here */
+            r->offset = view_head(r->view);
     }
     r->page_last = col.count ? col.last : r->since_offset;
     r->truncated = !complete;
     /* More to come only if the answer was cut and the channel has messages past it. */
-    r->more = col.cut && c && r->page_last < c->last_offset;
+    r->more = col.cut && c && r->page_last < r->offset;
     answer(h, r);
 }
 
+static int net_presence(px_hub_t *h, px__hreq_t *r);
+
 static void do_presence(px_hub_t *h, px__hreq_t *r)
 {
+    if (h->net && net_presence(h, r) == 0)
+        return; /* every node's members, answered when the broker has them */
     hchan_t *c = chan_find(h, r->channel, r->channel_len);
     r->subscribers = c ? c->total_subs : 0;
     if (c && c->presence_count) {
@@ -953,6 +1110,8 @@ static void do_read(px_hub_t *h, px__hreq_t *r)
  * the slice in progress. Each read is itself bounded (max_bytes). */
 #define READ_SLICE_NS (2 * 1000 * 1000)
 
+static void net_submit(px_hub_t *h, px__hreq_t *r);
+
 /* Answer queued reads for up to `budget_ns` (0: all). Returns 1 if some are left. */
 static int drain_reads(px_hub_t *h, uint64_t budget_ns)
 {
@@ -963,7 +1122,10 @@ static int drain_reads(px_hub_t *h, uint64_t budget_ns)
         if (!h->rq_head)
             h->rq_tail = NULL;
         r->next = NULL;
-        do_read(h, r);
+        if (h->net && (r->type == PX__HREQ_HISTORY || r->type == PX__HREQ_PAGE))
+            net_submit(h, r);
+        else
+            do_read(h, r);
         if (budget_ns && h->rq_head && px_now_ns() - t0 > budget_ns)
             return 1;
     }
@@ -998,9 +1160,17 @@ static void on_request(px_worker_t *w, px_msg_t *m)
     case PX__HREQ_SUBSCRIBE:
         /* In arrival order with publishes: a subscribe sent before a publish counts before
          * that publish fans out. Its replay is one bounded page. */
-        do_subscribe(h, r);
+        if (h->net)
+            net_submit(h, r);
+        else
+            do_subscribe(h, r);
         return;
-    case PX__HREQ_UNSUBSCRIBE: do_unsubscribe(h, r); return;
+    case PX__HREQ_UNSUBSCRIBE:
+        if (h->net)
+            net_submit(h, r);
+        else
+            do_unsubscribe(h, r);
+        return;
     default:
         if (h->rq_tail)
             h->rq_tail->next = r;
@@ -1016,6 +1186,945 @@ void px__hub_post(px_hub_t *h, px__hreq_t *r)
 {
     r->msg.cb = on_request;
     px_worker_post(px_workers_get(h->actor, 0), &r->msg);
+}
+
+/* ---- several nodes: a shared, asynchronous store ----------------------------------------------
+ *
+ * The store (Redis, PostgreSQL) assigns offsets for every node and answers later, on this
+ * thread's loop: the hub never waits for it. Ordering stays per channel:
+ *  - a LIVE channel (one with local subscribers, followed through the broker) delivers its
+ *    messages in offset order whoever committed them: a message past a gap waits in `pend`
+ *    (GAP_GRACE_MS for the broker to bring the missing ones, then they are read from the
+ *    store); one at or below last_offset is a duplicate and dropped;
+ *  - requests of a channel (subscribe, unsubscribe, page, history) run in arrival order: while
+ *    one waits for a store read (`busy`) or for the channel to sync, the later ones queue
+ *    (`wq`); other channels go on. A request that needs the store is suspended before it
+ *    changes anything and runs again with the answer (r->view);
+ *  - group commits stay one batch for every channel (one round trip), COMMITS_INFLIGHT at once;
+ *    an acknowledgement still waits for the commit. */
+
+typedef struct px__hview {
+    int status;
+    char epoch[PX__EPOCH_MAX + 1];
+    uint64_t last, first;
+    px_hub_msg_t **msgs; /* rows read, as messages of the channel */
+    size_t n;
+    int full; /* the read stopped at its row limit: more may follow */
+} hview_t;
+
+static px_loop_t *hub_loop(px_hub_t *h)
+{
+    return px_worker_loop(px_workers_get(h->actor, 0));
+}
+
+static size_t ring_cap_opt(const px_hub_t *h)
+{
+    return h->opts.history_size && h->opts.history_size < PX__RING_MAX
+               ? (size_t)h->opts.history_size
+               : PX__RING_MAX;
+}
+
+static int str_is(px_str_t a, const char *b)
+{
+    return a.len == strlen(b) && memcmp(a.ptr, b, a.len) == 0;
+}
+
+static void ring_clear(hchan_t *c)
+{
+    while (c->ring_count)
+        ring_pop(c);
+}
+
+static void pend_clear(hchan_t *c)
+{
+    for (uint32_t i = 0; i < c->npend; i++)
+        px_hub_msg_unref(c->pend[i]);
+    c->npend = 0;
+}
+
+/* Keep m (by offset, once) if it is past `base`. */
+static void pend_insert(hchan_t *c, px_hub_msg_t *m, uint64_t base)
+{
+    if (m->offset <= base)
+        return;
+    uint32_t i = c->npend;
+    while (i && c->pend[i - 1]->offset > m->offset)
+        i--;
+    if (i && c->pend[i - 1]->offset == m->offset)
+        return;
+    if (c->npend == PEND_MAX) { /* give the oldest gap up rather than grow without bound */
+        px_log(PX_LOG_WARN, "hub: %.*s: %u messages behind a gap, skipping it", (int)c->name_len,
+               c->name, c->npend);
+        c->last_offset = c->pend[0]->offset - 1;
+        ring_clear(c);
+        return;
+    }
+    if (c->npend == c->pend_cap) {
+        uint32_t ncap = c->pend_cap ? c->pend_cap * 2 : 8;
+        px_hub_msg_t **n = px__realloc(c->pend, ncap * sizeof *n);
+        if (!n)
+            return; /* the store still has it: a gap read brings it */
+        c->pend = n;
+        c->pend_cap = ncap;
+    }
+    memmove(c->pend + i + 1, c->pend + i, (c->npend - i) * sizeof *c->pend);
+    c->pend[i] = px_hub_msg_ref(m);
+    c->npend++;
+}
+
+static void gap_read(px_hub_t *h, hchan_t *c);
+
+/* Run the channel's waiting requests from a deferred callback: the caller may still be
+ * using the channel (run_waitq may free it). */
+static void kick(px_hub_t *h, hchan_t *c)
+{
+    if (c->kicked)
+        return;
+    c->kicked = 1;
+    c->kick_next = h->kick_head;
+    h->kick_head = c;
+    px_defer(hub_loop(h), &h->kick_defer);
+}
+
+static void run_waitq(px_hub_t *h, hchan_t *c);
+
+static void kick_run(px_defer_t *d)
+{
+    px_hub_t *h = d->data;
+    while (h->kick_head) {
+        hchan_t *c = h->kick_head;
+        h->kick_head = c->kick_next;
+        c->kicked = 0;
+        run_waitq(h, c);
+    }
+}
+
+/* Deliver what follows last_offset without a hole; arm the gap timer if a hole is left. */
+static void deliver_ready(px_hub_t *h, hchan_t *c)
+{
+    size_t cap = ring_cap_opt(h);
+    uint32_t i = 0;
+    while (i < c->npend && c->pend[i]->offset <= c->last_offset + 1) {
+        px_hub_msg_t *m = c->pend[i++];
+        if (m->offset == c->last_offset + 1) {
+            c->last_offset = m->offset;
+            ring_push(c, m, cap);
+            fan_out(h, c, m);
+            px_timer_start(hub_loop(h), &c->tail_timer, TAIL_CHECK_MS);
+        }
+        px_hub_msg_unref(m);
+    }
+    if (i) {
+        memmove(c->pend, c->pend + i, (c->npend - i) * sizeof *c->pend);
+        c->npend -= i;
+    }
+    if (!c->npend) {
+        px_timer_stop(&c->gap_timer);
+        if (c->wq_head) /* subscribes waited for the hole to close */
+            kick(h, c);
+    } else if (!c->reading && !px_timer_active(&c->gap_timer)) {
+        px_timer_start(hub_loop(h), &c->gap_timer, GAP_GRACE_MS);
+    }
+}
+
+/* A committed message of channel c (this node's or another's). */
+static void net_accept(px_hub_t *h, hchan_t *c, px_hub_msg_t *m)
+{
+    if (c->state == CH_COLD)
+        return;
+    if (c->state == CH_SYNCING) { /* sorted out when the head read answers */
+        pend_insert(c, m, 0);
+        return;
+    }
+    if (strcmp(m->epoch, c->epoch) != 0) {
+        /* The store restarted the channel (its stream was lost): follow it from 0. */
+        c->resync = 1;
+        gap_read(h, c);
+        return;
+    }
+    if (m->offset <= c->last_offset)
+        return; /* a duplicate */
+    pend_insert(c, m, c->last_offset);
+    deliver_ready(h, c);
+}
+
+static px_hub_msg_t *row_msg(const hchan_t *c, const px__store_msg_t *sm, const char *epoch)
+{
+    px_hub_msg_t *m =
+        px__hub_msg_new((px_str_t){c->name, c->name_len}, (px_str_t){"", 0}, sm->data, 0);
+    if (!m)
+        return NULL;
+    m->offset = sm->offset;
+    m->time_ms = sm->time_ms;
+    snprintf(m->epoch, sizeof m->epoch, "%s", epoch);
+    return m;
+}
+
+static void set_epoch(hchan_t *c, px_str_t e)
+{
+    size_t n = e.len < PX__EPOCH_MAX ? e.len : PX__EPOCH_MAX;
+    memcpy(c->epoch, e.ptr, n);
+    c->epoch[n] = '\0';
+}
+
+static void gap_done(void *ud, const px__store_view_t *v)
+{
+    hchan_t *c = ud;
+    px_hub_t *h = c->hub;
+    c->reading = 0;
+    c->ops--;
+    px_metric_add(m_gap_reads, 1);
+    if (c->state != CH_LIVE || h->closing) {
+        chan_maybe_free(h, c);
+        return;
+    }
+    if (v->status) {
+        px_timer_start(hub_loop(h), &c->gap_timer, GAP_RETRY_MS);
+        return;
+    }
+    int was_resync = c->resync;
+    c->resync = 0;
+    if (!str_is(v->epoch, c->epoch)) {
+        /* A new history in the store: so here. Subscribers see the new epoch on the next
+         * messages; clients recovering from the old one get recovery-failed. */
+        px_log(PX_LOG_WARN, "hub: %.*s: the store has a new epoch %.*s (was %s)", (int)c->name_len,
+               c->name, (int)v->epoch.len, v->epoch.ptr, c->epoch);
+        set_epoch(c, v->epoch);
+        c->last_offset = 0;
+        ring_clear(c);
+        pend_clear(c);
+        gap_event(h, c);
+        if (!was_resync) { /* rows were read after the old offset: read from 0 */
+            c->resync = 1;
+            gap_read(h, c);
+            return;
+        }
+    }
+    if (v->first_offset > c->last_offset + 1) {
+        /* Retention removed what we had not seen: what is gone is gone, go on from there. */
+        c->last_offset = v->first_offset - 1;
+        ring_clear(c);
+    }
+    for (size_t i = 0; i < v->n; i++) {
+        px_hub_msg_t *m = row_msg(c, &v->msgs[i], c->epoch);
+        if (!m)
+            break;
+        pend_insert(c, m, c->last_offset);
+        px_hub_msg_unref(m);
+    }
+    deliver_ready(h, c);
+    if (c->npend) {
+        if (v->n >= NET_READ_ROWS) {
+            gap_read(h, c);
+        } else if (v->last_offset + 1 >= c->pend[0]->offset) {
+            /* The store held everything before the next message and gave nothing in
+             * between: the hole is not in the store (trimmed), skip it. */
+            c->last_offset = c->pend[0]->offset - 1;
+            ring_clear(c);
+            deliver_ready(h, c);
+        }
+    } else if (v->last_offset > c->last_offset) {
+        gap_read(h, c); /* catching up: more than one read's worth */
+    }
+}
+
+/* Read what follows last_offset from the store (a gap, a catch-up after a reconnect, or a
+ * new epoch), one read per channel at a time. */
+static void gap_read(px_hub_t *h, hchan_t *c)
+{
+    if (c->reading || c->state != CH_LIVE || h->closing)
+        return;
+    px_timer_stop(&c->gap_timer);
+    int r = h->store->ops->read_async(h->store, (px_str_t){c->name, c->name_len},
+                                      c->resync ? 0 : c->last_offset, NET_READ_ROWS, gap_done, c);
+    if (r) {
+        px_timer_start(hub_loop(h), &c->gap_timer, GAP_RETRY_MS);
+        return;
+    }
+    c->reading = 1;
+    c->ops++;
+}
+
+static void gap_timer_cb(px_timer_t *t)
+{
+    hchan_t *c = t->data;
+    gap_read(c->hub, c);
+}
+
+static void tail_timer_cb(px_timer_t *t)
+{
+    hchan_t *c = t->data;
+    if (c->reading) /* that read may have started before the missing commit */
+        px_timer_start(hub_loop(c->hub), &c->tail_timer, TAIL_CHECK_MS);
+    else if (!c->npend) /* with a hole the gap timer reads already */
+        gap_read(c->hub, c);
+}
+
+/* ---- requests of a channel, in order --------------------------------------------------------- */
+
+static int needs_live(const px__hreq_t *r)
+{
+    return r->type == PX__HREQ_SUBSCRIBE || r->type == PX__HREQ_PAGE;
+}
+
+static void chan_sync(px_hub_t *h, hchan_t *c);
+
+static void dispatch_chan(px_hub_t *h, px__hreq_t *r)
+{
+    switch (r->type) {
+    case PX__HREQ_SUBSCRIBE: do_subscribe(h, r); break;
+    case PX__HREQ_UNSUBSCRIBE: do_unsubscribe(h, r); break;
+    case PX__HREQ_PAGE: do_page(h, r); break;
+    case PX__HREQ_HISTORY: do_history(h, r); break;
+    default: do_read(h, r); break;
+    }
+}
+
+/* Run the channel's queued requests while it can. May free c (the caller's last use). */
+static void run_waitq(px_hub_t *h, hchan_t *c)
+{
+    if (c->running)
+        return;
+    c->running = 1;
+    while (c->wq_head && !c->busy) {
+        px__hreq_t *r = c->wq_head;
+        if (needs_live(r) && c->state != CH_LIVE) {
+            if (c->state == CH_COLD)
+                chan_sync(h, c); /* answers the waiting ones with an error if it fails */
+            if (c->state != CH_COLD)
+                break;
+            continue;
+        }
+        if (needs_live(r) && c->npend) {
+            /* Messages wait behind a hole: a subscription answered now would get them
+             * twice (in its replay and live). Close the hole first: read it now. */
+            gap_read(h, c);
+            break;
+        }
+        c->wq_head = r->next;
+        if (!c->wq_head)
+            c->wq_tail = NULL;
+        r->next = NULL;
+        dispatch_chan(h, r);
+    }
+    c->running = 0;
+    /* A channel synced for subscribes that all failed or left has no reason to follow. */
+    if (c->state == CH_LIVE && !c->total_subs && !c->wq_head && !c->busy)
+        net_chan_cold(h, c);
+    chan_maybe_free(h, c);
+}
+
+static void net_submit(px_hub_t *h, px__hreq_t *r)
+{
+    hchan_t *c = r->type == PX__HREQ_UNSUBSCRIBE ? chan_find(h, r->channel, r->channel_len)
+                                                 : chan_get(h, r->channel, r->channel_len);
+    if (!c) {
+        dispatch_chan(h, r); /* answers it (unknown channel, or out of memory) */
+        return;
+    }
+    r->next = NULL;
+    if (c->wq_tail)
+        c->wq_tail->next = r;
+    else
+        c->wq_head = r;
+    c->wq_tail = r;
+    run_waitq(h, c);
+}
+
+/* The ring cannot answer after `since`: the store must (LIVE channels). */
+static int net_needs_read(px_hub_t *h, hchan_t *c, uint64_t since)
+{
+    ring_expire(h, c);
+    /* Messages held behind a gap are committed (maybe acknowledged): only the store has
+     * everything then. */
+    if (c->npend)
+        return 1;
+    return since < c->last_offset && !(c->ring_count && ring_at(c, 0)->offset <= since + 1);
+}
+
+static void hview_free(hview_t *v)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < v->n; i++)
+        px_hub_msg_unref(v->msgs[i]);
+    px__free(v->msgs);
+    px__free(v);
+}
+
+static hview_t *hview_make(const hchan_t *c, const px__store_view_t *sv, size_t limit)
+{
+    hview_t *v = px__xcalloc(1, sizeof *v);
+    v->status = sv->status;
+    if (v->status)
+        return v;
+    size_t n = sv->epoch.len < PX__EPOCH_MAX ? sv->epoch.len : PX__EPOCH_MAX;
+    memcpy(v->epoch, sv->epoch.ptr, n);
+    v->last = sv->last_offset;
+    v->first = sv->first_offset;
+    v->full = limit && sv->n >= limit;
+    if (sv->n) {
+        v->msgs = px__calloc(sv->n, sizeof *v->msgs);
+        if (!v->msgs) {
+            v->status = -ENOMEM;
+            return v;
+        }
+    }
+    for (size_t i = 0; i < sv->n; i++) {
+        v->msgs[i] = row_msg(c, &sv->msgs[i], v->epoch);
+        if (!v->msgs[i]) {
+            v->status = -ENOMEM;
+            return v;
+        }
+        v->n++;
+    }
+    return v;
+}
+
+typedef struct susp {
+    hchan_t *c;
+    px__hreq_t *r;
+    size_t limit;
+    uint64_t t0;
+} susp_t;
+
+static void resume(px_hub_t *h, hchan_t *c, px__hreq_t *r, hview_t *v)
+{
+    c->busy = 0;
+    r->view = v;
+    if (h->closing && !v->status)
+        v->status = -ESHUTDOWN;
+    dispatch_chan(h, r); /* answers r: it must not be touched after */
+    hview_free(v);
+    run_waitq(h, c);
+}
+
+static void view_done(void *ud, const px__store_view_t *sv)
+{
+    susp_t *s = ud;
+    hchan_t *c = s->c;
+    px_hub_t *h = c->hub;
+    c->ops--;
+    px_metric_add(m_store_reads, 1);
+    px_metric_add(m_store_read_us, (int64_t)((px_now_ns() - s->t0) / 1000));
+    hview_t *v = hview_make(c, sv, s->limit);
+    px__hreq_t *r = s->r;
+    px__free(s);
+    resume(h, c, r, v);
+}
+
+/* Read c after `since` (up to `limit` rows, 0: the channel's state only) and run r again
+ * with the answer; the channel's later requests wait meanwhile. */
+static void suspend(px_hub_t *h, hchan_t *c, px__hreq_t *r, uint64_t since, size_t limit)
+{
+    c->busy = 1;
+    int rc = -ESHUTDOWN;
+    susp_t *s = px__xcalloc(1, sizeof *s);
+    *s = (susp_t){c, r, limit, px_now_ns()};
+    if (!h->closing)
+        rc = h->store->ops->read_async(h->store, (px_str_t){c->name, c->name_len}, since, limit,
+                                       view_done, s);
+    if (rc == 0) {
+        c->ops++;
+        return;
+    }
+    px__free(s);
+    hview_t *v = px__xcalloc(1, sizeof *v);
+    v->status = rc;
+    /* Runs r again at once, with the error: it answers 503. The caller returns right
+     * after suspend(), and run_waitq does not run twice (running). */
+    c->busy = 0;
+    r->view = v;
+    dispatch_chan(h, r);
+    hview_free(v);
+}
+
+/* The channel's last offset according to the store's answer (0 without one). */
+static uint64_t view_head(const hview_t *v)
+{
+    return v && !v->status ? v->last : 0;
+}
+
+/* History complete after `since` according to the store's answer? */
+static int view_complete(const hchan_t *c, const hview_t *v, uint64_t since)
+{
+    if (!v)
+        return -EAGAIN;
+    if (v->status)
+        return v->status;
+    if (strcmp(v->epoch, c->epoch) != 0)
+        return 0; /* the store's history is another one */
+    return since + 1 >= v->first;
+}
+
+/* read_history for a LIVE channel from the store's answer, then the ring where it joins. */
+static int view_read(px_hub_t *h, hchan_t *c, uint64_t since, collect_t *col)
+{
+    const hview_t *v = col->view;
+    int complete = view_complete(c, v, since);
+    if (complete <= 0)
+        return complete;
+    for (size_t i = 0; i < v->n; i++) {
+        if (v->msgs[i]->offset <= since)
+            continue;
+        int r = collect_one(col, v->msgs[i]);
+        if (r)
+            return r < 0 ? r : 1;
+    }
+    uint64_t last = col->count ? col->last : since;
+    ring_expire(h, c);
+    if (c->ring_count && ring_at(c, 0)->offset <= last + 1) {
+        for (uint32_t i = 0; i < c->ring_count; i++) {
+            px_hub_msg_t *m = ring_at(c, i);
+            if (m->offset <= last)
+                continue;
+            int r = collect_one(col, m);
+            if (r)
+                return r < 0 ? r : 1;
+        }
+    } else if (last < (c->last_offset > v->last ? c->last_offset : v->last)) {
+        col->cut = 1; /* more in the store: the next page or request reads it */
+    }
+    return 1;
+}
+
+/* History of a channel this node does not follow: the store's answer alone. */
+static void net_history(px_hub_t *h, hchan_t *c, px__hreq_t *r)
+{
+    if (!r->view) {
+        suspend(h, c, r, r->since_offset, r->limit ? r->limit : NET_READ_ROWS);
+        return;
+    }
+    const hview_t *v = r->view;
+    if (v->status) {
+        hreq_error(r, 503, "storage_error", "history could not be read");
+        answer(h, r);
+        return;
+    }
+    collect_t col = {
+        .h = h, .r = r, .format = -1, .limit = r->limit, .max_bytes = r->max_bytes, .view = v};
+    int rc = 0;
+    for (size_t i = 0; i < v->n && !rc; i++)
+        if (v->msgs[i]->offset > r->since_offset)
+            rc = collect_one(&col, v->msgs[i]);
+    if (rc < 0) {
+        collect_reset(r);
+        hreq_error(r, 503, "internal_error", "out of memory");
+        answer(h, r);
+        return;
+    }
+    snprintf(r->epoch, sizeof r->epoch, "%s", v->epoch);
+    r->offset = v->last;
+    r->page_last = col.count ? col.last : r->since_offset;
+    r->truncated = !(r->since_offset >= v->last || r->since_offset + 1 >= v->first);
+    r->more = (col.cut || v->full) && r->page_last < v->last;
+    answer(h, r);
+}
+
+/* ---- following a channel: COLD -> SYNCING -> LIVE -> COLD ------------------------------------ */
+
+static void sync_failed(px_hub_t *h, hchan_t *c, int status)
+{
+    px_log(PX_LOG_WARN, "hub: %.*s: cannot follow the channel: %s", (int)c->name_len, c->name,
+           px_strerror(status));
+    px__broker_unsubscribe(h->broker, (px_str_t){c->name, c->name_len});
+    c->state = CH_COLD;
+    pend_clear(c);
+    /* The requests that needed it fail fast; the others (unsubscribes) go on. */
+    while (c->wq_head && needs_live(c->wq_head)) {
+        px__hreq_t *r = c->wq_head;
+        c->wq_head = r->next;
+        if (!c->wq_head)
+            c->wq_tail = NULL;
+        r->next = NULL;
+        hreq_error(r, 503, "storage_error", "the message backend is unavailable");
+        answer(h, r);
+    }
+}
+
+static void sync_done(void *ud, const px__store_view_t *v)
+{
+    hchan_t *c = ud;
+    px_hub_t *h = c->hub;
+    c->ops--;
+    if (c->state != CH_SYNCING) {
+        run_waitq(h, c);
+        return;
+    }
+    if (v->status || h->closing) {
+        sync_failed(h, c, v->status ? v->status : -ESHUTDOWN);
+        run_waitq(h, c);
+        return;
+    }
+    set_epoch(c, v->epoch);
+    c->last_offset = v->last_offset;
+    ring_clear(c);
+    c->state = CH_LIVE;
+    /* Messages that came while syncing: keep those of this epoch after the head. */
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < c->npend; i++) {
+        px_hub_msg_t *m = c->pend[i];
+        if (m->offset > c->last_offset && strcmp(m->epoch, c->epoch) == 0)
+            c->pend[k++] = m;
+        else
+            px_hub_msg_unref(m);
+    }
+    c->npend = k;
+    deliver_ready(h, c);
+    run_waitq(h, c);
+}
+
+/* The broker subscription is in place: read where the channel is. */
+static void sync_head(px_hub_t *h, hchan_t *c)
+{
+    int r = h->closing ? -ESHUTDOWN
+                       : h->store->ops->read_async(h->store, (px_str_t){c->name, c->name_len}, 0, 0,
+                                                   sync_done, c);
+    if (r) {
+        sync_failed(h, c, r);
+        return;
+    }
+    c->ops++;
+}
+
+static void chan_sync(px_hub_t *h, hchan_t *c)
+{
+    c->state = CH_SYNCING;
+    ring_clear(c);
+    pend_clear(c);
+    int r =
+        h->closing ? -ESHUTDOWN : px__broker_subscribe(h->broker, (px_str_t){c->name, c->name_len});
+    if (r) {
+        sync_failed(h, c, r);
+        return;
+    }
+    if (!h->broker->ops->confirms)
+        sync_head(h, c);
+}
+
+/* The last local subscriber left: stop following. */
+static void net_chan_cold(px_hub_t *h, hchan_t *c)
+{
+    if (c->state == CH_COLD)
+        return;
+    px__broker_unsubscribe(h->broker, (px_str_t){c->name, c->name_len});
+    c->state = CH_COLD;
+    c->resync = 0;
+    c->pres_seen = 0;
+    ring_clear(c);
+    pend_clear(c);
+    px_timer_stop(&c->gap_timer);
+    px_timer_stop(&c->tail_timer);
+}
+
+static void on_broker_message(void *ud, px_hub_msg_t *m)
+{
+    px_hub_t *h = ud;
+    hchan_t *c = chan_find(h, px__msg_channel(m), m->channel_len);
+    if (!c || c->state == CH_COLD)
+        return;
+    px_metric_add(m_inbound, 1);
+    net_accept(h, c, m);
+}
+
+static void on_broker_poke(void *ud, px_str_t channel)
+{
+    px_hub_t *h = ud;
+    hchan_t *c = chan_find(h, channel.ptr, channel.len);
+    if (c && c->state == CH_LIVE)
+        gap_read(h, c);
+}
+
+static void on_broker_subscribed(void *ud, px_str_t channel, int status)
+{
+    px_hub_t *h = ud;
+    hchan_t *c = chan_find(h, channel.ptr, channel.len);
+    if (!c)
+        return;
+    if (c->state == CH_SYNCING) {
+        if (status) {
+            sync_failed(h, c, status);
+            run_waitq(h, c);
+        } else {
+            sync_head(h, c);
+            if (c->state == CH_COLD)
+                run_waitq(h, c);
+        }
+    } else if (c->state == CH_LIVE && status == 0) {
+        gap_read(h, c); /* subscribed again after a reconnect: catch up */
+    }
+}
+
+/* ---- asynchronous group commit ----------------------------------------------------------------
+ */
+
+typedef struct acommit {
+    px_hub_t *h;
+    px__hreq_t *batch;
+    size_t n, k;
+    px__store_msg_t *msgs;
+    hchan_t **chans;
+    uint64_t t0;
+    int sent;
+} acommit_t;
+
+static void commit_done(void *ud, int status, const px__store_assigned_t *got)
+{
+    acommit_t *a = ud;
+    px_hub_t *h = a->h;
+    if (a->sent) {
+        h->commits_inflight--;
+        px_metric_add(px__m_commit_us, (int64_t)((px_now_ns() - a->t0) / 1000));
+        px_metric_add(px__m_commits, 1);
+    }
+    if (status) {
+        px_metric_add(m_commit_failures, 1);
+        px_log(PX_LOG_ERROR, "store: commit of %zu message(s) failed: %s", a->k,
+               h->store ? px__store_errmsg(h->store) : "shutting down");
+    }
+    size_t i = 0, k = 0;
+    for (px__hreq_t *r = a->batch, *next; r; r = next, i++) {
+        next = r->next;
+        hchan_t *c = a->chans[i];
+        const px__store_assigned_t *sm = c && !status ? &got[k++] : NULL;
+        if (c)
+            c->batch_n--;
+        if (!c || status) {
+            hreq_error(r, 503, "storage_error", "the message could not be stored");
+            answer(h, r);
+            continue;
+        }
+        px_hub_msg_t *m = r->m;
+        m->offset = sm->offset;
+        snprintf(m->epoch, sizeof m->epoch, "%.*s", (int)sm->epoch.len, sm->epoch.ptr);
+        px_metric_add(px__m_publishes, 1);
+        px__broker_publish(h->broker, m);
+        net_accept(h, c, m);
+        snprintf(r->epoch, sizeof r->epoch, "%s", m->epoch);
+        r->offset = m->offset;
+        answer(h, r);
+    }
+    /* Channels the batch no longer holds may leave memory: each once (a channel appears
+     * once per message; the first pass marks it so the second frees it once). */
+    size_t nfree = 0;
+    for (i = 0; i < a->n; i++) {
+        hchan_t *c = a->chans[i];
+        if (c && !c->batch_n) {
+            c->batch_n = UINT_MAX;
+            a->chans[nfree++] = c;
+        }
+    }
+    for (i = 0; i < nfree; i++) {
+        a->chans[i]->batch_n = 0;
+        chan_maybe_free(h, a->chans[i]);
+    }
+    px__free(a->msgs);
+    px__free(a->chans);
+    px__free(a);
+    if (h->batch_head && !h->closing)
+        px_defer(hub_loop(h), &h->commit_defer);
+}
+
+static void commit_async(px_hub_t *h)
+{
+    if (!h->batch_head || (h->commits_inflight >= COMMITS_INFLIGHT && !h->closing))
+        return; /* the commit in flight re-arms commit_defer when it completes */
+    acommit_t *a = px__xcalloc(1, sizeof *a);
+    a->h = h;
+    a->batch = h->batch_head;
+    a->n = h->batch_len;
+    h->batch_head = h->batch_tail = NULL;
+    h->batch_len = 0;
+    a->msgs = px__xcalloc(a->n, sizeof *a->msgs);
+    a->chans = px__xcalloc(a->n, sizeof *a->chans);
+    int64_t now = wall_ms();
+    size_t i = 0;
+    for (px__hreq_t *r = a->batch; r; r = r->next, i++) {
+        hchan_t *c = chan_get(h, r->channel, r->channel_len);
+        a->chans[i] = c;
+        r->m->time_ms = now;
+        if (c) {
+            c->batch_n++;
+            a->msgs[a->k++] = (px__store_msg_t){
+                .channel = {c->name, c->name_len}, .time_ms = now, .data = px_hub_msg_data(r->m)};
+        }
+    }
+    a->t0 = px_now_ns();
+    int rc = h->closing ? -ESHUTDOWN
+                        : h->store->ops->append_async(h->store, a->msgs, a->k, commit_done, a);
+    if (rc) {
+        commit_done(a, rc, NULL); /* fail fast: the backend is down */
+        return;
+    }
+    a->sent = 1;
+    h->commits_inflight++;
+}
+
+/* ---- presence across nodes ---------------------------------------------------------------------
+ * Each node lists its own members in the broker (Redis) and refreshes them every third of
+ * --presence-ttl; join/leave go to the other nodes on the bus. A node that stops
+ * refreshing (crashed) has its members removed by the next sweep of any node that
+ * follows the channel, which announces their leave once. */
+
+static px__broker_member_t member_of(const presence_ent_t *p)
+{
+    return (px__broker_member_t){{p->who.client, strlen(p->who.client)}, p->who.user, p->who.info};
+}
+
+static void net_presence_add(px_hub_t *h, hchan_t *c, const presence_ent_t *p)
+{
+    if (!h->net || !h->broker->ops->presence_add || h->closing)
+        return;
+    c->pres_seen = 1;
+    px__broker_member_t m = member_of(p);
+    h->broker->ops->presence_add(h->broker, (px_str_t){c->name, c->name_len}, &m,
+                                 h->opts.presence_ttl_ms);
+}
+
+static void net_presence_remove(px_hub_t *h, hchan_t *c, const presence_ent_t *p)
+{
+    if (!h->net || !h->broker->ops->presence_remove || h->closing)
+        return;
+    px__broker_member_t m = member_of(p);
+    h->broker->ops->presence_remove(h->broker, (px_str_t){c->name, c->name_len}, &m);
+}
+
+static void on_broker_presence(void *ud, px_str_t channel, int op, const px__broker_member_t *m)
+{
+    px_hub_t *h = ud;
+    hchan_t *c = chan_find(h, channel.ptr, channel.len);
+    if (!c || c->state != CH_LIVE || m->client.len != PX__CLIENT_ID_LEN)
+        return;
+    px__presence_t who = {.user = m->user, .info = m->info};
+    c->pres_seen = 1;
+    memcpy(who.client, m->client.ptr, PX__CLIENT_ID_LEN);
+    who.client[PX__CLIENT_ID_LEN] = '\0';
+    presence_event(h, c, op, &who);
+}
+
+typedef struct plist_req {
+    px_hub_t *h;
+    px__hreq_t *r;
+} plist_req_t;
+
+static void on_presence_list(void *ud, int status, const px__broker_member_t *ms, size_t n)
+{
+    plist_req_t *x = ud;
+    px_hub_t *h = x->h;
+    px__hreq_t *r = x->r;
+    px__free(x);
+    hchan_t *c = chan_find(h, r->channel, r->channel_len);
+    r->subscribers = c ? c->total_subs : 0; /* this node's */
+    if (c && n)
+        c->pres_seen = 1;
+    if (status) {
+        hreq_error(r, 503, "storage_error", "presence could not be read");
+        answer(h, r);
+        return;
+    }
+    r->pres = n ? px__arena_alloc(&r->arena, n * sizeof *r->pres) : NULL;
+    if (n && !r->pres) {
+        hreq_error(r, 503, "internal_error", "out of memory");
+        answer(h, r);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (ms[i].client.len != PX__CLIENT_ID_LEN)
+            continue;
+        px__presence_t *o = &r->pres[r->npres++];
+        memcpy(o->client, ms[i].client.ptr, PX__CLIENT_ID_LEN);
+        o->client[PX__CLIENT_ID_LEN] = '\0';
+        o->user = (px_str_t){
+            ms[i].user.len ? px__arena_memdup(&r->arena, ms[i].user.ptr, ms[i].user.len) : NULL,
+            ms[i].user.len};
+        o->info = (px_str_t){
+            ms[i].info.len ? px__arena_memdup(&r->arena, ms[i].info.ptr, ms[i].info.len) : NULL,
+            ms[i].info.len};
+    }
+    answer(h, r);
+}
+
+/* 0: the answer comes later; < 0: answer from this node's members (no broker presence). */
+static int net_presence(px_hub_t *h, px__hreq_t *r)
+{
+    if (!h->broker->ops->presence_list || h->closing)
+        return -ENOTSUP;
+    plist_req_t *x = px__xcalloc(1, sizeof *x);
+    x->h = h;
+    x->r = r;
+    int rc = h->broker->ops->presence_list(h->broker, (px_str_t){r->channel, r->channel_len},
+                                           on_presence_list, x);
+    if (rc) {
+        px__free(x);
+        hreq_error(r, 503, "storage_error", "presence is unavailable (the broker is down)");
+        answer(h, r);
+    }
+    return 0;
+}
+
+static void presence_cb(px_timer_t *t)
+{
+    px_hub_t *h = t->data;
+    for (px__hentry_t *e = px__hashmap_next(&h->channels, NULL); e;
+         e = px__hashmap_next(&h->channels, e)) {
+        hchan_t *c = PX_CONTAINER_OF(e, hchan_t, e);
+        px_str_t ch = {c->name, c->name_len};
+        if (c->presence_count) {
+            px__broker_member_t *ms = px__calloc(c->presence_count, sizeof *ms);
+            size_t n = 0;
+            for (presence_ent_t *p = c->presence; p && ms; p = p->next)
+                ms[n++] = member_of(p);
+            if (ms)
+                h->broker->ops->presence_refresh(h->broker, ch, ms, n, h->opts.presence_ttl_ms);
+            px__free(ms);
+        }
+        /* A sweep, where presence is used: a crashed node's members leave once. */
+        if (c->state == CH_LIVE && c->pres_seen)
+            h->broker->ops->presence_list(h->broker, ch, NULL, NULL);
+    }
+    uint64_t every = h->opts.presence_ttl_ms / 3;
+    px_timer_start(hub_loop(h), t, every < 100 ? 100 : every);
+}
+
+/* ---- health ------------------------------------------------------------------------------------
+ */
+
+static void health_cb(px_timer_t *t)
+{
+    px_hub_t *h = t->data;
+    px__backend_stat_t ss = {.up = 1, .error = ""}, bs = {.up = 1, .error = ""};
+    if (h->store->ops->stat)
+        h->store->ops->stat(h->store, &ss);
+    if (h->broker->ops->stat)
+        h->broker->ops->stat(h->broker, &bs);
+    px_metric_set(m_store_up, ss.up);
+    px_metric_set(m_broker_up, bs.up);
+    px_metric_set(m_store_queue, ss.queue + bs.queue);
+    px_metric_set(m_store_reconnects, (int64_t)ss.reconnects);
+    px_metric_set(m_broker_reconnects, (int64_t)bs.reconnects);
+    pthread_mutex_lock(&h->health_mu);
+    h->health_down = !ss.up || !bs.up;
+    if (!ss.up)
+        snprintf(h->health_why, sizeof h->health_why, "store (%s): %s", h->store->ops->name,
+                 ss.error);
+    else if (!bs.up)
+        snprintf(h->health_why, sizeof h->health_why, "broker (%s): %s", h->broker->ops->name,
+                 bs.error);
+    else
+        h->health_why[0] = '\0';
+    int down = h->health_down;
+    pthread_mutex_unlock(&h->health_mu);
+    px_timer_start(hub_loop(h), t, down ? 20 : 250);
+}
+
+int px_hub_health(px_hub_t *h, char *why, size_t len)
+{
+    pthread_mutex_lock(&h->health_mu);
+    int down = h->health_down;
+    if (len)
+        snprintf(why, len, "%s", h->health_why);
+    pthread_mutex_unlock(&h->health_mu);
+    return down ? -ENOTCONN : 0;
 }
 
 /* ---- life cycle
@@ -1042,6 +2151,44 @@ static void actor_start(px_worker_t *w, void *ud)
     px_defer_init(&h->read_defer, run_reads, h);
     px_timer_init(&h->trim_timer, trim_cb, h);
     px_timer_start(px_worker_loop(w), &h->trim_timer, 1000);
+    /* Network backends connect from here: their I/O is this thread's. */
+    if (h->store->ops->attach)
+        h->store->ops->attach(h->store, px_worker_loop(w));
+    if (h->broker->ops->start)
+        h->broker->ops->start(h->broker);
+    px_timer_init(&h->health_timer, health_cb, h);
+    px_timer_init(&h->presence_timer, presence_cb, h);
+    px_defer_init(&h->kick_defer, kick_run, h);
+    if (h->net)
+        px_timer_start(px_worker_loop(w), &h->health_timer, 50);
+    if (h->net && h->broker->ops->presence_refresh)
+        px_timer_start(px_worker_loop(w), &h->presence_timer, 100);
+}
+
+/* "redis://..." -> "redis"; NULL/"sqlite" -> NULL (the default); else the URL's scheme. */
+static const char *backend_of(const char *url, char *buf, size_t len)
+{
+    if (!url || !*url || strcmp(url, "sqlite") == 0)
+        return NULL;
+    if (strncmp(url, "redis://", 8) == 0 || strncmp(url, "rediss://", 9) == 0 ||
+        strncmp(url, "unix:", 5) == 0 || strncmp(url, "redis+unix://", 13) == 0)
+        return "redis";
+    if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0)
+        return "postgres";
+    const char *colon = strchr(url, ':');
+    snprintf(buf, len, "%.*s", colon ? (int)(colon - url) : (int)strlen(url), url);
+    return buf;
+}
+
+static const px__broker_ops_t *broker_of(const char *url)
+{
+    const char *kind = url && *url ? url : NULL;
+    if (!kind)
+        return &px__broker_local;
+    if (strncmp(kind, "redis://", 8) == 0 || strncmp(kind, "rediss://", 9) == 0 ||
+        strncmp(kind, "unix:", 5) == 0 || strncmp(kind, "redis+unix://", 13) == 0)
+        return &px__broker_redis;
+    return NULL;
 }
 
 int px__hub_locals_init(px_hub_t *h); /* client.c */
@@ -1052,13 +2199,20 @@ void px__hub_api_free(px_hub_t *h);
 px_hub_t *px_hub_new(px_workers_t *workers, const px_hub_opts_t *o, char *err, size_t errlen)
 {
     px__store_opts_t so = {.data_dir = o->data_dir ? o->data_dir : "./var",
+                           .conninfo = o->store,
                            .durability = o->durability == PX_HUB_DURABILITY_FULL
                                              ? PX_DURABILITY_FULL
                                              : PX_DURABILITY_NORMAL,
                            .history_size = o->history_size,
                            .history_ttl_ms = o->history_ttl_ms};
+    if (!broker_of(o->broker)) { /* before the store connects */
+        snprintf(err, errlen, "--broker %s: expected redis://HOST:PORT[/DB] or unix:PATH",
+                 o->broker);
+        return NULL;
+    }
+    char kind[32];
     px__store_t *store = NULL;
-    if (px__store_open(NULL, &so, &store, err, errlen) != 0)
+    if (px__store_open(backend_of(o->store, kind, sizeof kind), &so, &store, err, errlen) != 0)
         return NULL;
     return px__hub_new_store(workers, o, store, err, errlen);
 }
@@ -1073,6 +2227,8 @@ px_hub_t *px__hub_new_store(px_workers_t *workers, const px_hub_opts_t *o, px__s
     h->data_dir = px__xstrdup(o->data_dir ? o->data_dir : "./var");
     h->opts.data_dir = h->data_dir;
     h->store = store;
+    if (!h->opts.presence_ttl_ms) /* options zeroed by hand rather than px_hub_opts_init */
+        h->opts.presence_ttl_ms = 30000;
     px__hashmap_init(&h->channels);
 
     px__m_publishes = px_metric_register("plexus_hub_publishes_total",
@@ -1086,7 +2242,61 @@ px_hub_t *px__hub_new_store(px_workers_t *workers, const px_hub_opts_t *o, px__s
                                        "Store commits (group commits)", PX_METRIC_COUNTER);
     px__m_channels =
         px_metric_register("plexus_hub_channels", "Channels known to the hub", PX_METRIC_GAUGE);
+    m_store_up =
+        px_metric_register("plexus_store_up", "1 if the store is reachable", PX_METRIC_GAUGE);
+    m_broker_up =
+        px_metric_register("plexus_broker_up", "1 if the broker is reachable", PX_METRIC_GAUGE);
+    m_store_queue = px_metric_register("plexus_backend_queue_depth",
+                                       "Commands sent to the store and broker, not answered yet",
+                                       PX_METRIC_GAUGE);
+    m_store_reconnects = px_metric_register("plexus_store_reconnects_total",
+                                            "Connections to the store made again", PX_METRIC_GAUGE);
+    m_broker_reconnects = px_metric_register(
+        "plexus_broker_reconnects_total", "Connections to the broker made again", PX_METRIC_GAUGE);
+    m_store_reads =
+        px_metric_register("plexus_store_reads_total",
+                           "Asynchronous store reads (history, catch-up)", PX_METRIC_COUNTER);
+    m_store_read_us =
+        px_metric_register("plexus_store_read_microseconds_total",
+                           "Time from a store read's request to its answer", PX_METRIC_COUNTER);
+    m_inbound = px_metric_register("plexus_broker_messages_total",
+                                   "Messages from other nodes received through the broker",
+                                   PX_METRIC_COUNTER);
+    m_gap_reads = px_metric_register("plexus_hub_gap_reads_total",
+                                     "Store reads for messages missing between two (gaps, "
+                                     "catch-up after a reconnect)",
+                                     PX_METRIC_COUNTER);
+    m_commit_failures =
+        px_metric_register("plexus_store_commit_failures_total",
+                           "Group commits the store refused or could not take", PX_METRIC_COUNTER);
+    pthread_mutex_init(&h->health_mu, NULL);
 
+    const px__broker_ops_t *bops = broker_of(o->broker);
+    if (!bops) {
+        snprintf(err, errlen, "--broker %s: expected redis://HOST:PORT[/DB] or unix:PATH",
+                 o->broker);
+        px_hub_free(h);
+        return NULL;
+    }
+    unsigned flags = h->store->ops->flags;
+    h->net = (flags & PX_STORE_ASYNC) && (flags & PX_STORE_SHARED);
+    if (h->net) { /* /healthz says 503 until the backends are connected */
+        h->health_down = 1;
+        snprintf(h->health_why, sizeof h->health_why, "connecting to the store and the broker");
+    }
+    if (bops != &px__broker_local && !h->net) {
+        snprintf(err, errlen,
+                 "--broker needs a store shared by the nodes (--store redis://... or "
+                 "postgres://...); SQLite is one node's");
+        px_hub_free(h);
+        return NULL;
+    }
+    /* A shared store without a broker of its own choosing: its natural one. */
+    const char *burl = o->broker;
+    if (h->net && bops == &px__broker_local) {
+        bops = strcmp(h->store->ops->name, "redis") == 0 ? &px__broker_redis : &px__broker_pg;
+        burl = o->store;
+    }
     int r = px__store_load_channels(h->store, load_channel, h);
     if (r) {
         snprintf(err, errlen, "%s: cannot load channels: %s", h->data_dir,
@@ -1095,8 +2305,13 @@ px_hub_t *px__hub_new_store(px_workers_t *workers, const px_hub_opts_t *o, px__s
         return NULL;
     }
     h->actor = px_workers_new(1);
-    if (h->actor && (r = px__broker_local.open(NULL, px_worker_loop(px_workers_get(h->actor, 0)),
-                                               &h->broker, err, errlen)) != 0) {
+    px__broker_sink_t sink = {.message = on_broker_message,
+                              .subscribed = on_broker_subscribed,
+                              .presence = on_broker_presence,
+                              .poke = on_broker_poke,
+                              .ud = h};
+    if (h->actor && (r = bops->open(burl, px_worker_loop(px_workers_get(h->actor, 0)), &sink,
+                                    &h->broker, err, errlen)) != 0) {
         if (r == -ENOMEM)
             snprintf(err, errlen, "out of memory");
         px_hub_free(h);
@@ -1129,8 +2344,30 @@ void px_hub_free(px_hub_t *h)
          * their origins are released; answers still queued at stopped workers are drained
          * there. */
         px_workers_drain(h->actor);
+        h->closing = 1; /* network backends: nothing new goes out, what is pending fails */
         commit_batch(&h->commit_defer);
         drain_reads(h, 0);
+        if (h->net) {
+            /* Close the network backends while the hub thread's loop exists (their
+             * watchers and timers are on it); pending calls come back with errors now and
+             * their requests are answered (503) before the workers' mailboxes drain. */
+            for (px__hentry_t *e = px__hashmap_next(&h->channels, NULL); e;
+                 e = px__hashmap_next(&h->channels, e)) {
+                px_timer_stop(&PX_CONTAINER_OF(e, hchan_t, e)->gap_timer);
+                px_timer_stop(&PX_CONTAINER_OF(e, hchan_t, e)->tail_timer);
+            }
+            px_timer_stop(&h->health_timer);
+            px_timer_stop(&h->presence_timer);
+            px__broker_close(h->broker);
+            h->broker = NULL;
+            px__store_close(h->store);
+            h->store = NULL;
+            for (px__hentry_t *e = px__hashmap_next(&h->channels, NULL); e;
+                 e = px__hashmap_next(&h->channels, e)) {
+                px_timer_stop(&PX_CONTAINER_OF(e, hchan_t, e)->gap_timer);
+                px_timer_stop(&PX_CONTAINER_OF(e, hchan_t, e)->tail_timer);
+            }
+        }
     }
     if (h->actor)
         px_workers_drain(h->workers);
@@ -1144,6 +2381,7 @@ void px_hub_free(px_hub_t *h)
     px__hashmap_dispose(&h->channels);
     px__broker_close(h->broker);
     px__store_close(h->store);
+    pthread_mutex_destroy(&h->health_mu);
     px__free(h->data_dir);
     px__free(h);
 }

@@ -2,6 +2,8 @@
 #ifndef PX_HUB_INT_H
 #define PX_HUB_INT_H
 
+#include <pthread.h>
+
 #include "hub/frontend.h"
 
 /* ---- the hub ----------------------------------------------------------------------------------
@@ -27,6 +29,17 @@ struct px_hub {
     px__hreq_t *rq_head, *rq_tail;
     px_timer_t trim_timer;
     int started;
+    /* Several nodes (docs/scaling.md): the store is asynchronous and shared. */
+    int net;
+    int closing;               /* px_hub_free: no new store calls */
+    unsigned commits_inflight; /* asynchronous group commits not answered yet */
+    px_timer_t health_timer;
+    px_timer_t presence_timer; /* refresh this node's members, sweep expired ones */
+    px_defer_t kick_defer;     /* runs the waiting requests of channels on kick_head */
+    struct hchan *kick_head;
+    pthread_mutex_t health_mu; /* health_* are read by workers (px_hub_health) */
+    int health_down;
+    char health_why[200];
 };
 
 /** px_hub_new with a store opened by the caller (tests: a fake store). The hub owns `store`

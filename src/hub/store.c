@@ -8,6 +8,8 @@
  * its #ifdef; nothing else in the hub needs to know it exists. */
 static const px__store_ops_t *const backends[] = {
     &px__store_sqlite,
+    &px__store_redis,
+    &px__store_pg,
 };
 
 const px__store_ops_t *px__store_backend(const char *name)

@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include "hub/limits.h"
 #include "plexus/common.h"
+#include "plexus/loop.h"
 
 #ifndef PX_DURABILITY_NORMAL
 /** Survives a process crash (kill -9); a power loss may drop the last commits (WAL,
@@ -70,7 +71,7 @@ typedef struct px__store_channel {
 
 typedef struct px__store_opts {
     const char *data_dir;    /* SQLite: directory, created 0700 if missing; holds plexus.db */
-    const char *conninfo;    /* network backends (PostgreSQL); SQLite ignores it */
+    const char *conninfo;    /* network backends: their URL (redis://, postgres://) */
     int durability;          /* PX_DURABILITY_NORMAL or PX_DURABILITY_FULL */
     int check;               /* PX_STORE_CHECK_* (0 = AUTO) */
     uint64_t history_size;   /* keep at most this many messages per channel; 0 = unlimited */
@@ -80,6 +81,35 @@ typedef struct px__store_opts {
      * assigns stay one sequence per channel; a store opened without it refuses to share. */
     bool shared;
 } px__store_opts_t;
+
+/** What an asynchronous read found: the channel's state in the store when the read ran,
+ *  and up to `limit` messages after `since` (spans valid during the callback only). */
+typedef struct px__store_view {
+    int status;            /* 0 or a negative errno (then nothing else is meaningful) */
+    px_str_t epoch;        /* the channel's epoch (its fresh one if the store does not hold it) */
+    uint64_t last_offset;  /* highest offset ever appended in that epoch (0 = none) */
+    uint64_t first_offset; /* lowest offset still stored, or last_offset + 1 when none */
+    const px__store_msg_t *msgs; /* in offset order; msgs[i].epoch is `epoch` */
+    size_t n;
+} px__store_view_t;
+
+/** An asynchronous append finished: status 0 and out[i] for msgs[i], or a negative errno
+ *  (nothing of the batch committed, or, after a lost connection, maybe all of it: the
+ *  offsets are then not reused, the store assigns them). out is valid during the call. */
+typedef void (*px__store_append_cb)(void *ud, int status, const px__store_assigned_t *out);
+typedef void (*px__store_read_cb)(void *ud, const px__store_view_t *v);
+
+/** A network backend's state (stores and brokers). */
+typedef struct px__backend_stat {
+    int up;              /* connected and usable */
+    unsigned queue;      /* commands sent, not answered yet */
+    uint64_t reconnects; /* connections made after the first */
+    const char *error;   /* why it is down ("" if up); valid until the next call */
+} px__backend_stat_t;
+
+/** Backend capabilities (px__store_ops_t.flags). */
+#define PX_STORE_ASYNC  0x1u /* network: append_async/read_async on the hub thread's loop */
+#define PX_STORE_SHARED 0x2u /* several nodes share it: offsets and epochs may move under us */
 
 /* Callbacks return 0 to continue, > 0 to stop early (the call then returns 0), or a
  * negative errno to stop and make the call return it. They must not call the store. */
@@ -142,12 +172,34 @@ struct px__store_ops {
      *  store, and different in a store created anew (where history was lost). So a
      *  channel may leave the hub's memory while it has no message and keep its epoch. */
     int (*fresh_epoch)(px__store_t *s, px_str_t channel, char out[PX__EPOCH_MAX + 1]);
+
+    /* ---- asynchronous backends (flags & PX_STORE_ASYNC): network stores. The hub thread
+     * drives them from its own loop and never waits: it goes on with other channels while
+     * a commit or a read is in flight. A synchronous backend leaves these NULL. */
+    unsigned flags; /* PX_STORE_* */
+    /** On the hub thread, before any other asynchronous call: connect on `loop`. */
+    int (*attach)(px__store_t *s, px_loop_t *loop);
+    /** Like append(), asynchronously: cb runs later on the loop (never inside this call),
+     *  exactly once. msgs and their spans must stay valid until then. Fails at once
+     *  (no callback) with -ENOTCONN while the backend is down: publishes fail fast. */
+    int (*append_async)(px__store_t *s, const px__store_msg_t *msgs, size_t n,
+                        px__store_append_cb cb, void *ud);
+    /** The channel's state and up to `limit` messages after `since` (limit 0: the state
+     *  only); cb runs later, exactly once. -ENOTCONN at once while down (no callback). */
+    int (*read_async)(px__store_t *s, px_str_t channel, uint64_t since, size_t limit,
+                      px__store_read_cb cb, void *ud);
+    /** Reachability and counters, for /healthz and /metrics (hub thread). */
+    void (*stat)(px__store_t *s, px__backend_stat_t *st);
 };
 
 /** The SQLite backend (store_sqlite.c). */
 extern const px__store_ops_t px__store_sqlite;
+/** Redis Streams (store_redis.c): --store redis://HOST:PORT[/DB]. */
+extern const px__store_ops_t px__store_redis;
+/** PostgreSQL (store_pg.c): --store postgres://USER@HOST:PORT/DB. */
+extern const px__store_ops_t px__store_pg;
 
-/** Backend by name ("sqlite"); NULL or "" selects the default. NULL if unknown. */
+/** Backend by name ("sqlite", "redis"); NULL or "" selects the default. NULL if unknown. */
 const px__store_ops_t *px__store_backend(const char *name);
 /** Open a store with the named backend (see px__store_backend); -ENOENT + err text if the
  *  backend is unknown or not compiled in. */

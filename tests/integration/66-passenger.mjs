@@ -90,7 +90,9 @@ describe('passenger standalone (builtin engine)', () => {
   });
 
   it('restarts on tmp/restart.txt without losing an acknowledged message', async () => {
-    const p = await passenger('restart');
+    // The publisher runs flat out until the new process answers: keep every message it
+    // makes (the default --history-size, 1000, would trim the first ones on a slow restart).
+    const p = await passenger('restart', { env: { PLEXUS_HISTORY_SIZE: '1000000' } });
     const port = p.port;
     const pid0 = p.status().processes[0].pid;
     const acked = [];
@@ -119,7 +121,8 @@ describe('passenger standalone (builtin engine)', () => {
 
     const hist = JSON.parse((await request({ port, path: '/api/channels/r/messages?since=0&limit=1000' })).body);
     const stored = new Map(hist.messages.map((m) => [m.offset, m.data.i]));
-    for (const a of acked) assert.equal(stored.get(a.offset), a.i, `acknowledged message ${a.i} (offset ${a.offset}) is stored`);
+    const seen = `history: epoch ${hist.epoch}, ${hist.messages.length} messages, offsets ${hist.messages.map((m) => m.offset).slice(0, 5)}…; acked ${JSON.stringify(acked.slice(0, 5))}…\n${p.log()}`;
+    for (const a of acked) assert.equal(stored.get(a.offset), a.i, `acknowledged message ${a.i} (offset ${a.offset}) is stored; ${seen}`);
     assert.ok(acked.length >= 40, `${acked.length} acknowledged, ${failed} failed`);
     await waitFor(() => new RegExp(`App ${pid0} output: .*\\bstopped\\b`).test(p.log()), 10000, `"stopped" from process ${pid0}`);
     assert.doesNotMatch(p.log(), /App \d+ output: .* (error|fatal)/i);

@@ -280,6 +280,26 @@ def chan_path(channel, suffix="messages"):
     return "/api/channels/%s/%s" % (urllib.parse.quote(channel, safe=""), suffix)
 
 
+def publish_http(srv, channel, data, timeout=10.0):
+    """POST a message through the HTTP API: (200, ack) once committed (the API answers
+    201 Created), else (status, error body)."""
+    st, body, _ = api(srv, "POST", chan_path(channel), body=data, timeout=timeout)
+    return (200 if st == 201 else st), body
+
+
+def full_history(srv, channel):
+    """Every stored message of `channel` (pages of 1000 through the HTTP API), and the
+    last (empty) page's body."""
+    out, since = [], 0
+    while True:
+        st, body, _ = api(srv, "GET", chan_path(channel) + "?since=%d&limit=1000" % since)
+        assert st == 200, body
+        if not body["messages"]:
+            return out, body
+        out += body["messages"]
+        since = body["messages"][-1]["offset"]
+
+
 def metrics(srv):
     """/metrics as {'name{labels}': value} plus the raw text under None."""
     r = srv.http("GET", "/metrics")

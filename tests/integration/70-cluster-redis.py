@@ -1,0 +1,441 @@
+#!/usr/bin/python3
+# px-test: serial  (a Redis server and two or three plexus nodes per test)
+"""70-cluster-redis: several plexus nodes on one Redis (--store redis://..., whose
+pub/sub is also the broker), docs/scaling.md.
+
+  - native WebSocket, SSE and HTTP publishes on any node reach the subscribers of every
+    node, in offset order; history and recovery with `since` are the same from every node
+  - concurrent publishers on three nodes, one channel: every node delivers 1..N in order
+  - kill -9 of a node during publishes, 20 rounds: no acknowledged message lost, offsets
+    strictly increasing, no duplicates, every node's subscribers see 1..N in order
+  - Redis killed and restarted mid-stream: publishes fail fast (503 storage_error,
+    /healthz 503), then resume without restarting plexus; with the data kept (AOF)
+    nobody gets recovery-failed; with the data lost the epoch changes and subscribers
+    and recovering clients get recovery-failed / recovered:false
+  - a message a dead node committed but never announced reaches the other nodes
+  - a slow store (a delaying TCP proxy) does not stall another channel's deliveries
+  - configuration errors: a bad --store URL, --broker with SQLite
+
+    PX_BUILD_DIR=build/release /usr/bin/python3 tests/integration/70-cluster-redis.py -v
+"""
+
+import json
+import os
+import random
+import threading
+import time
+
+import pxtest
+from backends import RedisServer, TcpProxy
+from hubclient import (HubClient, SseReader, api, chan_path, full_history, hub_args, metric,
+                       publish_http)
+from pxtest import scaled
+
+
+class ClusterCase(pxtest.PxTestCase):
+    def setUp(self):
+        super().setUp()
+        self.require_local()
+        self.backends = []
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            for b in self.backends:
+                b.stop()
+
+    def redis(self, **kw):
+        r = RedisServer(self.out_dir, **kw)
+        self.backends.append(r)
+        return r
+
+    def node(self, store, *extra, name=None):
+        i = sum(1 for s in self.servers if not s.external)
+        d = os.path.join(self.out_dir, "node%d" % i)
+        srv = self.start_server(*hub_args(self.out_dir, "--allow-anonymous", "--store", store,
+                                           "--history-size", "0", *extra, data_dir=d),
+                                 name=name or "node%d" % i)
+        # Ready once its backends are connected (a load balancer checks /healthz too).
+        self.wait_health(srv, 200)
+        return srv
+
+    def wait_health(self, node, status, timeout=10.0):
+        def ok():
+            st, body, _ = api(node, "GET", "/healthz")
+            return st == status and body
+        return pxtest.wait_for(ok, timeout, what="/healthz %d" % status)
+
+
+class CrossNode(ClusterCase):
+    def test_ws_sse_http_reach_every_node_in_order(self):
+        redis = self.redis()
+        a, b, c = (self.node(redis.url) for _ in range(3))
+        subs = [HubClient(n.addr) for n in (a, b, c)]
+        for s in subs:
+            s.ok("subscribe", channel="room")
+        sse = SseReader(c.addr, chan_path("room", "events"))
+        pub_ws = HubClient(b.addr)
+        sent = []
+        for i in range(15):
+            data = {"i": i, "via": "abc"[i % 3]}
+            if i % 3 == 0:
+                st, body = publish_http(a, "room", data)
+                self.assertEqual(st, 200, body)
+                off = body["offset"]
+            elif i % 3 == 1:
+                off = pub_ws.ok("publish", channel="room", data=data)["offset"]
+            else:
+                st, body = publish_http(c, "room", data)
+                self.assertEqual(st, 200, body)
+                off = body["offset"]
+            sent.append((off, data))
+        self.assertEqual([o for o, _ in sent], list(range(1, 16)))
+        for s in subs:
+            got = s.messages("room", 15)
+            self.assertEqual([(m["offset"], m["data"]) for m in got], sent)
+        evs = sse.events(15)
+        self.assertEqual([(int(e["id"]), json.loads(e["data"])) for e in evs], sent)
+        sse.close()
+
+        # History and recovery are one sequence, the same from every node.
+        hist = [s.ok("history", channel="room", since={"offset": 4}) for s in subs]
+        for h in hist:
+            self.assertEqual([(m["offset"], m["data"]) for m in h["messages"]], sent[4:])
+            self.assertEqual((h["epoch"], h["offset"]), (hist[0]["epoch"], 15))
+        epoch = hist[0]["epoch"]
+        for n in (a, b, c):
+            with HubClient(n.addr) as r:
+                rep = r.ok("subscribe", channel="room", since={"epoch": epoch, "offset": 9})
+                self.assertEqual((rep["recovered"], rep["offset"]), (True, 15))
+                got = r.messages("room", 6)
+                self.assertEqual([(m["offset"], m["data"]) for m in got], sent[9:])
+        # A node that never followed the channel answers history from the store.
+        d = self.node(redis.url)
+        st, body, _ = api(d, "GET", chan_path("room") + "?since=10")
+        self.assertEqual(st, 200, body)
+        self.assertEqual([(m["offset"], m["data"]) for m in body["messages"]], sent[10:])
+        self.assertEqual(body["epoch"], epoch)
+        for s in subs + [pub_ws]:
+            s.close()
+
+    def test_concurrent_publishers_every_node_in_order(self):
+        redis = self.redis()
+        nodes = [self.node(redis.url) for _ in range(3)]
+        subs = [HubClient(n.addr) for n in nodes]
+        for s in subs:
+            s.ok("subscribe", channel="ord")
+        per, acked, errors = 60, [], []
+
+        def publisher(node, k):
+            for i in range(per):
+                st, body = publish_http(node, "ord", {"p": k, "i": i})
+                if st != 200:
+                    errors.append((st, body))
+                    return
+                acked.append(body["offset"])
+
+        ts = [threading.Thread(target=publisher, args=(n, k)) for k, n in enumerate(nodes)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(errors, [])
+        total = per * len(nodes)
+        self.assertEqual(sorted(acked), list(range(1, total + 1)))
+        for s in subs:
+            got = s.messages("ord", total, timeout=20)
+            self.assertEqual([m["offset"] for m in got], list(range(1, total + 1)))
+            # Each publisher's messages keep their order.
+            for k in range(len(nodes)):
+                self.assertEqual([m["data"]["i"] for m in got if m["data"]["p"] == k],
+                                 list(range(per)))
+            s.close()
+        self.assertGreater(metric(nodes[0], "plexus_broker_messages_total"), 0)
+
+
+    def test_concurrent_publishes_on_a_channel_nobody_follows(self):
+        # One group commit holds the channel several times and nobody subscribes: the
+        # channel leaves memory after the commit, once (a use after free under ASan before).
+        redis = self.redis()
+        a = self.node(redis.url, "--publish-rate", "0")
+        acked, errors = [], []
+
+        def run():
+            for i in range(25):
+                st, body = publish_http(a, "cold", {"i": i})
+                (acked if st == 200 else errors).append(body.get("offset") if st == 200 else body)
+
+        ts = [threading.Thread(target=run) for _ in range(12)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(sorted(acked), list(range(1, 301)))
+        msgs, _ = full_history(a, "cold")
+        self.assertEqual([m["offset"] for m in msgs], list(range(1, 301)))
+
+
+class Faults(ClusterCase):
+    def test_kill9_node_during_publishes(self):
+        redis = self.redis()
+        b = self.node(redis.url, name="steady")
+        watcher = HubClient(b.addr)
+        watcher.ok("subscribe", channel="k9")
+        rounds = int(os.environ.get("PX_KILL9_ROUNDS") or 20)
+        seed = int(os.environ.get("PX_KILL9_SEED") or random.randrange(1 << 30))
+        print("seed", seed)
+        rnd = random.Random(seed)
+        acked = {}
+        a = None
+        for rno in range(rounds):
+            if a is None:
+                a = self.node(redis.url, name="victim")
+            else:
+                a.start()
+            stop = threading.Event()
+
+            def run(rno=rno):
+                i = 0
+                while not stop.is_set():
+                    data = {"r": rno, "i": i}
+                    i += 1
+                    try:
+                        st, body = publish_http(a, "k9", data, timeout=5)
+                    except OSError:
+                        return
+                    if st == 200:
+                        self.assertNotIn(body["offset"], acked)
+                        acked[body["offset"]] = data
+
+            t = threading.Thread(target=run)
+            t.start()
+            time.sleep(rnd.uniform(0.05, 0.3))
+            a.kill()
+            stop.set()
+            t.join()
+        self.assertGreater(len(acked), rounds)
+        # A last message through the steady node shows any gap a dead node left.
+        st, body = publish_http(b, "k9", {"last": 1})
+        self.assertEqual(st, 200, body)
+        last = body["offset"]
+        acked[last] = {"last": 1}
+        msgs, _ = full_history(b, "k9")
+        offs = [m["offset"] for m in msgs]
+        self.assertEqual(offs, sorted(set(offs)), "offsets strictly increasing, no duplicates")
+        stored = {m["offset"]: m["data"] for m in msgs}
+        for off, data in acked.items():
+            self.assertEqual(stored.get(off), data, "acknowledged message %d lost" % off)
+        # The steady node's subscriber saw every committed message once, in order.
+        got = []
+        # (A commit the victim sent before it died may land after `last`: unacknowledged,
+        # it may or may not be stored, but if it is, every node delivers it in order.)
+        while not got or got[-1] < max(last, offs[-1]):
+            got.append(watcher.next_event("message", "k9", timeout=10)["offset"])
+        self.assertEqual(got, list(range(1, got[-1] + 1)))
+        self.assertEqual(got, offs)
+        watcher.close()
+
+    def test_commit_of_a_node_that_died_before_its_publish(self):
+        # A node that crashed between its store commit and its broker PUBLISH leaves a
+        # stored message nobody announces. With no later message to show the gap, the
+        # other nodes still deliver it: they read the store's tail after a burst.
+        redis = self.redis()
+        a, b = self.node(redis.url), self.node(redis.url)
+        subs = [HubClient(n.addr) for n in (a, b)]
+        for s in subs:
+            s.ok("subscribe", channel="tail")
+        st, body = publish_http(a, "tail", {"i": 1})
+        self.assertEqual((st, body["offset"]), (200, 1))
+        for s in subs:
+            self.assertEqual(s.next_event("message", "tail")["data"], {"i": 1})
+        # What the append script does for a node that then died (no PUBLISH follows).
+        off = redis.cmd("HINCRBY", "plexus:m:tail", "o", 1)
+        self.assertEqual(off, 2)
+        redis.cmd("XADD", "plexus:s:tail", "2-0", "d", json.dumps({"i": 2}),
+                  "t", str(int(time.time() * 1000)))
+        for s in subs:
+            m = s.next_event("message", "tail", timeout=5)
+            self.assertEqual((m["offset"], m["data"]), (2, {"i": 2}))
+            s.close()
+
+    def _redis_restart(self, persist):
+        redis = self.redis(persist=persist)
+        a, b = self.node(redis.url), self.node(redis.url)
+        sub = HubClient(b.addr)
+        first = sub.ok("subscribe", channel="rr")
+        for i in range(5):
+            st, body = publish_http(a, "rr", {"i": i})
+            self.assertEqual(st, 200)
+        epoch = body["epoch"]
+        self.assertEqual([m["offset"] for m in sub.messages("rr", 5)], [1, 2, 3, 4, 5])
+        self.assertEqual(first["epoch"], epoch)
+
+        redis.kill()
+        t0 = time.monotonic()
+        st, body = publish_http(a, "rr", {"i": "down"})
+        self.assertEqual((st, body["error"]), (503, "storage_error"))
+        self.assertLess(time.monotonic() - t0, scaled(1.0), "a publish fails fast")
+        down = self.wait_health(a, 503)
+        self.assertIn("store", down["reason"])
+        self.assertEqual(metric(a, "plexus_store_up"), 0)
+
+        redis.start()
+        self.wait_health(a, 200)
+        self.wait_health(b, 200)
+        for i in range(5, 10):
+            st, body = pxtest.wait_for(
+                lambda i=i: (lambda r: r if r[0] == 200 else None)(publish_http(a, "rr", {"i": i})),
+                10, what="a publish after Redis came back")
+        self.assertGreaterEqual(metric(a, "plexus_store_reconnects_total"), 1)
+        return a, b, sub, epoch, body
+
+    def test_redis_restart_kept_data(self):
+        a, b, sub, epoch, last = self._redis_restart(persist=True)
+        self.assertEqual((last["epoch"], last["offset"]), (epoch, 10))
+        # No recovery-failed: the live subscriber sees 6..10 after 1..5.
+        m, before = sub.until(lambda m: m.get("op") == "message" and m["offset"] == 10)
+        self.assertEqual([x["offset"] for x in before if x.get("op") == "message"],
+                         [6, 7, 8, 9])
+        self.assertFalse([x for x in before if x.get("op") == "recovery-failed"])
+        with HubClient(a.addr) as r:
+            rep = r.ok("subscribe", channel="rr", since={"epoch": epoch, "offset": 3})
+            self.assertEqual((rep["recovered"], rep["epoch"], rep["offset"]), (True, epoch, 10))
+            self.assertEqual([x["offset"] for x in r.messages("rr", 7)], list(range(4, 11)))
+        sub.close()
+
+    def test_redis_restart_lost_data(self):
+        a, b, sub, epoch, last = self._redis_restart(persist=False)
+        # Redis came back empty: a new epoch, offsets from 1, and recovery-failed for
+        # whoever held the old position.
+        self.assertNotEqual(last["epoch"], epoch)
+        self.assertEqual(last["offset"], 5)
+        gap = sub.next_event("recovery-failed", "rr")
+        self.assertEqual(gap["epoch"], last["epoch"])
+        m, before = sub.until(lambda m: m.get("op") == "message" and m["offset"] == 5
+                              and m["data"] == {"i": 9})
+        with HubClient(a.addr) as r:
+            rep = r.ok("subscribe", channel="rr", since={"epoch": epoch, "offset": 3})
+            self.assertEqual((rep["recovered"], rep["epoch"]), (False, last["epoch"]))
+        sub.close()
+
+    def test_slow_store_does_not_stall_other_channels(self):
+        redis = self.redis()
+        proxy = TcpProxy(redis.port)
+        try:
+            # Node a's store goes through the proxy; its broker talks to Redis directly.
+            # (A command deadline above the delay: slow, not down.)
+            a = self.node("redis://127.0.0.1:%d?timeout=30000" % proxy.port, "--broker", redis.url)
+            b = self.node(redis.url)
+            sub = HubClient(a.addr)
+            sub.ok("subscribe", channel="fast")
+            proxy.delay = delay = scaled(1.0)
+            slow = {}
+            t = threading.Thread(target=lambda: slow.update(r=publish_http(a, "slow", {"s": 1})))
+            t0 = time.monotonic()
+            t.start()
+            time.sleep(0.1)
+            st, body = publish_http(b, "fast", {"f": 1})
+            self.assertEqual(st, 200)
+            m = sub.next_event("message", "fast", timeout=5)
+            took = time.monotonic() - t0
+            self.assertEqual(m["data"], {"f": 1})
+            self.assertTrue(t.is_alive(), "the slow publish is still waiting for the store")
+            self.assertLess(took, delay - 0.1,
+                            "the other channel was delivered while the store was slow")
+            st, hz, _ = api(a, "GET", "/healthz")
+            self.assertEqual(st, 200)
+            t.join()
+            self.assertEqual(slow["r"][0], 200)
+            proxy.delay = 0
+            sub.close()
+        finally:
+            proxy.close()
+
+
+class Presence(ClusterCase):
+    def test_presence_merges_and_a_killed_nodes_members_leave(self):
+        redis = self.redis()
+        ttl = 2.0
+        a, b, c = (self.node(redis.url, "--presence-ttl", "2s") for _ in range(3))
+        # Presence watchers on two nodes: each must see every join/leave once.
+        ann = HubClient(a.addr)
+        ann.ok("subscribe", channel="pr", presence=True, info="Ann")
+        self.assertEqual(ann.next_event("join", "pr")["client"], ann.client_id)
+        dee = HubClient(b.addr)
+        dee.ok("subscribe", channel="pr", presence=True, info="Dee")
+        watchers = (ann, dee)
+        for w in watchers:
+            self.assertEqual(w.next_event("join", "pr")["client"], dee.client_id)
+
+        def seen(op, who, info):
+            for w in watchers:
+                e = w.next_event(op, "pr", timeout=10)
+                self.assertEqual(dict(e), {"op": op, "channel": "pr", "client": who.client_id,
+                                           "info": info})
+
+        bob = HubClient(c.addr)
+        bob.ok("subscribe", channel="pr", info="Bob")
+        seen("join", bob, "Bob")
+        # Every node lists every node's members.
+        want = {ann.client_id: "Ann", dee.client_id: "Dee", bob.client_id: "Bob"}
+
+        def members(nodes, want):
+            for n in nodes:
+                with HubClient(n.addr) as q:
+                    p = q.ok("presence", channel="pr")
+                    self.assertEqual({x["client"]: x.get("info") for x in p["clients"]}, want)
+                    self.assertEqual(p["count"], len(want))
+
+        members((a, b, c), want)
+        # Each node refreshes its own members: past the TTL everybody is still there (and
+        # nobody left: a leave would be taken by the next_event("leave") below).
+        time.sleep(ttl * 1.5)
+        members((a, b, c), want)
+        # A clean leave on another node reaches every watcher once.
+        cid = HubClient(c.addr)
+        cid.ok("subscribe", channel="pr", info="Cid")
+        seen("join", cid, "Cid")
+        cid.ok("unsubscribe", channel="pr")
+        seen("leave", cid, "Cid")
+        cid.close()
+        # A killed node's members leave within the TTL (plus a refresh period), once,
+        # though both remaining nodes sweep the channel.
+        t0 = time.monotonic()
+        c.kill()
+        seen("leave", bob, "Bob")
+        self.assertLess(time.monotonic() - t0, scaled(ttl + ttl / 3 + 1.5))
+        time.sleep(ttl)  # several more sweeps by both nodes
+        st, body = publish_http(b, "pr", {"mark": 1})
+        self.assertEqual(st, 200)
+        for w in watchers:
+            m, earlier = w.until(lambda m: m.get("op") == "message" and m.get("channel") == "pr")
+            self.assertEqual(m["data"], {"mark": 1})
+            self.assertEqual([x for x in earlier if x.get("op") in ("join", "leave")], [])
+        members((a, b), {ann.client_id: "Ann", dee.client_id: "Dee"})
+        bob.close()
+        dee.close()
+        ann.close()
+
+
+class Config(ClusterCase):
+    def test_bad_store_and_broker(self):
+        r = pxtest.run_plexus(["--store", "redis://127.0.0.1:notaport"])
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--store redis://127.0.0.1:notaport", r.stderr)
+        self.assertIn("port", r.stderr)
+        r = pxtest.run_plexus(["--store", "rediss://127.0.0.1:6380"])
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("TLS", r.stderr)
+        r = pxtest.run_plexus(["--store", "mysql://x"])
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("unknown storage backend", r.stderr)
+        r = pxtest.run_plexus(["--broker", "redis://127.0.0.1:6379",
+                               "--data-dir", os.path.join(self.out_dir, "d")])
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--broker needs a store shared", r.stderr)
+
+
+if __name__ == "__main__":
+    pxtest.main()

@@ -1,0 +1,361 @@
+#!/usr/bin/python3
+# px-test: serial  (a PostgreSQL cluster, a Redis server and several plexus nodes)
+"""71-cluster-pg: several plexus nodes on PostgreSQL (--store postgres://...), with
+LISTEN/NOTIFY as the broker, or with Redis pub/sub as the broker (docs/scaling.md).
+
+The harness runs initdb into a temporary directory and postgres on a free loopback
+port, as the unprivileged user `nobody` when the suite runs as root (PostgreSQL refuses
+root), as the current user otherwise (tests/integration/backends.py).
+
+  - PostgreSQL only: native WebSocket, SSE and HTTP publishes on one node reach the other
+    nodes' subscribers in order; history and recovery are the same from every node; a
+    message larger than NOTIFY's 8000-byte payload is read from the store by offset
+  - presence merges across nodes (members in a table, join/leave by NOTIFY); a killed
+    node's members leave within the TTL, once for every watcher
+  - the schema is created with a version table and a second start keeps it; history_size
+    retention deletes old messages in the database
+  - PostgreSQL history + Redis fan-out: the same ordering, and presence merged across nodes;
+    a slow PostgreSQL (a delaying TCP proxy) does not stall another channel's deliveries
+  - kill -9 of a node during publishes, 20 rounds: no acknowledged message lost, offsets
+    strictly increasing, no duplicates
+  - PostgreSQL stopped for 5 s: publishes fail fast (503 storage_error, /healthz 503),
+    then resume without restarting plexus; nobody gets recovery-failed (no data lost)
+
+    PX_BUILD_DIR=build/release /usr/bin/python3 tests/integration/71-cluster-pg.py -v
+"""
+
+import json
+import os
+import random
+import threading
+import time
+
+import pxtest
+from backends import PgServer, RedisServer, TcpProxy
+from hubclient import (HubClient, SseReader, api, chan_path, full_history, hub_args, metric,
+                       publish_http)
+from pxtest import scaled
+
+
+class PgCase(pxtest.PxTestCase):
+    pg = None
+
+    @classmethod
+    def setUpClass(cls):
+        if pxtest.EXTERNAL:
+            return
+        cls.pg = PgServer(pxtest.class_out_dir(cls), name="pg")
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.pg:
+            cls.pg.destroy()
+
+    def setUp(self):
+        super().setUp()
+        self.require_local()
+        self.backends = []
+        if self.pg.proc.poll() is not None:
+            self.pg.start()
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            for b in self.backends:
+                b.stop()
+
+    def node(self, *extra, store=None, name=None):
+        i = sum(1 for s in self.servers if not s.external)
+        d = os.path.join(self.out_dir, "node%d" % i)
+        srv = self.start_server(*hub_args(self.out_dir, "--allow-anonymous", "--store",
+                                           store or self.pg.url, "--history-size", "0", *extra,
+                                           data_dir=d),
+                                 name=name or "node%d" % i)
+        # Ready once its backends are connected (a load balancer checks /healthz too).
+        self.wait_health(srv, 200)
+        return srv
+
+    def chan(self, suffix=""):
+        return "%s-%s%s" % (self._testMethodName[5:25], os.urandom(3).hex(), suffix)
+
+    def wait_health(self, node, status, timeout=15.0):
+        def ok():
+            st, body, _ = api(node, "GET", "/healthz")
+            return st == status and body
+        return pxtest.wait_for(ok, timeout, what="/healthz %d" % status)
+
+    def fanout_in_order(self, nodes, ch):
+        subs = [HubClient(n.addr) for n in nodes]
+        for s in subs:
+            s.ok("subscribe", channel=ch)
+        sse = SseReader(nodes[-1].addr, chan_path(ch, "events"))
+        pub_ws = HubClient(nodes[1].addr)
+        sent = []
+        for i in range(12):
+            data = {"i": i}
+            if i % 2:
+                off = pub_ws.ok("publish", channel=ch, data=data)["offset"]
+            else:
+                st, body = publish_http(nodes[0], ch, data)
+                self.assertEqual(st, 200, body)
+                off = body["offset"]
+            sent.append((off, data))
+        self.assertEqual([o for o, _ in sent], list(range(1, 13)))
+        for s in subs:
+            self.assertEqual([(m["offset"], m["data"]) for m in s.messages(ch, 12)], sent)
+        self.assertEqual([(int(e["id"]), json.loads(e["data"])) for e in sse.events(12)], sent)
+        hist = [s.ok("history", channel=ch, since={"offset": 3}) for s in subs]
+        for h in hist:
+            self.assertEqual([(m["offset"], m["data"]) for m in h["messages"]], sent[3:])
+            self.assertEqual((h["epoch"], h["offset"]), (hist[0]["epoch"], 12))
+        for n in nodes:
+            with HubClient(n.addr) as r:
+                rep = r.ok("subscribe", channel=ch, since={"epoch": hist[0]["epoch"], "offset": 8})
+                self.assertEqual((rep["recovered"], rep["offset"]), (True, 12))
+                self.assertEqual([(m["offset"], m["data"]) for m in r.messages(ch, 4)], sent[8:])
+        sse.close()
+        return subs + [pub_ws]
+
+
+class PgOnly(PgCase):
+    def test_cross_node_notify(self):
+        nodes = [self.node() for _ in range(3)]
+        ch = self.chan()
+        clients = self.fanout_in_order(nodes, ch)
+        # Over NOTIFY's payload limit: the other nodes read it from the store by offset.
+        big = {"big": "x" * 9000}
+        st, body = publish_http(nodes[0], ch, big)
+        self.assertEqual((st, body["offset"]), (200, 13))
+        for c in clients[:3]:
+            m = c.next_event("message", ch)
+            self.assertEqual((m["offset"], m["data"]), (13, big))
+        for c in clients:
+            c.close()
+        self.assertGreater(metric(nodes[1], "plexus_broker_messages_total"), 0)
+        self.assertGreater(metric(nodes[1], "plexus_hub_gap_reads_total"), 0)
+
+    def test_presence_merges_and_a_killed_nodes_members_leave(self):
+        ttl = 2.0
+        a, b, c = (self.node("--presence-ttl", "2s") for _ in range(3))
+        ch = self.chan()
+        # Presence watchers on two nodes: each sees every join/leave once.
+        ann = HubClient(a.addr)
+        ann.ok("subscribe", channel=ch, presence=True, info="Ann")
+        self.assertEqual(ann.next_event("join", ch)["client"], ann.client_id)
+        dee = HubClient(b.addr)
+        dee.ok("subscribe", channel=ch, presence=True, info="Dee")
+        watchers = (ann, dee)
+        for w in watchers:
+            self.assertEqual(w.next_event("join", ch)["client"], dee.client_id)
+
+        def seen(op, who, info):
+            for w in watchers:
+                e = w.next_event(op, ch, timeout=10)
+                self.assertEqual(dict(e), {"op": op, "channel": ch, "client": who.client_id,
+                                           "info": info})
+
+        def members(nodes, want):
+            for n in nodes:
+                with HubClient(n.addr) as q:
+                    p = q.ok("presence", channel=ch)
+                    self.assertEqual({x["client"]: x.get("info") for x in p["clients"]}, want)
+
+        bob = HubClient(c.addr)
+        bob.ok("subscribe", channel=ch, info="Bob")
+        seen("join", bob, "Bob")
+        want = {ann.client_id: "Ann", dee.client_id: "Dee", bob.client_id: "Bob"}
+        members((a, b, c), want)
+        time.sleep(ttl * 1.5)  # refreshed by their nodes: still there
+        members((a, b, c), want)
+        cid = HubClient(a.addr)
+        cid.ok("subscribe", channel=ch, info="Cid")
+        seen("join", cid, "Cid")
+        cid.close()
+        seen("leave", cid, "Cid")
+        t0 = time.monotonic()
+        c.kill()
+        seen("leave", bob, "Bob")
+        self.assertLess(time.monotonic() - t0, scaled(ttl + ttl / 3 + 1.5))
+        time.sleep(ttl)  # more sweeps by both nodes: no second leave
+        self.assertEqual(publish_http(b, ch, {"mark": 1})[0], 200)
+        for w in watchers:
+            m, earlier = w.until(lambda m: m.get("op") == "message" and m.get("channel") == ch)
+            self.assertEqual([x for x in earlier if x.get("op") in ("join", "leave")], [])
+        members((a, b), {ann.client_id: "Ann", dee.client_id: "Dee"})
+        self.assertEqual(self.pg.psql("SELECT count(*) FROM plexus_presence WHERE channel = '%s'"
+                                      % ch).strip(), "2")
+        bob.close()
+        dee.close()
+        ann.close()
+
+    def test_schema_and_retention(self):
+        a = self.node("--history-size", "5")
+        ch = self.chan()
+        for i in range(12):
+            self.assertEqual(publish_http(a, ch, {"i": i})[0], 200)
+        self.assertEqual(self.pg.psql("SELECT version FROM plexus_schema").strip(), "2")
+        self.assertEqual(self.pg.psql("SELECT count(*) FROM plexus_messages WHERE channel = '%s'"
+                                      % ch).strip(), "5")
+        self.assertEqual(self.pg.psql("SELECT last_offset FROM plexus_channels WHERE name = '%s'"
+                                      % ch).strip(), "12")
+        msgs, body = full_history(a, ch)
+        self.assertEqual([m["offset"] for m in msgs], [8, 9, 10, 11, 12])
+        with HubClient(a.addr) as c:
+            rep = c.ok("subscribe", channel=ch, since={"epoch": body["epoch"], "offset": 3})
+            self.assertIs(rep["recovered"], False)
+        # A second node (a second start) finds the schema and the channel as they are.
+        b = self.node("--history-size", "5")
+        self.assertEqual(publish_http(b, ch, {"i": 12})[1]["offset"], 13)
+        self.assertEqual(self.pg.psql("SELECT count(*) FROM plexus_schema").strip(), "1")
+
+    def test_kill9_node_during_publishes(self):
+        steady = self.node(name="steady")
+        ch = self.chan()
+        watcher = HubClient(steady.addr)
+        watcher.ok("subscribe", channel=ch)
+        rounds = int(os.environ.get("PX_KILL9_ROUNDS") or 20)
+        seed = int(os.environ.get("PX_KILL9_SEED") or random.randrange(1 << 30))
+        print("seed", seed)
+        rnd = random.Random(seed)
+        acked = {}
+        victim = None
+        for rno in range(rounds):
+            if victim is None:
+                victim = self.node(name="victim")
+            else:
+                victim.start()
+            stop = threading.Event()
+
+            def run(rno=rno):
+                i = 0
+                while not stop.is_set():
+                    data = {"r": rno, "i": i}
+                    i += 1
+                    try:
+                        st, body = publish_http(victim, ch, data, timeout=5)
+                    except OSError:
+                        return
+                    if st == 200:
+                        acked[body["offset"]] = data
+
+            t = threading.Thread(target=run)
+            t.start()
+            time.sleep(rnd.uniform(0.05, 0.3))
+            victim.kill()
+            stop.set()
+            t.join()
+        self.assertGreater(len(acked), rounds)
+        st, body = publish_http(steady, ch, {"last": 1})
+        self.assertEqual(st, 200, body)
+        last = body["offset"]
+        acked[last] = {"last": 1}
+        msgs, _ = full_history(steady, ch)
+        offs = [m["offset"] for m in msgs]
+        self.assertEqual(offs, sorted(set(offs)))
+        stored = {m["offset"]: m["data"] for m in msgs}
+        for off, data in acked.items():
+            self.assertEqual(stored.get(off), data, "acknowledged message %d lost" % off)
+        got = []
+        # (A commit the victim sent before it died may land after `last`: unacknowledged,
+        # it may or may not be stored, but if it is, every node delivers it in order.)
+        while not got or got[-1] < max(last, offs[-1]):
+            got.append(watcher.next_event("message", ch, timeout=10)["offset"])
+        self.assertEqual(got, offs)
+        watcher.close()
+
+    def test_postgres_stopped_for_5s(self):
+        a, b = self.node(), self.node()
+        ch = self.chan()
+        sub = HubClient(b.addr)
+        sub.ok("subscribe", channel=ch)
+        for i in range(5):
+            self.assertEqual(publish_http(a, ch, {"i": i})[0], 200)
+        epoch = publish_http(a, ch, {"i": 5})[1]["epoch"]
+        self.pg.stop()
+        t0 = time.monotonic()
+        st, body = publish_http(a, ch, {"i": "down"})
+        self.assertEqual((st, body["error"]), (503, "storage_error"))
+        self.assertLess(time.monotonic() - t0, scaled(1.0), "a publish fails fast")
+        self.assertIn("store", self.wait_health(a, 503)["reason"])
+        time.sleep(5)
+        st, body = publish_http(a, ch, {"i": "still down"})
+        self.assertEqual(st, 503)
+        self.pg.start()
+        self.wait_health(a, 200)
+        self.wait_health(b, 200)
+        for i in range(6, 10):
+            st, body = pxtest.wait_for(
+                lambda i=i: (lambda r: r if r[0] == 200 else None)(publish_http(a, ch, {"i": i})),
+                10, what="a publish after PostgreSQL came back")
+        self.assertEqual((body["epoch"], body["offset"]), (epoch, 10))
+        m, before = sub.until(lambda m: m.get("op") == "message" and m["offset"] == 10)
+        self.assertEqual([x["offset"] for x in before if x.get("op") == "message"],
+                         list(range(1, 10)))
+        self.assertFalse([x for x in before if x.get("op") == "recovery-failed"])
+        self.assertGreaterEqual(metric(a, "plexus_store_reconnects_total"), 1)
+        sub.close()
+
+
+class PgWithRedis(PgCase):
+    def test_pg_history_redis_fanout_and_presence(self):
+        redis = RedisServer(self.out_dir)
+        self.backends.append(redis)
+        nodes = [self.node("--broker", redis.url, "--presence-ttl", "2s") for _ in range(3)]
+        ch = self.chan()
+        for c in self.fanout_in_order(nodes, ch):
+            c.close()
+        self.assertGreater(metric(nodes[2], "plexus_broker_messages_total"), 0)
+        self.assertEqual(redis.cmd("EXISTS", "plexus:s:" + ch), 0, "history is in PostgreSQL")
+        ann = HubClient(nodes[0].addr)
+        ann.ok("subscribe", channel=ch + "p", presence=True, info="Ann")
+        bob = HubClient(nodes[1].addr)
+        bob.ok("subscribe", channel=ch + "p", info="Bob")
+        self.assertEqual(ann.next_event("join", ch + "p")["client"], ann.client_id)
+        self.assertEqual(ann.next_event("join", ch + "p")["client"], bob.client_id)
+        with HubClient(nodes[2].addr) as q:
+            p = q.ok("presence", channel=ch + "p")
+            self.assertEqual(sorted(x["client"] for x in p["clients"]),
+                             sorted([ann.client_id, bob.client_id]))
+        ann.close()
+        bob.close()
+
+    def test_slow_postgres_does_not_stall_other_channels(self):
+        redis = RedisServer(self.out_dir)
+        self.backends.append(redis)
+        proxy = TcpProxy(self.pg.port)
+        try:
+            # Node a's store goes through the proxy; its broker talks to Redis directly.
+            a = self.node("--broker", redis.url,
+                          store="postgres://plexus@127.0.0.1:%d/plexus" % proxy.port)
+            b = self.node("--broker", redis.url)
+            fast, slow_ch = self.chan("f"), self.chan("s")
+            sub = HubClient(a.addr)
+            sub.ok("subscribe", channel=fast)
+            # A round trip costs two delays; under the store's 5 s command deadline.
+            proxy.delay = delay = min(scaled(1.0), 2.0)
+            slow = {}
+            t = threading.Thread(target=lambda: slow.update(r=publish_http(a, slow_ch, {"s": 1})))
+            t0 = time.monotonic()
+            t.start()
+            time.sleep(0.1)
+            st, body = publish_http(b, fast, {"f": 1})
+            self.assertEqual(st, 200, body)
+            m = sub.next_event("message", fast, timeout=5)
+            took = time.monotonic() - t0
+            self.assertEqual(m["data"], {"f": 1})
+            self.assertTrue(t.is_alive(), "the slow publish is still waiting for the store")
+            self.assertLess(took, delay - 0.1,
+                            "the other channel was delivered while the store was slow")
+            st, _, _ = api(a, "GET", "/healthz")
+            self.assertEqual(st, 200)
+            t.join()
+            self.assertEqual(slow["r"][0], 200, slow)
+            proxy.delay = 0
+            sub.close()
+        finally:
+            proxy.close()
+
+
+if __name__ == "__main__":
+    pxtest.main()
