@@ -9,7 +9,7 @@ TSAN    := $(BUILD)/tsan
 CMAKE_FLAGS ?=
 
 .PHONY: all run test deps build build-asan build-tsan unit integration fuzz-replay fuzz format lint \
-        clean bench-http bench-ws bench-hub bench-tls bench-forward bench-passenger bench-cluster \
+        clean bench-http bench-h2 bench-ws bench-hub bench-tls bench-forward bench-passenger bench-cluster \
         bench-micro npm-deps soak
 
 all: build
@@ -75,6 +75,10 @@ bench-micro: build
 bench-http: build
 	@sh deps/install.sh deps/bench.txt
 	sh bench/http.sh $(RELEASE)
+
+bench-h2: build
+	@sh deps/install.sh deps/bench.txt
+	bash bench/h2.sh $(RELEASE)
 
 # TLS handshakes, HTTPS keep-alive, static files with kTLS on/off and idle memory,
 # vs nginx and h2o with the same certificates (bench/tls.sh; docs/benchmarks.md).

@@ -35,10 +35,22 @@ typedef struct px_http_opts {
     uint64_t keepalive_timeout_ms; /**< idle time between requests (default 60 s) */
     unsigned max_requests;         /**< per connection, then Connection: close (0 = no limit) */
     int access_log;                /**< 0 off, 1 text, 2 JSON (one log line per request) */
+    /* HTTP/2 (docs/http2.md). The "h2" protocol is registered by the first
+     * px_http_configure (or px_route) with h2 set: TLS listeners offer it by ALPN,
+     * and a plain listener switches to it on the client's connection preface
+     * (h2c with prior knowledge). Later calls change the settings, not whether
+     * "h2" is registered. The header list size is bounded by max_header_size,
+     * the field count by max_headers, a request body by max_body. */
+    int h2;                             /**< accept HTTP/2 (default 1) */
+    unsigned h2_max_concurrent_streams; /**< SETTINGS_MAX_CONCURRENT_STREAMS (default 100) */
+    uint32_t h2_initial_window; /**< SETTINGS_INITIAL_WINDOW_SIZE, per stream (default 256 KiB) */
+    uint32_t h2_max_frame_size; /**< SETTINGS_MAX_FRAME_SIZE we accept (default 16 KiB) */
 } px_http_opts_t;
 
 PX_EXTERN void px_http_opts_init(px_http_opts_t *o);
-/** Make `s` speak HTTP/1.1 with these options (px_route does it with defaults). */
+/** Make `s` speak HTTP/1.1 (and HTTP/2 unless o->h2 is 0) with these options
+ * (px_route does it with defaults). -EINVAL for an HTTP/2 setting out of its
+ * range (streams 1..2^31-1, window 1..2^31-1, frame size 16384..16777215). */
 PX_EXTERN int px_http_configure(px_server_t *s, const px_http_opts_t *o);
 
 /* ---- routes ------------------------------------------------------------------ */

@@ -74,7 +74,12 @@ PX_EXTERN int px_ws_send(px_ws_t *ws, int opcode, const void *data, size_t len);
 PX_EXTERN int px_ws_close(px_ws_t *ws, int code, const char *reason);
 PX_EXTERN void px_ws_set_data(px_ws_t *ws, void *data);
 PX_EXTERN void *px_ws_get_data(const px_ws_t *ws);
+/** The connection under the WebSocket (its worker, loop, id). Over HTTP/2 (RFC
+ * 8441) that is the HTTP/2 connection, shared with other streams: use
+ * px_ws_pending for this WebSocket's own backlog. */
 PX_EXTERN px_conn_t *px_ws_conn(const px_ws_t *ws);
+/** Bytes queued for this WebSocket's client and not yet sent. */
+PX_EXTERN size_t px_ws_pending(const px_ws_t *ws);
 /** The negotiated subprotocol ({NULL,0} if none). */
 PX_EXTERN px_str_t px_ws_subprotocol(const px_ws_t *ws);
 

@@ -207,7 +207,10 @@ static int build(px_app_t *app, const px_app_opts_t *ao, char *err, size_t errle
         px_listen_opts_t lo;
         px_listen_opts_init(&lo);
         lo.addr = cfg->listen[i];
-        lo.protocol = has_tls || forwarding ? chooser : NULL;
+        /* Named, not NULL: the server's default protocol is the first registered, a
+         * sniffer once a TLS listener exists, and a plain listener must not sniff
+         * (nor redirect to TLS with --tls-only). "http/1.1" is registered below. */
+        lo.protocol = has_tls || forwarding ? chooser : "http/1.1";
         lo.handshake_timeout_ms = cfg->tls_handshake_timeout_ms;
         int r = px_server_listen_opts(server, &lo);
         if (r)
@@ -225,6 +228,10 @@ static int build(px_app_t *app, const px_app_opts_t *ao, char *err, size_t errle
     ho.keepalive_timeout_ms = cfg->keepalive_timeout_ms;
     ho.max_requests = cfg->max_requests;
     ho.access_log = strcmp(cfg->access_log, "json") == 0 ? 2 : strcmp(cfg->access_log, "text") == 0;
+    ho.h2 = cfg->http2;
+    ho.h2_max_concurrent_streams = cfg->http2_max_streams;
+    ho.h2_initial_window = (uint32_t)cfg->http2_window;
+    ho.h2_max_frame_size = (uint32_t)cfg->http2_max_frame_size;
     if (px_http_configure(server, &ho) != 0 ||
         px_route(server, "GET", "/healthz", healthz, app) != 0)
         FAIL(1, "out of memory");

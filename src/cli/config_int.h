@@ -39,6 +39,11 @@ struct px_config {
     uint64_t keepalive_timeout_ms;
     unsigned max_requests;
     char *access_log;
+    /* http/2 */
+    int http2;
+    unsigned http2_max_streams;
+    uint64_t http2_window;
+    uint64_t http2_max_frame_size;
     /* websocket */
     uint64_t ws_max_message;
     uint64_t ws_ping_interval_ms;

@@ -106,7 +106,7 @@ size_t px__native_ws_deliver(px__hsub_t *list, int kind, px_slice_t *frame, cons
 static size_t c_output(px__hclient_t *c)
 {
     px__nsession_t *s = px__native_session(c);
-    return s->ws ? px_conn_pending(px_ws_conn(s->ws)) : 0;
+    return s->ws ? px_ws_pending(s->ws) : 0;
 }
 
 static int c_write(px__hclient_t *c, px__hsub_t *u, px_slice_t *frame)

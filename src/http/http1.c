@@ -582,10 +582,34 @@ static void process(h1_conn_t *hc, char *data, size_t len, size_t *used)
     *used = pos;
 }
 
+/* The first bytes of a connection are HTTP/2's preface (h2c with prior
+ * knowledge): hand the connection to "h2", which gets the same bytes. 1 when
+ * switched, 0 when not a preface, -1 when the bytes so far are a prefix of it. */
+static __attribute__((noinline)) int maybe_h2(h1_conn_t *hc, const char *data, size_t len)
+{
+    size_t n = len < PX__H2_PREFACE_LEN ? len : PX__H2_PREFACE_LEN;
+    if (memcmp(data, PX__H2_PREFACE, n) != 0 || !hc->http->h2_registered || !hc->http->opts.h2)
+        return 0;
+    if (n < PX__H2_PREFACE_LEN)
+        return -1;
+    px_conn_t *c = hc->c;
+    if (px_conn_start_protocol(c, "h2") != 0)
+        return 0;
+    hc->c = NULL;
+    hc_free(hc);
+    return 1;
+}
+
 static ssize_t http_on_read(px_conn_t *c, char *data, size_t len)
 {
     h1_conn_t *hc = px_conn_state(c);
     size_t used = 0;
+    /* One check on the first request of a connection: "PRI * HTTP/2.0". */
+    if (PX_UNLIKELY(hc->nreq == 0 && data[0] == 'P' && hc->state == HC_HEAD && !hc->own_hdrs)) {
+        int r = maybe_h2(hc, data, len);
+        if (r != 0)
+            return 0; /* switched (the new protocol reads these bytes), or wait for more */
+    }
     process(hc, data, len, &used);
     if (px_conn_is_closing(c))
         return -1;

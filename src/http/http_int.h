@@ -35,6 +35,7 @@ typedef struct px__http {
     size_t nroutes, routes_cap;
     px__http_worker_t *workers;
     unsigned nworkers;
+    int h2_registered; /* "h2" is a protocol of the server (h2.c) */
 } px__http_t;
 
 typedef struct px__res_header {
@@ -89,6 +90,9 @@ typedef struct px__req_ops {
     /* Hand the connection to another protocol (HTTP/1.1 Upgrade); NULL when
      * the owner cannot (an HTTP/2 stream). See px__req_upgrade. */
     int (*upgrade)(px_req_t *req, const px_protocol_t *proto, void *state, px_conn_t **out);
+    /* Answer 200 and make the stream a tunnel (HTTP/2 extended CONNECT); NULL
+     * when the owner has none (HTTP/1.1). See px__req_tunnel. */
+    int (*tunnel)(px_req_t *req, const px__tunnel_cb_t *cb, void *ud, px__tunnel_t **out);
 } px__req_ops_t;
 
 /*
@@ -186,6 +190,13 @@ px__http_t *px__http_get(px_server_t *s);
 /* http1.c */
 /* Register the "http/1.1" protocol and its 503 for rejected connections. */
 void px__http1_setup(px__http_t *h);
+
+/* h2.c */
+/* Register the "h2" protocol (HTTP/2 over nghttp2) and its metrics. 0 or -errno. */
+int px__h2_setup(px__http_t *h);
+/* The client connection preface (RFC 9113 3.4), 24 bytes. */
+#define PX__H2_PREFACE     "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#define PX__H2_PREFACE_LEN 24
 
 /* router.c */
 /* ud_free (may be NULL) releases ud when the server is freed. */

@@ -32,6 +32,10 @@ void px_http_opts_init(px_http_opts_t *o)
     o->keepalive_timeout_ms = 60000;
     o->max_requests = 0;
     o->access_log = 0;
+    o->h2 = 1;
+    o->h2_max_concurrent_streams = 100;
+    o->h2_initial_window = 256u << 10;
+    o->h2_max_frame_size = 16384;
 }
 
 const char *px_http_reason(int status)
@@ -125,6 +129,10 @@ px__http_t *px__http_get(px_server_t *s)
 
 int px_http_configure(px_server_t *s, const px_http_opts_t *o)
 {
+    if (o->h2 && (o->h2_max_concurrent_streams < 1 || o->h2_max_concurrent_streams > 0x7fffffffu ||
+                  o->h2_initial_window < 1 || o->h2_initial_window > 0x7fffffffu ||
+                  o->h2_max_frame_size < 16384 || o->h2_max_frame_size > 16777215))
+        return -EINVAL;
     px__http_t *h = px_server_module(s, &http_module_key);
     if (!h) {
         h = px__calloc(1, sizeof *h);
@@ -163,6 +171,12 @@ int px_http_configure(px_server_t *s, const px_http_opts_t *o)
     h->limits.max_request_line = o->max_request_line;
     h->limits.max_header_bytes = o->max_header_size;
     h->limits.max_headers = o->max_headers;
+    if (o->h2 && !h->h2_registered) {
+        int r = px__h2_setup(h);
+        if (r)
+            return r;
+        h->h2_registered = 1;
+    }
     return 0;
 }
 
@@ -582,6 +596,20 @@ int px__req_upgrade(px_req_t *req, const px_protocol_t *proto, void *state, px_c
     if (!req->ops->upgrade)
         return -ENOTSUP;
     return req->ops->upgrade(req, proto, state, out);
+}
+
+int px__req_is_tunnel(const px_req_t *req)
+{
+    return req->ops->tunnel && req->h.upgrade;
+}
+
+int px__req_tunnel(px_req_t *req, const px__tunnel_cb_t *cb, void *ud, px__tunnel_t **out)
+{
+    if (!px__req_is_tunnel(req))
+        return -ENOTSUP;
+    if (req->responded)
+        return -EALREADY;
+    return req->ops->tunnel(req, cb, ud, out);
 }
 
 /* ---- request accessors ----------------------------------------------------------------- */

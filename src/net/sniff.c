@@ -563,10 +563,10 @@ typedef struct sniff_mod {
 static char sniff_key; /* px_server_module key */
 
 /* Why the sniffer closed connections (plexus_sniff_closed_total{reason}). */
-enum { R_UNKNOWN, R_TIMEOUT, R_UNTRUSTED, R_BAD_PROXY, R_NO_TLS, R_NO_H2, R_COUNT };
-static const char *const reason_names[R_COUNT] = {"unknown",   "timeout", "untrusted_proxy",
-                                                  "bad_proxy", "no_tls",  "no_h2"};
-static int m_closed[R_COUNT] = {-1, -1, -1, -1, -1, -1};
+enum { R_UNKNOWN, R_TIMEOUT, R_UNTRUSTED, R_BAD_PROXY, R_NO_TLS, R_NO_H2, R_H2_TLS_ONLY, R_COUNT };
+static const char *const reason_names[R_COUNT] = {
+    "unknown", "timeout", "untrusted_proxy", "bad_proxy", "no_tls", "no_h2", "h2c_tls_only"};
+static int m_closed[R_COUNT] = {-1, -1, -1, -1, -1, -1, -1};
 static int m_proxied = -1; /* plexus_proxy_protocol_accepted_total */
 
 static void register_metrics(void)
@@ -578,7 +578,8 @@ static void register_metrics(void)
             name,
             "Connections the sniffer closed: unrecognised bytes, silent past --sniff-timeout, a "
             "PROXY "
-            "header from an untrusted or malformed source, TLS or h2 not available",
+            "header from an untrusted or malformed source, TLS or h2 not available, h2c on a "
+            "TLS-only listener",
             PX_METRIC_COUNTER);
     }
     m_proxied = px_metric_register("plexus_proxy_protocol_accepted_total",
@@ -791,6 +792,31 @@ static ssize_t close_for(px_conn_t *c, int reason)
     return -1;
 }
 
+/* h2c (the HTTP/2 preface in clear text) on a --tls-only listener: what
+ * "tls-redirect" is to HTTP/1.1. HTTP/2 has no redirect before a request, so
+ * the answer is the server preface (an empty SETTINGS) and GOAWAY
+ * INADEQUATE_SECURITY (RFC 9113 7: "the underlying transport has properties
+ * that do not meet minimum security requirements"), then the close. */
+static ssize_t refuse_h2c(px_conn_t *c)
+{
+    static const char frames[] = {
+        0,   0,   0,   0x4, 0,   0,   0,   0,   0, /* SETTINGS, empty */
+        0,   0,   20,  0x7, 0,   0,   0,   0,   0, /* GOAWAY, 20 bytes, stream 0 */
+        0,   0,   0,   0,                          /* last stream id 0: none processed */
+        0,   0,   0,   0xc,                        /* INADEQUATE_SECURITY */
+        't', 'l', 's', ' ', 'r', 'e', 'q', 'u', 'i', 'r', 'e', 'd', /* debug data */
+    };
+    px_log(PX_LOG_DEBUG, "conn %llu: h2c on a TLS-only listener: GOAWAY INADEQUATE_SECURITY",
+           (unsigned long long)c->id);
+    px_metric_add(m_closed[R_H2_TLS_ONLY], 1);
+    if (px_conn_write(c, frames, sizeof frames) != 0) {
+        px_conn_abort(c);
+        return -1;
+    }
+    px_conn_close(c);
+    return -1;
+}
+
 /* Decide on data[0..len) (the bytes after any PROXY header) and act. Returns
  * the bytes consumed (the proxy copied them: len) or 0 (kept: either not
  * decided yet, or handed to a protocol that sees them next), or -1 after
@@ -820,6 +846,8 @@ static ssize_t act(px_conn_t *c, const sniff_cfg_t *cfg, const char *data, size_
         return 0;
     }
     case PX__SNIFF_H2:
+        if (cfg->tls_only)
+            return refuse_h2c(c);
         if (px__server_protocol(c->nw->server, "h2") && px_conn_start_protocol(c, "h2") == 0)
             return 0;
         px_log(PX_LOG_INFO,

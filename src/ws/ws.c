@@ -94,7 +94,8 @@ typedef struct ws_rx {
 
 struct px_ws {
     /* First cache line: what delivering a frame reads (topics, px_ws_send_frame). */
-    px_conn_t *c;
+    px_conn_t *c;           /* the connection (under a tunnel: the HTTP/2 connection) */
+    px__tunnel_t *t;        /* NULL on HTTP/1.1; the HTTP/2 stream under it (RFC 8441) */
     px_ws_t *tnext, *tprev; /* links in the topic's per-worker list */
     px_ws_topic_t *topic;
     uint32_t t_epoch; /* topic batch this member already has frames [0, t_from) of */
@@ -138,6 +139,69 @@ static ws_rx_t *rx_get(px_ws_t *ws)
 static size_t msg_size(const px_ws_t *ws)
 {
     return ws->rx ? px_buf_size(&ws->rx->msg) : 0;
+}
+
+/* ---- the byte stream under a WebSocket --------------------------------------------------------
+ * An HTTP/1.1 connection (ws->c, upgraded in place) or an HTTP/2 stream (ws->t,
+ * an extended CONNECT): the same frames over either. On HTTP/1.1 each of these
+ * is the px_conn_* call it was, behind one well-predicted branch. */
+
+static inline int bs_write(px_ws_t *ws, const void *p, size_t n)
+{
+    return PX_LIKELY(!ws->t) ? px_conn_write(ws->c, p, n) : ws->t->ops->write(ws->t, p, n, 0);
+}
+
+static inline int bs_write_nocap(px_ws_t *ws, const void *p, size_t n)
+{
+    return PX_LIKELY(!ws->t) ? px_conn_write_nocap(ws->c, p, n) : ws->t->ops->write(ws->t, p, n, 1);
+}
+
+static inline int bs_write_slice(px_ws_t *ws, px_slice_t *s, size_t off, size_t n)
+{
+    return PX_LIKELY(!ws->t) ? px_conn_write_slice(ws->c, s, off, n)
+                             : ws->t->ops->write_slice(ws->t, s, off, n, 0);
+}
+
+static inline size_t bs_pending(const px_ws_t *ws)
+{
+    return PX_LIKELY(!ws->t) ? px_conn_pending(ws->c) : ws->t->ops->pending(ws->t);
+}
+
+static inline int bs_closing(const px_ws_t *ws)
+{
+    return PX_LIKELY(!ws->t) ? px_conn_is_closing(ws->c) : ws->t->ops->is_closing(ws->t);
+}
+
+static inline void bs_close(px_ws_t *ws)
+{
+    if (PX_LIKELY(!ws->t))
+        px_conn_close(ws->c);
+    else
+        ws->t->ops->close(ws->t);
+}
+
+static inline void bs_abort(px_ws_t *ws)
+{
+    if (PX_LIKELY(!ws->t))
+        px_conn_abort(ws->c);
+    else
+        ws->t->ops->abort(ws->t);
+}
+
+static inline void bs_timeout(px_ws_t *ws, uint64_t ms)
+{
+    if (PX_LIKELY(!ws->t))
+        px_conn_set_timeout(ws->c, ms);
+    else
+        ws->t->ops->set_timeout(ws->t, ms);
+}
+
+static inline void bs_pause(px_ws_t *ws, int paused)
+{
+    if (PX_LIKELY(!ws->t))
+        px_conn_pause_read(ws->c, paused);
+    else
+        ws->t->ops->pause(ws->t, paused);
 }
 
 /* Inflate work per on_read call: a slice costs a few milliseconds at most, so
@@ -199,12 +263,12 @@ static int slow_consumer(px_ws_t *ws)
         ws->failed = 1;
         px_metric_add(m_ws_slow, 1);
         px_log(PX_LOG_WARN, "ws conn %llu: slow consumer, %zu bytes queued: closing with 1008",
-               (unsigned long long)px_conn_id(ws->c), px_conn_pending(ws->c));
+               (unsigned long long)px_conn_id(ws->c), bs_pending(ws));
         uint8_t frame[2 + 2 + 13] = {0x88, 2 + 13, 1008 >> 8, 1008 & 0xff};
         memcpy(frame + 4, "slow consumer", 13);
-        px_conn_write_nocap(ws->c, frame, sizeof frame);
+        bs_write_nocap(ws, frame, sizeof frame);
         ws->close_sent = 1;
-        px_conn_close(ws->c);
+        bs_close(ws);
     }
     return -ENOBUFS;
 }
@@ -213,8 +277,39 @@ static int slow_consumer(px_ws_t *ws)
  * the stack): one write into the connection's output instead of two. */
 #define WS_JOIN_MAX 256
 
+/* send_raw on an HTTP/2 stream (RFC 8441): the same, through the tunnel's ops. */
+static __attribute__((noinline)) int send_raw_tunnel(px_ws_t *ws, unsigned opcode, int rsv1,
+                                                     const void *data, size_t len)
+{
+    if (ws->close_sent || bs_closing(ws))
+        return -EPIPE;
+    uint8_t hdr[PX_WS_MAX_HEADER];
+    size_t hl = px__ws_encode_header(hdr, opcode, 1, rsv1, len, NULL);
+    size_t pending = bs_pending(ws);
+    int over = 0;
+    if (pending + hl + len > px_server_opts(px_conn_server(ws->c))->output_cap) {
+        if (pending)
+            return slow_consumer(ws);
+        over = 1;
+    }
+    int r = over ? bs_write_nocap(ws, hdr, hl) : bs_write(ws, hdr, hl);
+    if (r == 0 && len)
+        r = over ? bs_write_nocap(ws, data, len) : bs_write(ws, data, len);
+    if (r == -ENOBUFS)
+        return slow_consumer(ws);
+    if (r == 0 && !px__ws_opcode_is_control(opcode))
+        px_metric_add(m_ws_out, 1);
+    return r;
+}
+
+/* The HTTP/1.1 path calls the connection directly: one test of ws->t, no more. */
 static int send_raw(px_ws_t *ws, unsigned opcode, int rsv1, const void *data, size_t len)
 {
+    if (PX_UNLIKELY(ws->t)) {
+        if (PX_UNLIKELY(ws->topic != NULL))
+            topic_sync(ws);
+        return send_raw_tunnel(ws, opcode, rsv1, data, len);
+    }
     if (ws->close_sent)
         return -EPIPE;
     if (PX_UNLIKELY(ws->topic != NULL))
@@ -302,14 +397,23 @@ static int send_frame(px_ws_t *ws, px_slice_t *frame)
 {
     if (ws->close_sent)
         return -EPIPE; /* (px_conn_write* return -EPIPE once the connection closes) */
-    int r = frame->len <= WS_COPY_MAX ? px_conn_write(ws->c, frame->data, frame->len)
+    int r;
+    if (PX_LIKELY(!ws->t)) { /* a broadcast's hot path: the connection directly */
+        r = frame->len <= WS_COPY_MAX ? px_conn_write(ws->c, frame->data, frame->len)
                                       : px_conn_write_slice(ws->c, frame, 0, frame->len);
-    if (PX_LIKELY(r == 0)) {
-        px__metric_add(m_ws_out, 1);
-        return 0;
+        if (PX_LIKELY(r == 0)) {
+            px__metric_add(m_ws_out, 1);
+            return 0;
+        }
+        if (r == -ENOBUFS && px_conn_pending(ws->c) == 0)
+            r = px_conn_write_nocap(ws->c, frame->data, frame->len); /* as in send_raw */
+    } else {
+        if (bs_closing(ws))
+            return -EPIPE;
+        r = bs_write_slice(ws, frame, 0, frame->len);
+        if (r == -ENOBUFS && bs_pending(ws) == 0)
+            r = bs_write_nocap(ws, frame->data, frame->len);
     }
-    if (r == -ENOBUFS && px_conn_pending(ws->c) == 0)
-        r = px_conn_write_nocap(ws->c, frame->data, frame->len); /* as in send_raw */
     if (r == -ENOBUFS)
         return slow_consumer(ws);
     if (r == 0)
@@ -326,7 +430,7 @@ int px_ws_send_frame(px_ws_t *ws, px_slice_t *frame)
 
 static void send_close(px_ws_t *ws, unsigned code, const char *reason, size_t rlen)
 {
-    if (ws->close_sent || px_conn_is_closing(ws->c))
+    if (ws->close_sent || bs_closing(ws))
         return;
     if (ws->topic)
         topic_sync(ws);
@@ -343,8 +447,8 @@ static void send_close(px_ws_t *ws, unsigned code, const char *reason, size_t rl
     }
     uint8_t hdr[PX_WS_MAX_HEADER];
     size_t hl = px__ws_encode_header(hdr, PX_WS_OP_CLOSE, 1, 0, n, NULL);
-    px_conn_write_nocap(ws->c, hdr, hl);
-    px_conn_write_nocap(ws->c, payload, n);
+    bs_write_nocap(ws, hdr, hl);
+    bs_write_nocap(ws, payload, n);
     ws->close_sent = 1;
 }
 
@@ -359,7 +463,7 @@ int px_ws_close(px_ws_t *ws, int code, const char *reason)
         return -EALREADY;
     send_close(ws, (unsigned)code, reason, rl);
     /* Wait for the peer's close (bounded); then we close TCP. */
-    px_conn_set_timeout(ws->c, ws->route->opts->close_timeout_ms);
+    bs_timeout(ws, ws->route->opts->close_timeout_ms);
     return 0;
 }
 
@@ -372,7 +476,7 @@ static void fail(px_ws_t *ws, unsigned code, const char *why)
     px_log(PX_LOG_DEBUG, "ws conn %llu: closing with %u: %s", (unsigned long long)px_conn_id(ws->c),
            code, why);
     send_close(ws, code, why, strlen(why) > 123 ? 123 : strlen(why));
-    px_conn_close(ws->c);
+    bs_close(ws);
 }
 
 /* ---- receiving -------------------------------------------------------------------------- */
@@ -420,7 +524,7 @@ static void on_control(px_ws_t *ws, const px__ws_frame_t *f, const uint8_t *p)
         /* Echo the close (with the peer's code), then close TCP ourselves. */
         if (!ws->close_sent)
             send_close(ws, code == 1005 ? 0 : code, NULL, 0);
-        px_conn_close(ws->c);
+        bs_close(ws);
         break;
     }
     }
@@ -471,7 +575,8 @@ static int inflate_frame(px_ws_t *ws, const px__ws_frame_t *f, const uint8_t *p,
 /* A complete data frame (payload unmasked, text checked unless compressed).
  * 0: done; 1: a compressed frame is not fully inflated yet (budget spent, call
  * again with the same frame); -1: failed. */
-static int on_data_frame(px_ws_t *ws, const px__ws_frame_t *f, uint8_t *p, budget_t *b)
+static inline __attribute__((always_inline)) int on_data_frame(px_ws_t *ws, const px__ws_frame_t *f,
+                                                               uint8_t *p, budget_t *b)
 {
     size_t len = (size_t)f->payload_len;
     size_t max = ws->route->opts->max_message;
@@ -540,7 +645,7 @@ static int on_data_frame(px_ws_t *ws, const px__ws_frame_t *f, uint8_t *p, budge
 static void yield_reads(px_ws_t *ws)
 {
     ws->yielded = 1;
-    px_conn_pause_read(ws->c, 1);
+    bs_pause(ws, 1);
     px_defer(px_conn_loop(ws->c), &ws->rx->resume); /* (only inflating yields: rx is set up) */
 }
 
@@ -562,17 +667,17 @@ static void on_resume(px_defer_t *d)
     }
     if (ws->yielded) {
         ws->yielded = 0;
-        px_conn_pause_read(ws->c, 0); /* re-dispatches the input kept meanwhile */
+        bs_pause(ws, 0); /* re-dispatches the input kept meanwhile */
     }
 }
 
-static ssize_t ws_on_read(px_conn_t *c, char *data, size_t len)
+/* Frames from the peer (both byte streams): returns the bytes used, or -1 once closing. */
+static inline __attribute__((always_inline)) ssize_t ws_input(px_ws_t *ws, char *data, size_t len)
 {
-    px_ws_t *ws = px_conn_state(c);
     size_t pos = 0;
     unsigned flags = PX_WS_PARSE_SERVER | (ws->deflate ? PX_WS_RSV1 : 0u);
     budget_t budget = {0, 0};
-    while (pos < len && !ws->failed && !px_conn_is_closing(c) && !ws->yielded) {
+    while (pos < len && !ws->failed && !bs_closing(ws) && !ws->yielded) {
         if (PX_UNLIKELY(ws->rx && ws->rx->skip)) { /* the rest of a data frame after our close */
             ws_rx_t *rx = ws->rx;
             size_t n = len - pos < rx->skip ? len - pos : (size_t)rx->skip;
@@ -599,7 +704,7 @@ static ssize_t ws_on_read(px_conn_t *c, char *data, size_t len)
             if (f.payload_len || ws->rx) {
                 ws_rx_t *rx = rx_get(ws);
                 if (!rx) {
-                    px_conn_close(c); /* (we sent our close already) */
+                    bs_close(ws); /* (we sent our close already) */
                     return -1;
                 }
                 rx->skip = f.payload_len;
@@ -670,49 +775,55 @@ static ssize_t ws_on_read(px_conn_t *c, char *data, size_t len)
         ws->done = 0;
         pos += (size_t)hl + (size_t)f.payload_len;
     }
-    if (ws->failed || px_conn_is_closing(c))
+    if (ws->failed || bs_closing(ws))
         return -1;
     /* Any traffic proves the peer alive: push the ping back. */
     if (ws->route->opts->ping_interval_ms && !ws->close_sent)
-        px_conn_set_timeout(c, ws->route->opts->ping_interval_ms);
+        bs_timeout(ws, ws->route->opts->ping_interval_ms);
     return (ssize_t)pos;
 }
 
-static void ws_on_timeout(px_conn_t *c)
+static ssize_t ws_on_read(px_conn_t *c, char *data, size_t len)
 {
-    px_ws_t *ws = px_conn_state(c);
+    return ws_input(px_conn_state(c), data, len);
+}
+
+static void ws_timeout(void *ud)
+{
+    px_ws_t *ws = ud;
     if (ws->close_sent || ws->failed) {
-        px_conn_abort(c); /* the peer never answered our close */
+        bs_abort(ws); /* the peer never answered our close */
         return;
     }
     if (ws->awaiting_pong) {
-        px_log(PX_LOG_DEBUG, "ws conn %llu: no pong, closing", (unsigned long long)px_conn_id(c));
+        px_log(PX_LOG_DEBUG, "ws conn %llu: no pong, closing",
+               (unsigned long long)px_conn_id(ws->c));
         fail(ws, PX_WS_CLOSE_GOING_AWAY, "ping timeout");
         return;
     }
     ws->awaiting_pong = 1;
     send_raw(ws, PX_WS_OP_PING, 0, NULL, 0);
-    px_conn_set_timeout(c, ws->route->opts->ping_interval_ms);
+    bs_timeout(ws, ws->route->opts->ping_interval_ms);
 }
 
-static void ws_on_shutdown(px_conn_t *c)
+static void ws_shutdown(void *ud)
 {
-    px_ws_t *ws = px_conn_state(c);
+    px_ws_t *ws = ud;
     if (!ws->close_sent)
         send_close(ws, PX_WS_CLOSE_GOING_AWAY, "server shutting down", 20);
-    px_conn_close(c);
+    bs_close(ws);
 }
 
-static void ws_on_drain(px_conn_t *c)
+static void ws_drain(void *ud)
 {
-    px_ws_t *ws = px_conn_state(c);
+    px_ws_t *ws = ud;
     if (ws->route->cb->on_drain)
         ws->route->cb->on_drain(ws, ws->route->ud);
 }
 
-static void ws_on_close(px_conn_t *c)
+static void ws_closed(void *ud)
 {
-    px_ws_t *ws = px_conn_state(c);
+    px_ws_t *ws = ud;
     px_ws_topic_leave(ws);
     if (ws->route->cb->on_close) {
         px_str_t reason = {"", 0};
@@ -730,6 +841,26 @@ static void ws_on_close(px_conn_t *c)
         ws_free(ws);
 }
 
+static void ws_on_timeout(px_conn_t *c)
+{
+    ws_timeout(px_conn_state(c));
+}
+
+static void ws_on_shutdown(px_conn_t *c)
+{
+    ws_shutdown(px_conn_state(c));
+}
+
+static void ws_on_drain(px_conn_t *c)
+{
+    ws_drain(px_conn_state(c));
+}
+
+static void ws_on_close(px_conn_t *c)
+{
+    ws_closed(px_conn_state(c));
+}
+
 static const px_protocol_t ws_protocol = {
     .name = "websocket",
     .on_read = ws_on_read,
@@ -737,6 +868,20 @@ static const px_protocol_t ws_protocol = {
     .on_timeout = ws_on_timeout,
     .on_shutdown = ws_on_shutdown,
     .on_close = ws_on_close,
+};
+
+/* A WebSocket on an HTTP/2 stream (RFC 8441): the same callbacks. */
+static ssize_t ws_tunnel_read(void *ud, char *data, size_t len)
+{
+    return ws_input(ud, data, len);
+}
+
+static const px__tunnel_cb_t ws_tunnel_cb = {
+    .on_read = ws_tunnel_read,
+    .on_drain = ws_drain,
+    .on_timeout = ws_timeout,
+    .on_shutdown = ws_shutdown,
+    .on_close = ws_closed,
 };
 
 /* ---- handshake ------------------------------------------------------------------------------- */
@@ -863,23 +1008,58 @@ static void hb_str(hbuf_t *b, const char *s)
     hb_add(b, s, strlen(s));
 }
 
+/* The HTTP/2 end of the handshake: 200 on the stream, which becomes the WebSocket's. */
+static void tunnel_open(px_req_t *req, px_ws_t *ws, const ws_route_t *route, const char *ext,
+                        size_t ext_len)
+{
+    char extbuf[PX_WS_DEFLATE_RESPONSE_MAX + 1];
+    int r = 0;
+    if (ws->subprotocol)
+        r |= px_res_header(req, "Sec-WebSocket-Protocol", ws->subprotocol);
+    if (ext) {
+        memcpy(extbuf, ext, ext_len);
+        extbuf[ext_len] = '\0';
+        r |= px_res_header(req, "Sec-WebSocket-Extensions", extbuf);
+    }
+    px__tunnel_t *t = NULL;
+    if (r == 0)
+        r = px__req_tunnel(req, &ws_tunnel_cb, ws, &t);
+    if (r) {
+        px__ws_deflate_free(ws->deflate);
+        px__free(ws->subprotocol);
+        px__free(ws);
+        px_respond_error(req, 500, NULL, "the stream cannot carry a WebSocket");
+        return;
+    }
+    ws->t = t;
+    ws->c = t->conn;
+    px_metric_add(m_ws_open, 1);
+    t->ops->set_read_limit(t, route->opts->max_message + PX_WS_MAX_HEADER);
+    bs_timeout(ws, route->opts->ping_interval_ms);
+    if (route->cb->on_open)
+        route->cb->on_open(ws, req, route->ud);
+}
+
 static void ws_handshake(px_req_t *req, void *ud)
 {
     const ws_route_t *route = ud;
     const px_ws_opts_t *opts = route->opts;
+    /* HTTP/2 (RFC 8441): an extended CONNECT with :protocol websocket, answered
+     * 200 on its stream; no Upgrade, Connection or key. */
+    int h2 = px__req_is_tunnel(req);
     px_str_t upgrade = px_req_header(req, "upgrade");
     px_str_t connection = px_req_header(req, "connection");
-    if (!upgrade.ptr || !has_token(upgrade, "websocket")) {
+    if (!h2 && (!upgrade.ptr || !has_token(upgrade, "websocket"))) {
         px_res_header(req, "Upgrade", "websocket");
         px_res_header(req, "Sec-WebSocket-Version", "13");
         px_respond_error(req, 426, "upgrade_required", "this endpoint speaks WebSocket only");
         return;
     }
-    if (px_req_http_minor(req) < 1) {
+    if (!h2 && px_req_http_minor(req) < 1) {
         px_respond_error(req, 400, NULL, "WebSocket needs HTTP/1.1");
         return;
     }
-    if (!connection.ptr || !has_token(connection, "upgrade")) {
+    if (!h2 && (!connection.ptr || !has_token(connection, "upgrade"))) {
         px_respond_error(req, 400, NULL, "Connection header must contain \"Upgrade\"");
         return;
     }
@@ -890,13 +1070,13 @@ static void ws_handshake(px_req_t *req, void *ud)
         return;
     }
     px_str_t key = px_req_header(req, "sec-websocket-key");
-    if (!key_valid(key)) {
+    if (!h2 && !key_valid(key)) {
         px_respond_error(req, 400, NULL, "Sec-WebSocket-Key must be 16 bytes in base64");
         return;
     }
     /* Any body, even an empty chunked one: the bytes after the head are the peer's first
      * WebSocket frames, so a body cannot be told apart from them. */
-    if (px_req_body(req).len || px_req_header(req, "transfer-encoding").ptr) {
+    if (!h2 && (px_req_body(req).len || px_req_header(req, "transfer-encoding").ptr)) {
         px_respond_error(req, 400, NULL, "an upgrade request has no body");
         return;
     }
@@ -967,6 +1147,10 @@ static void ws_handshake(px_req_t *req, void *ud)
         ws->subprotocol[offered[chosen].len] = '\0';
     }
 
+    if (h2) {
+        tunnel_open(req, ws, route, use_deflate ? ext : NULL, ext_len);
+        return;
+    }
     char accept[29];
     accept_value(key, accept);
     /* Room for every line at its longest (the subprotocol and extension values
@@ -1053,6 +1237,11 @@ void *px_ws_get_data(const px_ws_t *ws)
 px_conn_t *px_ws_conn(const px_ws_t *ws)
 {
     return ws->c;
+}
+
+size_t px_ws_pending(const px_ws_t *ws)
+{
+    return bs_pending(ws);
 }
 
 px_str_t px_ws_subprotocol(const px_ws_t *ws)
@@ -1175,7 +1364,8 @@ static void send_all(px_ws_t *ws, topic_local_t *l, px_slice_t *all)
 {
     if (ws->close_sent)
         return;
-    if (px_conn_room(ws->c) >= all->len && px__conn_write_slice_now(ws->c, all, 0, all->len) == 0) {
+    if (!ws->t && px_conn_room(ws->c) >= all->len &&
+        px__conn_write_slice_now(ws->c, all, 0, all->len) == 0) {
         px__metric_add(m_ws_out, l->npending);
         return;
     }

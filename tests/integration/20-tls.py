@@ -3,7 +3,8 @@
 python's ssl and python3-websockets), against a test CA and certificates made
 at test time (ECDSA P-256 and RSA 2048, several names).
 
-  - ALPN (http/1.1; h2 not offered while no "h2" protocol is registered), SNI
+  - ALPN (h2 preferred, http/1.1; h2 not offered with --http2=false: no "h2"
+    protocol is registered; HTTP/2 over TLS itself is 24-http2-tls), SNI
     picking the certificate (exact names, wildcards, the default for unknown
     names and for no name), TLS 1.0/1.1 and weak ciphers refused, TLS 1.2 and
     1.3 accepted, close_notify on close, renegotiation refused;
@@ -71,17 +72,24 @@ class Handshake(TlsCase):
     def test_alpn(self):
         self.start()
         port = self.tls_addr[1]
-        _, out = s_client(port, "-servername", "a.test", "-alpn", "h2,http/1.1")
-        self.assertIn("ALPN protocol: http/1.1", out, "h2 is not offered without an h2 protocol")
+        _, out = s_client(port, "-servername", "a.test", "-alpn", "http/1.1,h2")
+        self.assertIn("ALPN protocol: h2", out, "h2 is preferred while HTTP/2 is on")
         _, out = s_client(port, "-servername", "a.test", "-alpn", "http/1.1")
         self.assertIn("ALPN protocol: http/1.1", out)
-        _, out = s_client(port, "-servername", "a.test", "-alpn", "h2")
-        self.assertIn("No ALPN negotiated", out)
         _, out = s_client(port, "-servername", "a.test")
         self.assertIn("No ALPN negotiated", out)
-        # After ALPN, HTTP/1.1 runs over it (the first protocol of the listener).
+        # After ALPN http/1.1 (or none), HTTP/1.1 runs over it (the first protocol
+        # of the listener).
         st, _, body, _ = https(self.tls_addr, "GET", "/healthz", ca=self.pki.ca_crt)
         self.assertEqual((st, json.loads(body)), (200, {"status": "ok"}))
+
+    def test_alpn_without_h2(self):
+        self.start("--http2=false")
+        port = self.tls_addr[1]
+        _, out = s_client(port, "-servername", "a.test", "-alpn", "h2,http/1.1")
+        self.assertIn("ALPN protocol: http/1.1", out, "h2 is not offered without an h2 protocol")
+        _, out = s_client(port, "-servername", "a.test", "-alpn", "h2")
+        self.assertIn("No ALPN negotiated", out)
 
     def test_sni_picks_the_certificate(self):
         self.start()

@@ -4,10 +4,12 @@
 // P-256) that Chromium accepts through --ignore-certificate-errors-spki-list
 // (the SHA-256 of the leaf's public key), so the page is a secure context.
 //
-//   - the page loads over https:// with HTTP/1.1 (ALPN), window.isSecureContext;
+//   - the page loads over https:// with HTTP/2 (ALPN h2), window.isSecureContext;
 //   - two pages join a room over wss:// (the SDK picks wss on an https page): a
-//     message typed in one appears in the other;
-//   - the SSE fallback over HTTPS (a page without WebSocket) receives it too;
+//     message typed in one appears in the other; their WebSockets run on the h2
+//     connection (RFC 8441 extended CONNECT, in the access log as "GET /ws HTTP/2.0");
+//   - the SSE fallback over HTTPS (a page without WebSocket) receives it too, its
+//     EventSource and requests on HTTP/2 (the server counts h2 streams);
 //   - the server's /metrics (over HTTPS) counts the TLS handshakes;
 //   - a page with a certificate Chromium does not accept (the SPKI list names
 //     another key) fails to load: the flag, not a general bypass, lets it in.
@@ -102,7 +104,7 @@ before(async () => {
   otherCert = makeCert('other');
   srv = new PlexusServer({
     dir: path.join(OUT, 'server'),
-    args: ['--tls', '--tls-cert', cert.crt, '--tls-key', cert.key],
+    args: ['--tls', '--tls-cert', cert.crt, '--tls-key', cert.key, '--access-log', 'text'],
   });
   await srv.start();
   base = `https://localhost:${srv.port}`;
@@ -120,14 +122,14 @@ after(async () => {
 });
 
 describe('demo page over HTTPS', () => {
-  it('loads over https with HTTP/1.1 as a secure context', async () => {
+  it('loads over https with HTTP/2 as a secure context', async () => {
     const page = await openPage('ann');
     const nav = await page.evaluate(() => ({
       protocol: location.protocol,
       secure: window.isSecureContext,
       next: performance.getEntriesByType('navigation')[0].nextHopProtocol,
     }));
-    assert.deepEqual(nav, { protocol: 'https:', secure: true, next: 'http/1.1' });
+    assert.deepEqual(nav, { protocol: 'https:', secure: true, next: 'h2' });
     await page.screenshot({ path: path.join(OUT, 'ann.png') });
   });
 
@@ -147,6 +149,19 @@ describe('demo page over HTTPS', () => {
     // The WebSocket really is wss:// on the same port.
     const urls = await bob.evaluate(() => performance.getEntriesByType('resource').map((e) => e.name));
     assert.ok(urls.every((u) => !u.startsWith('http:')), `no plain http resource: ${urls}`);
+    // Carol's page, its scripts and its SSE fallback came over HTTP/2.
+    const carolNext = await carol.evaluate(() => [
+      performance.getEntriesByType('navigation')[0].nextHopProtocol,
+      ...performance.getEntriesByType('resource').map((e) => e.nextHopProtocol),
+    ]);
+    assert.ok(carolNext.length > 1 && carolNext.every((p) => p === 'h2'), `carol's protocols: ${carolNext}`);
+    const metrics = await carol.evaluate(async () => (await fetch('/metrics')).text());
+    const streams = /^plexus_http2_streams_total (\d+)/m.exec(metrics);
+    assert.ok(streams && Number(streams[1]) >= 6, `h2 streams in /metrics: ${streams && streams[1]}`);
+    // Chromium opened Ann's and Bob's WebSockets over HTTP/2 (extended CONNECT,
+    // logged as the GET it is routed as), not over a separate HTTP/1.1 connection.
+    const wsOverH2 = srv.logText.match(/"GET \/ws HTTP\/2\.0" 200 /g) || [];
+    assert.ok(wsOverH2.length >= 2, `WebSockets over h2 in the access log: ${wsOverH2.length}`);
     assert.deepEqual(pageErrors, []);
   });
 

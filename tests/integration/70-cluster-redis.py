@@ -363,6 +363,14 @@ class Presence(ClusterCase):
         ann = HubClient(a.addr)
         ann.ok("subscribe", channel="pr", presence=True, info="Ann")
         self.assertEqual(ann.next_event("join", "pr")["client"], ann.client_id)
+
+        def listed(node):
+            with HubClient(node.addr) as q:
+                return {x["client"] for x in q.ok("presence", channel="pr")["clients"]}
+
+        # Ann's join reaches node b through Redis: a watcher that subscribes before it lands
+        # is told of Ann by that join rather than by the list. Wait for it to land.
+        pxtest.wait_for(lambda: ann.client_id in listed(b), 10, what="Ann listed on node b")
         dee = HubClient(b.addr)
         dee.ok("subscribe", channel="pr", presence=True, info="Dee")
         watchers = (ann, dee)

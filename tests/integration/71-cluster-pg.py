@@ -143,6 +143,15 @@ class PgOnly(PgCase):
         ann = HubClient(a.addr)
         ann.ok("subscribe", channel=ch, presence=True, info="Ann")
         self.assertEqual(ann.next_event("join", ch)["client"], ann.client_id)
+
+        def listed(node):
+            with HubClient(node.addr) as q:
+                return {x["client"] for x in q.ok("presence", channel=ch)["clients"]}
+
+        # Ann's join reaches the other nodes through PostgreSQL (a commit, then NOTIFY): a
+        # watcher that subscribes before it lands is told of Ann by that join, not by the
+        # list, which is right but not what this test counts. So wait for it to land.
+        pxtest.wait_for(lambda: ann.client_id in listed(b), 10, what="Ann listed on node b")
         dee = HubClient(b.addr)
         dee.ok("subscribe", channel=ch, presence=True, info="Dee")
         watchers = (ann, dee)
