@@ -9,7 +9,7 @@ TSAN    := $(BUILD)/tsan
 CMAKE_FLAGS ?=
 
 .PHONY: all run test deps build build-asan build-tsan unit integration fuzz-replay fuzz format lint \
-        clean bench-http bench-h2 bench-ws bench-hub bench-tls bench-forward bench-passenger bench-cluster \
+        clean bench-http bench-h2 bench-ws bench-hub bench-tls bench-forward bench-pusher bench-passenger bench-cluster \
         bench-micro npm-deps soak
 
 all: build
@@ -100,6 +100,11 @@ bench-ws: build
 bench-hub: build
 	@sh deps/install.sh deps/bench.txt
 	bash bench/hub.sh $(RELEASE)
+
+bench-pusher: build
+	@sh deps/install.sh deps/bench.txt
+	@[ -d bench/peers/node_modules ] || (cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
+	bash bench/pusher.sh $(RELEASE)
 
 # Pass-through: plexus --forward vs sslh (select, fork), direct as the floor (bench/forward.sh).
 bench-forward: build

@@ -51,10 +51,10 @@ PUBLIC = """
 core   common.h buf.h loop.h worker.h log.h metrics.h version.h
 util   json.h
 net    net.h tls.h sniff.h
-http   http.h
+http   http.h fetch.h
 ws     ws.h
 hub    hub.h
-front  native.h
+front  native.h pusher.h
 cli    app.h
 """
 

@@ -51,6 +51,9 @@ static void usage(FILE *f)
         "                           /broadcast, /, /ws)\n"
         "  -p, --proto NAME         %s\n"
         "      --subject NAME       fanout/idle subject or channel (wl.fanout)\n"
+        "      --pusher-key K, --pusher-secret S  pusher: the app's key and secret, to sign\n"
+        "                           private- and presence- subscriptions (app-key, app-secret;\n"
+        "                           the path is /app/<key>?protocol=7)\n"
         "load:\n"
         "  -s, --scenario NAME      echo | fanout | idle\n"
         "  -c, --conns N            connections; fanout: subscribers, plus 1 publisher (100)\n"
@@ -287,6 +290,8 @@ enum {
     OPT_PID,
     OPT_SUBPORT,
     OPT_LABEL,
+    OPT_PKEY,
+    OPT_PSECRET,
 };
 
 int main(int argc, char **argv)
@@ -306,6 +311,8 @@ int main(int argc, char **argv)
         .src_addrs = 254,
         .subject = "wl.fanout",
         .label = "",
+        .pusher_key = "app-key",
+        .pusher_secret = "app-secret",
     };
     const char *host = "127.0.0.1";
     const char *proto_name = NULL;
@@ -333,6 +340,8 @@ int main(int argc, char **argv)
         {"server-pid", required_argument, NULL, OPT_PID},
         {"sub-port", required_argument, NULL, OPT_SUBPORT},
         {"label", required_argument, NULL, OPT_LABEL},
+        {"pusher-key", required_argument, NULL, OPT_PKEY},
+        {"pusher-secret", required_argument, NULL, OPT_PSECRET},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -382,6 +391,8 @@ int main(int argc, char **argv)
             cfg.sub_ports[cfg.n_sub_ports++] = (uint16_t)parse_uint("--sub-port", optarg, 1, 65535);
             break;
         case OPT_LABEL: cfg.label = optarg; break;
+        case OPT_PKEY: cfg.pusher_key = optarg; break;
+        case OPT_PSECRET: cfg.pusher_secret = optarg; break;
         case 'q': cfg.quiet = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -401,6 +412,12 @@ int main(int argc, char **argv)
                   scenario_name(cfg.scenario));
     if (cfg.port == 0)
         die_usage("--port is required");
+    static char pusher_path[300];
+    if (cfg.path == NULL && strcmp(cfg.proto->name, "pusher") == 0) {
+        snprintf(pusher_path, sizeof pusher_path, "/app/%s?protocol=7&client=wsload&version=1",
+                 cfg.pusher_key);
+        cfg.path = pusher_path;
+    }
     if (cfg.path == NULL)
         cfg.path = cfg.proto->default_path ? cfg.proto->default_path : "/";
     if (cfg.path[0] != '/' || strpbrk(cfg.path, " \r\n") != NULL)

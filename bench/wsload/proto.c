@@ -2,6 +2,7 @@
  * a static const table; adding one is a table here plus an entry in protos[]. */
 #include "wsload.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -497,10 +498,177 @@ static const wl_proto_t proto_plexus_hub = {
     .parse = hub_parse,
 };
 
+/* ---- pusher: the Pusher Channels protocol v7 on /app/<key> (docs/pusher.md) ---------
+ * One JSON event per text frame; the server speaks first (pusher:connection_established
+ * with the socket id, which private and presence subscriptions sign). Every role then
+ * subscribes to --subject (signed with --pusher-secret for private-/presence- names;
+ * presence members are user "wl<id>") and counts as established on
+ * pusher_internal:subscription_succeeded. The publisher sends client events
+ * {"event":"client-wl","channel":..,"data":"<payload>"} (the app must allow client events
+ * without a rate: max-client-events-per-second 0, and the channel be private- or
+ * presence-). A delivery is any event on the channel that is not pusher*: its data string
+ * is the payload. pusher:ping is answered; pusher:error is a protocol error.
+ *
+ * pc->user: 0 before the handshake; then the socket id (A << 32 | B, never 0), with bit 63
+ * set once subscribed. */
+#define PUSHER_LIVE (1ull << 63)
+
+static int pusher_setup(wl_pconn_t *pc, wl_buf_t *out)
+{
+    (void)out;
+    pc->user = 0;
+    return 2; /* connection_established, subscription_succeeded */
+}
+
+static void pusher_encode(wl_pconn_t *pc, const uint8_t *payload, size_t len, wl_buf_t *out)
+{
+    wl_buf_reserve(out, len + 64 + strlen(pc->cfg->subject));
+    wl_buf_append_str(out, "{\"event\":\"client-wl\",\"channel\":\"");
+    wl_buf_append_str(out, pc->cfg->subject);
+    wl_buf_append_str(out, "\",\"data\":\"");
+    wl_buf_append(out, payload, len);
+    wl_buf_append_str(out, "\"}");
+}
+
+/* The value of top-level string key `key` (without quotes, escapes left as they are). */
+static bool pusher_str(const uint8_t *s, size_t len, const char *key, hub_span_t *out)
+{
+    size_t i = json_skip_ws(s, len, 0);
+    if (i >= len || s[i] != '{')
+        return false;
+    i = json_skip_ws(s, len, i + 1);
+    while (i < len && s[i] == '"') {
+        size_t kend = json_skip_string(s, len, i);
+        if (kend == 0)
+            return false;
+        hub_span_t k = {s + i + 1, kend - i - 2};
+        i = json_skip_ws(s, len, kend);
+        if (i >= len || s[i] != ':')
+            return false;
+        i = json_skip_ws(s, len, i + 1);
+        size_t vend = json_skip_value(s, len, i);
+        if (vend == 0)
+            return false;
+        if (span_is(k, key)) {
+            *out = (hub_span_t){s + i, vend - i};
+            if (out->n >= 2 && out->p[0] == '"') {
+                out->p++;
+                out->n -= 2;
+            }
+            return true;
+        }
+        i = json_skip_ws(s, len, vend);
+        if (i < len && s[i] == ',')
+            i = json_skip_ws(s, len, i + 1);
+    }
+    return false;
+}
+
+static void pusher_subscribe(wl_pconn_t *pc, wl_buf_t *out)
+{
+    const char *ch = pc->cfg->subject;
+    char sid[32], user[40], cd[96] = "", sig[65];
+    snprintf(sid, sizeof sid, "%u.%u", (unsigned)(pc->user >> 32),
+             (unsigned)(pc->user & 0xffffffffu));
+    int presence = strncmp(ch, "presence-", 9) == 0, priv = strncmp(ch, "private-", 8) == 0;
+    if (presence) {
+        snprintf(user, sizeof user, "wl%u", (unsigned)pc->id);
+        snprintf(cd, sizeof cd, "{\"user_id\":\"%s\"}", user);
+    }
+    wl_buf_append_str(out, "{\"event\":\"pusher:subscribe\",\"data\":{\"channel\":\"");
+    wl_buf_append_str(out, ch);
+    wl_buf_append_str(out, "\",\"auth\":\"");
+    if (presence || priv) {
+        char tosign[512];
+        int n = snprintf(tosign, sizeof tosign, "%s:%s%s%s", sid, ch, presence ? ":" : "", cd);
+        wl_hmac_sha256_hex(pc->cfg->pusher_secret, tosign, (size_t)n, sig);
+        wl_buf_append_str(out, pc->cfg->pusher_key);
+        wl_buf_append_str(out, ":");
+        wl_buf_append_str(out, sig);
+    }
+    wl_buf_append_str(out, "\"");
+    if (presence) {
+        wl_buf_append_str(out, ",\"channel_data\":\"{\\\"user_id\\\":\\\"");
+        wl_buf_append_str(out, user);
+        wl_buf_append_str(out, "\\\"}\"");
+    }
+    wl_buf_append_str(out, "}}");
+}
+
+static ssize_t pusher_parse(wl_pconn_t *pc, const uint8_t *in, size_t len, wl_event_t *ev,
+                            wl_buf_t *out)
+{
+    hub_span_t event, data;
+    if (!pusher_str(in, len, "event", &event)) {
+        ev->payload = in;
+        ev->len = len;
+        return -1;
+    }
+    if (span_is(event, "pusher:connection_established")) {
+        /* data is a JSON string: {\"socket_id\":\"A.B\",...} */
+        if (pc->user != 0 || !pusher_str(in, len, "data", &data))
+            return (ssize_t)len;
+        uint64_t a = 0, b = 0;
+        size_t i = 0;
+        for (; i + 9 < data.n && memcmp(data.p + i, "socket_id", 9) != 0; i++)
+            ;
+        for (i += 9; i < data.n && (data.p[i] < '0' || data.p[i] > '9'); i++)
+            ;
+        for (; i < data.n && data.p[i] >= '0' && data.p[i] <= '9'; i++)
+            a = a * 10 + (uint64_t)(data.p[i] - '0');
+        for (i++; i < data.n && data.p[i] >= '0' && data.p[i] <= '9'; i++)
+            b = b * 10 + (uint64_t)(data.p[i] - '0');
+        pc->user = (a << 32 | b) & ~PUSHER_LIVE;
+        if (pc->user == 0)
+            pc->user = 1;
+        ev->kind = WL_EV_READY;
+        pusher_subscribe(pc, out);
+        return (ssize_t)len;
+    }
+    if (span_is(event, "pusher_internal:subscription_succeeded")) {
+        if (!(pc->user & PUSHER_LIVE)) {
+            pc->user |= PUSHER_LIVE;
+            ev->kind = WL_EV_READY;
+        }
+        return (ssize_t)len;
+    }
+    if (span_is(event, "pusher:ping")) {
+        wl_buf_append_str(out, "{\"event\":\"pusher:pong\",\"data\":{}}");
+        return (ssize_t)len;
+    }
+    if (span_is(event, "pusher:error") || span_is(event, "pusher:subscription_error")) {
+        ev->payload = in;
+        ev->len = len;
+        return -1;
+    }
+    if (event.n >= 6 && memcmp(event.p, "pusher", 6) == 0)
+        return (ssize_t)len; /* pong, member events, cache_miss */
+    if (!pusher_str(in, len, "data", &data)) {
+        ev->payload = in;
+        ev->len = len;
+        return -1;
+    }
+    ev->kind = WL_EV_DELIVERY;
+    ev->payload = data.p;
+    ev->len = data.n;
+    return (ssize_t)len;
+}
+
+static const wl_proto_t proto_pusher = {
+    .name = "pusher",
+    .flags = WL_PROTO_WS | WL_PROTO_TEXT,
+    .default_path = "/app/app-key?protocol=7",
+    .scenarios = SC(WL_SC_FANOUT) | SC(WL_SC_IDLE),
+    .setup = pusher_setup,
+    .encode = pusher_encode,
+    .parse = pusher_parse,
+};
+
 /* ---- registry ---------------------------------------------------------------------- */
 
 static const wl_proto_t *const protos[] = {
-    &proto_ws_echo, &proto_ws_broadcast, &proto_nats_ws, &proto_redis, &proto_plexus_hub,
+    &proto_ws_echo, &proto_ws_broadcast, &proto_nats_ws,
+    &proto_redis,   &proto_plexus_hub,   &proto_pusher,
 };
 
 const wl_proto_t *wl_proto_find(const char *name)
@@ -513,5 +681,5 @@ const wl_proto_t *wl_proto_find(const char *name)
 
 const char *wl_proto_names(void)
 {
-    return "ws-echo, ws-broadcast, nats-ws, redis, plexus-hub";
+    return "ws-echo, ws-broadcast, nats-ws, redis, plexus-hub, pusher";
 }

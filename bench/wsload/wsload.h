@@ -4,9 +4,9 @@
  *   main.c    options, run orchestration (phases), server CPU/RSS sampling, report
  *   engine.c  per-thread epoll loop, connection state machine, scenario logic
  *   ws.c      upgrade request/response, client frame encoder, server frame parser
- *   proto.c   protocol vtables: ws-echo, ws-broadcast, nats-ws, redis, plexus-hub
+ *   proto.c   protocol vtables: ws-echo, ws-broadcast, nats-ws, redis, plexus-hub, pusher
  *   stats.c   buffers, histogram, /proc readers, clock
- *   sha1.c    SHA-1 + base64 for Sec-WebSocket-Accept
+ *   sha1.c    SHA-1 + base64 for Sec-WebSocket-Accept, HMAC-SHA256 for Pusher signatures
  */
 #ifndef WSLOAD_H
 #define WSLOAD_H
@@ -94,6 +94,8 @@ int wl_proc_rss_kb(pid_t pid, uint64_t *kb);
 void wl_sha1(const void *data, size_t len, uint8_t out[20]);
 /** Writes 4*ceil(len/3) chars plus a NUL; returns the char count. */
 size_t wl_base64(const uint8_t *in, size_t len, char *out);
+/** hex(HMAC-SHA256(key, data)), NUL-terminated (Pusher channel signatures). */
+void wl_hmac_sha256_hex(const char *key, const void *data, size_t len, char out[65]);
 /** accept = base64(SHA1(key + RFC 6455 GUID)), NUL-terminated. */
 void wl_ws_accept_for_key(const char key[WL_WS_KEY_LEN], char accept[WL_WS_ACCEPT_LEN + 1]);
 
@@ -109,10 +111,11 @@ typedef struct wl_config {
     struct sockaddr_in dst; /* always inside 127.0.0.0/8 */
     char host[64];
     uint16_t port;
-    const char *path;    /* upgrade request target */
-    const char *subject; /* fanout/idle subject or channel */
-    const char *label;   /* free text copied into RESULT */
-    uint32_t conns;      /* echo/idle: connections; fanout: subscribers (+1 publisher) */
+    const char *path;                       /* upgrade request target */
+    const char *subject;                    /* fanout/idle subject or channel */
+    const char *label;                      /* free text copied into RESULT */
+    const char *pusher_key, *pusher_secret; /* --proto pusher: the app's key and secret */
+    uint32_t conns; /* echo/idle: connections; fanout: subscribers (+1 publisher) */
     unsigned threads;
     uint32_t size;   /* payload bytes, >= WL_PAYLOAD_HDR */
     uint32_t window; /* echo: in flight per conn; fanout: published but not yet received

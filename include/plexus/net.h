@@ -108,6 +108,10 @@ PX_EXTERN int px_server_wait(px_server_t *s);
  * SIGHUP re-opens the log file and calls the reload hook. SIGPIPE is ignored.
  */
 PX_EXTERN int px_server_run(px_server_t *s);
+/** Hook called on each worker when a graceful shutdown begins there, before its
+ * connections are told (on_shutdown): for work that is not a connection (sessions of a
+ * long-polling transport, ...). Before px_server_start; up to 4. 0 or -ENOSPC. */
+PX_EXTERN int px_server_on_drain(px_server_t *s, void (*cb)(px_worker_t *w, void *ud), void *ud);
 /** Hook called (on the main thread) on SIGHUP after logs are re-opened. */
 PX_EXTERN void px_server_on_reload(px_server_t *s, void (*cb)(px_server_t *, void *), void *ud);
 PX_EXTERN px_workers_t *px_server_workers(px_server_t *s);

@@ -42,8 +42,9 @@ PX_EXTERN void px_workers_stop(px_workers_t *ws);
 PX_EXTERN void px_workers_join(px_workers_t *ws);
 
 /** After px_workers_join: run the messages still queued in every mailbox on the
- * calling thread, so none is leaked (their callbacks see a stopped loop). */
-PX_EXTERN void px_workers_drain(px_workers_t *ws);
+ * calling thread, so none is leaked (their callbacks see a stopped loop). Returns how
+ * many ran (a callback may post more: call again until it returns 0). */
+PX_EXTERN size_t px_workers_drain(px_workers_t *ws);
 
 /** Post `m` to `w`'s mailbox. Any thread, lock-free, never blocks; `m` must stay
  * valid until its callback runs on `w`. */

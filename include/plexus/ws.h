@@ -56,6 +56,10 @@ typedef struct px_ws_callbacks {
     /** Connection gone: `code` is the peer's close code, 1005 if it sent none, 1006 if
      * the connection dropped without a close frame. */
     void (*on_close)(px_ws_t *ws, int code, px_str_t reason, void *ud);
+    /** Graceful server shutdown began (optional): close with a code of the route's
+     * protocol (px_ws_close; a Pusher server says 4200 "reconnect now"). Without it, or
+     * if it does not close, the connection is closed with 1001. */
+    void (*on_shutdown)(px_ws_t *ws, void *ud);
 } px_ws_callbacks_t;
 
 PX_EXTERN void px_ws_opts_init(px_ws_opts_t *o);

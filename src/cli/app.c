@@ -12,6 +12,7 @@
 #include "plexus/log.h"
 #include "plexus/metrics.h"
 #include "plexus/native.h"
+#include "plexus/pusher.h"
 #include "plexus/sniff.h"
 #include "plexus/tls.h"
 #include "plexus/version.h"
@@ -164,6 +165,47 @@ static int sniffer(px_server_t *s, const px_config_t *cfg, const char *name, px_
         return -1;                                                                                 \
     } while (0)
 
+/* The Pusher front (docs/pusher.md) for the apps of --pusher-app and pusher-apps. */
+static int pusher_setup(px_app_t *app, char *err, size_t errlen, int *code)
+{
+    const px_config_t *cfg = app->cfg;
+    px_pusher_apps_t *apps = px_pusher_apps_new();
+    if (!apps)
+        FAIL(1, "out of memory");
+    char perr[400] = "";
+    int rc = 0;
+    if (cfg->pusher_apps &&
+        px_pusher_apps_add_json(apps, cfg->pusher_apps, strlen(cfg->pusher_apps), perr,
+                                sizeof perr) != 0) {
+        snprintf(err, errlen, "pusher-apps: %s", perr);
+        rc = 2;
+    }
+    for (unsigned i = 0; !rc && i < cfg->npusher_app; i++)
+        if (px_pusher_apps_add_flag(apps, cfg->pusher_app[i], perr, sizeof perr) != 0) {
+            snprintf(err, errlen, "--pusher-app %s", perr);
+            rc = 2;
+        }
+    size_t napps = px_pusher_apps_count(apps);
+    if (!rc && px_pusher_apps_validate(px_pusher_apps_get(apps), napps, perr, sizeof perr) != 0) {
+        snprintf(err, errlen, "pusher apps: %s", perr);
+        rc = 2;
+    }
+    if (!rc) {
+        int r = px_pusher_routes(app->server, app->hub, px_pusher_apps_get(apps), napps);
+        if (r) {
+            snprintf(err, errlen, "cannot serve the Pusher protocol: %s", px_strerror(r));
+            rc = 1;
+        }
+    }
+    px_pusher_apps_free(apps);
+    if (rc) {
+        *code = rc;
+        return -1;
+    }
+    px_log(PX_LOG_INFO, "Pusher protocol: %zu app(s) at /app/{key} and /apps/{id}/", napps);
+    return 0;
+}
+
 /* Everything after option parsing; 0, or -1 with err and *code set. What it creates is
  * freed by px_app_free. */
 static int build(px_app_t *app, const px_app_opts_t *ao, char *err, size_t errlen, int *code)
@@ -284,6 +326,8 @@ static int build(px_app_t *app, const px_app_opts_t *ao, char *err, size_t errle
     if (px_native_routes(server, hub, &nopts) != 0 ||
         px_route(server, "GET", "/metrics", metrics, server) != 0)
         FAIL(1, "out of memory");
+    if ((cfg->npusher_app || cfg->pusher_apps) && pusher_setup(app, err, errlen, code) != 0)
+        return -1;
     if (ao && ao->on_routes) {
         int r = ao->on_routes(server, hub, ao->ud);
         if (r)

@@ -132,6 +132,12 @@ static const opt_t options[] = {
     {"max-inflight", T_UINT, O(max_inflight), "32", "N",
      "requests of one WebSocket connection waiting for an answer; over it: too_many_requests", NULL,
      "Hub", "1", "100000"},
+    {"pusher-app", T_LIST, O(pusher_app), NULL, "ID:KEY:SECRET",
+     "serve the Pusher protocol for this app (repeatable; options per app: --pusher-apps)", NULL,
+     "Pusher"},
+    {"pusher-apps", T_STR, O(pusher_apps), NULL, "JSON",
+     "Pusher apps with their options, a JSON array (in the config file: the array itself)", NULL,
+     "Pusher"},
     /* One port: the sniffer, pass-through rules, PROXY protocol (docs/one-port.md). */
     {"forward", T_LIST, O(forward), NULL, "NAME=TARGET[,OPT=VAL]",
      "pass connections whose first bytes match probe NAME (ssh, openvpn, xmpp, tls-sni:HOST, "
@@ -323,6 +329,8 @@ static unsigned *list_count(px_config_t *cfg, const opt_t *o, unsigned *max)
     if (o->off == O(proxy_protocol_from))
         return &cfg->nproxy_protocol_from;
     *max = PX_CONFIG_MAX_LISTEN;
+    if (o->off == O(pusher_app))
+        return &cfg->npusher_app;
     return &cfg->nlisten;
 }
 
@@ -499,7 +507,7 @@ static void check_tls(const px_config_t *cfg)
  * set like its flag. `where` names the source in errors ("--config FILE", "options"). */
 static void load_json(px_config_t *cfg, char *text, size_t len, const char *where)
 {
-    enum { MAXTOK = 1024 };
+    enum { MAXTOK = 8192 /* pusher-apps with their webhooks */ };
     px_json_tok_t *toks = load_ctx->toks = malloc(MAXTOK * sizeof *toks);
     if (!toks)
         die("%s: out of memory", where);
@@ -522,6 +530,18 @@ static void load_json(px_config_t *cfg, char *text, size_t len, const char *wher
         int v = k + 1;
         char origin[300];
         snprintf(origin, sizeof origin, "%s: key", where);
+        if (strcmp(key, "pusher-apps") == 0 &&
+            (toks[v].type == PX_JSON_ARRAY || toks[v].type == PX_JSON_OBJECT)) {
+            /* Kept as JSON text: the Pusher front reads it (px_pusher_apps_add_json). */
+            px_str_t raw = px_json_raw(&doc, v);
+            free(cfg->pusher_apps);
+            cfg->pusher_apps = malloc(raw.len + 1);
+            if (!cfg->pusher_apps)
+                die("%s: out of memory", where);
+            memcpy(cfg->pusher_apps, raw.ptr, raw.len);
+            cfg->pusher_apps[raw.len] = '\0';
+            continue;
+        }
         char val[1024];
         if (o->type == T_LIST) { /* a string (below), or an array of them */
             clear_list(cfg, o);

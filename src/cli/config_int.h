@@ -88,6 +88,11 @@ struct px_config {
     uint64_t sniff_max;
     char *proxy_protocol_from[PX_CONFIG_MAX_CERTS];
     unsigned nproxy_protocol_from;
+
+    /* pusher */
+    char *pusher_app[PX_CONFIG_MAX_LISTEN]; /* "ID:KEY:SECRET" */
+    unsigned npusher_app;
+    char *pusher_apps; /* JSON: an array of app objects (docs/pusher.md) */
     /* meta */
     char *config_file;
     /* list options already given as flags (their first flag replaces loaded values),

@@ -160,14 +160,18 @@ void px_workers_join(px_workers_t *ws)
     }
 }
 
-void px_workers_drain(px_workers_t *ws)
+size_t px_workers_drain(px_workers_t *ws)
 {
+    size_t n = 0;
     for (unsigned i = 0; i < ws->count; i++) {
         px_worker_t *w = ws->w[i];
         px_msg_t *m;
-        while ((m = px__mailbox_pop(&w->mailbox)) != NULL)
+        while ((m = px__mailbox_pop(&w->mailbox)) != NULL) {
             m->cb(w, m);
+            n++;
+        }
     }
+    return n;
 }
 
 void px_worker_post(px_worker_t *w, px_msg_t *m)

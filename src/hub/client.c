@@ -271,18 +271,23 @@ static void queue_page(px__hclient_t *c, px__hsub_t *s)
 px__hsub_t *px__hclient_subscribe(px__hclient_t *c, const char *name, size_t len, int format,
                                   const px__subopts_t *o, size_t extra)
 {
-    px__hsub_t *s = px__calloc(1, sizeof *s + extra);
+    px__hsub_t *s = px__calloc(1, sizeof *s + extra + len + 1);
     if (!s)
         return NULL;
     s->client = c;
     s->format = (uint8_t)format;
     s->presence = o->presence != 0;
+    s->name = (char *)s->extra + extra;
     memcpy(s->name, name, len);
+    s->name[len] = '\0';
     s->name_len = len;
     px__hreq_t *r = client_req(c, PX__HREQ_SUBSCRIBE, name, len);
     r->format = (uint8_t)format;
     r->tag = s;
     r->presence = o->presence != 0;
+    r->want_list = o->want_list != 0;
+    r->want_last = o->want_last != 0;
+    r->presence_max = o->presence_max;
     if (o->has_since) {
         r->has_since = 1;
         r->since_offset = o->since_offset;

@@ -43,15 +43,20 @@ struct px_hub_msg {
     uint16_t channel_len;
     uint16_t event_len;
     uint32_t data_len;
-    uint64_t offset; /* assigned by the store at commit */
-    int64_t time_ms; /* unix ms at commit */
+    uint16_t user_len; /* the publisher's user id (memory only: not stored; "" from history) */
+    uint64_t offset;   /* assigned by the store at commit */
+    int64_t time_ms;   /* unix ms at commit */
     uint64_t publisher;
     char epoch[PX__EPOCH_MAX + 1];
     px_slice_t *enc[PX__FORMATS_MAX]; /* encodings; hub thread only (a cache for replays) */
-    char bytes[];                     /* channel, event, data: each followed by a NUL */
+    char bytes[];                     /* channel, event, data, user: each followed by a NUL */
 };
 
 px_hub_msg_t *px__hub_msg_new(px_str_t channel, px_str_t event, px_str_t data, uint64_t publisher);
+/** The same with the publisher's user id (<= PX__USER_MAX bytes; e.g. a Pusher presence
+ * member's user_id for client events). Kept in memory with the message, not stored. */
+px_hub_msg_t *px__hub_msg_new_user(px_str_t channel, px_str_t event, px_str_t data,
+                                   uint64_t publisher, px_str_t user);
 static inline const char *px__msg_channel(const px_hub_msg_t *m)
 {
     return m->bytes;
@@ -64,6 +69,10 @@ static inline const char *px__msg_data(const px_hub_msg_t *m)
 {
     return m->bytes + m->channel_len + 1 + m->event_len + 1;
 }
+static inline const char *px__msg_user(const px_hub_msg_t *m)
+{
+    return px__msg_data(m) + m->data_len + 1;
+}
 
 /* ---- presence -------------------------------------------------------------------------------- */
 
@@ -74,11 +83,34 @@ typedef struct px__presence {
 
 enum { PX__JOIN = 1, PX__LEAVE };
 
+/* Presence is kept per client (one entry per listed subscription) and counted per user:
+ * several connections of one user (tabs, devices, workers) are one member for fronts that
+ * show users. An entry without a user is a member of its own. */
 typedef struct px__presence_ev {
     int op; /* PX__JOIN or PX__LEAVE */
     px_str_t channel;
     const px__presence_t *who;
+    /* JOIN: no other entry of this user was listed (the user arrives); LEAVE: no entry of
+     * this user is left (the user is gone). Always 1 for an entry without a user. */
+    unsigned user_first : 1, user_last : 1;
 } px__presence_ev_t;
+
+/* Watching the channel table from the hub thread (e.g. a front's webhooks). Calls are made
+ * on the hub thread, in order, and must be short and must not block: post the work to a
+ * worker. */
+typedef struct px__hobserver {
+    /** A channel got its first subscription (occupied 1) or lost its last (0), counting
+     * every front's subscriptions. */
+    void (*occupied)(void *ctx, px_str_t channel, int occupied);
+    /** A user arrived (PX__JOIN, user_first) or is gone (PX__LEAVE, user_last) in the
+     * presence of a channel. */
+    void (*presence)(void *ctx, px_str_t channel, int op, const px__presence_t *who);
+    void *ctx;
+} px__hobserver_t;
+
+#define PX__OBSERVERS_MAX 4
+/** Add an observer (before px_hub_start). 0, -ENOSPC or -EBUSY. It must outlive the hub. */
+int px__hub_add_observer(px_hub_t *h, const px__hobserver_t *o);
 
 /* ---- formats --------------------------------------------------------------------------------- */
 
@@ -134,6 +166,7 @@ typedef struct px__chaninfo {
     char epoch[PX__EPOCH_MAX + 1];
     uint64_t offset;
     unsigned subscribers, presence;
+    unsigned users; /* distinct users in presence */
 } px__chaninfo_t;
 
 /* One object for a request and its answer: filled by the origin, answered by the hub
@@ -161,16 +194,21 @@ struct px__hreq {
     unsigned final : 1;       /* answer (subscribe, page): the replay is complete, live from now */
     unsigned more : 1;        /* answer (history): cut at max_bytes, messages left */
     unsigned truncated : 1;   /* answer (history): messages after `since` are missing */
+    unsigned want_list : 1;   /* subscribe: the answer lists the members (pres, one per user) */
+    unsigned want_last : 1; /* subscribe, presence: the answer carries the latest message (msgs) */
+    unsigned by_user : 1;   /* presence: one entry per user (the earliest listed) */
 
     size_t channel_len;
     char channel[PX__CHANNEL_MAX + 1];
     uint64_t since_offset;
     char since_epoch[PX__EPOCH_MAX + 1];
-    size_t limit;       /* history: messages (0 = none asked) */
-    size_t max_bytes;   /* history, pages: encoded bytes per answer (at least one message);
-                           subscribe: 0 = replay nothing now, the origin asks for pages */
-    px__presence_t who; /* subscribe/unsubscribe with in_presence; user/info malloc'd */
-    px_hub_msg_t *m;    /* publish: the message (offset, time, epoch set at commit) */
+    size_t limit;          /* history: messages (0 = none asked) */
+    size_t max_bytes;      /* history, pages: encoded bytes per answer (at least one message);
+                              subscribe: 0 = replay nothing now, the origin asks for pages */
+    unsigned presence_max; /* subscribe with in_presence: refuse a new user when the channel
+                              has this many users already (0 = no bound) */
+    px__presence_t who;    /* subscribe/unsubscribe with in_presence; user/info malloc'd */
+    px_hub_msg_t *m;       /* publish: the message (offset, time, epoch set at commit) */
 
     /* answer */
     int status;           /* 0 ok; else an HTTP-like status (400, 500, 503) */
@@ -187,6 +225,7 @@ struct px__hreq {
     px__presence_t *pres; /* presence: the members (strings point into `arena`) */
     size_t npres;
     unsigned subscribers;
+    unsigned users; /* presence, subscribe: distinct users listed in the channel's presence */
     px__chaninfo_t *chans; /* listing */
     size_t nchans;
     px__arena_t arena;      /* answer storage */
@@ -253,14 +292,16 @@ struct px__hsub {
     px__hsub_t *cnext;       /* in the client's list */
     px__lchan_t *lc;         /* while active */
     uint8_t format;
-    unsigned presence : 1;    /* wants join/leave events */
-    unsigned active : 1;      /* deliveries reach it */
+    uint8_t mark;          /* the front's, for its delivery path: next to the links, unlike extra */
+    unsigned presence : 1; /* wants join/leave events */
+    unsigned active : 1;   /* deliveries reach it */
     unsigned catching_up : 1; /* the hub counted it; replay pages go out before it is active */
     unsigned cancelled : 1;   /* unsubscribed while the subscribe was at the hub */
     uint64_t cursor;          /* catching up: offset of the last message replayed */
     char who_client[PX__CLIENT_ID_LEN + 1]; /* listed in presence as this client, or "" */
     size_t name_len;
-    char name[PX__CHANNEL_MAX + 1];
+    char *name;          /* NUL-terminated, in the same allocation, after extra: a
+                            subscription holds its name's bytes, not PX__CHANNEL_MAX */
     max_align_t extra[]; /* the front's */
 };
 
@@ -275,6 +316,10 @@ typedef struct px__subopts {
     const char *since_epoch;   /* NULL or "" = any */
     int presence;              /* join/leave events wanted */
     const px__presence_t *who; /* list the client in presence (copied), or NULL */
+    int want_list;             /* the answer lists the members, one per user (r->pres) */
+    int want_last;             /* the answer carries the latest message (r->msgs; replayed
+                                  through ops->message after ops->subscribed) */
+    unsigned presence_max;     /* with `who`: refuse a new user past this many (0 = none) */
 } px__subopts_t;
 
 void px__hclient_init(px__hclient_t *c, px_hub_t *h, unsigned worker, const px__hclient_ops_t *ops);

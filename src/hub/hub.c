@@ -96,13 +96,32 @@ int px__hub_add_format(px_hub_t *h, const px__hformat_t *f)
     return (int)h->nformats++;
 }
 
+int px__hub_add_observer(px_hub_t *h, const px__hobserver_t *o)
+{
+    if (h->started)
+        return -EBUSY;
+    if (h->nobservers == PX__OBSERVERS_MAX)
+        return -ENOSPC;
+    h->observers[h->nobservers++] = o;
+    return 0;
+}
+
+static void observe_occupied(px_hub_t *h, const char *name, size_t len, int occupied)
+{
+    for (unsigned i = 0; i < h->nobservers; i++)
+        if (h->observers[i]->occupied)
+            h->observers[i]->occupied(h->observers[i]->ctx, (px_str_t){name, len}, occupied);
+}
+
 /* ---- messages ------------------------------------------------------------------------------ */
 
-px_hub_msg_t *px__hub_msg_new(px_str_t channel, px_str_t event, px_str_t data, uint64_t publisher)
+px_hub_msg_t *px__hub_msg_new_user(px_str_t channel, px_str_t event, px_str_t data,
+                                   uint64_t publisher, px_str_t user)
 {
-    if (channel.len > PX__CHANNEL_MAX || event.len > UINT16_MAX || data.len > UINT32_MAX)
+    if (channel.len > PX__CHANNEL_MAX || event.len > UINT16_MAX || data.len > UINT32_MAX ||
+        user.len > PX__USER_MAX)
         return NULL;
-    px_hub_msg_t *m = px__malloc(sizeof *m + channel.len + event.len + data.len + 3);
+    px_hub_msg_t *m = px__malloc(sizeof *m + channel.len + event.len + data.len + user.len + 4);
     if (!m)
         return NULL;
     memset(m, 0, sizeof *m);
@@ -110,20 +129,22 @@ px_hub_msg_t *px__hub_msg_new(px_str_t channel, px_str_t event, px_str_t data, u
     m->channel_len = (uint16_t)channel.len;
     m->event_len = (uint16_t)event.len;
     m->data_len = (uint32_t)data.len;
+    m->user_len = (uint16_t)user.len;
     m->publisher = publisher;
     char *p = m->bytes;
-    if (channel.len)
-        memcpy(p, channel.ptr, channel.len);
-    p[channel.len] = '\0';
-    p += channel.len + 1;
-    if (event.len)
-        memcpy(p, event.ptr, event.len);
-    p[event.len] = '\0';
-    p += event.len + 1;
-    if (data.len)
-        memcpy(p, data.ptr, data.len);
-    p[data.len] = '\0';
+    const px_str_t parts[4] = {channel, event, data, user};
+    for (int i = 0; i < 4; i++) {
+        if (parts[i].len)
+            memcpy(p, parts[i].ptr, parts[i].len);
+        p[parts[i].len] = '\0';
+        p += parts[i].len + 1;
+    }
     return m;
+}
+
+px_hub_msg_t *px__hub_msg_new(px_str_t channel, px_str_t event, px_str_t data, uint64_t publisher)
+{
+    return px__hub_msg_new_user(channel, event, data, publisher, (px_str_t){NULL, 0});
 }
 
 px_str_t px_hub_msg_channel(const px_hub_msg_t *m)
@@ -249,11 +270,35 @@ static void answer(px_hub_t *h, px__hreq_t *r)
 
 /* ---- channels ------------------------------------------------------------------------------- */
 
+/* Presence: one entry per listed client, in arrival order, found by client id, and grouped
+ * by user so that a user with several connections is one member. Every join and leave is
+ * O(1): two hash lookups and list links. A client subscribed twice at the hub (a subscribe
+ * whose unsubscribe follows its answer, with the next subscribe in between) holds its entry
+ * twice: `refs`. */
+typedef struct user_ent user_ent_t;
+
 typedef struct presence_ent {
-    struct presence_ent *next;
-    px__presence_t who; /* user/info malloc'd */
+    px__hentry_t e;                     /* in pres->clients; key: who.client */
+    struct presence_ent *prev, *next;   /* the channel's entries, oldest first */
+    struct presence_ent *uprev, *unext; /* entries of the same user, oldest first */
+    user_ent_t *u;                      /* NULL: an entry without a user */
+    px__presence_t who;                 /* user/info malloc'd */
     unsigned worker;
+    unsigned refs; /* subscriptions of the client that listed it */
 } presence_ent_t;
+
+struct user_ent {
+    px__hentry_t e; /* in pres->by_user; key: head->who.user (every entry's user is the same) */
+    presence_ent_t *head, *tail;
+    unsigned count;
+};
+
+typedef struct pres {
+    px__hashmap_t clients, by_user;
+    presence_ent_t *head, *tail;
+    unsigned count; /* entries */
+    unsigned users; /* distinct users; an entry without a user counts as one */
+} pres_t;
 
 /* Shared stores (h->net): a channel's state on this node. COLD: no local subscriber, so
  * this node does not follow it (epoch, last_offset and ring are hints at most). SYNCING:
@@ -279,8 +324,7 @@ typedef struct hchan {
     unsigned *worker_subs;              /* subscriptions per worker: deliver where > 0 */
     px_hub_msg_t **ring;                /* recent messages, ring_cap (a power of two) slots */
     uint32_t ring_start, ring_count, ring_cap;
-    presence_ent_t *presence;
-    unsigned presence_count;
+    pres_t *pres; /* NULL while nobody is listed */
     /* several nodes (h->net) */
     px_hub_t *hub;
     uint8_t state;     /* CH_* */
@@ -398,6 +442,160 @@ static void presence_free(presence_ent_t *p)
     px__free(p);
 }
 
+static void pres_free(pres_t *ps)
+{
+    if (!ps)
+        return;
+    for (presence_ent_t *p = ps->head, *next; p; p = next) {
+        next = p->next;
+        presence_free(p);
+    }
+    for (px__hentry_t *e = px__hashmap_next(&ps->by_user, NULL), *next; e; e = next) {
+        next = px__hashmap_next(&ps->by_user, e);
+        px__free(PX_CONTAINER_OF(e, user_ent_t, e));
+    }
+    px__hashmap_dispose(&ps->clients);
+    px__hashmap_dispose(&ps->by_user);
+    px__free(ps);
+}
+
+static unsigned pres_count(const hchan_t *c)
+{
+    return c->pres ? c->pres->count : 0;
+}
+
+static unsigned pres_users(const hchan_t *c)
+{
+    return c->pres ? c->pres->users : 0;
+}
+
+/* Is `user` listed in c's presence? */
+static int pres_has_user(const hchan_t *c, px_str_t user)
+{
+    return c->pres && user.len && px__hashmap_get(&c->pres->by_user, user.ptr, user.len) != NULL;
+}
+
+/* List `p` (its who is owned by it from now on). Returns 0 with *first (the user arrives),
+ * -EEXIST (the client is listed: its entry holds one more reference; p is still the caller's)
+ * or -ENOMEM (p not listed, still the caller's). */
+static int pres_add(hchan_t *c, presence_ent_t *p, int *first)
+{
+    if (!c->pres) {
+        c->pres = px__calloc(1, sizeof *c->pres);
+        if (!c->pres)
+            return -ENOMEM;
+        px__hashmap_init(&c->pres->clients);
+        px__hashmap_init(&c->pres->by_user);
+    }
+    pres_t *ps = c->pres;
+    p->e.key = p->who.client;
+    p->e.key_len = strlen(p->who.client);
+    px__hentry_t *held = px__hashmap_get(&ps->clients, p->e.key, p->e.key_len);
+    if (held) { /* a client is listed once per channel */
+        PX_CONTAINER_OF(held, presence_ent_t, e)->refs++;
+        return -EEXIST;
+    }
+    user_ent_t *u = NULL;
+    *first = 1;
+    if (p->who.user.len) {
+        px__hentry_t *e = px__hashmap_get(&ps->by_user, p->who.user.ptr, p->who.user.len);
+        if (e) {
+            u = PX_CONTAINER_OF(e, user_ent_t, e);
+            *first = 0;
+        } else {
+            u = px__calloc(1, sizeof *u);
+            if (!u)
+                return -ENOMEM;
+            u->e.key = p->who.user.ptr;
+            u->e.key_len = p->who.user.len;
+            if (px__hashmap_put(&ps->by_user, &u->e) != 0) {
+                px__free(u);
+                return -ENOMEM;
+            }
+        }
+    }
+    if (px__hashmap_put(&ps->clients, &p->e) != 0) {
+        if (u && !u->count) {
+            px__hashmap_del(&ps->by_user, &u->e);
+            px__free(u);
+        }
+        return -ENOMEM;
+    }
+    p->u = u;
+    p->refs = 1;
+    if (u) {
+        p->uprev = u->tail;
+        p->unext = NULL;
+        if (u->tail)
+            u->tail->unext = p;
+        else
+            u->head = p;
+        u->tail = p;
+        u->count++;
+    }
+    p->prev = ps->tail;
+    p->next = NULL;
+    if (ps->tail)
+        ps->tail->next = p;
+    else
+        ps->head = p;
+    ps->tail = p;
+    ps->count++;
+    ps->users += *first;
+    return 0;
+}
+
+/* Drop one reference to the entry of `client`; the last one unlists it and returns it (the
+ * caller frees it), with *last (the user is gone). NULL if it is not listed or still held. */
+static presence_ent_t *pres_remove(hchan_t *c, const char *client, int *last)
+{
+    pres_t *ps = c->pres;
+    if (!ps)
+        return NULL;
+    px__hentry_t *e = px__hashmap_get(&ps->clients, client, strlen(client));
+    if (!e)
+        return NULL;
+    presence_ent_t *p = PX_CONTAINER_OF(e, presence_ent_t, e);
+    if (--p->refs)
+        return NULL;
+    px__hashmap_del(&ps->clients, &p->e);
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        ps->head = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    else
+        ps->tail = p->prev;
+    ps->count--;
+    *last = 1;
+    user_ent_t *u = p->u;
+    if (u) {
+        if (p->uprev)
+            p->uprev->unext = p->unext;
+        else
+            u->head = p->unext;
+        if (p->unext)
+            p->unext->uprev = p->uprev;
+        else
+            u->tail = p->uprev;
+        if (--u->count) {
+            *last = 0;
+            u->e.key = u->head->who.user.ptr; /* the same bytes: the hash does not change */
+        } else {
+            px__hashmap_del(&ps->by_user, &u->e);
+            px__free(u);
+        }
+        p->u = NULL;
+    }
+    ps->users -= *last;
+    if (!ps->count) {
+        pres_free(ps);
+        c->pres = NULL;
+    }
+    return p;
+}
+
 static void pend_clear(hchan_t *c);
 
 static void chan_free(hchan_t *c)
@@ -409,10 +607,7 @@ static void chan_free(hchan_t *c)
     while (c->ring_count)
         ring_pop(c);
     px__free(c->ring);
-    for (presence_ent_t *p = c->presence, *next; p; p = next) {
-        next = p->next;
-        presence_free(p);
-    }
+    pres_free(c->pres);
     px__free(c->worker_subs);
     px__free(c);
 }
@@ -421,7 +616,7 @@ static void chan_free(hchan_t *c)
  * subscribed to would stay forever. It keeps its (fresh) epoch when it comes back. */
 static void chan_maybe_free(px_hub_t *h, hchan_t *c)
 {
-    if (c->total_subs || c->presence || c->ring_count || c->burned)
+    if (c->total_subs || c->pres || c->ring_count || c->burned)
         return;
     /* With SQLite an offset is the channel's memory of its history; with a shared store
      * the store keeps it and a COLD channel only needs to wait for what points to it. */
@@ -487,8 +682,14 @@ static void fan_out(px_hub_t *h, hchan_t *c, px_hub_msg_t *m)
     deliver_to_workers(h, c, &d, 0);
 }
 
-static void presence_event(px_hub_t *h, hchan_t *c, int op, const px__presence_t *who)
+static void presence_event(px_hub_t *h, hchan_t *c, int op, const px__presence_t *who,
+                           int user_edge)
 {
+    if (user_edge)
+        for (unsigned i = 0; i < h->nobservers; i++)
+            if (h->observers[i]->presence)
+                h->observers[i]->presence(h->observers[i]->ctx, (px_str_t){c->name, c->name_len},
+                                          op, who);
     if (!c->total_subs)
         return;
     size_t nl = c->name_len;
@@ -504,7 +705,11 @@ static void presence_event(px_hub_t *h, hchan_t *c, int op, const px__presence_t
         memcpy(d->bytes + nl, who->user.ptr, who->user.len);
     if (who->info.len)
         memcpy(d->bytes + nl + who->user.len, who->info.ptr, who->info.len);
-    d->ev = (px__presence_ev_t){.op = op, .channel = {d->bytes, nl}, .who = &d->who};
+    d->ev = (px__presence_ev_t){.op = op,
+                                .channel = {d->bytes, nl},
+                                .who = &d->who,
+                                .user_first = op == PX__JOIN && user_edge,
+                                .user_last = op == PX__LEAVE && user_edge};
     d->who.user.ptr = who->user.len ? d->bytes + nl : NULL;
     d->who.info.ptr = who->info.len ? d->bytes + nl + who->user.len : NULL;
     for (unsigned f = 0; f < h->nformats; f++)
@@ -589,7 +794,8 @@ static void commit_batch(px_defer_t *d)
                 (px__store_msg_t){.channel = {c->name, c->name_len},
                                   .offset = c->burned > c->last_offset ? c->burned + c->batch_n : 0,
                                   .time_ms = now,
-                                  .data = px_hub_msg_data(r->m)};
+                                  .data = px_hub_msg_data(r->m),
+                                  .event = px_hub_msg_event(r->m)};
         }
     }
     uint64_t t0 = px_now_ns();
@@ -723,7 +929,7 @@ static int store_row(void *ud, const px__store_msg_t *sm)
 {
     row_ctx_t *x = ud;
     px_hub_msg_t *m =
-        px__hub_msg_new((px_str_t){x->c->name, x->c->name_len}, (px_str_t){"", 0}, sm->data, 0);
+        px__hub_msg_new((px_str_t){x->c->name, x->c->name_len}, sm->event, sm->data, 0);
     if (!m)
         return -ENOMEM;
     m->offset = sm->offset;
@@ -831,6 +1037,44 @@ static int add_gap(px_hub_t *h, px__hreq_t *r, hchan_t *c)
     return 0;
 }
 
+/* Copy c's members into r->pres (in r's arena): every entry, or one per user (its earliest
+ * entry) with `by_user`. 0 or -ENOMEM. */
+static int fill_members(const hchan_t *c, px__hreq_t *r, int by_user)
+{
+    r->users = pres_users(c);
+    unsigned n = by_user ? pres_users(c) : pres_count(c);
+    if (!n)
+        return 0;
+    r->pres = px__arena_alloc(&r->arena, n * sizeof *r->pres);
+    if (!r->pres)
+        return -ENOMEM;
+    for (presence_ent_t *p = c->pres->head; p; p = p->next) {
+        if (by_user && p->u && p->u->head != p)
+            continue;
+        px__presence_t *o = &r->pres[r->npres++];
+        memcpy(o->client, p->who.client, sizeof o->client);
+        o->user = (px_str_t){
+            p->who.user.len ? px__arena_memdup(&r->arena, p->who.user.ptr, p->who.user.len) : NULL,
+            p->who.user.len};
+        o->info = (px_str_t){
+            p->who.info.len ? px__arena_memdup(&r->arena, p->who.info.ptr, p->who.info.len) : NULL,
+            p->who.info.len};
+        if ((o->user.len && !o->user.ptr) || (o->info.len && !o->info.ptr))
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+/* A subscription that could not be made for want of memory: 503, not counted (the origin
+ * forgets it). */
+static void sub_refuse_oom(px_hub_t *h, px__hreq_t *r, hchan_t *c)
+{
+    collect_reset(r);
+    hreq_error(r, 503, "internal_error", "out of memory");
+    chan_maybe_free(h, c);
+    answer(h, r);
+}
+
 static int net_needs_read(px_hub_t *h, hchan_t *c, uint64_t since);
 static void net_presence_add(px_hub_t *h, hchan_t *c, const presence_ent_t *p);
 static void net_presence_remove(px_hub_t *h, hchan_t *c, const presence_ent_t *p);
@@ -842,6 +1086,14 @@ static void do_subscribe(px_hub_t *h, px__hreq_t *r)
     hchan_t *c = r->format < h->nformats ? chan_get(h, r->channel, r->channel_len) : NULL;
     if (!c) {
         hreq_error(r, 503, "internal_error", "out of memory");
+        answer(h, r);
+        return;
+    }
+    /* A bound on members refuses a new user, never another connection of a listed one. */
+    if (r->in_presence && r->presence_max && pres_users(c) >= r->presence_max &&
+        !pres_has_user(c, r->who.user)) {
+        hreq_error(r, 403, "too_many_members", "the channel has its maximum of members");
+        chan_maybe_free(h, c);
         answer(h, r);
         return;
     }
@@ -882,38 +1134,72 @@ static void do_subscribe(px_hub_t *h, px__hreq_t *r)
             }
         }
         if (r->recovered == 0 && h->formats[r->format]->gap_on_subscribe && add_gap(h, r, c) != 0) {
-            collect_reset(r);
-            hreq_error(r, 503, "internal_error", "out of memory");
-            chan_maybe_free(h, c);
-            answer(h, r); /* not counted: the origin forgets the subscription */
+            sub_refuse_oom(h, r, c);
             return;
         }
+    }
+    /* Presence: listed before the subscription counts, so that out of memory refuses it
+     * (503) instead of leaving a member out, or its member list short, without a word. The
+     * others hear of it after the answer is queued (the joiner's own event follows it). */
+    presence_ent_t *p = NULL;
+    int first = 0, listed = 0;
+    if (r->in_presence) {
+        p = px__calloc(1, sizeof *p);
+        int rc = -ENOMEM;
+        if (p) {
+            p->who = r->who;
+            p->worker = r->worker;
+            rc = pres_add(c, p, &first);
+        }
+        if (rc == 0) {
+            r->who.user = r->who.info = (px_str_t){NULL, 0}; /* p owns them now */
+        } else {
+            px__free(p); /* -EEXIST: the client is listed already, nothing to tell */
+            p = NULL;
+            if (c->pres && !c->pres->count) {
+                pres_free(c->pres);
+                c->pres = NULL;
+            }
+        }
+        if (rc == -ENOMEM) {
+            sub_refuse_oom(h, r, c);
+            return;
+        }
+        listed = 1;
+    }
+    if (r->want_list && fill_members(c, r, 1) != 0) {
+        r->npres = 0;
+        r->pres = NULL;
+        int last;
+        presence_ent_t *gone = listed ? pres_remove(c, r->who.client, &last) : NULL;
+        if (gone) /* its reference was the only one: nobody was told of it yet */
+            presence_free(gone);
+        sub_refuse_oom(h, r, c);
+        return;
     }
     /* Counted after the recovery read (nothing runs in between on this thread): deliveries of
      * every later commit reach the worker after this answer. */
     c->worker_subs[r->worker]++;
-    if (c->total_subs++ == 0 && !h->net) /* net: the channel subscribed when it synced */
-        px__broker_subscribe(h->broker, (px_str_t){c->name, c->name_len});
+    if (c->total_subs++ == 0) {
+        if (!h->net) /* net: the channel subscribed when it synced */
+            px__broker_subscribe(h->broker, (px_str_t){c->name, c->name_len});
+        observe_occupied(h, c->name, c->name_len, 1);
+    }
     c->fmt_subs[r->format]++;
     page_result(r, c, &col, since);
     snprintf(r->epoch, sizeof r->epoch, "%s", c->epoch);
     r->offset = c->last_offset;
-
-    /* Presence: remember who, tell the others (after the answer is queued, so the
-     * joiner's own join event follows its answer). */
-    presence_ent_t *p = NULL;
-    if (r->in_presence) {
-        p = px__xcalloc(1, sizeof *p); /* fixed size; a member left out would be a silent lie */
-        p->who = r->who;
-        r->who.user = r->who.info = (px_str_t){NULL, 0};
-        p->worker = r->worker;
-        p->next = c->presence;
-        c->presence = p;
-        c->presence_count++;
+    if (r->want_last && !r->has_since && c->last_offset) {
+        /* The latest message, neutral (no frame): the origin replays it itself. */
+        collect_t last = {.h = h, .r = r, .format = -1, .limit = 1, .max_bytes = SIZE_MAX};
+        if (read_history(h, c, c->last_offset - 1, &last) < 0)
+            collect_reset(r);
     }
+
+    r->users = pres_users(c);
     answer(h, r);
     if (p) {
-        presence_event(h, c, PX__JOIN, &p->who);
+        presence_event(h, c, PX__JOIN, &p->who, first);
         net_presence_add(h, c, p);
     }
 }
@@ -966,20 +1252,17 @@ static void do_unsubscribe(px_hub_t *h, px__hreq_t *r)
                 net_chan_cold(h, c);
             else
                 px__broker_unsubscribe(h->broker, (px_str_t){c->name, c->name_len});
+            observe_occupied(h, c->name, c->name_len, 0);
         }
         if (r->format < PX__FORMATS_MAX && c->fmt_subs[r->format])
             c->fmt_subs[r->format]--;
         if (r->in_presence) {
-            for (presence_ent_t **pp = &c->presence; *pp; pp = &(*pp)->next) {
-                presence_ent_t *p = *pp;
-                if (strcmp(p->who.client, r->who.client) == 0) {
-                    *pp = p->next;
-                    c->presence_count--;
-                    presence_event(h, c, PX__LEAVE, &p->who);
-                    net_presence_remove(h, c, p);
-                    presence_free(p);
-                    break;
-                }
+            int last = 0;
+            presence_ent_t *p = pres_remove(c, r->who.client, &last);
+            if (p) {
+                presence_event(h, c, PX__LEAVE, &p->who, last);
+                net_presence_remove(h, c, p);
+                presence_free(p);
             }
         }
         chan_maybe_free(h, c);
@@ -1038,30 +1321,15 @@ static void do_presence(px_hub_t *h, px__hreq_t *r)
         return; /* every node's members, answered when the broker has them */
     hchan_t *c = chan_find(h, r->channel, r->channel_len);
     r->subscribers = c ? c->total_subs : 0;
-    if (c && c->presence_count) {
-        r->pres = px__arena_alloc(&r->arena, c->presence_count * sizeof *r->pres);
-        if (!r->pres) {
-            hreq_error(r, 503, "internal_error", "out of memory");
-            answer(h, r);
-            return;
-        }
-        for (presence_ent_t *p = c->presence; p; p = p->next) {
-            px__presence_t *o = &r->pres[r->npres++];
-            memcpy(o->client, p->who.client, sizeof o->client);
-            o->user = (px_str_t){p->who.user.len
-                                     ? px__arena_memdup(&r->arena, p->who.user.ptr, p->who.user.len)
-                                     : NULL,
-                                 p->who.user.len};
-            o->info = (px_str_t){p->who.info.len
-                                     ? px__arena_memdup(&r->arena, p->who.info.ptr, p->who.info.len)
-                                     : NULL,
-                                 p->who.info.len};
-            if ((o->user.len && !o->user.ptr) || (o->info.len && !o->info.ptr)) {
-                hreq_error(r, 503, "internal_error", "out of memory");
-                break;
-            }
-        }
+    if (c && fill_members(c, r, r->by_user) != 0)
+        hreq_error(r, 503, "internal_error", "out of memory");
+    if (c && r->want_last && c->last_offset) {
+        collect_t last = {.h = h, .r = r, .format = -1, .limit = 1, .max_bytes = SIZE_MAX};
+        if (read_history(h, c, c->last_offset - 1, &last) < 0)
+            collect_reset(r);
     }
+    if (c)
+        r->offset = c->last_offset;
     answer(h, r);
 }
 
@@ -1089,7 +1357,8 @@ static void do_channels(px_hub_t *h, px__hreq_t *r)
         memcpy(o->epoch, c->epoch, sizeof o->epoch);
         o->offset = c->last_offset;
         o->subscribers = c->total_subs;
-        o->presence = c->presence_count;
+        o->presence = pres_count(c);
+        o->users = pres_users(c);
     }
     answer(h, r);
 }
@@ -1999,7 +2268,9 @@ static void on_broker_presence(void *ud, px_str_t channel, int op, const px__bro
     c->pres_seen = 1;
     memcpy(who.client, m->client.ptr, PX__CLIENT_ID_LEN);
     who.client[PX__CLIENT_ID_LEN] = '\0';
-    presence_event(h, c, op, &who);
+    /* Another node's member: a user edge unless the user is listed here too (members are
+     * counted per user within a node; across nodes only as far as this one sees). */
+    presence_event(h, c, op, &who, !pres_has_user(c, who.user));
 }
 
 typedef struct plist_req {
@@ -2028,9 +2299,36 @@ static void on_presence_list(void *ud, int status, const px__broker_member_t *ms
         answer(h, r);
         return;
     }
+    /* Members are counted per user, as this node's presence index does; with by_user one
+     * entry per user (its first) is listed. An entry without a user counts as one. */
+    px__hashmap_t seen;
+    px__hashmap_init(&seen);
+    px__hentry_t *ents = n ? px__calloc(n, sizeof *ents) : NULL;
+    if (n && !ents) {
+        hreq_error(r, 503, "internal_error", "out of memory");
+        answer(h, r);
+        return;
+    }
+    r->users = 0;
     for (size_t i = 0; i < n; i++) {
         if (ms[i].client.len != PX__CLIENT_ID_LEN)
             continue;
+        if (ms[i].user.len) {
+            if (px__hashmap_get(&seen, ms[i].user.ptr, ms[i].user.len)) {
+                if (r->by_user)
+                    continue;
+            } else {
+                ents[i].key = ms[i].user.ptr;
+                ents[i].key_len = ms[i].user.len;
+                if (px__hashmap_put(&seen, &ents[i]) != 0) {
+                    hreq_error(r, 503, "internal_error", "out of memory");
+                    break;
+                }
+                r->users++;
+            }
+        } else {
+            r->users++;
+        }
         px__presence_t *o = &r->pres[r->npres++];
         memcpy(o->client, ms[i].client.ptr, PX__CLIENT_ID_LEN);
         o->client[PX__CLIENT_ID_LEN] = '\0';
@@ -2041,6 +2339,8 @@ static void on_presence_list(void *ud, int status, const px__broker_member_t *ms
             ms[i].info.len ? px__arena_memdup(&r->arena, ms[i].info.ptr, ms[i].info.len) : NULL,
             ms[i].info.len};
     }
+    px__hashmap_dispose(&seen);
+    px__free(ents);
     answer(h, r);
 }
 
@@ -2069,10 +2369,10 @@ static void presence_cb(px_timer_t *t)
          e = px__hashmap_next(&h->channels, e)) {
         hchan_t *c = PX_CONTAINER_OF(e, hchan_t, e);
         px_str_t ch = {c->name, c->name_len};
-        if (c->presence_count) {
-            px__broker_member_t *ms = px__calloc(c->presence_count, sizeof *ms);
+        if (pres_count(c)) {
+            px__broker_member_t *ms = px__calloc(pres_count(c), sizeof *ms);
             size_t n = 0;
-            for (presence_ent_t *p = c->presence; p && ms; p = p->next)
+            for (presence_ent_t *p = c->pres->head; p && ms; p = p->next)
                 ms[n++] = member_of(p);
             if (ms)
                 h->broker->ops->presence_refresh(h->broker, ch, ms, n, h->opts.presence_ttl_ms);
@@ -2369,8 +2669,12 @@ void px_hub_free(px_hub_t *h)
             }
         }
     }
+    /* Answers run at the workers can post to the hub again (a subscribe answered for a
+     * client that is gone posts its unsubscribe), and the hub's answers go back to the
+     * workers: drain both until neither has anything left. */
     if (h->actor)
-        px_workers_drain(h->workers);
+        while (px_workers_drain(h->workers) + px_workers_drain(h->actor) > 0)
+            ;
     px__hub_api_free(h);
     px__hub_locals_free(h);
     px_workers_free(h->actor);

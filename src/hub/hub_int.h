@@ -19,6 +19,8 @@ struct px_hub {
     px_workers_t *actor;  /* one worker: the hub thread */
     const px__hformat_t *formats[PX__FORMATS_MAX];
     unsigned nformats;
+    const px__hobserver_t *observers[PX__OBSERVERS_MAX];
+    unsigned nobservers;
     px__hashmap_t channels;       /* hub thread only */
     struct px__hlocal *locals;    /* per worker: that worker only */
     struct px_hub_sub **api_subs; /* per worker: the C API's subscriptions (api.c) */

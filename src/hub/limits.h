@@ -14,5 +14,7 @@
 #define PX__OFFSET_MAX ((uint64_t)INT64_MAX)
 /** A client's id in presence: 16 hex chars. */
 #define PX__CLIENT_ID_LEN 16
+/** A publisher's user id carried with a message (px__hub_msg_new_user): at most this long. */
+#define PX__USER_MAX 1024
 
 #endif

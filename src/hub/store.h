@@ -51,6 +51,7 @@ typedef struct px__store_msg {
                        * append: 0 = the store chooses */
     int64_t time_ms;  /* unix ms, assigned by the hub; TTL retention compares it */
     px_str_t data;    /* raw bytes (JSON); may be empty; ptr may be NULL only if len is 0 */
+    px_str_t event;   /* the event name ("" for none, the native protocol's); as data */
 } px__store_msg_t;
 
 /** What append() committed for one message: its offset, and the channel's epoch (points

@@ -25,7 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 #define APPLICATION_ID 0x706c7873 /* "plxs": `file plexus.db` and our open tell it apart */
 #define DB_NAME        "plexus.db"
 #define LOCK_NAME      "plexus.lock"
@@ -98,14 +98,16 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_BEGIN] = "BEGIN IMMEDIATE",
     [Q_COMMIT] = "COMMIT",
     [Q_ROLLBACK] = "ROLLBACK",
-    [Q_INS_MSG] = "INSERT INTO messages(channel_id, offset, time_ms, data) VALUES(?1, ?2, ?3, ?4)",
+    [Q_INS_MSG] = ("INSERT INTO messages(channel_id, offset, time_ms, data, event)"
+                   " VALUES(?1, ?2, ?3, ?4, ?5)"),
     [Q_INS_CHAN] = "INSERT INTO channels(name, epoch, last_offset) VALUES(?1, ?2, 0)",
     [Q_UPD_CHAN] = "UPDATE channels SET epoch = ?2, last_offset = ?3 WHERE id = ?1",
     [Q_DEL_CHAN] = "DELETE FROM messages WHERE channel_id = ?1",
     [Q_DEL_UPTO] = "DELETE FROM messages WHERE channel_id = ?1 AND offset <= ?2",
     [Q_HEAD] = "SELECT offset FROM messages WHERE channel_id = ?1 ORDER BY offset LIMIT 1",
-    [Q_READ] = ("SELECT offset, time_ms, data FROM messages WHERE channel_id = ?1 AND offset > ?2 "
-                "ORDER BY offset LIMIT ?3"),
+    [Q_READ] =
+        ("SELECT offset, time_ms, data, event FROM messages WHERE channel_id = ?1 AND offset > ?2 "
+         "ORDER BY offset LIMIT ?3"),
     [Q_TTL_SCAN] = "SELECT seq, time_ms FROM messages ORDER BY seq LIMIT ?1",
     /* Before TTL deletes a channel's newest message, make its row hold the last offset. The
      * newest message of a channel is also its highest seq (both grow with every append). */
@@ -150,9 +152,12 @@ static const char *const migrations[] = {
     " time_ms INTEGER NOT NULL,"
     " data BLOB NOT NULL);"
     "CREATE UNIQUE INDEX messages_by_channel ON messages(channel_id, offset);",
-    /* 2: the store's instance id, made once with the database: fresh_epoch() keys on it. */
-    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
-    "INSERT INTO meta VALUES('instance', lower(hex(randomblob(16))));",
+    /* 2: the store's instance id, made once with the database: fresh_epoch() keys on it.
+     * (In parentheses: one element of two literals, not two elements missing a comma.) */
+    ("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+     "INSERT INTO meta VALUES('instance', lower(hex(randomblob(16))));"),
+    /* 3: messages keep their event name (a Pusher event's; "" for the native protocol's). */
+    "ALTER TABLE messages ADD COLUMN event BLOB NOT NULL DEFAULT x'';",
 };
 _Static_assert(PX_ARRAY_SIZE(migrations) == SCHEMA_VERSION, "one migration per version");
 _Static_assert(APPLICATION_ID == 1886156915, "keep the migration literal in sync");
@@ -626,8 +631,8 @@ static int sq_append(px__store_t *base, const px__store_msg_t *msgs, size_t n,
             return errf(s, -EINVAL, "append: message %zu: invalid epoch", i);
         if (m->offset > PX__OFFSET_MAX)
             return errf(s, -EINVAL, "append: message %zu: offset out of range", i);
-        if (m->data.len && !m->data.ptr)
-            return errf(s, -EINVAL, "append: message %zu: NULL data", i);
+        if ((m->data.len && !m->data.ptr) || (m->event.len && !m->event.ptr))
+            return errf(s, -EINVAL, "append: message %zu: NULL data or event", i);
         if (m->data.len > INT_MAX)
             return errf(s, -EMSGSIZE, "append: message %zu: data too large", i);
     }
@@ -673,6 +678,7 @@ static int sq_append(px__store_t *base, const px__store_msg_t *msgs, size_t n,
         bind_u64(ins, 2, off);
         sqlite3_bind_int64(ins, 3, m->time_ms);
         bind_span(ins, 4, m->data);
+        bind_span(ins, 5, m->event);
         int rc = run(ins);
         if (rc != SQLITE_DONE) {
             r = fail(s, rc, "insert message");
@@ -772,6 +778,9 @@ static int sq_read(px__store_t *base, px_str_t channel, uint64_t since, size_t l
         const void *p = sqlite3_column_blob(st, 2);
         m.data.len = (size_t)sqlite3_column_bytes(st, 2);
         m.data.ptr = p ? p : "";
+        const void *e = sqlite3_column_blob(st, 3);
+        m.event.len = (size_t)sqlite3_column_bytes(st, 3);
+        m.event.ptr = e ? e : "";
         if ((r = cb(ud, &m)) != 0)
             break;
     }

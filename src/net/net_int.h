@@ -195,6 +195,11 @@ struct px_server {
     atomic_int shutting_down;
     void (*reload_cb)(px_server_t *, void *);
     void *reload_ud;
+    struct {
+        void (*cb)(px_worker_t *, void *);
+        void *ud;
+    } drain_hooks[4]; /* px_server_on_drain */
+    unsigned ndrain_hooks;
 };
 
 /* listener.c */

@@ -264,6 +264,16 @@ unsigned px_server_connection_count(const px_server_t *s)
     return atomic_load_explicit(&((px_server_t *)s)->nconns, memory_order_relaxed);
 }
 
+int px_server_on_drain(px_server_t *s, void (*cb)(px_worker_t *w, void *ud), void *ud)
+{
+    if (s->ndrain_hooks == PX_ARRAY_SIZE(s->drain_hooks))
+        return -ENOSPC;
+    s->drain_hooks[s->ndrain_hooks].cb = cb;
+    s->drain_hooks[s->ndrain_hooks].ud = ud;
+    s->ndrain_hooks++;
+    return 0;
+}
+
 void px_server_on_reload(px_server_t *s, void (*cb)(px_server_t *, void *), void *ud)
 {
     s->reload_cb = cb;
@@ -371,6 +381,8 @@ static void on_drain_msg(px_worker_t *w, px_msg_t *m)
     }
     px_timer_init(&nw->shutdown_timer, on_shutdown_timeout, nw);
     px_timer_start(nw->loop, &nw->shutdown_timer, s->opts.shutdown_timeout_ms);
+    for (unsigned i = 0; i < s->ndrain_hooks; i++)
+        s->drain_hooks[i].cb(w, s->drain_hooks[i].ud);
     px_conn_t *next;
     for (px_conn_t *c = nw->conns; c; c = next) {
         next = c->next;

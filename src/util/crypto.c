@@ -89,6 +89,12 @@ void px__sha1(const void *data, size_t n, uint8_t md[20])
     }
 }
 
+void px__md5(const void *data, size_t n, uint8_t md[16])
+{
+    unsigned int len = 16;
+    EVP_Digest(data, n, md, &len, EVP_md5(), NULL);
+}
+
 int px__memcmp_ct(const void *a, const void *b, size_t n)
 {
     return CRYPTO_memcmp(a, b, n);

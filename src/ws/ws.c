@@ -809,6 +809,8 @@ static void ws_timeout(void *ud)
 static void ws_shutdown(void *ud)
 {
     px_ws_t *ws = ud;
+    if (!ws->close_sent && ws->route->cb->on_shutdown)
+        ws->route->cb->on_shutdown(ws, ws->route->ud);
     if (!ws->close_sent)
         send_close(ws, PX_WS_CLOSE_GOING_AWAY, "server shutting down", 20);
     bs_close(ws);

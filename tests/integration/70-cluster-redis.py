@@ -19,6 +19,8 @@ pub/sub is also the broker), docs/scaling.md.
     PX_BUILD_DIR=build/release /usr/bin/python3 tests/integration/70-cluster-redis.py -v
 """
 
+import hashlib
+import hmac
 import json
 import os
 import random
@@ -27,8 +29,8 @@ import time
 
 import pxtest
 from backends import RedisServer, TcpProxy
-from hubclient import (HubClient, SseReader, api, chan_path, full_history, hub_args, metric,
-                       publish_http)
+from hubclient import (HubClient, SseReader, api, chan_path, full_history, hub_args, jwt,
+                       metric, publish_http)
 from pxtest import scaled
 
 
@@ -426,6 +428,36 @@ class Presence(ClusterCase):
         dee.close()
         ann.close()
 
+
+    def test_pusher_api_counts_users_across_nodes(self):
+        """The Pusher HTTP API on a cluster (docs/pusher.md): a presence channel's user_count
+        and users list count each user once, whichever nodes its connections are on."""
+        redis = self.redis()
+        extra = ("--jwt-secret", "s3cret", "--pusher-app", "1:app-key:app-secret")
+        a, b = self.node(redis.url, *extra), self.node(redis.url, *extra)
+        conns = [HubClient(n.addr, token=jwt("s3cret", {"sub": user}))
+                 for n, user in ((a, "amy"), (b, "amy"), (b, "bob"))]
+        for c in conns:
+            c.ok("subscribe", channel="presence-room", presence=True)
+
+        def signed(node, path, params):
+            q = dict(params, auth_key="app-key", auth_timestamp=str(int(time.time())),
+                     auth_version="1.0")
+            query = "&".join("%s=%s" % (k, q[k]) for k in sorted(q))
+            sig = hmac.new(b"app-secret", ("GET\n/apps/1%s\n%s" % (path, query)).encode(),
+                           hashlib.sha256).hexdigest()
+            st, body, _ = api(node, "GET", "/apps/1%s?%s&auth_signature=%s" % (path, query, sig))
+            self.assertEqual(st, 200, body)
+            return body
+
+        for n in (a, b):
+            pxtest.wait_for(lambda n=n: signed(n, "/channels/presence-room",
+                                               {"info": "user_count"}).get("user_count") == 2,
+                            10, what="user_count 2")
+            users = signed(n, "/channels/presence-room/users", {})["users"]
+            self.assertEqual(sorted(u["id"] for u in users), ["amy", "bob"])
+        for c in conns:
+            c.close()
 
 class Config(ClusterCase):
     def test_bad_store_and_broker(self):

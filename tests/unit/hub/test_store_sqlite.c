@@ -739,13 +739,68 @@ static void test_durability_pragmas(void **state)
     assert_int_equal(pragma_int(f->s, "PRAGMA wal_autocheckpoint"), 4000);
     assert_int_equal(pragma_int(f->s, "PRAGMA journal_size_limit"), 64 << 20);
     assert_int_equal(pragma_int(f->s, "PRAGMA busy_timeout"), 5000);
-    assert_int_equal(pragma_int(f->s, "PRAGMA user_version"), 2);
+    assert_int_equal(pragma_int(f->s, "PRAGMA user_version"), 3);
     assert_int_equal(pragma_int(f->s, "PRAGMA application_id"), 0x706c7873);
 
     f->opts.durability = PX_DURABILITY_FULL;
     fx_reopen(f);
     assert_int_equal(pragma_int(f->s, "PRAGMA synchronous"), 2); /* FULL */
     assert_int_equal(pragma_int(f->s, "PRAGMA fullfsync"), 0);
+}
+
+/* ---- event names (schema 3) ----------------------------------------------------------- */
+
+typedef struct evgot {
+    int n;
+    char event[4][32];
+} evgot_t;
+
+static int collect_event(void *ud, const px__store_msg_t *m)
+{
+    evgot_t *g = ud;
+    if (g->n < 4)
+        snprintf(g->event[g->n++], sizeof g->event[0], "%.*s", (int)m->event.len, m->event.ptr);
+    return 0;
+}
+
+/* Messages keep their event name across a reopen; a database of schema 2 (no event column)
+ * is upgraded and its old messages read back with "". */
+static void test_event_names(void **state)
+{
+    fx_t *f = *state;
+    /* A schema-2 database with one message, made by hand. */
+    char path[300];
+    snprintf(path, sizeof path, "%s/plexus.db", f->dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "PRAGMA application_id = 1886156915;"
+                     "CREATE TABLE channels(id INTEGER PRIMARY KEY, name BLOB NOT NULL UNIQUE,"
+                     " epoch TEXT NOT NULL, last_offset INTEGER NOT NULL);"
+                     "CREATE TABLE messages(seq INTEGER PRIMARY KEY, channel_id INTEGER NOT NULL,"
+                     " offset INTEGER NOT NULL, time_ms INTEGER NOT NULL, data BLOB NOT NULL);"
+                     "CREATE UNIQUE INDEX messages_by_channel ON messages(channel_id, offset);"
+                     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+                     "INSERT INTO meta VALUES('instance', '00112233445566778899aabbccddeeff');"
+                     "INSERT INTO channels VALUES(1, CAST('c' AS BLOB), '" EPOCH_A "', 0);"
+                     "INSERT INTO messages VALUES(1, 1, 1, 5, CAST('1' AS BLOB));"
+                     "PRAGMA user_version = 2;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    fx_open(f);
+    assert_int_equal(pragma_int(f->s, "PRAGMA user_version"), 3);
+    px__store_msg_t m[2] = {M("c", EPOCH_A, 2, 6, "2"), M("c", EPOCH_A, 3, 7, "3")};
+    m[0].event = S("client-typing");
+    assert_int_equal(px__store_append(f->s, m, 2), 0);
+    fx_reopen(f);
+    evgot_t g = {0};
+    assert_int_equal(px__store_read(f->s, S("c"), 0, 0, collect_event, &g), 0);
+    assert_int_equal(g.n, 3);
+    assert_string_equal(g.event[0], "");
+    assert_string_equal(g.event[1], "client-typing");
+    assert_string_equal(g.event[2], "");
 }
 
 /* fork() with a pipe from the child to the parent: *fd is the write end in the
@@ -896,9 +951,9 @@ static void test_fresh_epoch(void **state)
     px__store_msg_t m = M("old", "0123456789abcdef", 1, 1, "1");
     assert_int_equal(px__store_append(f->s, &m, 1), 0);
     fx_close(f);
-    raw_exec(f, "DROP TABLE meta; PRAGMA user_version = 1");
+    raw_exec(f, "DROP TABLE meta; ALTER TABLE messages DROP COLUMN event; PRAGMA user_version = 1");
     fx_open(f);
-    assert_int_equal(pragma_int(f->s, "PRAGMA user_version"), 2);
+    assert_int_equal(pragma_int(f->s, "PRAGMA user_version"), 3);
     assert_int_equal(px__store_fresh_epoch(f->s, (px_str_t){"room", 4}, b), 0);
     assert_string_not_equal(b, c);
     uint64_t first = 0;
@@ -1036,9 +1091,9 @@ static void test_newer_schema_version(void **state)
     fx_t *f = *state;
     fx_open(f);
     fx_close(f);
-    raw_exec(f, "PRAGMA user_version = 3");
+    raw_exec(f, "PRAGMA user_version = 4");
     assert_int_equal(fx_open_err(f), -ENOTSUP);
-    assert_non_null(strstr(f->err, "schema version 3"));
+    assert_non_null(strstr(f->err, "schema version 4"));
     assert_non_null(strstr(f->err, "newer"));
 }
 
@@ -1381,6 +1436,7 @@ int main(void)
         T(test_trim_ttl_is_bounded),
         T(test_binary_roundtrip),
         T(test_durability_pragmas),
+        T(test_event_names),
         T(test_kill9_keeps_acknowledged),
         T(test_corrupt_pages_fail_integrity),
         T(test_corrupt_header_fails_integrity),
