@@ -1,4 +1,4 @@
-/* The library's few cryptographic primitives, over OpenSSL (SHA-1 apart): one place for each. */
+/* The library's few cryptographic primitives, over OpenSSL: one place for each. */
 #ifndef PX_UTIL_CRYPTO_H
 #define PX_UTIL_CRYPTO_H
 
