@@ -5,22 +5,12 @@
  * and auth for sign-in; a JSON value as a client event's data). Parsing is pure: the same input
  * gives the same result. */
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "front/pusher_proto.h"
 #include "plexus/json.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(x)                                                                                   \
-    do {                                                                                           \
-        if (!(x)) {                                                                                \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #x);              \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static int inside(px_str_t s, const char *a, size_t an, const char *b, size_t bn)
 {

@@ -4,21 +4,11 @@
  * to their parameters, and a string to sign that holds every parameter but auth_signature as
  * key=value, sorted by key, inside the caller's buffer. Pure: the same input, the same result. */
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "front/pusher_proto.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(x)                                                                                   \
-    do {                                                                                           \
-        if (!(x)) {                                                                                \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #x);              \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static int cmp(px_str_t a, px_str_t b)
 {
