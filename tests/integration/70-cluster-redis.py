@@ -23,14 +23,13 @@ import hashlib
 import hmac
 import json
 import os
-import random
 import threading
 import time
 
 import pxtest
 from backends import RedisServer, TcpProxy
 from hubclient import (HubClient, SseReader, api, chan_path, full_history, hub_args, jwt,
-                       metric, publish_http)
+                       kill9_during_publishes, metric, publish_http)
 from pxtest import scaled
 
 
@@ -183,61 +182,8 @@ class Faults(ClusterCase):
     def test_kill9_node_during_publishes(self):
         redis = self.redis()
         b = self.node(redis.url, name="steady")
-        watcher = HubClient(b.addr)
-        watcher.ok("subscribe", channel="k9")
-        rounds = int(os.environ.get("PX_KILL9_ROUNDS") or 20)
-        seed = int(os.environ.get("PX_KILL9_SEED") or random.randrange(1 << 30))
-        print("seed", seed)
-        rnd = random.Random(seed)
-        acked = {}
-        a = None
-        for rno in range(rounds):
-            if a is None:
-                a = self.node(redis.url, name="victim")
-            else:
-                a.start()
-            stop = threading.Event()
-
-            def run(rno=rno):
-                i = 0
-                while not stop.is_set():
-                    data = {"r": rno, "i": i}
-                    i += 1
-                    try:
-                        st, body = publish_http(a, "k9", data, timeout=5)
-                    except OSError:
-                        return
-                    if st == 200:
-                        self.assertNotIn(body["offset"], acked)
-                        acked[body["offset"]] = data
-
-            t = threading.Thread(target=run)
-            t.start()
-            time.sleep(rnd.uniform(0.05, 0.3))
-            a.kill()
-            stop.set()
-            t.join()
-        self.assertGreater(len(acked), rounds)
-        # A last message through the steady node shows any gap a dead node left.
-        st, body = publish_http(b, "k9", {"last": 1})
-        self.assertEqual(st, 200, body)
-        last = body["offset"]
-        acked[last] = {"last": 1}
-        msgs, _ = full_history(b, "k9")
-        offs = [m["offset"] for m in msgs]
-        self.assertEqual(offs, sorted(set(offs)), "offsets strictly increasing, no duplicates")
-        stored = {m["offset"]: m["data"] for m in msgs}
-        for off, data in acked.items():
-            self.assertEqual(stored.get(off), data, "acknowledged message %d lost" % off)
-        # The steady node's subscriber saw every committed message once, in order.
-        got = []
-        # (A commit the victim sent before it died may land after `last`: unacknowledged,
-        # it may or may not be stored, but if it is, every node delivers it in order.)
-        while not got or got[-1] < max(last, offs[-1]):
-            got.append(watcher.next_event("message", "k9", timeout=10)["offset"])
-        self.assertEqual(got, list(range(1, got[-1] + 1)))
-        self.assertEqual(got, offs)
-        watcher.close()
+        kill9_during_publishes(self, b, lambda: self.node(redis.url, name="victim"), "k9",
+                               rounds=20, one_sequence=True)
 
     def test_commit_of_a_node_that_died_before_its_publish(self):
         # A node that crashed between its store commit and its broker PUBLISH leaves a

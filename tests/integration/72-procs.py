@@ -23,14 +23,13 @@ a Unix datagram socket per process in <data-dir>/procs/; docs/internals/processe
 
 import json
 import os
-import random
 import subprocess
 import threading
 import time
 
 import pxtest
-from hubclient import (HubClient, SseReader, api, chan_path, full_history, hub_args, metric,
-                       publish_http)
+from hubclient import (HubClient, SseReader, api, chan_path, full_history, hub_args,
+                       kill9_during_publishes, metric, publish_http)
 from pxtest import scaled
 
 
@@ -187,56 +186,8 @@ class Procs(pxtest.PxTestCase):
 
     def test_kill9_process_during_publishes(self):
         steady = self.proc(name="steady")
-        ch = self.chan()
-        watcher = HubClient(steady.addr)
-        watcher.ok("subscribe", channel=ch)
-        rounds = int(os.environ.get("PX_KILL9_ROUNDS") or 10)
-        seed = int(os.environ.get("PX_KILL9_SEED") or random.randrange(1 << 30))
-        print("seed", seed)
-        rnd = random.Random(seed)
-        acked = {}
-        victim = None
-        for rno in range(rounds):
-            if victim is None:
-                victim = self.proc(name="victim")
-            else:
-                victim.start()
-            stop = threading.Event()
-
-            def run(rno=rno):
-                i = 0
-                while not stop.is_set():
-                    data = {"r": rno, "i": i}
-                    i += 1
-                    try:
-                        st, body = publish_http(victim, ch, data, timeout=5)
-                    except OSError:
-                        return
-                    if st == 200:
-                        acked[body["offset"]] = data
-
-            t = threading.Thread(target=run)
-            t.start()
-            time.sleep(rnd.uniform(0.05, 0.3))
-            victim.kill()
-            stop.set()
-            t.join()
-        self.assertGreater(len(acked), rounds)
-        st, body = publish_http(steady, ch, {"last": 1})
-        self.assertEqual(st, 200, body)
-        last = body["offset"]
-        acked[last] = {"last": 1}
-        msgs, _ = full_history(steady, ch)
-        offs = [m["offset"] for m in msgs]
-        self.assertEqual(offs, list(range(1, len(offs) + 1)), "one sequence, no hole")
-        stored = {m["offset"]: m["data"] for m in msgs}
-        for off, data in acked.items():
-            self.assertEqual(stored.get(off), data, "acknowledged message %d lost" % off)
-        got = []
-        while not got or got[-1] < max(last, offs[-1]):
-            got.append(watcher.next_event("message", ch, timeout=10)["offset"])
-        self.assertEqual(got, offs)
-        watcher.close()
+        kill9_during_publishes(self, steady, lambda: self.proc(name="victim"), self.chan(),
+                               rounds=10, one_sequence=True)
 
     def refused(self, *extra):
         """A plexus on the shared directory that must refuse to start: its stderr."""
