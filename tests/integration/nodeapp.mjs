@@ -200,6 +200,38 @@ export function makeApp(dir, files) {
 }
 
 /**
+ * A server process (Passenger, Apache) that `server` has just spawned as `server.proc`:
+ * tracked (killed if the test process exits; `server.exited` resolves with its exit code,
+ * also in `server.exitCode`), then awaited until 127.0.0.1:`server.port`/healthz answers
+ * 200. If it exits first, the error carries `server.log()`. Resolves with `server`.
+ */
+async function healthy(server, what) {
+  children.add(server.proc);
+  server.exited = new Promise((resolve) => server.proc.on('exit', (code) => {
+    children.delete(server.proc);
+    server.exitCode = code;
+    resolve(code);
+  }));
+  await waitFor(async () => {
+    if (server.exitCode !== undefined) throw new Error(`${what} exited with ${server.exitCode}:\n${server.log()}`);
+    try {
+      return (await request({ port: server.port, path: '/healthz' })).status === 200;
+    } catch {
+      return false;
+    }
+  }, 60000, `${what} on port ${server.port}`, 200);
+  return server;
+}
+
+/** The exit code of a server `healthy()` tracks, once it exits; SIGKILL after 30 s. */
+async function reaped(server) {
+  const t = setTimeout(() => server.proc.kill('SIGKILL'), scaled(30000));
+  const code = await server.exited;
+  clearTimeout(t);
+  return code;
+}
+
+/**
  * Phusion Passenger Standalone (Debian's `passenger`) with the builtin engine (the nginx
  * engine needs a download), serving `appDir` on 127.0.0.1:port; its files (registry,
  * logs) under `dir`, which must be short (Unix socket paths).
@@ -226,21 +258,7 @@ export class Passenger {
       '--disable-security-update-check', '--disable-anonymous-telemetry'];
     const out = fs.openSync(path.join(this.dir, 'passenger-start.log'), 'w');
     this.proc = spawn('passenger', args, { cwd: this.appDir, env: this.env2, stdio: ['ignore', out, out] });
-    children.add(this.proc);
-    this.exited = new Promise((resolve) => this.proc.on('exit', (code) => {
-      children.delete(this.proc);
-      this.exitCode = code;
-      resolve(code);
-    }));
-    await waitFor(async () => {
-      if (this.exitCode !== undefined) throw new Error(`passenger exited with ${this.exitCode}:\n${this.log()}`);
-      try {
-        return (await request({ port: this.port, path: '/healthz' })).status === 200;
-      } catch {
-        return false;
-      }
-    }, 60000, `passenger on port ${this.port}`, 200);
-    return this;
+    return healthy(this, 'passenger');
   }
 
   log() {
@@ -262,10 +280,7 @@ export class Passenger {
   async stop() {
     if (this.exitCode !== undefined) return this.exitCode;
     execFileSync('passenger', ['stop', '--pid-file', this.pidFile], { env: this.env2, stdio: 'ignore' });
-    const t = setTimeout(() => this.proc.kill('SIGKILL'), scaled(30000));
-    const code = await this.exited;
-    clearTimeout(t);
-    return code;
+    return reaped(this);
   }
 }
 
@@ -333,21 +348,7 @@ ${setenv}
     const out = fs.openSync(path.join(this.dir, 'apache.out'), 'w');
     this.proc = spawn('/usr/sbin/apache2', ['-f', this.conf, '-DFOREGROUND'], { stdio: ['ignore', out, out],
       env: { ...process.env, APACHE_RUN_DIR: path.join(this.dir, 'run'), APACHE_LOG_DIR: this.dir } });
-    children.add(this.proc);
-    this.exited = new Promise((resolve) => this.proc.on('exit', (code) => {
-      children.delete(this.proc);
-      this.exitCode = code;
-      resolve(code);
-    }));
-    await waitFor(async () => {
-      if (this.exitCode !== undefined) throw new Error(`apache exited with ${this.exitCode}:\n${this.log()}`);
-      try {
-        return (await request({ port: this.port, path: '/healthz' })).status === 200;
-      } catch {
-        return false;
-      }
-    }, 60000, `apache on port ${this.port}`, 200);
-    return this;
+    return healthy(this, 'apache');
   }
 
   log() {
@@ -358,9 +359,6 @@ ${setenv}
   async stop() {
     if (this.exitCode !== undefined) return this.exitCode;
     this.proc.kill('SIGTERM');
-    const t = setTimeout(() => this.proc.kill('SIGKILL'), scaled(30000));
-    const code = await this.exited;
-    clearTimeout(t);
-    return code;
+    return reaped(this);
   }
 }
