@@ -25,11 +25,11 @@ import json
 import os
 import subprocess
 import threading
-import time
 
 import pxtest
 from hubclient import (HubClient, SseReader, api, chan_path, full_history, hub_args,
-                       kill9_during_publishes, metric, publish_http)
+                       kill9_during_publishes, metric, presence_across_nodes,
+                       publish_http)
 from pxtest import scaled
 
 
@@ -132,57 +132,16 @@ class Procs(pxtest.PxTestCase):
             self.assertEqual([(m["offset"], m["data"]) for m in msgs], sorted(acked.items()))
 
     def test_presence_merges_and_a_killed_process_members_leave(self):
-        ttl = 2.0
-        a, b, c = (self.proc("--presence-ttl", "2s") for _ in range(3))
-        ch = self.chan()
-        ann = HubClient(a.addr)
-        ann.ok("subscribe", channel=ch, presence=True, info="Ann")
-        self.assertEqual(ann.next_event("join", ch)["client"], ann.client_id)
-        dee = HubClient(b.addr)
-        dee.ok("subscribe", channel=ch, presence=True, info="Dee")
-        watchers = (ann, dee)
-        for w in watchers:
-            self.assertEqual(w.next_event("join", ch)["client"], dee.client_id)
+        procs = [self.proc("--presence-ttl", "2s") for _ in range(3)]
 
-        def seen(op, who, info):
-            for w in watchers:
-                e = w.next_event(op, ch, timeout=10)
-                self.assertEqual(dict(e), {"op": op, "channel": ch, "client": who.client_id,
-                                           "info": info})
+        def socket_gone():
+            # The killed process's socket is gone once someone found it dead.
+            self.assertNotIn("%d.sock" % procs[2].proc.pid,
+                             os.listdir(os.path.join(self.data, "procs")))
 
-        def members(nodes, want):
-            for n in nodes:
-                with HubClient(n.addr) as q:
-                    p = q.ok("presence", channel=ch)
-                    self.assertEqual({x["client"]: x.get("info") for x in p["clients"]}, want)
-
-        bob = HubClient(c.addr)
-        bob.ok("subscribe", channel=ch, info="Bob")
-        seen("join", bob, "Bob")
-        want = {ann.client_id: "Ann", dee.client_id: "Dee", bob.client_id: "Bob"}
-        members((a, b, c), want)
-        time.sleep(ttl * 1.5)  # refreshed by their processes: still there
-        members((a, b, c), want)
-        cid = HubClient(a.addr)
-        cid.ok("subscribe", channel=ch, info="Cid")
-        seen("join", cid, "Cid")
-        cid.close()
-        seen("leave", cid, "Cid")
-        t0 = time.monotonic()
-        c.kill()
-        seen("leave", bob, "Bob")
-        self.assertLess(time.monotonic() - t0, scaled(ttl + ttl / 3 + 1.5))
-        time.sleep(ttl)  # more sweeps by both processes: no second leave
-        self.assertEqual(publish_http(b, ch, {"mark": 1})[0], 200)
-        for w in watchers:
-            m, earlier = w.until(lambda m: m.get("op") == "message" and m.get("channel") == ch)
-            self.assertEqual([x for x in earlier if x.get("op") in ("join", "leave")], [])
-        members((a, b), {ann.client_id: "Ann", dee.client_id: "Dee"})
-        # The killed process's socket is gone once someone found it dead.
-        self.assertNotIn("%d.sock" % c.proc.pid, os.listdir(os.path.join(self.data, "procs")))
-        bob.close()
-        dee.close()
-        ann.close()
+        # Cid leaves by closing its connection, on process a.
+        presence_across_nodes(self, procs, self.chan(), 2.0, cid_node=procs[0],
+                              cid_unsubscribes=False, then=socket_gone)
 
     def test_kill9_process_during_publishes(self):
         steady = self.proc(name="steady")

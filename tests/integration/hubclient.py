@@ -14,7 +14,8 @@ use python3-websockets for tests that need many concurrent connections.
 
 Also: jwt() mints HS256 tokens with hashlib/hmac; api() is a JSON HTTP call;
 metrics() parses /metrics; SseReader reads a Server-Sent Events stream;
-kill9_during_publishes() is the several-nodes kill -9 check (tests 70-72).
+kill9_during_publishes() and presence_across_nodes() are the several-nodes checks of
+tests 70-72.
 """
 
 import base64
@@ -370,6 +371,87 @@ def kill9_during_publishes(case, steady, start_victim, channel, rounds, one_sequ
         got.append(watcher.next_event("message", channel, timeout=10)["offset"])
     case.assertEqual(got, offs)
     watcher.close()
+
+
+def presence_across_nodes(case, nodes, channel, ttl, cid_node, cid_unsubscribes, then=None):
+    """Presence on three nodes (or processes) `nodes` = (a, b, c), each started with
+    --presence-ttl `ttl`: members merge across nodes, watchers on a and b see every
+    join/leave once, members stay past the TTL while their node lives, a member that
+    leaves from `cid_node` (by unsubscribing, or by closing its connection) leaves
+    once, and node c's member leaves within the TTL of `c.kill()`, once though both
+    remaining nodes sweep. `then()`, if given, runs before the clients close."""
+    a, b, c = nodes
+    # Presence watchers on two nodes: each must see every join/leave once.
+    ann = HubClient(a.addr)
+    ann.ok("subscribe", channel=channel, presence=True, info="Ann")
+    case.assertEqual(ann.next_event("join", channel)["client"], ann.client_id)
+
+    def listed(node):
+        with HubClient(node.addr) as q:
+            return {x["client"] for x in q.ok("presence", channel=channel)["clients"]}
+
+    # Ann's join reaches node b through the broker: a watcher that subscribes before it
+    # lands is told of Ann by that join rather than by the list. Wait for it to land.
+    pxtest.wait_for(lambda: ann.client_id in listed(b), 10, what="Ann listed on node b")
+    dee = HubClient(b.addr)
+    dee.ok("subscribe", channel=channel, presence=True, info="Dee")
+    watchers = (ann, dee)
+    for w in watchers:
+        case.assertEqual(w.next_event("join", channel)["client"], dee.client_id)
+
+    def seen(op, who, info):
+        for w in watchers:
+            e = w.next_event(op, channel, timeout=10)
+            case.assertEqual(dict(e), {"op": op, "channel": channel, "client": who.client_id,
+                                       "info": info})
+
+    def members(nodes, want):
+        for n in nodes:
+            with HubClient(n.addr) as q:
+                p = q.ok("presence", channel=channel)
+                case.assertEqual({x["client"]: x.get("info") for x in p["clients"]}, want)
+                case.assertEqual(p["count"], len(want))
+
+    bob = HubClient(c.addr)
+    bob.ok("subscribe", channel=channel, info="Bob")
+    seen("join", bob, "Bob")
+    # Every node lists every node's members.
+    want = {ann.client_id: "Ann", dee.client_id: "Dee", bob.client_id: "Bob"}
+    members((a, b, c), want)
+    # Each node refreshes its own members: past the TTL everybody is still there (and
+    # nobody left: a leave would be taken by the next_event("leave") below).
+    time.sleep(ttl * 1.5)
+    members((a, b, c), want)
+    # A clean leave reaches every watcher once.
+    cid = HubClient(cid_node.addr)
+    cid.ok("subscribe", channel=channel, info="Cid")
+    seen("join", cid, "Cid")
+    if cid_unsubscribes:
+        cid.ok("unsubscribe", channel=channel)
+        seen("leave", cid, "Cid")
+        cid.close()
+    else:
+        cid.close()
+        seen("leave", cid, "Cid")
+    # A killed node's members leave within the TTL (plus a refresh period), once,
+    # though both remaining nodes sweep the channel.
+    t0 = time.monotonic()
+    c.kill()
+    seen("leave", bob, "Bob")
+    case.assertLess(time.monotonic() - t0, scaled(ttl + ttl / 3 + 1.5))
+    time.sleep(ttl)  # several more sweeps by both nodes
+    st, body = publish_http(b, channel, {"mark": 1})
+    case.assertEqual(st, 200, body)
+    for w in watchers:
+        m, earlier = w.until(lambda m: m.get("op") == "message" and m.get("channel") == channel)
+        case.assertEqual(m["data"], {"mark": 1})
+        case.assertEqual([x for x in earlier if x.get("op") in ("join", "leave")], [])
+    members((a, b), {ann.client_id: "Ann", dee.client_id: "Dee"})
+    if then:
+        then()
+    bob.close()
+    dee.close()
+    ann.close()
 
 
 def metrics(srv):
