@@ -14,8 +14,8 @@ use python3-websockets for tests that need many concurrent connections.
 
 Also: jwt() mints HS256 tokens with hashlib/hmac; api() is a JSON HTTP call;
 metrics() parses /metrics; SseReader reads a Server-Sent Events stream;
-kill9_during_publishes() and presence_across_nodes() are the several-nodes checks of
-tests 70-72.
+kill9_during_publishes(), presence_across_nodes() and slow_store_does_not_stall() are
+the several-nodes checks of tests 70-72.
 """
 
 import base64
@@ -452,6 +452,34 @@ def presence_across_nodes(case, nodes, channel, ttl, cid_node, cid_unsubscribes,
     bob.close()
     dee.close()
     ann.close()
+
+
+def slow_store_does_not_stall(case, a, b, proxy, delay, fast, slow):
+    """Node `a`'s store goes through `proxy` (backends.TcpProxy), its broker not: while
+    the proxy delays each way by `delay`, a publish on channel `slow` through `a` waits
+    for the store, and a publish on `fast` through node `b` still reaches `a`'s
+    subscriber in less than `delay`; /healthz stays 200 and the slow publish succeeds."""
+    sub = HubClient(a.addr)
+    sub.ok("subscribe", channel=fast)
+    proxy.delay = delay
+    res = {}
+    t = threading.Thread(target=lambda: res.update(r=publish_http(a, slow, {"s": 1})))
+    t0 = time.monotonic()
+    t.start()
+    time.sleep(0.1)
+    st, body = publish_http(b, fast, {"f": 1})
+    case.assertEqual(st, 200, body)
+    m = sub.next_event("message", fast, timeout=5)
+    took = time.monotonic() - t0
+    case.assertEqual(m["data"], {"f": 1})
+    case.assertTrue(t.is_alive(), "the slow publish is still waiting for the store")
+    case.assertLess(took, delay - 0.1, "the other channel was delivered while the store was slow")
+    st, _, _ = api(a, "GET", "/healthz")
+    case.assertEqual(st, 200)
+    t.join()
+    case.assertEqual(res["r"][0], 200, res)
+    proxy.delay = 0
+    sub.close()
 
 
 def metrics(srv):
