@@ -30,7 +30,7 @@ import pxtest
 from backends import RedisServer, TcpProxy
 from hubclient import (HubClient, SseReader, api, chan_path, full_history, hub_args, jwt,
                        kill9_during_publishes, metric, presence_across_nodes,
-                       publish_http, slow_store_does_not_stall)
+                       publish_http, same_sequence_everywhere, slow_store_does_not_stall)
 from pxtest import scaled
 
 
@@ -92,26 +92,9 @@ class CrossNode(ClusterCase):
                 self.assertEqual(st, 200, body)
                 off = body["offset"]
             sent.append((off, data))
-        self.assertEqual([o for o, _ in sent], list(range(1, 16)))
-        for s in subs:
-            got = s.messages("room", 15)
-            self.assertEqual([(m["offset"], m["data"]) for m in got], sent)
-        evs = sse.events(15)
-        self.assertEqual([(int(e["id"]), json.loads(e["data"])) for e in evs], sent)
-        sse.close()
-
         # History and recovery are one sequence, the same from every node.
-        hist = [s.ok("history", channel="room", since={"offset": 4}) for s in subs]
-        for h in hist:
-            self.assertEqual([(m["offset"], m["data"]) for m in h["messages"]], sent[4:])
-            self.assertEqual((h["epoch"], h["offset"]), (hist[0]["epoch"], 15))
-        epoch = hist[0]["epoch"]
-        for n in (a, b, c):
-            with HubClient(n.addr) as r:
-                rep = r.ok("subscribe", channel="room", since={"epoch": epoch, "offset": 9})
-                self.assertEqual((rep["recovered"], rep["offset"]), (True, 15))
-                got = r.messages("room", 6)
-                self.assertEqual([(m["offset"], m["data"]) for m in got], sent[9:])
+        epoch = same_sequence_everywhere(self, (a, b, c), subs, sse, "room", sent, 4, 9)
+        sse.close()
         # A node that never followed the channel answers history from the store.
         d = self.node(redis.url)
         st, body, _ = api(d, "GET", chan_path("room") + "?since=10")

@@ -24,7 +24,6 @@ root), as the current user otherwise (tests/integration/backends.py).
     PX_BUILD_DIR=build/release /usr/bin/python3 tests/integration/71-cluster-pg.py -v
 """
 
-import json
 import os
 import time
 
@@ -32,7 +31,7 @@ import pxtest
 from backends import PgServer, RedisServer, TcpProxy
 from hubclient import (HubClient, SseReader, api, chan_path, full_history, hub_args,
                        kill9_during_publishes, metric, presence_across_nodes,
-                       publish_http, slow_store_does_not_stall)
+                       publish_http, same_sequence_everywhere, slow_store_does_not_stall)
 from pxtest import scaled
 
 
@@ -100,19 +99,7 @@ class PgCase(pxtest.PxTestCase):
                 self.assertEqual(st, 200, body)
                 off = body["offset"]
             sent.append((off, data))
-        self.assertEqual([o for o, _ in sent], list(range(1, 13)))
-        for s in subs:
-            self.assertEqual([(m["offset"], m["data"]) for m in s.messages(ch, 12)], sent)
-        self.assertEqual([(int(e["id"]), json.loads(e["data"])) for e in sse.events(12)], sent)
-        hist = [s.ok("history", channel=ch, since={"offset": 3}) for s in subs]
-        for h in hist:
-            self.assertEqual([(m["offset"], m["data"]) for m in h["messages"]], sent[3:])
-            self.assertEqual((h["epoch"], h["offset"]), (hist[0]["epoch"], 12))
-        for n in nodes:
-            with HubClient(n.addr) as r:
-                rep = r.ok("subscribe", channel=ch, since={"epoch": hist[0]["epoch"], "offset": 8})
-                self.assertEqual((rep["recovered"], rep["offset"]), (True, 12))
-                self.assertEqual([(m["offset"], m["data"]) for m in r.messages(ch, 4)], sent[8:])
+        same_sequence_everywhere(self, nodes, subs, sse, ch, sent, 3, 8)
         sse.close()
         return subs + [pub_ws]
 

@@ -21,7 +21,6 @@ a Unix datagram socket per process in <data-dir>/procs/; docs/internals/processe
     PX_BUILD_DIR=build/release /usr/bin/python3 tests/integration/72-procs.py -v
 """
 
-import json
 import os
 import subprocess
 import threading
@@ -29,7 +28,7 @@ import threading
 import pxtest
 from hubclient import (HubClient, SseReader, api, chan_path, full_history, hub_args,
                        kill9_during_publishes, metric, presence_across_nodes,
-                       publish_http)
+                       publish_http, same_sequence_everywhere)
 from pxtest import scaled
 
 
@@ -68,19 +67,8 @@ class Procs(pxtest.PxTestCase):
                 self.assertEqual(st, 200, body)
                 off = body["offset"]
             sent.append((off, data))
-        self.assertEqual([o for o, _ in sent], list(range(1, 13)), "one sequence")
-        for s in subs:
-            self.assertEqual([(m["offset"], m["data"]) for m in s.messages(ch, 12)], sent)
-        self.assertEqual([(int(e["id"]), json.loads(e["data"])) for e in sse.events(12)], sent)
-        hist = [s.ok("history", channel=ch, since={"offset": 3}) for s in subs]
-        for h in hist:
-            self.assertEqual([(m["offset"], m["data"]) for m in h["messages"]], sent[3:])
-            self.assertEqual((h["epoch"], h["offset"]), (hist[0]["epoch"], 12))
+        same_sequence_everywhere(self, procs, subs, sse, ch, sent, 3, 8)
         for p in procs:
-            with HubClient(p.addr) as r:
-                rep = r.ok("subscribe", channel=ch, since={"epoch": hist[0]["epoch"], "offset": 8})
-                self.assertEqual((rep["recovered"], rep["offset"]), (True, 12))
-                self.assertEqual([(m["offset"], m["data"]) for m in r.messages(ch, 4)], sent[8:])
             msgs, body = full_history(p, ch)
             self.assertEqual([(m["offset"], m["data"]) for m in msgs], sent)
         # Larger than a datagram carries: the others read it from the database by offset.

@@ -14,8 +14,8 @@ use python3-websockets for tests that need many concurrent connections.
 
 Also: jwt() mints HS256 tokens with hashlib/hmac; api() is a JSON HTTP call;
 metrics() parses /metrics; SseReader reads a Server-Sent Events stream;
-kill9_during_publishes(), presence_across_nodes() and slow_store_does_not_stall() are
-the several-nodes checks of tests 70-72.
+same_sequence_everywhere(), kill9_during_publishes(), presence_across_nodes() and
+slow_store_does_not_stall() are the several-nodes checks of tests 70-72.
 """
 
 import base64
@@ -302,6 +302,32 @@ def full_history(srv, channel):
             return out, body
         out += body["messages"]
         since = body["messages"][-1]["offset"]
+
+
+def same_sequence_everywhere(case, nodes, subs, sse, channel, sent, since_history, since_recover):
+    """After publishes through several nodes: `sent`, the [(offset, data)] acknowledged,
+    is one sequence 1..N; every subscriber in `subs` (one per node) and the SSE reader
+    `sse` got it in order; history since `since_history` and a recovering subscribe
+    since `since_recover` give the same messages and epoch from every node of `nodes`.
+    Returns that epoch."""
+    n = len(sent)
+    case.assertEqual([o for o, _ in sent], list(range(1, n + 1)), "one sequence")
+    for s in subs:
+        case.assertEqual([(m["offset"], m["data"]) for m in s.messages(channel, n)], sent)
+    case.assertEqual([(int(e["id"]), json.loads(e["data"])) for e in sse.events(n)], sent)
+    hist = [s.ok("history", channel=channel, since={"offset": since_history}) for s in subs]
+    for h in hist:
+        case.assertEqual([(m["offset"], m["data"]) for m in h["messages"]], sent[since_history:])
+        case.assertEqual((h["epoch"], h["offset"]), (hist[0]["epoch"], n))
+    epoch = hist[0]["epoch"]
+    for node in nodes:
+        with HubClient(node.addr) as r:
+            rep = r.ok("subscribe", channel=channel,
+                       since={"epoch": epoch, "offset": since_recover})
+            case.assertEqual((rep["recovered"], rep["offset"]), (True, n))
+            got = r.messages(channel, n - since_recover)
+            case.assertEqual([(m["offset"], m["data"]) for m in got], sent[since_recover:])
+    return epoch
 
 
 def kill9_during_publishes(case, steady, start_victim, channel, rounds, one_sequence):
