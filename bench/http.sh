@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# HTTP/1.1 benchmark: examples/hello vs nginx vs h2o, driven by wrk. This is what
+# HTTP/1.1 benchmark: examples/hello vs nginx vs h2o vs the floor, driven by wrk. This is what
 # `make bench-http` runs; docs/bench-http.md explains the method and the table.
 #
 #   bench/http.sh [RELEASE_BUILD_DIR]          (default: build/release)
@@ -16,7 +16,9 @@
 # (VmRSS) sampled mid-run with the connections open. A run is valid when wrk
 # finished and reported no error (socket errors, non-2xx); invalid runs stay in
 # results.tsv (valid=0) but leave the medians and ratios, and the summary shows
-# how many runs were valid. Then medians and ratios vs nginx.
+# how many runs were valid. Then medians and ratios vs nginx, and vs "limit"
+# (bench/limit: a minimal epoll server sending prebuilt responses, the floor
+# any server's cost per request is measured against).
 #
 # Everything listens and connects on 127.0.0.1. Each wrk run stops by itself
 # (and is bounded by timeout(1)). Servers are started here, once, and stopped by
@@ -25,7 +27,7 @@
 # Knobs (environment; defaults in brackets):
 #   DURATION [10] s per run   ROUNDS [3]   WARMUP [2] s per server and scenario
 #   CONNS [64]  WRK_THREADS [1]  PIPELINE [16]  WRK_TIMEOUT [5s]
-#   SERVERS [hello nginx h2o]  SCENARIOS [plaintext json pipelined]
+#   SERVERS [hello nginx h2o limit]  SCENARIOS [plaintext json pipelined]
 #   SERVER_CPU [1]  CLIENT_CPU [0]  PORT_BASE [18480]
 #   H2O_MODE [file]: file = h2o serves a file holding the same bytes (file.file);
 #                    mruby = an mruby.handler returns the fixed body
@@ -44,11 +46,12 @@ build=$(cd "$build" 2>/dev/null && pwd) || { echo "bench-http: no build director
 
 : "${DURATION:=10}" "${ROUNDS:=3}" "${WARMUP:=2}"
 : "${CONNS:=64}" "${WRK_THREADS:=1}" "${PIPELINE:=16}" "${WRK_TIMEOUT:=5s}"
-: "${SERVERS:=hello nginx h2o}" "${SCENARIOS:=plaintext json pipelined}"
+: "${SERVERS:=hello nginx h2o limit}" "${SCENARIOS:=plaintext json pipelined}"
 : "${SERVER_CPU:=1}" "${CLIENT_CPU:=0}" "${PORT_BASE:=18480}" "${H2O_MODE:=file}"
 : "${HTTP_OUT:=$root/build/bench-http}"
 
 HELLO=$build/examples/hello
+LIMIT=$build/bench/limit
 bench_outputs "$HTTP_OUT" tsv
 printf 'round\tscenario\tserver\tvalid\trps\tp50_ms\tp99_ms\tcpu_s\twindow_s\treq_per_cpu_s\trss_kb\trequests\terrors\n' >"$results"
 
@@ -61,7 +64,7 @@ bench_check_load "requests/s and latency"
 prefix=$(mktemp -d "${TMPDIR:-/tmp}/plexus-bench-http.XXXXXX")
 declare -A PID=() PORT=()
 i=1
-for s in hello nginx h2o; do
+for s in hello nginx h2o limit; do
     PORT[$s]=$((PORT_BASE + i))
     i=$((i + 1))
 done
@@ -78,6 +81,7 @@ server_available() { # name -> 0 if it can run here, else prints why
     hello) [[ -x "$HELLO" ]] || { echo "no binary at $HELLO (build the release variant)"; return 1; } ;;
     nginx) command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || { echo "nginx not installed"; return 1; } ;;
     h2o) command -v h2o >/dev/null || { echo "h2o not installed"; return 1; } ;;
+    limit) [[ -x "$LIMIT" ]] || { echo "no binary at $LIMIT (build the release variant with the benchmarks)"; return 1; } ;;
     *) echo "unknown server"; return 1 ;;
     esac
 }
@@ -98,6 +102,9 @@ start_server() { # name -> PID[name]
         fill bench/peers/nginx.conf.in "$dir/nginx.conf" "$dir" "$port"
         "${pin_server[@]}" "$(command -v nginx || echo /usr/sbin/nginx)" -p "$dir" -c "$dir/nginx.conf" \
             -e "$dir/error.log" >"$logf" 2>&1 &
+        ;;
+    limit)
+        "${pin_server[@]}" "$LIMIT" --listen "127.0.0.1:$port" --workers 1 >"$logf" 2>&1 &
         ;;
     h2o)
         printf 'Hello, World!' >"$dir/hello.txt"
@@ -243,11 +250,13 @@ nvalid() { # scenario server -> "valid/runs"
     echo "load average at start: $load_start on $ncpu CPU(s)"
     echo "medians over the valid runs only (valid = runs without wrk errors / runs);" \
         "cpu % = server CPU over the measured window, in % of one core"
-    printf '%-9s %-5s %5s %11s %9s %9s %6s %11s %8s %9s %11s\n' scenario server valid "req/s" "p50 ms" \
-        "p99 ms" "cpu %" "req/cpu-s" "RSS kB" "vs nginx" "eff. vs ng"
+    printf '%-9s %-5s %5s %11s %9s %9s %6s %11s %8s %9s %11s %9s %11s\n' scenario server valid "req/s" "p50 ms" \
+        "p99 ms" "cpu %" "req/cpu-s" "RSS kB" "vs nginx" "eff. vs ng" "vs limit" "eff. vs lim"
     for sc in $SCENARIOS; do
         ng_rps=$(col "$sc" nginx 5 | median)
         ng_rpc=$(col "$sc" nginx 10 | median)
+        li_rps=$(col "$sc" limit 5 | median)
+        li_rpc=$(col "$sc" limit 10 | median)
         for s in "${servers[@]}"; do
             rps=$(col "$sc" "$s" 5 | median)
             p50=$(col "$sc" "$s" 6 | median)
@@ -257,13 +266,16 @@ nvalid() { # scenario server -> "valid/runs"
             rpc=$(col "$sc" "$s" 10 | median)
             rss=$(col "$sc" "$s" 11 | median)
             awk -v sc="$sc" -v s="$s" -v ok="$(nvalid "$sc" "$s")" -v rps="$rps" -v p50="$p50" -v p99="$p99" \
-                -v util="$util" -v rpc="$rpc" -v rss="$rss" -v nr="$ng_rps" -v nc="$ng_rpc" '
+                -v util="$util" -v rpc="$rpc" -v rss="$rss" -v nr="$ng_rps" -v nc="$ng_rpc" \
+                -v lr="$li_rps" -v lc="$li_rpc" '
                 function num(v, fmt) { return v == "nan" ? "-" : sprintf(fmt, v) }
                 BEGIN {
                 r1 = (nr != "nan" && nr + 0 > 0 && rps != "nan") ? sprintf("%.2fx", rps / nr) : "-"
                 r2 = (nc != "nan" && nc + 0 > 0 && rpc != "nan") ? sprintf("%.2fx", rpc / nc) : "-"
-                printf "%-9s %-5s %5s %11s %9s %9s %6s %11s %8s %9s %11s\n", sc, s, ok, num(rps, "%.0f"),
-                    num(p50, "%.3f"), num(p99, "%.3f"), num(util, "%.0f"), num(rpc, "%.0f"), num(rss, "%.0f"), r1, r2 }'
+                r3 = (lr != "nan" && lr + 0 > 0 && rps != "nan") ? sprintf("%.2fx", rps / lr) : "-"
+                r4 = (lc != "nan" && lc + 0 > 0 && rpc != "nan") ? sprintf("%.2fx", rpc / lc) : "-"
+                printf "%-9s %-5s %5s %11s %9s %9s %6s %11s %8s %9s %11s %9s %11s\n", sc, s, ok, num(rps, "%.0f"),
+                    num(p50, "%.3f"), num(p99, "%.3f"), num(util, "%.0f"), num(rpc, "%.0f"), num(rss, "%.0f"), r1, r2, r3, r4 }'
         done
     done
 } | tee "$summary"

@@ -21,6 +21,11 @@
 #   WS_SERVER_CPU [1]  WS_CLIENT_CPU [0]  WS_CLIENT_THREADS [1]  WS_PORT_BASE [17100]
 #   WS_OUT [build/bench-ws]  WSLOAD [auto]  PLEXUS_ECHO [build/release/examples/echo]
 #   PLEXUS_ECHO_PATH [/echo]  PLEXUS_BROADCAST_PATH [/broadcast]
+#   PLEXUS_ECHO_B [unset]: a second echo binary (another build) run as server "plexusB",
+#     interleaved with "plexus" for an A/B in one run
+#   UWS_BIN [unset]: a uWebSockets peer with examples/echo's contract (started as
+#     UWS_BIN --listen 127.0.0.1:PORT --workers 1; docs/bench-ws.md says how to build
+#     one); when set, "uws" joins the default servers and the tables get a "vs uws" column
 set -euo pipefail
 
 orig_pwd=$PWD
@@ -35,6 +40,12 @@ if [[ "${WS_QUICK:-0}" == 1 ]]; then
     : "${WS_FANOUT_SUBS:=1000}" "${WS_IDLE_CONNS:=2000}"
 fi
 : "${WS_ROUNDS:=3}" "${WS_DURATION:=10}" "${WS_WARMUP:=2}"
+: "${UWS_BIN:=}" "${PLEXUS_ECHO_B:=}"
+[[ -z "$UWS_BIN" || "$UWS_BIN" == /* ]] || UWS_BIN="$orig_pwd/$UWS_BIN"
+[[ -z "$PLEXUS_ECHO_B" || "$PLEXUS_ECHO_B" == /* ]] || PLEXUS_ECHO_B="$orig_pwd/$PLEXUS_ECHO_B"
+if [[ -z "${WS_SERVERS:-}" ]]; then
+    WS_SERVERS="plexus${PLEXUS_ECHO_B:+ plexusB}${UWS_BIN:+ uws} node nats redis"
+fi
 : "${WS_SERVERS:=plexus node nats redis}" "${WS_SCENARIOS:=echo fanout idle}"
 : "${WS_ECHO_CONNS:=100}" "${WS_ECHO_SIZE:=32}" "${WS_ECHO_WINDOW:=16}"
 : "${WS_FANOUT_SUBS:=1000 10000}" "${WS_FANOUT_SIZE:=32}" "${WS_FANOUT_WINDOW:=16}"
@@ -74,32 +85,37 @@ print_table() { # results.jsonl...
             ns = split(srvs[key], list, " ")
             if (sc == "idle") {
                 printf "\n%s, %s connections: server RSS per idle connection, 1 s after connecting and at the end of the hold (lower is better)\n", sc, kk[2]
-                printf "  %-8s %-13s %12s %9s %12s %9s %7s\n", "server", "proto", "bytes/conn", "vs redis", "at end", "vs redis", "valid"
+                printf "  %-8s %-13s %12s %9s %12s %9s %7s%s\n", "server", "proto", "bytes/conn", "vs redis", "at end", "vs redis", "valid", uws_hdr(key)
                 base = median(vals[key SUBSEP "redis" SUBSEP "rss"])
                 base_end = median(vals[key SUBSEP "redis" SUBSEP "rssend"])
+                ubase = median(vals[key SUBSEP "uws" SUBSEP "rss"])
             } else {
                 printf "\n%s, %s %s: medians of valid rounds; ratio = per-server-CPU-s vs redis (higher is better)\n", sc, kk[2], sc == "echo" ? "connections" : "subscribers"
-                printf "  %-8s %-13s %12s %9s %14s %9s %10s %10s %9s %7s\n", "server", "proto", "msgs/s", "srv CPU", "per srv CPU-s", "vs redis", "p50 us", "p99 us", "cli CPU", "valid"
+                printf "  %-8s %-13s %12s %9s %14s %9s %10s %10s %9s %7s%s\n", "server", "proto", "msgs/s", "srv CPU", "per srv CPU-s", "vs redis", "p50 us", "p99 us", "cli CPU", "valid", uws_hdr(key)
                 base = median(vals[key SUBSEP "redis" SUBSEP "eff"])
+                ubase = median(vals[key SUBSEP "uws" SUBSEP "eff"])
             }
             for (i = 1; i <= ns; i++) {
                 s = list[i]; v = ok[key, s] + 0 "/" runs[key, s]
                 if (sc == "idle") {
                     r = median(vals[key SUBSEP s SUBSEP "rss"])
                     re = median(vals[key SUBSEP s SUBSEP "rssend"])
-                    printf "  %-8s %-13s %12s %9s %12s %9s %7s\n", s, proto[key, s], fmt(r, "%.0f"), ratio(r, base),
-                        fmt(re, "%.0f"), ratio(re, base_end), v
+                    printf "  %-8s %-13s %12s %9s %12s %9s %7s%s\n", s, proto[key, s], fmt(r, "%.0f"), ratio(r, base),
+                        fmt(re, "%.0f"), ratio(re, base_end), v, uws_col(key, r, ubase)
                 } else {
                     e = median(vals[key SUBSEP s SUBSEP "eff"])
-                    printf "  %-8s %-13s %12s %9s %14s %9s %10s %10s %9s %7s\n", s, proto[key, s],
+                    printf "  %-8s %-13s %12s %9s %14s %9s %10s %10s %9s %7s%s\n", s, proto[key, s],
                         fmt(median(vals[key SUBSEP s SUBSEP "rate"]), "%.0f"), fmt(median(vals[key SUBSEP s SUBSEP "cpu"]), "%.2f"),
                         fmt(e, "%.0f"), ratio(e, base),
                         fmt(median(vals[key SUBSEP s SUBSEP "p50"]), "%.1f"), fmt(median(vals[key SUBSEP s SUBSEP "p99"]), "%.1f"),
-                        fmt(median(vals[key SUBSEP s SUBSEP "ccpu"]), "%.2f"), v
+                        fmt(median(vals[key SUBSEP s SUBSEP "ccpu"]), "%.2f"), v, uws_col(key, e, ubase)
                 }
             }
         }
-    }' "$@"
+    }
+    # With a uws peer in the results, one more ratio: against uWebSockets.
+    function uws_hdr(key) { return ((key SUBSEP "uws") in seen_srv) ? sprintf(" %9s", "vs uws") : "" }
+    function uws_col(key, x, b) { return ((key SUBSEP "uws") in seen_srv) ? sprintf(" %9s", ratio(x, b)) : "" }' "$@"
 }
 
 bench_table_mode "$@"
@@ -119,7 +135,8 @@ bench_raise_fd_limit "$maxconns" "large runs"
 
 # ---- servers ----------------------------------------------------------------------
 declare -A PORT=([plexus]=$((WS_PORT_BASE + 1)) [node]=$((WS_PORT_BASE + 2))
-    [nats]=$((WS_PORT_BASE + 3)) [redis]=$((WS_PORT_BASE + 4)))
+    [nats]=$((WS_PORT_BASE + 3)) [redis]=$((WS_PORT_BASE + 4)) [uws]=$((WS_PORT_BASE + 5))
+    [plexusB]=$((WS_PORT_BASE + 6)))
 nats_client_port=$((WS_PORT_BASE + 53))
 SRV_PID="" # the one server running now; servers run one at a time
 
@@ -133,6 +150,8 @@ trap 'exit 130' INT TERM
 server_available() { # name -> 0 if it can run here, else prints why
     case $1 in
     plexus) [[ -x "$PLEXUS_ECHO" ]] || { echo "no binary at $PLEXUS_ECHO (build the release variant)"; return 1; } ;;
+    plexusB) [[ -n "$PLEXUS_ECHO_B" && -x "$PLEXUS_ECHO_B" ]] || { echo "PLEXUS_ECHO_B is not an executable"; return 1; } ;;
+    uws) [[ -n "$UWS_BIN" && -x "$UWS_BIN" ]] || { echo "set UWS_BIN to a uWebSockets peer (docs/bench-ws.md)"; return 1; } ;;
     node)
         command -v node >/dev/null || { echo "node not installed"; return 1; }
         if [[ ! -d bench/peers/node_modules/ws ]]; then
@@ -150,6 +169,8 @@ start_server() { # name logfile -> SRV_PID
     bench_port_free "$name" "$port" WS_PORT_BASE || return 1
     case $name in
     plexus) "${pin_server[@]}" "$PLEXUS_ECHO" --listen "127.0.0.1:$port" --workers 1 >"$logf" 2>&1 & ;;
+    plexusB) "${pin_server[@]}" "$PLEXUS_ECHO_B" --listen "127.0.0.1:$port" --workers 1 >"$logf" 2>&1 & ;;
+    uws) "${pin_server[@]}" "$UWS_BIN" --listen "127.0.0.1:$port" --workers 1 >"$logf" 2>&1 & ;;
     node) "${pin_server[@]}" node bench/peers/ws-echo.mjs "$port" >"$logf" 2>&1 & ;;
     nats | redis) start_peer "$name" "$port" "$logf" "$maxconns" "$nats_client_port" ;;
     esac
@@ -169,11 +190,14 @@ stop_server() {
 target() {
     local srv=$1 sc=$2
     case $srv/$sc in
-    plexus/echo) echo "ws-echo $PLEXUS_ECHO_PATH" ;;
-    plexus/fanout) echo "ws-broadcast $PLEXUS_BROADCAST_PATH" ;;
-    plexus/idle)
+    plexus/echo | plexusB/echo) echo "ws-echo $PLEXUS_ECHO_PATH" ;;
+    plexus/fanout | plexusB/fanout) echo "ws-broadcast $PLEXUS_BROADCAST_PATH" ;;
+    plexus/idle | plexusB/idle)
         if [[ $WS_IDLE_WS_PROTO == ws-echo ]]; then echo "ws-echo $PLEXUS_ECHO_PATH"; else echo "ws-broadcast $PLEXUS_BROADCAST_PATH"; fi
         ;;
+    uws/echo) echo "ws-echo /echo" ;;
+    uws/fanout) echo "ws-broadcast /broadcast" ;;
+    uws/idle) if [[ $WS_IDLE_WS_PROTO == ws-echo ]]; then echo "ws-echo /echo"; else echo "ws-broadcast /broadcast"; fi ;;
     node/echo) echo "ws-echo /echo" ;;
     node/fanout) echo "ws-broadcast /broadcast" ;;
     node/idle) if [[ $WS_IDLE_WS_PROTO == ws-echo ]]; then echo "ws-echo /echo"; else echo "ws-broadcast /broadcast"; fi ;;

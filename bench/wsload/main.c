@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -294,6 +296,44 @@ enum {
     OPT_PSECRET,
 };
 
+/* idle: one connection opened, upgraded and closed before the baseline sample, so the
+ * server's one-time costs (its first handshake initialising a library, per-worker caches)
+ * are not charged to the connections measured. Every server gets the same warm-up. */
+static void warm_up(const wl_config_t *cfg)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    struct timeval tv = {.tv_sec = 2};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(cfg->port)};
+    wl_buf_t req = {0};
+    if (inet_pton(AF_INET, cfg->host, &sa.sin_addr) == 1 &&
+        connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+        if (cfg->proto->flags & WL_PROTO_WS) {
+            wl_rng_t rng = {.s = 0x9e3779b97f4a7c15ull};
+            char accept[WL_WS_ACCEPT_LEN + 1];
+            wl_ws_build_request(&req, cfg, &rng, accept);
+            if (write(fd, req.data, req.len) == (ssize_t)req.len) {
+                char in[4096];
+                size_t got = 0;
+                ssize_t r;
+                while (got < sizeof in - 1 && (r = read(fd, in + got, sizeof in - 1 - got)) > 0) {
+                    got += (size_t)r;
+                    in[got] = '\0';
+                    if (strstr(in, "\r\n\r\n"))
+                        break;
+                }
+            }
+        }
+    }
+    wl_buf_free(&req);
+    close(fd);
+    struct timespec pause = {.tv_nsec = 200 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+}
+
 int main(int argc, char **argv)
 {
     wl_config_t cfg = {
@@ -461,7 +501,9 @@ int main(int argc, char **argv)
     }
 
     sample_t s0, s1, s2;
-    take_sample(&cfg, &s0); /* RSS before any connection */
+    if (cfg.scenario == WL_SC_IDLE)
+        warm_up(&cfg);
+    take_sample(&cfg, &s0); /* RSS before the measured connections */
     int err = wl_engine_start(&run);
     if (err != 0) {
         fprintf(stderr, "wsload: cannot start workers: %s\n", strerror(-err));

@@ -104,6 +104,11 @@ function listen(server, options = {}) {
   if (running || stopping) return Promise.reject(new Error('plexus.listen: plexus runs once per process'));
   const { handleSignals, staticDir, ...rest } = options;
   if (rest.static === undefined && staticDir !== undefined) rest.static = staticDir;
+  // Passenger may run several processes of the app (--min-instances, restarts overlap):
+  // they share the data directory as one server unless told otherwise.
+  if (typeof PhusionPassenger !== 'undefined' && rest['data-dir-shared'] === undefined &&
+      rest.dataDirShared === undefined && process.env.PLEXUS_DATA_DIR_SHARED === undefined)
+    rest['data-dir-shared'] = true;
   const json = optionsJson(rest);
   return new Promise((resolve, reject) => {
     let done = false;

@@ -41,6 +41,10 @@ typedef struct px_hub_opts {
     /** Several nodes: a node refreshes its presence members in the shared backend within
      *  this time; those of a node that stopped (crashed) leave after it (default 30 s). */
     uint64_t presence_ttl_ms;
+    /** SQLite: several processes of this host share data_dir and behave as one server
+     *  (Passenger's processes of one app; docs/internals/processes.md). Every process of
+     *  the group must set it; off, a second process on the directory refuses to start. */
+    int data_dir_shared;
 } px_hub_opts_t;
 
 PX_EXTERN void px_hub_opts_init(px_hub_opts_t *o);

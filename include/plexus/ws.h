@@ -91,8 +91,9 @@ PX_EXTERN px_str_t px_ws_subprotocol(const px_ws_t *ws);
 
 /** Encode an unmasked server frame once into a shareable slice (NULL on OOM). */
 PX_EXTERN px_slice_t *px_ws_frame_new(int opcode, const void *data, size_t len);
-/** Queue a pre-encoded frame (no copy; takes its own reference). Same return
- * values as px_ws_send. */
+/** Queue a pre-encoded frame: frames up to 512 bytes are copied into the
+ * connection's output, bigger ones shared (it takes its own reference). Same
+ * return values as px_ws_send. */
 PX_EXTERN int px_ws_send_frame(px_ws_t *ws, px_slice_t *frame);
 
 /** A set of connections spread over workers that receive the same frames. */
@@ -104,8 +105,11 @@ PX_EXTERN void px_ws_topic_free(px_ws_topic_t *t);
  * leaves it automatically when it closes. */
 PX_EXTERN int px_ws_topic_join(px_ws_topic_t *t, px_ws_t *ws);
 PX_EXTERN void px_ws_topic_leave(px_ws_t *ws);
-/** Send `frame` to every member: members on the calling worker at once, other
- * workers through their mailboxes, all sharing the same bytes. Any thread. */
+/** Send `frame` to every member, all sharing the same bytes: other workers get
+ * it through their mailboxes; on each worker, the frames of one loop iteration
+ * are written to every member together at the end of it (anything else sent to
+ * a member, or its leaving, first flushes what it is owed: order is kept). A
+ * member joining later gets only later frames. Any thread. */
 PX_EXTERN int px_ws_topic_publish(px_ws_topic_t *t, px_slice_t *frame);
 PX_EXTERN size_t px_ws_topic_size(const px_ws_topic_t *t);
 

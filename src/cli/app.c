@@ -295,6 +295,7 @@ static int build(px_app_t *app, const px_app_opts_t *ao, char *err, size_t errle
     px_hub_opts_t hopts;
     px_hub_opts_init(&hopts);
     hopts.data_dir = cfg->data_dir;
+    hopts.data_dir_shared = cfg->data_dir_shared;
     hopts.store = cfg->store;
     hopts.broker = cfg->broker;
     hopts.presence_ttl_ms = cfg->presence_ttl_ms;

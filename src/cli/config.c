@@ -95,6 +95,10 @@ static const opt_t options[] = {
      "close|drop", "WebSocket"},
     {"data-dir", T_STR, O(data_dir), "./var", "DIR", "where the SQLite database lives", NULL,
      "Hub"},
+    {"data-dir-shared", T_BOOL, O(data_dir_shared), "false", "",
+     "several plexus processes of this host share --data-dir as one server (each must set it; "
+     "Passenger's processes of one app; docs/internals/processes.md)",
+     NULL, "Hub"},
     {"store", T_STR, O(store), "sqlite", "URL",
      "where history lives: sqlite (one node, in --data-dir), or shared by several nodes: "
      "redis://HOST:PORT[/DB], unix:/PATH (docs/scaling.md)",

@@ -51,6 +51,7 @@ struct px_config {
     char *ws_slow_policy;
     /* hub */
     char *data_dir;
+    int data_dir_shared;
     char *store;
     char *broker;
     uint64_t presence_ttl_ms;

@@ -14,8 +14,10 @@ static metric_def_t defs[PX_METRICS_MAX];
 static int ndefs;
 /* Each slot row is written by one thread only (relaxed load + store compiles
  * to a plain add); readers may see a slightly stale value, never a torn one. */
-static _Atomic int64_t values[PX__METRIC_SLOTS][PX_METRICS_MAX];
-static __thread int my_slot = -1;
+_Atomic int64_t px__metric_values[PX__METRIC_SLOTS][PX_METRICS_MAX];
+__thread int px__metric_slot = -1;
+#define values  px__metric_values
+#define my_slot px__metric_slot
 
 void px__metrics_bind(unsigned slot)
 {
@@ -40,15 +42,7 @@ int px_metric_register(const char *name, const char *help, int type)
 
 void px_metric_add(int id, int64_t v)
 {
-    if (id < 0 || id >= PX_METRICS_MAX)
-        return;
-    if (PX_LIKELY(my_slot >= 0)) {
-        _Atomic int64_t *p = &values[my_slot][id];
-        atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) + v,
-                              memory_order_relaxed);
-    } else {
-        atomic_fetch_add_explicit(&values[PX__METRIC_SLOT_SHARED][id], v, memory_order_relaxed);
-    }
+    px__metric_add(id, v);
 }
 
 void px_metric_set(int id, int64_t v)

@@ -92,18 +92,21 @@ extern const px__broker_ops_t px__broker_local;
 extern const px__broker_ops_t px__broker_redis;
 /** PostgreSQL LISTEN/NOTIFY (broker_pg.c): the default with --store postgres://. */
 extern const px__broker_ops_t px__broker_pg;
+/** Processes of one host sharing a data directory (broker_proc.c): the broker of the
+ *  SQLite store in shared mode; its "URL" is the data directory. */
+extern const px__broker_ops_t px__broker_proc;
 
 static inline int px__broker_publish(px__broker_t *b, const px_hub_msg_t *m)
 {
-    return b->ops->publish(b, m);
+    return b ? b->ops->publish(b, m) : -ESHUTDOWN; /* closed: the hub is stopping */
 }
 static inline int px__broker_subscribe(px__broker_t *b, px_str_t channel)
 {
-    return b->ops->subscribe(b, channel);
+    return b ? b->ops->subscribe(b, channel) : -ESHUTDOWN; /* closed: the hub is stopping */
 }
 static inline int px__broker_unsubscribe(px__broker_t *b, px_str_t channel)
 {
-    return b->ops->unsubscribe(b, channel);
+    return b ? b->ops->unsubscribe(b, channel) : -ESHUTDOWN; /* closed: the hub is stopping */
 }
 static inline void px__broker_close(px__broker_t *b)
 {

@@ -1199,8 +1199,10 @@ static void do_subscribe(px_hub_t *h, px__hreq_t *r)
     r->users = pres_users(c);
     answer(h, r);
     if (p) {
-        presence_event(h, c, PX__JOIN, &p->who, first);
+        /* Other nodes first: whoever hears of this join here and then subscribes
+         * elsewhere must not receive it there after its own subscription. */
         net_presence_add(h, c, p);
+        presence_event(h, c, PX__JOIN, &p->who, first);
     }
 }
 
@@ -1619,8 +1621,8 @@ static void net_accept(px_hub_t *h, hchan_t *c, px_hub_msg_t *m)
 
 static px_hub_msg_t *row_msg(const hchan_t *c, const px__store_msg_t *sm, const char *epoch)
 {
-    px_hub_msg_t *m =
-        px__hub_msg_new((px_str_t){c->name, c->name_len}, (px_str_t){"", 0}, sm->data, 0);
+    /* The event name where the store keeps it (SQLite); network stores leave it empty. */
+    px_hub_msg_t *m = px__hub_msg_new((px_str_t){c->name, c->name_len}, sm->event, sm->data, 0);
     if (!m)
         return NULL;
     m->offset = sm->offset;
@@ -2214,8 +2216,10 @@ static void commit_async(px_hub_t *h)
         r->m->time_ms = now;
         if (c) {
             c->batch_n++;
-            a->msgs[a->k++] = (px__store_msg_t){
-                .channel = {c->name, c->name_len}, .time_ms = now, .data = px_hub_msg_data(r->m)};
+            a->msgs[a->k++] = (px__store_msg_t){.channel = {c->name, c->name_len},
+                                                .time_ms = now,
+                                                .data = px_hub_msg_data(r->m),
+                                                .event = px_hub_msg_event(r->m)};
         }
     }
     a->t0 = px_now_ns();
@@ -2242,7 +2246,7 @@ static px__broker_member_t member_of(const presence_ent_t *p)
 
 static void net_presence_add(px_hub_t *h, hchan_t *c, const presence_ent_t *p)
 {
-    if (!h->net || !h->broker->ops->presence_add || h->closing)
+    if (!h->net || h->closing || !h->broker->ops->presence_add)
         return;
     c->pres_seen = 1;
     px__broker_member_t m = member_of(p);
@@ -2252,7 +2256,7 @@ static void net_presence_add(px_hub_t *h, hchan_t *c, const presence_ent_t *p)
 
 static void net_presence_remove(px_hub_t *h, hchan_t *c, const presence_ent_t *p)
 {
-    if (!h->net || !h->broker->ops->presence_remove || h->closing)
+    if (!h->net || h->closing || !h->broker->ops->presence_remove)
         return;
     px__broker_member_t m = member_of(p);
     h->broker->ops->presence_remove(h->broker, (px_str_t){c->name, c->name_len}, &m);
@@ -2347,7 +2351,7 @@ static void on_presence_list(void *ud, int status, const px__broker_member_t *ms
 /* 0: the answer comes later; < 0: answer from this node's members (no broker presence). */
 static int net_presence(px_hub_t *h, px__hreq_t *r)
 {
-    if (!h->broker->ops->presence_list || h->closing)
+    if (h->closing || !h->broker->ops->presence_list)
         return -ENOTSUP;
     plist_req_t *x = px__xcalloc(1, sizeof *x);
     x->h = h;
@@ -2504,15 +2508,23 @@ px_hub_t *px_hub_new(px_workers_t *workers, const px_hub_opts_t *o, char *err, s
                                              ? PX_DURABILITY_FULL
                                              : PX_DURABILITY_NORMAL,
                            .history_size = o->history_size,
-                           .history_ttl_ms = o->history_ttl_ms};
+                           .history_ttl_ms = o->history_ttl_ms,
+                           .shared = o->data_dir_shared != 0};
     if (!broker_of(o->broker)) { /* before the store connects */
         snprintf(err, errlen, "--broker %s: expected redis://HOST:PORT[/DB] or unix:PATH",
                  o->broker);
         return NULL;
     }
     char kind[32];
+    const char *backend = backend_of(o->store, kind, sizeof kind);
+    if (o->data_dir_shared && backend) {
+        snprintf(err, errlen,
+                 "--data-dir-shared: only with the SQLite store (a --store URL is shared by "
+                 "every node already)");
+        return NULL;
+    }
     px__store_t *store = NULL;
-    if (px__store_open(backend_of(o->store, kind, sizeof kind), &so, &store, err, errlen) != 0)
+    if (px__store_open(backend, &so, &store, err, errlen) != 0)
         return NULL;
     return px__hub_new_store(workers, o, store, err, errlen);
 }
@@ -2594,8 +2606,13 @@ px_hub_t *px__hub_new_store(px_workers_t *workers, const px_hub_opts_t *o, px__s
     /* A shared store without a broker of its own choosing: its natural one. */
     const char *burl = o->broker;
     if (h->net && bops == &px__broker_local) {
-        bops = strcmp(h->store->ops->name, "redis") == 0 ? &px__broker_redis : &px__broker_pg;
-        burl = o->store;
+        if (strcmp(h->store->ops->name, "sqlite") == 0) { /* processes of one host */
+            bops = &px__broker_proc;
+            burl = h->data_dir;
+        } else {
+            bops = strcmp(h->store->ops->name, "redis") == 0 ? &px__broker_redis : &px__broker_pg;
+            burl = o->store;
+        }
     }
     int r = px__store_load_channels(h->store, load_channel, h);
     if (r) {

@@ -168,6 +168,11 @@ typedef struct sqlite_store {
     sqlite3_stmt *q[Q_COUNT];
     int lock_fd; /* flock'ed plexus.lock, -1 if not open */
     bool shared; /* several processes write: the cache is re-read (chan_sync) before use */
+    /* Shared, on the hub thread (attach): finished asynchronous calls, whose callbacks
+     * run on the next turn of the loop (never inside the call, as store.h requires). */
+    px_loop_t *loop;
+    px_defer_t done_defer;
+    struct sq_job *done_head, *done_tail;
     uint64_t history_size;
     uint64_t ttl_ms;
 
@@ -189,9 +194,13 @@ typedef struct sqlite_store {
     char err[768];       /* last failure, see errmsg() */
 } sqlite_store_t;
 
+/* The table of a store opened with px__store_opts_t.shared (below). */
+static const px__store_ops_t px__store_sqlite_shared;
+static void sq_jobs_fail(sqlite_store_t *s);
+
 static sqlite_store_t *from_base(px__store_t *b)
 {
-    assert(b && b->ops == &px__store_sqlite);
+    assert(b && (b->ops == &px__store_sqlite || b->ops == &px__store_sqlite_shared));
     return PX_CONTAINER_OF(b, sqlite_store_t, base);
 }
 
@@ -914,6 +923,7 @@ static void sq_close(px__store_t *base)
         return;
     sqlite_store_t *s = from_base(base);
     assert(s->undo_len == 0);
+    sq_jobs_fail(s);
     for (int i = 0; i < Q_COUNT; i++)
         sqlite3_finalize(s->q[i]);
     /* Last connection: SQLite checkpoints and removes the WAL. */
@@ -1279,7 +1289,10 @@ static int sq_open(const px__store_opts_t *o, px__store_t **out, char *err, size
             snprintf(err, errlen, "sqlite store: out of memory");
         return -ENOMEM;
     }
-    s->base.ops = &px__store_sqlite;
+    /* Shared: the asynchronous interface too, so the hub runs it like the other shared
+     * stores (several processes are several nodes); one process keeps the storage
+     * thread and its group commit. */
+    s->base.ops = o->shared ? &px__store_sqlite_shared : &px__store_sqlite;
     s->lock_fd = -1;
     s->history_size = o->history_size > PX__OFFSET_MAX ? 0 : o->history_size;
     s->ttl_ms = o->history_ttl_ms;
@@ -1311,6 +1324,290 @@ const px__store_ops_t px__store_sqlite = {
     .trim = sq_trim,
     .earliest = sq_earliest,
     .fresh_epoch = sq_fresh_epoch,
+};
+
+/* ---- shared: the asynchronous interface (docs/internals/processes.md) -------------- *
+ * Several processes of one host are several nodes of one server: the hub drives this
+ * store like the network ones. A call runs synchronously on the hub thread (a commit of
+ * a few milliseconds; the busy timeout bounds a wait for another process's commit) and
+ * its result is copied into a job whose callback runs on the loop's next turn. */
+
+typedef struct sq_job {
+    struct sq_job *next;
+    px__store_append_cb acb;
+    px__store_read_cb rcb;
+    void *ud;
+    int status;
+    size_t n;                  /* assigned (append) or messages (read) */
+    px__store_assigned_t *out; /* append: n entries, epochs into `bytes` */
+    px__store_view_t view;     /* read: msgs into `msgs`, spans into `bytes` */
+    px__store_msg_t *msgs;
+    char *bytes; /* the copies the spans point into */
+    size_t bytes_len, bytes_cap;
+} sq_job_t;
+
+static void sq_job_free(sq_job_t *j)
+{
+    px__free(j->out);
+    px__free(j->msgs);
+    px__free(j->bytes);
+    px__free(j);
+}
+
+static void sq_job_run(sqlite_store_t *s, sq_job_t *j, int status)
+{
+    PX_UNUSED(s);
+    if (j->acb) {
+        j->acb(j->ud, status ? status : j->status, status || j->status ? NULL : j->out);
+    } else {
+        if (status) {
+            j->view = (px__store_view_t){.status = status};
+        } else if (j->view.status == 0) {
+            for (size_t i = 0; i < j->n; i++) { /* offsets into `bytes` become pointers */
+                j->msgs[i].epoch =
+                    (px_str_t){j->bytes + (uintptr_t)j->view.epoch.ptr, j->view.epoch.len};
+                j->msgs[i].data.ptr = j->bytes + (uintptr_t)j->msgs[i].data.ptr;
+                j->msgs[i].event.ptr = j->bytes + (uintptr_t)j->msgs[i].event.ptr;
+                j->msgs[i].channel = (px_str_t){"", 0};
+            }
+            j->view.epoch.ptr = j->bytes + (uintptr_t)j->view.epoch.ptr;
+            j->view.msgs = j->msgs;
+            j->view.n = j->n;
+        }
+        j->rcb(j->ud, &j->view);
+    }
+}
+
+static void sq_jobs_done(px_defer_t *d)
+{
+    sqlite_store_t *s = d->data;
+    sq_job_t *j = s->done_head;
+    s->done_head = s->done_tail = NULL;
+    while (j) { /* callbacks may queue new jobs: they run on the next turn */
+        sq_job_t *next = j->next;
+        sq_job_run(s, j, 0);
+        sq_job_free(j);
+        j = next;
+    }
+}
+
+/* Closing with calls whose callbacks have not run: they fail now (exactly once). Like the
+ * hub's own deferred work, the store's is embedded in it: close it only once its loop runs
+ * no more (the hub closes its backends after its thread's loop ended). */
+static void sq_jobs_fail(sqlite_store_t *s)
+{
+    while (s->done_head) {
+        sq_job_t *j = s->done_head;
+        s->done_head = j->next;
+        if (!s->done_head)
+            s->done_tail = NULL;
+        sq_job_run(s, j, -ESHUTDOWN);
+        sq_job_free(j);
+    }
+}
+
+static void sq_job_queue(sqlite_store_t *s, sq_job_t *j)
+{
+    j->next = NULL;
+    if (s->done_tail)
+        s->done_tail->next = j;
+    else
+        s->done_head = j;
+    s->done_tail = j;
+    px_defer(s->loop, &s->done_defer);
+}
+
+/* Append bytes to the job's copy; returns their offset in it, or SIZE_MAX (no memory). */
+static size_t sq_job_copy(sq_job_t *j, const void *p, size_t len)
+{
+    if (j->bytes_len + len + 1 > j->bytes_cap) {
+        size_t cap = j->bytes_cap ? j->bytes_cap : 256;
+        while (cap < j->bytes_len + len + 1)
+            cap *= 2;
+        char *nb = px__realloc(j->bytes, cap);
+        if (!nb)
+            return SIZE_MAX;
+        j->bytes = nb;
+        j->bytes_cap = cap;
+    }
+    size_t at = j->bytes_len;
+    if (len)
+        memcpy(j->bytes + at, p, len);
+    j->bytes[at + len] = '\0';
+    j->bytes_len += len + 1;
+    return at;
+}
+
+static int sq_attach(px__store_t *base, px_loop_t *loop)
+{
+    sqlite_store_t *s = from_base(base);
+    s->loop = loop;
+    px_defer_init(&s->done_defer, sq_jobs_done, s);
+    return 0;
+}
+
+static int sq_append_async(px__store_t *base, const px__store_msg_t *msgs, size_t n,
+                           px__store_append_cb cb, void *ud)
+{
+    sqlite_store_t *s = from_base(base);
+    if (!s->loop)
+        return -ENOTCONN;
+    sq_job_t *j = px__calloc(1, sizeof *j);
+    px__store_assigned_t *out = n ? px__calloc(n, sizeof *out) : NULL;
+    if (!j || (n && !out)) {
+        px__free(j);
+        px__free(out);
+        return -ENOMEM;
+    }
+    j->acb = cb;
+    j->ud = ud;
+    j->n = n;
+    j->out = out;
+    j->status = sq_append(base, msgs, n, out);
+    if (j->status == 0) { /* the epochs point into the store until its next call: copy */
+        size_t *at = n ? px__calloc(n, sizeof *at) : NULL;
+        for (size_t i = 0; i < n && !j->status; i++)
+            if (!at || (at[i] = sq_job_copy(j, out[i].epoch.ptr, out[i].epoch.len)) == SIZE_MAX)
+                j->status = -ENOMEM; /* committed, but unacknowledged: the hub says 503 */
+        for (size_t i = 0; i < n && !j->status; i++)
+            out[i].epoch.ptr = j->bytes + at[i];
+        px__free(at);
+    }
+    sq_job_queue(s, j);
+    return 0;
+}
+
+typedef struct sq_collect {
+    sq_job_t *j;
+    size_t cap;
+} sq_collect_t;
+
+static int sq_collect(void *ud, const px__store_msg_t *m)
+{
+    sq_collect_t *c = ud;
+    sq_job_t *j = c->j;
+    if (j->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 16;
+        px__store_msg_t *nm = px__realloc(j->msgs, cap * sizeof *nm);
+        if (!nm)
+            return -ENOMEM;
+        j->msgs = nm;
+        c->cap = cap;
+    }
+    size_t at = sq_job_copy(j, m->data.ptr, m->data.len);
+    size_t ev = at == SIZE_MAX ? SIZE_MAX : sq_job_copy(j, m->event.ptr, m->event.len);
+    if (ev == SIZE_MAX)
+        return -ENOMEM;
+    /* Offsets into j->bytes for now (it may move): pointers when the callback runs. */
+    j->msgs[j->n++] = (px__store_msg_t){.offset = m->offset,
+                                        .time_ms = m->time_ms,
+                                        .data = {(const char *)(uintptr_t)at, m->data.len},
+                                        .event = {(const char *)(uintptr_t)ev, m->event.len}};
+    return 0;
+}
+
+/* The channel's state and messages from one snapshot (a read transaction). */
+static int sq_read_view(sqlite_store_t *s, sq_job_t *j, px_str_t channel, uint64_t since,
+                        size_t limit)
+{
+    uint64_t h = px__siphash13(&s->hash_key, channel.ptr, channel.len);
+    chan_t *c;
+    int r = chan_sync(s, channel, h, false, &c);
+    if (r < 0)
+        return r;
+    size_t at;
+    if (!c) { /* not stored (yet): its fresh epoch, nothing before offset 1 */
+        char fresh[PX__EPOCH_MAX + 1];
+        if ((r = sq_fresh_epoch(&s->base, channel, fresh)) < 0)
+            return r;
+        if ((at = sq_job_copy(j, fresh, strlen(fresh))) == SIZE_MAX)
+            return -ENOMEM;
+        j->view.epoch = (px_str_t){(const char *)(uintptr_t)at, strlen(fresh)};
+        j->view.last_offset = 0;
+        j->view.first_offset = 1;
+        return 0;
+    }
+    if ((at = sq_job_copy(j, c->st.epoch, c->st.epoch_len)) == SIZE_MAX)
+        return -ENOMEM;
+    j->view.epoch = (px_str_t){(const char *)(uintptr_t)at, c->st.epoch_len};
+    j->view.last_offset = c->st.last_offset;
+    uint64_t first;
+    if ((r = chan_head(s, c, &first)) < 0)
+        return r;
+    j->view.first_offset = first ? first : c->st.last_offset + 1;
+    if (limit == 0)
+        return 0;
+    sq_collect_t col = {.j = j};
+    return sq_read(&s->base, channel, since, limit, sq_collect, &col);
+}
+
+static int sq_read_async(px__store_t *base, px_str_t channel, uint64_t since, size_t limit,
+                         px__store_read_cb cb, void *ud)
+{
+    sqlite_store_t *s = from_base(base);
+    if (!s->loop)
+        return -ENOTCONN;
+    if (!px__store_channel_ok(channel))
+        return -EINVAL;
+    sq_job_t *j = px__calloc(1, sizeof *j);
+    if (!j)
+        return -ENOMEM;
+    j->rcb = cb;
+    j->ud = ud;
+    s->err[0] = '\0';
+    if (!sqlite3_get_autocommit(s->db)) /* a failed ROLLBACK left one open (txn_begin) */
+        run(s->q[Q_ROLLBACK]);
+    int r = exec(s, "BEGIN", "begin a read");
+    if (r == 0) {
+        r = sq_read_view(s, j, channel, since, limit);
+        int e = exec(s, "COMMIT", "end a read");
+        if (r == 0)
+            r = e;
+    }
+    if (r) {
+        j->n = 0;
+        j->view = (px__store_view_t){.status = r};
+    }
+    sq_job_queue(s, j);
+    return 0;
+}
+
+/* The cache is not the truth when shared: the hub reads a channel's head from the store
+ * before it serves the channel (like the other shared stores). */
+static int sq_load_nothing(px__store_t *base, px__store_channel_cb cb, void *ud)
+{
+    PX_UNUSED(base);
+    PX_UNUSED(cb);
+    PX_UNUSED(ud);
+    return 0;
+}
+
+static void sq_stat(px__store_t *base, px__backend_stat_t *st)
+{
+    PX_UNUSED(base);
+    st->up = 1;
+    st->queue = 0;
+    st->reconnects = 0;
+    st->error = "";
+}
+
+static const px__store_ops_t px__store_sqlite_shared = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .errmsg = sq_errmsg,
+    .load_channels = sq_load_nothing,
+    .create_channel = sq_create_channel,
+    .append = sq_append,
+    .read = sq_read,
+    .trim = sq_trim,
+    .earliest = sq_earliest,
+    .fresh_epoch = sq_fresh_epoch,
+    .flags = PX_STORE_ASYNC | PX_STORE_SHARED,
+    .attach = sq_attach,
+    .append_async = sq_append_async,
+    .read_async = sq_read_async,
+    .stat = sq_stat,
 };
 
 /* ---- failure injection: a VFS that wraps the default one ---------------------------- *

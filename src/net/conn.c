@@ -4,6 +4,7 @@
  * (never freed inside its own callback: finalisation is deferred).
  * docs/internals/connections.md describes the states and their invariants. */
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "net/conn_direct.h"
 #include "net/net_int.h"
 #include "net/transport.h"
 
@@ -23,8 +25,56 @@ static _Atomic uint64_t next_conn_id = 1;
 
 /* ---- scratch slices: reusable buffers for small copied writes -------------- */
 
-static px_slice_t *scratch_get(px__netw_t *nw)
+/* Two sizes. A connection's first copied bytes go to a small slice (an HTTP
+ * response, a few WebSocket frames: what one iteration queues on a busy
+ * connection), moved to a large one when they outgrow it: ten thousand
+ * subscribers with a few frames queued each then hold 10 MB, not 160. */
+/* The small blocks' caches (see px__fcache_t). A slice is linked through its
+ * data, a ring through its first entry. */
+static inline void *fc_get(px__fcache_t *fc, size_t link_off)
 {
+    char *b = fc->head;
+    if (!b)
+        return NULL;
+    memcpy(&fc->head, b + link_off, sizeof(void *));
+    if (--fc->n < fc->low)
+        fc->low = fc->n;
+    return b;
+}
+
+static inline int fc_put(px__fcache_t *fc, void *b, size_t link_off)
+{
+    if (fc->n >= PX__FCACHE_MAX)
+        return 0;
+    memcpy((char *)b + link_off, &fc->head, sizeof(void *));
+    fc->head = b;
+    fc->n++;
+    return 1;
+}
+
+static void fc_trim(px__fcache_t *fc, size_t link_off, void (*free_fn)(void *))
+{
+    unsigned drop = fc->low;
+    if (fc->n - drop < PX__FCACHE_KEEP)
+        drop = fc->n > PX__FCACHE_KEEP ? fc->n - PX__FCACHE_KEEP : 0;
+    while (drop--)
+        free_fn(fc_get(fc, link_off));
+    fc->low = fc->n;
+}
+
+#define SLICE_LINK offsetof(px_slice_t, data)
+
+static void slice_free(void *p)
+{
+    px_slice_unref(p);
+}
+
+static px_slice_t *scratch_get(px__netw_t *nw, size_t len)
+{
+    if (len <= PX__SCRATCH_SMALL) {
+        px_slice_t *s = fc_get(&nw->small, SLICE_LINK);
+        return s ? s : px_slice_new(PX__SCRATCH_SMALL);
+    }
     if (nw->nscratch)
         return nw->scratch[--nw->nscratch];
     return px_slice_new(PX__SCRATCH_SIZE);
@@ -32,18 +82,31 @@ static px_slice_t *scratch_get(px__netw_t *nw)
 
 static void scratch_put(px__netw_t *nw, px_slice_t *s)
 {
-    if (px_slice_refs(s) == 1 && nw->nscratch < PX__SCRATCH_CACHE)
-        nw->scratch[nw->nscratch++] = s;
-    else
-        px_slice_unref(s);
+    if (px_slice_refs(s) == 1) {
+        if (s->len == PX__SCRATCH_SMALL && fc_put(&nw->small, s, SLICE_LINK))
+            return;
+        if (s->len == PX__SCRATCH_SIZE && nw->nscratch < PX__SCRATCH_CACHE) {
+            nw->scratch[nw->nscratch++] = s;
+            return;
+        }
+    }
+    px_slice_unref(s);
 }
 
 void px__scratch_free_all(px__netw_t *nw)
 {
     while (nw->nscratch)
         px_slice_unref(nw->scratch[--nw->nscratch]);
-    while (nw->nrings)
-        px__free(nw->rings[--nw->nrings]);
+    for (void *b; (b = fc_get(&nw->small, SLICE_LINK)) != NULL;)
+        px_slice_unref(b);
+    for (void *b; (b = fc_get(&nw->rings, 0)) != NULL;)
+        px__free(b);
+}
+
+void px__conn_caches_trim(px__netw_t *nw)
+{
+    fc_trim(&nw->small, SLICE_LINK, slice_free);
+    fc_trim(&nw->rings, 0, px__free);
 }
 
 /* ---- output queue ---------------------------------------------------------- */
@@ -61,17 +124,14 @@ static int out_push(px_conn_t *c, px__out_t e)
         px__out_t *n;
         /* Queues go empty -> non-empty once per message on a busy connection:
          * small rings come from a per-worker cache, not malloc. */
-        if (cap == PX__OUT_SMALL && c->nw->nrings)
-            n = c->nw->rings[--c->nw->nrings];
-        else
+        n = cap == PX__OUT_SMALL ? fc_get(&c->nw->rings, 0) : NULL;
+        if (!n)
             n = px__malloc(cap * sizeof *n);
         if (!n)
             return -ENOMEM;
         for (uint32_t i = 0; i < c->out_count; i++)
             n[i] = *out_at(c, i);
-        if (c->out_cap == PX__OUT_SMALL && c->nw->nrings < PX__RING_CACHE)
-            c->nw->rings[c->nw->nrings++] = c->out;
-        else
+        if (c->out_cap != PX__OUT_SMALL || !fc_put(&c->nw->rings, c->out, 0))
             px__free(c->out);
         c->out = n;
         c->out_cap = cap;
@@ -98,9 +158,7 @@ static void out_pop(px_conn_t *c)
     c->out_head = (c->out_head + 1) & (c->out_cap - 1);
     if (--c->out_count == 0) {
         /* An idle connection holds no output memory. */
-        if (c->out_cap == PX__OUT_SMALL && c->nw->nrings < PX__RING_CACHE)
-            c->nw->rings[c->nw->nrings++] = c->out;
-        else
+        if (c->out_cap != PX__OUT_SMALL || !fc_put(&c->nw->rings, c->out, 0))
             px__free(c->out);
         c->out = NULL;
         c->out_cap = c->out_head = 0;
@@ -114,22 +172,26 @@ static void out_clear(px_conn_t *c)
     c->out_bytes = 0;
 }
 
-static void schedule(px_conn_t *c)
+static inline void schedule(px_conn_t *c)
 {
-    px_defer(c->nw->loop, &c->defer);
+    if (!c->scheduled) {
+        c->scheduled = 1;
+        px_defer(c->nw->loop, &c->defer);
+    }
 }
 
-static int check_room(px_conn_t *c, size_t len)
+static inline int check_room(px_conn_t *c, size_t len)
 {
     if (c->closing)
         return -EPIPE;
-    if (len > c->nw->server->opts.output_cap - c->out_bytes ||
-        c->out_bytes > c->nw->server->opts.output_cap)
+    size_t cap = c->nw->output_cap;
+    if (len > cap - c->out_bytes || c->out_bytes > cap)
         return -ENOBUFS;
     return 0;
 }
 
-static int write_copy(px_conn_t *c, const void *p, size_t len, int over_cap)
+static __attribute__((noinline)) int write_copy(px_conn_t *c, const void *p, size_t len,
+                                                int over_cap)
 {
     int r = over_cap ? (c->closing ? -EPIPE : 0) : check_room(c, len);
     if (r || len == 0)
@@ -139,10 +201,23 @@ static int write_copy(px_conn_t *c, const void *p, size_t len, int over_cap)
     if (c->out_count) {
         px__out_t *last = out_at(c, c->out_count - 1);
         if (last->kind == PX__OUT_SCRATCH) {
+            px_slice_t *s = last->u.slice;
             size_t end = last->off + last->len;
-            size_t room = last->u.slice->len - end;
+            if (PX_UNLIKELY(len > s->len - end) && s->len == PX__SCRATCH_SMALL &&
+                last->len + len <= PX__SCRATCH_SIZE && px_slice_refs(s) == 1) {
+                /* Outgrown: continue in a large slice, one contiguous piece. */
+                px_slice_t *big = scratch_get(c->nw, PX__SCRATCH_SIZE);
+                if (big) {
+                    memcpy(big->data, s->data + last->off, (size_t)last->len);
+                    scratch_put(c->nw, s);
+                    last->u.slice = s = big;
+                    last->off = 0;
+                    end = (size_t)last->len;
+                }
+            }
+            size_t room = s->len - end;
             size_t n = len < room ? len : room;
-            memcpy(last->u.slice->data + end, src, n);
+            memcpy(s->data + end, src, n);
             last->len += n;
             c->out_bytes += n;
             src += n;
@@ -150,7 +225,7 @@ static int write_copy(px_conn_t *c, const void *p, size_t len, int over_cap)
         }
     }
     while (len) {
-        px_slice_t *s = len > PX__SCRATCH_SIZE ? px_slice_new(len) : scratch_get(c->nw);
+        px_slice_t *s = len > PX__SCRATCH_SIZE ? px_slice_new(len) : scratch_get(c->nw, len);
         if (!s)
             return -ENOMEM;
         size_t n = len < s->len ? len : s->len;
@@ -172,6 +247,20 @@ static int write_copy(px_conn_t *c, const void *p, size_t len, int over_cap)
 
 int px_conn_write(px_conn_t *c, const void *p, size_t len)
 {
+    /* The common case of a busy connection (frames to a subscriber, pipelined
+     * responses): the bytes fit the scratch slice being filled. */
+    if (PX_LIKELY(c->out_count && !c->closing)) {
+        px__out_t *last = out_at(c, c->out_count - 1);
+        size_t end = last->off + last->len, cap = c->nw->output_cap;
+        if (last->kind == PX__OUT_SCRATCH && len <= last->u.slice->len - end &&
+            c->out_bytes + len <= cap) {
+            memcpy(last->u.slice->data + end, p, len);
+            last->len += len;
+            c->out_bytes += len;
+            schedule(c);
+            return 0;
+        }
+    }
     return write_copy(c, p, len, 0);
 }
 
@@ -205,6 +294,24 @@ static int write_slice(px_conn_t *c, px_slice_t *s, size_t off, size_t len, int 
 
 int px_conn_write_slice(px_conn_t *c, px_slice_t *s, size_t off, size_t len)
 {
+    return write_slice(c, s, off, len, 0);
+}
+
+int px__conn_write_slice_now(px_conn_t *c, px_slice_t *s, size_t off, size_t len)
+{
+    if (c->out_count || c->phase != PX__OPEN || c->closing || c->tp != &px__transport_plain ||
+        len == 0 || off > s->len || len > s->len - off || len > c->nw->output_cap)
+        return write_slice(c, s, off, len, 0);
+    struct iovec iov = {s->data + off, len};
+    ssize_t n = c->tp->ops->writev(c->tp, c, &iov, 1);
+    if (n > 0) {
+        px__metric_add(px__m_bytes_out, n);
+        off += (size_t)n;
+        len -= (size_t)n;
+        if (len == 0)
+            return 0;
+    }
+    /* The rest (all of it on an error: the deferred flush meets it again). */
     return write_slice(c, s, off, len, 0);
 }
 
@@ -268,7 +375,7 @@ static int flush(px_conn_t *c)
                 return (int)n;
             if (n == 0)
                 return -EIO; /* file shrank under us */
-            px_metric_add(px__m_bytes_out, n);
+            px__metric_add(px__m_bytes_out, n);
             first->file_off += (uint64_t)n;
             first->len -= (uint64_t)n;
             if (first->len == 0)
@@ -302,7 +409,7 @@ static int flush(px_conn_t *c)
         ssize_t n = tp->ops->writev(tp, c, iov, k);
         if (n < 0)
             return (int)n;
-        px_metric_add(px__m_bytes_out, n);
+        px__metric_add(px__m_bytes_out, n);
         size_t left = (size_t)n;
         while (left) {
             px__out_t *e = out_at(c, 0);
@@ -459,6 +566,7 @@ static void deferred_not_open(px_conn_t *c)
 static void on_deferred(px_defer_t *d)
 {
     px_conn_t *c = d->data;
+    c->scheduled = 0;
     if (c->finalized) { /* queued again while it was being finalised */
         px__free(c);
         return;
@@ -611,7 +719,7 @@ static inline __attribute__((always_inline)) void on_readable(px_conn_t *c)
             px_conn_close(c);
         return;
     }
-    px_metric_add(px__m_bytes_in, n);
+    px__metric_add(px__m_bytes_in, n);
     if (from_in) {
         c->in.len += (size_t)n;
         dispatch(c, px_buf_head(&c->in), px_buf_size(&c->in), 1);
@@ -1012,10 +1120,17 @@ void px__conn_shutdown(px_conn_t *c)
 
 void px_conn_set_timeout(px_conn_t *c, uint64_t ms)
 {
-    if (ms)
+    if (ms) {
+        /* Pushed back to where it is (each of the requests or messages of one
+         * read does it): leave it. (A timer re-armed for the same instant would
+         * move after the others due then; no connection relies on that order.) */
+        if (px_timer_active(&c->timer) && ms < UINT64_MAX - px_loop_now(c->nw->loop) &&
+            c->timer._at == px_loop_now(c->nw->loop) + ms)
+            return;
         px_timer_start(c->nw->loop, &c->timer, ms);
-    else
+    } else {
         px_timer_stop(&c->timer);
+    }
 }
 
 void px_conn_pause_read(px_conn_t *c, int paused)

@@ -10,15 +10,23 @@
 #include "plexus/net.h"
 
 #define PX__READ_CHUNK    (64 * 1024) /* per-worker shared read buffer */
-#define PX__SCRATCH_SIZE  (16 * 1024) /* output scratch slices for small writes */
-#define PX__SCRATCH_CACHE 64          /* free scratch slices kept per worker */
+#define PX__SCRATCH_SIZE  (16 * 1024) /* output scratch slices for copied writes */
+#define PX__SCRATCH_CACHE 8           /* free large scratch slices kept per worker */
+/* Small scratch slices: a 1 KiB allocation with the slice header and malloc's. */
+#define PX__SCRATCH_SMALL (1024 - 16)
 #define PX__MAX_LISTENERS 16
 #define PX__MAX_PROTOCOLS 16
-#define PX__OUT_SMALL     4     /* entries in a new output ring */
-#define PX__RING_CACHE    256   /* free small rings kept per worker */
-#define PX__LINGER_MS     2000  /* read-and-discard after a close, so the peer gets our reply */
-#define PX__HANDSHAKE_MS  10000 /* default bound on a transport handshake */
-#define PX__NO_LISTENER   0xff  /* px_conn.listener of a connection no listener accepted */
+#define PX__OUT_SMALL     4 /* entries in a new output ring */
+/* Free small rings and small scratch slices are kept per worker (px__fcache_t)
+ * as many as the busiest moment of the last second needed (a broadcast to
+ * 10 000 connections needs 10 000 of each for the length of a loop iteration),
+ * at most PX__FCACHE_MAX; px__conn_caches_trim frees the rest once a second,
+ * down to PX__FCACHE_KEEP. */
+#define PX__FCACHE_KEEP  64
+#define PX__FCACHE_MAX   65536
+#define PX__LINGER_MS    2000  /* read-and-discard after a close, so the peer gets our reply */
+#define PX__HANDSHAKE_MS 10000 /* default bound on a transport handshake */
+#define PX__NO_LISTENER  0xff  /* px_conn.listener of a connection no listener accepted */
 
 enum { PX__LISTEN_TCP, PX__LISTEN_UNIX, PX__LISTEN_FD };
 
@@ -47,6 +55,13 @@ typedef struct px__listener {
 } px__listener_t;
 
 typedef struct px__netw px__netw_t;
+
+/* A free list of equal blocks (linked through their first bytes). `low` is the
+ * fewest free since the last trim: that many were not needed. */
+typedef struct px__fcache {
+    void *head;
+    unsigned n, low;
+} px__fcache_t;
 
 enum px__out_kind { PX__OUT_SLICE, PX__OUT_SCRATCH, PX__OUT_FILE };
 
@@ -99,16 +114,8 @@ typedef struct px__transport px__transport_t;
  *   byte arrived (resumed, or the protocol switched outside a read);
  *   read_again: a layer holds bytes (pending) the socket will not signal. */
 struct px_conn {
-    px_io_t io;          /* io.fd is the socket */
-    px__transport_t *tp; /* top of the transport stack (&px__transport_plain when plain) */
-    const px_protocol_t *proto;
-    void *state; /* the protocol's */
-    px__netw_t *nw;
-    px_conn_t *prev, *next; /* the worker's connection list */
-    px_timer_t timer;
-    px_defer_t defer; /* flush, re-dispatch and close: runs after the event batch */
-    px_buf_t in;      /* unconsumed input; memory held only while non-empty */
-    size_t read_limit;
+    /* First cache line: everything queuing output touches (px_conn_write*, once
+     * per subscriber on a broadcast) and the state tests of on_io. */
     px__out_t *out; /* ring of out_cap entries; NULL while empty */
     uint32_t out_head, out_count, out_cap;
     uint8_t phase;      /* PX__OPEN, PX__CONNECTING, PX__HANDSHAKE */
@@ -116,7 +123,7 @@ struct px_conn {
     uint8_t listener;   /* index in server->listeners, PX__NO_LISTENER if none */
     uint8_t read_again; /* a layer holds bytes (pending): read (or step the handshake) again */
     size_t out_bytes;   /* sum of len over entries; bounded by output_cap */
-    uint64_t id;
+    px__netw_t *nw;
     unsigned closing : 1;   /* px_conn_close/abort called: no more reads or protocol output */
     unsigned aborted : 1;   /* drop output, close at once */
     unsigned lingering : 1; /* write side shut; reading and discarding until EOF */
@@ -124,9 +131,21 @@ struct px_conn {
     unsigned eof : 1;
     unsigned redispatch : 1; /* input kept while paused must be handed over on resume */
     unsigned finalized : 1;
-    unsigned outbound : 1; /* made by px_conn_connect */
+    unsigned outbound : 1;  /* made by px_conn_connect */
+    unsigned scheduled : 1; /* == defer._queued, kept here so that a write reads one line */
     int err; /* CONNECTING: connect(2) failed at once with this -errno; after a failed connect
                 or handshake (connect_failed): why, e.g. -ETIMEDOUT */
+    px__transport_t *tp; /* top of the transport stack (&px__transport_plain when plain) */
+    const px_protocol_t *proto;
+    /* The rest: reads, timers, the worker's list. */
+    void *state;            /* the protocol's */
+    px_defer_t defer;       /* flush, re-dispatch and close: runs after the event batch */
+    px_io_t io;             /* io.fd is the socket */
+    px_conn_t *prev, *next; /* the worker's connection list */
+    px_timer_t timer;
+    px_buf_t in; /* unconsumed input; memory held only while non-empty */
+    size_t read_limit;
+    uint64_t id;
 };
 
 struct px__netw {
@@ -140,10 +159,11 @@ struct px__netw {
     int reserve_fd; /* spare fd given up on EMFILE to accept-and-close */
     uint64_t emfile_logged_ms;
     char *rbuf;
+    size_t output_cap; /* the server's, read by every write */
     px_slice_t *scratch[PX__SCRATCH_CACHE];
     unsigned nscratch;
-    px__out_t *rings[PX__RING_CACHE]; /* free output rings of PX__OUT_SMALL entries */
-    unsigned nrings;
+    px__fcache_t small; /* free small scratch slices (px_slice_t, linked through data) */
+    px__fcache_t rings; /* free output rings of PX__OUT_SMALL entries */
     px_timer_t shutdown_timer;
     px_timer_t lag_timer;  /* samples loop lag into metrics once a second */
     px_defer_t stop_defer; /* stops the loop after connections finalised this iteration are freed */
@@ -202,6 +222,8 @@ px_conn_t *px__conn_new(px__netw_t *nw, int fd, unsigned listener);
 px_conn_t *px__conn_adopt(px__netw_t *nw, int fd);
 void px__conn_shutdown(px_conn_t *c);
 void px__scratch_free_all(px__netw_t *nw);
+/* Once a second: free cached blocks the last second did not need. */
+void px__conn_caches_trim(px__netw_t *nw);
 /* Push a layer made by `f` on top of c's transport stack, with `replay` (bytes
  * already read from the current top, e.g. a sniffed TLS ClientHello) replayed
  * under it first. The new layer's handshake (if any) runs at once from the

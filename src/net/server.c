@@ -77,6 +77,7 @@ px_server_t *px_server_new(const px_server_opts_t *o)
         nw->worker = px_workers_get(s->workers, i);
         nw->loop = px_worker_loop(nw->worker);
         nw->reserve_fd = -1;
+        nw->output_cap = s->opts.output_cap;
     }
     return s;
 }
@@ -285,6 +286,7 @@ static void lag_timer_cb(px_timer_t *t)
 {
     px__netw_t *nw = t->data;
     px_metric_set(px__m_loop_lag, (int64_t)px_loop_lag_ms(nw->loop));
+    px__conn_caches_trim(nw);
     if (!nw->draining)
         px_timer_start(nw->loop, t, 1000);
 }

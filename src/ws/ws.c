@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "http/upgrade.h"
+#include "net/conn_direct.h"
 #include "plexus/ws.h"
 #include "util/base64.h"
 #include "util/crypto.h"
@@ -77,37 +78,68 @@ static ws_module_t *ws_module(px_server_t *s)
     return m;
 }
 
+/* What a connection needs only now and then (fragmented or compressed
+ * messages, a close from either side, an inflate that yields): allocated the
+ * first time, kept until the connection ends, so an idle connection is one
+ * small struct. */
+typedef struct ws_rx {
+    px_buf_t msg;      /* fragments of the message being received */
+    uint64_t fed;      /* compressed payload bytes of the current frame already inflated
+                          (the frame is complete; 0 unless a slice ran out of budget) */
+    uint64_t skip;     /* payload bytes still to drop of a data frame after close_sent */
+    px_defer_t resume; /* ends a yield: resumes reading on the next loop iteration */
+    uint8_t close_reason_len;
+    char close_reason[123];
+} ws_rx_t;
+
 struct px_ws {
-    px_conn_t *c;    /* the connection (under a tunnel: the HTTP/2 connection) */
-    px__tunnel_t *t; /* NULL on HTTP/1.1; the HTTP/2 stream under it (RFC 8441) */
-    const ws_route_t *route;
-    const px_ws_opts_t *opts;
-    void *data;
-    px__ws_deflate_t *deflate; /* NULL unless negotiated */
-    px_buf_t msg;              /* fragments of the message being received */
-    uint64_t done;             /* payload bytes of the current frame already unmasked/checked */
-    uint64_t fed;              /* compressed payload bytes of the current frame already inflated
-                                  (the frame is complete; 0 unless a slice ran out of budget) */
-    uint64_t skip;             /* payload bytes still to drop of a data frame after close_sent */
-    px_defer_t resume;         /* ends a yield: resumes reading on the next loop iteration */
-    px__utf8_state_t utf8;     /* across the text message being received */
+    /* First cache line: what delivering a frame reads (topics, px_ws_send_frame). */
+    px_conn_t *c;           /* the connection (under a tunnel: the HTTP/2 connection) */
+    px__tunnel_t *t;        /* NULL on HTTP/1.1; the HTTP/2 stream under it (RFC 8441) */
+    px_ws_t *tnext, *tprev; /* links in the topic's per-worker list */
     px_ws_topic_t *topic;
-    px_ws_t *tprev, *tnext; /* links in the topic's per-worker list */
-    char *subprotocol;
-    uint16_t close_code; /* received from the peer (1005 none, 1006 none yet) */
-    uint8_t msg_opcode;  /* opcode of the fragmented message in progress, 0 if none */
+    uint32_t t_epoch; /* topic batch this member already has frames [0, t_from) of */
+    uint32_t t_from;
     unsigned msg_compressed : 1;
     unsigned close_sent : 1;
     unsigned close_received : 1;
     unsigned awaiting_pong : 1;
     unsigned failed : 1;
-    unsigned yielded : 1; /* reads paused by an inflate slice that ran out of budget */
-    unsigned dead : 1;    /* closed while `resume` was queued: the callback frees ws */
-    char close_reason[124];
-    uint8_t close_reason_len;
+    unsigned yielded : 1;    /* reads paused by an inflate slice that ran out of budget */
+    unsigned dead : 1;       /* closed while rx->resume was queued: the callback frees ws */
+    uint16_t close_code;     /* received from the peer (1005 none, 1006 none yet) */
+    uint8_t msg_opcode;      /* opcode of the fragmented message in progress, 0 if none */
+    px__utf8_state_t utf8;   /* across the text message being received */
+    const ws_route_t *route; /* route->opts: the options */
+    /* Reading. */
+    uint64_t done;             /* payload bytes of the current frame already unmasked/checked */
+    ws_rx_t *rx;               /* NULL until needed */
+    px__ws_deflate_t *deflate; /* NULL unless negotiated */
+    void *data;
+    char *subprotocol;
 };
 
 static const px_protocol_t ws_protocol;
+static void on_resume(px_defer_t *d);
+static void topic_sync(px_ws_t *ws);
+
+static ws_rx_t *rx_get(px_ws_t *ws)
+{
+    if (PX_LIKELY(ws->rx != NULL))
+        return ws->rx;
+    ws_rx_t *rx = px__calloc(1, sizeof *rx);
+    if (!rx)
+        return NULL;
+    px_buf_init(&rx->msg, 0);
+    px_defer_init(&rx->resume, on_resume, ws);
+    ws->rx = rx;
+    return rx;
+}
+
+static size_t msg_size(const px_ws_t *ws)
+{
+    return ws->rx ? px_buf_size(&ws->rx->msg) : 0;
+}
 
 /* ---- the byte stream under a WebSocket --------------------------------------------------------
  * An HTTP/1.1 connection (ws->c, upgraded in place) or an HTTP/2 stream (ws->t,
@@ -225,7 +257,7 @@ int px_ws_configure(px_server_t *s, const px_ws_opts_t *o)
 /* Output budget exceeded: apply the policy. */
 static int slow_consumer(px_ws_t *ws)
 {
-    if (ws->opts->slow_policy == PX_WS_SLOW_DROP)
+    if (ws->route->opts->slow_policy == PX_WS_SLOW_DROP)
         return -ENOBUFS;
     if (!ws->failed) {
         ws->failed = 1;
@@ -240,6 +272,10 @@ static int slow_consumer(px_ws_t *ws)
     }
     return -ENOBUFS;
 }
+
+/* Messages up to this size are sent as one piece (header and payload joined on
+ * the stack): one write into the connection's output instead of two. */
+#define WS_JOIN_MAX 256
 
 /* send_raw on an HTTP/2 stream (RFC 8441): the same, through the tunnel's ops. */
 static __attribute__((noinline)) int send_raw_tunnel(px_ws_t *ws, unsigned opcode, int rsv1,
@@ -269,12 +305,32 @@ static __attribute__((noinline)) int send_raw_tunnel(px_ws_t *ws, unsigned opcod
 /* The HTTP/1.1 path calls the connection directly: one test of ws->t, no more. */
 static int send_raw(px_ws_t *ws, unsigned opcode, int rsv1, const void *data, size_t len)
 {
-    if (PX_UNLIKELY(ws->t))
+    if (PX_UNLIKELY(ws->t)) {
+        if (PX_UNLIKELY(ws->topic != NULL))
+            topic_sync(ws);
         return send_raw_tunnel(ws, opcode, rsv1, data, len);
-    if (ws->close_sent || px_conn_is_closing(ws->c))
+    }
+    if (ws->close_sent)
         return -EPIPE;
-    uint8_t hdr[PX_WS_MAX_HEADER];
+    if (PX_UNLIKELY(ws->topic != NULL))
+        topic_sync(ws);
+    uint8_t hdr[PX_WS_MAX_HEADER + WS_JOIN_MAX];
     size_t hl = px__ws_encode_header(hdr, opcode, 1, rsv1, len, NULL);
+    if (len <= WS_JOIN_MAX) {
+        if (len)
+            memcpy(hdr + hl, data, len);
+        int r = px_conn_write(ws->c, hdr, hl + len);
+        if (PX_LIKELY(r == 0)) {
+            if (!px__ws_opcode_is_control(opcode))
+                px__metric_add(m_ws_out, 1);
+            return 0;
+        }
+        if (r != -ENOBUFS)
+            return r;
+        /* Over the budget: the policy below decides. */
+    }
+    if (px_conn_is_closing(ws->c))
+        return -EPIPE;
     size_t pending = px_conn_pending(ws->c);
     int over = 0;
     if (pending + hl + len > px_server_opts(px_conn_server(ws->c))->output_cap) {
@@ -291,7 +347,7 @@ static int send_raw(px_ws_t *ws, unsigned opcode, int rsv1, const void *data, si
     if (r == -ENOBUFS)
         return slow_consumer(ws);
     if (r == 0 && !px__ws_opcode_is_control(opcode))
-        px_metric_add(m_ws_out, 1);
+        px__metric_add(m_ws_out, 1);
     return r;
 }
 
@@ -303,7 +359,7 @@ int px_ws_send(px_ws_t *ws, int opcode, const void *data, size_t len)
     if (px__ws_opcode_is_control((unsigned)opcode) && len > PX_WS_MAX_CONTROL_PAYLOAD)
         return -EMSGSIZE;
     if (ws->deflate && !px__ws_opcode_is_control((unsigned)opcode) &&
-        len >= ws->opts->deflate_threshold) {
+        len >= ws->route->opts->deflate_threshold) {
         px_buf_t out;
         px_buf_init(&out, 0);
         int r = px__ws_deflate_message(ws->deflate, data, len, &out, len);
@@ -330,16 +386,30 @@ px_slice_t *px_ws_frame_new(int opcode, const void *data, size_t len)
     return s;
 }
 
-int px_ws_send_frame(px_ws_t *ws, px_slice_t *frame)
+/* Frames up to this size are copied into the connection's output rather than
+ * shared: a copy of a few dozen bytes costs less than taking and dropping a
+ * reference (atomic, the frame may be shared by several workers) and a queue
+ * entry each, and a subscriber's frames then leave in one piece. */
+#define WS_COPY_MAX 512
+
+/* px_ws_send_frame without the topic check (topics call it for their batches). */
+static int send_frame(px_ws_t *ws, px_slice_t *frame)
 {
-    if (ws->close_sent || bs_closing(ws))
-        return -EPIPE;
+    if (ws->close_sent)
+        return -EPIPE; /* (px_conn_write* return -EPIPE once the connection closes) */
     int r;
     if (PX_LIKELY(!ws->t)) { /* a broadcast's hot path: the connection directly */
-        r = px_conn_write_slice(ws->c, frame, 0, frame->len);
+        r = frame->len <= WS_COPY_MAX ? px_conn_write(ws->c, frame->data, frame->len)
+                                      : px_conn_write_slice(ws->c, frame, 0, frame->len);
+        if (PX_LIKELY(r == 0)) {
+            px__metric_add(m_ws_out, 1);
+            return 0;
+        }
         if (r == -ENOBUFS && px_conn_pending(ws->c) == 0)
             r = px_conn_write_nocap(ws->c, frame->data, frame->len); /* as in send_raw */
     } else {
+        if (bs_closing(ws))
+            return -EPIPE;
         r = bs_write_slice(ws, frame, 0, frame->len);
         if (r == -ENOBUFS && bs_pending(ws) == 0)
             r = bs_write_nocap(ws, frame->data, frame->len);
@@ -347,14 +417,23 @@ int px_ws_send_frame(px_ws_t *ws, px_slice_t *frame)
     if (r == -ENOBUFS)
         return slow_consumer(ws);
     if (r == 0)
-        px_metric_add(m_ws_out, 1);
+        px__metric_add(m_ws_out, 1);
     return r;
+}
+
+int px_ws_send_frame(px_ws_t *ws, px_slice_t *frame)
+{
+    if (PX_UNLIKELY(ws->topic != NULL))
+        topic_sync(ws);
+    return send_frame(ws, frame);
 }
 
 static void send_close(px_ws_t *ws, unsigned code, const char *reason, size_t rlen)
 {
     if (ws->close_sent || bs_closing(ws))
         return;
+    if (ws->topic)
+        topic_sync(ws);
     uint8_t payload[2 + 123];
     size_t n = 0;
     if (code) {
@@ -384,7 +463,7 @@ int px_ws_close(px_ws_t *ws, int code, const char *reason)
         return -EALREADY;
     send_close(ws, (unsigned)code, reason, rl);
     /* Wait for the peer's close (bounded); then we close TCP. */
-    bs_timeout(ws, ws->opts->close_timeout_ms);
+    bs_timeout(ws, ws->route->opts->close_timeout_ms);
     return 0;
 }
 
@@ -404,7 +483,7 @@ static void fail(px_ws_t *ws, unsigned code, const char *why)
 
 static void deliver(px_ws_t *ws, int opcode, const char *data, size_t len)
 {
-    px_metric_add(m_ws_in, 1);
+    px__metric_add(m_ws_in, 1);
     if (ws->route->cb->on_message)
         ws->route->cb->on_message(ws, opcode, data, len, ws->route->ud);
 }
@@ -434,8 +513,11 @@ static void on_control(px_ws_t *ws, const px__ws_frame_t *f, const uint8_t *p)
                 fail(ws, PX_WS_CLOSE_INVALID_DATA, "close reason is not valid UTF-8");
                 return;
             }
-            ws->close_reason_len = (uint8_t)(len - 2);
-            memcpy(ws->close_reason, p + 2, len - 2);
+            ws_rx_t *rx = len > 2 ? rx_get(ws) : NULL;
+            if (rx) { /* (without memory, the reason is not kept: the code is) */
+                rx->close_reason_len = (uint8_t)(len - 2);
+                memcpy(rx->close_reason, p + 2, len - 2);
+            }
         }
         ws->close_code = (uint16_t)code;
         ws->close_received = 1;
@@ -448,31 +530,32 @@ static void on_control(px_ws_t *ws, const px__ws_frame_t *f, const uint8_t *p)
     }
 }
 
-/* Inflate the rest of a complete compressed frame (from ws->fed) into msg,
+/* Inflate the rest of a complete compressed frame (from rx->fed) into msg,
  * within the budget. 0: frame done; 1: budget spent, call again later; -1:
  * failed. */
 static int inflate_frame(px_ws_t *ws, const px__ws_frame_t *f, const uint8_t *p, budget_t *b)
 {
     size_t len = (size_t)f->payload_len;
-    size_t max = ws->opts->max_message;
+    size_t max = ws->route->opts->max_message;
+    ws_rx_t *rx = ws->rx; /* set up with the message */
     for (;;) {
-        size_t n = len - (size_t)ws->fed;
+        size_t n = len - (size_t)rx->fed;
         if (n > INFLATE_CHUNK)
             n = INFLATE_CHUNK;
-        int last = ws->fed + n == len;
-        size_t before = px_buf_size(&ws->msg);
-        int r = px__ws_inflate(ws->deflate, p + ws->fed, n, last && f->fin, &ws->msg, max);
+        int last = rx->fed + n == len;
+        size_t before = px_buf_size(&rx->msg);
+        int r = px__ws_inflate(ws->deflate, p + rx->fed, n, last && f->fin, &rx->msg, max);
         if (r) {
             fail(ws, (unsigned)px__ws_deflate_close_code(r),
                  r == -EMSGSIZE ? "message too big" : "invalid compressed data");
             return -1;
         }
-        ws->fed += n;
-        size_t got = px_buf_size(&ws->msg) - before;
+        rx->fed += n;
+        size_t got = px_buf_size(&rx->msg) - before;
         /* (nothing inflated yet may mean no buffer: no NULL + 0, which is UB) */
         if (ws->msg_opcode == PX_WS_OP_TEXT && got) {
             ws->utf8 =
-                px__utf8_feed(ws->utf8, (const uint8_t *)px_buf_head(&ws->msg) + before, got);
+                px__utf8_feed(ws->utf8, (const uint8_t *)px_buf_head(&rx->msg) + before, got);
             if (ws->utf8 == PX_UTF8_REJECT) {
                 fail(ws, PX_WS_CLOSE_INVALID_DATA, "text message is not valid UTF-8");
                 return -1;
@@ -481,7 +564,7 @@ static int inflate_frame(px_ws_t *ws, const px__ws_frame_t *f, const uint8_t *p,
         b->in += n;
         b->out += got;
         if (last) {
-            ws->fed = 0;
+            rx->fed = 0;
             return 0;
         }
         if (b->in >= INFLATE_BUDGET_IN || b->out >= INFLATE_BUDGET_OUT)
@@ -496,8 +579,8 @@ static inline __attribute__((always_inline)) int on_data_frame(px_ws_t *ws, cons
                                                                uint8_t *p, budget_t *b)
 {
     size_t len = (size_t)f->payload_len;
-    size_t max = ws->opts->max_message;
-    if (ws->fed) {
+    size_t max = ws->route->opts->max_message;
+    if (ws->rx && ws->rx->fed) {
         /* resuming a frame whose message is already set up */
     } else if (f->opcode != PX_WS_OP_CONT) {
         if (ws->msg_opcode) {
@@ -517,19 +600,25 @@ static inline __attribute__((always_inline)) int on_data_frame(px_ws_t *ws, cons
             deliver(ws, f->opcode, (const char *)p, len);
             return 0;
         }
+        ws_rx_t *rx = rx_get(ws);
+        if (!rx) {
+            fail(ws, PX_WS_CLOSE_INTERNAL, "out of memory");
+            return -1;
+        }
         ws->msg_opcode = (uint8_t)f->opcode;
         ws->msg_compressed = f->rsv1;
-        px_buf_init(&ws->msg, max + 1);
+        px_buf_init(&rx->msg, max + 1);
     } else if (!ws->msg_opcode) {
         fail(ws, PX_WS_CLOSE_PROTOCOL, "continuation frame without a message");
         return -1;
     }
+    ws_rx_t *rx = ws->rx; /* a message is in progress: set up above or by its first frame */
     if (ws->msg_compressed) {
         int r = inflate_frame(ws, f, p, b);
         if (r)
             return r;
     } else {
-        if (px_buf_size(&ws->msg) + len > max || px_buf_append(&ws->msg, p, len) != 0) {
+        if (px_buf_size(&rx->msg) + len > max || px_buf_append(&rx->msg, p, len) != 0) {
             fail(ws, PX_WS_CLOSE_TOO_BIG, "message too big");
             return -1;
         }
@@ -545,8 +634,8 @@ static inline __attribute__((always_inline)) int on_data_frame(px_ws_t *ws, cons
     ws->utf8 = PX_UTF8_ACCEPT;
     /* A message of empty fragments never allocated msg: pass "" rather than
      * px_buf_head() of a NULL buffer (NULL + 0 is UB, and callers expect non-NULL). */
-    deliver(ws, opcode, px_buf_size(&ws->msg) ? px_buf_head(&ws->msg) : "", px_buf_size(&ws->msg));
-    px_buf_dispose(&ws->msg);
+    deliver(ws, opcode, px_buf_size(&rx->msg) ? px_buf_head(&rx->msg) : "", px_buf_size(&rx->msg));
+    px_buf_dispose(&rx->msg);
     return 0;
 }
 
@@ -557,14 +646,23 @@ static void yield_reads(px_ws_t *ws)
 {
     ws->yielded = 1;
     bs_pause(ws, 1);
-    px_defer(px_conn_loop(ws->c), &ws->resume);
+    px_defer(px_conn_loop(ws->c), &ws->rx->resume); /* (only inflating yields: rx is set up) */
+}
+
+static void ws_free(px_ws_t *ws)
+{
+    if (ws->rx) {
+        px_buf_dispose(&ws->rx->msg);
+        px__free(ws->rx);
+    }
+    px__free(ws);
 }
 
 static void on_resume(px_defer_t *d)
 {
     px_ws_t *ws = d->data;
     if (ws->dead) { /* closed while this was queued */
-        px__free(ws);
+        ws_free(ws);
         return;
     }
     if (ws->yielded) {
@@ -580,15 +678,16 @@ static inline __attribute__((always_inline)) ssize_t ws_input(px_ws_t *ws, char 
     unsigned flags = PX_WS_PARSE_SERVER | (ws->deflate ? PX_WS_RSV1 : 0u);
     budget_t budget = {0, 0};
     while (pos < len && !ws->failed && !bs_closing(ws) && !ws->yielded) {
-        if (ws->skip) { /* the rest of a data frame after our close */
-            size_t n = len - pos < ws->skip ? len - pos : (size_t)ws->skip;
+        if (PX_UNLIKELY(ws->rx && ws->rx->skip)) { /* the rest of a data frame after our close */
+            ws_rx_t *rx = ws->rx;
+            size_t n = len - pos < rx->skip ? len - pos : (size_t)rx->skip;
             pos += n;
-            ws->skip -= n;
+            rx->skip -= n;
             continue;
         }
         px__ws_frame_t f;
         int hl = px__ws_parse_frame((const uint8_t *)data + pos, len - pos, &f, flags,
-                                    ws->opts->max_message);
+                                    ws->route->opts->max_message);
         if (hl == PX_PARSE_INCOMPLETE)
             break;
         if (hl < 0) {
@@ -600,17 +699,25 @@ static inline __attribute__((always_inline)) ssize_t ws_input(px_ws_t *ws, char 
              * unmasking, checking or inflating them (RFC 6455 1.4: after
              * sending a close, an endpoint only waits for the peer's). */
             pos += (size_t)hl;
-            ws->skip = f.payload_len;
-            ws->done = ws->fed = 0;
+            ws->done = 0;
             ws->msg_opcode = 0;
-            px_buf_dispose(&ws->msg);
+            if (f.payload_len || ws->rx) {
+                ws_rx_t *rx = rx_get(ws);
+                if (!rx) {
+                    bs_close(ws); /* (we sent our close already) */
+                    return -1;
+                }
+                rx->skip = f.payload_len;
+                rx->fed = 0;
+                px_buf_dispose(&rx->msg);
+            }
             continue;
         }
         /* Errors the header alone proves come first: fail fast, and with the same
          * close code however the bytes were split into reads (a new text frame
          * inside an open message is 1002 even if its payload is not UTF-8). A
          * frame being resumed (fed) has passed them already. */
-        if (!px__ws_opcode_is_control(f.opcode) && !ws->fed &&
+        if (!px__ws_opcode_is_control(f.opcode) && !(ws->rx && ws->rx->fed) &&
             (f.opcode == PX_WS_OP_CONT) != (ws->msg_opcode != 0)) {
             fail(ws, PX_WS_CLOSE_PROTOCOL,
                  ws->msg_opcode ? "new message before the previous one ended"
@@ -620,7 +727,7 @@ static inline __attribute__((always_inline)) ssize_t ws_input(px_ws_t *ws, char 
         /* An uncompressed fragment that cannot fit the message limit fails now,
          * before its payload is read. */
         if (f.opcode == PX_WS_OP_CONT && !ws->msg_compressed &&
-            px_buf_size(&ws->msg) + f.payload_len > ws->opts->max_message) {
+            msg_size(ws) + f.payload_len > ws->route->opts->max_message) {
             fail(ws, PX_WS_CLOSE_TOO_BIG, "message too big");
             return -1;
         }
@@ -671,8 +778,8 @@ static inline __attribute__((always_inline)) ssize_t ws_input(px_ws_t *ws, char 
     if (ws->failed || bs_closing(ws))
         return -1;
     /* Any traffic proves the peer alive: push the ping back. */
-    if (ws->opts->ping_interval_ms && !ws->close_sent)
-        bs_timeout(ws, ws->opts->ping_interval_ms);
+    if (ws->route->opts->ping_interval_ms && !ws->close_sent)
+        bs_timeout(ws, ws->route->opts->ping_interval_ms);
     return (ssize_t)pos;
 }
 
@@ -696,7 +803,7 @@ static void ws_timeout(void *ud)
     }
     ws->awaiting_pong = 1;
     send_raw(ws, PX_WS_OP_PING, 0, NULL, 0);
-    bs_timeout(ws, ws->opts->ping_interval_ms);
+    bs_timeout(ws, ws->route->opts->ping_interval_ms);
 }
 
 static void ws_shutdown(void *ud)
@@ -720,17 +827,20 @@ static void ws_closed(void *ud)
 {
     px_ws_t *ws = ud;
     px_ws_topic_leave(ws);
-    if (ws->route->cb->on_close)
-        ws->route->cb->on_close(ws, ws->close_received ? ws->close_code : 1006,
-                                (px_str_t){ws->close_reason, ws->close_reason_len}, ws->route->ud);
+    if (ws->route->cb->on_close) {
+        px_str_t reason = {"", 0};
+        if (ws->rx)
+            reason = (px_str_t){ws->rx->close_reason, ws->rx->close_reason_len};
+        ws->route->cb->on_close(ws, ws->close_received ? ws->close_code : 1006, reason,
+                                ws->route->ud);
+    }
     px_metric_add(m_ws_open, -1);
     px__ws_deflate_free(ws->deflate);
-    px_buf_dispose(&ws->msg);
     px__free(ws->subprotocol);
-    if (ws->resume._queued)
+    if (ws->rx && ws->rx->resume._queued)
         ws->dead = 1; /* on_resume frees it */
     else
-        px__free(ws);
+        ws_free(ws);
 }
 
 static void ws_on_timeout(px_conn_t *c)
@@ -1020,11 +1130,8 @@ static void ws_handshake(px_req_t *req, void *ud)
         return;
     }
     ws->route = route;
-    ws->opts = opts;
     ws->close_code = 1006;
     ws->utf8 = PX_UTF8_ACCEPT;
-    px_buf_init(&ws->msg, 0);
-    px_defer_init(&ws->resume, on_resume, ws);
     if (use_deflate) {
         ws->deflate = px__ws_deflate_new(&dp, opts->deflate_memory);
         if (!ws->deflate)
@@ -1146,12 +1253,30 @@ px_str_t px_ws_subprotocol(const px_ws_t *ws)
 }
 
 /* ---- topics ------------------------------------------------------------------------------------
- */
+ *
+ * A topic has one member list per worker. Frames published on a worker (or
+ * posted to it by another) are not written to each member at once: they are
+ * kept (a reference each) and written to every member in one pass from a
+ * deferred callback at the end of the loop iteration, all of a member's frames
+ * together. A broadcast to N members then reads each member's memory once per
+ * iteration rather than once per frame, which is what a fan-out to thousands
+ * of members costs in cache misses. Order is kept: anything else sent to a
+ * member (px_ws_send, px_ws_send_frame, a close) and leaving the topic first
+ * hands it the frames it is owed (topic_sync); a member that joins mid-batch
+ * gets only the frames published after it joined. */
+
+#define TOPIC_BATCH_MAX   64          /* frames kept per worker before writing them out */
+#define TOPIC_BATCH_BYTES (256 << 10) /* or bytes */
 
 typedef struct topic_local {
     px_ws_t *head;
     _Atomic size_t count; /* read by publishers on other threads to skip empty workers */
-    char pad[64 - sizeof(void *) - sizeof(size_t)];
+    /* The batch (this worker only): frames [0, npending), one reference each. */
+    px_slice_t **pending;
+    uint32_t npending, cap;
+    uint32_t epoch; /* batch number: a member with t_epoch == epoch has [0, t_from) */
+    size_t bytes;
+    px_defer_t drain;
 } topic_local_t;
 
 struct px_ws_topic {
@@ -1166,6 +1291,8 @@ typedef struct topic_msg {
     px_slice_t *frame;
 } topic_msg_t;
 
+static void topic_drain(px_defer_t *d);
+
 px_ws_topic_t *px_ws_topic_new(px_server_t *s)
 {
     px_ws_topic_t *t = px__calloc(1, sizeof *t);
@@ -1173,28 +1300,126 @@ px_ws_topic_t *px_ws_topic_new(px_server_t *s)
         return NULL;
     t->server = s;
     t->nworkers = px_workers_count(px_server_workers(s));
-    t->local = px__calloc(t->nworkers, sizeof *t->local);
+    /* One cache line or more per worker: each is written by its worker only. */
+    size_t sz = (sizeof(topic_local_t) + 63) & ~(size_t)63;
+    t->local = px__calloc(t->nworkers, sz > sizeof(topic_local_t) ? sz : sizeof(topic_local_t));
     if (!t->local) {
         px__free(t);
         return NULL;
     }
+    for (unsigned i = 0; i < t->nworkers; i++)
+        px_defer_init(&t->local[i].drain, topic_drain, &t->local[i]);
     return t;
+}
+
+static void batch_release(topic_local_t *l)
+{
+    for (uint32_t i = 0; i < l->npending; i++)
+        px_slice_unref(l->pending[i]);
+    l->npending = 0;
+    l->bytes = 0;
+    l->epoch++;
 }
 
 void px_ws_topic_free(px_ws_topic_t *t)
 {
     if (!t)
         return;
+    for (unsigned i = 0; i < t->nworkers; i++) {
+        batch_release(&t->local[i]);
+        px__free(t->local[i].pending);
+    }
     px__free(t->local);
     px__free(t);
+}
+
+static topic_local_t *local_of(px_ws_topic_t *t, px_ws_t *ws)
+{
+    return &t->local[px_worker_id(px_conn_worker(ws->c))];
+}
+
+/* Write frames [from, n) of the batch to `ws`. */
+static void send_batch(px_ws_t *ws, topic_local_t *l, uint32_t from)
+{
+    for (uint32_t i = from; i < l->npending; i++)
+        if (send_frame(ws, l->pending[i]) == -EPIPE)
+            break; /* closing: so are the rest */
+}
+
+/* Before anything else reaches `ws`: the frames of the current batch it is owed. */
+static void topic_sync(px_ws_t *ws)
+{
+    topic_local_t *l = local_of(ws->topic, ws);
+    if (!l->npending)
+        return;
+    uint32_t from = ws->t_epoch == l->epoch ? ws->t_from : 0;
+    ws->t_epoch = l->epoch;
+    ws->t_from = l->npending;
+    if (from < l->npending)
+        send_batch(ws, l, from);
+}
+
+/* The whole batch to a member that is owed all of it: `all` (the frames joined,
+ * or the only frame) by reference, when it fits the member's budget; else frame
+ * by frame, so that the slow-consumer policy sees each as before. */
+static void send_all(px_ws_t *ws, topic_local_t *l, px_slice_t *all)
+{
+    if (ws->close_sent)
+        return;
+    if (!ws->t && px_conn_room(ws->c) >= all->len &&
+        px__conn_write_slice_now(ws->c, all, 0, all->len) == 0) {
+        px__metric_add(m_ws_out, l->npending);
+        return;
+    }
+    send_batch(ws, l, 0);
+}
+
+static void drain_local(topic_local_t *l)
+{
+    uint32_t n = l->npending;
+    if (!n)
+        return;
+    /* One buffer with every frame of the batch, shared by every member: each
+     * member costs one queue entry and one write of hot bytes, whatever the
+     * number of frames. */
+    px_slice_t *all = n == 1 ? px_slice_ref(l->pending[0]) : px_slice_new(l->bytes);
+    if (all && n > 1) {
+        size_t at = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            memcpy(all->data + at, l->pending[i]->data, l->pending[i]->len);
+            at += l->pending[i]->len;
+        }
+    }
+    px_ws_t *next;
+    for (px_ws_t *ws = l->head; ws; ws = next) {
+        next = ws->tnext; /* a slow consumer may leave the topic while we iterate */
+        uint32_t from = ws->t_epoch == l->epoch ? ws->t_from : 0;
+        /* Every member is stamped with each batch it sees, so an old stamp can
+         * never equal a later batch number. */
+        ws->t_epoch = l->epoch;
+        ws->t_from = n;
+        if (from == 0 && all)
+            send_all(ws, l, all);
+        else if (from < n)
+            send_batch(ws, l, from);
+    }
+    px_slice_unref(all);
+    batch_release(l);
+}
+
+static void topic_drain(px_defer_t *d)
+{
+    drain_local(d->data);
 }
 
 int px_ws_topic_join(px_ws_topic_t *t, px_ws_t *ws)
 {
     if (ws->topic)
         return -EALREADY;
-    topic_local_t *l = &t->local[px_worker_id(px_conn_worker(ws->c))];
+    topic_local_t *l = local_of(t, ws);
     ws->topic = t;
+    ws->t_epoch = l->epoch; /* not the frames published before it joined */
+    ws->t_from = l->npending;
     ws->tprev = NULL;
     ws->tnext = l->head;
     if (l->head)
@@ -1209,7 +1434,8 @@ void px_ws_topic_leave(px_ws_t *ws)
     px_ws_topic_t *t = ws->topic;
     if (!t)
         return;
-    topic_local_t *l = &t->local[px_worker_id(px_conn_worker(ws->c))];
+    topic_sync(ws); /* what was published while it was a member */
+    topic_local_t *l = local_of(t, ws);
     if (ws->tprev)
         ws->tprev->tnext = ws->tnext;
     else
@@ -1229,20 +1455,40 @@ size_t px_ws_topic_size(const px_ws_topic_t *t)
     return n;
 }
 
-static void deliver_local(px_ws_topic_t *t, unsigned wid, px_slice_t *frame)
+/* Add `frame` (the caller's reference, handed over) to worker `wid`'s batch. */
+static void batch_add(px_ws_topic_t *t, unsigned wid, px_loop_t *loop, px_slice_t *frame)
 {
-    px_ws_t *next;
-    for (px_ws_t *ws = t->local[wid].head; ws; ws = next) {
-        next = ws->tnext; /* a slow consumer may leave the topic while we iterate */
-        px_ws_send_frame(ws, frame);
+    topic_local_t *l = &t->local[wid];
+    if (!l->head) {
+        px_slice_unref(frame);
+        return;
     }
+    if (l->npending == TOPIC_BATCH_MAX || l->bytes + frame->len > TOPIC_BATCH_BYTES)
+        drain_local(l);
+    if (l->npending == l->cap) {
+        uint32_t cap = l->cap ? l->cap * 2 : 16;
+        px_slice_t **p = px__realloc(l->pending, cap * sizeof *p);
+        if (!p) { /* no room to keep it: write it to every member now */
+            drain_local(l);
+            for (px_ws_t *ws = l->head, *next; ws; ws = next) {
+                next = ws->tnext;
+                send_frame(ws, frame);
+            }
+            px_slice_unref(frame);
+            return;
+        }
+        l->pending = p;
+        l->cap = cap;
+    }
+    l->pending[l->npending++] = frame;
+    l->bytes += frame->len;
+    px_defer(loop, &l->drain); /* (a no-op when queued) */
 }
 
 static void on_topic_msg(px_worker_t *w, px_msg_t *m)
 {
     topic_msg_t *tm = (topic_msg_t *)m;
-    deliver_local(tm->topic, px_worker_id(w), tm->frame);
-    px_slice_unref(tm->frame);
+    batch_add(tm->topic, px_worker_id(w), px_worker_loop(w), tm->frame);
     px__free(tm);
 }
 
@@ -1256,7 +1502,7 @@ int px_ws_topic_publish(px_ws_topic_t *t, px_slice_t *frame)
             continue;
         px_worker_t *w = px_workers_get(ws, i);
         if (w == self) {
-            deliver_local(t, i, frame);
+            batch_add(t, i, px_worker_loop(w), px_slice_ref(frame));
             continue;
         }
         topic_msg_t *tm = px__malloc(sizeof *tm);

@@ -11,7 +11,10 @@
 //     process serves, the old one stopped cleanly (its log says "stopped");
 //   - passenger stop: the app stops cleanly (log), its socket path is gone;
 //   - examples/passenger-api: npm install builds api.c into the addon; its routes answer
-//     through Passenger next to plexus's own.
+//     through Passenger next to plexus's own;
+//   - --min-instances 3: one data directory shared by the three processes (the addon turns
+//     --data-dir-shared on under Passenger): a message published through one process reaches
+//     subscribers connected to the others, offsets stay one sequence, presence is merged.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -119,7 +122,16 @@ describe('passenger standalone (builtin engine)', () => {
     await publisher;
     await waitFor(() => !alive(pid0), 15000, 'the old process to exit');
 
-    const hist = JSON.parse((await request({ port, path: '/api/channels/r/messages?since=0&limit=1000' })).body);
+    // Pages of 1000 (--history-limit-max): the old and the new process both serve during
+    // the restart (one data directory), so more than a page may be acknowledged.
+    const hist = { messages: [] };
+    for (let since = 0; ;) {
+      const page = JSON.parse((await request({ port, path: `/api/channels/r/messages?since=${since}&limit=1000` })).body);
+      hist.epoch = page.epoch;
+      hist.messages.push(...page.messages);
+      if (page.messages.length < 1000) break;
+      since = page.messages[page.messages.length - 1].offset;
+    }
     const stored = new Map(hist.messages.map((m) => [m.offset, m.data.i]));
     const seen = `history: epoch ${hist.epoch}, ${hist.messages.length} messages, offsets ${hist.messages.map((m) => m.offset).slice(0, 5)}…; acked ${JSON.stringify(acked.slice(0, 5))}…\n${p.log()}`;
     for (const a of acked) assert.equal(stored.get(a.offset), a.i, `acknowledged message ${a.i} (offset ${a.offset}) is stored; ${seen}`);
@@ -172,5 +184,48 @@ describe('passenger standalone (builtin engine)', () => {
     assert.deepEqual(m.data, { n: 1 });
     ws.close();
     assert.equal((await request({ port: p.port, path: '/' })).status, 200);
+  });
+  it('runs three processes as one server (--min-instances 3)', async () => {
+    const p = await passenger('procs', { minInstances: 3 });
+    const port = p.port;
+    await waitFor(() => p.status().processes.length === 3, 30000, 'three app processes');
+    // Passenger sends a new session to the least busy process: three open WebSockets land
+    // on three processes (checked with passenger-status below).
+    const clients = [];
+    for (let i = 0; i < 3; i++) {
+      const ws = await wsClient(`ws://127.0.0.1:${port}/ws`);
+      const r = await ws.call({ op: 'subscribe', id: 1, channel: 'procs', presence: true });
+      assert.equal(r.op, 'reply', JSON.stringify(r));
+      clients.push(ws);
+    }
+    const busy = p.status().processes.map((x) => x.sessions);
+    assert.deepEqual(busy, [1, 1, 1], `one WebSocket per process: ${busy}\n${p.log()}`);
+    // Each publishes through its own process; every client receives every message.
+    const offsets = [];
+    for (let round = 0; round < 2; round++) {
+      for (const [i, ws] of clients.entries()) {
+        const r = await ws.call({ op: 'publish', id: 10 + round * 3 + i, channel: 'procs', data: { from: i, round } });
+        assert.equal(r.op, 'reply', JSON.stringify(r));
+        offsets.push(r.offset);
+      }
+    }
+    assert.deepEqual(offsets, [1, 2, 3, 4, 5, 6], 'one sequence across the processes');
+    for (const ws of clients) {
+      for (const o of offsets) {
+        const m = await ws.next((f) => f.op === 'message' && f.channel === 'procs' && f.offset === o);
+        assert.deepEqual(m.data, { from: (o - 1) % 3, round: Math.floor((o - 1) / 3) });
+      }
+    }
+    // Presence: every process lists the three members.
+    const pres = await clients[0].call({ op: 'presence', id: 30, channel: 'procs' });
+    assert.equal(pres.clients.length, 3, JSON.stringify(pres));
+    const post = await request({ port, method: 'POST', path: '/api/channels/procs/messages', body: { via: 'http' } });
+    assert.equal(post.status, 201, post.body);
+    assert.equal(JSON.parse(post.body).offset, 7);
+    for (const ws of clients) await ws.next((f) => f.op === 'message' && f.channel === 'procs' && f.offset === 7);
+    const hist = JSON.parse((await request({ port, path: '/api/channels/procs/messages?since=0' })).body);
+    assert.deepEqual(hist.messages.map((m) => m.offset), [1, 2, 3, 4, 5, 6, 7]);
+    for (const ws of clients) ws.close();
+    assert.doesNotMatch(p.log(), /App \d+ output: .* (error|fatal)/i);
   });
 });

@@ -20,6 +20,7 @@
 #include "xorshift.h"
 #include "core/alloc.h"
 #include "hub/store.h"
+#include "plexus/loop.h"
 
 #define EPOCH_A "0123456789abcdef"
 #define EPOCH_B "fedcba9876543210"
@@ -1043,6 +1044,122 @@ static void test_shared_two_handles(void **state)
     assert_non_null(strstr(err, "does not share it"));
 }
 
+/* Shared, the asynchronous interface the hub drives (processes of one host are nodes):
+ * only a store opened shared offers it; callbacks run on the loop's next turn, never inside
+ * the call; a read returns the channel's view, also for a channel not stored yet; what one
+ * handle commits the other's read sees. */
+typedef struct acb {
+    int calls, status;
+    uint64_t offsets[4];
+    char epoch[PX__EPOCH_MAX + 1];
+    uint64_t last, first;
+    size_t n;
+    char data[4][16];
+} acb_t;
+
+static void on_appended(void *ud, int status, const px__store_assigned_t *out)
+{
+    acb_t *a = ud;
+    a->calls++;
+    a->status = status;
+    for (size_t i = 0; !status && i < 2; i++)
+        a->offsets[i] = out[i].offset;
+    if (!status)
+        snprintf(a->epoch, sizeof a->epoch, "%.*s", (int)out[0].epoch.len, out[0].epoch.ptr);
+}
+
+static void on_read(void *ud, const px__store_view_t *v)
+{
+    acb_t *a = ud;
+    a->calls++;
+    a->status = v->status;
+    if (v->status)
+        return;
+    snprintf(a->epoch, sizeof a->epoch, "%.*s", (int)v->epoch.len, v->epoch.ptr);
+    a->last = v->last_offset;
+    a->first = v->first_offset;
+    a->n = v->n;
+    for (size_t i = 0; i < v->n && i < 4; i++) {
+        a->offsets[i] = v->msgs[i].offset;
+        snprintf(a->data[i], sizeof a->data[i], "%.*s", (int)v->msgs[i].data.len,
+                 v->msgs[i].data.ptr);
+    }
+}
+
+static void test_shared_async(void **state)
+{
+    fx_t *f = *state;
+    fx_open(f); /* one process: no asynchronous interface, the storage thread calls it */
+    assert_int_equal(f->s->ops->flags, 0);
+    assert_null(f->s->ops->append_async);
+    px__store_close(f->s);
+    f->s = NULL;
+    f->opts.shared = true;
+    fx_open(f);
+    assert_int_equal(f->s->ops->flags, PX_STORE_ASYNC | PX_STORE_SHARED);
+    px__store_t *b = NULL;
+    char err[256];
+    assert_int_equal(px__store_sqlite.open(&f->opts, &b, err, sizeof(err)), 0);
+    px_loop_t *loop = px_loop_new();
+    assert_non_null(loop);
+    assert_int_equal(f->s->ops->attach(f->s, loop), 0);
+    assert_int_equal(b->ops->attach(b, loop), 0);
+
+    /* A channel nobody stored: its fresh epoch, nothing before offset 1. */
+    acb_t r0 = {0};
+    assert_int_equal(b->ops->read_async(b, S("ch"), 0, 10, on_read, &r0), 0);
+    assert_int_equal(r0.calls, 0); /* never inside the call */
+    px_loop_run_once(loop, 0);
+    assert_int_equal(r0.calls, 1);
+    assert_int_equal(r0.status, 0);
+    char fresh[PX__EPOCH_MAX + 1];
+    assert_int_equal(px__store_fresh_epoch(f->s, S("ch"), fresh), 0);
+    assert_string_equal(r0.epoch, fresh);
+    assert_int_equal(r0.last, 0);
+    assert_int_equal(r0.first, 1);
+    assert_int_equal(r0.n, 0);
+
+    px__store_msg_t m[2] = {M("ch", NULL, 0, 1, "a1"), M("ch", NULL, 0, 2, "a2")};
+    acb_t a = {0};
+    assert_int_equal(f->s->ops->append_async(f->s, m, 2, on_appended, &a), 0);
+    assert_int_equal(a.calls, 0);
+    px_loop_run_once(loop, 0);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(a.status, 0);
+    assert_int_equal(a.offsets[0], 1);
+    assert_int_equal(a.offsets[1], 2);
+    assert_string_equal(a.epoch, fresh); /* the epoch every process computes */
+
+    /* The other handle (process) appends after a's messages, and reads them all. */
+    acb_t a2 = {0};
+    assert_int_equal(b->ops->append_async(b, m, 2, on_appended, &a2), 0);
+    acb_t r1 = {0};
+    assert_int_equal(b->ops->read_async(b, S("ch"), 1, 2, on_read, &r1), 0);
+    px_loop_run_once(loop, 0);
+    assert_int_equal(a2.calls, 1);
+    assert_int_equal(a2.offsets[0], 3);
+    assert_int_equal(r1.calls, 1);
+    assert_int_equal(r1.status, 0);
+    assert_int_equal(r1.last, 4);
+    assert_int_equal(r1.first, 1);
+    assert_int_equal(r1.n, 2);
+    assert_int_equal(r1.offsets[0], 2);
+    assert_int_equal(r1.offsets[1], 3);
+    assert_string_equal(r1.data[0], "a2");
+    assert_string_equal(r1.data[1], "a1");
+
+    /* Closed with a callback pending (the hub closes its store once its loop ended): it
+     * runs once, with an error. */
+    acb_t r2 = {0};
+    assert_int_equal(b->ops->read_async(b, S("ch"), 0, 0, on_read, &r2), 0);
+    px__store_close(b);
+    assert_int_equal(r2.calls, 1);
+    assert_int_equal(r2.status, -ESHUTDOWN);
+    px__store_close(f->s);
+    f->s = NULL;
+    px_loop_free(loop);
+}
+
 /* Processes appending at the same time, one message per transaction: every offset of
  * 1..N once, no append refused (the write lock is waited for, not failed). */
 static void test_shared_processes(void **state)
@@ -1445,6 +1562,7 @@ int main(void)
         T(test_store_assigns),
         T(test_shared_two_handles),
         T(test_shared_processes),
+        T(test_shared_async),
         T(test_foreign_database),
         T(test_readonly_dir),
         T(test_readonly_db_file),
