@@ -11,6 +11,12 @@
  * NOTIFY payloads are text of at most 8000 bytes: a message whose data is larger, holds a
  * NUL or is not UTF-8 goes as "PX1P ..." without event and data, and the nodes read it
  * from the store by offset (sink->poke).
+ * The notifications of one loop iteration (a group commit's messages, in their order) go
+ * out as one statement, one transaction (sql_notify_many): a NOTIFY commit is costly in
+ * PostgreSQL (an xid, a commit record, the cluster-wide notify queue lock, a signal to
+ * every listening backend), so paying it per message made the database the bottleneck
+ * (~10x the CPU per publish). Anything else sent on the connection flushes them first, so
+ * the connection's order is the order of the calls.
  *
  * Presence across nodes: each node's members are rows of plexus_presence (store_pg.c's
  * schema v2) with an expiry by the database's clock that the node keeps refreshing; join
@@ -33,6 +39,23 @@
 #include "util/utf8.h"
 
 #define NOTIFY_MAX 7900 /* under PostgreSQL's 8000-byte payload limit */
+/* Notifications held for one statement at most (then it goes out at once). */
+#define BATCH_MAX       4096
+#define BATCH_MAX_BYTES (4u << 20)
+
+/* Notification names and payloads, in order, as one statement: the arrays' order is the
+ * order of the pg_notify calls (the sort runs before the volatile target list), so the
+ * order of the notifications in the queue. */
+static const char sql_notify_many[] =
+    "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS x(c, p, i)"
+    " ORDER BY i";
+
+/* A PostgreSQL binary array of text being built: the 20-byte header is filled at the end,
+ * then per element a 4-byte length and its bytes. */
+typedef struct tarray {
+    char *buf;
+    size_t len, cap;
+} tarray_t;
 
 typedef struct pchan {
     px__hentry_t e;
@@ -48,6 +71,9 @@ typedef struct pbroker {
     px__broker_sink_t sink;
     px__pgconn_t conn;
     px__hashmap_t chans;
+    tarray_t names, payloads; /* notifications not sent yet */
+    size_t batch_n;
+    px_defer_t flush;
     char node[17];
     char prefix[64];
 } pbroker_t;
@@ -79,6 +105,72 @@ static pchan_t *pchan_find(pbroker_t *b, const char *name, size_t len)
 {
     px__hentry_t *e = px__hashmap_get(&b->chans, name, len);
     return e ? PX_CONTAINER_OF(e, pchan_t, e) : NULL;
+}
+
+static void put32(char *p, uint32_t v)
+{
+    p[0] = (char)(v >> 24);
+    p[1] = (char)(v >> 16);
+    p[2] = (char)(v >> 8);
+    p[3] = (char)v;
+}
+
+/* Room for n more bytes (the header's room reserved first). */
+static char *tarray_room(tarray_t *a, size_t n)
+{
+    if (!a->len)
+        a->len = 20;
+    if (a->len + n > a->cap) {
+        size_t cap = a->cap ? a->cap : 4096;
+        while (cap < a->len + n)
+            cap *= 2;
+        char *nb = px__realloc(a->buf, cap);
+        if (!nb)
+            return NULL;
+        a->buf = nb;
+        a->cap = cap;
+    }
+    return a->buf + a->len;
+}
+
+static void tarray_finish(tarray_t *a, size_t n)
+{
+    put32(a->buf, 1);
+    put32(a->buf + 4, 0);
+    put32(a->buf + 8, 25); /* text */
+    put32(a->buf + 12, (uint32_t)n);
+    put32(a->buf + 16, 1);
+}
+
+static void batch_clear(pbroker_t *b)
+{
+    b->names.len = b->payloads.len = 0;
+    b->batch_n = 0;
+}
+
+/* Send the held notifications (one statement); dropped if the connection is down (best
+ * effort, like a publish refused while it is down: the other nodes find the gap). */
+static void batch_flush(pbroker_t *b)
+{
+    if (!b->batch_n)
+        return;
+    if (px__pgconn_ready(&b->conn)) {
+        tarray_finish(&b->names, b->batch_n);
+        tarray_finish(&b->payloads, b->batch_n);
+        const char *vals[2] = {b->names.buf, b->payloads.buf};
+        int lens[2] = {(int)b->names.len, (int)b->payloads.len}, fmts[2] = {1, 1};
+        if (!PQsendQueryParams(px__pgconn_pq(&b->conn), sql_notify_many, 2, NULL, vals, lens, fmts,
+                               0))
+            px__pgconn_broken(&b->conn);
+        else
+            px__pgconn_end(&b->conn, 1, NULL, NULL);
+    }
+    batch_clear(b);
+}
+
+static void on_flush(px_defer_t *d)
+{
+    batch_flush(d->data);
 }
 
 /* ---- inbound ----------------------------------------------------------------------------------
@@ -224,6 +316,7 @@ static int send_listen(pbroker_t *b, const char *verb, px_str_t ch)
 
 static int listen_many(pbroker_t *b, pchan_t **list, size_t n)
 {
+    batch_flush(b);
     listen_op_t *op = px__xcalloc(1, sizeof *op);
     op->b = b;
     op->names = px__xcalloc(n, sizeof *op->names);
@@ -294,6 +387,7 @@ static int pb_open(const char *url, px_loop_t *loop, const px__broker_sink_t *si
     b->conninfo = px__xstrdup(url);
     b->loop = loop;
     b->sink = *sink;
+    px_defer_init(&b->flush, on_flush, b);
     snprintf(b->prefix, sizeof b->prefix, "plexus");
     px__hashmap_init(&b->chans);
     char e[PX__EPOCH_MAX + 1];
@@ -324,6 +418,8 @@ static void pb_close(px__broker_t *base)
         px__free(PX_CONTAINER_OF(e, pchan_t, e));
     }
     px__hashmap_dispose(&b->chans);
+    px__free(b->names.buf);
+    px__free(b->payloads.buf);
     px__free(b->conninfo);
     px__free(b);
 }
@@ -343,6 +439,8 @@ static int pb_publish(px__broker_t *base, const px_hub_msg_t *m)
     if (!px__pgconn_ready(&b->conn))
         return -ENOTCONN;
     px_str_t ch = px_hub_msg_channel(m), ev = px_hub_msg_event(m), data = px_hub_msg_data(m);
+    if (ch.len && (memchr(ch.ptr, 0, ch.len) || !px__utf8_valid((const uint8_t *)ch.ptr, ch.len)))
+        return -EINVAL; /* not text: it would fail the whole statement */
     char head[128 + PX__CHANNEL_MAX];
     int full = ev.len + data.len + ch.len + 128 <= NOTIFY_MAX && !memchr(data.ptr, 0, data.len) &&
                !memchr(ev.ptr, 0, ev.len) && px__utf8_valid((const uint8_t *)data.ptr, data.len) &&
@@ -351,31 +449,29 @@ static int pb_publish(px__broker_t *base, const px_hub_msg_t *m)
                       b->node, m->epoch, (unsigned long long)m->offset, (long long)m->time_ms,
                       (unsigned long long)m->publisher, full ? ev.len : 0, ch.len);
     size_t n = (size_t)hl + ch.len + (full ? ev.len + data.len : 0);
-    char *payload = px__malloc(n + 1);
-    if (!payload)
+    char *pn = tarray_room(&b->names, 4 + 20);
+    char *pp = pn ? tarray_room(&b->payloads, 4 + n) : NULL;
+    if (!pp)
         return -ENOMEM;
-    memcpy(payload, head, (size_t)hl);
-    memcpy(payload + hl, ch.ptr, ch.len);
+    put32(pn, 19);
+    notify_name(b, ch, pn + 4); /* its NUL lands past the element, overwritten or unused */
+    b->names.len += 4 + 19;
+    put32(pp, (uint32_t)n);
+    pp += 4;
+    memcpy(pp, head, (size_t)hl);
+    memcpy(pp + hl, ch.ptr, ch.len);
     if (full) {
         if (ev.len)
-            memcpy(payload + hl + ch.len, ev.ptr, ev.len);
+            memcpy(pp + hl + ch.len, ev.ptr, ev.len);
         if (data.len)
-            memcpy(payload + hl + ch.len + ev.len, data.ptr, data.len);
+            memcpy(pp + hl + ch.len + ev.len, data.ptr, data.len);
     }
-    payload[n] = '\0';
-    char name[20];
-    notify_name(b, ch, name);
-    const char *vals[2] = {name, payload};
-    int r = 0;
-    if (!PQsendQueryParams(px__pgconn_pq(&b->conn), "SELECT pg_notify($1, $2)", 2, NULL, vals, NULL,
-                           NULL, 0)) {
-        px__pgconn_broken(&b->conn);
-        r = -ENOTCONN;
-    } else {
-        r = px__pgconn_end(&b->conn, 1, NULL, NULL);
-    }
-    px__free(payload);
-    return r;
+    b->payloads.len += 4 + n;
+    if (++b->batch_n >= BATCH_MAX || b->payloads.len >= BATCH_MAX_BYTES)
+        batch_flush(b);
+    else
+        px_defer(b->loop, &b->flush);
+    return 0;
 }
 
 static int pb_subscribe(px__broker_t *base, px_str_t channel)
@@ -415,6 +511,7 @@ static int pb_unsubscribe(px__broker_t *base, px_str_t channel)
     px__hashmap_del(&b->chans, &pc->e);
     px__free(pc);
     /* LISTEN and UNLISTEN run in order on the one connection: a LISTEN sent later wins. */
+    batch_flush(b);
     if (px__pgconn_ready(&b->conn) && send_listen(b, "UNLISTEN", channel) == 0)
         px__pgconn_end(&b->conn, 1, NULL, NULL);
     return 0;
@@ -517,6 +614,7 @@ static int pb_presence_refresh(px__broker_t *base, px_str_t ch, const px__broker
     pbroker_t *b = PB(base);
     if (!px__pgconn_ready(&b->conn))
         return -ENOTCONN;
+    batch_flush(b);
     char *c = cstr(ch), ttl[24];
     if (!c)
         return -ENOMEM;
@@ -537,6 +635,7 @@ static int pb_presence_add(px__broker_t *base, px_str_t ch, const px__broker_mem
     pbroker_t *b = PB(base);
     if (!px__pgconn_ready(&b->conn))
         return -ENOTCONN;
+    batch_flush(b);
     if (!text_ok(ch) || !member_ok(who))
         return -EINVAL; /* presence stays on this node */
     char *c = cstr(ch), ttl[24];
@@ -553,6 +652,7 @@ static int pb_presence_remove(px__broker_t *base, px_str_t ch, const px__broker_
     pbroker_t *b = PB(base);
     if (!px__pgconn_ready(&b->conn))
         return -ENOTCONN;
+    batch_flush(b);
     if (!text_ok(ch) || !member_ok(who))
         return -EINVAL;
     char *c = cstr(ch), *cl = cstr(who->client);
@@ -600,6 +700,7 @@ static void on_pres_list(px__pgconn_t *c, int status, PGresult **res, int n, voi
     if (!st && (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 4))
         st = -EIO;
     if (!st) {
+        batch_flush(b);
         int rows = PQntuples(r), gone = 0;
         ms = rows ? px__calloc((size_t)rows, sizeof *ms) : NULL;
         if (rows && !ms)
@@ -630,6 +731,7 @@ static int pb_presence_list(px__broker_t *base, px_str_t ch, px__broker_members_
     pbroker_t *b = PB(base);
     if (!px__pgconn_ready(&b->conn))
         return -ENOTCONN;
+    batch_flush(b);
     if (!text_ok(ch))
         return -EINVAL;
     plist_t *pl = px__malloc(sizeof *pl + ch.len + 1);

@@ -56,7 +56,14 @@ static const char *const migration[SCHEMA_VERSION] = {
  * Each channel row is upserted once, in name order (nodes lock rows in the same order, so
  * two commits cannot deadlock), and advanced by its number of messages; the messages get
  * the offsets below the new last_offset in their batch order; what history_size pushed
- * out is deleted. Answers (epoch, offset) per message, in batch order. */
+ * out is deleted. Answers (epoch, offset) per message, in batch order.
+ * The delete walks the primary key from each committed channel's first offset, at most
+ * TRIM_BATCH rows per channel and commit (reads skip what history_size pushed out anyway,
+ * so a backlog, after history_size was lowered, goes over the next commits). Written as a
+ * join of plexus_messages with c, its plan was a hash join over a sequential scan of the
+ * whole table: every commit read all of the history (~9 ms at 15 000 rows), which made
+ * publishes 10x slower than with SQLite, and slower as the history grew (prepare_all()
+ * also keeps the planner off sequential scans). */
 static const char sql_append[] =
     "WITH u AS (SELECT ch, t, d, i FROM unnest($1::text[], $2::bigint[], $3::bytea[])"
     " WITH ORDINALITY AS x(ch, t, d, i)),"
@@ -71,8 +78,10 @@ static const char sql_append[] =
     " FROM u JOIN c ON c.name = u.ch JOIN cnt ON cnt.ch = u.ch),"
     " ins AS (INSERT INTO plexus_messages (channel, \"offset\", time_ms, data)"
     " SELECT ch, off, t, d FROM m),"
-    " del AS (DELETE FROM plexus_messages pm USING c WHERE $4::bigint > 0"
-    " AND pm.channel = c.name AND pm.\"offset\" <= c.last_offset - $4::bigint)"
+    " del AS (DELETE FROM plexus_messages WHERE $4::bigint > 0 AND ctid = ANY(ARRAY("
+    "SELECT o.ctid FROM c CROSS JOIN LATERAL (SELECT pm.ctid FROM plexus_messages pm"
+    " WHERE pm.channel = c.name AND pm.\"offset\" <= c.last_offset - $4::bigint"
+    " ORDER BY pm.\"offset\" LIMIT " TRIM_BATCH ") o)))"
     " SELECT epoch, off FROM m ORDER BY i";
 
 /* Row k = 0: the channel's head (o = last offset, t = first offset kept, d = epoch);
@@ -330,6 +339,25 @@ static int p_fresh_epoch(px__store_t *b, px_str_t channel, char out[PX__EPOCH_MA
 static int prepare_all(pstore_t *s)
 {
     PGconn *c = px__pgconn_pq(&s->conn);
+    /* Plans that do not depend on the table's size at the time they are made. With one
+     * plan per statement (a custom plan for each execution costs more CPU than running the
+     * append, ~1 ms of planning), made when the history is empty, PostgreSQL picked a
+     * sequential scan of plexus_messages for the append's retention delete and kept it:
+     * every commit then read the whole history. Every statement here has an index to
+     * walk, so sequential scans are off (plexus_instance, one row, has no index and is
+     * scanned anyway); JIT is off since that setting's cost penalty would trigger it
+     * (~400 ms per execution). Its own operation: an older server that refuses a setting
+     * still gets the statements prepared. */
+    static const char *const settings[] = {"SET plan_cache_mode = force_generic_plan",
+                                           "SET enable_seqscan = off", "SET jit = off"};
+    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
+        if (!PQsendQueryParams(c, settings[i], 0, NULL, NULL, NULL, NULL, 0)) {
+            px__pgconn_broken(&s->conn);
+            return -EIO;
+        }
+    int r = px__pgconn_end(&s->conn, 3, NULL, NULL);
+    if (r)
+        return r;
     if (!PQsendPrepare(c, "px_append", sql_append, 4, NULL) ||
         !PQsendPrepare(c, "px_read", sql_read, 5, NULL) ||
         !PQsendPrepare(c, "px_trim_ttl", sql_trim_ttl, 1, NULL)) {

@@ -164,7 +164,7 @@ class Fairness(HubCase):
         ch = self.chan()
         publish_many(self.srv, ch, 5, data="small")
         c = self.client()
-        ids = [c.send_request("history", channel=ch) for _ in range(100)]
+        ids = c.send_requests("history", 100, channel=ch)
         answers = [c.reply(i, timeout=30) for i in ids]
         ok = sum(1 for a in answers if a["op"] == "reply")
         over = sum(1 for a in answers if a.get("code") == "too_many_requests")

@@ -32,7 +32,7 @@ import urllib.parse
 
 import pxtest
 from pxtest import scaled
-from wsraw import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WsClient
+from wsraw import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WsClient, encode_frame
 
 __all__ = ["HubClient", "Msg", "hub_args", "jwt", "api", "metrics", "metric", "SseReader",
            "ws_url", "aconnect", "arequest"]
@@ -181,6 +181,20 @@ class HubClient:
         obj.update({k: v for k, v in fields.items() if v is not None})
         self.send(obj)
         return rid
+
+    def send_requests(self, op, count, **fields):
+        """`count` requests as send_request would send them, all in one write, so the
+        server reads them together (a test of per-connection bounds must not depend on
+        how fast the server answers between separate writes). Returns their ids."""
+        ids, frames = [], []
+        for _ in range(count):
+            obj = {"op": op, "id": self.next_id}
+            obj.update({k: v for k, v in fields.items() if v is not None})
+            ids.append(self.next_id)
+            self.next_id += 1
+            frames.append(encode_frame(OP_TEXT, json.dumps(obj, separators=(",", ":")).encode()))
+        self.ws.send_raw(b"".join(frames))
+        return ids
 
     def reply(self, rid, timeout=10.0):
         """The reply, error or pong carrying id `rid`."""
