@@ -26,6 +26,7 @@ root), as the current user otherwise (tests/integration/backends.py).
 """
 
 import os
+import threading
 import time
 
 import pxtest
