@@ -13,7 +13,6 @@ file). Options that bound each other are checked once all sources are in:
 import json
 import os
 import re
-import unittest
 
 import pxtest
 from pxtest import PxTestCase, run_plexus

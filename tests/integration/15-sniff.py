@@ -23,7 +23,6 @@ import os
 import socket
 import threading
 import time
-import unittest
 
 import pxtest
 from pxtest import PxTestCase, scaled, wait_for

@@ -21,8 +21,6 @@ import shutil
 import signal
 import socket
 import threading
-import time
-import unittest
 
 import pxtest
 from pxtest import scaled

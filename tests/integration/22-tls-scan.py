@@ -19,7 +19,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import unittest
 
 import pxtest
 from pxtest import scaled

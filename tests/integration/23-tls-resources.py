@@ -20,7 +20,6 @@ import socket
 import ssl
 import subprocess
 import time
-import unittest
 
 import pxtest
 from pxtest import scaled

@@ -14,7 +14,6 @@ exit cleanly at the end.
 
 import os
 import struct
-import unittest
 
 import hyperframe.frame as hf
 

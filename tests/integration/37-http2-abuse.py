@@ -24,7 +24,6 @@ about memory, its RSS. px-test: serial (CPU and RSS are measured).
 import json
 import os
 import struct
-import threading
 import time
 
 import hyperframe.frame as hf

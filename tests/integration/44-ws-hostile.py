@@ -17,12 +17,10 @@ px-test: serial (timing and CPU bounds)
 """
 
 import json
-import os
 import random
 import socket
 import threading
 import time
-import unittest
 import zlib
 
 import pxtest

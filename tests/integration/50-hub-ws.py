@@ -28,9 +28,7 @@ unauthorized/forbidden: 53-hub-auth.py.
 import asyncio
 import json
 import os
-import re
 import time
-import unittest
 
 import pxtest
 from hubclient import HubCase, SseReader, aconnect, arequest, chan_path
@@ -423,7 +421,6 @@ class Protocol(HubCase):
         ch = self.chan()
 
         async def run():
-            import websockets
 
             sub, w1 = await aconnect(self.srv)
             pub, w2 = await aconnect(self.srv)

@@ -18,11 +18,9 @@
     PX_BUILD_DIR=build/h-hub /usr/bin/python3 tests/integration/51-hub-http.py -v
 """
 
-import json
 import os
 import re
 import threading
-import unittest
 
 import pxtest
 from hubclient import HubCase, HubClient, SseReader, api, chan_path, hub_args, metrics, metric

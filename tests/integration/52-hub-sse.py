@@ -23,7 +23,6 @@ import json
 import socket
 import threading
 import time
-import unittest
 
 import pxtest
 from hubclient import HubCase, SseReader, api, chan_path, metrics

@@ -24,7 +24,6 @@ without --jwt-secret refuses tokens.
 
 import json
 import time
-import unittest
 
 import pxtest
 from hubclient import HubCase, HubClient, SseReader, api, chan_path, jwt

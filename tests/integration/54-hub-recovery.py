@@ -25,7 +25,6 @@ import json
 import os
 import threading
 import time
-import unittest
 
 import pxtest
 from hubclient import HubCase, HubClient, aconnect, api, chan_path, hub_args

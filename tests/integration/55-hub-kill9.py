@@ -34,8 +34,6 @@ import shutil
 import subprocess
 import sys
 import time
-import unittest
-import urllib.parse
 
 import pxtest
 from hubclient import aconnect, api, chan_path, hub_args

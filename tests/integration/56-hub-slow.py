@@ -19,10 +19,8 @@ messages at full speed (pipelined, --publish-rate 0). With --output-cap 1MiB:
 
 import json
 import os
-import socket
 import threading
 import time
-import unittest
 
 import pxtest
 from hubclient import HubClient, hub_args, metric

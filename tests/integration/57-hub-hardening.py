@@ -7,8 +7,6 @@ import json
 import os
 import resource
 import signal
-import socket
-import threading
 import time
 
 import pxtest

@@ -3,7 +3,6 @@
 threaded TCP or unix servers on 127.0.0.1 with a handler per connection, and
 a PROXY protocol v1/v2 reader. Not a test (no number)."""
 
-import os
 import socket
 import struct
 import threading
