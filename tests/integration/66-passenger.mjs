@@ -22,7 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { SOURCE_DIR, outDir } from './plexus-server.mjs';
-import { alive, BUILD_DIR, freePort, makeApp, Passenger, request, sleep, sseClient, waitFor, wsClient } from './nodeapp.mjs';
+import { alive, BUILD_DIR, freePort, keepArtifacts, makeApp, Passenger, request, sleep, sseClient, waitFor, wsClient } from './nodeapp.mjs';
 
 const OUT = outDir('66-passenger');
 const started = [];
@@ -41,7 +41,7 @@ async function passenger(name, o = {}) {
   const p = new Passenger({ dir, appDir, port: await freePort(), ...o });
   started.push(p);
   after(() => {
-    fs.cpSync(dir, path.join(OUT, name), { recursive: true, filter: (f) => !f.includes('node_modules') && !/\.s$|node\.|\.sock/.test(path.basename(f)) });
+    keepArtifacts(dir, path.join(OUT, name));
   });
   return p.start();
 }

@@ -24,7 +24,7 @@ import { after, before, describe, it } from 'node:test';
 import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
 import { SOURCE_DIR, outDir } from './plexus-server.mjs';
-import { Apache, freePort, makeApp, request, waitFor } from './nodeapp.mjs';
+import { Apache, freePort, keepArtifacts, makeApp, request, waitFor } from './nodeapp.mjs';
 
 const CHROMIUM = process.env.PX_CHROMIUM || '/usr/bin/chromium';
 const OUT = outDir('67-passenger-apache');
@@ -44,7 +44,7 @@ after(async () => {
   await browser?.close();
   const code = await apache?.stop();
   if (dir) {
-    fs.cpSync(dir, OUT, { recursive: true, filter: (f) => !f.includes('node_modules') && !/\.s$|node\.|\.sock/.test(path.basename(f)) });
+    keepArtifacts(dir, OUT);
     fs.rmSync(dir, { recursive: true, force: true });
   }
   assert.equal(code, 0, 'apache stopped cleanly');

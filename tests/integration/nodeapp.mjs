@@ -188,6 +188,31 @@ export { sleep, waitFor, scaled };
 
 /** Make an app folder: `files` (name -> text or a path to copy) and node_modules/plexus
  *  linked to this tree's package (its addon comes from PLEXUS_ADDON). */
+/** Copy a test's directory to its output dir for the record, leaving out node_modules and
+ * sockets. A file that vanishes while it is copied (an app still closing its database after
+ * the front server stopped: SQLite removes its -wal and -shm) is skipped, not an error. */
+export function keepArtifacts(src, dst) {
+  let entries;
+  try {
+    entries = fs.readdirSync(src, { withFileTypes: true });
+  } catch (e) {
+    if (e.code === 'ENOENT') return;
+    throw e;
+  }
+  fs.mkdirSync(dst, { recursive: true });
+  for (const e of entries) {
+    if (e.name === 'node_modules' || /\.s$|node\.|\.sock/.test(e.name)) continue;
+    const from = path.join(src, e.name);
+    const to = path.join(dst, e.name);
+    try {
+      if (e.isDirectory()) keepArtifacts(from, to);
+      else if (e.isFile()) fs.copyFileSync(from, to);
+    } catch (err) {
+      if (err.code !== 'ENOENT') throw err;
+    }
+  }
+}
+
 export function makeApp(dir, files) {
   fs.mkdirSync(path.join(dir, 'node_modules'), { recursive: true });
   for (const [name, src] of Object.entries(files)) {
