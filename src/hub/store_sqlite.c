@@ -1059,10 +1059,23 @@ static int exec(sqlite_store_t *s, const char *sql, const char *what)
 
 static int configure(sqlite_store_t *s, int durability)
 {
-    /* journal_mode answers with the mode it ended up in (WAL needs shared memory). */
-    sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
-    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    /* journal_mode answers with the mode it ended up in (WAL needs shared memory).
+     * Processes opening a new shared database together race to switch it to WAL, and
+     * SQLite may answer SQLITE_BUSY there without calling the busy handler: retry for
+     * as long as the busy timeout would have waited. */
+    sqlite3_stmt *st = NULL;
+    int rc;
+    for (int waited_ms = 0;; waited_ms += 10) {
+        rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(st);
+        if ((rc & 0xff) != SQLITE_BUSY || waited_ms >= BUSY_TIMEOUT_MS)
+            break;
+        sqlite3_finalize(st);
+        st = NULL;
+        sqlite3_sleep(10);
+    }
+    if (rc == SQLITE_ROW) {
         const char *mode = (const char *)sqlite3_column_text(st, 0);
         bool wal = mode && strcmp(mode, "wal") == 0;
         sqlite3_finalize(st);
@@ -1087,11 +1100,17 @@ static int configure(sqlite_store_t *s, int durability)
 static int check_schema(sqlite_store_t *s)
 {
     int64_t app_id = 0, version = 0, objects = 0;
-    int rc = query_int(s, "PRAGMA application_id", &app_id);
+    /* One read transaction: another process of a shared directory may be creating the
+     * schema meanwhile, and the three answers must come from the same state of the file. */
+    int rc = sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = query_int(s, "PRAGMA application_id", &app_id);
     if (rc == SQLITE_OK)
         rc = query_int(s, "PRAGMA user_version", &version);
     if (rc == SQLITE_OK)
         rc = query_int(s, "SELECT count(*) FROM sqlite_master", &objects);
+    if (!sqlite3_get_autocommit(s->db))
+        sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
     if (rc != SQLITE_OK)
         return fail(s, rc, "read schema version");
     if (app_id == 0 && version == 0 && objects == 0) {

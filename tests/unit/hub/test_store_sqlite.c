@@ -1174,8 +1174,10 @@ static void test_shared_processes(void **state)
         if (pids[p] == 0) {
             px__store_t *s = NULL;
             char err[256];
-            if (px__store_sqlite.open(&f->opts, &s, err, sizeof(err)) != 0)
+            if (px__store_sqlite.open(&f->opts, &s, err, sizeof(err)) != 0) {
+                fprintf(stderr, "process %d: open: %s\n", p, err);
                 _exit(2);
+            }
             for (int i = 0; i < EACH; i++) {
                 char d[32];
                 snprintf(d, sizeof d, "%d.%d", p, i);
